@@ -1,0 +1,25 @@
+"""The ranking store: SQLAlchemy schema, shipped Alembic migrations, and the Python API other modules use."""
+
+from reward.store.store import (
+    FLAG_KINDS,
+    ROLES,
+    Conflict,
+    InvalidRanking,
+    Store,
+    TaskView,
+    UserInfo,
+    normalize_ranks,
+    open_store,
+)
+
+__all__ = [
+    "FLAG_KINDS",
+    "ROLES",
+    "Conflict",
+    "InvalidRanking",
+    "Store",
+    "TaskView",
+    "UserInfo",
+    "normalize_ranks",
+    "open_store",
+]

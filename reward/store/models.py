@@ -1,0 +1,132 @@
+"""The ranking store's tables (SQLAlchemy 2 declarative models).
+
+Times are float seconds since the epoch: SQLite has no timezone-aware timestamp type, and lease
+expiry is a plain comparison on both backends. JSON columns hold small lists (ranks, order shown,
+generation settings) that are always read whole.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    """The prompt string, or the JSON of a message list when `is_chat`."""
+    is_chat: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Task(Base):
+    """One prompt with its K completions: the unit an annotator ranks."""
+
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    """sha256 of the prompt and the sorted completion texts: re-adding the same task is a no-op."""
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    n_done: Mapped[int] = mapped_column(Integer, default=0)
+    """Rankings committed; raised with a conditional UPDATE so a task never gets more than N."""
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Completion(Base):
+    __tablename__ = "completions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    """Index within the task; rankings' `ranks` lists are aligned to it."""
+    text: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text, default="")
+    gen: Mapped[dict] = mapped_column(JSON, default=dict)
+    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    __table_args__ = (UniqueConstraint("task_id", "position"),)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="annotator")
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Token(Base):
+    """Browser sessions and API tokens. Only a sha256 of the secret is stored."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """`session` (cookie, needs the CSRF token on writes) or `api` (bearer)."""
+    csrf: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Lease(Base):
+    """One row per task; the holder changes. A conditional UPDATE claims it, so only one holder at a time."""
+
+    __tablename__ = "leases"
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
+    view_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    order_shown: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    acquired_at: Mapped[float] = mapped_column(Float, default=0.0)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Ranking(Base):
+    __tablename__ = "rankings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    ranks: Mapped[list] = mapped_column(JSON)
+    """ranks[position] for each completion, 1 = best, tied completions share the lowest rank (1, 1, 3)."""
+    order_shown: Mapped[list] = mapped_column(JSON)
+    """Completion positions in the order the annotator first saw them."""
+    seconds: Mapped[float] = mapped_column(Float)
+    """Time from taking the lease to submitting."""
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("task_id", "annotator_id"),)
+
+
+class Skip(Base):
+    __tablename__ = "skips"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+
+class Flag(Base):
+    __tablename__ = "flags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -1,0 +1,605 @@
+"""The store's Python API: what sampling, the ranking app and the export call. No SQL outside this package.
+
+Concurrency rules, enforced by the database rather than by the app process (so they hold with
+several server processes and survive a crash):
+- a task has one lease row; claiming it is a conditional UPDATE (free or expired), so two people
+  never hold the same task, and an abandoned lease simply expires;
+- a submit must come from the lease holder and raises `tasks.n_done` with `n_done < N` in the
+  WHERE clause, so a task never gets more than N rankings; UNIQUE(task, annotator) means nobody
+  ranks a task twice; UNIQUE(idempotency_key) makes a retried submit return the first result;
+- a submit is acknowledged only after its transaction commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from alignment.config import UserError
+from reward.store import auth
+from reward.store.engine import make_engine, migrate
+from reward.store.models import (
+    AuditLog,
+    Completion,
+    Flag,
+    Lease,
+    Prompt,
+    Ranking,
+    Skip,
+    Task,
+    Token,
+    User,
+)
+
+ROLES = ("annotator", "admin")
+FLAG_KINDS = ("unsafe", "all_bad", "not_rankable")
+
+
+class Conflict(Exception):
+    """A request the current state refuses (lease lost, task complete, already ranked); HTTP 409."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidRanking(ValueError):
+    """Ranks that do not fit the task (wrong length, values, ties when not allowed); HTTP 422."""
+
+
+@dataclass
+class UserInfo:
+    id: int
+    name: str
+    role: str
+    csrf: str | None = None
+    kind: str = "session"
+
+
+@dataclass
+class TaskView:
+    """A leased task as one annotator sees it: completions in the (random) order shown."""
+
+    task_id: int
+    view_id: str
+    prompt: str | list[dict]
+    is_chat: bool
+    completions: list[dict]
+    """[{"position": int, "text": str}, ...] in the order shown."""
+    expires_at: float
+    meta: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {
+            "task_id": self.task_id,
+            "view_id": self.view_id,
+            "prompt": self.prompt,
+            "is_chat": self.is_chat,
+            "completions": self.completions,
+            "expires_at": self.expires_at,
+        }
+
+
+def canonical_prompt(prompt: str | list[dict]) -> tuple[str, bool]:
+    """(text stored, is_chat): message lists are stored as canonical JSON."""
+    if isinstance(prompt, str):
+        return prompt, False
+    if isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
+        return json.dumps(msgs, ensure_ascii=False, separators=(",", ":")), True
+    raise UserError("prompt must be a string or a list of {'role', 'content'} messages")
+
+
+def normalize_ranks(ranks: list[int], k: int, allow_ties: bool) -> list[int]:
+    """Validate client ranks (lower = better) and return standard competition ranks: 1 = best, ties share (1, 1, 3)."""
+    if not isinstance(ranks, list) or len(ranks) != k:
+        raise InvalidRanking(f"expected {k} ranks, got {ranks!r}")
+    if not all(isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= k for r in ranks):
+        raise InvalidRanking(f"ranks must be integers from 1 to {k}, got {ranks!r}")
+    if not allow_ties and len(set(ranks)) != k:
+        raise InvalidRanking("ties are not allowed in this project")
+    return [1 + sum(other < r for other in ranks) for r in ranks]
+
+
+def _sha(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+class Store:
+    def __init__(self, url_or_path: str, pool_size: int = 10):
+        self.url = str(url_or_path)
+        self.engine = make_engine(self.url, pool_size=pool_size)
+        migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self, write: bool = False) -> Iterator[Session]:
+        """A transaction that commits on normal exit (BEGIN IMMEDIATE for writes on SQLite)."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            s.connection(execution_options={"write": write})
+            yield s
+            s.commit()
+
+    def _audit(self, s: Session, user_id: int | None, action: str, **detail: Any) -> None:
+        s.add(AuditLog(at=time.time(), user_id=user_id, action=action, detail=detail))
+
+    # ------------------------------------------------------------------------------------------
+    # Tasks
+
+    def add_task(self, prompt: str | list[dict], completions: list[dict], meta: dict | None = None) -> int:
+        """Add one prompt with its K completions (dicts with text, model, gen, seed); idempotent on the texts."""
+        text, is_chat = canonical_prompt(prompt)
+        if len(completions) < 2:
+            raise UserError(f"a task needs at least 2 completions, got {len(completions)}")
+        texts = []
+        for i, c in enumerate(completions):
+            if not isinstance(c, dict) or not isinstance(c.get("text"), str):
+                raise UserError(f"completion {i} must be a dict with a 'text' string")
+            texts.append(c["text"])
+        prompt_hash = _sha(text)
+        key = _sha(text, *sorted(texts))
+        for attempt in range(3):
+            try:
+                with self._tx(write=True) as s:
+                    found = s.scalar(select(Task.id).where(Task.key == key))
+                    if found is not None:
+                        return found
+                    now = time.time()
+                    prompt_id = s.scalar(select(Prompt.id).where(Prompt.hash == prompt_hash))
+                    if prompt_id is None:
+                        p = Prompt(hash=prompt_hash, text=text, is_chat=is_chat, created_at=now)
+                        s.add(p)
+                        s.flush()
+                        prompt_id = p.id
+                    task = Task(key=key, prompt_id=prompt_id, meta=dict(meta or {}), n_done=0, created_at=now)
+                    s.add(task)
+                    s.flush()
+                    for pos, c in enumerate(completions):
+                        s.add(
+                            Completion(
+                                task_id=task.id,
+                                position=pos,
+                                text=c["text"],
+                                model=str(c.get("model", "")),
+                                gen=dict(c.get("gen") or {}),
+                                seed=c.get("seed"),
+                            )
+                        )
+                    s.add(Lease(task_id=task.id, user_id=None, acquired_at=0.0, expires_at=0.0))
+                    return task.id
+            except IntegrityError:
+                # Another process added the same prompt or task between our SELECT and INSERT: look again.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def count_tasks(self) -> int:
+        with self._tx() as s:
+            return s.scalar(select(func.count(Task.id))) or 0
+
+    def _view(self, s: Session, task_id: int, lease: Lease) -> TaskView:
+        task = s.get(Task, task_id)
+        prompt = s.get(Prompt, task.prompt_id)
+        comps = {c.position: c for c in s.scalars(select(Completion).where(Completion.task_id == task_id))}
+        shown = [{"position": pos, "text": comps[pos].text} for pos in lease.order_shown]
+        return TaskView(
+            task_id=task_id,
+            view_id=lease.view_id,
+            prompt=json.loads(prompt.text) if prompt.is_chat else prompt.text,
+            is_chat=prompt.is_chat,
+            completions=shown,
+            expires_at=lease.expires_at,
+            meta=task.meta or {},
+        )
+
+    def next_task(self, user_id: int, n_per_task: int, lease_seconds: float, rng: random.Random | None = None):
+        """Lease the next task this user may rank (or renew the one they hold); None when there is none."""
+        rng = rng or random.Random()
+        now = time.time()
+        with self._tx(write=True) as s:
+            held = s.scalars(
+                select(Lease).where(Lease.user_id == user_id, Lease.expires_at > now).order_by(Lease.acquired_at)
+            ).first()
+            if held is not None:
+                held.expires_at = now + lease_seconds
+                return self._view(s, held.task_id, held)
+            candidates = s.scalars(
+                select(Task.id)
+                .join(Lease, Lease.task_id == Task.id)
+                .where(
+                    Task.n_done < n_per_task,
+                    (Lease.user_id.is_(None)) | (Lease.expires_at <= now),
+                    ~exists().where(Ranking.task_id == Task.id, Ranking.annotator_id == user_id),
+                    ~exists().where(Skip.task_id == Task.id, Skip.user_id == user_id),
+                    ~exists().where(Flag.task_id == Task.id, Flag.user_id == user_id),
+                )
+                # Finish tasks that already have rankings first, so complete overlap sets appear early.
+                .order_by(Task.n_done.desc(), Task.id)
+                .limit(32)
+            ).all()
+            # Concurrent annotators would all race for the first candidate; a little shuffling spreads them.
+            head = list(candidates[:8])
+            rng.shuffle(head)
+            for task_id in head + list(candidates[8:]):
+                k = s.scalar(select(func.count(Completion.id)).where(Completion.task_id == task_id))
+                order = list(range(k))
+                rng.shuffle(order)
+                claimed = s.execute(
+                    update(Lease)
+                    .where(Lease.task_id == task_id, (Lease.user_id.is_(None)) | (Lease.expires_at <= now))
+                    .values(
+                        user_id=user_id,
+                        view_id=secrets.token_hex(8),
+                        order_shown=order,
+                        acquired_at=now,
+                        expires_at=now + lease_seconds,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if claimed.rowcount == 1:
+                    lease = s.get(Lease, task_id, populate_existing=True)
+                    return self._view(s, task_id, lease)
+            return None
+
+    def _release(self, s: Session, task_id: int, user_id: int) -> None:
+        s.execute(
+            update(Lease)
+            .where(Lease.task_id == task_id, Lease.user_id == user_id)
+            .values(user_id=None, view_id=None, order_shown=None, expires_at=0.0)
+            .execution_options(synchronize_session=False)
+        )
+
+    def submit(
+        self,
+        user_id: int,
+        task_id: int,
+        ranks: list[int],
+        idempotency_key: str,
+        n_per_task: int,
+        allow_ties: bool = True,
+    ) -> dict:
+        """Commit one ranking; returns {"ranking_id", "task_id", "ranks", "replay"}. A retried key returns the first."""
+        if not idempotency_key or len(idempotency_key) > 128:
+            raise InvalidRanking("idempotency_key must be 1-128 characters")
+        try:
+            with self._tx(write=True) as s:
+                prior = self._by_key(s, idempotency_key, user_id)
+                if prior is not None:
+                    return prior
+                lease = s.scalars(select(Lease).where(Lease.task_id == task_id).with_for_update()).first()
+                if lease is None:
+                    raise Conflict("no_task", f"task {task_id} does not exist")
+                if lease.user_id != user_id:
+                    # An expired lease still counts as ours until somebody else claims the task.
+                    raise Conflict("lease_lost", f"you do not hold task {task_id} (lease expired and taken)")
+                k = len(lease.order_shown or [])
+                norm = normalize_ranks(ranks, k, allow_ties)
+                bumped = s.execute(
+                    update(Task)
+                    .where(Task.id == task_id, Task.n_done < n_per_task)
+                    .values(n_done=Task.n_done + 1)
+                    .execution_options(synchronize_session=False)
+                )
+                if bumped.rowcount != 1:
+                    self._release(s, task_id, user_id)
+                    raise Conflict("task_complete", f"task {task_id} already has {n_per_task} rankings")
+                now = time.time()
+                r = Ranking(
+                    task_id=task_id,
+                    annotator_id=user_id,
+                    idempotency_key=idempotency_key,
+                    ranks=norm,
+                    order_shown=list(lease.order_shown),
+                    seconds=max(0.0, now - lease.acquired_at),
+                    created_at=now,
+                )
+                s.add(r)
+                self._release(s, task_id, user_id)
+                s.flush()
+                self._audit(s, user_id, "submit", task_id=task_id, ranking_id=r.id)
+                result = {"ranking_id": r.id, "task_id": task_id, "ranks": norm, "replay": False}
+            return result
+        except IntegrityError:
+            # A concurrent retry with the same key committed first, or this user already ranked the task.
+            with self._tx() as s:
+                prior = self._by_key(s, idempotency_key, user_id)
+            if prior is not None:
+                return prior
+            raise Conflict("already_ranked", f"you already ranked task {task_id}") from None
+
+    def _by_key(self, s: Session, key: str, user_id: int) -> dict | None:
+        r = s.scalars(select(Ranking).where(Ranking.idempotency_key == key)).first()
+        if r is None:
+            return None
+        if r.annotator_id != user_id:
+            raise Conflict("key_reused", "idempotency key belongs to another user's ranking")
+        return {"ranking_id": r.id, "task_id": r.task_id, "ranks": r.ranks, "replay": True}
+
+    def skip(self, user_id: int, task_id: int) -> None:
+        """Give the task back and never offer it to this user again."""
+        with self._tx(write=True) as s:
+            if not s.scalar(select(exists().where(Skip.task_id == task_id, Skip.user_id == user_id))):
+                s.add(Skip(task_id=task_id, user_id=user_id, created_at=time.time()))
+            self._release(s, task_id, user_id)
+            self._audit(s, user_id, "skip", task_id=task_id)
+
+    def flag(self, user_id: int, task_id: int, kind: str, comment: str = "") -> int:
+        """Record a flag (unsafe / all_bad / not_rankable) and give the task back, like a skip."""
+        if kind not in FLAG_KINDS:
+            raise InvalidRanking(f"flag kind must be one of {', '.join(FLAG_KINDS)}, got {kind!r}")
+        with self._tx(write=True) as s:
+            if s.get(Task, task_id) is None:
+                raise Conflict("no_task", f"task {task_id} does not exist")
+            f = Flag(task_id=task_id, user_id=user_id, kind=kind, comment=str(comment)[:2000], created_at=time.time())
+            s.add(f)
+            self._release(s, task_id, user_id)
+            s.flush()
+            self._audit(s, user_id, "flag", task_id=task_id, kind=kind)
+            return f.id
+
+    # ------------------------------------------------------------------------------------------
+    # Users, sessions, tokens
+
+    def add_user(self, name: str, role: str = "annotator", password: str | None = None) -> int:
+        if role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
+        if not name or len(name) > 64 or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            raise UserError(f"user name '{name}' must be 1-64 letters, digits, '-', '_' or '.'")
+        with self._tx(write=True) as s:
+            if s.scalar(select(User.id).where(User.name == name)) is not None:
+                raise UserError(f"user '{name}' already exists (use set-password to change the password)")
+            u = User(
+                name=name,
+                role=role,
+                password_hash=auth.hash_password(password) if password else None,
+                active=True,
+                created_at=time.time(),
+            )
+            s.add(u)
+            s.flush()
+            self._audit(s, None, "user_add", name=name, role=role)
+            return u.id
+
+    def _user(self, s: Session, name: str) -> User:
+        u = s.scalars(select(User).where(User.name == name)).first()
+        if u is None:
+            raise UserError(f"no user named '{name}'")
+        return u
+
+    def set_password(self, name: str, password: str) -> None:
+        with self._tx(write=True) as s:
+            u = self._user(s, name)
+            u.password_hash = auth.hash_password(password)
+            # A new password ends every open session of that user.
+            for t in s.scalars(select(Token).where(Token.user_id == u.id, Token.kind == "session")):
+                s.delete(t)
+            self._audit(s, None, "set_password", name=name)
+
+    def set_role(self, name: str, role: str) -> None:
+        if role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
+        with self._tx(write=True) as s:
+            self._user(s, name).role = role
+            self._audit(s, None, "set_role", name=name, role=role)
+
+    def list_users(self) -> list[dict]:
+        with self._tx() as s:
+            counts = dict(s.execute(select(Ranking.annotator_id, func.count()).group_by(Ranking.annotator_id)).all())
+            return [
+                {"id": u.id, "name": u.name, "role": u.role, "active": u.active, "rankings": counts.get(u.id, 0)}
+                for u in s.scalars(select(User).order_by(User.id))
+            ]
+
+    def create_token(self, name: str, kind: str = "api", ttl_seconds: float | None = None) -> tuple[str, str | None]:
+        """A new secret for `name` (shown once) and, for sessions, its CSRF token."""
+        token = auth.new_token()
+        csrf = secrets.token_urlsafe(24) if kind == "session" else None
+        now = time.time()
+        with self._tx(write=True) as s:
+            u = self._user(s, name)
+            s.add(
+                Token(
+                    token_hash=auth.hash_token(token),
+                    user_id=u.id,
+                    kind=kind,
+                    csrf=csrf,
+                    created_at=now,
+                    expires_at=now + ttl_seconds if ttl_seconds else None,
+                )
+            )
+            self._audit(s, u.id, f"{kind}_token")
+        return token, csrf
+
+    def authenticate(self, name: str, password: str) -> UserInfo | None:
+        """The user if `password` matches (and the account is active), else None."""
+        with self._tx() as s:
+            u = s.scalars(select(User).where(User.name == name)).first()
+            if u is None or not u.active:
+                # Hash anyway so response time does not reveal which user names exist.
+                auth.verify_password(password, auth.hash_password("x"))
+                return None
+            if not auth.verify_password(password, u.password_hash):
+                return None
+            return UserInfo(u.id, u.name, u.role)
+
+    def user_for_token(self, token: str | None) -> UserInfo | None:
+        if not token:
+            return None
+        with self._tx() as s:
+            row = s.execute(
+                select(Token, User)
+                .join(User, User.id == Token.user_id)
+                .where(Token.token_hash == auth.hash_token(token))
+            ).first()
+            if row is None:
+                return None
+            t, u = row
+            if not u.active or (t.expires_at is not None and t.expires_at < time.time()):
+                return None
+            return UserInfo(u.id, u.name, u.role, csrf=t.csrf, kind=t.kind)
+
+    def revoke_token(self, token: str) -> None:
+        with self._tx(write=True) as s:
+            for t in s.scalars(select(Token).where(Token.token_hash == auth.hash_token(token))):
+                s.delete(t)
+
+    # ------------------------------------------------------------------------------------------
+    # Progress, admin and export reads
+
+    def progress(self, user_id: int, n_per_task: int) -> dict:
+        """The annotator's own counts: ranked, skipped, and tasks still open to them."""
+        with self._tx() as s:
+            ranked = s.scalar(select(func.count()).where(Ranking.annotator_id == user_id)) or 0
+            skipped = s.scalar(select(func.count()).where(Skip.user_id == user_id)) or 0
+            available = (
+                s.scalar(
+                    select(func.count(Task.id)).where(
+                        Task.n_done < n_per_task,
+                        ~exists().where(Ranking.task_id == Task.id, Ranking.annotator_id == user_id),
+                        ~exists().where(Skip.task_id == Task.id, Skip.user_id == user_id),
+                        ~exists().where(Flag.task_id == Task.id, Flag.user_id == user_id),
+                    )
+                )
+                or 0
+            )
+            return {"ranked": ranked, "skipped": skipped, "available": available}
+
+    def overview(self, n_per_task: int) -> dict:
+        """Task progress for the admin page and `rlhf rank status`."""
+        now = time.time()
+        with self._tx() as s:
+            tasks = s.scalar(select(func.count(Task.id))) or 0
+            complete = s.scalar(select(func.count(Task.id)).where(Task.n_done >= n_per_task)) or 0
+            started = s.scalar(select(func.count(Task.id)).where(Task.n_done > 0, Task.n_done < n_per_task)) or 0
+            leased = s.scalar(select(func.count()).select_from(Lease).where(Lease.expires_at > now)) or 0
+            rankings = s.scalar(select(func.count(Ranking.id))) or 0
+            flags = s.scalar(select(func.count(Flag.id))) or 0
+            return {
+                "tasks": tasks,
+                "complete": complete,
+                "in_progress": started,
+                "leased_now": leased,
+                "rankings": rankings,
+                "rankings_needed": tasks * n_per_task,
+                "flags": flags,
+            }
+
+    def annotator_rows(self) -> list[dict]:
+        """Per-annotator counts and speed (median seconds per ranking)."""
+        with self._tx() as s:
+            by_user: dict[int, list[float]] = {}
+            for uid, sec in s.execute(select(Ranking.annotator_id, Ranking.seconds)):
+                by_user.setdefault(uid, []).append(sec)
+            skips = dict(s.execute(select(Skip.user_id, func.count()).group_by(Skip.user_id)).all())
+            flags = dict(s.execute(select(Flag.user_id, func.count()).group_by(Flag.user_id)).all())
+            rows = []
+            for u in s.scalars(select(User).order_by(User.name)):
+                secs = sorted(by_user.get(u.id, []))
+                median = secs[len(secs) // 2] if secs else None
+                rows.append(
+                    {
+                        "name": u.name,
+                        "role": u.role,
+                        "rankings": len(secs),
+                        "skips": skips.get(u.id, 0),
+                        "flags": flags.get(u.id, 0),
+                        "median_seconds": median,
+                        "per_hour": 3600.0 / median if median else None,
+                    }
+                )
+            return rows
+
+    def flags(self) -> list[dict]:
+        with self._tx() as s:
+            rows = s.execute(
+                select(Flag, User.name, Prompt.text, Prompt.is_chat)
+                .join(User, User.id == Flag.user_id)
+                .join(Task, Task.id == Flag.task_id)
+                .join(Prompt, Prompt.id == Task.prompt_id)
+                .order_by(Flag.id.desc())
+            ).all()
+            return [
+                {
+                    "id": f.id,
+                    "task_id": f.task_id,
+                    "user": name,
+                    "kind": f.kind,
+                    "comment": f.comment,
+                    "prompt": json.loads(text) if is_chat else text,
+                    "at": f.created_at,
+                }
+                for f, name, text, is_chat in rows
+            ]
+
+    def rankings(self) -> list[dict]:
+        """Every committed ranking with its task's prompt and completions, oldest first (the export's input)."""
+        with self._tx() as s:
+            comps: dict[int, list[Completion]] = {}
+            for c in s.scalars(select(Completion).order_by(Completion.task_id, Completion.position)):
+                comps.setdefault(c.task_id, []).append(c)
+            flagged: dict[int, list[str]] = {}
+            for task_id, kind in s.execute(select(Flag.task_id, Flag.kind)):
+                flagged.setdefault(task_id, []).append(kind)
+            rows = s.execute(
+                select(Ranking, User.name, Task, Prompt)
+                .join(User, User.id == Ranking.annotator_id)
+                .join(Task, Task.id == Ranking.task_id)
+                .join(Prompt, Prompt.id == Task.prompt_id)
+                .order_by(Ranking.id)
+            ).all()
+            out = []
+            for r, name, task, prompt in rows:
+                cs = comps[task.id]
+                out.append(
+                    {
+                        "ranking_id": r.id,
+                        "task_id": task.id,
+                        "prompt_id": prompt.id,
+                        "prompt": json.loads(prompt.text) if prompt.is_chat else prompt.text,
+                        "is_chat": prompt.is_chat,
+                        "completions": [c.text for c in cs],
+                        "models": [c.model for c in cs],
+                        "seeds": [c.seed for c in cs],
+                        "ranks": list(r.ranks),
+                        "order_shown": list(r.order_shown),
+                        "annotator": name,
+                        "seconds": r.seconds,
+                        "created_at": r.created_at,
+                        "task_meta": task.meta or {},
+                        "flags": flagged.get(task.id, []),
+                    }
+                )
+            return out
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        with self._tx() as s:
+            return [
+                {"at": a.at, "user_id": a.user_id, "action": a.action, "detail": a.detail}
+                for a in s.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(limit))
+            ]
+
+    def log(self, user_id: int | None, action: str, **detail: Any) -> None:
+        with self._tx(write=True) as s:
+            self._audit(s, user_id, action, **detail)
+
+
+def open_store(url_or_path: str, pool_size: int = 10) -> Store:
+    """Open (creating and migrating if needed) a SQLite file path or a postgresql:// URL."""
+    return Store(url_or_path, pool_size=pool_size)
