@@ -1,0 +1,166 @@
+"""Exact KL-regularised objective on a task small enough to enumerate every response.
+
+For a causal LM over a vocabulary of a few tokens and responses of L tokens, every response of every
+prompt is enumerated and scored by batched teacher forcing, which gives exactly (no sampling):
+KL(pi || pi_ref), E_pi[r], J(pi) = E_pi[r] - beta * KL(pi || pi_ref), and the best achievable
+J* = max_pi J(pi) = beta * log E_ref[exp(r / beta)], reached by the Gibbs policy pi* ∝ pi_ref * exp(r / beta).
+
+EOS is absorbing. A response is its tokens up to and including the first EOS, or all L tokens if
+there is none (truncated, like the rollout). `enumerate_responses` lists each such response once,
+with the positions after its EOS filled with padding, and `sequence_logprobs` sums log-probs over the
+real tokens only. Summing over the 1 + (V-1) + ... continuations a full |V|^L enumeration would give
+an early-ending response is then done analytically: they marginalise to exactly that prefix's
+probability. With `eos_token_id=None` responses have a fixed length L and all |V|^L are listed.
+
+Shapes: P = prompts, N = enumerated responses, L = response length. Log-probs are float64 [P, N].
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from alignment.ppo.losses import logprobs_from_logits, response_mask
+
+LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(input_ids [B, S], attention_mask [B, S]) -> logits [B, S, V] of a causal LM."""
+
+
+def enumerate_responses(
+    tokens: int | Sequence[int], length: int, eos_token_id: int | None = None, pad_token_id: int | None = None
+) -> torch.Tensor:
+    """Every distinct response of `length` tokens over `tokens` (a vocabulary size or a list of ids) -> [N, L].
+
+    With an EOS id, responses stop at their first EOS and the rest is `pad_token_id` (default: EOS),
+    so N = sum_{k<L} (V-1)^k + (V-1)^L; without, N = V^L.
+    """
+    vocab = list(range(tokens)) if isinstance(tokens, int) else list(tokens)
+    if eos_token_id is not None and eos_token_id not in vocab:
+        raise ValueError(f"eos_token_id {eos_token_id} is not among the enumerated tokens {vocab}")
+    pad = eos_token_id if pad_token_id is None else pad_token_id
+    rows = []
+    for seq in itertools.product(vocab, repeat=length):
+        if eos_token_id is not None and eos_token_id in seq:
+            k = seq.index(eos_token_id)
+            # keep one representative per early-ending response: the one padded after its EOS
+            if k < length - 1 and any(tok != eos_token_id for tok in seq[k + 1 :]):
+                continue
+            seq = seq[: k + 1] + (pad,) * (length - k - 1)
+        rows.append(seq)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def causal_lm_logits_fn(model: torch.nn.Module) -> LogitsFn:
+    """Wrap a transformers causal LM (or anything taking input_ids/attention_mask and returning .logits)."""
+    return lambda input_ids, attention_mask: model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+@torch.no_grad()
+def sequence_logprobs(
+    logits_fn: LogitsFn,
+    prompts: Sequence[torch.Tensor],
+    responses: torch.Tensor,
+    eos_token_id: int | None = None,
+    temperature: float = 1.0,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """log pi(y | x) for every prompt x (1-D id tensors) and every response y [N, L] -> float64 [P, N].
+
+    One forward pass per batch of (prompt + response) sequences; each prompt is scored on its own so no
+    padding (and no position-id shift) enters the prompt. Tokens after the first EOS are not scored.
+    """
+    if eos_token_id is None:
+        mask = torch.ones_like(responses, dtype=torch.bool)
+    else:
+        mask = response_mask(responses, eos_token_id)
+    out = []
+    for prompt in prompts:
+        prompt = prompt.reshape(-1).long()
+        n_prompt = prompt.numel()
+        per_prompt = []
+        for start in range(0, responses.shape[0], batch_size):
+            chunk = responses[start : start + batch_size]
+            ids = torch.cat([prompt.expand(chunk.shape[0], n_prompt), chunk], dim=1)
+            logits = logits_fn(ids, torch.ones_like(ids))
+            # logits at position s predict token s + 1: the response is predicted from the last prompt position on
+            resp_logits = logits[:, n_prompt - 1 : -1]
+            token_logp = logprobs_from_logits(resp_logits, chunk, temperature).double()
+            per_prompt.append((token_logp * mask[start : start + batch_size]).sum(-1))
+        out.append(torch.cat(per_prompt))
+    return torch.stack(out)
+
+
+def total_mass(logp: torch.Tensor) -> torch.Tensor:
+    """sum_y pi(y | x) per prompt: [P, N] -> [P]. 1 when the enumeration covers everything pi can emit."""
+    return torch.logsumexp(logp.double(), dim=-1).exp()
+
+
+def check_mass(logp: torch.Tensor, atol: float = 1e-6) -> None:
+    """Raise if the enumeration misses probability (a token the sampler can emit was not enumerated)."""
+    mass = total_mass(logp)
+    if (mass - 1).abs().max() > atol:
+        raise ValueError(
+            f"enumerated responses carry probability {mass.tolist()} instead of 1: enumerate every token "
+            "the policy can emit, or the exact numbers are not the ones the sampler optimises"
+        )
+
+
+def exact_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """KL(pi || pi_ref) = sum_y pi(y) (log pi(y) - log pi_ref(y)) per prompt: [P, N] x [P, N] -> [P]."""
+    logp, ref_logp = logp.double(), ref_logp.double()
+    # xlogy-style guard: a response pi never emits contributes 0 even where ref_logp is -inf
+    p = logp.exp()
+    return torch.where(p > 0, p * (logp - ref_logp), torch.zeros_like(p)).sum(-1)
+
+
+def expected_reward(logp: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    """E_pi[r] per prompt: log-probs [P, N], rewards [P, N] -> [P]."""
+    return (logp.double().exp() * rewards.double()).sum(-1)
+
+
+def objective(logp: torch.Tensor, ref_logp: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """J(pi) = E_pi[r] - beta * KL(pi || pi_ref) per prompt: [P, N] each -> [P]."""
+    return expected_reward(logp, rewards) - beta * exact_kl(logp, ref_logp)
+
+
+def optimal_objective(ref_logp: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """J* = beta * log E_ref[exp(r / beta)] per prompt: [P, N] each -> [P] (logsumexp: safe for r / beta >> 1)."""
+    return beta * torch.logsumexp(ref_logp.double() + rewards.double() / beta, dim=-1)
+
+
+def optimal_logprobs(ref_logp: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """log pi*(y) of the Gibbs optimum pi* ∝ pi_ref * exp(r / beta): [P, N] each -> [P, N]."""
+    unnorm = ref_logp.double() + rewards.double() / beta
+    return unnorm - torch.logsumexp(unnorm, dim=-1, keepdim=True)
+
+
+@dataclass
+class ExactReport:
+    """Exact quantities averaged over prompts (floats), for logs and assertions."""
+
+    kl: float
+    reward: float
+    objective: float
+    optimum: float
+
+
+def evaluate(logp: torch.Tensor, ref_logp: torch.Tensor, rewards: torch.Tensor, beta: float) -> ExactReport:
+    """KL, E[r], J and J* averaged over prompts; checks both enumerations carry all the probability."""
+    check_mass(logp)
+    check_mass(ref_logp)
+    return ExactReport(
+        kl=exact_kl(logp, ref_logp).mean().item(),
+        reward=expected_reward(logp, rewards).mean().item(),
+        objective=objective(logp, ref_logp, rewards, beta).mean().item(),
+        optimum=optimal_objective(ref_logp, rewards, beta).mean().item(),
+    )
+
+
+def gain_fraction(j: float, j_start: float, j_star: float) -> float:
+    """Share of the achievable gain reached: (J(pi) - J(pi_start)) / (J* - J(pi_start))."""
+    if j_star - j_start <= 0:
+        raise ValueError(f"no achievable gain: J* = {j_star} <= J(start) = {j_start}")
+    return (j - j_start) / (j_star - j_start)
