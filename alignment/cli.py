@@ -1,0 +1,89 @@
+"""`rlhf <command> [CONFIG.yaml] [key=value ...]`: one entry point for every stage.
+
+Each command lives in its own module with a `main(argv) -> int`; this file only dispatches, so
+`rlhf --help` stays fast (no torch import) and a user mistake anywhere becomes one line on stderr
+and exit code 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from alignment.config import UserError, describe, load_config
+
+COMMANDS = {
+    "sft": ("alignment.sft", "supervised fine-tuning (stage 1)"),
+    "sample": ("reward.sampling", "sample K completions per prompt into the ranking store (stage 2)"),
+    "rank": ("reward.app.cli", "ranking app: serve | users | export | status (stage 2)"),
+    "reward": ("reward.train", "train the reward model on rankings (stage 3)"),
+    "ppo": ("alignment.ppo.train", "PPO against the reward model on one frozen base (stage 4)"),
+    "pipeline": ("alignment.pipeline", "run every stage in order from one config"),
+    "eval": ("alignment.evaluate", "compare policies: reward, win rate, KL, length"),
+    "demo": ("alignment.demo", "the whole pipeline on the embedded tiny default, with a report"),
+}
+
+USAGE = (
+    "usage: rlhf <command> [CONFIG.yaml] [key=value ...]\n\ncommands:\n"
+    + "\n".join(f"  {name:<9} {doc}" for name, (_, doc) in COMMANDS.items())
+    + "\n\n`rlhf <command> --help` lists a command's config keys."
+)
+
+
+def parse_stage_args(prog: str, cfg_cls: type, argv: list[str], doc: str = ""):
+    """Parse `[CONFIG.yaml] [key=value ...] [--help]` into a validated `cfg_cls`; None after --help."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: {prog} [CONFIG.yaml] [key=value ...]\n")
+        if doc:
+            print(doc.strip() + "\n")
+        print("config keys (YAML or dotted key=value overrides):")
+        print("\n".join(describe(cfg_cls)))
+        return None
+    path = None
+    rest = list(argv)
+    if rest and "=" not in rest[0]:
+        path = rest.pop(0)
+    for item in rest:
+        if "=" not in item:
+            raise UserError(f"unexpected argument '{item}': give at most one CONFIG.yaml, then key=value overrides")
+    return load_config(cfg_cls, path, rest)
+
+
+def run(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"unknown command '{name}'{hint} (see rlhf --help)")
+    module_name = COMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise UserError(f"command '{name}' is not available in this version") from None
+        raise
+    return module.main(rest) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = run(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    except BrokenPipeError:  # `rlhf sft --help | head`
+        code = 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""Typed stage configs: a dataclass per stage, loaded from YAML, overridden by dotted ``key=value``.
+
+Every field carries a one-line docstring (the string literal under it); ``rlhf <stage> --help``
+prints them, so the dataclass is the one place a hyperparameter is documented.
+
+Errors are :class:`ConfigError` (a :class:`UserError`): one line naming the key, the YAML file
+and, for a misspelt key, the closest valid one. The CLI turns them into a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import os
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+
+class UserError(Exception):
+    """A mistake in the user's input (file, row, key). Printed as one line, never a traceback."""
+
+
+class ConfigError(UserError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared sub-configs. Stages compose these; each stage's own dataclass lives next to it below or in
+# its package (reward/config.py, alignment/ppo/config.py).
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "builtin:tiny-llama"
+    """Hub id, local folder, or `builtin:tiny-llama` (a small Llama built offline and cached)."""
+    tokenizer: str | None = None
+    """Tokenizer hub id or folder; defaults to the model's."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype: `auto` is bfloat16 on a GPU that supports it, float32 on CPU."""
+    attn_implementation: str | None = None
+    """`sdpa`, `eager` or `flash_attention_2`; None lets transformers choose."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub repository."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit)."""
+    chat_template: str | None = None
+    """Jinja chat template (text or a file path) for tokenizers that have none."""
+
+
+@dataclass
+class AdapterConfig:
+    method: Literal["lora", "prompt_tuning", "ia3", "selective", "full"] = "lora"
+    """What is trained: a LoRA/prompt-tuning/IA3 adapter, named layers only (`selective`), or everything."""
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA alpha (scale = alpha / r)."""
+    dropout: float = 0.0
+    """LoRA dropout."""
+    target_modules: list[str] | str = "all-linear"
+    """Modules LoRA/IA3 wrap: a list of names or `all-linear`."""
+    num_virtual_tokens: int = 16
+    """Prompt tuning: number of virtual tokens."""
+    trainable: list[str] = field(default_factory=list)
+    """Selective fine-tuning: parameter-name substrings that stay trainable (e.g. `layers.1.`, `lm_head`)."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Extra modules trained in full and saved with the adapter (e.g. `score`)."""
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 2e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "cosine"
+    """Decay after warmup."""
+    warmup_ratio: float = 0.0
+    """Fraction of the optimizer steps spent warming up linearly."""
+    per_device_batch_size: int = 8
+    """Micro-batch size on each process."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    epochs: float = 1.0
+    """Passes over the data (fractions allowed); ignored when max_steps > 0."""
+    max_steps: int = -1
+    """Optimizer steps to run; -1 derives it from epochs."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables clipping."""
+    log_steps: int = 10
+    """Log metrics every this many optimizer steps."""
+    eval_steps: int = 0
+    """Evaluate every this many optimizer steps (0: only at the end)."""
+
+
+@dataclass
+class CheckpointConfig:
+    save_steps: int = 0
+    """Write a resumable checkpoint every this many optimizer steps (0: none)."""
+    keep_last: int = 2
+    """How many checkpoints to keep; older ones are deleted."""
+    resume: str | None = None
+    """`auto` (latest checkpoint in output_dir, if any) or a checkpoint folder to resume from."""
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = False
+    """Log to Weights & Biases (metrics.jsonl in output_dir is always written)."""
+    project: str = "rlhf"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (team or user)."""
+    run_name: str | None = None
+    """W&B run name; defaults to the output folder's name."""
+    mode: Literal["online", "offline"] | None = None
+    """W&B mode; None follows WANDB_MODE."""
+    tags: list[str] = field(default_factory=list)
+    """W&B tags."""
+
+
+@dataclass
+class SFTDataConfig:
+    path: str = ""
+    """jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-sft`."""
+    split: str = "train"
+    """Split to train on (for dataset folders and hub ids)."""
+    eval_path: str | None = None
+    """Separate eval data; otherwise `eval_size` rows are held out from `path`."""
+    eval_size: float = 0.0
+    """Held-out share (<1) or row count (>=1) when there is no eval_path."""
+    max_length: int = 512
+    """Tokens per example; longer ones are truncated from the right."""
+    packing: bool = False
+    """Concatenate examples into full max_length rows (attention stays within each example)."""
+    limit: int | None = None
+    """Use only the first N rows (quick runs)."""
+    completion_only_loss: bool = True
+    """Loss on completions / assistant turns only; False trains on the prompt too."""
+
+
+@dataclass
+class SFTConfig:
+    output_dir: str = ""
+    """Run folder: adapter, tokenizer, merged model, checkpoints, metrics.jsonl, manifest.json."""
+    seed: int = 42
+    """Seed for weights init, data order and dropout."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    save_merged: bool = True
+    """Also save adapter+base merged into one model under output_dir/merged (the next stages' base)."""
+
+    def validate(self) -> None:
+        require(self, "output_dir", "data.path")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def require(cfg: Any, *keys: str) -> None:
+    """Raise ConfigError naming the first dotted key whose value is empty."""
+    for key in keys:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value in ("", None):
+            raise ConfigError(f"missing required value '{key}' (set it in the YAML or as {key}=...)")
+
+
+def load_config(cls: type, path: str | None = None, overrides: list[str] | None = None) -> Any:
+    """Build `cls` from an optional YAML file and `key=value` overrides, validated."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = path
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        if key not in all_keys(cls):
+            raise ConfigError(f"override '{item}': unknown key '{key}'{_suggest(key, cls)}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key, value, cls)
+    cfg = from_dict(cls, data, source=source)
+    if hasattr(cfg, "validate"):
+        try:
+            cfg.validate()
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def _set_dotted(data: dict, key: str, value: Any, cls: type) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: dict, source: str = "config", prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from a plain dict, checking names and types recursively."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{dotted}'{_suggest(str(key), cls, prefix)}")
+        kwargs[key] = _coerce(hints[key], value, dotted, source)
+    return cls(**kwargs)
+
+
+def all_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a (nested) config dataclass, sections included."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += all_keys(hints[f.name], f"{prefix}{f.name}.")
+    return keys
+
+
+def _suggest(key: str, cls: type, prefix: str = "") -> str:
+    """`; did you mean 'train.learning_rate'?` by spelling, initials (lr) or the same leaf in another section."""
+    keys = [prefix + k for k in all_keys(cls)]
+    full = prefix + key
+    leaf = full.rsplit(".", 1)[-1]
+
+    def last(name: str) -> str:
+        return name.rsplit(".", 1)[-1]
+
+    def initials(name: str) -> str:
+        return "".join(w[0] for w in last(name).split("_") if w)
+
+    found = (
+        [k for k in keys if last(k) == leaf]
+        or [k for k in keys if len(leaf) > 1 and initials(k) == leaf]
+        or difflib.get_close_matches(full, keys, n=1, cutoff=0.6)
+        or [k for k in keys if last(k) in difflib.get_close_matches(leaf, [last(k) for k in keys], n=1, cutoff=0.75)]
+    )
+    if found:
+        return f"; did you mean '{found[0]}'?"
+    return f"; valid keys here: {', '.join(f.name for f in dataclasses.fields(cls))}"
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: '{key}' must be {expected}, got {value!r}")
+
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad(f"a mapping of {tp.__name__} keys")
+        return from_dict(tp, value, source, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key, source)
+            except ConfigError as e:
+                errors.append(e)
+        raise bad(" or ".join(_type_name(a) for a in args))
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.4)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{source}: '{key}' must be one of {', '.join(map(str, args))}, got {value!r}{hint}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        inner = args[0] if args else Any
+        return [_coerce(inner, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise bad("true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad("an integer")
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise bad("an integer") from None
+        if as_float != int(as_float):
+            raise bad("an integer")
+        return int(as_float)
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            return float(value)  # YAML reads `1e-4` (no dot) as a string; accept it as a number
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise bad("a string")
+        return str(value)
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    return getattr(tp, "__name__", str(tp))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str) -> None:
+    """Write the resolved config as YAML (what the run actually used)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# --help: every key with its default and docstring
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The string literal under each field of a dataclass (cleanrl-style attribute docstrings)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """Lines `key = default  doc` for every (nested) field of `cls`."""
+    lines = []
+    docs = field_docs(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.extend(describe(type(value), prefix=f"{prefix}{f.name}."))
+            continue
+        default = "" if value in ("", None) else value
+        lines.append(f"  {prefix}{f.name} = {default!s:<14} {docs.get(f.name, '')}".rstrip())
+    return lines

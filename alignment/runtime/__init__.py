@@ -1,0 +1,1 @@
+"""What every training stage shares: accelerator, loading, adapters, tracking, checkpoints, data."""

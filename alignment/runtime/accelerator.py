@@ -1,0 +1,56 @@
+"""The Accelerator every stage uses: plain python, DDP, ZeRO-2/3, CPU or GPU, unchanged.
+
+Under `accelerate launch --use_deepspeed` on machines without a GPU, Accelerate's own state
+believes there is one process (every rank is "main"), so sharding, gathers and main-only saving go
+wrong. Creating the process group with the gloo backend before the Accelerator fixes that.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def using_deepspeed() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def make_accelerator(gradient_accumulation_steps: int = 1, log_with: str | None = None, project_dir: str | None = None):
+    from accelerate import Accelerator
+    from accelerate.state import PartialState
+
+    if using_deepspeed() and not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        PartialState(backend="gloo")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=log_with,
+        project_dir=project_dir,
+    )
+    return accelerator
+
+
+def set_deepspeed_batch(accelerator, micro_batch_size: int) -> None:
+    """Fill DeepSpeed's `auto` batch sizes: we shard data ourselves and prepare no dataloader."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    config = plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    ga = accelerator.gradient_accumulation_steps
+    config["gradient_accumulation_steps"] = ga
+    config["train_batch_size"] = micro_batch_size * ga * accelerator.num_processes
+
+
+def zero_stage(accelerator) -> int:
+    plugin = accelerator.state.deepspeed_plugin
+    return int(plugin.zero_stage) if plugin is not None else 0
+
+
+def finish(accelerator) -> None:
+    """End trackers and tear down the process group cleanly (a rank may abort at exit otherwise)."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

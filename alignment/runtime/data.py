@@ -1,0 +1,116 @@
+"""Rows from files (jsonl/json/parquet/csv), a `datasets` folder on disk, a hub id, or `builtin:`.
+
+Rows come back as plain dicts. Errors name the file and, where one is at fault, the row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from alignment.config import UserError
+
+FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def load_rows(path: str, split: str = "train", limit: int | None = None, key: str = "data.path") -> list[dict]:
+    if not path:
+        raise UserError(f"{key}: no data given")
+    if path.startswith("builtin:"):
+        rows = _builtin(path, split, key)
+    elif os.path.isfile(path):
+        rows = _file(path)
+    elif os.path.isdir(path):
+        rows = _dataset_folder(path, split, key)
+    elif path.endswith(FILE_TYPES) or path.startswith((".", "/")) or path.count("/") > 1:
+        raise UserError(f"{key}: '{path}' does not exist")
+    else:
+        rows = _hub(path, split, key)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return rows[:limit] if limit else rows
+
+
+def _builtin(path: str, split: str, key: str) -> list[dict]:
+    from alignment.assets import reviews
+
+    name = path.split(":", 1)[1]
+    if name == "reviews-sft":
+        return reviews.sft_rows(2000, seed=0 if split == "train" else 1)
+    if name == "reviews-prompts":
+        return reviews.prompts(split)
+    raise UserError(f"{key}: unknown built-in dataset '{path}' (have builtin:reviews-sft, builtin:reviews-prompts)")
+
+
+def _file(path: str) -> list[dict]:
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"{path}:{i}: expected a JSON object per line")
+                rows.append(row)
+        return rows
+    if ext == ".json":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise UserError(f"{path}: expected a JSON list of objects")
+        return data
+    if ext in (".parquet", ".csv"):
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(path) if ext == ".parquet" else pd.read_csv(path, keep_default_na=False)
+        except Exception as e:  # pandas raises many types for a damaged file
+            raise UserError(f"{path}: cannot read as {ext[1:]} ({str(e).splitlines()[0]})") from None
+        return [_plain(r) for r in frame.to_dict(orient="records")]
+    raise UserError(f"{path}: unsupported file type '{ext}' (use {', '.join(FILE_TYPES)})")
+
+
+def _plain(row: dict) -> dict:
+    # parquet hands back numpy arrays for list columns; the formatting code expects lists/dicts.
+    out = {}
+    for k, v in row.items():
+        if hasattr(v, "tolist"):
+            v = v.tolist()
+        if isinstance(v, list):
+            v = [_plain(x) if isinstance(x, dict) else x for x in v]
+        out[k] = v
+    return out
+
+
+def _dataset_folder(path: str, split: str, key: str) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(path)
+    except FileNotFoundError:
+        raise UserError(f"{key}: '{path}' is a folder but not a saved `datasets` dataset") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise UserError(f"{path}: no split '{split}' (has {', '.join(ds)})")
+        ds = ds[split]
+    return [_plain(r) for r in ds]
+
+
+def _hub(path: str, split: str, key: str) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(path, split=split)
+    except Exception as e:  # offline, missing repo, bad split: all are the user's to fix
+        raise UserError(f"{key}: cannot load hub dataset '{path}' split '{split}' ({str(e).splitlines()[0]})") from None
+    return [_plain(r) for r in ds]

@@ -1,0 +1,52 @@
+"""Main-process logging and quiet third-party output, so a run's terminal shows our progress only."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+_LOGGER = logging.getLogger("rlhf")
+
+
+def setup(main_process: bool = True) -> logging.Logger:
+    """Configure the `rlhf` logger: INFO on the main process, warnings only elsewhere."""
+    if not _LOGGER.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+        _LOGGER.addHandler(handler)
+        _LOGGER.propagate = False
+    _LOGGER.setLevel(logging.INFO if main_process else logging.WARNING)
+    quiet_libraries()
+    return _LOGGER
+
+
+def quiet_libraries() -> None:
+    # transformers/datasets print a bar per file written or loaded; on a tiny model that is most of
+    # the terminal. Our own tqdm bars show the work that takes time.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
+    except ImportError:
+        pass
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # "Removed shared tensor" on every save
+    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+
+
+def get() -> logging.Logger:
+    return _LOGGER

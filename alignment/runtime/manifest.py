@@ -1,0 +1,43 @@
+"""`manifest.json`: what a stage read, what it wrote, library versions and final metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("rlhf-align", "torch", "transformers", "peft", "trl", "accelerate", "deepspeed", "datasets"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dict, extra: dict | None = None) -> str:
+    path = os.path.join(output_dir, "manifest.json")
+    data = {
+        "stage": stage,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": inputs,
+        "outputs": outputs,
+        "metrics": metrics,
+        "versions": versions(),
+        **(extra or {}),
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def read(folder: str) -> dict:
+    with open(os.path.join(folder, "manifest.json")) as f:
+        return json.load(f)

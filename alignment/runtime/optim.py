@@ -1,0 +1,20 @@
+"""AdamW + warmup/decay schedule over the trainable parameters, shared by every stage."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from alignment.config import TrainConfig
+
+
+def build(model, cfg: TrainConfig, total_steps: int, lr: float | None = None):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr or cfg.learning_rate, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_scheduler]
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return optimizer, scheduler

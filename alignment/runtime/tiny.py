@@ -1,0 +1,129 @@
+"""`builtin:tiny-llama`: a small Llama and its tokenizer, built offline and cached on disk.
+
+The model is written with `save_pretrained` and every stage loads it back through the ordinary
+`from_pretrained` path, so the demo and the tests exercise exactly what a hub model goes through.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+BUILTIN_PREFIX = "builtin:"
+VERSION = "v3"  # bump when the recipe below changes, so stale caches are rebuilt
+
+# Llama-style chat template with explicit role tokens; prefix-consistent, which the assistant-turn
+# masking in formatting.py relies on.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ '</s>' }}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+SIZES = {
+    "tiny-llama": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4),
+    "small-llama": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8),
+}
+
+
+def cache_root() -> str:
+    return os.environ.get("RLHF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rlhf"))
+
+
+def is_builtin(name: str) -> bool:
+    return name.startswith(BUILTIN_PREFIX)
+
+
+def resolve(name: str) -> str:
+    """Map `builtin:<size>` to its cached folder, building it the first time; other names pass through."""
+    if not is_builtin(name):
+        return name
+    size = name[len(BUILTIN_PREFIX) :]
+    if size not in SIZES:
+        from alignment.config import UserError
+
+        raise UserError(f"unknown built-in model '{name}'; available: {', '.join('builtin:' + s for s in SIZES)}")
+    path = os.path.join(cache_root(), f"{size}-{VERSION}")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        build(size, path)
+    return path
+
+
+def build_tokenizer(vocab_size: int = 512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from alignment.assets import reviews
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(reviews.corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def pretrain(model, tokenizer, steps: int = 300, batch_size: int = 32, lr: float = 3e-3) -> None:
+    """A short language-model pretraining on the shipped corpus, so the base "knows" the language.
+
+    Plain text only (no prompt/answer format, no EOS after answers): that is what SFT teaches,
+    as it would on a real pretrained model.
+    """
+    import random
+
+    import torch
+
+    from alignment.assets import reviews
+
+    rng = random.Random(0)
+    texts = [reviews.review(rng) for _ in range(steps * batch_size // 2)]
+    texts += [reviews.prompt_for(rng.choice(reviews.TOPICS)) for _ in range(steps * batch_size // 8)]
+    rng.shuffle(texts)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
+    model.train()
+    for step in range(steps):
+        chunk = texts[(step * batch_size) % len(texts) :][:batch_size]
+        enc = tokenizer([tokenizer.bos_token + t for t in chunk], return_tensors="pt", padding=True)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+def build(size: str, path: str) -> None:
+    """Build and save model + tokenizer to `path` atomically (safe when several ranks race)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **SIZES[size],
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        pretrain(model, tokenizer)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{size}-", dir=os.path.dirname(path))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # another process finished first; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)

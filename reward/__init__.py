@@ -1,0 +1,1 @@
+"""Everything about human preferences: sampling, the ranking store and app, export, reward models."""
