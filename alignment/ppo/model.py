@@ -1,0 +1,342 @@
+"""One frozen base, four roles: policy, value, reward and reference from one model in memory.
+
+The base causal LM is wrapped once by PEFT and carries three LoRA adapters:
+- `policy` (trainable): the language-model head on top gives the policy logits;
+- `value` (trainable, or the policy adapter when `share_policy_value`): a scalar `value_head` on the
+  last hidden states gives per-token values;
+- `reward` (frozen): loaded from the reward stage's folder, a PEFT LoRA adapter saved from a
+  sequence-classification model with its `score` Linear in `modules_to_save` (what
+  `AutoPeftModelForSequenceClassification` loads); the score Linear becomes `reward_head`;
+and the reference is the same base with every adapter disabled.
+
+Trap (PLATFORM.md): PEFT's `set_adapter` and `disable_adapter` rewrite `requires_grad` (the active
+adapter trainable, every other frozen). Switching roles that way would freeze the value adapter while
+the policy runs and unfreeze nothing else on exit, which under ZeRO-3 crashes and under DDP silently
+trains the wrong thing. Every switch here goes through `role()`, which puts back the flags fixed at
+construction: policy and value LoRA + value head trainable, everything else frozen.
+
+`forward(input_ids, attention_mask, role=...)` dispatches to the roles so that a DDP/DeepSpeed-wrapped
+model is always entered through its wrapper's forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from alignment.config import AdapterConfig, UserError
+
+ROLES = ("policy", "value", "reward", "reference", "policy_and_value")
+
+
+def lora_config(cfg: AdapterConfig):
+    """PEFT LoraConfig for a causal LM from the stage's adapter settings (PPO adapters are LoRA)."""
+    from peft import LoraConfig
+
+    if cfg.method != "lora":
+        raise UserError(f"adapter.method: PPO's policy and value adapters are LoRA, got '{cfg.method}'")
+    return LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counting real tokens only, so left-padded prompts get the positions generate() gave them: [B, S]."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere: with it on, the ratio of the first PPO minibatch is not exactly 1."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def read_reward_adapter(folder: str):
+    """(LoraConfig for a causal LM, LoRA weights, score-head weights) from a reward stage adapter folder.
+
+    The LoRA keys of a sequence-classification and a causal-LM model of one architecture are the same
+    (both keep the backbone under the same attribute); the head is whatever `modules_to_save` names.
+    """
+    from peft import PeftConfig
+    from peft.utils import load_peft_weights
+
+    if not os.path.isfile(os.path.join(folder, "adapter_config.json")):
+        raise UserError(f"reward adapter: '{folder}' has no adapter_config.json (expected a PEFT adapter folder)")
+    cfg = copy.deepcopy(PeftConfig.from_pretrained(folder))
+    if cfg.peft_type != "LORA":
+        raise UserError(f"reward adapter: '{folder}' is a {cfg.peft_type} adapter; one-base PPO needs LoRA")
+    head_names = set(cfg.modules_to_save or [])
+    weights = load_peft_weights(folder, device="cpu")
+    lora, head = {}, {}
+    for key, value in weights.items():
+        module, _, param = key.rpartition(".")
+        if module.rpartition(".")[2] in head_names:
+            head[param] = value
+        else:
+            lora[key] = value
+    if "weight" not in head:
+        raise UserError(f"reward adapter: '{folder}' saves no score head (modules_to_save={sorted(head_names)})")
+    cfg.modules_to_save = None
+    cfg.task_type = "CAUSAL_LM"
+    cfg.inference_mode = True
+    return cfg, lora, head
+
+
+class PPOModel(nn.Module):
+    """The four roles on one PEFT-wrapped base. Build with `build_ppo_model`."""
+
+    def __init__(self, peft_model, value_head: nn.Linear, reward_head: nn.Linear | None, share_policy_value: bool):
+        super().__init__()
+        self.peft = peft_model
+        self.value_head = value_head
+        self.reward_head = reward_head
+        self.adapters = {"policy": "policy", "value": "policy" if share_policy_value else "value", "reward": "reward"}
+        self.share_policy_value = share_policy_value
+        self._fix_trainable()
+
+    # -- requires_grad bookkeeping -------------------------------------------------------------
+
+    def _fix_trainable(self) -> None:
+        """Decide once which parameters train: the policy and value LoRA weights and the value head."""
+        trainable_adapters = {self.adapters["policy"], self.adapters["value"]}
+        self._trainable = {
+            name: name.startswith("value_head.")
+            or ("lora_" in name and any(f".{adapter}." in name for adapter in trainable_adapters))
+            for name, _ in self.named_parameters()
+        }
+        self.restore_requires_grad()
+
+    def restore_requires_grad(self) -> None:
+        """Put back the construction-time flags that PEFT's adapter switching overwrites."""
+        for name, param in self.named_parameters():
+            param.requires_grad_(self._trainable[name])
+
+    def trainable_parameter_names(self) -> list[str]:
+        return [name for name, train in self._trainable.items() if train]
+
+    @contextmanager
+    def role(self, name: str):
+        """Run the block with `name`'s adapter active (policy, value, reward; reference: none), flags kept as built."""
+        if name == "reference":
+            try:
+                with self.peft.disable_adapter():
+                    self.restore_requires_grad()
+                    yield
+            finally:
+                self.restore_requires_grad()
+            return
+        if name == "reward" and self.reward_head is None:
+            raise UserError("this PPO model has no reward adapter (a separate reward model or function scores)")
+        adapter = self.adapters[name]
+        previous = self.peft.active_adapter
+        try:
+            self._activate(adapter)
+            yield
+        finally:
+            self._activate(previous)
+
+    def _activate(self, adapter: str) -> None:
+        if self.peft.active_adapter != adapter:
+            self.peft.set_adapter(adapter)
+            self.restore_requires_grad()
+
+    # -- the roles -----------------------------------------------------------------------------
+
+    def _backbone(self):
+        """The transformer without its LM head (LoRA layers are injected in place, so adapters apply)."""
+        return self.peft.get_base_model().base_model
+
+    def _hidden(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
+        out = self._backbone()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        return out.last_hidden_state
+
+    def _lm_logits(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
+        return self.peft(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).logits
+
+    def _values(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+
+    def policy_logits(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
+        """Policy logits [B, S, V] for input_ids/attention_mask [B, S]."""
+        position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
+        with self.role("policy"):
+            return self._lm_logits(input_ids, attention_mask, position_ids)
+
+    @torch.no_grad()
+    def reference_logits(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
+        """Reference logits [B, S, V]: the base with adapters off (no graph: nothing here trains)."""
+        position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
+        with self.role("reference"):
+            return self._lm_logits(input_ids, attention_mask, position_ids)
+
+    def values(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
+        """Value estimate per position [B, S] (float32); values[:, t] is V of the state after token t."""
+        position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
+        with self.role("value"):
+            return self._values(self._hidden(input_ids, attention_mask, position_ids))
+
+    def policy_and_values(self, input_ids, attention_mask, position_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy logits [B, S, V], values [B, S]); one backbone pass when policy and value share an adapter."""
+        position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
+        if not self.share_policy_value:
+            return (
+                self.policy_logits(input_ids, attention_mask, position_ids),
+                self.values(input_ids, attention_mask, position_ids),
+            )
+        with self.role("policy"):
+            hidden = self._hidden(input_ids, attention_mask, position_ids)
+            logits = self.peft.get_base_model().get_output_embeddings()(hidden)
+            return logits, self._values(hidden)
+
+    @torch.no_grad()
+    def reward_scores(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
+        """Reward [B] (float32): the score head on the hidden state of each row's last real token.
+
+        Rows are right-padded responses after (possibly left-padded) prompts; the last real token is
+        the rightmost position with attention_mask 1, which is where a sequence-classification model
+        scores a right-padded row.
+        """
+        position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
+        with self.role("reward"):
+            hidden = self._hidden(input_ids, attention_mask, position_ids)
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        last = (positions * attention_mask.long()).argmax(-1)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        last_hidden = hidden[rows, last]
+        return self.reward_head(last_hidden.to(self.reward_head.weight.dtype))[:, 0].float()
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask, **kwargs) -> torch.Tensor:
+        """Sample from the policy (`transformers` generate kwargs); returns prompt + response ids [B, S + T].
+
+        Under ZeRO-3 call it inside `trl.models.utils.unwrap_model_for_generation` so weights are
+        gathered once per rollout, not once per token.
+        """
+        with self.role("policy"):
+            return self.peft.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def forward(self, input_ids, attention_mask, role: str = "policy", position_ids=None):
+        """Dispatch to a role (see ROLES), so wrapped (DDP/DeepSpeed) models are entered through forward."""
+        fns = {
+            "policy": self.policy_logits,
+            "value": self.values,
+            "reward": self.reward_scores,
+            "reference": self.reference_logits,
+            "policy_and_value": self.policy_and_values,
+        }
+        if role not in fns:
+            raise ValueError(f"unknown role '{role}'; one of {ROLES}")
+        return fns[role](input_ids, attention_mask, position_ids)
+
+    # -- saving --------------------------------------------------------------------------------
+
+    def save_policy(self, folder: str, state_dict: dict | None = None) -> None:
+        """Save the policy adapter so `PeftModel.from_pretrained(base, folder)` loads it as its default adapter.
+
+        `state_dict` is the full model state (e.g. gathered from ZeRO-3 shards); default: the live weights.
+        """
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        if state_dict is not None:
+            # keys of the full PPOModel state start with "peft."; PEFT expects them without it
+            state_dict = {k[len("peft.") :]: v for k, v in state_dict.items() if k.startswith("peft.")}
+        weights = get_peft_model_state_dict(self.peft, state_dict=state_dict, adapter_name="policy")
+        os.makedirs(folder, exist_ok=True)
+        # PEFT writes non-default adapter names into a subfolder; writing the files ourselves keeps the
+        # folder loadable as is
+        config = copy.deepcopy(self.peft.peft_config["policy"])
+        config.inference_mode = True
+        config.save_pretrained(folder)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in weights.items()},
+            os.path.join(folder, "adapter_model.safetensors"),
+        )
+
+
+def build_ppo_model(
+    base: nn.Module,
+    policy_config,
+    value_config=None,
+    reward_adapter: str | None = None,
+    share_policy_value: bool = False,
+    init_value_from_reward: bool = False,
+) -> PPOModel:
+    """Wrap a loaded causal LM (frozen from here on) with the policy/value/reward adapters and the heads.
+
+    policy_config / value_config: peft LoraConfig (see `lora_config`); value_config defaults to the
+    policy's. reward_adapter: the reward stage's adapter folder (None when a separate reward model or a
+    function scores). init_value_from_reward: start the value adapter and head as copies of the reward's.
+    """
+    from peft import get_peft_model
+
+    hidden = base.config.hidden_size
+    disable_dropout(base)
+    base.requires_grad_(False)
+    peft_model = get_peft_model(base, copy.deepcopy(policy_config), adapter_name="policy")
+
+    reward_head = None
+    if reward_adapter is not None:
+        reward_cfg, reward_lora, reward_head_sd = read_reward_adapter(reward_adapter)
+        peft_model.add_adapter("reward", reward_cfg)
+        _load_adapter_weights(peft_model, reward_lora, "reward", reward_adapter)
+        weight = reward_head_sd["weight"]
+        if weight.shape[1] != hidden:
+            raise UserError(
+                f"reward adapter: score head takes {weight.shape[1]} features but the base has hidden size {hidden}; "
+                "train the reward model on the same base"
+            )
+        reward_head = nn.Linear(hidden, weight.shape[0], bias="bias" in reward_head_sd)
+        reward_head.load_state_dict({k: v.float() for k, v in reward_head_sd.items()})
+
+    if init_value_from_reward:
+        if reward_head is None:
+            raise UserError("init_value_from_reward needs a reward adapter")
+        if share_policy_value:
+            raise UserError("init_value_from_reward and share_policy_value exclude each other (one adapter, two inits)")
+        value_config = reward_cfg
+        value_head = nn.Linear(hidden, 1, bias=reward_head.bias is not None)
+        value_head.load_state_dict({k: v[:1].clone() for k, v in reward_head.state_dict().items()})
+    else:
+        value_head = nn.Linear(hidden, 1)
+        # small init so early values do not swamp the advantages (the value head learns the scale)
+        nn.init.normal_(value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(value_head.bias)
+    if not share_policy_value:
+        value_config = copy.deepcopy(value_config if value_config is not None else policy_config)
+        value_config.inference_mode = False
+        peft_model.add_adapter("value", value_config)
+        if init_value_from_reward:
+            _load_adapter_weights(peft_model, reward_lora, "value", reward_adapter)
+    peft_model.set_adapter("policy")
+    # both heads stay float32 whatever the base dtype: values and scores feed fp32 PPO math
+    value_head.to(base.device)
+    if reward_head is not None:
+        reward_head.to(base.device)
+    return PPOModel(peft_model, value_head, reward_head, share_policy_value)
+
+
+def _load_adapter_weights(peft_model, weights: dict, adapter_name: str, folder: str) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(peft_model, weights, adapter_name=adapter_name)
+    missing = [k for k in result.missing_keys if f".{adapter_name}." in k and "lora_" in k]
+    unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+    if missing or unexpected:
+        raise UserError(
+            f"reward adapter: '{folder}' does not fit this base "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); train the reward model on the same base"
+        )

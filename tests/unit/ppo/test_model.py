@@ -1,0 +1,244 @@
+"""One base, four roles, on a tiny Llama saved to disk and loaded back through from_pretrained."""
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+from alignment.ppo.model import PPOModel, build_ppo_model
+
+PAD, EOS, VOCAB = 0, 2, 64
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A saved tiny base and a reward adapter saved the way the reward stage saves it (SEQ_CLS LoRA + score)."""
+    root = tmp_path_factory.mktemp("ppo_model")
+    base_dir, reward_dir = str(root / "base"), str(root / "reward")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=VOCAB,
+        pad_token_id=PAD, eos_token_id=EOS, bos_token_id=1, max_position_embeddings=64,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(base_dir)
+
+    classifier = LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    reward = get_peft_model(
+        classifier, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type=TaskType.SEQ_CLS)
+    )
+    with torch.no_grad():  # a trained-looking adapter: LoRA B is zero at init, which would hide a missing adapter
+        for name, param in reward.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                param.normal_(0, 0.2)
+    reward.save_pretrained(reward_dir)
+    return base_dir, reward_dir
+
+
+def _lora(r=4):
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type=TaskType.CAUSAL_LM)
+
+
+def _build(folders, **kwargs) -> PPOModel:
+    base_dir, reward_dir = folders
+    return build_ppo_model(LlamaForCausalLM.from_pretrained(base_dir), _lora(), _lora(8), reward_dir, **kwargs)
+
+
+def _batch():
+    """Left-padded prompts followed by right-padded responses (the rollout's layout)."""
+    ids = torch.tensor(
+        [
+            [PAD, PAD, 5, 6, 7, 8, 9, EOS, PAD],
+            [3, 4, 5, 6, 10, 11, 12, 13, 14],
+            [PAD, 7, 7, 7, 20, EOS, PAD, PAD, PAD],
+        ]
+    )
+    return ids, (ids != PAD).long()
+
+
+def _expected_trainable(model: PPOModel, adapters=("policy", "value")) -> set[str]:
+    return {
+        name
+        for name, _ in model.named_parameters()
+        if name.startswith("value_head.") or ("lora_" in name and any(f".{a}." in name for a in adapters))
+    }
+
+
+def _requiring_grad(model) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_exactly_policy_value_and_value_head_train_after_every_switch(folders):
+    model = _build(folders)
+    expected = _expected_trainable(model)
+    assert expected and any(".policy." in n for n in expected) and any(".value." in n for n in expected)
+    assert not any(".reward." in n for n in expected) and "value_head.weight" in expected
+    assert _requiring_grad(model) == expected
+    ids, mask = _batch()
+    for role in ["policy", "value", "reward", "reference", "policy_and_value", "reward", "policy"]:
+        model(ids, mask, role=role)
+        assert _requiring_grad(model) == expected, f"after {role}"
+        with model.role(role if role != "policy_and_value" else "value"):
+            assert _requiring_grad(model) == expected, f"inside {role}"
+    # the trap this guards against: PEFT's own switch freezes the policy and value adapters
+    model.peft.set_adapter("reward")
+    assert not any(".policy." in n for n in _requiring_grad(model))
+    model.restore_requires_grad()
+    assert _requiring_grad(model) == expected
+    model.peft.set_adapter("policy")
+
+
+def test_at_init_policy_equals_reference_so_kl_starts_at_zero(folders):
+    model = _build(folders)
+    ids, mask = _batch()
+    # zero-initialised LoRA B: the policy is the SFT base bit for bit, so the step-0 KL is exactly 0
+    assert torch.equal(model(ids, mask, role="policy"), model(ids, mask, role="reference"))
+
+
+def test_reference_is_the_base_model_from_disk(folders):
+    model = _build(folders)
+    ids, mask = _batch()
+    plain = LlamaForCausalLM.from_pretrained(folders[0])
+    with torch.no_grad():
+        base_logits = plain(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    assert torch.equal(model.reference_logits(ids, mask), base_logits)
+
+
+def test_reward_matches_peft_sequence_classification_model(folders):
+    base_dir, reward_dir = folders
+    model = _build(folders)
+    # right-padded rows: where a sequence-classification model scores the last non-pad token
+    ids = torch.tensor([[1, 5, 6, 7, EOS, PAD, PAD], [1, 8, 9, 10, 11, 12, EOS], [1, 4, EOS, PAD, PAD, PAD, PAD]])
+    mask = (ids != PAD).long()
+    classifier = LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    reference = PeftModel.from_pretrained(classifier, reward_dir).eval()
+    with torch.no_grad():
+        expected = reference(input_ids=ids, attention_mask=mask).logits[:, 0]
+    got = model(ids, mask, role="reward")
+    assert got.shape == (3,)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.std() > 0  # the adapter and head are really applied
+
+
+def test_optimizer_step_moves_policy_and_value_only(folders):
+    model = _build(folders)
+    ids, mask = _batch()
+    ref_before = model(ids, mask, role="reference")
+    reward_before = model(ids, mask, role="reward")
+    policy_before = model(ids, mask, role="policy").detach()
+    values_before = model(ids, mask, role="value").detach()
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):  # LoRA B starts at zero, so A only moves from the second step on
+        logits, values = model(ids, mask, role="policy_and_value")
+        loss = logits.float().logsumexp(-1).mean() + values.pow(2).mean()
+        loss.backward()
+        grads = {n for n, p in model.named_parameters() if p.grad is not None}
+        assert grads == _expected_trainable(model)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    assert torch.equal(model(ids, mask, role="reference"), ref_before)
+    assert torch.equal(model(ids, mask, role="reward"), reward_before)
+    assert not torch.equal(model(ids, mask, role="policy"), policy_before)
+    assert not torch.equal(model(ids, mask, role="value"), values_before)
+    for name, param in model.named_parameters():
+        if name in frozen_before:
+            assert torch.equal(param, frozen_before[name]), name
+
+
+def test_one_copy_of_the_base_in_memory(folders):
+    model = _build(folders)
+    base_numel = sum(p.numel() for p in LlamaForCausalLM.from_pretrained(folders[0]).parameters())
+    storages = {}
+    for p in model.parameters():
+        storages[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes() // p.element_size()
+    adapter_numel = {
+        role: sum(p.numel() for n, p in model.named_parameters() if "lora_" in n and f".{role}." in n)
+        for role in ["policy", "value", "reward"]
+    }
+    heads = sum(p.numel() for p in model.value_head.parameters()) + sum(
+        p.numel() for p in model.reward_head.parameters()
+    )
+    assert all(adapter_numel.values())
+    assert sum(storages.values()) == base_numel + sum(adapter_numel.values()) + heads
+    # the adapters of this tiny model are big next to its base, but a second base copy would not fit
+    assert sum(storages.values()) < 2 * base_numel
+
+
+def test_left_padding_gets_the_positions_of_the_unpadded_row(folders):
+    model = _build(folders)
+    padded = torch.tensor([[PAD, PAD, PAD, 5, 6, 7, 8]])
+    plain = torch.tensor([[5, 6, 7, 8]])
+    for role in ["policy", "reference"]:
+        a = model(padded, (padded != PAD).long(), role=role)[:, 3:]
+        b = model(plain, torch.ones_like(plain), role=role)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_saved_policy_loads_with_peft_from_pretrained(folders, tmp_path):
+    model = _build(folders)
+    ids, mask = _batch()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        model(ids, mask, role="policy").float().logsumexp(-1).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_policy(str(tmp_path / "policy"))
+    loaded = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(folders[0]), str(tmp_path / "policy"))
+    with torch.no_grad():
+        got = loaded(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    expected = model(ids, mask, role="policy")
+    assert not torch.equal(expected, model(ids, mask, role="reference"))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_shared_policy_value_adapter(folders):
+    model = _build(folders, share_policy_value=True)
+    assert "value" not in model.peft.peft_config
+    assert _requiring_grad(model) == _expected_trainable(model, adapters=("policy",))
+    ids, mask = _batch()
+    logits, values = model(ids, mask, role="policy_and_value")
+    assert torch.equal(logits, model(ids, mask, role="policy"))
+    assert torch.equal(values, model(ids, mask, role="value"))
+    assert values.shape == ids.shape and values.dtype == torch.float32
+
+
+def test_value_initialised_from_reward(folders):
+    model = _build(folders, init_value_from_reward=True)
+    ids, mask = _batch()
+    values = model(ids, mask, role="value")
+    last = (torch.arange(ids.shape[1]) * mask).argmax(-1)
+    # same adapter and head as the reward: the value at the last real token is the reward score
+    torch.testing.assert_close(values[torch.arange(3), last], model(ids, mask, role="reward"))
+    assert _requiring_grad(model) == _expected_trainable(model)
+
+
+def test_unknown_role_and_missing_reward(folders):
+    model = build_ppo_model(LlamaForCausalLM.from_pretrained(folders[0]), _lora())
+    ids, mask = _batch()
+    with pytest.raises(ValueError, match="unknown role"):
+        model(ids, mask, role="critic")
+    with pytest.raises(Exception, match="no reward adapter"):
+        model(ids, mask, role="reward")
+
+
+def test_generation_and_scoring_see_the_same_policy(folders):
+    """Sampling and teacher-forced scoring agree on the logits, with left-padded prompts (ratio 1 at step 0)."""
+    model = _build(folders)
+    with torch.no_grad():  # move the policy off the base so a wrong adapter would show
+        for name, param in model.named_parameters():
+            if "lora_B" in name and ".policy." in name:
+                param.normal_(0, 0.3)
+    prompts = torch.tensor([[PAD, PAD, 5, 6], [3, 4, 5, 6]])
+    prompt_mask = (prompts != PAD).long()
+    out = model.generate(
+        prompts, prompt_mask, max_new_tokens=5, do_sample=False, output_logits=True, return_dict_in_generate=True,
+        pad_token_id=PAD, eos_token_id=None,
+    )  # fmt: skip
+    sampled_logits = torch.stack(out.logits, dim=1)  # [B, T, V], raw logits of each sampled step
+    mask = torch.cat([prompt_mask, torch.ones_like(out.sequences[:, 4:])], dim=1)
+    scored = model(out.sequences, mask, role="policy")[:, 3:-1]
+    torch.testing.assert_close(scored, sampled_logits, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(scored, model(out.sequences, mask, role="reference")[:, 3:-1])
+    assert _requiring_grad(model) == _expected_trainable(model)
