@@ -1,0 +1,116 @@
+"""A scripted annotator: ranks tasks through the real server's JSON API (what the end-to-end demo uses).
+
+It logs in over HTTP, leases tasks, orders the completions by a Python scoring function with
+Plackett-Luce noise (the K-way Bradley-Terry model: P(i first) = softmax(score / temperature)), and
+submits with an idempotency key, retrying transport errors and 5xx with the same key so a submit
+that committed but lost its reply is never doubled.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+
+ScoreFn = Callable[[object, str], float]
+
+
+def plackett_luce_ranks(scores: list[float], temperature: float, rng: random.Random) -> list[int]:
+    """Ranks (1 = best) of one Plackett-Luce sample; temperature 0 is the noiseless order (ties by position).
+
+    Gumbel-max trick: sorting score/T + Gumbel(0, 1) noise draws an order with probability
+    prod_k softmax over the remaining items, exactly Plackett-Luce; for K = 2 it is Bradley-Terry.
+    """
+    k = len(scores)
+    if temperature <= 0:
+        keys = [float(s) for s in scores]
+    else:
+        keys = [s / temperature - math.log(-math.log(rng.random() or 1e-300)) for s in scores]
+    order = sorted(range(k), key=lambda i: (-keys[i], i))
+    ranks = [0] * k
+    for place, i in enumerate(order):
+        ranks[i] = place + 1
+    return ranks
+
+
+class ScriptedAnnotator:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        score: ScoreFn,
+        temperature: float = 1.0,
+        seed: int = 0,
+        timeout: float = 30.0,
+        retries: int = 8,
+    ):
+        self.username, self.password = username, password
+        self.score, self.temperature = score, temperature
+        self.rng = random.Random(seed)
+        self.retries = retries
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.token: str | None = None
+        self.acknowledged: list[dict] = []
+        """Every submit the server confirmed (after its commit): {"ranking_id", "task_id", "ranks", ...}."""
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _post(self, path: str, json: dict | None = None) -> httpx.Response:
+        """POST, retrying transport errors and 5xx answers (safe: every write here is idempotent)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self.http.post(path, json=json or {}, headers=headers)
+                if resp.status_code < 500:
+                    return resp
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+            time.sleep(min(2.0, 0.05 * 2**attempt))
+        return resp
+
+    def login(self) -> None:
+        resp = self._post("/api/login", {"username": self.username, "password": self.password})
+        resp.raise_for_status()
+        self.token = resp.json()["token"]
+
+    def next_task(self) -> dict | None:
+        resp = self._post("/api/tasks/next")
+        resp.raise_for_status()
+        return resp.json()["task"]
+
+    def rank(self, task: dict) -> list[int]:
+        """Ranks aligned to completion positions, as the submit API expects."""
+        by_pos = sorted(task["completions"], key=lambda c: c["position"])
+        scores = [float(self.score(task["prompt"], c["text"])) for c in by_pos]
+        return plackett_luce_ranks(scores, self.temperature, self.rng)
+
+    def submit(self, task_id: int, ranks: list[int], key: str | None = None) -> httpx.Response:
+        key = key or uuid.uuid4().hex
+        resp = self._post(f"/api/tasks/{task_id}/submit", {"ranks": ranks, "idempotency_key": key})
+        if resp.status_code == 200 and resp.json().get("saved"):
+            self.acknowledged.append({**resp.json(), "idempotency_key": key})
+        return resp
+
+    def run(self, max_tasks: int | None = None) -> int:
+        """Rank until the server has nothing left for this annotator (or max_tasks); returns rankings saved."""
+        if self.token is None:
+            self.login()
+        saved = 0
+        while max_tasks is None or saved < max_tasks:
+            task = self.next_task()
+            if task is None:
+                break
+            resp = self.submit(task["task_id"], self.rank(task))
+            if resp.status_code == 200:
+                saved += 1
+            elif resp.status_code != 409:
+                # 409 (lease lost, task complete) is the normal race of many annotators; anything else is a bug.
+                resp.raise_for_status()
+        return saved
