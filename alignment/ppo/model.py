@@ -225,6 +225,10 @@ class PPOModel(nn.Module):
         Under ZeRO-3 call it inside `trl.models.utils.unwrap_model_for_generation` so weights are
         gathered once per rollout, not once per token.
         """
+        # PPO scores every sample under the full softmax(logits / temperature); a top-k/top-p cut from
+        # the model's generation_config (top_k=50 by default) would sample another distribution
+        kwargs.setdefault("top_k", 0)
+        kwargs.setdefault("top_p", 1.0)
         with self.role("policy"):
             return self.peft.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 

@@ -187,3 +187,45 @@ def test_tiny_llama_teacher_forcing_equals_incremental_scoring():
                     if tok == EOS:
                         break
                 assert logp[i, j].item() == pytest.approx(total, abs=1e-5)
+
+
+def test_policy_samples_follow_the_exact_probabilities():
+    """What the rollout samples (temperature, EOS, padding) is the distribution exact.py enumerates."""
+    from peft import LoraConfig
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alignment.ppo.losses import truncate_after_eos
+    from alignment.ppo.model import build_ppo_model
+
+    torch.manual_seed(0)
+    V, Lr, EOS, PAD, temp, n = 4, 3, 3, 0, 1.7, 2000
+    cfg = LlamaConfig(
+        vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, pad_token_id=PAD, eos_token_id=EOS, initializer_range=0.3,
+    )  # fmt: skip
+    model = build_ppo_model(LlamaForCausalLM(cfg), LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    prompt = torch.tensor([1, 2, 2])
+    torch.manual_seed(1)
+    out = model.generate(
+        prompt.expand(n, 3), torch.ones(n, 3, dtype=torch.long), do_sample=True, temperature=temp,
+        max_new_tokens=Lr, eos_token_id=EOS, pad_token_id=PAD,
+    )  # fmt: skip
+    # generate stops when every row has ended: pad to L, and canonicalise what follows each EOS
+    samples = torch.nn.functional.pad(out[:, 3:], (0, Lr - (out.shape[1] - 3)), value=PAD)
+    samples = truncate_after_eos(samples, EOS, PAD)
+
+    responses = E.enumerate_responses(V, Lr, eos_token_id=EOS, pad_token_id=PAD)
+    index = {tuple(r): i for i, r in enumerate(responses.tolist())}
+    counts = torch.zeros(len(index), dtype=torch.float64)
+    for row in samples.tolist():
+        counts[index[tuple(row)]] += 1
+
+    def chi2(temperature):
+        policy = lambda ids, am: model(ids, am, role="policy")  # noqa: E731
+        expected = E.sequence_logprobs(policy, [prompt], responses, EOS, temperature=temperature)[0].exp() * n
+        return ((counts - expected) ** 2 / expected).sum().item()
+
+    dof = len(index) - 1  # 39: chi2 has mean 39 and sd 8.8 when the distributions agree
+    threshold = dof + 6 * math.sqrt(2 * dof)
+    assert chi2(temp) < threshold
+    assert chi2(1.0) > 3 * threshold  # the same samples scored without the temperature do not fit
