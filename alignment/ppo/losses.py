@@ -27,17 +27,22 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature
     logits [B, T, V] where logits[:, t] predicts tokens[:, t] (the caller shifts); tokens [B, T] -> [B, T].
     The same temperature must be used here as in sampling, or ratio and KL are biased from step 0.
     """
-    logits = _fp32(logits) / temperature
-    taken = torch.gather(logits, -1, tokens.long().unsqueeze(-1)).squeeze(-1)
-    # gather - logsumexp is log_softmax without materialising a second [B, T, V] tensor
-    return taken - torch.logsumexp(logits, dim=-1)
+    out = []
+    # one row at a time: the float32 copies are [T, V], not [B, T, V] (a 150k vocabulary makes that GBs)
+    for row_logits, row_tokens in zip(logits, tokens):
+        row = _fp32(row_logits) / temperature
+        taken = torch.gather(row, -1, row_tokens.long().unsqueeze(-1)).squeeze(-1)
+        out.append(taken - torch.logsumexp(row, dim=-1))
+    return torch.stack(out)
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Entropy of softmax(logits / temperature) per position: [B, T, V] -> [B, T] (nats)."""
-    logits = _fp32(logits) / temperature
-    logp = F.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    out = []
+    for row_logits in logits:  # row by row for memory, as in logprobs_from_logits
+        logp = F.log_softmax(_fp32(row_logits) / temperature, dim=-1)
+        out.append(-(logp.exp() * logp).sum(-1))
+    return torch.stack(out)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -242,3 +242,48 @@ def test_generation_and_scoring_see_the_same_policy(folders):
     torch.testing.assert_close(scored, sampled_logits, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(scored, model(out.sequences, mask, role="reference")[:, 3:-1])
     assert _requiring_grad(model) == _expected_trainable(model)
+
+
+def test_one_ppo_update_composes_with_the_losses(folders):
+    """Rollout -> KL/rewards/GAE -> update: KL exactly 0 at step 0, first minibatch exactly on-policy."""
+    from alignment.ppo import losses as L
+
+    model = _build(folders)
+    temp, P = 0.7, 4
+    prompts = torch.tensor([[PAD, PAD, 5, 6], [3, 4, 5, 6], [PAD, 9, 9, 9]])
+    prompt_mask = (prompts != PAD).long()
+    torch.manual_seed(0)
+    out = model.generate(
+        prompts, prompt_mask, do_sample=True, temperature=temp, max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD
+    )
+    responses = L.truncate_after_eos(out[:, P:], EOS, PAD)
+    rmask = L.response_mask(responses, EOS)
+    seq, attn = torch.cat([prompts, responses], 1), torch.cat([prompt_mask, rmask.long()], 1)
+
+    def logprobs(logits):  # position P-1+t predicts response token t
+        return L.logprobs_from_logits(logits[:, P - 1 : -1], responses, temp)
+
+    with torch.no_grad():
+        old_logp = logprobs(model(seq, attn, role="policy"))
+        ref_logp = logprobs(model(seq, attn, role="reference"))
+        old_values = model(seq, attn, role="value")[:, P - 1 : -1]
+        scores = model(seq, attn, role="reward")
+    kl = L.kl_k1(old_logp, ref_logp)
+    assert torch.equal(kl, torch.zeros_like(kl))  # policy == reference at step 0, bit for bit
+    rewards = L.compute_rewards(scores, kl, rmask, beta=0.05)
+    advantages, returns = L.gae(rewards, old_values, rmask, gamma=1.0, lam=0.95)
+    advantages = L.masked_whiten(advantages, rmask)
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    stats = []
+    for _ in range(3):
+        logits, values = model(seq, attn, role="policy_and_value")
+        pg_loss, clipfrac, approxkl, ratio = L.policy_loss(logprobs(logits), old_logp, advantages, rmask, 0.2)
+        vf_loss, _ = L.value_loss(values[:, P - 1 : -1], old_values, returns, rmask, 0.2)
+        (pg_loss + 0.1 * vf_loss).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        stats.append((ratio.item(), approxkl.item(), clipfrac.item()))
+    assert stats[0] == (1.0, 0.0, 0.0)  # the first minibatch of an update is exactly on-policy
+    assert stats[2][0] != 1.0 and stats[2][1] > 0  # and later ones are not: the policy moved
+    assert _requiring_grad(model) == _expected_trainable(model)
