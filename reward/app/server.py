@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -35,7 +36,16 @@ class LockedRandom(random.Random):
 
 def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
     """The app for `cfg`; opens (and migrates) the store unless one is given."""
-    app = FastAPI(title="rlhf ranking", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if store is None:  # only close what this app opened
+            app.state.store.close()
+
+    app = FastAPI(
+        title="rlhf ranking", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan
+    )
     app.state.cfg = cfg
     app.state.store = store or open_store(cfg.store, pool_size=16)
     app.state.rng = LockedRandom(cfg.seed)
@@ -71,11 +81,6 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
-
-    @app.on_event("shutdown")
-    def _close():
-        if store is None:
-            app.state.store.close()
 
     return app
 

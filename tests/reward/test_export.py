@@ -91,6 +91,7 @@ def test_export_writes_loadable_datasets_split_by_prompt(store, tmp_path):
     assert (out / "kwise_test.parquet").exists() and (out / "manifest.json").exists() and (out / "config.yaml").exists()
 
 
+@pytest.mark.slow  # writes `datasets` folders
 def test_consensus_and_conversational_prompts(store, tmp_path):
     from datasets import load_from_disk
 
