@@ -287,3 +287,17 @@ def test_one_ppo_update_composes_with_the_losses(folders):
     assert stats[0] == (1.0, 0.0, 0.0)  # the first minibatch of an update is exactly on-policy
     assert stats[2][0] != 1.0 and stats[2][1] > 0  # and later ones are not: the policy moved
     assert _requiring_grad(model) == _expected_trainable(model)
+
+
+def test_adapter_settings_and_bad_reward_folder(folders, tmp_path):
+    from alignment.config import AdapterConfig, UserError
+    from alignment.ppo.model import lora_config
+
+    cfg = lora_config(AdapterConfig(r=4, alpha=16, target_modules=["q_proj", "v_proj"]))
+    model = build_ppo_model(LlamaForCausalLM.from_pretrained(folders[0]), cfg, reward_adapter=folders[1])
+    assert model.peft.peft_config["value"].r == 4 and model.peft.peft_config["value"].lora_alpha == 16
+    assert {n.split(".")[-4] for n in model.trainable_parameter_names() if "lora_A" in n} == {"q_proj", "v_proj"}
+    with pytest.raises(UserError, match="LoRA"):
+        lora_config(AdapterConfig(method="ia3"))
+    with pytest.raises(UserError, match="adapter_config.json"):
+        build_ppo_model(LlamaForCausalLM.from_pretrained(folders[0]), cfg, reward_adapter=str(tmp_path))
