@@ -253,9 +253,15 @@ class Store:
                     )
                     .execution_options(synchronize_session=False)
                 )
-                if claimed.rowcount == 1:
-                    lease = s.get(Lease, task_id, populate_existing=True)
-                    return self._view(s, task_id, lease)
+                if claimed.rowcount != 1:
+                    continue
+                # PostgreSQL (READ COMMITTED): the holder we waited for may have just submitted the N-th
+                # ranking and freed the lease; this new statement sees that commit, so check before handing out.
+                if s.scalar(select(Task.n_done).where(Task.id == task_id)) >= n_per_task:
+                    self._release(s, task_id, user_id)
+                    continue
+                lease = s.get(Lease, task_id, populate_existing=True)
+                return self._view(s, task_id, lease)
             return None
 
     def _release(self, s: Session, task_id: int, user_id: int) -> None:
@@ -298,23 +304,14 @@ class Store:
                     .execution_options(synchronize_session=False)
                 )
                 if bumped.rowcount != 1:
+                    # Commit the release (raising inside the transaction would roll it back and leave the
+                    # user holding a task they can never submit until the lease expires).
                     self._release(s, task_id, user_id)
-                    raise Conflict("task_complete", f"task {task_id} already has {n_per_task} rankings")
-                now = time.time()
-                r = Ranking(
-                    task_id=task_id,
-                    annotator_id=user_id,
-                    idempotency_key=idempotency_key,
-                    ranks=norm,
-                    order_shown=list(lease.order_shown),
-                    seconds=max(0.0, now - lease.acquired_at),
-                    created_at=now,
-                )
-                s.add(r)
-                self._release(s, task_id, user_id)
-                s.flush()
-                self._audit(s, user_id, "submit", task_id=task_id, ranking_id=r.id)
-                result = {"ranking_id": r.id, "task_id": task_id, "ranks": norm, "replay": False}
+                    result = None
+                else:
+                    result = self._insert_ranking(s, user_id, task_id, norm, idempotency_key, lease)
+            if result is None:
+                raise Conflict("task_complete", f"task {task_id} already has {n_per_task} rankings")
             return result
         except IntegrityError:
             # A concurrent retry with the same key committed first, or this user already ranked the task.
@@ -323,6 +320,23 @@ class Store:
             if prior is not None:
                 return prior
             raise Conflict("already_ranked", f"you already ranked task {task_id}") from None
+
+    def _insert_ranking(self, s: Session, user_id: int, task_id: int, ranks: list[int], key: str, lease: Lease) -> dict:
+        now = time.time()
+        r = Ranking(
+            task_id=task_id,
+            annotator_id=user_id,
+            idempotency_key=key,
+            ranks=ranks,
+            order_shown=list(lease.order_shown),
+            seconds=max(0.0, now - lease.acquired_at),
+            created_at=now,
+        )
+        s.add(r)
+        self._release(s, task_id, user_id)
+        s.flush()
+        self._audit(s, user_id, "submit", task_id=task_id, ranking_id=r.id)
+        return {"ranking_id": r.id, "task_id": task_id, "ranks": ranks, "replay": False}
 
     def _by_key(self, s: Session, key: str, user_id: int) -> dict | None:
         r = s.scalars(select(Ranking).where(Ranking.idempotency_key == key)).first()

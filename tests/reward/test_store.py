@@ -173,3 +173,14 @@ def test_skipped_and_flagged_tasks_are_not_offered_again(store):
         store.flag(a, t3, "boring")
     actions = [e["action"] for e in store.audit_log()]
     assert "skip" in actions and "flag" in actions
+
+
+def test_a_submit_refused_as_complete_gives_the_lease_back(store):
+    (tid,) = add_tasks(store, 1)
+    a, b = store.add_user("a", password="pw12"), store.add_user("b", password="pw12")
+    store.next_task(a, 1, 60)
+    # N lowered to 0 behind a's back (e.g. a server restarted with another config): the task is complete.
+    with pytest.raises(Conflict) as e:
+        store.submit(a, tid, [1, 2, 3], "k", 0)
+    assert e.value.code == "task_complete"
+    assert store.next_task(b, 1, 60).task_id == tid  # a's lease was released, not left to expire
