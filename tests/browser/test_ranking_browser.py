@@ -1,0 +1,202 @@
+"""Real browser (Playwright + Debian's Chromium): log in, rank by keyboard and by drag, submit, find it in the export.
+
+`python tests/browser/test_ranking_browser.py docs/ranking_page.png` regenerates the README screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("RLHF_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def make_server(tmp_path, tasks, **settings):
+    from reward.app.process import RankServer
+    from reward.store import open_store
+
+    db = str(tmp_path / "rank.db")
+    store = open_store(db)
+    for prompt, texts in tasks:
+        store.add_task(prompt, [{"text": t, "model": "tiny"} for t in texts])
+    store.add_user("ann", password="pw-ann")
+    store.close()
+    return RankServer(store=db, log_path=str(tmp_path / "srv.log"), **settings), db
+
+
+def login(page, url):
+    page.goto(url + "/rank")
+    page.fill("input[name=username]", "ann")
+    page.fill("input[name=password]", "pw-ann")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#cards .card")
+
+
+def order(page) -> list[int]:
+    return [int(p) for p in page.eval_on_selector_all("#cards .card", "cs => cs.map(c => c.dataset.position)")]
+
+
+def ranks_from(order_shown: list[int], ties_with_above: set[int] = frozenset()) -> list[int]:
+    """What the page should submit: place in the list, a card tied with the one above sharing its rank."""
+    ranks = [0] * len(order_shown)
+    prev = 0
+    for place, pos in enumerate(order_shown):
+        prev = prev if place in ties_with_above else place + 1
+        ranks[pos] = prev
+    return ranks
+
+
+def test_rank_by_keyboard_and_drag_then_find_it_in_the_export(browser, tmp_path):
+    from datasets import load_from_disk
+    from playwright.sync_api import expect
+
+    from reward.config import ExportConfig
+    from reward.export import export
+
+    tasks = [
+        ("Name a fruit.", ["apple", "a car", "banana, which is yellow", "no"]),
+        ("Say hello.", ["hello!", "bye", "hi there"]),
+    ]
+    srv, db = make_server(tmp_path, tasks, annotators_per_task=1, allow_ties="true")
+    with srv:
+        page = browser.new_page()
+        login(page, srv.url)
+        first_task = int(page.get_attribute("#rank-app", "data-task-id"))
+        start = order(page)
+
+        # Keyboard only: focus the last card, press 1 to send it to the top, then j to move it down one.
+        cards = page.locator("#cards .card")
+        cards.nth(len(start) - 1).focus()
+        page.keyboard.press("1")
+        assert order(page) == [start[-1]] + start[:-1]
+        page.keyboard.press("j")
+        after_keys = [start[0], start[-1]] + start[1:-1]
+        assert order(page) == after_keys
+        page.keyboard.press("ArrowUp")
+        assert order(page) == [start[-1]] + start[:-1]
+
+        # Drag: the top card onto the third one (moving down lands after it).
+        before_drag = order(page)
+        cards.nth(0).drag_to(cards.nth(2))
+        dragged = before_drag[1:3] + [before_drag[0]] + before_drag[3:]
+        assert order(page) == dragged
+        assert page.locator("#cards .card .rank").all_text_contents() == [str(i + 1) for i in range(len(start))]
+
+        page.click("#submit")
+        page.wait_for_selector("#save-status[data-state=saved]")
+        assert "Saved" in page.text_content("#save-status")
+
+        # The next task arrives without a reload (rendered by JS); rank it with keys only, with a tie, Ctrl+Enter.
+        # (expect polls from Python: a string predicate would be eval'd in the page, which our CSP forbids)
+        expect(page.locator("#rank-app")).not_to_have_attribute("data-task-id", str(first_task))
+        second_task = int(page.get_attribute("#rank-app", "data-task-id"))
+        second_start = order(page)
+        page.locator("#cards .card").nth(1).focus()
+        page.keyboard.press("k")
+        page.keyboard.press("End")
+        page.keyboard.press("t")  # tie the last card with the one above
+        second_final = order(page)
+        assert second_final == [second_start[0], *second_start[2:], second_start[1]]
+        page.keyboard.press("Control+Enter")
+        expect(page.locator("#save-status")).to_contain_text("#2")
+        page.wait_for_selector("#empty:not([hidden])")
+        assert page.text_content("#p-ranked").strip() == "2"
+        page.close()
+
+    out = tmp_path / "export"
+    export(ExportConfig(store=db, output_dir=str(out), test_size=0))
+    rows = {r["task_id"]: r for r in load_from_disk(str(out / "kwise"))["train"]}
+    assert rows[first_task]["ranks"] == ranks_from(dragged) and rows[first_task]["annotator"] == "ann"
+    assert rows[second_task]["ranks"] == ranks_from(second_final, ties_with_above={len(second_final) - 1})
+    assert rows[first_task]["meta"]["order_shown"] == start
+
+
+def test_script_and_onerror_in_model_output_show_as_text_and_run_nothing(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    tasks = [("Prompt " + XSS, [XSS, "plain"]), ("Second " + XSS, ["ok", XSS])]
+    srv, _ = make_server(tmp_path, tasks, annotators_per_task=1)
+    with srv:
+        page = browser.new_page()
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        login(page, srv.url)
+        seen = []
+        for _ in range(2):  # first task server-rendered, second rendered by JS
+            if seen:
+                expect(page.locator("#rank-app")).not_to_have_attribute("data-task-id", str(seen[-1]))
+            seen.append(int(page.get_attribute("#rank-app", "data-task-id")))
+            assert XSS in page.text_content("#prompt")
+            assert XSS in page.text_content("#cards")
+            assert page.locator("#cards img, #prompt img, #cards script, #prompt script").count() == 0
+            assert page.evaluate("window.pwned") is None
+            page.click("#submit")
+            page.wait_for_selector("#save-status[data-state=saved]")
+        expect(page.locator("#empty")).to_be_visible()
+        assert page.evaluate("window.pwned") is None and dialogs == [] and len(set(seen)) == 2
+        page.close()
+
+
+def take_screenshot(path: str) -> None:
+    """The ranking page with a realistic task, for the README."""
+    import tempfile
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    tasks = [
+        (
+            "Explain in two sentences why the sky is blue.",
+            [
+                "Sunlight is scattered by the molecules in the air, and blue light is scattered much more than red "
+                "because it has a shorter wavelength. So when we look at the sky away from the sun, we mostly see "
+                "that scattered blue light.",
+                "The sky is blue because it reflects the ocean.",
+                "Rayleigh scattering: scattering strength grows as 1/wavelength^4, so blue (short) light is "
+                "scattered about five times more than red.",
+                "Because blue is the color of the atmosphere's gas.",
+            ],
+        )
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        srv, _ = make_server(Path(tmp), tasks, annotators_per_task=1, seed=3)
+        with srv, sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = b.new_page(viewport={"width": 1100, "height": 900}, device_scale_factor=1)
+            login(page, srv.url)
+            # Rank it the way a careful annotator would, with the keyboard, and leave the focus ring visible.
+            for place, start in enumerate(["Sunlight", "Rayleigh", "Because blue", "The sky is blue"]):
+                page.locator("#cards .card", has_text=start).focus()
+                page.keyboard.press(str(place + 1))
+            page.locator("#cards .card", has_text="Rayleigh").focus()
+            page.screenshot(path=path, full_page=True)
+            b.close()
+
+
+if __name__ == "__main__":
+    take_screenshot(sys.argv[1] if len(sys.argv) > 1 else "docs/ranking_page.png")
