@@ -8,6 +8,7 @@ wrong. Creating the process group with the gloo backend before the Accelerator f
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 
@@ -20,9 +21,14 @@ def make_accelerator(gradient_accumulation_steps: int = 1, log_with: str | None 
     from accelerate import Accelerator
     from accelerate.state import PartialState
 
-    if using_deepspeed() and not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        PartialState(backend="gloo")
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if using_deepspeed():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            PartialState(backend="gloo")
+        else:
+            # `--multi_gpu` on a machine without GPUs otherwise starts N independent
+            # single-process runs that overwrite each other's output folder.
+            os.environ["ACCELERATE_USE_CPU"] = "true"
     accelerator = Accelerator(
         gradient_accumulation_steps=gradient_accumulation_steps,
         log_with=log_with,
@@ -46,6 +52,24 @@ def set_deepspeed_batch(accelerator, micro_batch_size: int) -> None:
 def zero_stage(accelerator) -> int:
     plugin = accelerator.state.deepspeed_plugin
     return int(plugin.zero_stage) if plugin is not None else 0
+
+
+@contextmanager
+def local_loading():
+    """Load models on one rank alone while DeepSpeed ZeRO-3 is active.
+
+    Accelerate registers its DeepSpeed config with transformers (even with zero3_init_flag off), and
+    `from_pretrained` then partitions new models with a collective `zero.Init`: called on the main
+    process only, that waits forever for the other ranks. Unregister it for the duration.
+    """
+    from transformers.integrations import deepspeed as hf_ds
+
+    ref = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = ref
 
 
 def finish(accelerator) -> None:

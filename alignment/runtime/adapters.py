@@ -87,9 +87,12 @@ def merge_to(adapter_folder: str, base_path: str, out_folder: str, dtype, tokeni
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from alignment.runtime.accelerator import local_loading
+
     auto_class = auto_class or AutoModelForCausalLM
-    base = auto_class.from_pretrained(base_path, dtype=dtype)
-    merged = PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
+    with local_loading():
+        base = auto_class.from_pretrained(base_path, dtype=dtype)
+        merged = PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
     merged.save_pretrained(out_folder, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out_folder)
