@@ -1,0 +1,189 @@
+"""Preference rows -> rankings -> tokenized K-wise examples and padded batches.
+
+Accepted rows (from files, `datasets` folders, hub ids via `load_rows`, or `builtin:reviews-rankings`):
+- K-wise export: `{"prompt", "completions": [K], "ranks": [K ints, 1 = best, ties share], "annotator",
+  "task_id", "meta"}` (annotator, task_id and meta optional);
+- TRL pairwise: `{"prompt", "chosen", "rejected"}`, strings or message lists, optional `margin`; with no
+  `prompt` column the prompt is the common prefix of chosen and rejected (TRL's implicit prompt).
+
+A ranking is `{"prompt", "completions", "ranks", "annotator", "margin", "where"}`; pairwise rows become
+K = 2 rankings. Malformed rows raise `UserError("file:row: ...")`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import torch
+
+from alignment.config import UserError
+from alignment.runtime.data import load_rows
+from reward.model import encode_text, pad
+
+BUILTIN = "builtin:reviews-rankings"
+
+
+def load_rankings(
+    path: str, split: str = "train", limit: int | None = None, k: int | None = None, key: str = "data.path"
+) -> list[dict]:
+    """Rankings from `path` (see module docstring); `k` demands exactly K completions per row."""
+    if path == BUILTIN:
+        from reward import synthetic
+
+        rows = synthetic.rankings(seed=0 if split == "train" else 1)
+    else:
+        rows = load_rows(path, split, key=key)
+    rows = rows[:limit] if limit else rows
+    return [to_ranking(row, f"{path}:{i + 1}", k) for i, row in enumerate(rows)]
+
+
+def is_text(value) -> bool:
+    if isinstance(value, str):
+        return bool(value.strip())
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+        and any(str(m["content"]).strip() for m in value)
+    )
+
+
+def to_ranking(row: dict, where: str, k: int | None = None) -> dict:
+    """One row of either schema as a ranking, or a UserError naming `where` (file:row) and the fault."""
+    if "completions" in row or "ranks" in row:
+        completions, ranks = row.get("completions"), row.get("ranks")
+        if not isinstance(completions, list) or not isinstance(ranks, list):
+            raise UserError(f"{where}: 'completions' and 'ranks' must both be lists")
+        if len(completions) < 2:
+            raise UserError(f"{where}: needs at least 2 completions to rank, got {len(completions)}")
+        if k is not None and len(completions) != k:
+            raise UserError(f"{where}: expected K={k} completions (data.k), got {len(completions)}")
+        if len(ranks) != len(completions):
+            raise UserError(f"{where}: {len(ranks)} ranks for {len(completions)} completions")
+        if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks):
+            raise UserError(f"{where}: ranks must be integers >= 1 (1 = best), got {ranks}")
+        for i, c in enumerate(completions):
+            if not is_text(c):
+                raise UserError(f"{where}: completion {i + 1} is empty or not a string/message list")
+        prompt, margin = row.get("prompt"), None
+    elif "chosen" in row or "rejected" in row:
+        chosen, rejected = row.get("chosen"), row.get("rejected")
+        for name, value in (("chosen", chosen), ("rejected", rejected)):
+            if not is_text(value):
+                raise UserError(f"{where}: '{name}' is missing, empty, or not a string/message list")
+        if type(chosen) is not type(rejected):
+            raise UserError(f"{where}: 'chosen' and 'rejected' must both be strings or both message lists")
+        if "prompt" in row:
+            prompt = row["prompt"]
+        else:
+            prompt, chosen, rejected = implicit_prompt(chosen, rejected)
+        completions, ranks = [chosen, rejected], [1, 2]
+        margin = row.get("margin")
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+            raise UserError(f"{where}: 'margin' must be a number, got {margin!r}")
+    else:
+        found = ", ".join(sorted(row)) or "none"
+        raise UserError(
+            f"{where}: expected 'prompt'+'completions'+'ranks' or 'chosen'+'rejected' columns, found: {found}"
+        )
+    if prompt is None or not (isinstance(prompt, str) or is_text(prompt)):
+        raise UserError(f"{where}: 'prompt' is missing or not a string/message list")
+    if isinstance(prompt, list) and not all(isinstance(c, list) for c in completions):
+        raise UserError(f"{where}: a message-list prompt needs message-list completions")
+    return {
+        "prompt": prompt,
+        "completions": completions,
+        "ranks": ranks,
+        "annotator": str(row.get("annotator") or "unknown"),
+        "margin": None if margin is None else float(margin),
+        "where": where,
+    }
+
+
+def implicit_prompt(chosen, rejected):
+    """(prompt, chosen rest, rejected rest): the shared leading messages, or for strings the common prefix
+    cut back to a whitespace so no word is split between prompt and completion."""
+    if isinstance(chosen, list):
+        n = 0
+        while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
+            n += 1
+        return chosen[:n], chosen[n:], rejected[n:]
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    cut = max(chosen.rfind(" ", 0, n + 1), chosen.rfind("\n", 0, n + 1), 0)
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def prompt_key(prompt) -> str:
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def split_by_prompt(rankings: list[dict], test_size: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held out): a seeded share (<1) or count (>=1) of distinct prompts, never in both."""
+    keys = sorted({prompt_key(r["prompt"]) for r in rankings})
+    if test_size <= 0 or len(keys) < 2:
+        return rankings, []
+    n_test = round(test_size * len(keys)) if test_size < 1 else int(test_size)
+    n_test = min(max(n_test, 1), len(keys) - 1)
+    random.Random(seed).shuffle(keys)
+    held = set(keys[:n_test])
+    return (
+        [r for r in rankings if prompt_key(r["prompt"]) not in held],
+        [r for r in rankings if prompt_key(r["prompt"]) in held],
+    )
+
+
+def encode(tokenizer, ranking: dict, max_length: int) -> dict:
+    """A K-wise example: `input_ids` [K token lists], `lengths` [K completion tokens], ranks, margin, annotator."""
+    try:
+        encoded = [encode_text(tokenizer, ranking["prompt"], c, max_length) for c in ranking["completions"]]
+    except UserError as e:
+        raise UserError(f"{ranking['where']}: {e}") from None
+    return {
+        "input_ids": [ids for ids, _ in encoded],
+        "lengths": [n for _, n in encoded],
+        "ranks": list(ranking["ranks"]),
+        "margin": ranking["margin"],
+        "annotator": ranking["annotator"],
+    }
+
+
+def collate(examples: list[dict], pad_id: int, weights: list[float] | None = None) -> dict:
+    """One flat forward batch for all completions of all prompts, and the [B, K] layout to score them in.
+
+    input_ids/attention_mask: [N, T] with N = sum of K over examples (no padding completions);
+    slot: [N] position of each row in the flattened [B * K_max] score grid; ranks/valid: [B, K_max];
+    margins: [B, K_max, K_max] from the rows' given margins (0 where none). weights (0 marks a filler
+    example in evaluation) zero a prompt's `valid` row so it counts nowhere.
+    """
+    k_max = max(len(e["input_ids"]) for e in examples)
+    sequences, slot = [], []
+    ranks = torch.ones(len(examples), k_max, dtype=torch.long)
+    valid = torch.zeros(len(examples), k_max, dtype=torch.bool)
+    margins = torch.zeros(len(examples), k_max, k_max)
+    for b, e in enumerate(examples):
+        k = len(e["input_ids"])
+        sequences += e["input_ids"]
+        slot += [b * k_max + i for i in range(k)]
+        ranks[b, :k] = torch.tensor(e["ranks"])
+        valid[b, :k] = weights is None or weights[b] > 0
+        if e["margin"] is not None:
+            margins[b, 0, 1] = e["margin"]  # pairwise rows: completion 0 is chosen, 1 rejected
+    input_ids, attention_mask = pad(sequences, pad_id)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "slot": torch.tensor(slot, dtype=torch.long),
+        "ranks": ranks,
+        "valid": valid,
+        "margins": margins,
+    }
+
+
+def to_grid(flat_scores: torch.Tensor, slot: torch.Tensor, batch: int, k_max: int) -> torch.Tensor:
+    """Scatter per-completion scores [N] into the [B, K_max] grid (0 at padding slots)."""
+    grid = flat_scores.new_zeros(batch * k_max)
+    grid = grid.index_put((slot,), flat_scores)
+    return grid.view(batch, k_max)

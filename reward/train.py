@@ -1,0 +1,421 @@
+"""Stage 3: a scalar reward model trained on K-wise rankings with the InstructGPT Bradley-Terry loss.
+
+    rlhf reward configs/reward.yaml output_dir=runs/tiny/reward
+    accelerate launch --config_file launch/ddp.yaml -m alignment reward configs/reward.yaml
+    accelerate launch --config_file launch/zero3.yaml -m alignment reward configs/reward_qwen0.5b.yaml
+
+Each micro-batch holds `per_device_batch_size` ranked prompts; all their completions go through the
+model in ONE forward pass (flattened, no padding completions), the scores are laid back out as
+[prompts, K] and every C(K, 2) comparison of a prompt is scored from them (not 2 passes per pair).
+Writes to output_dir: the adapter with its `score` head (PEFT format) or the full model, the
+tokenizer, `reward_stats.json` (reward mean/std on a reference set, for PPO to normalise),
+`eval.json` (held-out accuracy overall/per annotator/per rank gap, calibration, length correlation),
+`config.yaml`, `metrics.jsonl`, `manifest.json` and resumable `checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from alignment.cli import parse_stage_args
+from alignment.config import (
+    AdapterConfig,
+    CheckpointConfig,
+    ConfigError,
+    ModelConfig,
+    TrackingConfig,
+    TrainConfig,
+    require,
+    save_config,
+    to_dict,
+)
+from alignment.runtime import adapters, checkpoint, manifest, optim
+from alignment.runtime import logging as rlog
+from alignment.runtime.accelerator import finish, make_accelerator, set_deepspeed_batch
+from alignment.runtime.data import load_rows
+from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
+from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
+from reward import data as rdata
+from reward import losses
+from reward import model as rmodel
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class RewardDataConfig:
+    path: str = "builtin:reviews-rankings"
+    """K-wise or TRL pairwise rows: a jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or
+    `builtin:reviews-rankings` (synthetic rankings with a known rule, see reward/synthetic.py)."""
+    split: str = "train"
+    """Split to train on (dataset folders and hub ids)."""
+    eval_path: str | None = None
+    """Held-out rankings; otherwise `test_size` of the prompts are held out from `path`."""
+    eval_split: str = "test"
+    """Split of eval_path to evaluate on (dataset folders and hub ids; files are read whole)."""
+    test_size: float = 0.1
+    """Held-out share (<1) or count (>=1) of distinct prompts when there is no eval_path; 0 for none."""
+    k: int | None = None
+    """Require exactly K completions per row (rows with another K are an error); None accepts any K >= 2."""
+    limit: int | None = None
+    """Use only the first N rows (quick runs)."""
+    max_length: int = 512
+    """Tokens per prompt + completion; longer texts lose tokens from the left (the score is read at the end)."""
+    reference_path: str | None = None
+    """SFT-style {prompt, completion} rows whose rewards give reward_stats.json; None uses training completions."""
+    reference_size: int = 512
+    """How many reference texts to score for reward_stats.json."""
+
+
+@dataclass
+class RewardLossConfig:
+    ties: Literal["drop", "rao_kupper", "davidson"] = "drop"
+    """Tied completions: no comparison (`drop`), or a tie-aware likelihood (Rao-Kupper or Davidson)."""
+    tie_param: float = 1.5
+    """Rao-Kupper theta (> 1) or Davidson nu (> 0): how likely ties are at equal reward."""
+    margin: Literal["none", "rank_gap", "given"] = "none"
+    """Reward gap asked of a winner: none, margin_scale * rank gap, or the rows' `margin` column (pairwise)."""
+    margin_scale: float = 1.0
+    """Multiplier for the margin."""
+    center_coef: float = 0.0
+    """TRL's center_rewards_coefficient: coef * mean over pairs of (r_i + r_j)^2 keeps rewards near 0."""
+
+
+@dataclass
+class RewardEvalConfig:
+    batch_size: int | None = None
+    """Prompts per evaluation forward pass on each process; None uses train.per_device_batch_size."""
+    calibration_bins: int = 10
+    """Confidence bins for the expected calibration error of the Bradley-Terry probabilities."""
+
+
+@dataclass
+class RewardConfig:
+    output_dir: str = ""
+    """Run folder: adapter + score head (or full model), tokenizer, reward_stats.json, eval.json, checkpoints."""
+    seed: int = 42
+    """Seed for the head's init, the held-out split and the data order."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: RewardDataConfig = field(default_factory=RewardDataConfig)
+    loss: RewardLossConfig = field(default_factory=RewardLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: RewardEvalConfig = field(default_factory=RewardEvalConfig)
+
+    def validate(self) -> None:
+        require(self, "output_dir", "data.path")
+        if self.loss.ties == "rao_kupper" and self.loss.tie_param <= 1:
+            raise ConfigError(f"'loss.tie_param' must be > 1 for Rao-Kupper (theta), got {self.loss.tie_param}")
+        if self.loss.ties == "davidson" and self.loss.tie_param <= 0:
+            raise ConfigError(f"'loss.tie_param' must be > 0 for Davidson (nu), got {self.loss.tie_param}")
+        if self.data.k is not None and self.data.k < 2:
+            raise ConfigError(f"'data.k' must be >= 2, got {self.data.k}")
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_stage_args("rlhf reward", RewardConfig, argv, __doc__)
+    if cfg is not None:
+        train(cfg)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def load_data(cfg: RewardConfig) -> tuple[list[dict], list[dict]]:
+    """(train rankings, held-out rankings): eval_path if set, else a seeded split by prompt."""
+    d = cfg.data
+    rankings = rdata.load_rankings(d.path, d.split, d.limit, d.k)
+    if d.eval_path:
+        split = d.eval_split if os.path.isdir(d.eval_path) or d.eval_path.startswith("builtin:") else "train"
+        return rankings, rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
+    return rdata.split_by_prompt(rankings, d.test_size, cfg.seed)
+
+
+def reference_texts(cfg: RewardConfig, train_rankings: list[dict]) -> tuple[list[dict], str]:
+    """Single-completion rankings whose rewards give reward_stats.json, and where they came from."""
+    d = cfg.data
+    if not d.reference_path:
+        texts = [
+            {**r, "completions": [c], "ranks": [1], "margin": None} for r in train_rankings for c in r["completions"]
+        ]
+        random.Random(cfg.seed).shuffle(texts)
+        return texts[: d.reference_size], "training completions"
+    texts = []
+    for i, row in enumerate(load_rows(d.reference_path, "train", d.reference_size, key="data.reference_path")):
+        where = f"{d.reference_path}:{i + 1}"
+        if not rdata.is_text(row.get("completion")) or row.get("prompt") is None:
+            raise ConfigError(f"{where}: reference rows need a 'prompt' and a non-empty 'completion'")
+        texts.append({"prompt": row["prompt"], "completions": [row["completion"]], "ranks": [1], "margin": None,
+                      "annotator": "reference", "where": where})  # fmt: skip
+    return texts, d.reference_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring and evaluation
+
+
+def batch_scores(model, batch: dict, device) -> torch.Tensor:
+    """Scores [B, K_max] of every completion in a collated batch, from one forward pass."""
+    flat = rmodel.scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+    return rdata.to_grid(flat, batch["slot"].to(device), *batch["ranks"].shape)
+
+
+@torch.no_grad()
+def predict(accelerator, model, examples: list[dict], batch_size: int, pad_id: int) -> list[list[float]]:
+    """Scores of every completion of every example (same order), computed across processes, on every process."""
+    from accelerate.utils import gather_object
+
+    if not examples:
+        return []
+    was_training = model.training
+    model.eval()
+    mine = []
+    for indices, weights in eval_batches(
+        len(examples), batch_size, accelerator.process_index, accelerator.num_processes
+    ):
+        batch = rdata.collate([examples[i] for i in indices], pad_id, weights)
+        grid = batch_scores(model, batch, accelerator.device).cpu()
+        mine += [(i, grid[b, : len(examples[i]["input_ids"])].tolist()) for b, i in enumerate(indices) if weights[b]]
+    model.train(was_training)
+    found = dict(gather_object(mine) if accelerator.num_processes > 1 else mine)
+    return [found[i] for i in range(len(examples))]
+
+
+def evaluation(cfg: RewardConfig, examples: list[dict], scores: list[list[float]]) -> dict:
+    """Held-out metrics from per-completion scores: loss, pairwise accuracy (overall, per annotator, per rank
+    gap), expected calibration error of sigmoid(r_better - r_worse), and reward-length correlation."""
+    by_annotator, by_gap = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    diffs, rewards, lengths = [], [], []
+    loss_sum = 0.0
+    for e, s in zip(examples, scores):
+        ranks = e["ranks"]
+        for i in range(len(s)):
+            for j in range(len(s)):
+                if ranks[i] < ranks[j]:
+                    right = int(s[i] > s[j])
+                    for tally in (by_annotator[e["annotator"]], by_gap[ranks[j] - ranks[i]]):
+                        tally[0] += right
+                        tally[1] += 1
+                    diffs.append(s[i] - s[j])
+        rewards += s
+        lengths += e["lengths"]
+        loss_sum += losses.kwise_loss(
+            torch.tensor([s]), torch.tensor([ranks]), ties=cfg.loss.ties, tie_param=cfg.loss.tie_param
+        ).item()
+    correct = sum(t[0] for t in by_annotator.values())
+    pairs = sum(t[1] for t in by_annotator.values())
+    rewards_t = torch.tensor(rewards)
+    return {
+        "loss": loss_sum / max(len(examples), 1),
+        "accuracy": correct / pairs if pairs else float("nan"),
+        "pairs": pairs,
+        "prompts": len(examples),
+        "per_annotator": {a: t[0] / t[1] for a, t in sorted(by_annotator.items())},
+        "per_rank_gap": {str(g): t[0] / t[1] for g, t in sorted(by_gap.items())},
+        "ece": losses.expected_calibration_error(torch.sigmoid(torch.tensor(diffs)), cfg.eval.calibration_bins),
+        "length_correlation": losses.pearson(rewards_t, torch.tensor(lengths, dtype=torch.float64)),
+        "reward_mean": rewards_t.mean().item(),
+        "reward_std": rewards_t.std().item() if len(rewards) > 1 else 0.0,
+    }
+
+
+def flat_metrics(report: dict, prefix: str = "eval") -> dict:
+    """`eval/accuracy`, `eval/accuracy/annotator/<name>`, `eval/accuracy/rank_gap/<g>`, ... for logging."""
+    out = {f"{prefix}/{k}": v for k, v in report.items() if not isinstance(v, dict)}
+    out.update({f"{prefix}/accuracy/annotator/{a}": v for a, v in report["per_annotator"].items()})
+    out.update({f"{prefix}/accuracy/rank_gap/{g}": v for g, v in report["per_rank_gap"].items()})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage
+
+
+def train(cfg: RewardConfig) -> dict:
+    # 1. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
+    t = cfg.train
+    accelerator = make_accelerator(t.gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
+    log = rlog.setup(accelerator.is_main_process)
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
+    if accelerator.is_main_process:
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    # 2. Data: rankings -> token ids per completion; held out by prompt.
+    tokenizer = rmodel.load_tokenizer(cfg.model)
+    train_rankings, eval_rankings = load_data(cfg)
+    train_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in train_rankings]
+    eval_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in eval_rankings]
+    ks = sorted({len(e["input_ids"]) for e in train_set})
+    log.info(
+        f"reward: {len(train_set)} train rankings (K {ks[0]}-{ks[-1]}), {len(eval_set)} held out, {world} process(es)"
+    )
+
+    # 3. Model: base (the SFT model by default) + scalar head + adapter, optimizer, schedule.
+    model = rmodel.build(cfg.model, cfg.adapter, tokenizer)
+    if cfg.model.gradient_checkpointing and adapters.is_peft(model):
+        model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
+    trainable, total = adapters.count_parameters(model)
+    log.info(f"reward: training {trainable:,} of {total:,} parameters ({cfg.adapter.method})")
+    steps = total_steps(
+        len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, t.gradient_accumulation_steps
+    )
+    optimizer, scheduler = optim.build(model, t, steps)
+    set_deepspeed_batch(accelerator, t.per_device_batch_size)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
+    start, run_id = 0, new_run_id()
+    if resume_from:
+        state = checkpoint.load(accelerator, resume_from)
+        start, run_id = state["step"], state["run_id"]
+        log.info(f"reward: resumed from {resume_from} at step {start}")
+    tracker = Tracker(accelerator, cfg.tracking, cfg.output_dir, to_dict(cfg), run_id, step=start)
+    eval_bs = cfg.eval.batch_size or t.per_device_batch_size
+
+    # 5. Train: per micro-batch, one forward over all completions, K-wise loss over all pairs.
+    stream = IndexStream(len(train_set), cfg.seed)
+    model.train()
+    bar = tqdm(total=steps, initial=start, desc="reward", disable=not accelerator.is_main_process, dynamic_ncols=True)
+    window = torch.zeros(7, dtype=torch.float64)  # loss, correct, pairs, margin sum, reward sum, reward sq, n
+    window_start, window_steps, grad_norm = time.time(), 0, None
+    for step in range(start, steps):
+        for micro in range(t.gradient_accumulation_steps):
+            m = step * t.gradient_accumulation_steps + micro
+            batch = rdata.collate(
+                [train_set[i] for i in stream.batch(m, t.per_device_batch_size, rank, world)], tokenizer.pad_token_id
+            )
+            ranks, valid = batch["ranks"].to(accelerator.device), batch["valid"].to(accelerator.device)
+            with accelerator.accumulate(model):
+                # 5a. Score: all completions of all prompts in this micro-batch in one pass, as [B, K].
+                grid = batch_scores(model, batch, accelerator.device)
+                # 5b. Loss: mean over prompts of the mean NLL over each prompt's comparisons.
+                margins = None
+                if cfg.loss.margin == "rank_gap":
+                    margins = losses.rank_gap_margins(ranks, cfg.loss.margin_scale)
+                elif cfg.loss.margin == "given":
+                    margins = batch["margins"].to(accelerator.device) * cfg.loss.margin_scale
+                loss = losses.kwise_loss(
+                    grid, ranks, valid, margins, cfg.loss.ties, cfg.loss.tie_param, cfg.loss.center_coef
+                )
+                # 5c. Optimise.
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            correct, pairs, margin_sum = losses.pairwise_accuracy(grid.detach(), ranks, valid)
+            r = grid.detach()[valid].double().cpu()
+            window += torch.tensor(
+                [loss.item() / t.gradient_accumulation_steps, correct.sum().item(), pairs.sum().item(),
+                 margin_sum.sum().item(), r.sum().item(), r.square().sum().item(), r.numel()],
+                dtype=torch.float64,
+            )  # fmt: skip
+        window_steps += 1
+        done = step + 1
+        bar.update(1)
+        if done % t.log_steps == 0 or done == steps:
+            # Sums over processes, so accuracy and throughput describe the whole step, not rank 0's share.
+            totals = accelerator.reduce(window.to(accelerator.device), reduction="sum").cpu()
+            elapsed = max(time.time() - window_start, 1e-9)
+            mean = totals[4] / totals[6].clamp(min=1)
+            rankings_seen = window_steps * t.gradient_accumulation_steps * t.per_device_batch_size * world
+            metrics = {
+                "train/loss": (totals[0] / world / window_steps).item(),
+                "reward/accuracy": (totals[1] / totals[2].clamp(min=1)).item(),
+                "reward/margin": (totals[3] / totals[2].clamp(min=1)).item(),
+                "reward/mean": mean.item(),
+                "reward/std": (totals[5] / totals[6].clamp(min=1) - mean**2).clamp(min=0).sqrt().item(),
+                "train/learning_rate": scheduler.get_last_lr()[0],
+                "train/epoch": stream.epoch(done * t.gradient_accumulation_steps, t.per_device_batch_size, world),
+                "train/rankings_per_second": rankings_seen / elapsed,
+                "train/completions_per_second": totals[6].item() / elapsed,
+            }
+            if t.max_grad_norm > 0 and grad_norm is not None:
+                metrics["train/grad_norm"] = float(grad_norm)
+            tracker.log(metrics, step=done)
+            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
+            window.zero_()
+            window_start, window_steps = time.time(), 0
+        if t.eval_steps and done % t.eval_steps == 0 and done < steps and eval_set:
+            scores = predict(accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id)
+            tracker.log(flat_metrics(evaluation(cfg, eval_set, scores)), step=done)
+        if cfg.checkpoint.save_steps and done % cfg.checkpoint.save_steps == 0 and done < steps:
+            checkpoint.save(accelerator, cfg.output_dir, done, {"run_id": run_id}, cfg.checkpoint.keep_last)
+    bar.close()
+
+    # 6. Evaluate on the held-out prompts; reward statistics on the reference set for PPO.
+    report: dict = {}
+    if eval_set:
+        report = evaluation(cfg, eval_set, predict(accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id))
+        tracker.log(flat_metrics(report), step=steps)
+        log.info(
+            f"reward: held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, "
+            f"ECE {report['ece']:.3f}, reward-length correlation {report['length_correlation']:.2f}"
+        )
+    reference, source = reference_texts(cfg, train_rankings)
+    ref_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in reference]
+    ref_scores = torch.tensor([s[0] for s in predict(accelerator, model, ref_set, eval_bs, tokenizer.pad_token_id)])
+    stats = {
+        "mean": ref_scores.mean().item(),
+        "std": ref_scores.std().item() if len(ref_scores) > 1 else 1.0,
+        "count": len(ref_scores),
+        "source": source,
+    }
+
+    # 7. Save: adapter + score head (or full model) + tokenizer, stats, eval report, manifest.
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    if accelerator.is_main_process:
+        _write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
+        if report:
+            _write_json(os.path.join(cfg.output_dir, "eval.json"), report)
+        is_adapter = adapters.is_peft(accelerator.unwrap_model(model))
+        last = {}
+        for row in read_metrics(cfg.output_dir):
+            last.update({k: v for k, v in row.items() if k.startswith(("train/", "reward/"))})
+        manifest.write(
+            cfg.output_dir,
+            "reward",
+            inputs={"model": cfg.model.name_or_path, "base": rmodel.base_path(cfg.model), "data": cfg.data.path},
+            outputs={
+                "model": ".",
+                "adapter" if is_adapter else "weights": ".",
+                "reward_stats": rmodel.STATS_FILE,
+                **({"eval": "eval.json"} if report else {}),
+            },
+            metrics={**last, **({f"eval/{k}": v for k, v in report.items() if not isinstance(v, dict)})},
+            extra={
+                "steps": steps,
+                "world_size": world,
+                "data": {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks},
+                "reward_stats": stats,
+            },
+        )
+        log.info(f"reward: wrote {cfg.output_dir}")
+    finish(accelerator)
+    return report
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
