@@ -81,9 +81,12 @@ class ScriptedAnnotator:
         self.token = resp.json()["token"]
 
     def next_task(self) -> dict | None:
+        return self._next()["task"]
+
+    def _next(self) -> dict:
         resp = self._post("/api/tasks/next")
         resp.raise_for_status()
-        return resp.json()["task"]
+        return resp.json()
 
     def rank(self, task: dict) -> list[int]:
         """Ranks aligned to completion positions, as the submit API expects."""
@@ -98,15 +101,28 @@ class ScriptedAnnotator:
             self.acknowledged.append({**resp.json(), "idempotency_key": key})
         return resp
 
-    def run(self, max_tasks: int | None = None) -> int:
-        """Rank until the server has nothing left for this annotator (or max_tasks); returns rankings saved."""
+    def run(self, max_tasks: int | None = None, poll_seconds: float = 0.2, max_idle_seconds: float = 3600) -> int:
+        """Rank until the server has nothing left for this annotator (or max_tasks); returns rankings saved.
+
+        "Nothing free right now" is not "done": a task another annotator holds comes back when they
+        submit (if it still needs rankings) or their lease expires, so wait while `available` > 0.
+        """
         if self.token is None:
             self.login()
         saved = 0
+        idle_since = None
         while max_tasks is None or saved < max_tasks:
-            task = self.next_task()
+            reply = self._next()
+            task = reply["task"]
             if task is None:
-                break
+                if reply["progress"]["available"] == 0:
+                    break
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > max_idle_seconds:
+                    break
+                time.sleep(poll_seconds)
+                continue
+            idle_since = None
             resp = self.submit(task["task_id"], self.rank(task))
             if resp.status_code == 200:
                 saved += 1
