@@ -62,7 +62,8 @@ def load_examples(cfg: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:
 def token_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of next-token cross-entropy over labelled tokens, number of labelled tokens)."""
     labels = batch.pop("labels")
-    logits = model(**batch, use_cache=False).logits[:, :-1].float()
+    # Prompt tuning prepends virtual tokens to the logits; the real tokens are always the last T.
+    logits = model(**batch, use_cache=False).logits[:, -labels.size(1) :][:, :-1].float()
     targets = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"

@@ -96,8 +96,9 @@ def pack(examples: list[dict], max_length: int) -> list[dict]:
     """Best-fit-decreasing packing into rows of at most `max_length` tokens with per-example positions.
 
     Examples are never split. Each packed row carries `position_ids` restarting at 0 for every
-    example; the model is called with no attention mask, so transformers builds a block-diagonal
-    causal mask and examples do not attend to each other.
+    example; the model is called with no attention mask and `use_cache=False` (with a cache,
+    transformers skips packed-sequence detection), so it builds a block-diagonal causal mask and
+    examples do not attend to each other.
     """
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
     bins: list[list[int]] = []

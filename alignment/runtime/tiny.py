@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 BUILTIN_PREFIX = "builtin:"
-VERSION = "v3"  # bump when the recipe below changes, so stale caches are rebuilt
+VERSION = "v4"  # bump when the recipe below changes, so stale caches are rebuilt
 
 # Llama-style chat template with explicit role tokens; prefix-consistent, which the assistant-turn
 # masking in formatting.py relies on.
@@ -50,7 +50,7 @@ def resolve(name: str) -> str:
     return path
 
 
-def build_tokenizer(vocab_size: int = 512):
+def build_tokenizer(vocab_size: int = 640):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -60,7 +60,13 @@ def build_tokenizer(vocab_size: int = 512):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    # The full byte alphabet keeps every string encodable (newlines in chat templates, any user text).
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(reviews.corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
