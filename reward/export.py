@@ -16,6 +16,7 @@ from collections import defaultdict
 from alignment.config import UserError, save_config
 from reward.agreement import consensus_ranks
 from reward.config import ExportConfig
+from reward.store import safe_url
 
 
 def ranking_pairs(ranks: list[int], pairs: str, ties: str, rng: random.Random) -> list[tuple[int, int, int]]:
@@ -167,20 +168,12 @@ def _write(rows: list[dict], test_ids: set[int], schema: str, cfg: ExportConfig)
     return {"rows": {name: len(data) for name, data in splits.items()}, "written": written}
 
 
-def _safe_url(url: str) -> str:
-    if "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def export(cfg: ExportConfig, store=None) -> dict:
     """Export every committed ranking in the store as cfg says; returns the manifest it writes."""
     from reward.store import open_store
 
     own = store is None
-    store = store or open_store(cfg.store)
+    store = store or open_store(cfg.store, create=False)
     try:
         rankings = store.rankings()
     finally:
@@ -203,7 +196,7 @@ def export(cfg: ExportConfig, store=None) -> dict:
     save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     manifest = {
         "stage": "rank-export",
-        "store": _safe_url(cfg.store),
+        "store": safe_url(cfg.store),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rankings_read": len(rankings),
         "prompts": {

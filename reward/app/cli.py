@@ -99,7 +99,8 @@ def users(argv: list[str]) -> int:
         return 0
     from reward.store import open_store
 
-    store = open_store(cfg.store)
+    # Only `add` may create a new store: a typo in store= for the other actions should fail, not make an empty file.
+    store = open_store(cfg.store, create=action == "add")
     try:
         if action == "add":
             store.add_user(name, role=cfg.role, password=_password(cfg, name))
@@ -145,7 +146,7 @@ def status(argv: list[str]) -> int:
         return 0
     from reward.store import open_store
 
-    store = open_store(cfg.store)
+    store = open_store(cfg.store, create=False)
     try:
         overview = store.overview(cfg.annotators_per_task)
         annotators = store.annotator_rows()

@@ -10,6 +10,7 @@ from reward.store.store import (
     UserInfo,
     normalize_ranks,
     open_store,
+    safe_url,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "UserInfo",
     "normalize_ranks",
     "open_store",
+    "safe_url",
 ]

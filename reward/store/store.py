@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import secrets
 import threading
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from alignment.config import UserError
@@ -123,11 +124,18 @@ def _sha(*parts: str) -> str:
 
 
 class Store:
-    def __init__(self, url_or_path: str, pool_size: int = 10):
+    def __init__(self, url_or_path: str, pool_size: int = 10, create: bool = True):
         self.url = str(url_or_path)
+        if not create and "://" not in self.url and not os.path.isfile(self.url):
+            raise UserError(f"{self.url}: ranking store not found (run `rlhf sample` first, or check the path)")
         self.engine = make_engine(self.url, pool_size=pool_size)
         self._sqlite_writer = threading.Lock() if self.engine.dialect.name == "sqlite" else None
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except OperationalError as e:
+            self.engine.dispose()
+            reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e).splitlines()[0]
+            raise UserError(f"{safe_url(self.url)}: cannot open the ranking store ({reason})") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -620,6 +628,15 @@ class Store:
             self._audit(s, user_id, action, **detail)
 
 
-def open_store(url_or_path: str, pool_size: int = 10) -> Store:
-    """Open (creating and migrating if needed) a SQLite file path or a postgresql:// URL."""
-    return Store(url_or_path, pool_size=pool_size)
+def open_store(url_or_path: str, pool_size: int = 10, create: bool = True) -> Store:
+    """Open (migrating if needed) a SQLite file path or a postgresql:// URL; create=False refuses a missing file."""
+    return Store(url_or_path, pool_size=pool_size, create=create)
+
+
+def safe_url(url: str) -> str:
+    """The store URL without its password, for messages and manifests."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

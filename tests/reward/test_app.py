@@ -218,6 +218,9 @@ def test_users_and_status_cli(tmp_path, capsys, monkeypatch):
     assert store.authenticate("dave", "secret3") is not None
     assert main(["status", f"store={db}"]) == 0 and "tasks 0" in capsys.readouterr().out
     assert main(["serve", "--help"]) == 0 and "annotators_per_task" in capsys.readouterr().out
+    with pytest.raises(UserError, match="ranking store not found"):
+        main(["status", f"store={tmp_path / 'typo.db'}"])
+    assert not (tmp_path / "typo.db").exists()
     with pytest.raises(UserError, match="needs a user NAME"):
         main(["users", "add", f"store={db}"])
     with pytest.raises(UserError, match="did you mean 'serve'"):
