@@ -279,7 +279,11 @@ def train(cfg: RewardConfig) -> dict:
     )
     optimizer, scheduler = optim.build(model, t, steps)
     set_deepspeed_batch(accelerator, t.per_device_batch_size)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is stepped by hand once per optimizer step: Accelerate's prepared scheduler steps
+    # num_processes times per step (it assumes per-process dataloaders), so on 2 ranks the schedule
+    # would end halfway through training. Registered so checkpoints still carry it.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
     start, run_id = 0, new_run_id()
@@ -320,7 +324,8 @@ def train(cfg: RewardConfig) -> dict:
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad()
             correct, pairs, margin_sum = losses.pairwise_accuracy(grid.detach(), ranks, valid)
             r = grid.detach()[valid].double().cpu()
