@@ -115,6 +115,22 @@ def normalize_ranks(ranks: list[int], k: int, allow_ties: bool) -> list[int]:
     return [1 + sum(other < r for other in ranks) for r in ranks]
 
 
+def _prepare_task(where: str, task: dict) -> tuple:
+    """Validate one task and compute its idempotency key: (key, prompt text, is_chat, completions, meta)."""
+    try:
+        text, is_chat = canonical_prompt(task.get("prompt"))
+    except UserError as e:
+        raise UserError(f"{where}{e}") from None
+    completions = task.get("completions") or []
+    if len(completions) < 2:
+        raise UserError(f"{where}a task needs at least 2 completions, got {len(completions)}")
+    for i, c in enumerate(completions):
+        if not isinstance(c, dict) or not isinstance(c.get("text"), str):
+            raise UserError(f"{where}completion {i} must be a dict with a 'text' string")
+    key = _sha(text, *sorted(c["text"] for c in completions))
+    return key, text, is_chat, completions, dict(task.get("meta") or {})
+
+
 def _sha(*parts: str) -> str:
     h = hashlib.sha256()
     for p in parts:
@@ -159,50 +175,50 @@ class Store:
 
     def add_task(self, prompt: str | list[dict], completions: list[dict], meta: dict | None = None) -> int:
         """Add one prompt with its K completions (dicts with text, model, gen, seed); idempotent on the texts."""
-        text, is_chat = canonical_prompt(prompt)
-        if len(completions) < 2:
-            raise UserError(f"a task needs at least 2 completions, got {len(completions)}")
-        texts = []
-        for i, c in enumerate(completions):
-            if not isinstance(c, dict) or not isinstance(c.get("text"), str):
-                raise UserError(f"completion {i} must be a dict with a 'text' string")
-            texts.append(c["text"])
-        prompt_hash = _sha(text)
-        key = _sha(text, *sorted(texts))
+        return self.add_tasks([{"prompt": prompt, "completions": completions, "meta": meta}])[0]
+
+    def add_tasks(self, tasks: list[dict]) -> list[int]:
+        """add_task for many ({"prompt", "completions", "meta"} dicts) in one transaction: one commit, not one each."""
+        prepared = [_prepare_task(f"task {i}: " if len(tasks) > 1 else "", t) for i, t in enumerate(tasks)]
         for attempt in range(3):
             try:
                 with self._tx(write=True) as s:
-                    found = s.scalar(select(Task.id).where(Task.key == key))
-                    if found is not None:
-                        return found
-                    now = time.time()
-                    prompt_id = s.scalar(select(Prompt.id).where(Prompt.hash == prompt_hash))
-                    if prompt_id is None:
-                        p = Prompt(hash=prompt_hash, text=text, is_chat=is_chat, created_at=now)
-                        s.add(p)
-                        s.flush()
-                        prompt_id = p.id
-                    task = Task(key=key, prompt_id=prompt_id, meta=dict(meta or {}), n_done=0, created_at=now)
-                    s.add(task)
-                    s.flush()
-                    for pos, c in enumerate(completions):
-                        s.add(
-                            Completion(
-                                task_id=task.id,
-                                position=pos,
-                                text=c["text"],
-                                model=str(c.get("model", "")),
-                                gen=dict(c.get("gen") or {}),
-                                seed=c.get("seed"),
-                            )
-                        )
-                    s.add(Lease(task_id=task.id, user_id=None, acquired_at=0.0, expires_at=0.0))
-                    return task.id
+                    return [self._insert_task(s, *p) for p in prepared]
             except IntegrityError:
                 # Another process added the same prompt or task between our SELECT and INSERT: look again.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _insert_task(self, s: Session, key, text, is_chat, completions, meta) -> int:
+        found = s.scalar(select(Task.id).where(Task.key == key))
+        if found is not None:
+            return found
+        now = time.time()
+        prompt_hash = _sha(text)
+        prompt_id = s.scalar(select(Prompt.id).where(Prompt.hash == prompt_hash))
+        if prompt_id is None:
+            p = Prompt(hash=prompt_hash, text=text, is_chat=is_chat, created_at=now)
+            s.add(p)
+            s.flush()
+            prompt_id = p.id
+        task = Task(key=key, prompt_id=prompt_id, meta=meta, n_done=0, created_at=now)
+        s.add(task)
+        s.flush()
+        for pos, c in enumerate(completions):
+            s.add(
+                Completion(
+                    task_id=task.id,
+                    position=pos,
+                    text=c["text"],
+                    model=str(c.get("model", "")),
+                    gen=dict(c.get("gen") or {}),
+                    seed=c.get("seed"),
+                )
+            )
+        s.add(Lease(task_id=task.id, user_id=None, acquired_at=0.0, expires_at=0.0))
+        s.flush()
+        return task.id
 
     def count_tasks(self) -> int:
         with self._tx() as s:

@@ -184,3 +184,16 @@ def test_a_submit_refused_as_complete_gives_the_lease_back(store):
         store.submit(a, tid, [1, 2, 3], "k", 0)
     assert e.value.code == "task_complete"
     assert store.next_task(b, 1, 60).task_id == tid  # a's lease was released, not left to expire
+
+
+def test_add_tasks_in_one_transaction_is_idempotent_too(store):
+    batch = [{"prompt": f"p{i}", "completions": [{"text": "a"}, {"text": f"b{i}"}], "meta": {"i": i}} for i in range(5)]
+    ids = store.add_tasks(batch)
+    assert (
+        len(set(ids)) == 5
+        and store.add_tasks(batch) == ids
+        and store.add_task("p0", [{"text": "a"}, {"text": "b0"}]) == ids[0]
+    )
+    with pytest.raises(UserError, match="task 2: a task needs at least 2"):
+        store.add_tasks(batch[:2] + [{"prompt": "x", "completions": [{"text": "only"}]}])
+    assert store.count_tasks() == 5
