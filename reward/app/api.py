@@ -82,6 +82,15 @@ def submit(task_id: int, body: SubmitBody, request: Request, user: UserInfo = De
     return {"saved": True, **result}
 
 
+@router.post("/tasks/{task_id}/renew")
+def renew(task_id: int, request: Request, user: UserInfo = Depends(api_writer)):
+    """Keep holding a task while its annotator is still working on it (409 if it has been reassigned)."""
+    cfg = _cfg(request)
+    if not request.app.state.store.renew(user.id, task_id, cfg.lease_seconds):
+        raise HTTPException(status_code=409, detail="this task was reassigned after its lease expired; reload")
+    return {"ok": True, "lease_seconds": cfg.lease_seconds}
+
+
 @router.post("/tasks/{task_id}/skip")
 def skip(task_id: int, request: Request, user: UserInfo = Depends(api_writer)):
     request.app.state.store.skip(user.id, task_id)

@@ -294,6 +294,17 @@ class Store:
                 return self._view(s, task_id, lease)
             return None
 
+    def renew(self, user_id: int, task_id: int, lease_seconds: float) -> bool:
+        """Extend the user's lease on a task (the page's heartbeat); False if it is no longer theirs."""
+        with self._tx(write=True) as s:
+            done = s.execute(
+                update(Lease)
+                .where(Lease.task_id == task_id, Lease.user_id == user_id)
+                .values(expires_at=time.time() + lease_seconds)
+                .execution_options(synchronize_session=False)
+            )
+            return done.rowcount == 1
+
     def _release(self, s: Session, task_id: int, user_id: int) -> None:
         s.execute(
             update(Lease)

@@ -152,6 +152,8 @@ def test_lease_conflicts_over_http(app, store):
     assert b.post("/api/tasks/next", headers=auth_b).json()["task"] is None  # held by ann
     r = b.post(f"/api/tasks/{tid}/submit", json={"ranks": [1, 2, 3], "idempotency_key": "b"}, headers=auth_b)
     assert r.status_code == 409 and r.json()["error"] == "lease_lost"
+    assert a.post(f"/api/tasks/{tid}/renew", headers=auth_a).status_code == 200
+    assert b.post(f"/api/tasks/{tid}/renew", headers=auth_b).status_code == 409
 
 
 def test_admin_page_shows_progress_agreement_flags_and_exports(app, store, tmp_path):

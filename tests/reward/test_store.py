@@ -197,3 +197,12 @@ def test_add_tasks_in_one_transaction_is_idempotent_too(store):
     with pytest.raises(UserError, match="task 2: a task needs at least 2"):
         store.add_tasks(batch[:2] + [{"prompt": "x", "completions": [{"text": "only"}]}])
     assert store.count_tasks() == 5
+
+
+def test_renew_extends_only_the_holders_lease(store):
+    (tid,) = add_tasks(store, 1)
+    a, b = store.add_user("a", password="pw12"), store.add_user("b", password="pw12")
+    store.next_task(a, 1, lease_seconds=0.05)
+    assert store.renew(a, tid, 60) and not store.renew(b, tid, 60)
+    time.sleep(0.08)
+    assert store.next_task(b, 1, 60) is None  # renewed, so still a's

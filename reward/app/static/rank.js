@@ -251,6 +251,23 @@
     }
   }
 
+  // Heartbeat: renew the lease while the annotator is active, so slow careful work is not reassigned; an idle
+  // tab stops renewing and its task goes back to the pool when the lease runs out.
+  const leaseMs = 1000 * Number(app.dataset.leaseSeconds || 600);
+  let lastActivity = Date.now();
+  ["keydown", "pointerdown", "dragstart", "scroll"].forEach((name) =>
+    document.addEventListener(name, () => (lastActivity = Date.now()), { passive: true })
+  );
+  setInterval(async () => {
+    if (taskId === null || busy || Date.now() - lastActivity > leaseMs / 2) return;
+    try {
+      const r = await post("/api/tasks/" + taskId + "/renew", {});
+      if (r.status === 409) setStatus("error", "This task was reassigned while idle; your ranking cannot be saved. Reload for a new one.");
+    } catch (err) {
+      // Offline for a moment: the next beat or the submit will tell.
+    }
+  }, Math.max(5000, Math.min(60000, leaseMs / 3)));
+
   submitButton.addEventListener("click", submit);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
