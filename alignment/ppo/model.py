@@ -101,6 +101,7 @@ class PPOModel(nn.Module):
         self.reward_head = reward_head
         self.adapters = {"policy": "policy", "value": "policy" if share_policy_value else "value", "reward": "reward"}
         self.share_policy_value = share_policy_value
+        self._disabled = False
         self._fix_trainable()
 
     # -- requires_grad bookkeeping -------------------------------------------------------------
@@ -126,23 +127,42 @@ class PPOModel(nn.Module):
     @contextmanager
     def role(self, name: str):
         """Run the block with `name`'s adapter active (policy, value, reward; reference: none), flags kept as built."""
-        if name == "reference":
+        if name == "reward" and self.reward_head is None:
+            raise UserError("this PPO model has no reward adapter (a separate reward model or function scores)")
+        with self._adapter(None if name == "reference" else self.adapters[name]):
+            yield
+
+    def _current_adapter(self) -> str | None:
+        """The adapter the base runs with now; None while adapters are disabled (the reference)."""
+        return None if self._disabled else self.peft.active_adapter
+
+    @contextmanager
+    def _adapter(self, adapter: str | None):
+        if adapter is None:
+            was_disabled = self._disabled
             try:
                 with self.peft.disable_adapter():
+                    self._disabled = True
                     self.restore_requires_grad()
                     yield
             finally:
+                self._disabled = was_disabled
                 self.restore_requires_grad()
             return
-        if name == "reward" and self.reward_head is None:
-            raise UserError("this PPO model has no reward adapter (a separate reward model or function scores)")
-        adapter = self.adapters[name]
         previous = self.peft.active_adapter
+        was_disabled = self._disabled
         try:
+            if was_disabled:  # e.g. recomputing a policy layer while the reference role is running
+                self.peft.base_model.enable_adapter_layers()
+                self._disabled = False
             self._activate(adapter)
             yield
         finally:
             self._activate(previous)
+            if was_disabled:
+                self.peft.base_model.disable_adapter_layers()
+                self._disabled = True
+                self.restore_requires_grad()
 
     def _activate(self, adapter: str) -> None:
         if self.peft.active_adapter != adapter:
@@ -244,6 +264,51 @@ class PPOModel(nn.Module):
         if role not in fns:
             raise ValueError(f"unknown role '{role}'; one of {ROLES}")
         return fns[role](input_ids, attention_mask, position_ids)
+
+    # -- what Accelerate/DeepSpeed and trl's unwrap_model_for_generation ask of a HF model -----
+
+    @property
+    def config(self):
+        """The base's config (Accelerate fills DeepSpeed `auto` bucket sizes from `hidden_size`)."""
+        return self.peft.get_base_model().config
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return bool(getattr(self.peft.get_base_model(), "is_gradient_checkpointing", False))
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Checkpoint each decoder layer; the backward-pass recomputation replays the adapter of its forward."""
+        # non-reentrant checkpointing: the reentrant kind drops gradients when no input requires grad,
+        # which is always the case for adapters on a frozen base
+        kwargs = gradient_checkpointing_kwargs or {"use_reentrant": False}
+        base = self.peft.get_base_model()
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        # transformers recomputes a layer in the backward pass with whatever adapter is active *then*. The
+        # policy and value passes run through the same layers, so by the time the value loss backpropagates
+        # the policy adapter may be active again: the recomputation would use the wrong LoRA weights
+        # (silently wrong gradients when both ranks match, a shape error otherwise).
+        for module in base.modules():
+            fn = getattr(module, "_gradient_checkpointing_func", None)
+            if fn is not None and not getattr(fn, "role_aware", False):
+                module._gradient_checkpointing_func = self._role_aware(fn)
+
+    def _role_aware(self, checkpoint_fn):
+        def checkpointed(function, *args, **kwargs):
+            forward_adapter = self._current_adapter()
+
+            def run(*a, **k):
+                if self._current_adapter() == forward_adapter:
+                    return function(*a, **k)
+                with self._adapter(forward_adapter):  # recomputing after a role switch
+                    return function(*a, **k)
+
+            return checkpoint_fn(run, *args, **kwargs)
+
+        checkpointed.role_aware = True
+        return checkpointed
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.peft.get_base_model().gradient_checkpointing_disable()
 
     # -- saving --------------------------------------------------------------------------------
 

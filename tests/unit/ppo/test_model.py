@@ -301,3 +301,38 @@ def test_adapter_settings_and_bad_reward_folder(folders, tmp_path):
         lora_config(AdapterConfig(method="ia3"))
     with pytest.raises(UserError, match="adapter_config.json"):
         build_ppo_model(LlamaForCausalLM.from_pretrained(folders[0]), cfg, reward_adapter=str(tmp_path))
+
+
+def test_gradient_checkpointing_recomputes_with_the_forward_adapter(folders):
+    """Checkpointed layers are recomputed in backward; each must replay its own role's adapter.
+
+    Equal policy/value ranks make the failure silent (wrong gradients, no shape error), so compare
+    against gradients computed without checkpointing.
+    """
+    base_dir, reward_dir = folders
+    model = build_ppo_model(LlamaForCausalLM.from_pretrained(base_dir), _lora(4), _lora(4), reward_dir)
+    with torch.no_grad():  # adapters that differ, so running the wrong one changes the gradients
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.3)
+    assert model.config.hidden_size == 32 and not model.is_gradient_checkpointing
+    model.train()  # transformers only checkpoints in training mode
+    ids, mask = _batch()
+
+    def grads():
+        logits, values = model(ids, mask, role="policy_and_value")
+        (logits.float().logsumexp(-1).mean() + values.pow(2).mean()).backward()
+        out = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    plain = grads()
+    model.gradient_checkpointing_enable()  # what trl's unwrap_model_for_generation toggles back on
+    assert model.is_gradient_checkpointing
+    checkpointed = grads()
+    assert set(checkpointed) == set(plain) == _expected_trainable(model)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+    assert _requiring_grad(model) == _expected_trainable(model)
+    model.gradient_checkpointing_disable()
+    assert not model.is_gradient_checkpointing
