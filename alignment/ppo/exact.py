@@ -159,6 +159,27 @@ def evaluate(logp: torch.Tensor, ref_logp: torch.Tensor, rewards: torch.Tensor, 
     )
 
 
+def evaluate_model(
+    model,
+    prompts: Sequence[torch.Tensor],
+    responses: torch.Tensor,
+    rewards: torch.Tensor,
+    beta: float,
+    eos_token_id: int | None = None,
+    temperature: float = 1.0,
+) -> ExactReport:
+    """`evaluate` for a PPOModel (alignment.ppo.model): its policy against its reference (adapters off).
+
+    rewards [P, N] must be the reward PPO optimises for each enumerated response (after any
+    normalisation or missing-EOS penalty), or J and J* measure a different objective.
+    """
+    policy = lambda ids, mask: model(ids, mask, role="policy")  # noqa: E731
+    reference = lambda ids, mask: model(ids, mask, role="reference")  # noqa: E731
+    logp = sequence_logprobs(policy, prompts, responses, eos_token_id, temperature)
+    ref_logp = sequence_logprobs(reference, prompts, responses, eos_token_id, temperature)
+    return evaluate(logp, ref_logp, rewards, beta)
+
+
 def gain_fraction(j: float, j_start: float, j_star: float) -> float:
     """Share of the achievable gain reached: (J(pi) - J(pi_start)) / (J* - J(pi_start))."""
     if j_star - j_start <= 0:

@@ -229,3 +229,29 @@ def test_policy_samples_follow_the_exact_probabilities():
     threshold = dof + 6 * math.sqrt(2 * dof)
     assert chi2(temp) < threshold
     assert chi2(1.0) > 3 * threshold  # the same samples scored without the temperature do not fit
+
+
+def test_evaluate_model_uses_policy_against_reference():
+    from peft import LoraConfig
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alignment.ppo.model import build_ppo_model
+
+    torch.manual_seed(0)
+    V, Lr, EOS, beta = 4, 2, 3, 0.5
+    cfg = LlamaConfig(
+        vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, pad_token_id=0, eos_token_id=EOS,
+    )  # fmt: skip
+    model = build_ppo_model(LlamaForCausalLM(cfg), LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    prompts = [torch.tensor([1, 2]), torch.tensor([2])]
+    responses = E.enumerate_responses(V, Lr, eos_token_id=EOS)
+    rewards = (responses == 1).sum(-1).double().expand(2, -1)  # count of token 1
+    start = E.evaluate_model(model, prompts, responses, rewards, beta, EOS)
+    assert start.kl == 0.0 and start.objective == pytest.approx(start.reward) and start.optimum > start.objective
+    with torch.no_grad():  # any other policy: positive KL, J below J*, same J*
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    moved = E.evaluate_model(model, prompts, responses, rewards, beta, EOS)
+    assert moved.kl > 0 and moved.objective < moved.optimum and moved.optimum == pytest.approx(start.optimum)
