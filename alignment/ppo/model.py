@@ -149,20 +149,15 @@ class PPOModel(nn.Module):
                 self._disabled = was_disabled
                 self.restore_requires_grad()
             return
+        if self._disabled:
+            # PEFT would re-enable adapters under the reference's feet; no PPO step needs this
+            raise RuntimeError(f"cannot run the '{adapter}' adapter inside the reference role")
         previous = self.peft.active_adapter
-        was_disabled = self._disabled
         try:
-            if was_disabled:  # e.g. recomputing a policy layer while the reference role is running
-                self.peft.base_model.enable_adapter_layers()
-                self._disabled = False
             self._activate(adapter)
             yield
         finally:
             self._activate(previous)
-            if was_disabled:
-                self.peft.base_model.disable_adapter_layers()
-                self._disabled = True
-                self.restore_requires_grad()
 
     def _activate(self, adapter: str) -> None:
         if self.peft.active_adapter != adapter:

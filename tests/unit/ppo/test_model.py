@@ -221,6 +221,12 @@ def test_unknown_role_and_missing_reward(folders):
         model(ids, mask, role="critic")
     with pytest.raises(Exception, match="no reward adapter"):
         model(ids, mask, role="reward")
+    with model.role("reference"), pytest.raises(RuntimeError, match="inside the reference role"):
+        model(ids, mask, role="policy")
+    lora_layers = [m for n, m in model.named_modules() if n.endswith("q_proj") and hasattr(m, "disable_adapters")]
+    assert lora_layers and not any(m.disable_adapters for m in lora_layers)  # adapters back on after the error
+    assert model.peft.active_adapter == "policy"
+    assert _requiring_grad(model) == _expected_trainable(model)
 
 
 def test_generation_and_scoring_see_the_same_policy(folders):
