@@ -35,17 +35,29 @@ def test_chat_prompt_round_trips_and_bad_input_names_the_problem(store):
         store.add_task([{"content": "no role"}], [{"text": "a"}, {"text": "b"}])
 
 
-def test_schema_is_migrated_with_wal_and_data_survives_reopen(tmp_path):
+def test_an_old_store_is_migrated_on_open_and_keeps_its_data(tmp_path):
+    from alembic import command
+
+    from reward.store.engine import _alembic_config, make_engine
+
     path = str(tmp_path / "r.db")
-    s = open_store(path)
-    add_tasks(s, 2)
-    s.close()
+    engine = make_engine(path)
+    with engine.connect() as c:
+        command.upgrade(_alembic_config(c), "0001")  # a store written by the first release
+        c.commit()
+        c.execute(text("INSERT INTO prompts (hash, text, is_chat, created_at) VALUES ('h', 'old prompt', 0, 0)"))
+        c.execute(text("INSERT INTO tasks (key, prompt_id, meta, n_done, created_at) VALUES ('k', 1, '{}', 0, 0)"))
+        c.commit()
+    engine.dispose()
     s = open_store(path)
     with s.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-    assert s.count_tasks() == 2
+        assert "ix_tasks_queue" in [r[1] for r in c.execute(text("PRAGMA index_list('tasks')"))]
+    assert s.count_tasks() == 1
+    add_tasks(s, 2)
     s.close()
+    assert open_store(path).count_tasks() == 3
 
 
 def test_passwords_and_tokens_are_stored_hashed(store):
