@@ -31,10 +31,12 @@ from reward.store import open_store  # noqa: E402
 
 def seed_store(url: str, tasks: int, clients: int, k: int) -> None:
     store = open_store(url)
-    for i in range(tasks):
-        store.add_task(
-            f"benchmark prompt {i}", [{"text": f"completion {j} of {i}", "model": "bench"} for j in range(k)]
-        )
+    store.add_tasks(
+        [
+            {"prompt": f"benchmark prompt {i}", "completions": [{"text": f"completion {j} of {i}"} for j in range(k)]}
+            for i in range(tasks)
+        ]
+    )
     for c in range(clients):
         store.add_user(f"bench{c}", password="bench-pw")
     store.close()
