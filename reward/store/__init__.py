@@ -1,13 +1,12 @@
 """The ranking store: SQLAlchemy schema, shipped Alembic migrations, and the Python API other modules use."""
 
+from reward.store.accounts import ROLES, UserInfo
 from reward.store.store import (
     FLAG_KINDS,
-    ROLES,
     Conflict,
     InvalidRanking,
     Store,
     TaskView,
-    UserInfo,
     normalize_ranks,
     open_store,
     safe_url,

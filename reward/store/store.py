@@ -25,12 +25,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, func, select, union, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from alignment.config import UserError
-from reward.store import auth
+from reward.store.accounts import Accounts
 from reward.store.engine import make_engine, migrate
 from reward.store.models import (
     AuditLog,
@@ -41,11 +41,9 @@ from reward.store.models import (
     Ranking,
     Skip,
     Task,
-    Token,
-    User,
 )
+from reward.store.reports import Reports
 
-ROLES = ("annotator", "admin")
 FLAG_KINDS = ("unsafe", "all_bad", "not_rankable")
 
 
@@ -59,15 +57,6 @@ class Conflict(Exception):
 
 class InvalidRanking(ValueError):
     """Ranks that do not fit the task (wrong length, values, ties when not allowed); HTTP 422."""
-
-
-@dataclass
-class UserInfo:
-    id: int
-    name: str
-    role: str
-    csrf: str | None = None
-    kind: str = "session"
 
 
 @dataclass
@@ -139,7 +128,10 @@ def _sha(*parts: str) -> str:
     return h.hexdigest()
 
 
-class Store:
+class Store(Accounts, Reports):
+    """The ranking store. Accounts (users, sessions, tokens) and Reports (progress, admin, export reads) hold
+    the methods that only read or manage people; this class owns tasks, leases and rankings."""
+
     def __init__(self, url_or_path: str, pool_size: int = 10, create: bool = True):
         self.url = str(url_or_path)
         if not create and "://" not in self.url and not os.path.isfile(self.url):
@@ -420,258 +412,6 @@ class Store:
             s.flush()
             self._audit(s, user_id, "flag", task_id=task_id, kind=kind)
             return f.id
-
-    # ------------------------------------------------------------------------------------------
-    # Users, sessions, tokens
-
-    def add_user(self, name: str, role: str = "annotator", password: str | None = None) -> int:
-        if role not in ROLES:
-            raise UserError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
-        if not name or len(name) > 64 or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-            raise UserError(f"user name '{name}' must be 1-64 letters, digits, '-', '_' or '.'")
-        with self._tx(write=True) as s:
-            if s.scalar(select(User.id).where(User.name == name)) is not None:
-                raise UserError(f"user '{name}' already exists (use set-password to change the password)")
-            u = User(
-                name=name,
-                role=role,
-                password_hash=auth.hash_password(password) if password else None,
-                active=True,
-                created_at=time.time(),
-            )
-            s.add(u)
-            s.flush()
-            self._audit(s, None, "user_add", name=name, role=role)
-            return u.id
-
-    def _user(self, s: Session, name: str) -> User:
-        u = s.scalars(select(User).where(User.name == name)).first()
-        if u is None:
-            raise UserError(f"no user named '{name}'")
-        return u
-
-    def set_password(self, name: str, password: str) -> None:
-        with self._tx(write=True) as s:
-            u = self._user(s, name)
-            u.password_hash = auth.hash_password(password)
-            # A new password ends every open session of that user.
-            for t in s.scalars(select(Token).where(Token.user_id == u.id, Token.kind == "session")):
-                s.delete(t)
-            self._audit(s, None, "set_password", name=name)
-
-    def set_role(self, name: str, role: str) -> None:
-        if role not in ROLES:
-            raise UserError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
-        with self._tx(write=True) as s:
-            self._user(s, name).role = role
-            self._audit(s, None, "set_role", name=name, role=role)
-
-    def list_users(self) -> list[dict]:
-        with self._tx() as s:
-            counts = dict(s.execute(select(Ranking.annotator_id, func.count()).group_by(Ranking.annotator_id)).all())
-            return [
-                {"id": u.id, "name": u.name, "role": u.role, "active": u.active, "rankings": counts.get(u.id, 0)}
-                for u in s.scalars(select(User).order_by(User.id))
-            ]
-
-    def create_token(self, name: str, kind: str = "api", ttl_seconds: float | None = None) -> tuple[str, str | None]:
-        """A new secret for `name` (shown once) and, for sessions, its CSRF token."""
-        token = auth.new_token()
-        csrf = secrets.token_urlsafe(24) if kind == "session" else None
-        now = time.time()
-        with self._tx(write=True) as s:
-            u = self._user(s, name)
-            s.add(
-                Token(
-                    token_hash=auth.hash_token(token),
-                    user_id=u.id,
-                    kind=kind,
-                    csrf=csrf,
-                    created_at=now,
-                    expires_at=now + ttl_seconds if ttl_seconds else None,
-                )
-            )
-            self._audit(s, u.id, f"{kind}_token")
-        return token, csrf
-
-    def authenticate(self, name: str, password: str) -> UserInfo | None:
-        """The user if `password` matches (and the account is active), else None."""
-        with self._tx() as s:
-            u = s.scalars(select(User).where(User.name == name)).first()
-            if u is None or not u.active:
-                # Hash anyway so response time does not reveal which user names exist.
-                auth.verify_password(password, auth.hash_password("x"))
-                return None
-            if not auth.verify_password(password, u.password_hash):
-                return None
-            return UserInfo(u.id, u.name, u.role)
-
-    def user_for_token(self, token: str | None) -> UserInfo | None:
-        if not token:
-            return None
-        with self._tx() as s:
-            row = s.execute(
-                select(Token, User)
-                .join(User, User.id == Token.user_id)
-                .where(Token.token_hash == auth.hash_token(token))
-            ).first()
-            if row is None:
-                return None
-            t, u = row
-            if not u.active or (t.expires_at is not None and t.expires_at < time.time()):
-                return None
-            return UserInfo(u.id, u.name, u.role, csrf=t.csrf, kind=t.kind)
-
-    def revoke_token(self, token: str) -> None:
-        with self._tx(write=True) as s:
-            for t in s.scalars(select(Token).where(Token.token_hash == auth.hash_token(token))):
-                s.delete(t)
-
-    # ------------------------------------------------------------------------------------------
-    # Progress, admin and export reads
-
-    def progress(self, user_id: int, n_per_task: int) -> dict:
-        """The annotator's own counts: ranked, skipped, and tasks still open to them."""
-        with self._tx() as s:
-            ranked = s.scalar(select(func.count()).where(Ranking.annotator_id == user_id)) or 0
-            skipped = s.scalar(select(func.count()).where(Skip.user_id == user_id)) or 0
-            # Open tasks minus the open tasks this user already ranked, skipped or flagged: two indexed counts
-            # instead of three anti-joins over every task.
-            open_tasks = s.scalar(select(func.count(Task.id)).where(Task.n_done < n_per_task)) or 0
-            mine = union(
-                select(Ranking.task_id).where(Ranking.annotator_id == user_id),
-                select(Skip.task_id).where(Skip.user_id == user_id),
-                select(Flag.task_id).where(Flag.user_id == user_id),
-            ).subquery()
-            done_by_me = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(mine)
-                    .join(Task, Task.id == mine.c.task_id)
-                    .where(Task.n_done < n_per_task)
-                )
-                or 0
-            )
-            available = open_tasks - done_by_me
-            return {"ranked": ranked, "skipped": skipped, "available": available}
-
-    def overview(self, n_per_task: int) -> dict:
-        """Task progress for the admin page and `rlhf rank status`."""
-        now = time.time()
-        with self._tx() as s:
-            tasks = s.scalar(select(func.count(Task.id))) or 0
-            complete = s.scalar(select(func.count(Task.id)).where(Task.n_done >= n_per_task)) or 0
-            started = s.scalar(select(func.count(Task.id)).where(Task.n_done > 0, Task.n_done < n_per_task)) or 0
-            leased = s.scalar(select(func.count()).select_from(Lease).where(Lease.expires_at > now)) or 0
-            rankings = s.scalar(select(func.count(Ranking.id))) or 0
-            flags = s.scalar(select(func.count(Flag.id))) or 0
-            return {
-                "tasks": tasks,
-                "complete": complete,
-                "in_progress": started,
-                "leased_now": leased,
-                "rankings": rankings,
-                "rankings_needed": tasks * n_per_task,
-                "flags": flags,
-            }
-
-    def annotator_rows(self) -> list[dict]:
-        """Per-annotator counts and speed (median seconds per ranking)."""
-        with self._tx() as s:
-            by_user: dict[int, list[float]] = {}
-            for uid, sec in s.execute(select(Ranking.annotator_id, Ranking.seconds)):
-                by_user.setdefault(uid, []).append(sec)
-            skips = dict(s.execute(select(Skip.user_id, func.count()).group_by(Skip.user_id)).all())
-            flags = dict(s.execute(select(Flag.user_id, func.count()).group_by(Flag.user_id)).all())
-            rows = []
-            for u in s.scalars(select(User).order_by(User.name)):
-                secs = sorted(by_user.get(u.id, []))
-                median = secs[len(secs) // 2] if secs else None
-                rows.append(
-                    {
-                        "name": u.name,
-                        "role": u.role,
-                        "rankings": len(secs),
-                        "skips": skips.get(u.id, 0),
-                        "flags": flags.get(u.id, 0),
-                        "median_seconds": median,
-                        "per_hour": 3600.0 / median if median else None,
-                    }
-                )
-            return rows
-
-    def flags(self) -> list[dict]:
-        with self._tx() as s:
-            rows = s.execute(
-                select(Flag, User.name, Prompt.text, Prompt.is_chat)
-                .join(User, User.id == Flag.user_id)
-                .join(Task, Task.id == Flag.task_id)
-                .join(Prompt, Prompt.id == Task.prompt_id)
-                .order_by(Flag.id.desc())
-            ).all()
-            return [
-                {
-                    "id": f.id,
-                    "task_id": f.task_id,
-                    "user": name,
-                    "kind": f.kind,
-                    "comment": f.comment,
-                    "prompt": json.loads(text) if is_chat else text,
-                    "at": f.created_at,
-                }
-                for f, name, text, is_chat in rows
-            ]
-
-    def rankings(self) -> list[dict]:
-        """Every committed ranking with its task's prompt and completions, oldest first (the export's input)."""
-        with self._tx() as s:
-            comps: dict[int, list[Completion]] = {}
-            for c in s.scalars(select(Completion).order_by(Completion.task_id, Completion.position)):
-                comps.setdefault(c.task_id, []).append(c)
-            flagged: dict[int, list[str]] = {}
-            for task_id, kind in s.execute(select(Flag.task_id, Flag.kind)):
-                flagged.setdefault(task_id, []).append(kind)
-            rows = s.execute(
-                select(Ranking, User.name, Task, Prompt)
-                .join(User, User.id == Ranking.annotator_id)
-                .join(Task, Task.id == Ranking.task_id)
-                .join(Prompt, Prompt.id == Task.prompt_id)
-                .order_by(Ranking.id)
-            ).all()
-            out = []
-            for r, name, task, prompt in rows:
-                cs = comps[task.id]
-                out.append(
-                    {
-                        "ranking_id": r.id,
-                        "task_id": task.id,
-                        "prompt_id": prompt.id,
-                        "prompt": json.loads(prompt.text) if prompt.is_chat else prompt.text,
-                        "is_chat": prompt.is_chat,
-                        "completions": [c.text for c in cs],
-                        "models": [c.model for c in cs],
-                        "seeds": [c.seed for c in cs],
-                        "ranks": list(r.ranks),
-                        "order_shown": list(r.order_shown),
-                        "annotator": name,
-                        "seconds": r.seconds,
-                        "created_at": r.created_at,
-                        "task_meta": task.meta or {},
-                        "flags": flagged.get(task.id, []),
-                    }
-                )
-            return out
-
-    def audit_log(self, limit: int = 100) -> list[dict]:
-        with self._tx() as s:
-            return [
-                {"at": a.at, "user_id": a.user_id, "action": a.action, "detail": a.detail}
-                for a in s.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(limit))
-            ]
-
-    def log(self, user_id: int | None, action: str, **detail: Any) -> None:
-        with self._tx(write=True) as s:
-            self._audit(s, user_id, action, **detail)
 
 
 def open_store(url_or_path: str, pool_size: int = 10, create: bool = True) -> Store:
