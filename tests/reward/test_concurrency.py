@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -60,17 +61,22 @@ def check_exactly_n(store, bots, n_tasks: int, n: int) -> None:
     assert len({(r["task_id"], r["annotator"]) for r in rows}) == len(rows)  # nobody ranked a task twice
 
 
-def test_many_annotators_get_exactly_n_each_and_lose_nothing(store, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["1-process", "2-processes"])
+def test_many_annotators_get_exactly_n_each_and_lose_nothing(store, tmp_path, workers):
+    # With 2 uvicorn processes nothing in-process can coordinate them: only the database's guarantees do.
     n_tasks, n = 30, 3
     add_tasks(store, n_tasks, k=3)
     names = [f"ann{i}" for i in range(12)]
     for name in names:
         store.add_user(name, password="pw-" + name)
-    with RankServer(
-        store=store.url, annotators_per_task=n, lease_seconds=30, log_path=str(tmp_path / "srv.log")
-    ) as srv:
+    log = str(tmp_path / "srv.log")
+    settings = dict(annotators_per_task=n, lease_seconds=30, workers=workers, log_level="info")
+    with RankServer(store=store.url, log_path=log, **settings) as srv:
         bots = run_annotators(srv.url, names)
     check_exactly_n(store, bots, n_tasks, n)
+    with open(log) as f:
+        pids = set(re.findall(r"Started server process \[(\d+)\]", f.read()))
+    assert len(pids) == workers
 
 
 def test_simultaneous_requests_never_lease_one_task_twice(store, tmp_path):
