@@ -300,6 +300,7 @@ def train(cfg: RewardConfig) -> dict:
     bar = tqdm(total=steps, initial=start, desc="reward", disable=not accelerator.is_main_process, dynamic_ncols=True)
     window = torch.zeros(7, dtype=torch.float64)  # loss, correct, pairs, margin sum, reward sum, reward sq, n
     window_start, window_steps, grad_norm = time.time(), 0, None
+    loop_start = time.time()
     for step in range(start, steps):
         for micro in range(t.gradient_accumulation_steps):
             m = step * t.gradient_accumulation_steps + micro
@@ -366,6 +367,7 @@ def train(cfg: RewardConfig) -> dict:
         if cfg.checkpoint.save_steps and done % cfg.checkpoint.save_steps == 0 and done < steps:
             checkpoint.save(accelerator, cfg.output_dir, done, {"run_id": run_id}, cfg.checkpoint.keep_last)
     bar.close()
+    train_seconds = time.time() - loop_start
 
     # 6. Evaluate on the held-out prompts; reward statistics on the reference set for PPO.
     report: dict = {}
@@ -410,6 +412,7 @@ def train(cfg: RewardConfig) -> dict:
             extra={
                 "steps": steps,
                 "world_size": world,
+                "train_seconds": train_seconds,
                 "data": {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks},
                 "reward_stats": stats,
             },

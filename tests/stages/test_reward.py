@@ -52,9 +52,18 @@ LORA = ["adapter.method=lora", "adapter.alpha=64", "train.learning_rate=2e-3", "
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, mixed_data):
+def reference(tmp_path_factory):
+    """SFT-style samples (prompt/completion) for reward_stats.json."""
+    from alignment.assets import reviews
+
+    return write_jsonl(tmp_path_factory.mktemp("ref") / "sft_samples.jsonl", reviews.sft_rows(40, seed=9))
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, mixed_data, reference):
     out = tmp_path_factory.mktemp("lora")
-    run_stage(f"output_dir={out}", f"data.path={mixed_data}", "train.max_steps=12", "loss.margin=given", *LORA)
+    run_stage(f"output_dir={out}", f"data.path={mixed_data}", "train.max_steps=12", "loss.margin=given",
+              f"data.reference_path={reference}", *LORA)  # fmt: skip
     return str(out)
 
 
@@ -91,7 +100,7 @@ def test_learns_known_rule_up_to_the_noise_ceiling(tmp_path):
     assert good > bad
 
 
-def test_adapter_loads_through_peft_in_a_fresh_process(lora_run):
+def test_adapter_loads_through_peft_in_a_fresh_process(lora_run, reference):
     folder = lora_run
     files = set(os.listdir(folder))
     assert {"adapter_config.json", "adapter_model.safetensors", "reward_stats.json", "eval.json", "manifest.json",
@@ -103,7 +112,7 @@ def test_adapter_loads_through_peft_in_a_fresh_process(lora_run):
     config = json.loads(open(os.path.join(folder, "adapter_config.json")).read())
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
     stats = json.loads(open(os.path.join(folder, "reward_stats.json")).read())
-    assert stats["count"] == 64 and stats["std"] > 0
+    assert stats["count"] == 40 and stats["source"] == reference
     manifest = json.loads(open(os.path.join(folder, "manifest.json")).read())
     assert manifest["outputs"]["model"] == "." and manifest["outputs"]["adapter"] == "."
 
@@ -134,6 +143,11 @@ def test_adapter_loads_through_peft_in_a_fresh_process(lora_run):
     auto_peft, base_plus_peft = json.loads(proc.stdout.strip().splitlines()[-1])
     assert auto_peft == pytest.approx(ours, abs=1e-5)
     assert base_plus_peft == pytest.approx(ours, abs=1e-5)
+    # reward_stats.json is the mean/std of exactly these scores on the reference samples.
+    rows = [json.loads(line) for line in open(reference)]
+    ref = torch.tensor(score_texts(model, tok, [r["prompt"] for r in rows], [r["completion"] for r in rows]))
+    assert stats["mean"] == pytest.approx(ref.mean().item(), abs=1e-5)
+    assert stats["std"] == pytest.approx(ref.std().item(), abs=1e-5)
     # The score head was trained (a fresh head would give ~0 with init std 0.02) and the adapter moved.
     assert any(abs(s) > 0.05 for s in ours)
     assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
@@ -145,11 +159,11 @@ def _train_rows(folder):
     return [{k: v for k, v in r.items() if not k.endswith("_per_second")} for r in rows]
 
 
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path, mixed_data, lora_run):
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, mixed_data, reference, lora_run):
     # lora_run is the uninterrupted run: same data, seed and settings, 12 steps, no checkpoints.
     out = tmp_path / "resumed"
     common = [f"output_dir={out}", f"data.path={mixed_data}", "train.max_steps=12", "loss.margin=given",
-              "checkpoint.save_steps=4", *LORA]  # fmt: skip
+              f"data.reference_path={reference}", "checkpoint.save_steps=4", *LORA]  # fmt: skip
     killed = run_stage(*common, env={"RLHF_KILL_AFTER_CHECKPOINT": "8"}, check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert sorted(os.listdir(out / "checkpoints")) == ["step-4", "step-8"]

@@ -124,3 +124,30 @@ def test_synthetic_rankings_follow_the_gold_rule():
     assert 0.7 < best["expected"] < 0.95
     for row in rows[:5]:
         D.to_ranking(row, "synthetic")
+
+
+def test_chat_rows_are_scored_after_the_generation_prompt():
+    from transformers import AutoTokenizer
+
+    from reward.model import encode_text
+
+    tok = AutoTokenizer.from_pretrained(tiny.resolve("builtin:tiny-llama"))
+    prompt = [{"role": "user", "content": "Review of the cafe:"}]
+    completion = [{"role": "assistant", "content": " the food was great."}]
+    ids, n = encode_text(tok, prompt, completion, 128)
+    head = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    want = (
+        tok(head, add_special_tokens=False)["input_ids"]
+        + tok(" the food was great.", add_special_tokens=False)["input_ids"]
+    )
+    assert ids == want + [tok.eos_token_id] and n == len(ids) - len(tok(head, add_special_tokens=False)["input_ids"])
+    # Truncation keeps the end, where the score is read.
+    short, _ = encode_text(tok, prompt, completion, 5)
+    assert short == ids[-5:]
+
+
+def test_implicit_prompt_edge_cases():
+    assert D.implicit_prompt("good", "bad") == ("", "good", "bad")
+    assert D.implicit_prompt("Q: a b", "Q: a b c") == ("Q: a", " b", " b c")
+    same = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    assert D.implicit_prompt(same, same) == (same[:1], same[1:], same[1:])
