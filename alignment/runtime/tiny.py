@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 BUILTIN_PREFIX = "builtin:"
-VERSION = "v4"  # bump when the recipe below changes, so stale caches are rebuilt
+VERSION = "v5"  # bump when the recipe below changes, so stale caches are rebuilt
 
 # Llama-style chat template with explicit role tokens; prefix-consistent, which the assistant-turn
 # masking in formatting.py relies on.
@@ -78,8 +78,8 @@ def build_tokenizer(vocab_size: int = 640):
 def pretrain(model, tokenizer, steps: int = 300, batch_size: int = 32, lr: float = 3e-3) -> None:
     """A short language-model pretraining on the shipped corpus, so the base "knows" the language.
 
-    Plain text only (no prompt/answer format, no EOS after answers): that is what SFT teaches,
-    as it would on a real pretrained model.
+    Reviews and bare titles as separate documents (never "title: review"): the prompt/answer format
+    is what SFT teaches, as it would on a real pretrained model.
     """
     import random
 
@@ -96,7 +96,8 @@ def pretrain(model, tokenizer, steps: int = 300, batch_size: int = 32, lr: float
     model.train()
     for step in range(steps):
         chunk = texts[(step * batch_size) % len(texts) :][:batch_size]
-        enc = tokenizer([tokenizer.bos_token + t for t in chunk], return_tensors="pt", padding=True)
+        # Documents end with EOS, as in real pretraining: the base knows how to stop.
+        enc = tokenizer([tokenizer.bos_token + t + tokenizer.eos_token for t in chunk], return_tensors="pt", padding=True)
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         loss = model(**enc, labels=labels).loss
         loss.backward()
