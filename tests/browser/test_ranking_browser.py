@@ -162,6 +162,34 @@ def test_script_and_onerror_in_model_output_show_as_text_and_run_nothing(browser
         page.close()
 
 
+def test_skip_and_flag_from_the_page(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from reward.store import open_store
+
+    tasks = [("First?", ["a", "b"]), ("Second?", ["c", "d"])]
+    srv, db = make_server(tmp_path, tasks, annotators_per_task=1)
+    with srv:
+        page = browser.new_page()
+        login(page, srv.url)
+        skipped = int(page.get_attribute("#rank-app", "data-task-id"))
+        page.click("#skip-form button")
+        expect(page.locator("#rank-app")).not_to_have_attribute("data-task-id", str(skipped))
+        flagged = int(page.get_attribute("#rank-app", "data-task-id"))
+        page.click("details.flag summary")
+        page.check("input[name=kind][value=all_bad]")
+        page.fill("textarea[name=comment]", "both answers are wrong")
+        page.click("#flag-form button[type=submit]")
+        expect(page.locator("#empty")).to_be_visible()
+        assert "Flagged" in page.text_content("#save-status")
+        page.close()
+    store = open_store(db)
+    (flag,) = store.flags()
+    assert (flag["task_id"], flag["kind"], flag["comment"]) == (flagged, "all_bad", "both answers are wrong")
+    assert store.progress(1, 1)["skipped"] == 1 and store.rankings() == [] and skipped != flagged
+    store.close()
+
+
 def take_screenshot(path: str) -> None:
     """The ranking page with a realistic task, for the README."""
     import tempfile
