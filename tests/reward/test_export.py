@@ -138,6 +138,7 @@ def test_empty_store_and_bad_config_are_user_errors(store, tmp_path):
         load_config(ExportConfig, None, ["store=s.db", "output_dir=o", "pair=all"])
 
 
+@pytest.mark.slow  # imports `datasets`
 def test_rank_export_cli(store, tmp_path, capsys):
     from reward.app.cli import main
 
