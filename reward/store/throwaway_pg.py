@@ -30,9 +30,10 @@ class ThrowawayPostgres:
         if self.bin_dir is None:
             raise FileNotFoundError("PostgreSQL server binaries (initdb, pg_ctl) not found")
         self.port = free_port()
-        self.root = tempfile.mkdtemp(prefix="rlhf-pg-")
-        self.data = os.path.join(self.root, "data")
         self.as_root = os.geteuid() == 0
+        # As root the server runs as `postgres`, which must be able to reach its folder: not under /root.
+        self.root = tempfile.mkdtemp(prefix="rlhf-pg-", dir="/tmp" if self.as_root else None)
+        self.data = os.path.join(self.root, "data")
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
