@@ -63,7 +63,8 @@ def reference(tmp_path_factory):
 def lora_run(tmp_path_factory, mixed_data, reference):
     out = tmp_path_factory.mktemp("lora")
     run_stage(f"output_dir={out}", f"data.path={mixed_data}", "train.max_steps=12", "loss.margin=given",
-              f"data.reference_path={reference}", *LORA)  # fmt: skip
+              f"data.reference_path={reference}", "tracking.wandb=true", "tracking.mode=offline", *LORA,
+              env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})  # fmt: skip
     return str(out)
 
 
@@ -151,6 +152,19 @@ def test_adapter_loads_through_peft_in_a_fresh_process(lora_run, reference):
     # The score head was trained (a fresh head would give ~0 with init std 0.02) and the adapter moved.
     assert any(abs(s) > 0.05 for s in ours)
     assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
+
+
+def test_metrics_go_to_wandb_and_metrics_jsonl(lora_run):
+    rows = [json.loads(line) for line in open(os.path.join(lora_run, "metrics.jsonl"))]
+    train_rows = [r for r in rows if "train/loss" in r]
+    assert [r["step"] for r in train_rows] == [2, 4, 6, 8, 10, 12]
+    for name in ("train/loss", "reward/accuracy", "reward/margin", "train/learning_rate", "train/grad_norm"):
+        assert all(name in r for r in train_rows), name
+    assert {"eval/accuracy", "eval/ece", "eval/length_correlation"} <= set(rows[-1])
+    runs = [d for d in os.listdir(os.path.join(lora_run, "wandb")) if d.startswith("offline-run-")]
+    assert len(runs) == 1
+    files = os.listdir(os.path.join(lora_run, "wandb", runs[0]))
+    assert any(f.endswith(".wandb") for f in files)
 
 
 def _train_rows(folder):
