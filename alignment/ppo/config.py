@@ -1,0 +1,198 @@
+"""`PPOConfig`: every hyperparameter of `rlhf ppo`, with a docstring under each field (`rlhf ppo --help`).
+
+Batch vocabulary (TRL's): each *update* samples `rollout.per_device_batch_size` prompts on every
+process (one episode each), then runs `ppo.epochs` passes over them in `ppo.num_minibatches`
+shuffled minibatches; a minibatch is one optimizer step of `ppo.gradient_accumulation_steps`
+micro-batches. Steps in metrics.jsonl and checkpoints count updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from alignment.config import (
+    AdapterConfig,
+    CheckpointConfig,
+    ConfigError,
+    ModelConfig,
+    TrackingConfig,
+    require,
+)
+
+
+@dataclass
+class PPODataConfig:
+    path: str = "builtin:reviews-prompts"
+    """Prompt rows (`prompt`: a string or a message list; other columns ignored): a jsonl/json/parquet/csv file,
+    a `datasets` folder, a hub id, or `builtin:reviews-prompts`."""
+    split: str = "train"
+    """Split to read (dataset folders, hub ids and builtin data)."""
+    limit: int | None = None
+    """Use only the first N prompts (quick runs)."""
+    max_prompt_length: int = 256
+    """Prompt tokens kept; longer prompts lose tokens from the left (the end is what the response continues)."""
+
+
+@dataclass
+class ValueConfig:
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    """The value LoRA adapter (a value head sits on its last hidden state)."""
+    init_from_reward: bool = False
+    """Start the value adapter and head as copies of the reward adapter and score head (one-base reward only)."""
+    share_with_policy: bool = False
+    """One adapter for policy and value (half the adapter memory, one backbone pass per training step)."""
+
+
+@dataclass
+class PPORewardConfig:
+    path: str | None = None
+    """A reward-stage run folder. Carried as an adapter on the policy's base when it was trained on that base,
+    else loaded as a separate model (any base or tokenizer)."""
+    separate: bool = False
+    """Load `path` as its own model even when it could ride on the policy's base as an adapter."""
+    function: str | None = None
+    """Programmatic reward `module:function`, called as function(prompts, completions) with lists of strings,
+    returning one float per completion. Excludes `path`."""
+    normalize: Literal["auto", "stats", "running", "none"] = "auto"
+    """Score normalisation: `stats` (the reward folder's reward_stats.json), `running` (running mean/std of all
+    scores so far), `none`; `auto` is stats with a reward folder and none with a function."""
+    batch_size: int = 16
+    """Texts per forward pass of a separate reward model."""
+    max_length: int = 1024
+    """Tokens of prompt + completion a separate reward model sees (cut from the left)."""
+
+
+@dataclass
+class RolloutConfig:
+    per_device_batch_size: int = 8
+    """Prompts sampled per update on each process (one episode each)."""
+    response_length: int = 32
+    """Most tokens sampled per response."""
+    temperature: float = 0.7
+    """Sampling temperature, also applied to every log-prob (policy and reference), so ratios and KL are exact."""
+    stop_at_eos: bool = True
+    """End a response at its first EOS (kept, tokens after it are padding and carry no loss)."""
+    missing_eos_penalty: float | None = 1.0
+    """Subtracted from the (normalised) score of a response with no EOS; None for no penalty."""
+
+
+@dataclass
+class PPOAlgoConfig:
+    epochs: int = 4
+    """Passes over each rollout batch."""
+    num_minibatches: int = 1
+    """Shuffled minibatches per pass; each is one optimizer step."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per minibatch (memory: a micro-batch is batch / (num_minibatches * this) episodes)."""
+    cliprange: float = 0.2
+    """Policy ratio clip epsilon."""
+    cliprange_value: float = 0.2
+    """Value clip range around the rollout's values."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    gamma: float = 1.0
+    """Discount factor."""
+    lam: float = 0.95
+    """GAE lambda."""
+    whiten_advantages: bool = True
+    """Normalise advantages to mean 0, std 1 over each process's rollout batch."""
+
+
+@dataclass
+class KLConfig:
+    estimator: Literal["k1", "k3"] = "k1"
+    """Per-token KL in the reward: k1 = log p - log p_ref (unbiased), k3 = (r - 1) - log r (unbiased, >= 0)."""
+    coef: float = 0.05
+    """KL coefficient beta (the initial value when adaptive)."""
+    controller: Literal["fixed", "adaptive"] = "fixed"
+    """`adaptive` moves beta towards `target` KL (Ziegler et al. 2019)."""
+    target: float = 6.0
+    """Adaptive: target KL per episode (nats, summed over tokens)."""
+    horizon: float = 10000.0
+    """Adaptive: episodes over which beta adjusts."""
+
+
+@dataclass
+class PPOTrainConfig:
+    total_episodes: int = 1024
+    """Episodes (sampled responses) over all processes; updates = ceil(total / (batch * processes))."""
+    learning_rate: float = 1e-5
+    """Peak learning rate of the policy and value adapters and the value head."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    """Decay after warmup, over all optimizer steps."""
+    warmup_ratio: float = 0.0
+    """Fraction of the optimizer steps spent warming up linearly."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    adam_eps: float = 1e-5
+    """AdamW epsilon."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables clipping."""
+    log_steps: int = 1
+    """Log metrics every this many updates."""
+    sample_steps: int = 10
+    """Log a table of sample completions (prompt, completion, score) every this many updates; 0 never."""
+    sample_rows: int = 8
+    """Rows in each sample table."""
+
+
+@dataclass
+class PPOConfig:
+    output_dir: str = ""
+    """Run folder: policy adapter (top level), tokenizer, optional merged/, checkpoints, metrics.jsonl, manifest.json."""
+    seed: int = 42
+    """Seed for adapter init, prompt order, sampling and minibatch shuffling (the same on every process)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The frozen base: an SFT run folder (its merged model) or any causal LM."""
+    policy: AdapterConfig = field(default_factory=AdapterConfig)
+    """The policy LoRA adapter."""
+    value: ValueConfig = field(default_factory=ValueConfig)
+    reward: PPORewardConfig = field(default_factory=PPORewardConfig)
+    data: PPODataConfig = field(default_factory=PPODataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    ppo: PPOAlgoConfig = field(default_factory=PPOAlgoConfig)
+    kl: KLConfig = field(default_factory=KLConfig)
+    train: PPOTrainConfig = field(default_factory=PPOTrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    save_merged: bool = False
+    """Also save the policy merged into the base under output_dir/merged."""
+
+    def validate(self) -> None:
+        require(self, "output_dir", "model.name_or_path", "data.path")
+        if bool(self.reward.path) == bool(self.reward.function):
+            raise ConfigError("set exactly one of 'reward.path' (a reward-stage folder) or 'reward.function'")
+        if self.reward.function and ":" not in self.reward.function:
+            raise ConfigError(f"'reward.function' must be module:function, got '{self.reward.function}'")
+        if self.reward.function and self.reward.normalize == "stats":
+            raise ConfigError("'reward.normalize' = stats needs a reward folder's reward_stats.json, not a function")
+        if self.reward.function and self.value.init_from_reward:
+            raise ConfigError("'value.init_from_reward' needs a reward adapter (reward.path), not a function")
+        r, p = self.rollout, self.ppo
+        per_step = p.num_minibatches * p.gradient_accumulation_steps
+        if r.per_device_batch_size % per_step:
+            raise ConfigError(
+                f"'rollout.per_device_batch_size' ({r.per_device_batch_size}) must be divisible by "
+                f"ppo.num_minibatches * ppo.gradient_accumulation_steps ({per_step})"
+            )
+        for key, value in [
+            ("rollout.per_device_batch_size", r.per_device_batch_size),
+            ("rollout.response_length", r.response_length),
+            ("ppo.epochs", p.epochs),
+            ("ppo.num_minibatches", p.num_minibatches),
+            ("ppo.gradient_accumulation_steps", p.gradient_accumulation_steps),
+            ("train.total_episodes", self.train.total_episodes),
+            ("train.log_steps", self.train.log_steps),
+        ]:
+            if value < 1:
+                raise ConfigError(f"'{key}' must be >= 1, got {value}")
+        if r.temperature <= 0:
+            raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
+        if self.kl.controller == "adaptive" and (self.kl.target <= 0 or self.kl.horizon <= 0):
+            raise ConfigError("'kl.target' and 'kl.horizon' must be > 0 for the adaptive controller")
+        if self.value.init_from_reward and self.value.share_with_policy:
+            raise ConfigError("'value.init_from_reward' and 'value.share_with_policy' exclude each other")
+        for key, adapter in [("policy", self.policy), ("value.adapter", self.value.adapter)]:
+            if adapter.method != "lora":
+                raise ConfigError(f"'{key}.method' must be lora for one-base PPO, got '{adapter.method}'")
