@@ -201,3 +201,23 @@ def test_bad_row_exits_2_with_one_line(tmp_path):
     assert proc.stderr.strip() == f"error: {path}:3: 3 ranks for 4 completions"
     proc = run_stage(f"output_dir={tmp_path / 'out'}", "loss.ties=rao_kupper", "loss.tie_param=0.5", check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "loss.tie_param" in proc.stderr
+
+
+def test_ppo_one_base_model_scores_like_the_reward_model(lora_run):
+    # PPO carries the reward model as an adapter + score head on its frozen base; the scores must agree.
+    from transformers import AutoModelForCausalLM
+
+    from alignment.config import AdapterConfig
+    from alignment.ppo.model import build_ppo_model, lora_config
+    from reward.model import encode_text, pad
+
+    model, tok = load_reward_model(lora_run)
+    prompts = ["Review of the cafe food:", "Review of the bakery view:"]
+    completions = [" the food was great and fresh.", " the view was dull, not worth it."]
+    ours = score_texts(model, tok, prompts, completions)
+    base_path = json.loads(open(os.path.join(lora_run, "adapter_config.json")).read())["base_model_name_or_path"]
+    ppo = build_ppo_model(
+        AutoModelForCausalLM.from_pretrained(base_path), lora_config(AdapterConfig()), reward_adapter=lora_run
+    )
+    ids, mask = pad([encode_text(tok, p, c, 128)[0] for p, c in zip(prompts, completions)], tok.pad_token_id)
+    assert ppo.reward_scores(ids, mask).tolist() == pytest.approx(ours, abs=1e-5)
