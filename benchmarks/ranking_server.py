@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import random
 import statistics
@@ -93,7 +94,12 @@ def pct(xs: list[float], q: float) -> float:
 
 def run_backend(name: str, url: str, args) -> dict:
     seed_store(url, args.tasks, args.clients, args.k)
-    with RankServer(store=url, annotators_per_task=args.n, lease_seconds=60, workers=args.workers) as srv:
+    log = (
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), f"ranking_server_{name}.log")
+        if args.keep_log
+        else None
+    )
+    with RankServer(store=url, annotators_per_task=args.n, lease_seconds=60, workers=args.workers, log_path=log) as srv:
         latencies, acked, errors, wall = asyncio.run(load(srv.url, args.clients, args.seconds))
     store = open_store(url)
     stored = {r["ranking_id"] for r in store.rankings()}
@@ -109,6 +115,7 @@ def run_backend(name: str, url: str, args) -> dict:
         "mean_ms": 1000 * statistics.fmean(latencies) if latencies else float("nan"),
         "lost": lost,
         "errors": len(errors),
+        "error_kinds": dict(collections.Counter(errors)),
     }
 
 
@@ -121,6 +128,7 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=4, help="completions per task")
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--keep-log", action="store_true", help="write each server's log beside this script")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,6 +154,9 @@ def main() -> int:
     )
     for r in results:
         print(_row(r))
+    for r in results:
+        if r["errors"]:
+            print(f"{r['backend']} errors (HTTP status other than 200/409): {r['error_kinds']}")
     by = {r["backend"]: r for r in results}
     if "sqlite" in by and "postgres" in by:
         ratio = by["postgres"]["per_s"] / by["sqlite"]["per_s"]

@@ -304,6 +304,10 @@ class Store(Accounts, Reports):
                 )
                 .order_by(Task.id)
                 .limit(limit - len(found))
+                # PostgreSQL: lock the free lease rows we look at and skip rows others are claiming, so two
+                # claimers never wait on each other (no deadlock) and spread over different tasks. SQLite
+                # ignores this; its write transactions are serialized anyway.
+                .with_for_update(of=Lease, skip_locked=True)
             ).all()
             if len(found) >= limit:
                 break
