@@ -138,6 +138,7 @@ def train(cfg: SFTConfig) -> dict:
     bar = tqdm(total=steps, initial=start, desc="sft", disable=not accelerator.is_main_process, dynamic_ncols=True)
     window = {"loss": 0.0, "tokens": 0, "time": time.time(), "steps": 0}
     grad_norm = None
+    loop_start = time.time()
     for step in range(start, steps):
         for micro in range(t.gradient_accumulation_steps):
             m = step * t.gradient_accumulation_steps + micro
@@ -181,6 +182,7 @@ def train(cfg: SFTConfig) -> dict:
         if cfg.checkpoint.save_steps and done % cfg.checkpoint.save_steps == 0 and done < steps:
             checkpoint.save(accelerator, cfg.output_dir, done, {"run_id": run_id}, cfg.checkpoint.keep_last)
     bar.close()
+    train_seconds = time.time() - loop_start
     eval_metrics = evaluate(accelerator, model, eval_set, t.per_device_batch_size, tokenizer.pad_token_id)
     if eval_metrics:
         tracker.log(eval_metrics, step=steps)
@@ -203,6 +205,7 @@ def train(cfg: SFTConfig) -> dict:
             metrics={**final, **eval_metrics},
             extra={
                 "steps": steps,
+                "train_seconds": train_seconds,
                 "world_size": world,
                 "data": {
                     "train_rows": len(train_set),
