@@ -1,0 +1,476 @@
+"""`rlhf eval`: compare policies on a prompt set by reward model, judge function, win rate, KL and length.
+
+    rlhf eval configs/eval.yaml output_dir=runs/tiny/eval
+    rlhf eval configs/eval.yaml "policies={sft: runs/tiny/sft, ppo: runs/tiny/ppo}" reference=runs/tiny/sft
+
+Each policy (a model folder, an SFT or PPO run folder, a PEFT adapter folder, a hub id or
+`builtin:tiny-llama`) samples `generation.num_samples` completions per prompt with the same
+settings and the same random numbers (batch b of every policy is drawn under seed + b, so two
+policies are compared on common randomness and a policy against itself ties exactly). Then:
+(1) mean reward by `reward_model`, (2) mean score by the `judge` function, (3) win rates between
+pairs of policies, sample for sample, by each of those (ties count half), (4) KL to `reference`
+(Monte Carlo: mean over samples of sum_t log pi(y_t|x, y_<t) - log pi_ref(y_t|x, y_<t), both
+under softmax(logits / temperature) with the sampling temperature), (5) response length.
+Writes to output_dir: `eval.jsonl` (a line per policy, a line per win-rate pair), `eval.json`
+(everything, with the resolved config), `samples.jsonl` (every completion, side by side),
+`metrics.jsonl` and, with tracking.wandb, the same metrics and a sample table to W&B.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+import os
+import textwrap
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from alignment.config import ConfigError, ModelConfig, TrackingConfig, UserError, require, save_config, to_dict
+from alignment.ppo import losses as L
+from alignment.runtime import logging as rlog
+from alignment.runtime import models
+from alignment.runtime.data import load_rows
+from alignment.runtime.formatting import encode_prompt, prompt_text
+
+
+@dataclass
+class EvalDataConfig:
+    path: str = "builtin:reviews-prompts"
+    """Prompt rows (`prompt`: a string or a message list): a jsonl/json/parquet/csv file, a `datasets` folder,
+    a hub id, or `builtin:reviews-prompts` (split `test`: topics no stage trained on)."""
+    split: str = "test"
+    """Split to read (dataset folders, hub ids and builtin data)."""
+    limit: int | None = None
+    """Use only the first N prompts."""
+    max_prompt_length: int = 256
+    """Prompt tokens kept; longer prompts lose tokens from the left."""
+
+
+@dataclass
+class EvalGenerationConfig:
+    num_samples: int = 16
+    """Completions per prompt per policy."""
+    max_new_tokens: int = 32
+    """Most tokens sampled per completion."""
+    temperature: float = 0.7
+    """Sampling temperature, also used for every log-prob in the KL (policy and reference alike)."""
+    batch_size: int = 32
+    """Sequences per generate / scoring pass."""
+
+
+@dataclass
+class EvalConfig:
+    output_dir: str = ""
+    """Folder for eval.jsonl, eval.json, samples.jsonl, metrics.jsonl and config.yaml."""
+    seed: int = 0
+    """Sampling seed: batch b of every policy is drawn under seed + b."""
+    policies: dict[str, str] = field(default_factory=dict)
+    """Name -> model folder, SFT/PPO run folder, adapter folder, hub id or builtin name, e.g. {sft: runs/x/sft}."""
+    reference: str | None = None
+    """Model the KL is measured against (same kinds as a policy); default: the base of the first policy."""
+    kl: bool = True
+    """Measure KL to the reference (one more model load and a scoring pass per policy)."""
+    reward_model: str | None = None
+    """A reward-stage run folder; its score of every completion gives `reward` and reward win rates."""
+    judge: str | None = None
+    """Python score `module:function`, called per completion as f(completion) or f(completion, prompt) -> float;
+    e.g. `alignment.assets.reviews:gold_reward`."""
+    pairs: list[list[str]] = field(default_factory=list)
+    """Win-rate pairs [[a, b], ...] (rate of a over b); default: every other policy against the first."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype of every policy and the reference."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub repository."""
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    generation: EvalGenerationConfig = field(default_factory=EvalGenerationConfig)
+    table_rows: int = 6
+    """Prompts shown in the side-by-side sample table (first sample of each)."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self) -> None:
+        require(self, "output_dir", "data.path")
+        if not self.policies:
+            raise ConfigError("'policies' is empty: give a mapping of name -> model, e.g. {sft: runs/x/sft}")
+        for name, path in self.policies.items():
+            if not isinstance(path, str) or not path:
+                raise ConfigError(f"'policies.{name}' must be a model path or id, got {path!r}")
+        if self.judge and ":" not in self.judge:
+            raise ConfigError(f"'judge' must be module:function, got '{self.judge}'")
+        for i, pair in enumerate(self.pairs):
+            if len(pair) != 2 or any(name not in self.policies for name in pair):
+                raise ConfigError(f"'pairs[{i}]' must name two policies of {sorted(self.policies)}, got {pair}")
+        g = self.generation
+        for key, value in [("generation.num_samples", g.num_samples), ("generation.max_new_tokens", g.max_new_tokens),
+                           ("generation.batch_size", g.batch_size)]:  # fmt: skip
+            if value < 1:
+                raise ConfigError(f"'{key}' must be >= 1, got {value}")
+        if g.temperature <= 0:
+            raise ConfigError(f"'generation.temperature' must be > 0, got {g.temperature}")
+
+
+def main(argv: list[str]) -> int:
+    from alignment.cli import parse_stage_args
+
+    cfg = parse_stage_args("rlhf eval", EvalConfig, argv, __doc__)
+    if cfg is not None:
+        evaluate(cfg)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Resolving what to load
+
+
+def policy_path(name: str, key: str) -> str:
+    """What loads as a causal LM: an SFT run folder becomes its merged model; builtin names their folder."""
+    path = models.stage_model_path(models.resolve_path(name, key))
+    return os.path.abspath(path) if os.path.exists(path) else path
+
+
+def base_of(name: str, key: str) -> str:
+    """The model a policy was trained from: an adapter's recorded base, a run's input model, else itself."""
+    path = models.resolve_path(name, key)
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        return models.adapter_base(path)
+    manifest = os.path.join(path, "manifest.json")
+    if os.path.isfile(manifest):
+        with open(manifest) as f:
+            model = json.load(f).get("inputs", {}).get("model")
+        if model:
+            return model
+    return path
+
+
+def load_judge(spec: str):
+    """f(completion, prompt) -> float from `module:function`, whichever of the two signatures it has."""
+    module_name, _, name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"judge: cannot import '{module_name}' ({e})") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ConfigError(f"judge: '{module_name}' has no function '{name}'")
+    try:
+        takes_prompt = len(inspect.signature(fn).parameters) >= 2
+    except (TypeError, ValueError):  # builtins without a signature: completion only
+        takes_prompt = False
+
+    def judge(completion: str, prompt: str) -> float:
+        value = fn(completion, prompt) if takes_prompt else fn(completion)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"judge: {spec} must return a number, got {type(value).__name__}") from None
+        if not math.isfinite(value):
+            raise UserError(f"judge: {spec} returned {value} for {completion!r}")
+        return value
+
+    return judge
+
+
+def load_prompts(cfg: EvalConfig) -> list:
+    d = cfg.data
+    rows = load_rows(d.path, d.split, d.limit)
+    for i, row in enumerate(rows):
+        if not isinstance(row.get("prompt"), (str, list)) or not row["prompt"]:
+            raise UserError(f"{d.path}:{i + 1}: expected a non-empty 'prompt' (string or message list)")
+    return [row["prompt"] for row in rows]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling and scoring: prompts left-padded to [B, P], responses right-padded to [B, T] (see ppo/rollout.py)
+
+
+@dataclass
+class Batch:
+    """One generate call's sequences, kept on the CPU so the reference can score exactly these rows."""
+
+    queries: torch.Tensor
+    """[B, P] left-padded prompt ids."""
+    query_mask: torch.Tensor
+    """[B, P] 1 on real prompt tokens."""
+    responses: torch.Tensor
+    """[B, T] sampled ids, padding after the first EOS."""
+    mask: torch.Tensor
+    """[B, T] bool: real response tokens (through the first EOS)."""
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into (ids [B, P], attention mask [B, P])."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompt_ids: list[list[int]], g: EvalGenerationConfig, seed: int, desc: str):
+    """Batches of sampled completions for `prompt_ids` (already repeated num_samples times), in order."""
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    # Explicit settings: a hub model's own generation_config (top_k, top_p, repetition penalty) would
+    # reshape the distribution, and then neither the comparison nor the KL would describe the policy.
+    config = GenerationConfig(
+        do_sample=True, temperature=g.temperature, top_k=0, top_p=1.0, min_p=None, typical_p=1.0,
+        repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=g.max_new_tokens, min_new_tokens=0,
+        pad_token_id=pad, eos_token_id=eos, use_cache=True,
+    )  # fmt: skip
+    batches = []
+    starts = range(0, len(prompt_ids), g.batch_size)
+    for b, start in enumerate(tqdm(starts, desc=desc, leave=False, dynamic_ncols=True)):
+        queries, query_mask = left_pad(prompt_ids[start : start + g.batch_size], pad)
+        torch.manual_seed(seed + b)  # the same draws for every policy: common random numbers
+        out = model.generate(queries.to(device), attention_mask=query_mask.to(device), generation_config=config)
+        responses = out[:, queries.shape[1] :].cpu()
+        if eos is None:
+            mask = torch.ones_like(responses, dtype=torch.bool)
+        else:
+            responses = L.truncate_after_eos(responses, eos, pad)
+            mask = L.response_mask(responses, eos)
+        batches.append(Batch(queries, query_mask, responses, mask))
+    return batches
+
+
+@torch.no_grad()
+def sequence_logprobs(model, batch: Batch, temperature: float) -> torch.Tensor:
+    """Sum over real response tokens of log p(y_t | x, y_<t) under softmax(logits / temperature): [B] float64."""
+    device = next(model.parameters()).device
+    ids = torch.cat([batch.queries, batch.responses], dim=1).to(device)
+    attention = torch.cat([batch.query_mask, batch.mask.long()], dim=1).to(device)
+    # Positions count real tokens only, as generate numbered the left-padded rows.
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=False).logits
+    P = batch.queries.shape[1]
+    logprobs = L.logprobs_from_logits(logits[:, P - 1 : -1], batch.responses.to(device), temperature)
+    return (logprobs.double() * batch.mask.to(device)).sum(-1).cpu()
+
+
+def decode(tokenizer, batches: list[Batch]) -> tuple[list[str], list[int], list[bool]]:
+    """(completion texts without special tokens, as PPO's reward saw them, response lengths in tokens through EOS, ended with EOS)."""
+    texts, lengths, ended = [], [], []
+    for b in batches:
+        n = b.mask.sum(-1)
+        texts += tokenizer.batch_decode(
+            [r[: int(k)].tolist() for r, k in zip(b.responses, n)], skip_special_tokens=True
+        )
+        lengths += n.tolist()
+        ended += (b.responses == tokenizer.eos_token_id).any(-1).tolist() if tokenizer.eos_token_id is not None else []
+    return texts, lengths, ended or [False] * len(texts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    n = len(xs)
+    mean = sum(xs) / n
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / max(n - 1, 1))
+
+
+def win_rate(a: list[float], b: list[float]) -> dict:
+    """Rate of a over b, comparing a[i] with b[i] (same prompt, same draw); ties count half; stderr of the mean."""
+    outcomes = [1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)]
+    rate, std = mean_std(outcomes)
+    return {
+        "win_rate": rate,
+        "stderr": std / math.sqrt(len(outcomes)),
+        "wins": outcomes.count(1.0),
+        "ties": outcomes.count(0.5),
+        "losses": outcomes.count(0.0),
+        "n": len(outcomes),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluation
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run the comparison; returns {"policies": {name: metrics}, "win_rates": [...], "output_dir": ...}."""
+    # 1. Setup: everything a user can get wrong is checked before any model loads.
+    log = rlog.setup(True)
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)
+    g = cfg.generation
+    judge = load_judge(cfg.judge) if cfg.judge else None
+    paths = {name: policy_path(p, f"policies.{name}") for name, p in cfg.policies.items()}
+    first = next(iter(cfg.policies))
+    reference = None
+    if cfg.kl:
+        ref_name = cfg.reference or base_of(cfg.policies[first], f"policies.{first}")
+        reference = policy_path(ref_name, "reference")
+    if cfg.reward_model and not os.path.isdir(cfg.reward_model):
+        raise UserError(f"reward_model: '{cfg.reward_model}' is not a folder (expected a reward-stage run folder)")
+    pairs = cfg.pairs or [[name, first] for name in cfg.policies if name != first]
+    prompts = load_prompts(cfg)
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    log.info(
+        f"eval: {len(cfg.policies)} policies x {len(prompts)} prompts x {g.num_samples} samples"
+        + (f", KL to {reference}" if reference else "")
+    )
+
+    # 2. Sample every policy (one loaded at a time) and keep its own log-probs of what it sampled.
+    runs: dict[str, dict] = {}
+    for name, path in paths.items():
+        model_cfg = ModelConfig(name_or_path=path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        tokenizer = models.load_tokenizer(model_cfg, padding_side="left")
+        model = models.load_causal_lm(model_cfg).to(device).eval()
+        encoded = [encode_prompt(tokenizer, p)[-cfg.data.max_prompt_length :] for p in prompts]
+        repeated = [ids for ids in encoded for _ in range(g.num_samples)]
+        batches = sample(model, tokenizer, repeated, g, cfg.seed, desc=f"sample {name}")
+        logprobs = torch.cat([sequence_logprobs(model, b, g.temperature) for b in batches]) if reference else None
+        texts, lengths, ended = decode(tokenizer, batches)
+        runs[name] = dict(tokenizer=tokenizer, batches=batches, logprobs=logprobs, texts=texts, lengths=lengths,
+                          ended=ended, scores={})  # fmt: skip
+        del model
+
+    # Row i of every policy is prompt i // num_samples, draw i % num_samples.
+    prompt_rows = [p for p in prompts for _ in range(g.num_samples)]
+    prompt_strings = [prompt_text(runs[first]["tokenizer"], p) for p in prompt_rows]
+
+    # 3. KL to the reference: the reference scores exactly the batches each policy sampled.
+    kl: dict[str, list[float] | None] = {}
+    if reference:
+        ref_cfg = ModelConfig(name_or_path=reference, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        ref_tok = models.load_tokenizer(ref_cfg)
+        ref_model = models.load_causal_lm(ref_cfg).to(device).eval()
+        for name, run in runs.items():
+            if run["tokenizer"].get_vocab() != ref_tok.get_vocab():
+                log.warning(f"eval: {name} and the reference tokenize differently; no KL for {name}")
+                kl[name] = None
+                continue
+            ref_logprobs = torch.cat([sequence_logprobs(ref_model, b, g.temperature) for b in run["batches"]])
+            kl[name] = (run["logprobs"] - ref_logprobs).tolist()
+        del ref_model
+
+    # 4. Scores: the reward model's and the judge's, for every completion.
+    if cfg.reward_model:
+        from reward.model import load_reward_model, score_texts
+
+        reward_model, reward_tok = load_reward_model(cfg.reward_model, device=device)
+        for run in runs.values():
+            run["scores"]["reward"] = score_texts(reward_model, reward_tok, prompt_rows, run["texts"], g.batch_size)
+        del reward_model
+    if judge:
+        for run in runs.values():
+            run["scores"]["judge"] = [judge(t, p) for t, p in zip(run["texts"], prompt_strings)]
+
+    # 5. Metrics per policy, and win rates per pair by every score there is.
+    policies = {}
+    for name, run in runs.items():
+        m = {"policy": name, "path": cfg.policies[name], "samples": len(run["texts"])}
+        for key, values in run["scores"].items():
+            m[key], m[f"{key}_std"] = mean_std(values)
+        if kl.get(name) is not None:
+            m["kl"], m["kl_std"] = mean_std(kl[name])
+        m["length"], m["length_std"] = mean_std([float(n) for n in run["lengths"]])
+        m["eos_rate"] = sum(run["ended"]) / len(run["ended"])
+        policies[name] = m
+    win_rates = [
+        {"policy": a, "against": b, "by": by, **win_rate(runs[a]["scores"][by], runs[b]["scores"][by])}
+        for a, b in pairs
+        for by in runs[a]["scores"]
+    ]
+
+    # 6. Save, show, log.
+    samples = [
+        {"prompt": prompt_strings[i], "sample": i % g.num_samples,
+         **{name: {"completion": run["texts"][i], **{k: v[i] for k, v in run["scores"].items()},
+                   **({"kl": kl[name][i]} if kl.get(name) is not None else {})} for name, run in runs.items()}}
+        for i in range(len(prompt_rows))
+    ]  # fmt: skip
+    result = {"policies": policies, "win_rates": win_rates, "reference": reference, "output_dir": cfg.output_dir}
+    write_outputs(cfg, result, samples)
+    print(format_results(result, samples, cfg.table_rows, g.num_samples))
+    if cfg.tracking.wandb:
+        log_wandb(cfg, result, samples)
+    return result
+
+
+def write_outputs(cfg: EvalConfig, result: dict, samples: list[dict]) -> None:
+    out = cfg.output_dir
+    with open(os.path.join(out, "eval.jsonl"), "w") as f:
+        for m in result["policies"].values():
+            f.write(json.dumps({"kind": "policy", **m}) + "\n")
+        for w in result["win_rates"]:
+            f.write(json.dumps({"kind": "win_rate", **w}) + "\n")
+    with open(os.path.join(out, "eval.json"), "w") as f:
+        json.dump({**result, "config": to_dict(cfg)}, f, indent=1)
+    with open(os.path.join(out, "samples.jsonl"), "w") as f:
+        f.writelines(json.dumps(s) + "\n" for s in samples)
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"step": 0, **flat_metrics(result)}) + "\n")
+
+
+def flat_metrics(result: dict) -> dict:
+    """`eval/<policy>/<metric>` and `eval/win_rate/<a>_over_<b>/<by>`: the names in metrics.jsonl and W&B."""
+    out = {}
+    for name, m in result["policies"].items():
+        out.update({f"eval/{name}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
+    for w in result["win_rates"]:
+        out[f"eval/win_rate/{w['policy']}_over_{w['against']}/{w['by']}"] = w["win_rate"]
+    return out
+
+
+def log_wandb(cfg: EvalConfig, result: dict, samples: list[dict]) -> None:
+    import wandb
+
+    t = cfg.tracking
+    run = wandb.init(
+        project=t.project, entity=t.entity, name=t.run_name or os.path.basename(os.path.abspath(cfg.output_dir)),
+        dir=cfg.output_dir, tags=t.tags or None, mode=t.mode, config=to_dict(cfg), job_type="eval",
+    )  # fmt: skip
+    names = list(result["policies"])
+    table = wandb.Table(columns=["prompt", "sample", *names])
+    for s in samples[: cfg.table_rows * cfg.generation.num_samples]:
+        table.add_data(s["prompt"], s["sample"], *[s[n]["completion"] for n in names])
+    run.log({**flat_metrics(result), "eval/samples": table}, step=0)
+    run.finish()
+
+
+# ----------------------------------------------------------------------------------------------
+# Terminal output
+
+
+def format_results(result: dict, samples: list[dict], table_rows: int, num_samples: int) -> str:
+    """The metrics table, the win rates and a side-by-side sample table, as plain text."""
+    policies = result["policies"]
+    columns = [k for k in ("reward", "judge", "kl", "length") if any(k in m for m in policies.values())]
+    width = max(6, *(len(n) for n in policies))
+    lines = ["", f"{'policy':<{width}}  " + "  ".join(f"{c + ' (± std)':^17}" for c in columns) + "  ended with EOS"]
+    for name, m in policies.items():
+        cells = [f"{m[c]:>8.3f} ± {m[c + '_std']:<6.3f}" if c in m else f"{'n/a':^17}" for c in columns]
+        lines.append(f"{name:<{width}}  " + "  ".join(cells) + f"  {m['eos_rate']:>14.0%}")
+    if result["win_rates"]:
+        lines += ["", "win rates (ties count half):"]
+        for w in result["win_rates"]:
+            lines.append(
+                f"  {w['policy']} over {w['against']} by {w['by']}: {w['win_rate']:.3f} ± {w['stderr']:.3f}"
+                f"  ({w['wins']} wins, {w['ties']} ties, {w['losses']} losses)"
+            )
+    if table_rows > 0:
+        lines += ["", "samples (first draw per prompt):"]
+        names = list(policies)
+        for s in samples[: table_rows * num_samples : num_samples]:
+            lines.append(f"  {s['prompt']}")
+            for name in names:
+                score = "  ".join(f"{k} {s[name][k]:.2f}" for k in ("reward", "judge") if k in s[name])
+                text = textwrap.shorten(s[name]["completion"].strip() or "(empty)", 100, placeholder=" ...")
+                lines.append(f"    {name:<{width}} [{score}] {text}" if score else f"    {name:<{width}} {text}")
+    lines.append(f"\nwrote {os.path.join(result['output_dir'], 'eval.jsonl')} and eval.json")
+    return "\n".join(lines)
