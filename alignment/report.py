@@ -1,0 +1,332 @@
+"""The demo's report: `report.md` and PNG plots from a run folder's stage outputs.
+
+    from alignment.report import write_report
+    write_report("runs/demo", {"accuracy_ceiling": 0.83})
+
+Reads what the stages wrote under `run_dir` (each part is optional; what is missing shows as n/a or
+an empty panel, never an error):
+  sft/metrics.jsonl        `train/loss`, `eval/loss`
+  reward/metrics.jsonl     `train/loss`, `reward/accuracy`;  reward/eval.json: held-out `accuracy`, `pairs`
+  ppo/metrics.jsonl        `objective/kl`, `objective/scores` (the proxy), `objective/rlhf_reward`, and a gold
+                           score per update if logged (`objective/gold`, `objective/gold_scores` or `gold/*`)
+  eval/eval.json           `rlhf eval` of the `sft` and `ppo` policies with the gold judge (`judge`), win rates, KL
+Writes to run_dir: `report.md`, `overoptimization.png`, `training.png`, `gold_reward.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+# Keys of `figures` (all optional): numbers the caller measured that are not in the folders, and overrides.
+FIGURE_KEYS = {
+    "accuracy_ceiling": "best held-out accuracy achievable under the annotators' noise",
+    "gold_sft": "mean gold reward of the SFT policy (default: eval/eval.json)",
+    "gold_ppo": "mean gold reward of the PPO policy (default: eval/eval.json)",
+    "gold_win_rate": "gold win rate of PPO over SFT (default: eval/eval.json)",
+    "reward_accuracy": "reward model's held-out accuracy (default: reward/eval.json)",
+    "final_kl": "KL of the PPO policy to its reference (default: eval/eval.json, else the last PPO update)",
+}
+GOLD_KEYS = ("objective/gold", "objective/gold_scores", "objective/gold_reward", "gold/mean", "gold/reward")
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Rows of a metrics file; [] when it does not exist; a line cut off by a crash is skipped."""
+    if not os.path.isfile(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the rows that have a finite `key`."""
+    points = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if _finite(r.get(key))]
+    return [p[0] for p in points], [float(p[1]) for p in points]
+
+
+def gold_key(rows: list[dict]) -> str | None:
+    """The first of GOLD_KEYS the PPO metrics carry (the demo logs gold per update; plain PPO runs do not)."""
+    return next((k for k in GOLD_KEYS if any(_finite(r.get(k)) for r in rows)), None)
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average (the first points average what there is so far)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# What the report says
+
+
+def summary(run_dir: str, figures: dict) -> dict:
+    """The headline numbers: figures given by the caller win over what the folders say."""
+    evaluation = read_json(os.path.join(run_dir, "eval", "eval.json"))
+    policies = evaluation.get("policies", {})
+    sft, ppo = policies.get("sft", {}), policies.get("ppo", {})
+    win = next(
+        (w for w in evaluation.get("win_rates", []) if (w["policy"], w["against"], w["by"]) == ("ppo", "sft", "judge")),
+        {},
+    )
+    ppo_rows = read_jsonl(os.path.join(run_dir, "ppo", "metrics.jsonl"))
+    kl_steps, kls = series(ppo_rows, "objective/kl")
+    reward_eval = read_json(os.path.join(run_dir, "reward", "eval.json"))
+    found = {
+        "gold_sft": sft.get("judge"),
+        "gold_sft_std": sft.get("judge_std"),
+        "gold_ppo": ppo.get("judge"),
+        "gold_ppo_std": ppo.get("judge_std"),
+        "samples": ppo.get("samples") or sft.get("samples"),
+        "gold_win_rate": win.get("win_rate"),
+        "gold_win_rate_stderr": win.get("stderr"),
+        "reward_accuracy": reward_eval.get("accuracy"),
+        "reward_pairs": reward_eval.get("pairs"),
+        "accuracy_ceiling": None,
+        "final_kl": ppo.get("kl", kls[-1] if kls else None),
+        "final_kl_source": "held-out prompts (rlhf eval)" if "kl" in ppo else "last PPO update",
+        "train_kl": kls[-1] if kls else None,
+    }
+    return {**found, **{k: v for k, v in figures.items() if v is not None}}
+
+
+def _fmt(x, spec: str = ".3f", unit: str = "") -> str:
+    return f"{x:{spec}}{unit}" if _finite(x) else "n/a"
+
+
+def results_table(s: dict) -> str:
+    gain = s["gold_ppo"] - s["gold_sft"] if _finite(s.get("gold_ppo")) and _finite(s.get("gold_sft")) else None
+    pm = lambda key: f" ± {s[key]:.2f} (std)" if _finite(s.get(key)) else ""  # noqa: E731
+    win_err = f" ± {s['gold_win_rate_stderr']:.1%}" if _finite(s.get("gold_win_rate_stderr")) else ""
+    rows = [
+        ("Gold reward, SFT policy", _fmt(s.get("gold_sft")) + pm("gold_sft_std")),
+        ("Gold reward, PPO policy", _fmt(s.get("gold_ppo")) + pm("gold_ppo_std")),
+        ("Gold reward gain (PPO - SFT)", _fmt(gain, "+.3f")),
+        ("Gold win rate, PPO over SFT (ties half)", _fmt(s.get("gold_win_rate"), ".1%") + win_err),
+        ("Reward model held-out accuracy", _fmt(s.get("reward_accuracy"), ".1%")),
+        ("Best accuracy achievable under the annotators' noise", _fmt(s.get("accuracy_ceiling"), ".1%")),
+        (f"KL(PPO ‖ reference), {s.get('final_kl_source', '')}".rstrip(", "), _fmt(s.get("final_kl"), ".3f", " nats")),
+    ]
+    if s.get("final_kl_source") != "last PPO update" and _finite(s.get("train_kl")):
+        rows.append(("KL at the last PPO update (training prompts)", _fmt(s["train_kl"], ".3f", " nats")))
+    lines = ["| measure | value |", "| --- | --- |"] + [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: the report is written on servers and in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _empty(ax, title: str, why: str) -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_overoptimization(ppo_rows: list[dict], path: str) -> str:
+    """Gold and proxy reward against KL over PPO training: where proxy keeps rising and gold stops, the policy
+    is exploiting the reward model (Gao et al. 2022)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    title = "Overoptimisation: proxy vs gold reward against KL"
+    gold = gold_key(ppo_rows)
+    rows = [r for r in ppo_rows if _finite(r.get("objective/kl"))]
+    if not rows:
+        _empty(ax, title, "no PPO metrics with objective/kl")
+    else:
+        window = max(1, len(rows) // 10)  # per-update values are noisy; smooth over a tenth of the run
+        kl = smooth([r["objective/kl"] for r in rows], window)
+        handles = []
+        proxy_rows = [i for i, r in enumerate(rows) if _finite(r.get("objective/scores"))]
+        if proxy_rows:
+            proxy = smooth([rows[i]["objective/scores"] for i in proxy_rows], window)
+            handles += ax.plot([kl[i] for i in proxy_rows], proxy, color="tab:blue", marker=".", label="proxy reward")
+            ax.set_ylabel("proxy reward (reward model, normalised)", color="tab:blue")
+        if gold:
+            gold_rows = [i for i, r in enumerate(rows) if _finite(r.get(gold))]
+            values = smooth([rows[i][gold] for i in gold_rows], window)
+            gax = ax.twinx() if proxy_rows else ax  # different units: each on its own axis
+            handles += gax.plot([kl[i] for i in gold_rows], values, color="tab:orange", marker=".", label="gold reward")
+            gax.set_ylabel("gold reward (hidden preference)", color="tab:orange")
+        ax.set_xlabel("KL(policy ‖ reference), nats per response")
+        ax.set_title(title + (f" (moving average of {window})" if window > 1 else ""))
+        if not gold:
+            handles += ax.plot([], [], " ", label="(no gold score logged)")
+        ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_training(
+    sft_rows: list[dict], reward_rows: list[dict], reward_eval: dict, ceiling, ppo_rows: list[dict], path: str
+) -> str:
+    """Four panels: SFT loss, reward-model accuracy (with the noise ceiling), PPO rewards, PPO KL."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    gold = gold_key(ppo_rows)
+    held_out = reward_eval.get("accuracy") if _finite(reward_eval.get("accuracy")) else None
+    panels = [
+        (axes[0, 0], "SFT loss", sft_rows, [("train/loss", "train"), ("eval/loss", "held-out")], "loss", "step"),
+        # the held-out accuracy is one number at the end: a line from eval.json, else the logged points
+        (axes[0, 1], "Reward model accuracy", reward_rows,
+         [("reward/accuracy", "train (batch)")] + ([] if held_out else [("eval/accuracy", "held-out")]),
+         "pairwise accuracy", "step"),
+        (axes[1, 0], "PPO reward", ppo_rows, [("objective/scores", "proxy score"),
+                                              ("objective/rlhf_reward", "score - β·KL"),
+                                              *([(gold, "gold")] if gold else [])], "reward", "PPO update"),
+        (axes[1, 1], "PPO KL to reference", ppo_rows, [("objective/kl", "KL")], "nats per response", "PPO update"),
+    ]  # fmt: skip
+    for ax, title, rows, keys, ylabel, xlabel in panels:
+        drawn = False
+        for key, label in keys:
+            steps, values = series(rows, key)
+            if values:
+                ax.plot(steps, values, marker="." if len(values) < 30 else None, label=label)
+                drawn = True
+        if title.startswith("Reward"):
+            if held_out is not None:
+                ax.axhline(held_out, color="tab:green", ls="--", label=f"held-out, final ({held_out:.1%})")
+                drawn = True
+            if _finite(ceiling) and drawn:
+                ax.axhline(ceiling, color="black", ls=":", label=f"achievable under label noise ({ceiling:.1%})")
+        if not drawn:
+            _empty(ax, title, "not found in this run")
+            continue
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle("Training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_gold(s: dict, path: str) -> str:
+    """Bars of mean gold reward, SFT vs PPO, with standard errors, and the gold win rate in the title."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    values = [s.get("gold_sft"), s.get("gold_ppo")]
+    if not all(_finite(v) for v in values):
+        _empty(ax, "Gold reward on held-out prompts", "no gold reward for SFT and PPO")
+    else:
+        n = s.get("samples") or 0
+        errors = [s.get(k) / math.sqrt(n) if _finite(s.get(k)) and n else 0.0 for k in ("gold_sft_std", "gold_ppo_std")]
+        bars = ax.bar(["SFT", "PPO"], values, yerr=errors, capsize=6, color=["tab:gray", "tab:orange"])
+        for bar, value, error in zip(bars, values, errors):  # above the error bar, not on it
+            y = value + error if value >= 0 else value - error
+            ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 4 if value >= 0 else -12),
+                        textcoords="offset points", ha="center")  # fmt: skip
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_ylabel("mean gold reward" + (" (± standard error)" if n else ""))
+        win = s.get("gold_win_rate")
+        ax.set_title(
+            "Gold reward on held-out prompts" + (f"\ngold win rate of PPO over SFT: {win:.0%}" if _finite(win) else "")
+        )
+        low, high = min(0, *values), max(0, *values)
+        pad = 0.25 * (high - low or 1)
+        ax.set_ylim(low - (pad if low < 0 else 0), high + pad)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# The report
+
+
+def write_report(run_dir: str, figures: dict) -> str:
+    """Write run_dir/report.md and its three PNG plots; returns the report's path.
+
+    `figures`: numbers the caller measured (see FIGURE_KEYS); `accuracy_ceiling` is the one the folders
+    cannot supply. Given values win over what the folders say.
+    """
+    unknown = sorted(set(figures) - set(FIGURE_KEYS))
+    if unknown:
+        raise ValueError(f"write_report: unknown figures {unknown}; known: {sorted(FIGURE_KEYS)}")
+    sft_rows = read_jsonl(os.path.join(run_dir, "sft", "metrics.jsonl"))
+    reward_rows = read_jsonl(os.path.join(run_dir, "reward", "metrics.jsonl"))
+    reward_eval = read_json(os.path.join(run_dir, "reward", "eval.json"))
+    ppo_rows = read_jsonl(os.path.join(run_dir, "ppo", "metrics.jsonl"))
+    s = summary(run_dir, figures)
+
+    plots = {
+        "overoptimization.png": plot_overoptimization(ppo_rows, os.path.join(run_dir, "overoptimization.png")),
+        "gold_reward.png": plot_gold(s, os.path.join(run_dir, "gold_reward.png")),
+        "training.png": plot_training(
+            sft_rows,
+            reward_rows,
+            reward_eval,
+            s.get("accuracy_ceiling"),
+            ppo_rows,
+            os.path.join(run_dir, "training.png"),
+        ),
+    }
+    text = f"""# RLHF run report: {os.path.basename(os.path.abspath(run_dir))}
+
+## Results
+
+{results_table(s)}
+
+Gold reward is the hidden preference the scripted annotators ranked by, measured on held-out prompts
+(topics no stage trained on). The win rate compares PPO's and SFT's completions drawn with the same
+random numbers, prompt by prompt; ties count half. The accuracy ceiling is what a perfect model of the
+gold preference would score against the noisy annotators' labels.
+
+## Gold reward, SFT vs PPO
+
+![gold reward]({os.path.basename(plots["gold_reward.png"])})
+
+## Overoptimisation
+
+Gold and proxy (reward model) reward against KL to the reference over PPO training. While both rise
+the reward model is a faithful proxy; where the proxy keeps rising and gold flattens or falls, PPO is
+exploiting the reward model's errors.
+
+![overoptimisation]({os.path.basename(plots["overoptimization.png"])})
+
+## Training curves
+
+![training curves]({os.path.basename(plots["training.png"])})
+"""
+    path = os.path.join(run_dir, "report.md")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
