@@ -300,6 +300,7 @@ def win_rate(a: list[float], b: list[float]) -> dict:
 def evaluate(cfg: EvalConfig) -> dict:
     """Run the comparison; returns {"policies": {name: metrics}, "win_rates": [...], "output_dir": ...}."""
     # 1. Setup: everything a user can get wrong is checked before any model loads.
+    cfg.validate()  # again: the demo builds an EvalConfig in code, without load_config
     log = rlog.setup(True)
     from accelerate.utils import set_seed
 

@@ -67,13 +67,13 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def smooth(values: list[float], window: int) -> list[float]:
-    """Trailing moving average (the first points average what there is so far)."""
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v - (values[i - window] if i >= window else 0.0)
-        out.append(total / min(i + 1, window))
-    return out
+def binned(xs: list[float], ys: list[float], bins: int) -> tuple[list[float], list[float]]:
+    """Mean x and mean y of `bins` groups of points with equal counts, in order of x: a trend line through
+    points whose x does not grow monotonically (KL over PPO training goes up and down)."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    groups = [order[len(order) * b // bins : len(order) * (b + 1) // bins] for b in range(bins)]
+    groups = [g for g in groups if g]
+    return [sum(xs[i] for i in g) / len(g) for g in groups], [sum(ys[i] for i in g) / len(g) for g in groups]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,25 +164,26 @@ def plot_overoptimization(ppo_rows: list[dict], path: str) -> str:
     if not rows:
         _empty(ax, title, "no PPO metrics with objective/kl")
     else:
-        window = max(1, len(rows) // 10)  # per-update values are noisy; smooth over a tenth of the run
-        kl = smooth([r["objective/kl"] for r in rows], window)
-        handles = []
-        proxy_rows = [i for i, r in enumerate(rows) if _finite(r.get("objective/scores"))]
-        if proxy_rows:
-            proxy = smooth([rows[i]["objective/scores"] for i in proxy_rows], window)
-            handles += ax.plot([kl[i] for i in proxy_rows], proxy, color="tab:blue", marker=".", label="proxy reward")
-            ax.set_ylabel("proxy reward (reward model, normalised)", color="tab:blue")
-        if gold:
-            gold_rows = [i for i, r in enumerate(rows) if _finite(r.get(gold))]
-            values = smooth([rows[i][gold] for i in gold_rows], window)
-            gax = ax.twinx() if proxy_rows else ax  # different units: each on its own axis
-            handles += gax.plot([kl[i] for i in gold_rows], values, color="tab:orange", marker=".", label="gold reward")
-            gax.set_ylabel("gold reward (hidden preference)", color="tab:orange")
+        bins = min(10, max(1, len(rows) // 3))
+        handles, axes = [], {}
+        for key, label, color in [("objective/scores", "proxy reward (reward model, normalised)", "tab:blue"),
+                                  (gold, "gold reward (hidden preference)", "tab:orange")]:  # fmt: skip
+            points = [(r["objective/kl"], r[key]) for r in rows if key and _finite(r.get(key))]
+            if not points:
+                continue
+            # different units: the second series gets its own y axis on the right
+            target = ax if not axes else ax.twinx()
+            axes[key] = target
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            target.scatter(xs, ys, s=10, alpha=0.3, color=color)
+            handles += target.plot(*binned(xs, ys, bins), color=color, marker="o", label=label.split(" (")[0])
+            target.set_ylabel(label, color=color)
         ax.set_xlabel("KL(policy ‖ reference), nats per response")
-        ax.set_title(title + (f" (moving average of {window})" if window > 1 else ""))
+        ax.set_title(title + "\n(dots: PPO updates; line: mean per KL bin)", fontsize=11)
         if not gold:
             handles += ax.plot([], [], " ", label="(no gold score logged)")
-        ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best")
+        if handles:
+            ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="best")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
