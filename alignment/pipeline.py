@@ -1,0 +1,269 @@
+"""`rlhf pipeline CONFIG`: SFT, sampling, ranking, export, reward training and PPO, in order.
+
+    rlhf pipeline configs/pipeline.yaml                       # the tiny default, scripted annotators
+    rlhf pipeline configs/pipeline.yaml annotators.kind=people  # serve the ranking app and wait for people
+    rlhf pipeline configs/pipeline.yaml from_stage=reward      # resume after the ranking
+    rlhf pipeline configs/pipeline.yaml rounds=2               # iterated RLHF: sample again from the new policy
+
+Each stage runs as its own process (under `accelerate launch` when `launch` names a config) and
+reads and writes the run folder:
+
+    output_dir/{sft,sample,export,reward,ppo}/  rankings.db  logs/<stage>.log    (round 1)
+    output_dir/round-N/{sample,export,reward,ppo}/                              (rounds 2, 3, ...)
+
+With scripted annotators the ranking server is started and annotators rank through its HTTP API
+by a hidden score with Plackett-Luce noise; with people the server runs until the configured
+number of rankings exists. Rankings from every round stay in one store and are all exported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from alignment.cli import parse_stage_args
+from alignment.config import UserError, require
+
+STAGES = ["sft", "sample", "rank", "export", "reward", "ppo"]
+
+
+@dataclass
+class AnnotatorsConfig:
+    kind: Literal["scripted", "people"] = "scripted"
+    """`scripted`: simulated annotators rank through the server's API; `people`: wait for humans."""
+    count: int = 3
+    """Scripted annotators ranking in parallel."""
+    score: str = "alignment.assets.reviews:gold_reward"
+    """Scripted annotators' hidden preference: `module:function` of (completion) or (prompt, completion)."""
+    temperature: float = 1.0
+    """Plackett-Luce noise of scripted annotators (0 = always the true order)."""
+    per_task: int = 1
+    """Distinct annotators per task (overlap makes agreement measurable)."""
+    rankings: int = 0
+    """People: continue once this many rankings exist (0: every task ranked per_task times)."""
+    password: str = "demo-password"
+    """Password of the scripted annotator accounts (local store only)."""
+
+
+@dataclass
+class PipelineConfig:
+    output_dir: str = ""
+    """Run folder for every stage."""
+    seed: int = 42
+    """Seed passed to every stage."""
+    rounds: int = 1
+    """Rounds of sample -> rank -> reward -> PPO; later rounds sample from the latest policy."""
+    from_stage: Literal["sft", "sample", "rank", "export", "reward", "ppo"] = "sft"
+    """Skip the stages before this one (their outputs must exist)."""
+    launch: str | None = None
+    """Accelerate config for the training stages (e.g. launch/zero3.yaml); None runs them in one process."""
+    num_processes: int | None = None
+    """Overrides the launch config's process count."""
+    sft_config: str = "configs/sft.yaml"
+    """SFT stage YAML."""
+    sft: list[str] = field(default_factory=list)
+    """Extra key=value overrides for SFT."""
+    sample: list[str] = field(default_factory=lambda: ["repeats=8"])
+    """key=value overrides for `rlhf sample` (k, prompts, repeats, max_new_tokens, ...)."""
+    export: list[str] = field(default_factory=list)
+    """key=value overrides for `rlhf rank export`."""
+    reward_config: str = "configs/reward.yaml"
+    """Reward stage YAML."""
+    reward: list[str] = field(default_factory=list)
+    """Extra key=value overrides for the reward stage."""
+    ppo_config: str = "configs/ppo.yaml"
+    """PPO stage YAML."""
+    ppo: list[str] = field(default_factory=list)
+    """Extra key=value overrides for PPO."""
+    annotators: AnnotatorsConfig = field(default_factory=AnnotatorsConfig)
+    host: str = "127.0.0.1"
+    """Ranking server address when people rank."""
+    port: int = 8000
+    """Ranking server port when people rank."""
+
+    def validate(self) -> None:
+        require(self, "output_dir")
+        if self.rounds < 1:
+            raise UserError(f"rounds must be at least 1, got {self.rounds}")
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_stage_args("rlhf pipeline", PipelineConfig, argv, __doc__)
+    if cfg is not None:
+        run(cfg)
+    return 0
+
+
+def load_function(spec: str, key: str):
+    """`package.module:function` -> the function, or a one-line error naming the key."""
+    module_name, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        raise UserError(f"{key}: cannot import '{spec}' (expected package.module:function)") from None
+    if not callable(fn):
+        raise UserError(f"{key}: '{spec}' is not callable")
+    return fn
+
+
+class Runner:
+    """Runs stage commands as processes, logging each to output_dir/logs/<name>.log."""
+
+    def __init__(self, cfg: PipelineConfig, show=print):
+        self.cfg = cfg
+        self.show = show
+        self.logs = os.path.join(cfg.output_dir, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+
+    def command(self, stage: str, args: list[str], train: bool) -> list[str]:
+        if train and self.cfg.launch:
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", self.cfg.launch]
+            if self.cfg.num_processes:
+                cmd += ["--num_processes", str(self.cfg.num_processes)]
+            return cmd + ["-m", "alignment", stage, *args]
+        return [sys.executable, "-m", "alignment", stage, *args]
+
+    def run(self, name: str, stage: str, args: list[str], train: bool = False) -> float:
+        log_path = os.path.join(self.logs, name.replace("/", "-") + ".log")
+        start = time.time()
+        self.show(f"{name}: running (log: {log_path})")
+        with open(log_path, "w") as log:
+            proc = subprocess.run(
+                self.command(stage, args, train), stdout=log, stderr=subprocess.STDOUT, env={**os.environ}
+            )
+        if proc.returncode != 0:
+            with open(log_path) as f:
+                tail = [line.strip() for line in f.read().splitlines() if line.strip()][-1:]
+            raise UserError(
+                f"stage '{name}' failed (exit {proc.returncode}): {tail[0] if tail else ''} (log: {log_path})"
+            )
+        took = time.time() - start
+        self.show(f"{name}: done in {took:.0f}s")
+        return took
+
+
+def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=print) -> int:
+    """Start the real ranking server and let scripted annotators rank every open task through its API."""
+    from reward.annotator import ScriptedAnnotator
+    from reward.app.process import RankServer
+    from reward.store import open_store
+
+    score = load_function(cfg.annotators.score, "annotators.score")
+    takes_prompt = len(inspect.signature(score).parameters) >= 2
+
+    def judge(prompt, text):
+        return float(score(prompt, text) if takes_prompt else score(text))
+
+    store = open_store(store_url)
+    names = [f"annotator-{i + 1}" for i in range(cfg.annotators.count)]
+    existing = {u["name"] for u in store.list_users()}
+    for name in names:
+        if name not in existing:
+            store.add_user(name, "annotator", cfg.annotators.password)
+    store.close()
+    log = os.path.join(cfg.output_dir, "logs", "rank-server.log")
+    saved = [0] * len(names)
+    with RankServer(store=store_url, annotators_per_task=cfg.annotators.per_task, log_path=log) as server:
+        show(f"rank: server {server.url}, {len(names)} scripted annotators")
+
+        def work(i: int) -> None:
+            annotator = ScriptedAnnotator(
+                server.url, names[i], cfg.annotators.password, judge, cfg.annotators.temperature, seed=cfg.seed + i
+            )
+            saved[i] = annotator.run()
+            annotator.close()
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(names))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return sum(saved)
+
+
+def wait_for_people(cfg: PipelineConfig, store_url: str, show=print) -> int:
+    """Serve the ranking app until enough rankings exist; people log in with accounts made by `rlhf rank users`."""
+    from reward.app.process import RankServer
+    from reward.store import open_store
+
+    store = open_store(store_url)
+    needed = cfg.annotators.rankings or store.count_tasks() * cfg.annotators.per_task
+    log = os.path.join(cfg.output_dir, "logs", "rank-server.log")
+    with RankServer(
+        store=store_url, annotators_per_task=cfg.annotators.per_task, host=cfg.host, port=cfg.port, log_path=log
+    ) as server:
+        show(
+            f"rank: ranking app at {server.url} — waiting for {needed} rankings (Ctrl-C stops; resume with from_stage=export)"
+        )
+        while (done := len(store.rankings())) < needed:
+            show(f"rank: {done}/{needed} rankings")
+            time.sleep(10)
+    store.close()
+    return done
+
+
+def run(cfg: PipelineConfig, show=print) -> dict:
+    runner = Runner(cfg, show)
+    out = os.path.abspath(cfg.output_dir)
+    store_url = os.path.join(out, "rankings.db")
+    sft_dir = os.path.join(out, "sft")
+    start_at = STAGES.index(cfg.from_stage)
+    results: dict = {"rounds": []}
+
+    # 1. SFT (once): every round's policy and reward model start from it.
+    if start_at <= 0:
+        runner.run("sft", "sft", [cfg.sft_config, f"output_dir={sft_dir}", f"seed={cfg.seed}", *cfg.sft], train=True)
+    policy = sft_dir
+    for rnd in range(1, cfg.rounds + 1):
+        first = rnd == 1
+        rdir = out if first else os.path.join(out, f"round-{rnd}")
+        paths = {s: os.path.join(rdir, s) for s in ("sample", "export", "reward", "ppo")}
+
+        # 2. Sample K completions per prompt from the current policy into the (shared) store.
+        if not first or start_at <= 1:
+            runner.run(f"round-{rnd}/sample", "sample", [
+                f"output_dir={paths['sample']}", f"store={store_url}", f"model.name_or_path={policy}",
+                f"seed={cfg.seed + rnd}", f"tag=round-{rnd}", *cfg.sample,
+            ])  # fmt: skip
+
+        # 3. Rank: scripted annotators through the real server, or people in the browser.
+        if not first or start_at <= 2:
+            started = time.time()
+            if cfg.annotators.kind == "scripted":
+                n = rank_with_scripted_annotators(cfg, store_url, show)
+            else:
+                n = wait_for_people(cfg, store_url, show)
+            show(f"round-{rnd}/rank: {n} rankings in {time.time() - started:.0f}s")
+
+        # 4. Export every ranking so far (all rounds) as K-wise and pairwise datasets.
+        if not first or start_at <= 3:
+            runner.run(f"round-{rnd}/export", "rank", [
+                "export", f"store={store_url}", f"output_dir={paths['export']}", f"seed={cfg.seed}", *cfg.export,
+            ])  # fmt: skip
+
+        # 5. Reward model on the SFT model, held-out split by prompt from the export.
+        if not first or start_at <= 4:
+            kwise = os.path.join(paths["export"], "kwise")
+            runner.run(f"round-{rnd}/reward", "reward", [
+                cfg.reward_config, f"output_dir={paths['reward']}", f"model.name_or_path={sft_dir}",
+                f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.reward,
+            ], train=True)  # fmt: skip
+
+        # 6. PPO on one frozen base (the SFT model) against this round's reward model.
+        runner.run(f"round-{rnd}/ppo", "ppo", [
+            cfg.ppo_config, f"output_dir={paths['ppo']}", f"model.name_or_path={sft_dir}",
+            f"reward.path={paths['reward']}", f"seed={cfg.seed}", *cfg.ppo,
+        ], train=True)  # fmt: skip
+        policy = paths["ppo"]
+        results["rounds"].append(paths)
+    results["sft"] = sft_dir
+    results["policy"] = policy
+    show(f"pipeline: done; final policy {policy}")
+    return results
