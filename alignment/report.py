@@ -10,6 +10,8 @@ an empty panel, never an error):
   ppo/metrics.jsonl        `objective/kl`, `objective/scores` (the proxy), `objective/rlhf_reward`, and a gold
                            score per update if logged (`objective/gold`, `objective/gold_scores` or `gold/*`)
   eval/eval.json           `rlhf eval` of the `sft` and `ppo` policies with the gold judge (`judge`), win rates, KL
+                           (to eval.json's `reference`: pass the SFT folder as `reference` for PPO's own KL)
+Other layouts (a later round's folders) are named with `folders=`, e.g. {"ppo": "round-2/ppo"}.
 Writes to run_dir: `report.md`, `overoptimization.png`, `training.png`, `gold_reward.png`.
 """
 
@@ -28,6 +30,8 @@ FIGURE_KEYS = {
     "reward_accuracy": "reward model's held-out accuracy (default: reward/eval.json)",
     "final_kl": "KL of the PPO policy to its reference (default: eval/eval.json, else the last PPO update)",
 }
+FOLDERS = {"sft": "sft", "reward": "reward", "ppo": "ppo", "eval": "eval"}
+"""Where each stage's outputs sit under run_dir; `folders=` overrides some (e.g. {"ppo": "round-2/ppo"})."""
 GOLD_KEYS = ("objective/gold", "objective/gold_scores", "objective/gold_reward", "gold/mean", "gold/reward")
 
 
@@ -80,18 +84,22 @@ def binned(xs: list[float], ys: list[float], bins: int) -> tuple[list[float], li
 # What the report says
 
 
-def summary(run_dir: str, figures: dict) -> dict:
+def stage_file(run_dir: str, folders: dict | None, stage: str, name: str) -> str:
+    return os.path.join(run_dir, {**FOLDERS, **(folders or {})}[stage], name)
+
+
+def summary(run_dir: str, figures: dict, folders: dict | None = None) -> dict:
     """The headline numbers: figures given by the caller win over what the folders say."""
-    evaluation = read_json(os.path.join(run_dir, "eval", "eval.json"))
+    evaluation = read_json(stage_file(run_dir, folders, "eval", "eval.json"))
     policies = evaluation.get("policies", {})
     sft, ppo = policies.get("sft", {}), policies.get("ppo", {})
     win = next(
         (w for w in evaluation.get("win_rates", []) if (w["policy"], w["against"], w["by"]) == ("ppo", "sft", "judge")),
         {},
     )
-    ppo_rows = read_jsonl(os.path.join(run_dir, "ppo", "metrics.jsonl"))
+    ppo_rows = read_jsonl(stage_file(run_dir, folders, "ppo", "metrics.jsonl"))
     kl_steps, kls = series(ppo_rows, "objective/kl")
-    reward_eval = read_json(os.path.join(run_dir, "reward", "eval.json"))
+    reward_eval = read_json(stage_file(run_dir, folders, "reward", "eval.json"))
     found = {
         "gold_sft": sft.get("judge"),
         "gold_sft_std": sft.get("judge_std"),
@@ -104,10 +112,21 @@ def summary(run_dir: str, figures: dict) -> dict:
         "reward_pairs": reward_eval.get("pairs"),
         "accuracy_ceiling": None,
         "final_kl": ppo.get("kl", kls[-1] if kls else None),
-        "final_kl_source": "held-out prompts (rlhf eval)" if "kl" in ppo else "last PPO update",
+        "final_kl_source": f"held-out prompts, reference {_short(evaluation.get('reference'), run_dir)}"
+        if "kl" in ppo
+        else "last PPO update",
         "train_kl": kls[-1] if kls else None,
     }
     return {**found, **{k: v for k, v in figures.items() if v is not None}}
+
+
+def _short(path: str | None, run_dir: str) -> str:
+    """A model path as the reader knows it: relative to the run folder when inside it."""
+    if not path:
+        return "n/a"
+    if os.path.isabs(path) and os.path.abspath(path).startswith(os.path.abspath(run_dir) + os.sep):
+        return os.path.relpath(path, run_dir)
+    return path
 
 
 def _fmt(x, spec: str = ".3f", unit: str = "") -> str:
@@ -273,20 +292,20 @@ def plot_gold(s: dict, path: str) -> str:
 # The report
 
 
-def write_report(run_dir: str, figures: dict) -> str:
+def write_report(run_dir: str, figures: dict, folders: dict | None = None) -> str:
     """Write run_dir/report.md and its three PNG plots; returns the report's path.
 
     `figures`: numbers the caller measured (see FIGURE_KEYS); `accuracy_ceiling` is the one the folders
-    cannot supply. Given values win over what the folders say.
+    cannot supply. Given values win over what the folders say. `folders`: see FOLDERS.
     """
     unknown = sorted(set(figures) - set(FIGURE_KEYS))
     if unknown:
         raise ValueError(f"write_report: unknown figures {unknown}; known: {sorted(FIGURE_KEYS)}")
-    sft_rows = read_jsonl(os.path.join(run_dir, "sft", "metrics.jsonl"))
-    reward_rows = read_jsonl(os.path.join(run_dir, "reward", "metrics.jsonl"))
-    reward_eval = read_json(os.path.join(run_dir, "reward", "eval.json"))
-    ppo_rows = read_jsonl(os.path.join(run_dir, "ppo", "metrics.jsonl"))
-    s = summary(run_dir, figures)
+    sft_rows = read_jsonl(stage_file(run_dir, folders, "sft", "metrics.jsonl"))
+    reward_rows = read_jsonl(stage_file(run_dir, folders, "reward", "metrics.jsonl"))
+    reward_eval = read_json(stage_file(run_dir, folders, "reward", "eval.json"))
+    ppo_rows = read_jsonl(stage_file(run_dir, folders, "ppo", "metrics.jsonl"))
+    s = summary(run_dir, figures, folders)
 
     plots = {
         "overoptimization.png": plot_overoptimization(ppo_rows, os.path.join(run_dir, "overoptimization.png")),

@@ -49,6 +49,7 @@ def make_run(root, gold=True):
     write_json(
         root / "eval" / "eval.json",
         {
+            "reference": str(root / "sft" / "merged"),
             "policies": {
                 "sft": {"policy": "sft", "judge": 0.12, "judge_std": 1.5, "kl": 0.0, "samples": 96},
                 "ppo": {"policy": "ppo", "judge": 1.84, "judge_std": 1.1, "kl": 4.2, "samples": 96},
@@ -82,7 +83,7 @@ def test_report_has_the_results_and_links_valid_plots(tmp_path):
     assert "| Gold win rate, PPO over SFT (ties half) | 77.0% ± 4.0% |" in text
     assert "| Reward model held-out accuracy | 71.0% |" in text
     assert "| Best accuracy achievable under the annotators' noise | 83.0% |" in text
-    assert "4.200 nats" in text  # KL from the eval, on held-out prompts
+    assert "| KL(PPO ‖ reference), held-out prompts, reference sft/merged | 4.200 nats |" in text
 
 
 def test_given_figures_win_and_missing_parts_read_as_na(tmp_path):
@@ -95,6 +96,13 @@ def test_given_figures_win_and_missing_parts_read_as_na(tmp_path):
     assert "| Best accuracy achievable under the annotators' noise | n/a |" in text
     assert "last PPO update" in text  # no eval: the KL comes from the training metrics
     assert_pngs(tmp_path)
+
+
+def test_other_folders_are_named(tmp_path):
+    make_run(tmp_path / "round-1")
+    text = open(write_report(str(tmp_path), {}, folders={"eval": "round-1/eval", "ppo": "round-1/ppo"})).read()
+    assert "| Gold win rate, PPO over SFT (ties half) | 77.0% ± 4.0% |" in text
+    assert "| Reward model held-out accuracy | n/a |" in text  # reward/ is not where the folders say
 
 
 def test_empty_run_folder_still_writes_a_report(tmp_path):
