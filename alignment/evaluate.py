@@ -257,7 +257,7 @@ def sequence_logprobs(model, batch: Batch, temperature: float) -> torch.Tensor:
 
 
 def decode(tokenizer, batches: list[Batch]) -> tuple[list[str], list[int], list[bool]]:
-    """(completion texts without special tokens, as PPO's reward saw them, response lengths in tokens through EOS, ended with EOS)."""
+    """(texts without special tokens, as PPO's reward saw them; lengths in tokens through EOS; ended with EOS)."""
     texts, lengths, ended = [], [], []
     for b in batches:
         n = b.mask.sum(-1)
@@ -351,6 +351,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         ref_tok = models.load_tokenizer(ref_cfg)
         ref_model = models.load_causal_lm(ref_cfg).to(device).eval()
         for name, run in runs.items():
+            log.info(f"eval: KL of {name} to the reference")
             if run["tokenizer"].get_vocab() != ref_tok.get_vocab():
                 log.warning(f"eval: {name} and the reference tokenize differently; no KL for {name}")
                 kl[name] = None
@@ -363,6 +364,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.reward_model:
         from reward.model import load_reward_model, score_texts
 
+        log.info(f"eval: scoring with the reward model {cfg.reward_model}")
         reward_model, reward_tok = load_reward_model(cfg.reward_model, device=device)
         for run in runs.values():
             run["scores"]["reward"] = score_texts(reward_model, reward_tok, prompt_rows, run["texts"], g.batch_size)
