@@ -183,7 +183,6 @@ def plot_overoptimization(ppo_rows: list[dict], path: str) -> str:
     if not rows:
         _empty(ax, title, "no PPO metrics with objective/kl")
     else:
-        bins = min(10, max(1, len(rows) // 3))
         handles, axes = [], {}
         for key, label, color in [("objective/scores", "proxy reward (reward model, normalised)", "tab:blue"),
                                   (gold, "gold reward (hidden preference)", "tab:orange")]:  # fmt: skip
@@ -194,6 +193,7 @@ def plot_overoptimization(ppo_rows: list[dict], path: str) -> str:
             target = ax if not axes else ax.twinx()
             axes[key] = target
             xs, ys = [p[0] for p in points], [p[1] for p in points]
+            bins = len(points) if len(points) <= 10 else 10  # few points: each is its own bin
             target.scatter(xs, ys, s=10, alpha=0.3, color=color)
             handles += target.plot(*binned(xs, ys, bins), color=color, marker="o", label=label.split(" (")[0])
             target.set_ylabel(label, color=color)
@@ -292,11 +292,25 @@ def plot_gold(s: dict, path: str) -> str:
 # The report
 
 
-def write_report(run_dir: str, figures: dict, folders: dict | None = None) -> str:
+def gold_from_samples(samples: list[dict], gold: str) -> dict:
+    """step -> mean gold score of the completions PPO logged at that update (its samples.jsonl tables)."""
+    from alignment.evaluate import load_judge
+
+    judge = load_judge(gold)
+    by_step: dict = {}
+    for row in samples:
+        if isinstance(row.get("completion"), str) and "step" in row:
+            by_step.setdefault(row["step"], []).append(judge(row["completion"], str(row.get("prompt", ""))))
+    return {step: sum(v) / len(v) for step, v in by_step.items()}
+
+
+def write_report(run_dir: str, figures: dict, folders: dict | None = None, gold: str | None = None) -> str:
     """Write run_dir/report.md and its three PNG plots; returns the report's path.
 
     `figures`: numbers the caller measured (see FIGURE_KEYS); `accuracy_ceiling` is the one the folders
-    cannot supply. Given values win over what the folders say. `folders`: see FOLDERS.
+    cannot supply. Given values win over what the folders say. `folders`: see FOLDERS. `gold`: a judge
+    `module:function` (as in `rlhf eval`); when PPO logged no gold score, the overoptimisation view scores
+    the sample completions PPO logged (ppo/samples.jsonl) with it, at the updates that logged some.
     """
     unknown = sorted(set(figures) - set(FIGURE_KEYS))
     if unknown:
@@ -305,6 +319,15 @@ def write_report(run_dir: str, figures: dict, folders: dict | None = None) -> st
     reward_rows = read_jsonl(stage_file(run_dir, folders, "reward", "metrics.jsonl"))
     reward_eval = read_json(stage_file(run_dir, folders, "reward", "eval.json"))
     ppo_rows = read_jsonl(stage_file(run_dir, folders, "ppo", "metrics.jsonl"))
+    gold_note = ""
+    if gold and not gold_key(ppo_rows):
+        per_step = gold_from_samples(read_jsonl(stage_file(run_dir, folders, "ppo", "samples.jsonl")), gold)
+        ppo_rows = [{**r, "objective/gold": per_step[r["step"]]} if r.get("step") in per_step else r for r in ppo_rows]
+        if per_step:
+            gold_note = (
+                f" Gold per update is the mean gold score of the completions PPO logged at that update"
+                f" ({len(per_step)} updates, ppo/samples.jsonl)."
+            )
     s = summary(run_dir, figures, folders)
 
     plots = {
@@ -338,7 +361,7 @@ gold preference would score against the noisy annotators' labels.
 
 Gold and proxy (reward model) reward against KL to the reference over PPO training. While both rise
 the reward model is a faithful proxy; where the proxy keeps rising and gold flattens or falls, PPO is
-exploiting the reward model's errors.
+exploiting the reward model's errors.{gold_note}
 
 ![overoptimisation]({os.path.basename(plots["overoptimization.png"])})
 

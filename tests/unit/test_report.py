@@ -98,6 +98,40 @@ def test_given_figures_win_and_missing_parts_read_as_na(tmp_path):
     assert_pngs(tmp_path)
 
 
+def test_gold_per_update_from_the_samples_ppo_logged(tmp_path):
+    from alignment.report import gold_from_samples
+
+    make_run(tmp_path, gold=False)
+    rows = [
+        {
+            "step": 1,
+            "table": "samples",
+            "prompt": "Review of the cafe:",
+            "completion": " the food was bad.",
+            "score": 0.1,
+        },
+        {
+            "step": 1,
+            "table": "samples",
+            "prompt": "Review of the cafe:",
+            "completion": " the food was great.",
+            "score": 1,
+        },
+        {
+            "step": 30,
+            "table": "samples",
+            "prompt": "Review of the gym:",
+            "completion": " great and lovely.",
+            "score": 2,
+        },
+    ]
+    write_jsonl(tmp_path / "ppo" / "samples.jsonl", rows)
+    assert gold_from_samples(rows, "alignment.assets.reviews:gold_reward") == {1: 0.0, 30: 2.0}
+    text = open(write_report(str(tmp_path), {}, gold="alignment.assets.reviews:gold_reward")).read()
+    assert "(2 updates, ppo/samples.jsonl)" in text
+    assert_pngs(tmp_path)
+
+
 def test_other_folders_are_named(tmp_path):
     make_run(tmp_path / "round-1")
     text = open(write_report(str(tmp_path), {}, folders={"eval": "round-1/eval", "ppo": "round-1/ppo"})).read()
