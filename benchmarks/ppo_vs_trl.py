@@ -1,0 +1,210 @@
+"""One-base PPO (`rlhf ppo`) vs the last TRL PPO (trl 0.29.1, `trl.experimental.ppo`, PEFT variant), same run.
+
+    python benchmarks/ppo_vs_trl.py                          # ~84M-param Llama, fp32, CPU, batch 8, 32 tokens, 64 episodes
+    python benchmarks/ppo_vs_trl.py --layers 2 --episodes 16  # a quick look
+
+TRL 0.29.1 is installed by this script into its own venv (benchmarks/.venv/trl-0.29.1, gitignored) with
+`python -m venv` + `pip install torch==2.13.0 trl==0.29.1 transformers peft accelerate psutil`; it installs
+beside transformers 5.24. Each side runs in its own fresh process, one after the other, on the same model
+files (a random-init Llama: hidden 1024, 8 layers, intermediate 2048, the builtin 640-token tokenizer),
+the same prompts, batch, response length, PPO epochs, temperature and episodes:
+(a) ours: one frozen base carrying policy, value and reward LoRA adapters; reference = adapters off;
+(b) TRL with `peft_config` (its lightest setup): policy base + LoRA (reference = adapter off), plus a
+    full reward model and a full, fully trained value model (TRL's PPO has no value/reward adapters).
+Peak memory is each process's peak RSS (getrusage). Episodes/s is episodes over the training-loop time
+(ours: the sum of the update times it logs; TRL: `trainer.train()`). Prints both ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRL_VENV = os.path.join(ROOT, "benchmarks", ".venv", "trl-0.29.1")
+TRL_PACKAGES = ["trl==0.29.1", "transformers", "peft", "accelerate", "psutil"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# ----------------------------------------------------------------------------------------------
+# Setup (parent process, project venv): model, tokenizer, reward adapter, TRL's reward model, prompts
+
+
+def prepare(args, work: str) -> None:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    from alignment.assets import reviews
+    from alignment.runtime import tiny
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.resolve("builtin:tiny-llama"))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=2 * args.hidden,
+        num_hidden_layers=args.layers, num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=256,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(os.path.join(work, "base"))
+    tokenizer.save_pretrained(os.path.join(work, "base"))
+    del model
+    # the reward stage's format: a SEQ_CLS LoRA adapter with the score head in modules_to_save
+    classifier = LlamaForSequenceClassification.from_pretrained(os.path.join(work, "base"), num_labels=1)
+    reward = get_peft_model(
+        classifier,
+        LoraConfig(
+            r=16, lora_alpha=32, target_modules="all-linear", task_type=TaskType.SEQ_CLS, modules_to_save=["score"]
+        ),
+    )
+    with torch.no_grad():
+        for name, param in reward.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.01)
+    reward.save_pretrained(os.path.join(work, "reward"))
+    tokenizer.save_pretrained(os.path.join(work, "reward"))
+    with open(os.path.join(work, "reward", "reward_stats.json"), "w") as f:
+        json.dump({"mean": 0.0, "std": 1.0}, f)
+    # TRL takes full models: the same reward, merged (also its value model's init, as TRL's examples do)
+    reward.merge_and_unload().save_pretrained(os.path.join(work, "reward_merged"))
+    with open(os.path.join(work, "prompts.jsonl"), "w") as f:
+        for row in reviews.prompts("train"):
+            f.write(json.dumps(row) + "\n")
+    print(f"model: Llama, {n_params / 1e6:.1f}M parameters, fp32, {args.layers} layers, hidden {args.hidden}")
+
+
+def ensure_trl_venv() -> str:
+    python = os.path.join(TRL_VENV, "bin", "python")
+    ok = (
+        os.path.isfile(python)
+        and subprocess.run(
+            [python, "-c", "import trl, sys; sys.exit(trl.__version__ != '0.29.1')"], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not ok:
+        print(f"installing trl 0.29.1 into {TRL_VENV} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", TRL_VENV], check=True)
+        # torch first and pinned: unpinned, pip would pull a multi-GB CUDA build (PLATFORM.md)
+        subprocess.run([python, "-m", "pip", "install", "-q", "torch==2.13.0"], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", *TRL_PACKAGES], check=True)
+    return python
+
+
+# ----------------------------------------------------------------------------------------------
+# Workers (each in a fresh process; print one JSON line)
+
+
+def worker_ours(args, work: str) -> dict:
+    sys.path.insert(0, ROOT)
+    from alignment.config import load_config
+    from alignment.ppo.config import PPOConfig
+    from alignment.ppo.train import train
+    from alignment.runtime.tracking import read_metrics
+
+    out = os.path.join(work, "ours")
+    cfg = load_config(PPOConfig, None, [
+        f"output_dir={out}", f"model.name_or_path={os.path.join(work, 'base')}", "model.dtype=float32",
+        f"reward.path={os.path.join(work, 'reward')}", f"data.path={os.path.join(work, 'prompts.jsonl')}",
+        "policy.r=16", "policy.alpha=32", "value.adapter.r=16", "value.adapter.alpha=32",
+        f"rollout.per_device_batch_size={args.batch}", f"rollout.response_length={args.response_length}",
+        "rollout.temperature=0.7", "ppo.epochs=4", "ppo.num_minibatches=1", "ppo.gradient_accumulation_steps=1",
+        f"train.total_episodes={args.episodes}", "train.learning_rate=3e-6", "train.sample_steps=0",
+        "kl.coef=0.05",
+    ])  # fmt: skip
+    train(cfg)
+    rows = read_metrics(out)
+    loop = sum(args.batch / r["time/episodes_per_second"] for r in rows)
+    return {"episodes": rows[-1]["episodes"], "loop_seconds": loop, "peak_rss_mb": peak_rss_mb()}
+
+
+def worker_trl(args, work: str) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(work, "base"))
+    with open(os.path.join(work, "prompts.jsonl")) as f:
+        prompts = [json.loads(line)["prompt"] for line in f]
+    dataset = Dataset.from_dict({"input_ids": [tokenizer(p)["input_ids"] for p in prompts]})
+    policy = AutoModelForCausalLM.from_pretrained(os.path.join(work, "base"), dtype=torch.float32)
+    reward = AutoModelForSequenceClassification.from_pretrained(os.path.join(work, "reward_merged"), num_labels=1)
+    value = AutoModelForSequenceClassification.from_pretrained(os.path.join(work, "reward_merged"), num_labels=1)
+    config = PPOConfig(
+        output_dir=os.path.join(work, "trl"), use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+        per_device_train_batch_size=args.batch, gradient_accumulation_steps=1, num_mini_batches=1,
+        num_ppo_epochs=4, response_length=args.response_length, temperature=0.7, total_episodes=args.episodes,
+        learning_rate=3e-6, kl_coef=0.05, stop_token="eos", missing_eos_penalty=1.0, num_sample_generations=0,
+        local_rollout_forward_batch_size=args.batch, seed=42, disable_tqdm=True, logging_steps=1000,
+    )  # fmt: skip
+    trainer = PPOTrainer(
+        args=config, processing_class=tokenizer, model=policy, ref_model=None, reward_model=reward,
+        train_dataset=dataset, value_model=value,
+        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )  # fmt: skip
+    start = time.time()
+    trainer.train()
+    loop = time.time() - start
+    episodes = config.num_total_batches * config.batch_size
+    return {"episodes": episodes, "loop_seconds": loop, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_worker(python: str, side: str, args, work: str) -> dict:
+    cmd = [python, os.path.abspath(__file__), "--worker", side, "--work", work, *sys.argv[1:]]
+    env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--response-length", type=int, default=32)
+    parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        result = (worker_ours if args.worker == "ours" else worker_trl)(args, args.work)
+        print(json.dumps(result))
+        return
+
+    trl_python = ensure_trl_venv()
+    with tempfile.TemporaryDirectory(prefix="ppo-vs-trl-") as work:
+        prepare(args, work)
+        ours = run_worker(sys.executable, "ours", args, work)
+        trl = run_worker(trl_python, "trl", args, work)
+    rows = []
+    for name, r in [("rlhf ppo (one base, 3 adapters)", ours), ("trl 0.29.1 PPO + peft_config", trl)]:
+        eps = r["episodes"] / r["loop_seconds"]
+        r["episodes_per_second"] = eps
+        rows.append(
+            f"  {name:<34} {r['episodes']:>4} episodes  {eps:6.2f} episodes/s  peak RSS {r['peak_rss_mb']:8.0f} MB"
+        )
+    print(
+        f"batch {args.batch}, response length {args.response_length}, {args.episodes} episodes, 4 PPO epochs, CPU fp32"
+    )
+    print("\n".join(rows))
+    print(f"memory ratio (ours / TRL peft): {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")
+    print(f"episodes/s ratio (ours / TRL peft): {ours['episodes_per_second'] / trl['episodes_per_second']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
