@@ -110,6 +110,7 @@ def demo(cfg: DemoConfig) -> dict:
             output_dir=os.path.join(out, "eval"),
             seed=cfg.seed,
             policies={"sft": result["sft"], "ppo": paths["ppo"]},
+            reference=result["sft"],  # PPO's reference: KL is measured to the model it started from
             reward_model=paths["reward"],
             judge=GOLD,
             data=EvalDataConfig(path="builtin:reviews-prompts", split="test"),
@@ -119,7 +120,7 @@ def demo(cfg: DemoConfig) -> dict:
     from alignment.report import summary, write_report
 
     figures = {"accuracy_ceiling": noise_ceiling(paths["export"], cfg.annotators.temperature)}
-    report = write_report(out, figures)
+    report = write_report(out, figures, gold=GOLD)
     headline = summary(out, figures)
     headline["minutes"] = (time.time() - started) / 60
     with open(os.path.join(out, "demo.json"), "w") as f:

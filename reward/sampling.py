@@ -163,7 +163,9 @@ def sample(cfg: SampleConfig) -> dict:
         before = store.count_tasks()
         skipped = 0
         for prompt, texts, seed, repeat in gathered:
-            if len(set(texts)) < 2:  # nothing to rank between identical completions
+            # Nothing to rank between identical completions, and an empty one is not a valid row for the
+            # reward stage (it rejects empty text): skip the prompt this time and count it.
+            if len(set(texts)) < 2 or any(not t.strip() for t in texts):
                 skipped += 1
                 continue
             completions = [{"text": t, "model": model_path, "gen": gen_settings, "seed": seed} for t in texts]
@@ -183,7 +185,7 @@ def sample(cfg: SampleConfig) -> dict:
             },
         )
         if skipped:
-            log.warning(f"sample: skipped {skipped} prompt(s) whose {cfg.k} completions were all identical")
+            log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or {cfg.k} identical ones")
         log.info(f"sample: {new} new tasks ({len(added)} total for these prompts) in {cfg.store_url()}")
     finish(accelerator)
     return {"tasks": len(added)}
