@@ -181,7 +181,7 @@ def sample(cfg: SampleConfig) -> dict:
                 "tasks": len(added),
                 "new_tasks": new,
                 "completions": len(added) * cfg.k,
-                "skipped_identical": skipped,
+                "skipped": skipped,
             },
         )
         if skipped:
