@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from alignment.cli import parse_stage_args
 from alignment.config import require
-from alignment.pipeline import AnnotatorsConfig, PipelineConfig, load_function
+from alignment.pipeline import AnnotatorsConfig, PipelineConfig
 from alignment.pipeline import run as run_pipeline
+from alignment.runtime.functions import load_scorer
 
 GOLD = "alignment.assets.reviews:gold_reward"
 
@@ -67,7 +68,7 @@ def noise_ceiling(export_dir: str, temperature: float) -> float | None:
     path = os.path.join(export_dir, "pairwise")
     if not os.path.isdir(path) or temperature <= 0:
         return None
-    gold = load_function(GOLD, "gold")
+    gold = load_scorer(GOLD, "gold")
     test = datasets.load_from_disk(path)["test"]
     if len(test) == 0:
         return None

@@ -18,8 +18,6 @@ Writes to output_dir: `eval.jsonl` (a line per policy, a line per win-rate pair)
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import math
 import os
@@ -36,6 +34,7 @@ from alignment.runtime import logging as rlog
 from alignment.runtime import models
 from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import encode_prompt, prompt_text
+from alignment.runtime.functions import load_scorer
 
 
 @dataclass
@@ -148,30 +147,7 @@ def base_of(name: str, key: str) -> str:
 
 def load_judge(spec: str):
     """f(completion, prompt) -> float from `module:function`, whichever of the two signatures it has."""
-    module_name, _, name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"judge: cannot import '{module_name}' ({e})") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ConfigError(f"judge: '{module_name}' has no function '{name}'")
-    try:
-        takes_prompt = len(inspect.signature(fn).parameters) >= 2
-    except (TypeError, ValueError):  # builtins without a signature: completion only
-        takes_prompt = False
-
-    def judge(completion: str, prompt: str) -> float:
-        value = fn(completion, prompt) if takes_prompt else fn(completion)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"judge: {spec} must return a number, got {type(value).__name__}") from None
-        if not math.isfinite(value):
-            raise UserError(f"judge: {spec} returned {value} for {completion!r}")
-        return value
-
-    return judge
+    return load_scorer(spec, "judge")
 
 
 def load_prompts(cfg: EvalConfig) -> list:

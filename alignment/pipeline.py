@@ -18,8 +18,6 @@ number of rankings exists. Rankings from every round stay in one store and are a
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from typing import Literal
 
 from alignment.cli import parse_stage_args
 from alignment.config import UserError, require
+from alignment.runtime.functions import load_scorer
 
 STAGES = ["sft", "sample", "rank", "export", "reward", "ppo"]
 
@@ -101,18 +100,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def load_function(spec: str, key: str):
-    """`package.module:function` -> the function, or a one-line error naming the key."""
-    module_name, _, name = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError):
-        raise UserError(f"{key}: cannot import '{spec}' (expected package.module:function)") from None
-    if not callable(fn):
-        raise UserError(f"{key}: '{spec}' is not callable")
-    return fn
-
-
 class Runner:
     """Runs stage commands as processes, logging each to output_dir/logs/<name>.log."""
 
@@ -155,11 +142,10 @@ def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=prin
     from reward.app.process import RankServer
     from reward.store import open_store
 
-    score = load_function(cfg.annotators.score, "annotators.score")
-    takes_prompt = len(inspect.signature(score).parameters) >= 2
+    score = load_scorer(cfg.annotators.score, "annotators.score")
 
-    def judge(prompt, text):
-        return float(score(prompt, text) if takes_prompt else score(text))
+    def judge(prompt, text):  # the annotator client calls score(prompt, completion)
+        return score(text, prompt)
 
     store = open_store(store_url)
     names = [f"annotator-{i + 1}" for i in range(cfg.annotators.count)]
