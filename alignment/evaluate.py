@@ -30,9 +30,8 @@ from tqdm.auto import tqdm
 
 from alignment.config import ConfigError, ModelConfig, TrackingConfig, UserError, require, save_config, to_dict
 from alignment.ppo import losses as L
+from alignment.runtime import data, models
 from alignment.runtime import logging as rlog
-from alignment.runtime import models
-from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import encode_prompt, prompt_text
 from alignment.runtime.functions import load_scorer
 
@@ -152,11 +151,7 @@ def load_judge(spec: str):
 
 def load_prompts(cfg: EvalConfig) -> list:
     d = cfg.data
-    rows = load_rows(d.path, d.split, d.limit)
-    for i, row in enumerate(rows):
-        if not isinstance(row.get("prompt"), (str, list)) or not row["prompt"]:
-            raise UserError(f"{d.path}:{i + 1}: expected a non-empty 'prompt' (string or message list)")
-    return [row["prompt"] for row in rows]
+    return data.load_prompts(d.path, d.split, d.limit)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from alignment.config import ModelConfig, UserError, require, save_config
 from alignment.runtime import logging as rlog
 from alignment.runtime import manifest, models
 from alignment.runtime.accelerator import finish, make_accelerator
-from alignment.runtime.data import load_rows
+from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import encode_prompt
 
 
@@ -76,19 +76,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def prompt_of(row: dict, where: str):
-    """The prompt of a row: `prompt` (string or messages) or a `messages` conversation minus its last answer."""
-    if "prompt" in row and isinstance(row["prompt"], (str, list)) and row["prompt"]:
-        return row["prompt"]
-    if isinstance(row.get("messages"), list) and row["messages"]:
-        msgs = row["messages"]
-        while msgs and msgs[-1].get("role") == "assistant":
-            msgs = msgs[:-1]
-        if msgs:
-            return msgs
-    raise UserError(f"{where}: expected a non-empty 'prompt' (string or messages) or a 'messages' column")
-
-
 def prompt_seed(seed: int, prompt, repeat: int) -> int:
     digest = hashlib.sha256(f"{seed}|{repeat}|{prompt!r}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
@@ -123,8 +110,7 @@ def sample(cfg: SampleConfig) -> dict:
     # 1. Runtime and inputs.
     accelerator = make_accelerator()
     log = rlog.setup(accelerator.is_main_process)
-    rows = load_rows(cfg.prompts, cfg.split, cfg.limit, key="prompts")
-    prompts = [prompt_of(r, f"{cfg.prompts}:{i + 1}") for i, r in enumerate(rows)]
+    prompts = load_prompts(cfg.prompts, cfg.split, cfg.limit, key="prompts")
     jobs = [(p, r) for r in range(cfg.repeats) for p in prompts]
     mine = jobs[accelerator.process_index :: accelerator.num_processes]
     if accelerator.is_main_process:

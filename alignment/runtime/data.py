@@ -114,3 +114,21 @@ def _hub(path: str, split: str, key: str) -> list[dict]:
     except Exception as e:  # offline, missing repo, bad split: all are the user's to fix
         raise UserError(f"{key}: cannot load hub dataset '{path}' split '{split}' ({str(e).splitlines()[0]})") from None
     return [_plain(r) for r in ds]
+
+
+def prompt_of(row: dict, where: str):
+    """A row's prompt: `prompt` (string or messages) or a `messages` conversation minus its final answers."""
+    if isinstance(row.get("prompt"), (str, list)) and row["prompt"]:
+        return row["prompt"]
+    if isinstance(row.get("messages"), list) and row["messages"]:
+        msgs = list(row["messages"])
+        while msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
+            msgs.pop()
+        if msgs:
+            return msgs
+    raise UserError(f"{where}: expected a non-empty 'prompt' (string or messages) or a 'messages' column")
+
+
+def load_prompts(path: str, split: str = "train", limit: int | None = None, key: str = "data.path") -> list:
+    """Prompts (strings or message lists) for sampling, PPO and evaluation, with file:row errors."""
+    return [prompt_of(r, f"{path}:{i + 1}") for i, r in enumerate(load_rows(path, split, limit, key=key))]

@@ -52,3 +52,16 @@ def test_missing_paths_and_splits_are_user_errors(tmp_path):
 def test_builtin_data_is_deterministic():
     assert load_rows("builtin:reviews-sft", limit=5) == load_rows("builtin:reviews-sft", limit=5)
     assert {"prompt", "completion"} <= set(load_rows("builtin:reviews-sft", limit=1)[0])
+
+
+def test_prompts_from_prompt_or_messages_columns(tmp_path):
+    from alignment.runtime.data import load_prompts
+
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    rows = [{"prompt": "p"}, {"prompt": chat[:1]}, {"messages": chat}, {"text": "x"}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows[:3]) + "\n")
+    assert load_prompts(str(path)) == ["p", chat[:1], chat[:1]]  # the final answer is not part of the prompt
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(UserError, match=r"p\.jsonl:4: expected a non-empty 'prompt'"):
+        load_prompts(str(path))
