@@ -9,9 +9,11 @@ beside transformers 5.24. Each side runs in its own fresh process, one after the
 files (a random-init Llama: hidden 1024, 8 layers, intermediate 2048, the builtin 640-token tokenizer),
 the same prompts, batch, response length, PPO epochs, temperature and episodes:
 (a) ours: one frozen base carrying policy, value and reward LoRA adapters; reference = adapters off;
+(a') the same with `value.share_with_policy=true` (one adapter and one backbone pass for policy and value);
 (b) TRL with `peft_config` (its lightest setup): policy base + LoRA (reference = adapter off), plus a
     full reward model and a full, fully trained value model (TRL's PPO has no value/reward adapters).
-Peak memory is each process's peak RSS (getrusage). Episodes/s is episodes over the training-loop time
+Both use `--threads` torch threads (default 1: on shared CPU cores, extra threads spin against other
+processes and timings stop meaning anything). Peak memory is each process's peak RSS (getrusage). Episodes/s is episodes over the training-loop time
 (ours: the sum of the update times it logs; TRL: `trainer.train()`). Prints both ratios.
 """
 
@@ -106,14 +108,14 @@ def ensure_trl_venv() -> str:
 # Workers (each in a fresh process; print one JSON line)
 
 
-def worker_ours(args, work: str) -> dict:
+def worker_ours(args, work: str, shared: bool = False) -> dict:
     sys.path.insert(0, ROOT)
     from alignment.config import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import train
     from alignment.runtime.tracking import read_metrics
 
-    out = os.path.join(work, "ours")
+    out = os.path.join(work, "ours-shared" if shared else "ours")
     cfg = load_config(PPOConfig, None, [
         f"output_dir={out}", f"model.name_or_path={os.path.join(work, 'base')}", "model.dtype=float32",
         f"reward.path={os.path.join(work, 'reward')}", f"data.path={os.path.join(work, 'prompts.jsonl')}",
@@ -121,7 +123,7 @@ def worker_ours(args, work: str) -> dict:
         f"rollout.per_device_batch_size={args.batch}", f"rollout.response_length={args.response_length}",
         "rollout.temperature=0.7", "ppo.epochs=4", "ppo.num_minibatches=1", "ppo.gradient_accumulation_steps=1",
         f"train.total_episodes={args.episodes}", "train.learning_rate=3e-6", "train.sample_steps=0",
-        "kl.coef=0.05",
+        "kl.coef=0.05", f"value.share_with_policy={str(shared).lower()}",
     ])  # fmt: skip
     train(cfg)
     rows = read_metrics(out)
@@ -164,7 +166,12 @@ def worker_trl(args, work: str) -> dict:
 
 def run_worker(python: str, side: str, args, work: str) -> dict:
     cmd = [python, os.path.abspath(__file__), "--worker", side, "--work", work, *sys.argv[1:]]
-    env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": str(args.threads),
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{side} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -178,11 +185,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--episodes", type=int, default=64)
-    parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in each run (the same for both)")
+    parser.add_argument("--worker", choices=["ours", "ours-shared", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        result = (worker_ours if args.worker == "ours" else worker_trl)(args, args.work)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        if args.worker == "trl":
+            result = worker_trl(args, args.work)
+        else:
+            result = worker_ours(args, args.work, shared=args.worker == "ours-shared")
         print(json.dumps(result))
         return
 
@@ -190,9 +204,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ppo-vs-trl-") as work:
         prepare(args, work)
         ours = run_worker(sys.executable, "ours", args, work)
+        shared = run_worker(sys.executable, "ours-shared", args, work)
         trl = run_worker(trl_python, "trl", args, work)
     rows = []
-    for name, r in [("rlhf ppo (one base, 3 adapters)", ours), ("trl 0.29.1 PPO + peft_config", trl)]:
+    runs = [("rlhf ppo (one base, 3 adapters)", ours), ("rlhf ppo, policy+value shared", shared),
+            ("trl 0.29.1 PPO + peft_config", trl)]  # fmt: skip
+    for name, r in runs:
         eps = r["episodes"] / r["loop_seconds"]
         r["episodes_per_second"] = eps
         rows.append(
@@ -202,8 +219,9 @@ def main() -> None:
         f"batch {args.batch}, response length {args.response_length}, {args.episodes} episodes, 4 PPO epochs, CPU fp32"
     )
     print("\n".join(rows))
-    print(f"memory ratio (ours / TRL peft): {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")
-    print(f"episodes/s ratio (ours / TRL peft): {ours['episodes_per_second'] / trl['episodes_per_second']:.2f}x")
+    for label, r in [("ours", ours), ("ours, shared policy+value", shared)]:
+        print(f"memory ratio ({label} / TRL peft): {r['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")
+        print(f"episodes/s ratio ({label} / TRL peft): {r['episodes_per_second'] / trl['episodes_per_second']:.2f}x")
 
 
 if __name__ == "__main__":
