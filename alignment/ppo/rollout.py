@@ -95,7 +95,8 @@ def sample(
         max_new_tokens=response_length,
         min_new_tokens=0,
         pad_token_id=pad_id,
-        eos_token_id=eos_id,
+        # None would fall back to the model's own EOS and stop anyway; an empty list really disables stopping
+        eos_token_id=eos_id if eos_id is not None else [],
         use_cache=True,
     )
     with unwrap_model_for_generation(model, accelerator) as unwrapped:

@@ -147,9 +147,11 @@ def test_python_reward_function(tmp_path, stages):
     out = tmp_path / "fn"
     r = run_cli("ppo", *PPO, f"output_dir={out}", f"model.name_or_path={sft}", "reward.path=null",
                 "reward.function=alignment.ppo.rewards:gold", "rollout.missing_eos_penalty=null",
-                "value.share_with_policy=true", "train.total_episodes=16", env=ENV)  # fmt: skip
+                "value.share_with_policy=true", "rollout.stop_at_eos=false", "train.total_episodes=16",
+                env=ENV)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "manifest.json").read_text())["reward_kind"] == "function"
+    assert all(x["val/response_length"] == 12 for x in lines(out))
     samples = lines(out, "samples.jsonl")
     assert samples and all(s["score"] == gold_reward(s["completion"]) for s in samples)  # no normalisation, no penalty
     assert "lora_A" in "".join(adapter_tensors(out))
@@ -174,3 +176,57 @@ def test_bad_reward_settings_are_one_line_errors(tmp_path, stages):
     r = run_cli("ppo", "configs/ppo.yaml", f"output_dir={tmp_path}", "rollout.per_device_batch_size=6",
                 "ppo.num_minibatches=4", env=ENV)  # fmt: skip
     assert r.returncode == 2 and "rollout.per_device_batch_size" in r.stderr
+
+
+def test_running_moments_left_padding_and_reward_kind(tmp_path, stages):
+    """The small pieces the stage leans on: chunked running statistics, the rollout layout, reward routing."""
+    from alignment.ppo.rewards import RunningMoments, reward_kind
+    from alignment.ppo.rollout import left_pad
+
+    torch.manual_seed(0)
+    chunks = [torch.randn(n) * 3 + 1 for n in (5, 1, 17, 8)]
+    moments = RunningMoments()
+    for chunk in chunks:
+        moments.update(chunk)
+    everything = torch.cat(chunks).double()
+    assert moments.count == everything.numel()
+    assert moments.mean == pytest.approx(everything.mean().item(), abs=1e-12)
+    assert moments.var == pytest.approx(everything.var(unbiased=False).item(), abs=1e-12)
+    restored = RunningMoments()
+    restored.load_state_dict(json.loads(json.dumps(moments.state_dict())))  # through JSON, as in a checkpoint
+    assert restored.state_dict() == moments.state_dict()
+
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+    sft, reward = stages
+    merged = os.path.join(sft, "merged")
+    assert reward_kind(reward, None, merged, separate=False) == "adapter"  # trained on this very base
+    assert reward_kind(reward, None, merged, separate=True) == "model"
+    assert reward_kind(reward, None, str(tmp_path), separate=False) == "model"  # another base: its own model
+    assert reward_kind(None, "m:f", merged, separate=False) == "function"
+
+
+def test_sampling_stops_at_eos_only_when_asked(stages):
+    """With stop_at_eos off the model's own EOS must not end generation; with it on, only padding follows EOS."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.config import AdapterConfig
+    from alignment.ppo.model import build_ppo_model, lora_config
+    from alignment.ppo.rollout import left_pad, sample
+
+    merged = os.path.join(stages[0], "merged")
+    tok = AutoTokenizer.from_pretrained(merged)
+    model = build_ppo_model(AutoModelForCausalLM.from_pretrained(merged), lora_config(AdapterConfig(r=4)))
+    queries, mask = left_pad([tok("Review of the cafe:")["input_ids"], tok("Review of the gym:")["input_ids"]] * 8, 0)
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    torch.manual_seed(0)
+    free = sample(Accelerator(cpu=True), model, queries, mask, 48, 1.0, pad, None)
+    assert free.responses.shape == (16, 48) and bool(free.response_mask.all()) and not free.contains_eos.any()
+    after_eos = [row[(row == eos).nonzero()[0, 0] + 1 :] for row in free.responses if (row == eos).any()]
+    assert any((rest != pad).any() for rest in after_eos)  # generation went on past an EOS
+    stopped = sample(Accelerator(cpu=True), model, queries, mask, 48, 1.0, pad, eos)
+    assert stopped.contains_eos.any()
+    for row, m in zip(stopped.responses, stopped.response_mask):
+        assert (row[~m] == pad).all() and (row[m] != pad).all()
