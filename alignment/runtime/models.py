@@ -111,5 +111,5 @@ def stage_model_path(folder: str) -> str:
         with open(manifest) as f:
             target = json.load(f).get("outputs", {}).get("model")
         if target:
-            return target if os.path.isabs(target) else os.path.join(folder, target)
+            return os.path.normpath(target if os.path.isabs(target) else os.path.join(folder, target))
     return folder
