@@ -34,11 +34,11 @@ class DemoConfig:
     seed: int = 42
     """Seed of every stage."""
     annotators: AnnotatorsConfig = field(default_factory=lambda: AnnotatorsConfig(count=3, temperature=1.0))
-    sample: list[str] = field(default_factory=lambda: ["repeats=8", "k=4", "max_new_tokens=40"])
+    sample: list[str] = field(default_factory=lambda: ["repeats=24", "k=4", "max_new_tokens=40"])
     """Overrides for the sampling stage."""
     sft: list[str] = field(default_factory=list)
     """Overrides for SFT."""
-    reward: list[str] = field(default_factory=list)
+    reward: list[str] = field(default_factory=lambda: ["train.epochs=3"])
     """Overrides for the reward stage."""
     ppo: list[str] = field(default_factory=list)
     """Overrides for PPO."""
