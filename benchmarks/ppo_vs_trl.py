@@ -1,6 +1,6 @@
 """One-base PPO (`rlhf ppo`) vs the last TRL PPO (trl 0.29.1, `trl.experimental.ppo`, PEFT variant), same run.
 
-    python benchmarks/ppo_vs_trl.py                          # ~84M-param Llama, fp32, CPU, batch 8, 32 tokens, 64 episodes
+    python benchmarks/ppo_vs_trl.py                           # 84M Llama, fp32, CPU, batch 8, 32 tokens, 64 episodes
     python benchmarks/ppo_vs_trl.py --layers 2 --episodes 16  # a quick look
 
 TRL 0.29.1 is installed by this script into its own venv (benchmarks/.venv/trl-0.29.1, gitignored) with
@@ -13,7 +13,8 @@ the same prompts, batch, response length, PPO epochs, temperature and episodes:
 (b) TRL with `peft_config` (its lightest setup): policy base + LoRA (reference = adapter off), plus a
     full reward model and a full, fully trained value model (TRL's PPO has no value/reward adapters).
 Both use `--threads` torch threads (default 1: on shared CPU cores, extra threads spin against other
-processes and timings stop meaning anything). Peak memory is each process's peak RSS (getrusage). Episodes/s is episodes over the training-loop time
+processes and timings stop meaning anything). Peak memory is each process's peak RSS (getrusage).
+Episodes/s is episodes over the training-loop time
 (ours: the sum of the update times it logs; TRL: `trainer.train()`). Prints both ratios.
 """
 

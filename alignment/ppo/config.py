@@ -132,7 +132,8 @@ class PPOTrainConfig:
     log_steps: int = 1
     """Log metrics every this many updates."""
     sample_steps: int = 10
-    """Log a table of sample completions (prompt, completion, score) every this many updates; 0 never."""
+    """Log a table of sample completions (prompt, completion, score) at the first update and every this many
+    updates; 0 never."""
     sample_rows: int = 8
     """Rows in each sample table."""
 
@@ -140,7 +141,8 @@ class PPOTrainConfig:
 @dataclass
 class PPOConfig:
     output_dir: str = ""
-    """Run folder: policy adapter (top level), tokenizer, optional merged/, checkpoints, metrics.jsonl, manifest.json."""
+    """Run folder: policy adapter (top level), tokenizer, optional merged/, checkpoints, metrics.jsonl and
+    manifest.json."""
     seed: int = 42
     """Seed for adapter init, prompt order, sampling and minibatch shuffling (the same on every process)."""
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -280,7 +280,8 @@ def train(cfg: PPOConfig) -> dict:
         metrics = dict(zip(names, mean))
         metrics.update({
             "val/num_eos": num_eos, "objective/kl_coef": beta, "lr": scheduler.get_last_lr()[0],
-            "episodes": step * batch_global, "time/generation_share": (t_generated - t_start) / max(t_end - t_start, 1e-9),
+            "episodes": step * batch_global,
+            "time/generation_share": (t_generated - t_start) / max(t_end - t_start, 1e-9),
             "time/episodes_per_second": batch_global / max(t_end - t_start, 1e-9),
         })  # fmt: skip
         kl_ctl.update(metrics["objective/kl"], batch_global)

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 # One thread: the tiny model gains nothing from more, and shared CI cores make extra threads much slower.
 ENV = {"OMP_NUM_THREADS": "1"}
 PPO = ["configs/ppo.yaml", "rollout.per_device_batch_size=8", "rollout.response_length=12", "ppo.epochs=2",
-       "ppo.num_minibatches=2", "ppo.gradient_accumulation_steps=2", "train.log_steps=1", "train.sample_steps=2"]  # fmt: skip
+       "ppo.num_minibatches=2", "ppo.gradient_accumulation_steps=2", "train.log_steps=1",
+       "train.sample_steps=2"]  # fmt: skip
 REQUIRED = [
     "objective/kl", "objective/entropy", "objective/rlhf_reward", "objective/scores", "policy/approxkl",
     "policy/clipfrac", "loss/policy", "loss/value", "val/ratio", "val/num_eos", "lr", "episodes",
