@@ -121,7 +121,10 @@ def train(cfg: SFTConfig) -> dict:
     )
     optimizer, scheduler = optim.build(model, t, steps)
     set_deepspeed_batch(accelerator, t.per_device_batch_size)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is not prepared: Accelerate would step it once per process per optimizer step
+    # (it assumes a sharded dataloader); it is stepped by hand below and checkpointed with the rest.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
     start, run_id = 0, new_run_id()
@@ -155,7 +158,8 @@ def train(cfg: SFTConfig) -> dict:
                 if accelerator.sync_gradients and t.max_grad_norm > 0:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad()
             window["loss"] += loss.item() / t.gradient_accumulation_steps
             window["tokens"] += int(

@@ -10,6 +10,21 @@ from tests.conftest import accelerate_launch
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
+def single_process_schedule(lr: float, steps: int, warmup: int, at: list[int]) -> dict:
+    """The learning rate after each of `at` optimizer steps, as one process steps the cosine schedule."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+    out = {}
+    for step in range(1, steps + 1):
+        optimizer.step()
+        scheduler.step()
+        if step in at:
+            out[step] = scheduler.get_last_lr()[0]
+    return out
+
+
 @pytest.mark.parametrize("mode", ["ddp", "zero2", "zero3"])
 def test_two_process_sft(tmp_path, mode, builtin_model):
     from peft import PeftModel
@@ -30,6 +45,10 @@ def test_two_process_sft(tmp_path, mode, builtin_model):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [x["train/loss"] for x in lines if "train/loss" in x]
     assert len(losses) == 4 and losses[-1] < losses[0]  # logged once (main process only), and falling
+    # One scheduler step per optimizer step on every rank: the cosine schedule ends at 0 at step 8,
+    # and at step 4 it is halfway (a schedule stepped once per process would already be at 0).
+    lrs = {x["step"]: x["train/learning_rate"] for x in lines if "train/learning_rate" in x}
+    assert lrs == pytest.approx(single_process_schedule(lr=3e-3, steps=8, warmup=1, at=sorted(lrs)))
     assert (out / "checkpoints" / "step-4" / "trainer_state.json").is_file()
     # The adapter was gathered from the shards (ZeRO-3) and is a trained one: loads and changes outputs.
     lora_b = [t for k, t in load_file(out / "adapter_model.safetensors").items() if "lora_B" in k]
