@@ -24,8 +24,8 @@ from alignment.config import (
 @dataclass
 class PPODataConfig:
     path: str = "builtin:reviews-prompts"
-    """Prompt rows (`prompt`: a string or a message list; other columns ignored): a jsonl/json/parquet/csv file,
-    a `datasets` folder, a hub id, or `builtin:reviews-prompts`."""
+    """Prompt rows (`prompt`: a string or a message list, or `messages` minus the final answers): a
+    jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-prompts`."""
     split: str = "train"
     """Split to read (dataset folders, hub ids and builtin data)."""
     limit: int | None = None

@@ -7,7 +7,6 @@ tokenizer, or a full model; it sees the decoded text), or a Python function `mod
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 
@@ -28,19 +27,6 @@ def reward_kind(path: str | None, function: str | None, base_path: str, separate
     recorded = tiny.resolve(models.adapter_base(path))
     same = os.path.exists(recorded) and os.path.samefile(recorded, base_path)
     return "adapter" if same else "model"
-
-
-def load_function(spec: str):
-    """The callable named by `module:function`."""
-    module_name, _, name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"reward.function: cannot import '{module_name}' ({e})") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ConfigError(f"reward.function: '{module_name}' has no function '{name}'")
-    return fn
 
 
 def call_function(fn, spec: str, prompts: list[str], completions: list[str]) -> torch.Tensor:

@@ -33,8 +33,9 @@ from alignment.ppo.rollout import encode_prompts, left_pad, response_logprobs, s
 from alignment.runtime import adapters, checkpoint, manifest, models, optim
 from alignment.runtime import logging as rlog
 from alignment.runtime.accelerator import finish, local_loading, make_accelerator, set_deepspeed_batch
-from alignment.runtime.data import load_rows
+from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
+from alignment.runtime.functions import load_function
 from alignment.runtime.sampler import IndexStream
 from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
 
@@ -60,15 +61,6 @@ def base_model_path(cfg: PPOConfig) -> str:
             "run SFT with save_merged=true or point at a full model"
         )
     return os.path.abspath(path) if os.path.exists(path) else path
-
-
-def load_prompts(cfg: PPOConfig) -> list:
-    d = cfg.data
-    rows = load_rows(d.path, d.split, d.limit)
-    for i, row in enumerate(rows):
-        if not isinstance(row.get("prompt"), (str, list)) or not row["prompt"]:
-            raise UserError(f"{d.path}:{i + 1}: expected a non-empty 'prompt' (string or message list)")
-    return [row["prompt"] for row in rows]
 
 
 def completion_texts(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
@@ -101,7 +93,7 @@ def train(cfg: PPOConfig) -> dict:
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
         # a pad equal to EOS would make every EOS look like padding (and the reward read before it)
         raise UserError("model: the tokenizer's pad token is its EOS token; set a distinct pad token")
-    prompts = load_prompts(cfg)
+    prompts = load_prompts(cfg.data.path, cfg.data.split, cfg.data.limit)
     encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
 
@@ -114,7 +106,7 @@ def train(cfg: PPOConfig) -> dict:
         from reward.model import read_stats
 
         stats = read_stats(c.path)
-    reward_fn = R.load_function(c.function) if kind == "function" else None
+    reward_fn = load_function(c.function, "reward.function") if kind == "function" else None
     reward_model = reward_tok = None
     if kind == "model":
         from reward.model import load_reward_model
