@@ -97,7 +97,9 @@ def pretrain(model, tokenizer, steps: int = 300, batch_size: int = 32, lr: float
     for step in range(steps):
         chunk = texts[(step * batch_size) % len(texts) :][:batch_size]
         # Documents end with EOS, as in real pretraining: the base knows how to stop.
-        enc = tokenizer([tokenizer.bos_token + t + tokenizer.eos_token for t in chunk], return_tensors="pt", padding=True)
+        enc = tokenizer(
+            [tokenizer.bos_token + t + tokenizer.eos_token for t in chunk], return_tensors="pt", padding=True
+        )
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         loss = model(**enc, labels=labels).loss
         loss.backward()
