@@ -27,7 +27,10 @@ XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+        # Locally a missing browser is a skip; in CI (which installs it via setup.sh) it is a failure.
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
