@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
-from alignment.config import SFTConfig, save_config
+from alignment.config import SFTConfig, save_config, to_dict
 from alignment.runtime import adapters, checkpoint, manifest, models, optim
 from alignment.runtime import logging as rlog
-from alignment.runtime.accelerator import finish, make_accelerator, set_deepspeed_batch
+from alignment.runtime.accelerator import finish, make_accelerator
 from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
@@ -120,11 +120,7 @@ def train(cfg: SFTConfig) -> dict:
         len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, t.gradient_accumulation_steps
     )
     optimizer, scheduler = optim.build(model, t, steps)
-    set_deepspeed_batch(accelerator, t.per_device_batch_size)
-    # The scheduler is not prepared: Accelerate would step it once per process per optimizer step
-    # (it assumes a sharded dataloader); it is stepped by hand below and checkpointed with the rest.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer = optim.prepare(accelerator, model, optimizer, scheduler, t.per_device_batch_size)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
     start, run_id = 0, new_run_id()
@@ -132,7 +128,7 @@ def train(cfg: SFTConfig) -> dict:
         state = checkpoint.load(accelerator, resume_from)
         start, run_id = state["step"], state["run_id"]
         log.info(f"sft: resumed from {resume_from} at step {start}")
-    tracker = Tracker(accelerator, cfg.tracking, cfg.output_dir, _config_dict(cfg), run_id, step=start)
+    tracker = Tracker(accelerator, cfg.tracking, cfg.output_dir, to_dict(cfg), run_id, step=start)
 
     # 5. Train: `steps` optimizer steps of `gradient_accumulation_steps` micro-batches each.
     stream = IndexStream(len(train_set), cfg.seed)
@@ -247,9 +243,3 @@ def tracker_last(output_dir: str) -> dict:
     for row in read_metrics(output_dir):
         last.update({k: v for k, v in row.items() if k.startswith("train/")})
     return last
-
-
-def _config_dict(cfg) -> dict:
-    from alignment.config import to_dict
-
-    return to_dict(cfg)

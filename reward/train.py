@@ -40,7 +40,7 @@ from alignment.config import (
 )
 from alignment.runtime import adapters, checkpoint, manifest, optim
 from alignment.runtime import logging as rlog
-from alignment.runtime.accelerator import finish, make_accelerator, set_deepspeed_batch
+from alignment.runtime.accelerator import finish, make_accelerator
 from alignment.runtime.data import load_rows
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
@@ -278,12 +278,7 @@ def train(cfg: RewardConfig) -> dict:
         len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, t.gradient_accumulation_steps
     )
     optimizer, scheduler = optim.build(model, t, steps)
-    set_deepspeed_batch(accelerator, t.per_device_batch_size)
-    # The scheduler is stepped by hand once per optimizer step: Accelerate's prepared scheduler steps
-    # num_processes times per step (it assumes per-process dataloaders), so on 2 ranks the schedule
-    # would end halfway through training. Registered so checkpoints still carry it.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer = optim.prepare(accelerator, model, optimizer, scheduler, t.per_device_batch_size)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
     start, run_id = 0, new_run_id()

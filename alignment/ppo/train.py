@@ -32,7 +32,7 @@ from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
 from alignment.ppo.rollout import encode_prompts, left_pad, response_logprobs, sample, score
 from alignment.runtime import adapters, checkpoint, manifest, models, optim
 from alignment.runtime import logging as rlog
-from alignment.runtime.accelerator import finish, local_loading, make_accelerator, set_deepspeed_batch
+from alignment.runtime.accelerator import finish, local_loading, make_accelerator
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
 from alignment.runtime.functions import load_function
@@ -137,11 +137,8 @@ def train(cfg: PPOConfig) -> dict:
     updates = math.ceil(cfg.train.total_episodes / batch_global)
     micro = r.per_device_batch_size // (p.num_minibatches * p.gradient_accumulation_steps)
     optimizer, scheduler = optim.build(ppo_model, cfg.train, updates * p.epochs * p.num_minibatches)
-    set_deepspeed_batch(accelerator, micro)
     _deepspeed_clipping(accelerator, cfg.train.max_grad_norm)
-    # stepped by hand once per optimizer step (a prepared scheduler steps once per process)
-    model, optimizer = accelerator.prepare(ppo_model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer = optim.prepare(accelerator, ppo_model, optimizer, scheduler, micro)
     unwrapped = accelerator.unwrap_model(model)
 
     # 5. Resume: weights, optimizer, schedule, RNG (Accelerate) + KL coefficient, running stats, run id.

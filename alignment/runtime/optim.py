@@ -18,3 +18,19 @@ def build(model, cfg: TrainConfig, total_steps: int, lr: float | None = None):
     warmup = math.ceil(cfg.warmup_ratio * total_steps)
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     return optimizer, scheduler
+
+
+def prepare(accelerator, model, optimizer, scheduler, micro_batch_size: int):
+    """Wrap model and optimizer for DDP/DeepSpeed; the scheduler stays ours.
+
+    The scheduler is not prepared: Accelerate would step it once per process per optimizer step
+    (it assumes a sharded dataloader, which we do not use), so on 2 ranks a schedule would end
+    halfway through training. Stages step it by hand on sync steps; it is registered so
+    checkpoints still carry it.
+    """
+    from alignment.runtime.accelerator import set_deepspeed_batch
+
+    set_deepspeed_batch(accelerator, micro_batch_size)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    return model, optimizer
