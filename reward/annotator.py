@@ -51,7 +51,7 @@ class ScriptedAnnotator:
     ):
         self.username, self.password = username, password
         self.score, self.temperature = score, temperature
-        self.rng = random.Random(seed)
+        self.seed = seed
         self.retries = retries
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
         self.token: str | None = None
@@ -92,7 +92,10 @@ class ScriptedAnnotator:
         """Ranks aligned to completion positions, as the submit API expects."""
         by_pos = sorted(task["completions"], key=lambda c: c["position"])
         scores = [float(self.score(task["prompt"], c["text"])) for c in by_pos]
-        return plackett_luce_ranks(scores, self.temperature, self.rng)
+        # Noise drawn from (seed, task), not from a stream: which annotator of a pool with one seed
+        # draws a task depends on thread timing, and the ranks (hence the whole run) must not.
+        rng = random.Random(f"{self.seed}:{task['task_id']}")
+        return plackett_luce_ranks(scores, self.temperature, rng)
 
     def submit(self, task_id: int, ranks: list[int], key: str | None = None) -> httpx.Response:
         key = key or uuid.uuid4().hex

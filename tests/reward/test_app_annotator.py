@@ -45,3 +45,25 @@ def test_scripted_annotator_ranks_every_task_through_the_api(store):
     assert len(rows) == 5 and all(r["ranks"] == [3, 2, 1] for r in rows)
     assert {a["ranking_id"] for a in bot.acknowledged} == {r["ranking_id"] for r in rows}
     assert bot.run() == 0  # nothing left
+
+
+def test_noise_depends_on_the_task_and_seed_not_on_who_draws_it():
+    # The pipeline's annotators share a seed when each task gets one ranking: which thread leases a task
+    # is timing, so the ranks (and everything trained on them) must be a function of the task alone.
+    def task(task_id):
+        texts = ["a b c", "a b", "a b c d", "a"]
+        return {
+            "task_id": task_id,
+            "prompt": "p",
+            "completions": [{"position": i, "text": t} for i, t in enumerate(texts)],
+        }
+
+    def bot(name, seed):
+        return ScriptedAnnotator("http://unused", name, "pw", lambda p, t: len(t.split()), temperature=2.0, seed=seed)
+
+    first, second = bot("one", 7), bot("two", 7)
+    forward = [first.rank(task(i)) for i in range(40)]
+    backward = [second.rank(task(i)) for i in reversed(range(40))][::-1]
+    assert forward == backward
+    assert len({tuple(r) for r in forward}) > 1  # really noisy at this temperature
+    assert [bot("three", 8).rank(task(i)) for i in range(40)] != forward  # another seed, other noise
