@@ -31,6 +31,8 @@ from alignment.config import UserError, require
 from alignment.runtime.functions import load_scorer
 
 STAGES = ["sft", "sample", "rank", "export", "reward", "ppo"]
+# The checkout this package runs from (an editable install or a clone): its configs/ are the defaults.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -160,8 +162,11 @@ def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=prin
         show(f"rank: server {server.url}, {len(names)} scripted annotators")
 
         def work(i: int) -> None:
+            # One task, one ranking (per_task 1): every annotator shares the seed, so a task's ranks are
+            # the same whichever thread leases it and the run is reproducible. With overlap they differ.
+            seed = cfg.seed + (i if cfg.annotators.per_task > 1 else 0)
             annotator = ScriptedAnnotator(
-                server.url, names[i], cfg.annotators.password, judge, cfg.annotators.temperature, seed=cfg.seed + i
+                server.url, names[i], cfg.annotators.password, judge, cfg.annotators.temperature, seed=seed
             )
             saved[i] = annotator.run()
             annotator.close()
@@ -195,6 +200,17 @@ def wait_for_people(cfg: PipelineConfig, store_url: str, show=print) -> int:
     return done
 
 
+def stage_config(path: str) -> str:
+    """A stage YAML as given, or, when a relative path is not found from here, the checkout's own copy.
+
+    So `rlhf demo` and `rlhf pipeline` with their default `configs/*.yaml` work from any folder.
+    """
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = os.path.join(PROJECT_ROOT, path)
+    return candidate if os.path.exists(candidate) else path
+
+
 def run(cfg: PipelineConfig, show=print) -> dict:
     runner = Runner(cfg, show)
     out = os.path.abspath(cfg.output_dir)
@@ -205,7 +221,12 @@ def run(cfg: PipelineConfig, show=print) -> dict:
 
     # 1. SFT (once): every round's policy and reward model start from it.
     if start_at <= 0:
-        runner.run("sft", "sft", [cfg.sft_config, f"output_dir={sft_dir}", f"seed={cfg.seed}", *cfg.sft], train=True)
+        runner.run(
+            "sft",
+            "sft",
+            [stage_config(cfg.sft_config), f"output_dir={sft_dir}", f"seed={cfg.seed}", *cfg.sft],
+            train=True,
+        )
     policy = sft_dir
     for rnd in range(1, cfg.rounds + 1):
         first = rnd == 1
@@ -238,13 +259,13 @@ def run(cfg: PipelineConfig, show=print) -> dict:
         if not first or start_at <= 4:
             kwise = os.path.join(paths["export"], "kwise")
             runner.run(f"round-{rnd}/reward", "reward", [
-                cfg.reward_config, f"output_dir={paths['reward']}", f"model.name_or_path={sft_dir}",
+                stage_config(cfg.reward_config), f"output_dir={paths['reward']}", f"model.name_or_path={sft_dir}",
                 f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.reward,
             ], train=True)  # fmt: skip
 
         # 6. PPO on one frozen base (the SFT model) against this round's reward model.
         runner.run(f"round-{rnd}/ppo", "ppo", [
-            cfg.ppo_config, f"output_dir={paths['ppo']}", f"model.name_or_path={sft_dir}",
+            stage_config(cfg.ppo_config), f"output_dir={paths['ppo']}", f"model.name_or_path={sft_dir}",
             f"reward.path={paths['reward']}", f"seed={cfg.seed}", *cfg.ppo,
         ], train=True)  # fmt: skip
         policy = paths["ppo"]
