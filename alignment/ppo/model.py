@@ -30,6 +30,8 @@ from torch import nn
 
 from alignment.config import AdapterConfig, UserError
 
+# What PEFT names a sequence-classification head in `modules_to_save` (it adds both for SEQ_CLS).
+HEAD_NAMES = frozenset({"score", "classifier"})
 ROLES = ("policy", "value", "reward", "reference", "policy_and_value")
 
 
@@ -61,10 +63,13 @@ def disable_dropout(model: nn.Module) -> None:
 
 
 def read_reward_adapter(folder: str):
-    """(LoraConfig for a causal LM, LoRA weights, score-head weights) from a reward stage adapter folder.
+    """(LoraConfig for a causal LM, adapter weights, score-head weights) from a reward stage adapter folder.
 
     The LoRA keys of a sequence-classification and a causal-LM model of one architecture are the same
-    (both keep the backbone under the same attribute); the head is whatever `modules_to_save` names.
+    (both keep the backbone under the same attribute). Of the adapter's `modules_to_save`, the
+    classification head (`score`/`classifier`) becomes `reward_head`; any other module trained in
+    full (e.g. `embed_tokens`) stays in the adapter as the reward's own copy, used only while the
+    reward role runs.
     """
     from peft import PeftConfig
     from peft.utils import load_peft_weights
@@ -74,21 +79,22 @@ def read_reward_adapter(folder: str):
     cfg = copy.deepcopy(PeftConfig.from_pretrained(folder))
     if cfg.peft_type != "LORA":
         raise UserError(f"reward adapter: '{folder}' is a {cfg.peft_type} adapter; one-base PPO needs LoRA")
-    head_names = set(cfg.modules_to_save or [])
+    saved = set(cfg.modules_to_save or [])
+    head_names = saved & HEAD_NAMES
     weights = load_peft_weights(folder, device="cpu")
-    lora, head = {}, {}
+    adapter, head = {}, {}
     for key, value in weights.items():
         module, _, param = key.rpartition(".")
         if module.rpartition(".")[2] in head_names:
             head[param] = value
         else:
-            lora[key] = value
+            adapter[key] = value
     if "weight" not in head:
-        raise UserError(f"reward adapter: '{folder}' saves no score head (modules_to_save={sorted(head_names)})")
-    cfg.modules_to_save = None
+        raise UserError(f"reward adapter: '{folder}' saves no score head (modules_to_save={sorted(saved)})")
+    cfg.modules_to_save = sorted(saved - HEAD_NAMES) or None
     cfg.task_type = "CAUSAL_LM"
     cfg.inference_mode = True
-    return cfg, lora, head
+    return cfg, adapter, head
 
 
 class PPOModel(nn.Module):
@@ -371,7 +377,9 @@ def build_ppo_model(
             raise UserError("init_value_from_reward needs a reward adapter")
         if share_policy_value:
             raise UserError("init_value_from_reward and share_policy_value exclude each other (one adapter, two inits)")
-        value_config = reward_cfg
+        # LoRA only: the value trains LoRA weights, never a full copy of a module the reward saved
+        value_config = copy.deepcopy(reward_cfg)
+        value_config.modules_to_save = None
         value_head = nn.Linear(hidden, 1, bias=reward_head.bias is not None)
         value_head.load_state_dict({k: v[:1].clone() for k, v in reward_head.state_dict().items()})
     else:
@@ -384,7 +392,8 @@ def build_ppo_model(
         value_config.inference_mode = False
         peft_model.add_adapter("value", value_config)
         if init_value_from_reward:
-            _load_adapter_weights(peft_model, reward_lora, "value", reward_adapter)
+            lora_only = {k: v for k, v in reward_lora.items() if "lora_" in k}
+            _load_adapter_weights(peft_model, lora_only, "value", reward_adapter)
     peft_model.set_adapter("policy")
     # both heads stay float32 whatever the base dtype: values and scores feed fp32 PPO math
     value_head.to(base.device)
@@ -397,8 +406,8 @@ def _load_adapter_weights(peft_model, weights: dict, adapter_name: str, folder: 
     from peft import set_peft_model_state_dict
 
     result = set_peft_model_state_dict(peft_model, weights, adapter_name=adapter_name)
-    missing = [k for k in result.missing_keys if f".{adapter_name}." in k and "lora_" in k]
-    unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+    missing = [k for k in result.missing_keys if f".{adapter_name}." in k and ("lora_" in k or "modules_to_save" in k)]
+    unexpected = [k for k in result.unexpected_keys if "lora_" in k or "modules_to_save" in k]
     if missing or unexpected:
         raise UserError(
             f"reward adapter: '{folder}' does not fit this base "

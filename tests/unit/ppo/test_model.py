@@ -342,3 +342,37 @@ def test_gradient_checkpointing_recomputes_with_the_forward_adapter(folders):
     assert _requiring_grad(model) == _expected_trainable(model)
     model.gradient_checkpointing_disable()
     assert not model.is_gradient_checkpointing
+
+
+def test_reward_adapter_with_its_own_embeddings_touches_no_other_role(folders, tmp_path):
+    # A reward LoRA that also trained the embeddings in full (modules_to_save=["embed_tokens"], what a
+    # small base needs to learn new word meanings) keeps that copy to the reward role alone.
+    base_dir, _ = folders
+    reward_dir = str(tmp_path / "reward_emb")
+    classifier = LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    cfg = LoraConfig(
+        r=4, lora_alpha=8, target_modules="all-linear", task_type=TaskType.SEQ_CLS, modules_to_save=["embed_tokens"]
+    )
+    reward = get_peft_model(classifier, cfg)
+    with torch.no_grad():
+        for name, param in reward.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                param.normal_(0, 0.2)
+    reward.save_pretrained(reward_dir)
+
+    model = build_ppo_model(LlamaForCausalLM.from_pretrained(base_dir), _lora(), _lora(8), reward_dir)
+    ids = torch.tensor([[1, 5, 6, 7, EOS, PAD, PAD], [1, 8, 9, 10, 11, 12, EOS], [1, 4, EOS, PAD, PAD, PAD, PAD]])
+    mask = (ids != PAD).long()
+    reference = PeftModel.from_pretrained(
+        LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1), reward_dir
+    )
+    with torch.no_grad():
+        expected = reference.eval()(input_ids=ids, attention_mask=mask).logits[:, 0]
+    torch.testing.assert_close(model(ids, mask, role="reward"), expected, rtol=1e-5, atol=1e-6)
+
+    plain = LlamaForCausalLM.from_pretrained(base_dir)
+    with torch.no_grad():
+        base_logits = plain(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    for role in ("reference", "policy"):  # LoRA B is zero at init: both are the base, embeddings included
+        torch.testing.assert_close(model(ids, mask, role=role), base_logits, rtol=0, atol=0)
+    assert _requiring_grad(model) == _expected_trainable(model)
