@@ -8,7 +8,8 @@ an empty panel, never an error):
   sft/metrics.jsonl        `train/loss`, `eval/loss`
   reward/metrics.jsonl     `train/loss`, `reward/accuracy`;  reward/eval.json: held-out `accuracy`, `pairs`
   ppo/metrics.jsonl        `objective/kl`, `objective/scores` (the proxy), `objective/rlhf_reward`, and a gold
-                           score per update if logged (`objective/gold`, `objective/gold_scores` or `gold/*`)
+                           score per update if logged (`objective/monitor` from PPO's `reward.monitor`,
+                           `objective/gold`, `objective/gold_scores` or `gold/*`)
   eval/eval.json           `rlhf eval` of the `sft` and `ppo` policies with the gold judge (`judge`), win rates, KL
                            (to eval.json's `reference`: pass the SFT folder as `reference` for PPO's own KL)
 Other layouts (a later round's folders) are named with `folders=`, e.g. {"ppo": "round-2/ppo"}.
@@ -32,7 +33,7 @@ FIGURE_KEYS = {
 }
 FOLDERS = {"sft": "sft", "reward": "reward", "ppo": "ppo", "eval": "eval"}
 """Where each stage's outputs sit under run_dir; `folders=` overrides some (e.g. {"ppo": "round-2/ppo"})."""
-GOLD_KEYS = ("objective/gold", "objective/gold_scores", "objective/gold_reward", "gold/mean", "gold/reward")
+GOLD_KEYS = ("objective/monitor", "objective/gold", "objective/gold_scores", "objective/gold_reward", "gold/mean", "gold/reward")
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -320,7 +321,9 @@ def write_report(run_dir: str, figures: dict, folders: dict | None = None, gold:
     reward_eval = read_json(stage_file(run_dir, folders, "reward", "eval.json"))
     ppo_rows = read_jsonl(stage_file(run_dir, folders, "ppo", "metrics.jsonl"))
     gold_note = ""
-    if gold and not gold_key(ppo_rows):
+    if gold_key(ppo_rows) == "objective/monitor":
+        gold_note = " Gold per update is the mean gold score of all that update's rollouts (PPO's `reward.monitor`)."
+    elif gold and not gold_key(ppo_rows):
         per_step = gold_from_samples(read_jsonl(stage_file(run_dir, folders, "ppo", "samples.jsonl")), gold)
         ppo_rows = [{**r, "objective/gold": per_step[r["step"]]} if r.get("step") in per_step else r for r in ppo_rows]
         if per_step:

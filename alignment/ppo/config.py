@@ -54,6 +54,9 @@ class PPORewardConfig:
     function: str | None = None
     """Programmatic reward `module:function`, called as function(prompts, completions) with lists of strings,
     returning one float per completion. Excludes `path`."""
+    monitor: str | None = None
+    """A `module:function` like `function`, scored on every rollout and logged as `objective/monitor`, never
+    trained on: a metric you trust (a gold preference, a safety classifier) to watch the proxy against."""
     normalize: Literal["auto", "stats", "running", "none"] = "auto"
     """Score normalisation: `stats` (the reward folder's reward_stats.json), `running` (running mean/std of all
     scores so far), `none`; `auto` is stats with a reward folder and none with a function."""
@@ -167,6 +170,8 @@ class PPOConfig:
             raise ConfigError("set exactly one of 'reward.path' (a reward-stage folder) or 'reward.function'")
         if self.reward.function and ":" not in self.reward.function:
             raise ConfigError(f"'reward.function' must be module:function, got '{self.reward.function}'")
+        if self.reward.monitor and ":" not in self.reward.monitor:
+            raise ConfigError(f"'reward.monitor' must be module:function, got '{self.reward.monitor}'")
         if self.reward.function and self.reward.normalize == "stats":
             raise ConfigError("'reward.normalize' = stats needs a reward folder's reward_stats.json, not a function")
         if self.reward.function and self.value.init_from_reward:

@@ -107,6 +107,7 @@ def train(cfg: PPOConfig) -> dict:
 
         stats = read_stats(c.path)
     reward_fn = load_function(c.function, "reward.function") if kind == "function" else None
+    monitor_fn = load_function(c.monitor, "reward.monitor") if c.monitor else None
     reward_model = reward_tok = None
     if kind == "model":
         from reward.model import load_reward_model
@@ -178,11 +179,12 @@ def train(cfg: PPOConfig) -> dict:
         orders = [torch.randperm(B, generator=shuffle).to(device) for _ in range(p.epochs)]
         old = score(model, rollout, orders[0], micro, r.temperature, with_reward=kind == "adapter")
         mask = rollout.response_mask
+        if kind != "adapter" or monitor_fn is not None:
+            prompt_texts = [prompt_text(tokenizer, prompts[i]) for i in indices]
+            completions = completion_texts(tokenizer, rollout.responses, mask)
         if kind == "adapter":
             raw = old.reward_scores
         else:
-            prompt_texts = [prompt_text(tokenizer, prompts[i]) for i in indices]
-            completions = completion_texts(tokenizer, rollout.responses, mask)
             if kind == "function":
                 raw = R.call_function(reward_fn, c.function, prompt_texts, completions).to(device)
             else:
@@ -260,11 +262,14 @@ def train(cfg: PPOConfig) -> dict:
                           scores.mean().item(), raw.float().mean().item(), mask.sum(-1).float().mean().item()],
                          dtype=torch.float64),
         ]).to(device)  # fmt: skip
+        if monitor_fn is not None:  # watched, never optimised
+            watched = R.call_function(monitor_fn, c.monitor, prompt_texts, completions).mean().item()
+            local = torch.cat([local, torch.tensor([watched], dtype=torch.float64, device=device)])
         mean = accelerator.reduce(local, reduction="mean").cpu().tolist()
         num_eos = int(accelerator.reduce(rollout.contains_eos.sum().to(device), reduction="sum").item())
         names = UPDATE_STATS + FIRST_STATS + [
             "objective/kl", "objective/entropy", "objective/rlhf_reward", "objective/scores", "objective/raw_scores",
-            "val/response_length",
+            "val/response_length", *(["objective/monitor"] if monitor_fn is not None else []),
         ]  # fmt: skip
         metrics = dict(zip(names, mean))
         metrics.update({

@@ -149,10 +149,12 @@ def test_python_reward_function(tmp_path, stages):
     r = run_cli("ppo", *PPO, f"output_dir={out}", f"model.name_or_path={sft}", "reward.path=null",
                 "reward.function=alignment.ppo.rewards:gold", "rollout.missing_eos_penalty=null",
                 "value.share_with_policy=true", "rollout.stop_at_eos=false", "train.total_episodes=16",
-                env=ENV)  # fmt: skip
+                "reward.monitor=alignment.ppo.rewards:gold", env=ENV)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "manifest.json").read_text())["reward_kind"] == "function"
     assert all(x["val/response_length"] == 12 for x in lines(out))
+    # The monitor scores every rollout; here it is the reward itself, so it equals the unnormalised scores.
+    assert all(x["objective/monitor"] == pytest.approx(x["objective/raw_scores"]) for x in lines(out))
     samples = lines(out, "samples.jsonl")
     assert samples and all(s["score"] == gold_reward(s["completion"]) for s in samples)  # no normalisation, no penalty
     assert "lora_A" in "".join(adapter_tensors(out))
@@ -174,6 +176,9 @@ def test_bad_reward_settings_are_one_line_errors(tmp_path, stages):
     r = run_cli("ppo", "configs/ppo.yaml", f"output_dir={tmp_path}", f"model.name_or_path={sft}", "reward.path=null",
                 "reward.function=no_such_module:fn", env=ENV)  # fmt: skip
     assert r.returncode == 2 and "reward.function" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("ppo", "configs/ppo.yaml", f"output_dir={tmp_path}", f"model.name_or_path={sft}",
+                f"reward.path={reward}", "reward.monitor=gold_without_module", env=ENV)  # fmt: skip
+    assert r.returncode == 2 and "reward.monitor" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("ppo", "configs/ppo.yaml", f"output_dir={tmp_path}", "rollout.per_device_batch_size=6",
                 "ppo.num_minibatches=4", env=ENV)  # fmt: skip
     assert r.returncode == 2 and "rollout.per_device_batch_size" in r.stderr
