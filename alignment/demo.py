@@ -25,6 +25,7 @@ from alignment.pipeline import run as run_pipeline
 from alignment.runtime.functions import load_scorer
 
 GOLD = "alignment.assets.reviews:gold_reward"
+GOLD_BATCH = "alignment.ppo.rewards:gold"  # the same preference as a (prompts, completions) batch function
 
 
 @dataclass
@@ -40,10 +41,10 @@ class DemoConfig:
     """Overrides for SFT."""
     reward: list[str] = field(default_factory=lambda: ["train.epochs=3"])
     """Overrides for the reward stage."""
-    ppo: list[str] = field(default_factory=list)
-    """Overrides for PPO."""
-    eval_samples: int = 16
-    """Completions per held-out prompt for the final comparison."""
+    ppo: list[str] = field(default_factory=lambda: [f"reward.monitor={GOLD_BATCH}"])
+    """Overrides for PPO (gold is watched on every rollout, never trained on: the overoptimisation view)."""
+    eval_samples: int = 64
+    """Completions per held-out prompt for the final comparison (6 prompts: 384 pairs, win-rate stderr ~2%)."""
 
     def validate(self) -> None:
         require(self, "output_dir")

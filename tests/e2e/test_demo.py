@@ -1,0 +1,49 @@
+"""`rlhf demo` exactly as the README runs it (every default), asserting the figures its report claims.
+
+The run is deterministic for its seed (annotators' noise is a function of the task, not of which
+thread ranks it), so these bounds hold with margin rather than by luck; the README quotes the same run.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_aligns_the_tiny_model_and_reports_it(tmp_path):
+    out = tmp_path / "demo"
+    # From a folder outside the checkout: the default stage configs are found all the same.
+    proc = subprocess.run(
+        [sys.executable, "-m", "alignment", "demo", f"output_dir={out}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    s = json.loads((out / "demo.json").read_text())
+
+    # The acceptance figures: PPO beats SFT by the hidden gold preference, at a bounded KL.
+    assert s["gold_win_rate"] >= 0.70, s
+    assert s["gold_ppo"] - s["gold_sft"] >= 0.8, s
+    assert s["samples"] >= 300  # enough held-out completions for the win rate's stderr to be small
+    assert s["gold_win_rate_stderr"] < 0.03, s
+    # The reward model learned the annotators' preference close to what their noise allows.
+    assert 0.68 <= s["reward_accuracy"] <= s["accuracy_ceiling"] + 0.05, s
+    assert 0.7 < s["accuracy_ceiling"] < 0.9, s
+    assert 0 < s["final_kl"] < 4.0, s
+    assert s["minutes"] < 10, s
+
+    # The report and its plots, with the printed summary on the terminal.
+    report = (out / "report.md").read_text()
+    for png in ("gold_reward.png", "overoptimization.png", "training.png"):
+        assert (out / png).stat().st_size > 10_000, png
+        assert f"]({png})" in report, png
+    assert f"{s['gold_win_rate']:.1%}" in report
+    assert "gold win rate PPO over SFT" in proc.stdout and f"{s['gold_win_rate']:.0%}" in proc.stdout
+    assert "best achievable under noise" in proc.stdout
