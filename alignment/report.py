@@ -33,7 +33,14 @@ FIGURE_KEYS = {
 }
 FOLDERS = {"sft": "sft", "reward": "reward", "ppo": "ppo", "eval": "eval"}
 """Where each stage's outputs sit under run_dir; `folders=` overrides some (e.g. {"ppo": "round-2/ppo"})."""
-GOLD_KEYS = ("objective/monitor", "objective/gold", "objective/gold_scores", "objective/gold_reward", "gold/mean", "gold/reward")
+GOLD_KEYS = (
+    "objective/monitor",
+    "objective/gold",
+    "objective/gold_scores",
+    "objective/gold_reward",
+    "gold/mean",
+    "gold/reward",
+)
 
 
 def read_jsonl(path: str) -> list[dict]:
