@@ -36,6 +36,10 @@ class RankConfig:
     """Browser sessions and API login tokens expire after this many hours."""
     cookie_secure: bool = False
     """Mark the session cookie Secure (set true behind HTTPS)."""
+    login_max_failures: int = 10
+    """Failed logins per (client, user name) within `login_window_seconds` before 429 (5x per client); 0 turns it off."""
+    login_window_seconds: float = 300.0
+    """The window failed logins are counted over."""
     export_config: str | None = None
     """YAML of export options the admin export button uses; None uses the export defaults."""
     seed: int | None = None

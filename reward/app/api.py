@@ -11,7 +11,7 @@ import math
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from reward.app.security import api_user, api_writer, bearer, require_admin
+from reward.app.security import api_user, api_writer, bearer, client_address, require_admin
 from reward.store import UserInfo
 
 router = APIRouter(prefix="/api")
@@ -38,10 +38,18 @@ def _cfg(request: Request):
 
 @router.post("/login")
 def login(body: LoginBody, request: Request):
-    store, cfg = request.app.state.store, _cfg(request)
+    store, cfg, limiter = request.app.state.store, _cfg(request), request.app.state.login_limiter
+    client = client_address(request)
+    wait = math.ceil(limiter.retry_after(client, body.username))
+    if wait > 0:
+        raise HTTPException(
+            status_code=429, detail=f"too many failed logins; try again in {wait} s", headers={"Retry-After": str(wait)}
+        )
     user = store.authenticate(body.username, body.password)
     if user is None:
+        limiter.failed(client, body.username)
         raise HTTPException(status_code=401, detail="wrong user name or password")
+    limiter.succeeded(client, body.username)
     token, _ = store.create_token(user.name, kind="api", ttl_seconds=cfg.session_hours * 3600)
     return {"token": token, "user": user.name, "role": user.role}
 

@@ -12,7 +12,14 @@ from markupsafe import Markup
 
 from alignment.config import UserError
 from reward.app.api import admin_stats, run_export
-from reward.app.security import LOGIN_CSRF_COOKIE, SESSION_COOKIE, check_csrf, csrf_matches, current_user
+from reward.app.security import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    check_csrf,
+    client_address,
+    csrf_matches,
+    current_user,
+)
 from reward.store import FLAG_KINDS
 
 router = APIRouter()
@@ -77,10 +84,15 @@ def login_submit(
 ):
     if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
         raise HTTPException(status_code=403, detail="missing or wrong CSRF token; reload the login page")
-    store, cfg = request.app.state.store, request.app.state.cfg
+    store, cfg, limiter = request.app.state.store, request.app.state.cfg, request.app.state.login_limiter
+    client = client_address(request)
+    if limiter.retry_after(client, username) > 0:
+        return RedirectResponse("/login?error=throttled&next=" + quote(_safe_next(next)), status_code=303)
     user = store.authenticate(username, password)
     if user is None:
+        limiter.failed(client, username)
         return RedirectResponse("/login?error=1&next=" + quote(_safe_next(next)), status_code=303)
+    limiter.succeeded(client, username)
     token, _ = store.create_token(user.name, kind="session", ttl_seconds=cfg.session_hours * 3600)
     store.log(user.id, "login")
     response = RedirectResponse(_safe_next(next), status_code=303)

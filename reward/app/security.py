@@ -75,3 +75,9 @@ async def api_writer(request: Request) -> UserInfo:
 def require_admin(user: UserInfo) -> None:
     if user.role != "admin":
         raise HTTPException(status_code=403, detail="admins only")
+
+
+def client_address(request) -> str:
+    """The peer address failed logins are counted under (behind a proxy: the proxy's, unless uvicorn is
+    started with --forwarded-allow-ips so it rewrites the peer from X-Forwarded-For)."""
+    return request.client.host if request.client else "unknown"

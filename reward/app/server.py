@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from alignment.config import UserError
+from reward.app.ratelimit import LoginLimiter
 from reward.app.security import CSP
 from reward.config import RankConfig
 from reward.store import Conflict, InvalidRanking, Store, open_store
@@ -49,6 +50,7 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
     app.state.cfg = cfg
     app.state.store = store or open_store(cfg.store, pool_size=16)
     app.state.rng = LockedRandom(cfg.seed)
+    app.state.login_limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
     templates = Jinja2Templates(directory=os.path.join(HERE, "templates"))
     # Jinja2Templates autoescapes .html; assert it, because every model output goes through these templates.
     assert templates.env.autoescape is True or callable(templates.env.autoescape)
