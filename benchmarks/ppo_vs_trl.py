@@ -125,6 +125,7 @@ def worker_ours(args, work: str, shared: bool = False) -> dict:
         "rollout.temperature=0.7", "ppo.epochs=4", "ppo.num_minibatches=1", "ppo.gradient_accumulation_steps=1",
         f"train.total_episodes={args.episodes}", "train.learning_rate=3e-6", "train.sample_steps=0",
         "kl.coef=0.05", f"value.share_with_policy={str(shared).lower()}",
+        f"model.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
     ])  # fmt: skip
     train(cfg)
     rows = read_metrics(out)
@@ -152,6 +153,7 @@ def worker_trl(args, work: str) -> dict:
         num_ppo_epochs=4, response_length=args.response_length, temperature=0.7, total_episodes=args.episodes,
         learning_rate=3e-6, kl_coef=0.05, stop_token="eos", missing_eos_penalty=1.0, num_sample_generations=0,
         local_rollout_forward_batch_size=args.batch, seed=42, disable_tqdm=True, logging_steps=1000,
+        gradient_checkpointing=args.gradient_checkpointing,
     )  # fmt: skip
     trainer = PPOTrainer(
         args=config, processing_class=tokenizer, model=policy, ref_model=None, reward_model=reward,
@@ -186,6 +188,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--response-length", type=int, default=32)
     parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass, on both sides (activations are most of the memory left)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each run (the same for both)")
     parser.add_argument("--worker", choices=["ours", "ours-shared", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -218,6 +225,7 @@ def main() -> None:
         )
     print(
         f"batch {args.batch}, response length {args.response_length}, {args.episodes} episodes, 4 PPO epochs, CPU fp32"
+        + (", gradient checkpointing on both sides" if args.gradient_checkpointing else "")
     )
     print("\n".join(rows))
     for label, r in [("ours", ours), ("ours, shared policy+value", shared)]:
