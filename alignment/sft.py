@@ -19,10 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
-from alignment.config import SFTConfig, save_config, to_dict
+from alignment.config import SFTConfig, to_dict
 from alignment.runtime import adapters, checkpoint, manifest, models, optim
-from alignment.runtime import logging as rlog
-from alignment.runtime.accelerator import finish, make_accelerator
+from alignment.runtime.accelerator import finish, start_stage
 from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
@@ -92,14 +91,7 @@ def evaluate(accelerator, model, examples: list[dict], batch_size: int, pad_id: 
 def train(cfg: SFTConfig) -> dict:
     # 1. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
     t = cfg.train
-    accelerator = make_accelerator(t.gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
-    log = rlog.setup(accelerator.is_main_process)
-    from accelerate.utils import set_seed
-
-    set_seed(cfg.seed)
-    resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    accelerator, log, resume_from = start_stage(cfg, t.gradient_accumulation_steps)
     rank, world = accelerator.process_index, accelerator.num_processes
 
     # 2. Data: tokenized with loss masks; optionally packed.

@@ -35,12 +35,10 @@ from alignment.config import (
     TrackingConfig,
     TrainConfig,
     require,
-    save_config,
     to_dict,
 )
 from alignment.runtime import adapters, checkpoint, manifest, optim
-from alignment.runtime import logging as rlog
-from alignment.runtime.accelerator import finish, make_accelerator
+from alignment.runtime.accelerator import finish, start_stage
 from alignment.runtime.data import load_rows
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
@@ -248,14 +246,7 @@ def flat_metrics(report: dict, prefix: str = "eval") -> dict:
 def train(cfg: RewardConfig) -> dict:
     # 1. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
     t = cfg.train
-    accelerator = make_accelerator(t.gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
-    log = rlog.setup(accelerator.is_main_process)
-    from accelerate.utils import set_seed
-
-    set_seed(cfg.seed)
-    resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    accelerator, log, resume_from = start_stage(cfg, t.gradient_accumulation_steps)
     rank, world = accelerator.process_index, accelerator.num_processes
 
     # 2. Data: rankings -> token ids per completion; held out by prompt.

@@ -24,15 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
-from alignment.config import UserError, save_config, to_dict
+from alignment.config import UserError, to_dict
 from alignment.ppo import losses as L
 from alignment.ppo import rewards as R
 from alignment.ppo.config import PPOConfig
 from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
 from alignment.ppo.rollout import encode_prompts, left_pad, response_logprobs, sample, score
 from alignment.runtime import adapters, checkpoint, manifest, models, optim
-from alignment.runtime import logging as rlog
-from alignment.runtime.accelerator import finish, local_loading, make_accelerator
+from alignment.runtime.accelerator import finish, local_loading, start_stage
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
 from alignment.runtime.functions import load_function
@@ -73,14 +72,7 @@ def completion_texts(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -> 
 def train(cfg: PPOConfig) -> dict:
     # 1. Runtime: accelerator, logging, the same seed on every process (identical adapter init).
     r, p = cfg.rollout, cfg.ppo
-    accelerator = make_accelerator(p.gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
-    log = rlog.setup(accelerator.is_main_process)
-    from accelerate.utils import set_seed
-
-    set_seed(cfg.seed)
-    resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    accelerator, log, resume_from = start_stage(cfg, p.gradient_accumulation_steps)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
 
     # 2. Prompts and tokenizer (the base's own: an SFT folder's merged model carries it).

@@ -78,3 +78,24 @@ def finish(accelerator) -> None:
     accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def start_stage(cfg, gradient_accumulation_steps: int):
+    """How every training stage begins: (accelerator, logger, checkpoint to resume from or None).
+
+    The same seed on every process (identical adapter init), W&B when `cfg.tracking.wandb`, and the
+    resolved config written beside the outputs by the main process.
+    """
+    from accelerate.utils import set_seed
+
+    from alignment.config import save_config
+    from alignment.runtime import checkpoint
+    from alignment.runtime import logging as rlog
+
+    accelerator = make_accelerator(gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
+    log = rlog.setup(accelerator.is_main_process)
+    set_seed(cfg.seed)
+    resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
+    if accelerator.is_main_process:
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    return accelerator, log, resume_from
