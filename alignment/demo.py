@@ -69,16 +69,15 @@ def noise_ceiling(export_dir: str, temperature: float) -> float | None:
     path = os.path.join(export_dir, "pairwise")
     if not os.path.isdir(path) or temperature <= 0:
         return None
+    from reward.model import completion_text
+
     gold = load_scorer(GOLD, "gold")
     test = datasets.load_from_disk(path)["test"]
     if len(test) == 0:
         return None
     total = 0.0
     for row in test:
-        chosen, rejected = row["chosen"], row["rejected"]
-        chosen = chosen if isinstance(chosen, str) else chosen[-1]["content"]
-        rejected = rejected if isinstance(rejected, str) else rejected[-1]["content"]
-        d = abs(gold(chosen) - gold(rejected))
+        d = abs(gold(completion_text(row["chosen"])) - gold(completion_text(row["rejected"])))
         total += 1 / (1 + math.exp(-d / temperature))
     return total / len(test)
 

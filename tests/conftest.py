@@ -42,12 +42,12 @@ def builtin_model() -> str:
     return tiny.resolve("builtin:tiny-llama")
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m alignment ...` in a fresh process, as a user would."""
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd=REPO) -> subprocess.CompletedProcess:
+    """Run `python -m alignment ...` in a fresh process, as a user would (from the checkout unless `cwd`)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "alignment", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=full_env,
         capture_output=True,
         text=True,

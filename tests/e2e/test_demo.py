@@ -5,11 +5,10 @@ thread ranks it), so these bounds hold with margin rather than by luck; the READ
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -17,14 +16,7 @@ pytestmark = pytest.mark.slow
 def test_demo_aligns_the_tiny_model_and_reports_it(tmp_path):
     out = tmp_path / "demo"
     # From a folder outside the checkout: the default stage configs are found all the same.
-    proc = subprocess.run(
-        [sys.executable, "-m", "alignment", "demo", f"output_dir={out}"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"},
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    proc = run_cli("demo", f"output_dir={out}", cwd=tmp_path, timeout=1200)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     s = json.loads((out / "demo.json").read_text())
 
