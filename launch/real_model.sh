@@ -50,7 +50,7 @@ if at 2 && ! python -m alignment rank users list store="$STORE" 2>/dev/null | gr
 fi
 
 if at 0; then
-    say "1/6 SFT of $MODEL on $SFT_DATA ($GPUS GPUs, ZeRO-3)"
+    say "1/6 SFT of $MODEL on $SFT_DATA ($GPUS processes, $LAUNCH)"
     launch sft "$SFT_CONFIG" output_dir="$RUN/sft" model.name_or_path="$MODEL" data.path="$SFT_DATA"
 fi
 
@@ -67,16 +67,13 @@ if at 2; then
         annotators_per_task="$PER_TASK" &
     server=$!
     trap 'kill $server 2>/dev/null || true' EXIT
-    until python - "$STORE" "$PER_TASK" "$RANKINGS" <<'EOF'
-import sys
-from reward.store import open_store
-
-store = open_store(sys.argv[1])
-need = int(sys.argv[3]) or store.count_tasks() * int(sys.argv[2])
-done = len(store.rankings())
+    # `rlhf rank status` counts what the app counts: rankings so far and rankings_needed (tasks x N).
+    until python -m alignment rank status store="$STORE" annotators_per_task="$PER_TASK" json=true | python -c '
+import json, sys
+o = json.load(sys.stdin)["overview"]
+done, need = o["rankings"], int(sys.argv[1]) or o["rankings_needed"]
 print(f"rankings {done}/{need}", flush=True)
-sys.exit(0 if done >= need else 1)
-EOF
+sys.exit(done < need)' "$RANKINGS"
     do sleep 60; done
     kill $server; wait $server 2>/dev/null || true
     trap - EXIT
@@ -88,13 +85,13 @@ if at 3; then
 fi
 
 if at 4; then
-    say "5/6 reward model: LoRA + score head on the SFT model ($GPUS GPUs, ZeRO-3)"
+    say "5/6 reward model: LoRA + score head on the SFT model ($GPUS processes, $LAUNCH)"
     launch reward "$REWARD_CONFIG" output_dir="$RUN/reward" model.name_or_path="$RUN/sft" \
         data.path="$RUN/export/kwise" data.eval_path="$RUN/export/kwise"
 fi
 
 if at 5; then
-    say "6/6 PPO: policy, value and reward adapters on one frozen SFT base ($GPUS GPUs, ZeRO-3)"
+    say "6/6 PPO: policy, value and reward adapters on one frozen SFT base ($GPUS processes, $LAUNCH)"
     launch ppo "$PPO_CONFIG" output_dir="$RUN/ppo" model.name_or_path="$RUN/sft" \
         reward.path="$RUN/reward" data.path="$RUN/export/kwise"
     say "done: the policy adapter is in $RUN/ppo; compare it with SFT on held-out prompts:"
