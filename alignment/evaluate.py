@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from alignment.config import ConfigError, ModelConfig, TrackingConfig, UserError, require, save_config, to_dict
 from alignment.ppo import losses as L
+from alignment.ppo.rollout import left_pad  # prompts against the right edge, as PPO samples them
 from alignment.runtime import data, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
@@ -170,17 +171,6 @@ class Batch:
     """[B, T] sampled ids, padding after the first EOS."""
     mask: torch.Tensor
     """[B, T] bool: real response tokens (through the first EOS)."""
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into (ids [B, P], attention mask [B, P])."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    return ids, mask
 
 
 @torch.no_grad()
