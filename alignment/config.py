@@ -32,8 +32,8 @@ class ConfigError(UserError):
 
 
 # ----------------------------------------------------------------------------------------------
-# Shared sub-configs. Stages compose these; each stage's own dataclass lives next to it below or in
-# its package (reward/config.py, alignment/ppo/config.py).
+# Shared sub-configs. Stages compose these; each stage's own dataclass lives beside the stage
+# (alignment/sft.py, reward/train.py, alignment/ppo/config.py, reward/rankings/config.py).
 
 
 @dataclass
@@ -128,45 +128,6 @@ class TrackingConfig:
     """W&B mode; None follows WANDB_MODE."""
     tags: list[str] = field(default_factory=list)
     """W&B tags."""
-
-
-@dataclass
-class SFTDataConfig:
-    path: str = ""
-    """jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-sft`."""
-    split: str = "train"
-    """Split to train on (for dataset folders and hub ids)."""
-    eval_path: str | None = None
-    """Separate eval data; otherwise `eval_size` rows are held out from `path`."""
-    eval_size: float = 0.0
-    """Held-out share (<1) or row count (>=1) when there is no eval_path."""
-    max_length: int = 512
-    """Tokens per example; longer ones are truncated from the right."""
-    packing: bool = False
-    """Concatenate examples into full max_length rows (attention stays within each example)."""
-    limit: int | None = None
-    """Use only the first N rows (quick runs)."""
-    completion_only_loss: bool = True
-    """Loss on completions / assistant turns only; False trains on the prompt too."""
-
-
-@dataclass
-class SFTConfig:
-    output_dir: str = ""
-    """Run folder: adapter, tokenizer, merged model, checkpoints, metrics.jsonl, manifest.json."""
-    seed: int = 42
-    """Seed for weights init, data order and dropout."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    data: SFTDataConfig = field(default_factory=SFTDataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    save_merged: bool = True
-    """Also save adapter+base merged into one model under output_dir/merged (the next stages' base)."""
-
-    def validate(self) -> None:
-        require(self, "output_dir", "data.path")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 
 from alignment.cli import parse_stage_args
 from alignment.config import require
+from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, evaluate
 from alignment.pipeline import AnnotatorsConfig, PipelineConfig
 from alignment.pipeline import run as run_pipeline
+from alignment.report import summary, write_report
 from alignment.runtime.functions import load_scorer
+from reward.model import completion_text
 
-GOLD = "alignment.assets.reviews:gold_reward"
-GOLD_BATCH = "alignment.ppo.rewards:gold"  # the same preference as a (prompts, completions) batch function
+GOLD = "alignment.assets.gold:gold_reward"
+GOLD_BATCH = "alignment.assets.gold:gold"  # the same preference as a (prompts, completions) batch function
 
 
 @dataclass
@@ -69,7 +72,6 @@ def noise_ceiling(export_dir: str, temperature: float) -> float | None:
     path = os.path.join(export_dir, "pairwise")
     if not os.path.isdir(path) or temperature <= 0:
         return None
-    from reward.model import completion_text
 
     gold = load_scorer(GOLD, "gold")
     test = datasets.load_from_disk(path)["test"]
@@ -104,7 +106,6 @@ def demo(cfg: DemoConfig) -> dict:
 
     # Compare SFT and PPO on held-out prompts by the hidden gold preference and the reward model.
     show("eval: SFT vs PPO on held-out prompts")
-    from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, evaluate
 
     evaluate(
         EvalConfig(
@@ -118,7 +119,6 @@ def demo(cfg: DemoConfig) -> dict:
             generation=EvalGenerationConfig(num_samples=cfg.eval_samples),
         )
     )
-    from alignment.report import summary, write_report
 
     figures = {"accuracy_ceiling": noise_ceiling(paths["export"], cfg.annotators.temperature)}
     report = write_report(out, figures, gold=GOLD)

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+from alignment.cli import parse_stage_args
 from alignment.config import ConfigError, ModelConfig, TrackingConfig, UserError, require, save_config, to_dict
 from alignment.ppo import losses as L
 from alignment.ppo.rollout import left_pad  # prompts against the right edge, as PPO samples them
@@ -35,6 +36,7 @@ from alignment.runtime import data, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
 from alignment.runtime.functions import load_scorer
+from reward.model import load_reward_model, score_texts
 
 
 @dataclass
@@ -78,7 +80,7 @@ class EvalConfig:
     """A reward-stage run folder; its score of every completion gives `reward` and reward win rates."""
     judge: str | None = None
     """Python score `module:function`, called per completion as f(completion) or f(completion, prompt) -> float;
-    e.g. `alignment.assets.reviews:gold_reward`."""
+    e.g. `alignment.assets.gold:gold_reward`."""
     pairs: list[list[str]] = field(default_factory=list)
     """Win-rate pairs [[a, b], ...] (rate of a over b); default: every other policy against the first."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -113,7 +115,6 @@ class EvalConfig:
 
 
 def main(argv: list[str]) -> int:
-    from alignment.cli import parse_stage_args
 
     cfg = parse_stage_args("rlhf eval", EvalConfig, argv, __doc__)
     if cfg is not None:
@@ -323,8 +324,6 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     # 4. Scores: the reward model's and the judge's, for every completion.
     if cfg.reward_model:
-        from reward.model import load_reward_model, score_texts
-
         log.info(f"eval: scoring with the reward model {cfg.reward_model}")
         reward_model, reward_tok = load_reward_model(cfg.reward_model, device=device)
         for run in runs.values():

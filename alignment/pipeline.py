@@ -29,6 +29,9 @@ from typing import Literal
 from alignment.cli import parse_stage_args
 from alignment.config import UserError, require
 from alignment.runtime.functions import load_scorer
+from reward.rankings.annotator import ScriptedAnnotator
+from reward.rankings.app.process import RankServer
+from reward.rankings.store import open_store
 
 STAGES = ["sft", "sample", "rank", "export", "reward", "ppo"]
 # The checkout this package runs from (an editable install or a clone): its configs/ are the defaults.
@@ -41,7 +44,7 @@ class AnnotatorsConfig:
     """`scripted`: simulated annotators rank through the server's API; `people`: wait for humans."""
     count: int = 3
     """Scripted annotators ranking in parallel."""
-    score: str = "alignment.assets.reviews:gold_reward"
+    score: str = "alignment.assets.gold:gold_reward"
     """Scripted annotators' hidden preference: `module:function` of (completion) or (prompt, completion)."""
     temperature: float = 1.0
     """Plackett-Luce noise of scripted annotators (0 = always the true order)."""
@@ -140,9 +143,6 @@ class Runner:
 
 def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=print) -> int:
     """Start the real ranking server and let scripted annotators rank every open task through its API."""
-    from reward.annotator import ScriptedAnnotator
-    from reward.app.process import RankServer
-    from reward.store import open_store
 
     score = load_scorer(cfg.annotators.score, "annotators.score")
 
@@ -181,8 +181,6 @@ def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=prin
 
 def wait_for_people(cfg: PipelineConfig, store_url: str, show=print) -> int:
     """Serve the ranking app until enough rankings exist; people log in with accounts made by `rlhf rank users`."""
-    from reward.app.process import RankServer
-    from reward.store import open_store
 
     store = open_store(store_url)
     needed = cfg.annotators.rankings or store.count_tasks() * cfg.annotators.per_task

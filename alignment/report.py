@@ -22,6 +22,8 @@ import json
 import math
 import os
 
+from alignment.evaluate import load_judge
+
 # Keys of `figures` (all optional): numbers the caller measured that are not in the folders, and overrides.
 FIGURE_KEYS = {
     "accuracy_ceiling": "best held-out accuracy achievable under the annotators' noise",
@@ -302,7 +304,6 @@ def plot_gold(s: dict, path: str) -> str:
 
 def gold_from_samples(samples: list[dict], gold: str) -> dict:
     """step -> mean gold score of the completions PPO logged at that update (its samples.jsonl tables)."""
-    from alignment.evaluate import load_judge
 
     judge = load_judge(gold)
     by_step: dict = {}

@@ -14,18 +14,73 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
-from alignment.config import SFTConfig, to_dict
+from alignment.config import (
+    AdapterConfig,
+    CheckpointConfig,
+    ModelConfig,
+    TrackingConfig,
+    TrainConfig,
+    require,
+    to_dict,
+)
 from alignment.runtime import adapters, checkpoint, manifest, models, optim
 from alignment.runtime.accelerator import finish, start_stage
 from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
-from alignment.runtime.tracking import Tracker, new_run_id
+from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class SFTDataConfig:
+    path: str = ""
+    """jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-sft`."""
+    split: str = "train"
+    """Split to train on (for dataset folders and hub ids)."""
+    eval_path: str | None = None
+    """Separate eval data; otherwise `eval_size` rows are held out from `path`."""
+    eval_size: float = 0.0
+    """Held-out share (<1) or row count (>=1) when there is no eval_path."""
+    max_length: int = 512
+    """Tokens per example; longer ones are truncated from the right."""
+    packing: bool = False
+    """Concatenate examples into full max_length rows (attention stays within each example)."""
+    limit: int | None = None
+    """Use only the first N rows (quick runs)."""
+    completion_only_loss: bool = True
+    """Loss on completions / assistant turns only; False trains on the prompt too."""
+
+
+@dataclass
+class SFTConfig:
+    output_dir: str = ""
+    """Run folder: adapter, tokenizer, merged model, checkpoints, metrics.jsonl, manifest.json."""
+    seed: int = 42
+    """Seed for weights init, data order and dropout."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    save_merged: bool = True
+    """Also save adapter+base merged into one model under output_dir/merged (the next stages' base)."""
+
+    def validate(self) -> None:
+        require(self, "output_dir", "data.path")
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage
 
 
 def main(argv: list[str]) -> int:
@@ -229,7 +284,6 @@ def _save_for_next_stage(cfg: SFTConfig, unwrapped, tokenizer) -> str:
 
 def tracker_last(output_dir: str) -> dict:
     """The last logged value of each training metric."""
-    from alignment.runtime.tracking import read_metrics
 
     last: dict = {}
     for row in read_metrics(output_dir):

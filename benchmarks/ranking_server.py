@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import httpx  # noqa: E402
 
-from reward.app.process import RankServer  # noqa: E402
-from reward.store import open_store  # noqa: E402
+from reward.rankings.app.process import RankServer  # noqa: E402
+from reward.rankings.store import open_store  # noqa: E402
 
 
 def seed_store(url: str, tasks: int, clients: int, k: int) -> None:
@@ -136,7 +136,7 @@ def main() -> int:
             if backend == "sqlite":
                 results.append(run_backend("sqlite", os.path.join(tmp, "bench.db"), args))
             elif backend == "postgres":
-                from reward.store.throwaway_pg import ThrowawayPostgres, find_pg_bin
+                from reward.rankings.store.throwaway_pg import ThrowawayPostgres, find_pg_bin
 
                 if find_pg_bin() is None:
                     print("postgres: skipped (initdb/pg_ctl not found)")

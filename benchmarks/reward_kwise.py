@@ -5,7 +5,7 @@
     python benchmarks/reward_kwise.py --prompts 200 --epochs 1 --model builtin:tiny-llama   # a quick look
 
 Both start from the same base and the same head init, train in full on the same K=4 synthetic
-rankings (reward/synthetic.py: a known rule plus annotator noise) for the same number of epochs
+rankings (reward/rankings/synthetic.py: a known rule plus annotator noise) for the same number of epochs
 with the same learning rate and schedule and the same number of sequences per forward pass:
 (a) `rlhf reward` (our stage): one forward pass over the K completions of each prompt, loss over
     all C(K, 2) comparisons (per_device_batch_size = B prompts = B*K sequences per pass);
@@ -33,8 +33,8 @@ sys.path.insert(0, ROOT)
 from alignment.config import load_config  # noqa: E402
 from alignment.runtime import tiny  # noqa: E402
 from reward import data as rdata  # noqa: E402
-from reward import synthetic  # noqa: E402
 from reward.model import load_reward_model, score_texts  # noqa: E402
+from reward.rankings import synthetic  # noqa: E402
 
 
 def held_out_accuracy(model, tokenizer, rankings: list[dict]) -> tuple[float, int]:

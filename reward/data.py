@@ -20,6 +20,7 @@ import torch
 from alignment.config import UserError
 from alignment.runtime.data import load_rows
 from reward.model import encode_text, pad
+from reward.rankings import synthetic
 
 BUILTIN = "builtin:reviews-rankings"
 
@@ -29,8 +30,6 @@ def load_rankings(
 ) -> list[dict]:
     """Rankings from `path` (see module docstring); `k` demands exactly K completions per row."""
     if path == BUILTIN:
-        from reward import synthetic
-
         rows = synthetic.rankings(seed=0 if split == "train" else 1)
     else:
         rows = load_rows(path, split, key=key)

@@ -54,7 +54,7 @@ from reward import model as rmodel
 class RewardDataConfig:
     path: str = "builtin:reviews-rankings"
     """K-wise or TRL pairwise rows: a jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or
-    `builtin:reviews-rankings` (synthetic rankings with a known rule, see reward/synthetic.py)."""
+    `builtin:reviews-rankings` (synthetic rankings with a known rule, see reward/rankings/synthetic.py)."""
     split: str = "train"
     """Split to train on (dataset folders and hub ids)."""
     eval_path: str | None = None

@@ -1,8 +1,8 @@
 """The embedded default world: short reviews whose words carry sentiment, length and topic.
 
 Everything the offline demo needs comes from here: the text the tiny tokenizer is trained on, SFT
-rows (mixed sentiment, so the SFT policy is neutral on average), prompts for sampling and PPO, and
-the hidden "gold" preference the scripted annotators rank by. Deterministic for a given seed.
+rows (mixed sentiment, so the SFT policy is neutral on average) and prompts for sampling and PPO.
+The hidden "gold" preference the scripted annotators rank by is in `gold.py`. Deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -71,15 +71,6 @@ def prompts(split: str = "train") -> list[dict]:
     """Prompt rows for sampling/PPO (`train`) or evaluation (`test`, topics never seen in training)."""
     topics = train_topics() if split == "train" else heldout_topics()
     return [{"prompt": prompt_for(t)} for t in topics]
-
-
-def gold_reward(text: str) -> float:
-    """The hidden preference: positive words minus negative words, with a mild cap on length."""
-    words = text.lower().replace(",", " ").replace(".", " ").split()
-    joined = " ".join(words)
-    score = sum(w in POSITIVE_SET for w in words) - sum(w in NEGATIVE_SET for w in words)
-    score += sum(p in joined for p in POSITIVE_SET if " " in p) - sum(p in joined for p in NEGATIVE_SET if " " in p)
-    return float(score) - 0.05 * max(0, len(words) - 24)
 
 
 def corpus(n: int = 4000, seed: int = 1) -> list[str]:

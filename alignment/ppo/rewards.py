@@ -43,13 +43,6 @@ def call_function(fn, spec: str, prompts: list[str], completions: list[str]) -> 
     return scores
 
 
-def gold(prompts: list[str], completions: list[str]) -> list[float]:
-    """The embedded default's hidden preference (positive minus negative words): `alignment.ppo.rewards:gold`."""
-    from alignment.assets.reviews import gold_reward
-
-    return [gold_reward(c) for c in completions]
-
-
 class RunningMoments:
     """Mean and variance of every score seen so far (Chan et al.'s parallel merge); exact to resume from JSON."""
 

@@ -37,6 +37,7 @@ from alignment.runtime.formatting import prompt_text
 from alignment.runtime.functions import load_function
 from alignment.runtime.sampler import IndexStream
 from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
+from reward.model import load_reward_model, read_stats, score_texts
 
 # Averaged over every minibatch of an update (the `_first` ones over the first minibatch only: exactly
 # on-policy, so ratio 1 and approxkl/clipfrac 0 there is a check on the whole scoring path).
@@ -95,15 +96,11 @@ def train(cfg: PPOConfig) -> dict:
     normalize = c.normalize if c.normalize != "auto" else ("none" if kind == "function" else "stats")
     stats = None
     if normalize == "stats":
-        from reward.model import read_stats
-
         stats = read_stats(c.path)
     reward_fn = load_function(c.function, "reward.function") if kind == "function" else None
     monitor_fn = load_function(c.monitor, "reward.monitor") if c.monitor else None
     reward_model = reward_tok = None
     if kind == "model":
-        from reward.model import load_reward_model
-
         with local_loading():  # one full copy per process, outside DeepSpeed
             reward_model, reward_tok = load_reward_model(c.path, device=device)
     if cfg.value.init_from_reward and kind != "adapter":
@@ -180,8 +177,6 @@ def train(cfg: PPOConfig) -> dict:
             if kind == "function":
                 raw = R.call_function(reward_fn, c.function, prompt_texts, completions).to(device)
             else:
-                from reward.model import score_texts
-
                 raw = torch.tensor(
                     score_texts(
                         reward_model, reward_tok, [prompts[i] for i in indices], completions, c.batch_size, c.max_length

@@ -12,6 +12,10 @@ from contextlib import contextmanager
 
 import torch
 
+from alignment.config import save_config
+from alignment.runtime import checkpoint
+from alignment.runtime import logging as rlog
+
 
 def using_deepspeed() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
@@ -87,10 +91,6 @@ def start_stage(cfg, gradient_accumulation_steps: int):
     resolved config written beside the outputs by the main process.
     """
     from accelerate.utils import set_seed
-
-    from alignment.config import save_config
-    from alignment.runtime import checkpoint
-    from alignment.runtime import logging as rlog
 
     accelerator = make_accelerator(gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
     log = rlog.setup(accelerator.is_main_process)

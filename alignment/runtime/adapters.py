@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from alignment.config import AdapterConfig, UserError
+from alignment.runtime.accelerator import local_loading
 
 
 def apply(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
@@ -86,8 +87,6 @@ def merge_to(adapter_folder: str, base_path: str, out_folder: str, dtype, tokeni
     """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    from alignment.runtime.accelerator import local_loading
 
     auto_class = auto_class or AutoModelForCausalLM
     with local_loading():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+from alignment.assets import reviews
 from alignment.config import UserError
 
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
@@ -32,7 +33,6 @@ def load_rows(path: str, split: str = "train", limit: int | None = None, key: st
 
 
 def _builtin(path: str, split: str, key: str) -> list[dict]:
-    from alignment.assets import reviews
 
     name = path.split(":", 1)[1]
     if name == "reviews-sft":

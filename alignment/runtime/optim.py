@@ -7,6 +7,7 @@ import math
 import torch
 
 from alignment.config import TrainConfig
+from alignment.runtime.accelerator import set_deepspeed_batch
 
 
 def build(model, cfg: TrainConfig, total_steps: int, lr: float | None = None):
@@ -28,7 +29,6 @@ def prepare(accelerator, model, optimizer, scheduler, micro_batch_size: int):
     halfway through training. Stages step it by hand on sync steps; it is registered so
     checkpoints still carry it.
     """
-    from alignment.runtime.accelerator import set_deepspeed_batch
 
     set_deepspeed_batch(accelerator, micro_batch_size)
     model, optimizer = accelerator.prepare(model, optimizer)

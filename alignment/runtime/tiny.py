@@ -10,6 +10,9 @@ import os
 import shutil
 import tempfile
 
+from alignment.assets import reviews
+from alignment.config import UserError
+
 BUILTIN_PREFIX = "builtin:"
 VERSION = "v5"  # bump when the recipe below changes, so stale caches are rebuilt
 
@@ -41,8 +44,6 @@ def resolve(name: str) -> str:
         return name
     size = name[len(BUILTIN_PREFIX) :]
     if size not in SIZES:
-        from alignment.config import UserError
-
         raise UserError(f"unknown built-in model '{name}'; available: {', '.join('builtin:' + s for s in SIZES)}")
     path = os.path.join(cache_root(), f"{size}-{VERSION}")
     if not os.path.exists(os.path.join(path, "config.json")):
@@ -53,8 +54,6 @@ def resolve(name: str) -> str:
 def build_tokenizer(vocab_size: int = 640):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from alignment.assets import reviews
 
     specials = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -84,8 +83,6 @@ def pretrain(model, tokenizer, steps: int = 300, batch_size: int = 32, lr: float
     import random
 
     import torch
-
-    from alignment.assets import reviews
 
     rng = random.Random(0)
     texts = [reviews.review(rng) for _ in range(steps * batch_size // 2)]

@@ -40,8 +40,8 @@ def browser():
 
 
 def make_server(tmp_path, tasks, **settings):
-    from reward.app.process import RankServer
-    from reward.store import open_store
+    from reward.rankings.app.process import RankServer
+    from reward.rankings.store import open_store
 
     db = str(tmp_path / "rank.db")
     store = open_store(db)
@@ -78,8 +78,8 @@ def test_rank_by_keyboard_and_drag_then_find_it_in_the_export(browser, tmp_path)
     from datasets import load_from_disk
     from playwright.sync_api import expect
 
-    from reward.config import ExportConfig
-    from reward.export import export
+    from reward.rankings.config import ExportConfig
+    from reward.rankings.export import export
 
     tasks = [
         ("Name a fruit.", ["apple", "a car", "banana, which is yellow", "no"]),
@@ -168,7 +168,7 @@ def test_script_and_onerror_in_model_output_show_as_text_and_run_nothing(browser
 def test_skip_and_flag_from_the_page(browser, tmp_path):
     from playwright.sync_api import expect
 
-    from reward.store import open_store
+    from reward.rankings.store import open_store
 
     tasks = [("First?", ["a", "b"]), ("Second?", ["c", "d"])]
     srv, db = make_server(tmp_path, tasks, annotators_per_task=1)

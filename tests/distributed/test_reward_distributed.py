@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reward import synthetic
+from reward.rankings import synthetic
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 

@@ -1,0 +1,210 @@
+"""`rlhf rank export`: committed rankings -> preference datasets (TRL pairwise and K-wise).
+
+Writes, under output_dir: `pairwise/` and `kwise/` (`datasets.DatasetDict` folders for
+`load_from_disk`, splits train/test), `{schema}_{split}.jsonl|parquet` when asked, the resolved
+`config.yaml` and `manifest.json`. The split is by prompt, so no prompt is in both train and test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import defaultdict
+
+from alignment.config import UserError, save_config
+from reward.rankings.agreement import consensus_ranks
+from reward.rankings.config import ExportConfig
+from reward.rankings.store import open_store, safe_url
+
+
+def ranking_pairs(ranks: list[int], pairs: str, ties: str, rng: random.Random) -> list[tuple[int, int, int]]:
+    """(chosen, rejected, rank gap) index pairs from one ranking (1 = best).
+
+    pairs: `all` (every better/worse pair), `adjacent` (neighbouring rank groups), `best_vs_rest`.
+    ties: `drop` (no pair inside a tie), `random` (ties broken at random first; gap stays 0),
+    `drop_ranking` (the caller drops rankings with ties; here it behaves like `drop`).
+    """
+    k = len(ranks)
+    if ties == "random":
+        # A random strict order consistent with the ranks; pairs follow it, gaps keep the real ranks.
+        order = sorted(range(k), key=lambda i: (ranks[i], rng.random()))
+        strict = [0] * k
+        for pos, i in enumerate(order):
+            strict[i] = pos + 1
+    else:
+        strict = ranks
+    levels = sorted(set(strict))
+    if pairs == "all":
+        chosen_rejected = [(i, j) for i in range(k) for j in range(k) if strict[i] < strict[j]]
+    elif pairs == "adjacent":
+        chosen_rejected = [
+            (i, j)
+            for a, b in zip(levels, levels[1:])
+            for i in range(k)
+            if strict[i] == a
+            for j in range(k)
+            if strict[j] == b
+        ]
+    elif pairs == "best_vs_rest":
+        best = levels[0]
+        chosen_rejected = [(i, j) for i in range(k) if strict[i] == best for j in range(k) if strict[j] > best]
+    else:
+        raise UserError(f"pairs must be all, adjacent or best_vs_rest, got '{pairs}'")
+    chosen_rejected.sort(key=lambda p: (strict[p[0]], strict[p[1]], p))
+    return [(i, j, ranks[j] - ranks[i]) for i, j in chosen_rejected]
+
+
+def split_prompts(prompt_ids: list[int], test_size: float, seed: int) -> set[int]:
+    """The prompt ids held out for test: a seeded shuffle, at least one and never all when both are possible."""
+    ids = sorted(set(prompt_ids))
+    if test_size <= 0 or len(ids) < 2:
+        return set()
+    n_test = round(test_size * len(ids)) if test_size < 1 else int(test_size)
+    n_test = min(max(n_test, 1), len(ids) - 1)
+    random.Random(seed).shuffle(ids)
+    return set(ids[:n_test])
+
+
+def _as_messages(prompt) -> list[dict]:
+    return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+
+
+def build_rows(rankings: list[dict], cfg: ExportConfig) -> tuple[list[dict], list[dict], dict]:
+    """(kwise rows, pairwise rows, counts); each row carries `_prompt_id` for the split (dropped on write)."""
+    rng = random.Random(cfg.seed)
+    counts = defaultdict(int)
+    by_task: dict[int, list[dict]] = defaultdict(list)
+    for r in rankings:
+        by_task[r["task_id"]].append(r)
+    chat = any(r["is_chat"] for r in rankings)
+    units = []  # (ranking, ranks, annotator, ranking ids, order shown, seconds, n annotators)
+    for _task_id, rs in sorted(by_task.items()):
+        if len(rs) < cfg.min_annotators:
+            counts["tasks_below_min_annotators"] += 1
+            continue
+        if cfg.drop_flagged and rs[0]["flags"]:
+            counts["tasks_flagged"] += 1
+            continue
+        if cfg.ties == "drop_ranking":
+            kept = [r for r in rs if len(set(r["ranks"])) == len(r["ranks"])]
+            counts["rankings_with_ties_dropped"] += len(rs) - len(kept)
+            rs = kept
+            if not rs:
+                continue
+        if cfg.aggregate == "consensus":
+            ranks = consensus_ranks([r["ranks"] for r in rs])
+            if cfg.ties == "drop_ranking" and len(set(ranks)) != len(ranks):
+                counts["consensus_with_ties_dropped"] += 1
+                continue
+            seconds = sum(r["seconds"] for r in rs) / len(rs)
+            units.append((rs[0], ranks, "consensus", [r["ranking_id"] for r in rs], [], seconds, len(rs)))
+        else:
+            for r in rs:
+                units.append(
+                    (r, r["ranks"], r["annotator"], [r["ranking_id"]], r["order_shown"], r["seconds"], len(rs))
+                )
+    kwise, pairwise = [], []
+    for r, ranks, annotator, ids, order_shown, seconds, n in units:
+        prompt = _as_messages(r["prompt"]) if chat else r["prompt"]
+        comps = [[{"role": "assistant", "content": t}] for t in r["completions"]] if chat else list(r["completions"])
+        meta = {
+            "ranking_ids": ids,
+            "n_annotators": n,
+            "order_shown": order_shown,
+            "seconds": float(seconds),
+            "models": r["models"],
+            "seeds": [s if s is not None else -1 for s in r["seeds"]],
+            "task_meta": json.dumps(r["task_meta"], sort_keys=True),
+        }
+        kwise.append(
+            {
+                "prompt": prompt,
+                "completions": comps,
+                "ranks": list(ranks),
+                "annotator": annotator,
+                "task_id": r["task_id"],
+                "meta": meta,
+                "_prompt_id": r["prompt_id"],
+            }
+        )
+        for i, j, gap in ranking_pairs(list(ranks), cfg.pairs, cfg.ties, rng):
+            row = {"prompt": prompt, "chosen": comps[i], "rejected": comps[j]}
+            if cfg.margin:
+                row["margin"] = float(gap) * cfg.margin_scale
+            row["_prompt_id"] = r["prompt_id"]
+            pairwise.append(row)
+    counts["kwise_rows"] = len(kwise)
+    counts["pairwise_rows"] = len(pairwise)
+    return kwise, pairwise, dict(counts)
+
+
+def _write(rows: list[dict], test_ids: set[int], schema: str, cfg: ExportConfig) -> dict:
+    from datasets import Dataset, DatasetDict
+
+    splits = {
+        "train": [{k: v for k, v in r.items() if k != "_prompt_id"} for r in rows if r["_prompt_id"] not in test_ids],
+        "test": [{k: v for k, v in r.items() if k != "_prompt_id"} for r in rows if r["_prompt_id"] in test_ids],
+    }
+    # An empty split has no columns to infer; leave it out rather than write a schema-less dataset.
+    dd = DatasetDict({name: Dataset.from_list(data) for name, data in splits.items() if data})
+    written = {}
+    if "datasets" in cfg.formats:
+        path = os.path.join(cfg.output_dir, schema)
+        dd.save_to_disk(path)
+        written["datasets"] = path
+    for name, ds in dd.items():
+        if "jsonl" in cfg.formats:
+            path = os.path.join(cfg.output_dir, f"{schema}_{name}.jsonl")
+            with open(path, "w") as f:
+                for row in splits[name]:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written[f"jsonl_{name}"] = path
+        if "parquet" in cfg.formats:
+            path = os.path.join(cfg.output_dir, f"{schema}_{name}.parquet")
+            ds.to_parquet(path)
+            written[f"parquet_{name}"] = path
+    return {"rows": {name: len(data) for name, data in splits.items()}, "written": written}
+
+
+def export(cfg: ExportConfig, store=None) -> dict:
+    """Export every committed ranking in the store as cfg says; returns the manifest it writes."""
+
+    own = store is None
+    store = store or open_store(cfg.store, create=False)
+    try:
+        rankings = store.rankings()
+    finally:
+        if own:
+            store.close()
+    if not rankings:
+        raise UserError(f"{cfg.store}: no rankings to export yet")
+    kwise, pairwise, counts = build_rows(rankings, cfg)
+    if not kwise:
+        raise UserError(f"{cfg.store}: every ranking was filtered out ({counts}); check min_annotators/drop_flagged")
+    test_ids = split_prompts([r["_prompt_id"] for r in kwise], cfg.test_size, cfg.seed)
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    outputs = {}
+    if "kwise" in cfg.schemas:
+        outputs["kwise"] = _write(kwise, test_ids, "kwise", cfg)
+    if "pairwise" in cfg.schemas:
+        if not pairwise:
+            raise UserError(f"{cfg.store}: no preference pairs (all completions tied?); try ties=random")
+        outputs["pairwise"] = _write(pairwise, test_ids, "pairwise", cfg)
+    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    manifest = {
+        "stage": "rank-export",
+        "store": safe_url(cfg.store),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rankings_read": len(rankings),
+        "prompts": {
+            "train": len({r["_prompt_id"] for r in kwise} - test_ids),
+            "test": len(test_ids),
+        },
+        "counts": counts,
+        "outputs": outputs,
+    }
+    with open(os.path.join(cfg.output_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest

@@ -1,0 +1,176 @@
+"""Stage 2a: sample K completions per prompt from a model into the ranking store.
+
+    rlhf sample configs/sample.yaml model.name_or_path=runs/tiny/sft
+    accelerate launch --config_file launch/ddp.yaml -m alignment sample configs/sample.yaml
+
+The model may be an SFT run folder (its merged model, or base + adapter), a model folder or a hub
+id. Prompts come from the same formats as SFT: `{"prompt": str}` or `{"prompt": [messages]}` /
+`{"messages": [...]}` (the conversation up to the last assistant turn). Under `accelerate launch`
+each process samples its own share of the prompts and the main process writes them. Sampling is
+seeded per batch of prompts, so re-running with the same config adds no duplicate tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from alignment.cli import parse_stage_args
+from alignment.config import ModelConfig, UserError, require, save_config
+from alignment.runtime import logging as rlog
+from alignment.runtime import manifest, models
+from alignment.runtime.accelerator import finish, make_accelerator
+from alignment.runtime.data import load_prompts
+from alignment.runtime.formatting import encode_prompt
+from reward.rankings.store import open_store
+
+
+@dataclass
+class SampleConfig:
+    output_dir: str = ""
+    """Run folder: config.yaml, manifest.json and, by default, the store `rankings.db`."""
+    store: str = ""
+    """Ranking store: SQLite file or postgresql:// URL; default output_dir/rankings.db."""
+    seed: int = 42
+    """Base seed; each batch's samples are seeded from it and the batch's prompts."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: str = "builtin:reviews-prompts"
+    """Prompt rows: jsonl/json/parquet/csv, a datasets folder, a hub id or `builtin:reviews-prompts`."""
+    split: str = "train"
+    """Split of `prompts` for dataset folders and hub ids."""
+    limit: int | None = None
+    """Use only the first N prompts."""
+    repeats: int = 1
+    """Tasks per prompt (each with fresh samples), for small prompt sets."""
+    k: int = 4
+    """Completions per prompt (the K people rank)."""
+    max_new_tokens: int = 48
+    """Longest completion, in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1 = off)."""
+    top_k: int = 0
+    """Top-k sampling (0 = off)."""
+    batch_size: int = 16
+    """Prompts per generate() call on each process."""
+    tag: str = ""
+    """Stored in each task's meta (e.g. the RLHF round)."""
+
+    def validate(self) -> None:
+        require(self, "output_dir")
+        if self.k < 2:
+            raise UserError(f"k must be at least 2 to rank, got {self.k}")
+
+    def store_url(self) -> str:
+        return self.store or os.path.join(self.output_dir, "rankings.db")
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_stage_args("rlhf sample", SampleConfig, argv, __doc__)
+    if cfg is not None:
+        sample(cfg)
+    return 0
+
+
+def prompt_seed(seed: int, prompt, repeat: int) -> int:
+    digest = hashlib.sha256(f"{seed}|{repeat}|{prompt!r}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, device) -> list[list[str]]:
+    """K decoded completions for each prompt, sampled in one left-padded batch under `seed`."""
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    width = max(map(len, encoded))
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
+    torch.manual_seed(seed)
+    gen = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        do_sample=True,
+        num_return_sequences=cfg.k,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k or None,
+        max_new_tokens=cfg.max_new_tokens,
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    return [texts[i * cfg.k : (i + 1) * cfg.k] for i in range(len(prompts))]
+
+
+def sample(cfg: SampleConfig) -> dict:
+    # 1. Runtime and inputs.
+    accelerator = make_accelerator()
+    log = rlog.setup(accelerator.is_main_process)
+    prompts = load_prompts(cfg.prompts, cfg.split, cfg.limit, key="prompts")
+    jobs = [(p, r) for r in range(cfg.repeats) for p in prompts]
+    mine = jobs[accelerator.process_index :: accelerator.num_processes]
+    if accelerator.is_main_process:
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+
+    # 2. Model: an SFT run folder resolves to its merged model (or base + adapter).
+    model_path = models.stage_model_path(models.resolve_path(cfg.model.name_or_path))
+    model = models.load_causal_lm(cfg.model, name_or_path=model_path).to(accelerator.device).eval()
+    tokenizer = models.load_tokenizer(ModelConfig(**{**vars(cfg.model), "name_or_path": model_path}))
+    gen_settings = {k: getattr(cfg, k) for k in ("max_new_tokens", "temperature", "top_p", "top_k")}
+    log.info(
+        f"sample: {len(jobs)} tasks x {cfg.k} completions from {model_path} on {accelerator.num_processes} process(es)"
+    )
+
+    # 3. Sample this process's share.
+    results = []
+    bar = tqdm(total=len(mine), desc="sample", disable=not accelerator.is_main_process, dynamic_ncols=True)
+    for start in range(0, len(mine), cfg.batch_size):
+        chunk = mine[start : start + cfg.batch_size]
+        # Seeded by the batch's contents: the same config re-samples the same texts (no duplicates).
+        seed = prompt_seed(cfg.seed, [p for p, _ in chunk], chunk[0][1])
+        texts = generate(model, tokenizer, [p for p, _ in chunk], cfg, seed, accelerator.device)
+        results += [(p, t, seed, r) for (p, r), t in zip(chunk, texts)]
+        bar.update(len(chunk))
+    bar.close()
+
+    # 4. The main process writes every process's samples (one writer keeps SQLite simple).
+    from accelerate.utils import gather_object
+
+    gathered = gather_object(results) if accelerator.num_processes > 1 else results
+    added = set()
+    if accelerator.is_main_process:
+        store = open_store(cfg.store_url())
+        before = store.count_tasks()
+        skipped = 0
+        for prompt, texts, seed, repeat in gathered:
+            # Nothing to rank between identical completions, and an empty one is not a valid row for the
+            # reward stage (it rejects empty text): skip the prompt this time and count it.
+            if len(set(texts)) < 2 or any(not t.strip() for t in texts):
+                skipped += 1
+                continue
+            completions = [{"text": t, "model": model_path, "gen": gen_settings, "seed": seed} for t in texts]
+            added.add(store.add_task(prompt, completions, meta={"tag": cfg.tag, "repeat": repeat, "seed": seed}))
+        new = store.count_tasks() - before
+        store.close()
+        manifest.write(
+            cfg.output_dir,
+            "sample",
+            inputs={"model": model_path, "prompts": cfg.prompts},
+            outputs={"store": cfg.store_url()},
+            metrics={
+                "tasks": len(added),
+                "new_tasks": new,
+                "completions": len(added) * cfg.k,
+                "skipped": skipped,
+            },
+        )
+        if skipped:
+            log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or {cfg.k} identical ones")
+        log.info(f"sample: {new} new tasks ({len(added)} total for these prompts) in {cfg.store_url()}")
+    finish(accelerator)
+    return {"tasks": len(added)}

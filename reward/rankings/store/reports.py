@@ -1,0 +1,158 @@
+"""Store methods that only read: annotator progress, the admin overview, flags, and rankings for the export."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy import func, select, union
+
+from reward.rankings.store.models import AuditLog, Completion, Flag, Lease, Prompt, Ranking, Skip, Task, User
+
+
+class Reports:
+    """Mixed into Store (which provides `_tx` and `_audit`)."""
+
+    def progress(self, user_id: int, n_per_task: int) -> dict:
+        """The annotator's own counts: ranked, skipped, and tasks still open to them."""
+        with self._tx() as s:
+            ranked = s.scalar(select(func.count()).where(Ranking.annotator_id == user_id)) or 0
+            skipped = s.scalar(select(func.count()).where(Skip.user_id == user_id)) or 0
+            # Open tasks minus the open tasks this user already ranked, skipped or flagged: two indexed counts
+            # instead of three anti-joins over every task.
+            open_tasks = s.scalar(select(func.count(Task.id)).where(Task.n_done < n_per_task)) or 0
+            mine = union(
+                select(Ranking.task_id).where(Ranking.annotator_id == user_id),
+                select(Skip.task_id).where(Skip.user_id == user_id),
+                select(Flag.task_id).where(Flag.user_id == user_id),
+            ).subquery()
+            done_by_me = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(mine)
+                    .join(Task, Task.id == mine.c.task_id)
+                    .where(Task.n_done < n_per_task)
+                )
+                or 0
+            )
+            available = open_tasks - done_by_me
+            return {"ranked": ranked, "skipped": skipped, "available": available}
+
+    def overview(self, n_per_task: int) -> dict:
+        """Task progress for the admin page and `rlhf rank status`."""
+        now = time.time()
+        with self._tx() as s:
+            tasks = s.scalar(select(func.count(Task.id))) or 0
+            complete = s.scalar(select(func.count(Task.id)).where(Task.n_done >= n_per_task)) or 0
+            started = s.scalar(select(func.count(Task.id)).where(Task.n_done > 0, Task.n_done < n_per_task)) or 0
+            leased = s.scalar(select(func.count()).select_from(Lease).where(Lease.expires_at > now)) or 0
+            rankings = s.scalar(select(func.count(Ranking.id))) or 0
+            flags = s.scalar(select(func.count(Flag.id))) or 0
+            return {
+                "tasks": tasks,
+                "complete": complete,
+                "in_progress": started,
+                "leased_now": leased,
+                "rankings": rankings,
+                "rankings_needed": tasks * n_per_task,
+                "flags": flags,
+            }
+
+    def annotator_rows(self) -> list[dict]:
+        """Per-annotator counts and speed (median seconds per ranking)."""
+        with self._tx() as s:
+            by_user: dict[int, list[float]] = {}
+            for uid, sec in s.execute(select(Ranking.annotator_id, Ranking.seconds)):
+                by_user.setdefault(uid, []).append(sec)
+            skips = dict(s.execute(select(Skip.user_id, func.count()).group_by(Skip.user_id)).all())
+            flags = dict(s.execute(select(Flag.user_id, func.count()).group_by(Flag.user_id)).all())
+            rows = []
+            for u in s.scalars(select(User).order_by(User.name)):
+                secs = sorted(by_user.get(u.id, []))
+                median = secs[len(secs) // 2] if secs else None
+                rows.append(
+                    {
+                        "name": u.name,
+                        "role": u.role,
+                        "rankings": len(secs),
+                        "skips": skips.get(u.id, 0),
+                        "flags": flags.get(u.id, 0),
+                        "median_seconds": median,
+                        "per_hour": 3600.0 / median if median else None,
+                    }
+                )
+            return rows
+
+    def flags(self) -> list[dict]:
+        with self._tx() as s:
+            rows = s.execute(
+                select(Flag, User.name, Prompt.text, Prompt.is_chat)
+                .join(User, User.id == Flag.user_id)
+                .join(Task, Task.id == Flag.task_id)
+                .join(Prompt, Prompt.id == Task.prompt_id)
+                .order_by(Flag.id.desc())
+            ).all()
+            return [
+                {
+                    "id": f.id,
+                    "task_id": f.task_id,
+                    "user": name,
+                    "kind": f.kind,
+                    "comment": f.comment,
+                    "prompt": json.loads(text) if is_chat else text,
+                    "at": f.created_at,
+                }
+                for f, name, text, is_chat in rows
+            ]
+
+    def rankings(self) -> list[dict]:
+        """Every committed ranking with its task's prompt and completions, oldest first (the export's input)."""
+        with self._tx() as s:
+            comps: dict[int, list[Completion]] = {}
+            for c in s.scalars(select(Completion).order_by(Completion.task_id, Completion.position)):
+                comps.setdefault(c.task_id, []).append(c)
+            flagged: dict[int, list[str]] = {}
+            for task_id, kind in s.execute(select(Flag.task_id, Flag.kind)):
+                flagged.setdefault(task_id, []).append(kind)
+            rows = s.execute(
+                select(Ranking, User.name, Task, Prompt)
+                .join(User, User.id == Ranking.annotator_id)
+                .join(Task, Task.id == Ranking.task_id)
+                .join(Prompt, Prompt.id == Task.prompt_id)
+                .order_by(Ranking.id)
+            ).all()
+            out = []
+            for r, name, task, prompt in rows:
+                cs = comps[task.id]
+                out.append(
+                    {
+                        "ranking_id": r.id,
+                        "task_id": task.id,
+                        "prompt_id": prompt.id,
+                        "prompt": json.loads(prompt.text) if prompt.is_chat else prompt.text,
+                        "is_chat": prompt.is_chat,
+                        "completions": [c.text for c in cs],
+                        "models": [c.model for c in cs],
+                        "seeds": [c.seed for c in cs],
+                        "ranks": list(r.ranks),
+                        "order_shown": list(r.order_shown),
+                        "annotator": name,
+                        "seconds": r.seconds,
+                        "created_at": r.created_at,
+                        "task_meta": task.meta or {},
+                        "flags": flagged.get(task.id, []),
+                    }
+                )
+            return out
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        with self._tx() as s:
+            return [
+                {"at": a.at, "user_id": a.user_id, "action": a.action, "detail": a.detail}
+                for a in s.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(limit))
+            ]
+
+    def log(self, user_id: int | None, action: str, **detail: Any) -> None:
+        with self._tx(write=True) as s:
+            self._audit(s, user_id, action, **detail)

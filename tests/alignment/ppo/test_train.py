@@ -1,0 +1,238 @@
+"""Stage 4 on the embedded tiny model: SFT -> reward -> PPO, the folder contracts between them, the exactness
+checks (ratio 1 on every update's first minibatch, KL 0 at step 0, frozen roles untouched), bit-exact
+resume after SIGKILL, and the other reward sources."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+# One thread: the tiny model gains nothing from more, and shared CI cores make extra threads much slower.
+ENV = {"OMP_NUM_THREADS": "1"}
+PPO = ["configs/ppo.yaml", "rollout.per_device_batch_size=8", "rollout.response_length=12", "ppo.epochs=2",
+       "ppo.num_minibatches=2", "ppo.gradient_accumulation_steps=2", "train.log_steps=1",
+       "train.sample_steps=2"]  # fmt: skip
+REQUIRED = [
+    "objective/kl", "objective/entropy", "objective/rlhf_reward", "objective/scores", "policy/approxkl",
+    "policy/clipfrac", "loss/policy", "loss/value", "val/ratio", "val/num_eos", "lr", "episodes",
+    "time/generation_share",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """A short SFT run (merged model = PPO's base) and a short reward run on it (an adapter on the same base)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    sft, reward = root / "sft", root / "reward"
+    r = run_cli("sft", "configs/sft.yaml", f"output_dir={sft}", "data.limit=256", "data.eval_size=0",
+                "train.max_steps=10", "train.log_steps=5", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("reward", "configs/reward.yaml", f"output_dir={reward}", f"model.name_or_path={sft}",
+                "train.max_steps=10", "data.reference_size=32", "train.log_steps=5", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    return str(sft), str(reward)
+
+
+def lines(folder, name="metrics.jsonl"):
+    with open(os.path.join(folder, name)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def adapter_tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(folder, "adapter_model.safetensors"))
+
+
+def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_path, stages):
+    """In process, to inspect the trained model: reference and reward roles equal a freshly built model's."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from alignment.config import load_config
+    from alignment.ppo.config import PPOConfig
+    from alignment.ppo.model import build_ppo_model, lora_config
+    from alignment.ppo.train import train
+
+    sft, reward = stages
+    out = tmp_path / "ppo"
+    cfg = load_config(PPOConfig, "configs/ppo.yaml", [
+        *PPO[1:], f"output_dir={out}", f"model.name_or_path={sft}", f"reward.path={reward}",
+        "train.total_episodes=32", "train.learning_rate=5e-3",
+    ])  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+    rows = lines(out)
+    assert [x["step"] for x in rows] == [1, 2, 3, 4]
+    for x in rows:
+        assert set(REQUIRED) <= set(x), set(REQUIRED) - set(x)
+        # the first minibatch of every update is exactly on-policy: scoring and training see the same logits
+        assert x["val/ratio_first_minibatch"] == 1.0
+        assert x["policy/approxkl_first_minibatch"] == 0.0 and x["policy/clipfrac_first_minibatch"] == 0.0
+    assert rows[0]["objective/kl"] == 0.0  # policy == reference bit for bit before the first update
+    assert rows[-1]["objective/kl"] != 0.0 and rows[-1]["policy/approxkl"] > 0  # and it moved after
+    assert [x["episodes"] for x in rows] == [8, 16, 24, 32]
+    assert 0 < rows[0]["time/generation_share"] < 1
+    samples = lines(out, "samples.jsonl")
+    assert {s["step"] for s in samples} == {1, 2, 4} and all(
+        {"prompt", "completion", "score"} <= set(s) for s in samples
+    )
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["outputs"] == {"adapter": ".", "model": "."} and manifest["reward_kind"] == "adapter"
+    assert (out / "config.yaml").is_file()
+
+    # Reference (adapters off) and reward (adapter + head) outputs are bit-identical to an untrained model's.
+    base_dir = os.path.join(sft, "merged")
+    trained = result["model"].eval()
+    fresh = build_ppo_model(
+        AutoModelForCausalLM.from_pretrained(base_dir), lora_config(cfg.policy), lora_config(cfg.value.adapter), reward
+    ).eval()
+    ids = torch.tensor([[0, 0, 1, 40, 50, 60, 2, 0], [1, 30, 31, 32, 33, 34, 35, 2]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        assert torch.equal(trained(ids, mask, role="reference"), fresh(ids, mask, role="reference"))
+        assert torch.equal(trained(ids, mask, role="reward"), fresh(ids, mask, role="reward"))
+        assert not torch.equal(trained(ids, mask, role="policy"), fresh(ids, mask, role="policy"))
+
+    # The saved policy is a PEFT adapter on the SFT model that reproduces the trained policy.
+    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(out)).eval()
+    with torch.no_grad():
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        got = policy(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        torch.testing.assert_close(got, trained(ids, mask, role="policy"), rtol=0, atol=1e-5)
+
+
+def test_kill_after_checkpoint_then_resume_equals_uninterrupted_run(tmp_path, stages):
+    sft, reward = stages
+    # adaptive KL and running score statistics: both must come back from the checkpoint for the runs to agree
+    args = [*PPO, f"model.name_or_path={sft}", f"reward.path={reward}", "train.total_episodes=32",
+            "kl.controller=adaptive", "kl.target=0.5", "kl.horizon=64", "reward.normalize=running",
+            "checkpoint.save_steps=2", "checkpoint.keep_last=1"]  # fmt: skip
+    full = run_cli("ppo", *args, f"output_dir={tmp_path / 'full'}", env=ENV)
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = run_cli("ppo", *args, f"output_dir={tmp_path / 'cut'}", env={**ENV, "RLHF_KILL_AFTER_CHECKPOINT": "2"})
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL right after the step-2 checkpoint
+    assert not (tmp_path / "cut" / "adapter_model.safetensors").exists()
+    resumed = run_cli("ppo", *args, f"output_dir={tmp_path / 'cut'}", "checkpoint.resume=auto", env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    a, b = adapter_tensors(tmp_path / "full"), adapter_tensors(tmp_path / "cut")
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # bit for bit
+
+    def strip(rows):
+        return [{k: v for k, v in x.items() if not k.startswith("time/")} for x in rows]
+
+    full_rows, cut_rows = strip(lines(tmp_path / "full")), strip(lines(tmp_path / "cut"))
+    assert full_rows == cut_rows
+    assert len({x["objective/kl_coef"] for x in full_rows}) > 1  # the controller really moved
+    assert lines(tmp_path / "full", "samples.jsonl") == lines(tmp_path / "cut", "samples.jsonl")
+
+
+def test_python_reward_function(tmp_path, stages):
+    from alignment.assets.gold import gold_reward
+
+    sft, _ = stages
+    out = tmp_path / "fn"
+    r = run_cli("ppo", *PPO, f"output_dir={out}", f"model.name_or_path={sft}", "reward.path=null",
+                "reward.function=alignment.assets.gold:gold", "rollout.missing_eos_penalty=null",
+                "value.share_with_policy=true", "rollout.stop_at_eos=false", "train.total_episodes=16",
+                "reward.monitor=alignment.assets.gold:gold", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "manifest.json").read_text())["reward_kind"] == "function"
+    assert all(x["val/response_length"] == 12 for x in lines(out))
+    # The monitor scores every rollout; here it is the reward itself, so it equals the unnormalised scores.
+    assert all(x["objective/monitor"] == pytest.approx(x["objective/raw_scores"]) for x in lines(out))
+    samples = lines(out, "samples.jsonl")
+    assert samples and all(s["score"] == gold_reward(s["completion"]) for s in samples)  # no normalisation, no penalty
+    assert "lora_A" in "".join(adapter_tensors(out))
+
+
+def test_separate_reward_model(tmp_path, stages):
+    sft, reward = stages
+    out = tmp_path / "sep"
+    r = run_cli("ppo", *PPO, f"output_dir={out}", f"model.name_or_path={sft}", f"reward.path={reward}",
+                "reward.separate=true", "train.total_episodes=16", "save_merged=true", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["reward_kind"] == "model" and manifest["outputs"]["model"] == "merged"
+    assert (out / "merged" / "config.json").is_file()
+
+
+def test_bad_reward_settings_are_one_line_errors(tmp_path, stages):
+    sft, reward = stages
+    r = run_cli("ppo", "configs/ppo.yaml", f"output_dir={tmp_path}", f"model.name_or_path={sft}", "reward.path=null",
+                "reward.function=no_such_module:fn", env=ENV)  # fmt: skip
+    assert r.returncode == 2 and "reward.function" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("ppo", "configs/ppo.yaml", f"output_dir={tmp_path}", f"model.name_or_path={sft}",
+                f"reward.path={reward}", "reward.monitor=gold_without_module", env=ENV)  # fmt: skip
+    assert r.returncode == 2 and "reward.monitor" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("ppo", "configs/ppo.yaml", f"output_dir={tmp_path}", "rollout.per_device_batch_size=6",
+                "ppo.num_minibatches=4", env=ENV)  # fmt: skip
+    assert r.returncode == 2 and "rollout.per_device_batch_size" in r.stderr
+
+
+def test_running_moments_left_padding_and_reward_kind(tmp_path, stages):
+    """The small pieces the stage leans on: chunked running statistics, the rollout layout, reward routing."""
+    from alignment.ppo.rewards import RunningMoments, reward_kind
+    from alignment.ppo.rollout import left_pad
+
+    torch.manual_seed(0)
+    chunks = [torch.randn(n) * 3 + 1 for n in (5, 1, 17, 8)]
+    moments = RunningMoments()
+    for chunk in chunks:
+        moments.update(chunk)
+    everything = torch.cat(chunks).double()
+    assert moments.count == everything.numel()
+    assert moments.mean == pytest.approx(everything.mean().item(), abs=1e-12)
+    assert moments.var == pytest.approx(everything.var(unbiased=False).item(), abs=1e-12)
+    restored = RunningMoments()
+    restored.load_state_dict(json.loads(json.dumps(moments.state_dict())))  # through JSON, as in a checkpoint
+    assert restored.state_dict() == moments.state_dict()
+
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+    sft, reward = stages
+    merged = os.path.join(sft, "merged")
+    assert reward_kind(reward, None, merged, separate=False) == "adapter"  # trained on this very base
+    assert reward_kind(reward, None, merged, separate=True) == "model"
+    assert reward_kind(reward, None, str(tmp_path), separate=False) == "model"  # another base: its own model
+    assert reward_kind(None, "m:f", merged, separate=False) == "function"
+
+
+def test_sampling_stops_at_eos_only_when_asked(stages):
+    """With stop_at_eos off the model's own EOS must not end generation; with it on, only padding follows EOS."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.config import AdapterConfig
+    from alignment.ppo.model import build_ppo_model, lora_config
+    from alignment.ppo.rollout import left_pad, sample
+
+    merged = os.path.join(stages[0], "merged")
+    tok = AutoTokenizer.from_pretrained(merged)
+    model = build_ppo_model(AutoModelForCausalLM.from_pretrained(merged), lora_config(AdapterConfig(r=4)))
+    queries, mask = left_pad([tok("Review of the cafe:")["input_ids"], tok("Review of the gym:")["input_ids"]] * 8, 0)
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    torch.manual_seed(0)
+    free = sample(Accelerator(cpu=True), model, queries, mask, 48, 1.0, pad, None)
+    assert free.responses.shape == (16, 48) and bool(free.response_mask.all()) and not free.contains_eos.any()
+    after_eos = [row[(row == eos).nonzero()[0, 0] + 1 :] for row in free.responses if (row == eos).any()]
+    assert any((rest != pad).any() for rest in after_eos)  # generation went on past an EOS
+    stopped = sample(Accelerator(cpu=True), model, queries, mask, 48, 1.0, pad, eos)
+    assert stopped.contains_eos.any()
+    for row, m in zip(stopped.responses, stopped.response_mask):
+        assert (row[~m] == pad).all() and (row[m] != pad).all()

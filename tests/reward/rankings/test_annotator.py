@@ -1,0 +1,69 @@
+"""The scripted annotator: Plackett-Luce sampling statistics, and ranking through the app's JSON API."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+from fastapi.testclient import TestClient
+
+from reward.rankings.annotator import ScriptedAnnotator, plackett_luce_ranks
+from reward.rankings.app.server import create_app
+from reward.rankings.config import RankConfig
+from tests.reward.rankings.conftest import add_tasks
+
+
+def test_zero_temperature_is_the_score_order():
+    assert plackett_luce_ranks([0.1, 3.0, -1.0, 2.0], 0, random.Random(0)) == [3, 1, 4, 2]
+
+
+def test_first_place_frequencies_follow_the_softmax():
+    # Plackett-Luce: P(item i ranked first) = exp(s_i / T) / sum_j exp(s_j / T).
+    scores, temperature, n = [0.0, 1.0, 2.0], 1.0, 20000
+    rng = random.Random(0)
+    firsts = Counter(plackett_luce_ranks(scores, temperature, rng).index(1) for _ in range(n))
+    z = sum(math.exp(s / temperature) for s in scores)
+    for i, s in enumerate(scores):
+        assert abs(firsts[i] / n - math.exp(s / temperature) / z) < 0.015
+    # For K = 2 it is Bradley-Terry: P(a over b) = sigmoid((s_a - s_b) / T).
+    wins = sum(plackett_luce_ranks([1.0, 0.0], 0.5, rng)[0] == 1 for _ in range(n))
+    assert abs(wins / n - 1 / (1 + math.exp(-2.0))) < 0.015
+
+
+def test_scripted_annotator_ranks_every_task_through_the_api(store):
+    add_tasks(store, 5, k=3)
+    store.add_user("bot", password="pw-bot")
+    app = create_app(RankConfig(store=store.url, annotators_per_task=1), store=store)
+    # Longer text = better; temperature 0 makes the expected ranks exact.
+    bot = ScriptedAnnotator(
+        "http://testserver", "bot", "pw-bot", lambda p, t: len(t) + int(t.split()[1]), temperature=0
+    )
+    bot.http = TestClient(app)
+    assert bot.run() == 5
+    rows = store.rankings()
+    assert len(rows) == 5 and all(r["ranks"] == [3, 2, 1] for r in rows)
+    assert {a["ranking_id"] for a in bot.acknowledged} == {r["ranking_id"] for r in rows}
+    assert bot.run() == 0  # nothing left
+
+
+def test_noise_depends_on_the_task_and_seed_not_on_who_draws_it():
+    # The pipeline's annotators share a seed when each task gets one ranking: which thread leases a task
+    # is timing, so the ranks (and everything trained on them) must be a function of the task alone.
+    def task(task_id):
+        texts = ["a b c", "a b", "a b c d", "a"]
+        return {
+            "task_id": task_id,
+            "prompt": "p",
+            "completions": [{"position": i, "text": t} for i, t in enumerate(texts)],
+        }
+
+    def bot(name, seed):
+        return ScriptedAnnotator("http://unused", name, "pw", lambda p, t: len(t.split()), temperature=2.0, seed=seed)
+
+    first, second = bot("one", 7), bot("two", 7)
+    forward = [first.rank(task(i)) for i in range(40)]
+    backward = [second.rank(task(i)) for i in reversed(range(40))][::-1]
+    assert forward == backward
+    assert len({tuple(r) for r in forward}) > 1  # really noisy at this temperature
+    assert [bot("three", 8).rank(task(i)) for i in range(40)] != forward  # another seed, other noise
