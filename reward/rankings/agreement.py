@@ -51,8 +51,58 @@ def consensus_ranks(rankings: list[list[int]]) -> list[int]:
     return [1 + sum(other < m for other in mean) for m in mean]
 
 
+def krippendorff_alpha_ordinal(units: list[list[float]]) -> float:
+    """Krippendorff's alpha with the ordinal metric (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability").
+
+    `units`: for each unit, the values the coders gave it (missing values simply left out; any number of
+    coders). Units with fewer than two values are not pairable and are ignored. Ordinal: the distance
+    between values c < k is (sum of n_g for c <= g <= k  -  (n_c + n_k) / 2)^2 over the marginal value
+    frequencies n_g, so only the order of values matters, not their spacing. Ties are equal values.
+    alpha = 1 - (n - 1) * sum_ck o_ck d_ck / sum_ck n_c n_k d_ck; 1 is perfect agreement, 0 chance;
+    nan when there is nothing to compare or no variation at all.
+    """
+    pairable = [[v for v in u] for u in units if len(u) >= 2]
+    values = sorted({v for u in pairable for v in u})
+    if not values:
+        return math.nan
+    index = {v: i for i, v in enumerate(values)}
+    size = len(values)
+    # Coincidence matrix: each ordered pair of values within a unit, weighted 1 / (m_u - 1).
+    o = [[0.0] * size for _ in range(size)]
+    for u in pairable:
+        w = 1.0 / (len(u) - 1)
+        for a, b in itertools.permutations(range(len(u)), 2):
+            o[index[u[a]]][index[u[b]]] += w
+    n_c = [sum(row) for row in o]
+    n = sum(n_c)
+    cumulative = list(itertools.accumulate(n_c))
+
+    def delta(c: int, k: int) -> float:
+        lo, hi = min(c, k), max(c, k)
+        between = cumulative[hi] - (cumulative[lo - 1] if lo > 0 else 0.0)
+        return (between - (n_c[c] + n_c[k]) / 2) ** 2
+
+    observed = sum(o[c][k] * delta(c, k) for c in range(size) for k in range(size))
+    expected = sum(n_c[c] * n_c[k] * delta(c, k) for c in range(size) for k in range(size))
+    if expected == 0:
+        return math.nan
+    return 1.0 - (n - 1) * observed / expected
+
+
+def ranking_units(by_task: dict[int, list[tuple[str, list[int]]]]) -> list[list[int]]:
+    """Alpha's units for rankings: each completion of each task, valued by the rank each annotator gave it."""
+    units = []
+    for rankings in by_task.values():
+        if len(rankings) < 2:
+            continue
+        k = len(rankings[0][1])
+        units += [[ranks[i] for _, ranks in rankings if len(ranks) == k] for i in range(k)]
+    return units
+
+
 def agreement_summary(by_task: dict[int, list[tuple[str, list[int]]]]) -> dict:
-    """Mean pairwise agreement and Kendall tau over every pair of annotators on every shared task.
+    """Mean pairwise agreement and Kendall tau over every pair of annotators on every shared task,
+    and Krippendorff's ordinal alpha over every ranked completion (chance-corrected).
 
     `by_task` maps task id -> [(annotator, ranks), ...]. Also returns each annotator's mean
     agreement with the others, the usual way to spot someone ranking carelessly.
@@ -74,5 +124,6 @@ def agreement_summary(by_task: dict[int, list[tuple[str, list[int]]]]) -> dict:
         "annotator_pairs": len(agreements),
         "pairwise_agreement": mean(agreements),
         "kendall_tau": mean(taus),
+        "krippendorff_alpha": krippendorff_alpha_ordinal(ranking_units(by_task)) if agreements else None,
         "per_annotator": {name: mean(v) for name, v in sorted(per_annotator.items())},
     }

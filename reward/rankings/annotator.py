@@ -133,3 +133,88 @@ class ScriptedAnnotator:
                 # 409 (lease lost, task complete) is the normal race of many annotators; anything else is a bug.
                 resp.raise_for_status()
         return saved
+
+
+def run_scripted(cfg) -> dict:
+    """`rlhf rank annotate`: the AnnotateConfig's scripted annotators rank in parallel until nothing is left.
+
+    Through `cfg.url`, or through a server started for the run from the store (a free loopback port).
+    A wrong password, an unknown account or an unreachable server is one line (UserError).
+    """
+    import os
+    import threading
+
+    from alignment.config import UserError
+    from alignment.runtime.functions import load_scorer
+
+    score = load_scorer(cfg.score, "score")
+    password = cfg.password or os.environ.get("RLHF_RANK_PASSWORD")
+    if not password:
+        raise UserError("the annotators' password: give password=... or set $RLHF_RANK_PASSWORD")
+    if cfg.create_users:
+        _create_missing(cfg, password)
+    server = None
+    if not cfg.url:
+        from reward.rankings.app.process import RankServer
+
+        server = RankServer(store=cfg.store, annotators_per_task=cfg.annotators_per_task, log_level="warning").start()
+    url = cfg.url or server.url
+    bots = [
+        ScriptedAnnotator(url, name, password, lambda p, t: score(t, p), cfg.temperature, seed=cfg.seed + i)
+        for i, name in enumerate(cfg.users)
+    ]
+    errors: list[str] = []
+    started = time.monotonic()
+    try:
+        for bot in bots:
+            _login(bot, url)
+        threads = [threading.Thread(target=_work, args=(bot, cfg.max_tasks, errors)) for bot in bots]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for bot in bots:
+            bot.close()
+        if server is not None:
+            server.stop()
+    if errors:
+        raise UserError(errors[0])
+    counts = {bot.username: len(bot.acknowledged) for bot in bots}
+    return {
+        "per_annotator": counts,
+        "rankings": sum(counts.values()),
+        "seconds": time.monotonic() - started,
+        "url": url,
+    }
+
+
+def _create_missing(cfg, password: str) -> None:
+    from reward.rankings.store import open_store
+
+    store = open_store(cfg.store, create=False)
+    try:
+        have = {u["name"] for u in store.list_users()}
+        for name in cfg.users:
+            if name not in have:
+                store.add_user(name, "annotator", password)
+    finally:
+        store.close()
+
+
+def _login(bot: ScriptedAnnotator, url: str) -> None:
+    from alignment.config import UserError
+
+    try:
+        bot.login()
+    except httpx.HTTPStatusError as e:
+        raise UserError(f"user '{bot.username}' cannot log in at {url} (HTTP {e.response.status_code})") from None
+    except httpx.TransportError as e:
+        raise UserError(f"cannot reach the ranking server at {url} ({e.__class__.__name__})") from None
+
+
+def _work(bot: ScriptedAnnotator, max_tasks, errors: list[str]) -> None:
+    try:
+        bot.run(max_tasks=max_tasks)
+    except httpx.HTTPError as e:
+        errors.append(f"annotator '{bot.username}': {e}")

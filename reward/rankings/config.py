@@ -1,98 +1,57 @@
-"""Configs for `rlhf rank serve|users|export|status` (the ranking app and the preference export).
+"""Configs for `rlhf rank serve|status|export|users|import|annotate`: one rank config file for them all.
 
-Same machinery as alignment/config.py: a plain dataclass per command, a docstring under each field,
-loaded from YAML and `key=value` overrides by `alignment.cli.parse_stage_args`.
+`configs/rank.yaml` is a RankConfig: the run folder (`output_dir`), the store, N, the server's
+settings and an `export:` section. Every rank command takes it as its CONFIG.yaml and reads what it
+needs (`rank status` and `users` the store, `rank export` the store, `output_dir/export` and the
+export section), so `store=` is written once. Each command's own keys (`rlhf rank <cmd> --help`) are
+then overridable with `key=value`. Numeric settings are range-checked when a config loads.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 from alignment.config import ConfigError, require
 
-
-@dataclass
-class RankConfig:
-    store: str = ""
-    """Ranking store: a SQLite file (created if missing) or a postgresql://user@host:port/db URL."""
-    output_dir: str = ""
-    """Where the server writes its resolved config and where the admin export button exports (output_dir/export)."""
-    host: str = "127.0.0.1"
-    """Address to listen on."""
-    port: int = 8000
-    """Port to listen on."""
-    annotators_per_task: int = 1
-    """N: each task is ranked by exactly this many distinct annotators (N > 1 makes agreement measurable)."""
-    lease_seconds: float = 600.0
-    """How long a task stays reserved for the annotator viewing it before it goes back to the pool."""
-    allow_ties: bool = True
-    """Let annotators mark completions as equally good."""
-    guidelines: str | None = None
-    """Markdown file shown on the guidelines page; None shows a short default."""
-    title: str = "Rank the responses"
-    """Heading of the ranking page."""
-    session_hours: float = 12.0
-    """Browser sessions and API login tokens expire after this many hours."""
-    cookie_secure: bool = False
-    """Mark the session cookie Secure (set true behind HTTPS)."""
-    login_max_failures: int = 10
-    """Failed logins per (client, user name) within `login_window_seconds` before 429 (5x per client); 0 turns it off."""
-    login_window_seconds: float = 300.0
-    """The window failed logins are counted over."""
-    export_config: str | None = None
-    """YAML of export options the admin export button uses; None uses the export defaults."""
-    seed: int | None = None
-    """Seed for the order completions are shown in; None draws fresh randomness per view."""
-    workers: int = 1
-    """Uvicorn worker processes (the database keeps leases and counts consistent across them)."""
-    log_level: str = "info"
-    """Uvicorn log level."""
-
-    def validate(self) -> None:
-        require(self, "store")
-        if self.annotators_per_task < 1:
-            raise ConfigError(f"'annotators_per_task' must be >= 1, got {self.annotators_per_task}")
-        if self.lease_seconds <= 0:
-            raise ConfigError(f"'lease_seconds' must be > 0, got {self.lease_seconds}")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"'port' must be 1-65535, got {self.port}")
+MAX_N = 1000
 
 
-@dataclass
-class UsersConfig:
-    store: str = ""
-    """Ranking store (SQLite file or postgresql:// URL)."""
-    role: Literal["annotator", "admin"] = "annotator"
-    """Role for `add` and `set-role`."""
-    password: str | None = None
-    """Password for `add` / `set-password`; otherwise read from $RLHF_RANK_PASSWORD, a prompt, or stdin."""
-    token_hours: float | None = None
-    """Lifetime of a token made by `token`; None never expires."""
+def check_range(cfg, key: str, low=None, high=None, low_open: bool = False, prefix: str = "") -> None:
+    """ConfigError naming `key` unless its value is a finite number in [low, high] ((low, high] if low_open)."""
+    value = getattr(cfg, key)
+    if value is None:
+        return
+    bad = not math.isfinite(value)
+    bad = bad or (low is not None and (value <= low if low_open else value < low))
+    bad = bad or (high is not None and value > high)
+    if bad:
+        lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
+        hi = "" if high is None else f"<= {high:g}"
+        raise ConfigError(f"'{prefix}{key}' must be {' and '.join(p for p in (lo, hi) if p)}, got {value}")
 
-    def validate(self) -> None:
-        require(self, "store")
 
+def redacted(cfg):
+    """A copy of a rank config whose store URL (and its export section's) has no password: safe to save or print."""
+    from reward.rankings.store.engine import redact
 
-@dataclass
-class StatusConfig:
-    store: str = ""
-    """Ranking store (SQLite file or postgresql:// URL)."""
-    annotators_per_task: int = 1
-    """N the tasks are collected with (a task is complete at N rankings)."""
-    json: bool = False
-    """Print one JSON object instead of text."""
-
-    def validate(self) -> None:
-        require(self, "store")
+    out = copy.deepcopy(cfg)
+    for node in (out, getattr(out, "export", None)):
+        if node is not None and getattr(node, "store", None):
+            node.store = redact(node.store)
+    return out
 
 
 @dataclass
 class ExportConfig:
     store: str = ""
-    """Ranking store to read (SQLite file or postgresql:// URL)."""
+    """Ranking store to read (SQLite file or postgresql:// URL); from a rank config: its store."""
     output_dir: str = ""
-    """Folder written: pairwise/ and kwise/ `datasets` folders, *.jsonl / *.parquet, manifest.json, config.yaml."""
+    """Folder written: pairwise/ and kwise/ `datasets` folders, *.jsonl / *.parquet, manifest.json, config.yaml;
+    from a rank config: its output_dir/export (where the reward stage reads)."""
     seed: int = 42
     """Seed for the train/test split and for random tie-breaking."""
     schemas: list[str] = field(default_factory=lambda: ["pairwise", "kwise"])
@@ -112,19 +71,195 @@ class ExportConfig:
     min_annotators: int = 1
     """Skip tasks with fewer rankings than this."""
     drop_flagged: bool = True
-    """Leave out tasks that any annotator flagged (unsafe, all bad, not rankable)."""
+    """Leave out flagged tasks: flagged or confirmed by an admin, or flagged by `flag_quorum` different people."""
+    flag_quorum: int = 2
+    """Distinct annotators whose (not dismissed) flags drop a task; one account alone never empties the export."""
     test_size: float = 0.1
     """Share (<1) or count (>=1) of prompts held out as the test split; 0 writes only train."""
 
-    def validate(self) -> None:
-        require(self, "store", "output_dir")
+    def check(self, prefix: str = "") -> None:
+        """Ranges and choices (everything but the paths)."""
         for s in self.schemas:
             if s not in ("pairwise", "kwise"):
-                raise ConfigError(f"'schemas' items must be pairwise or kwise, got '{s}'")
+                raise ConfigError(f"'{prefix}schemas' items must be pairwise or kwise, got '{s}'")
         for f in self.formats:
             if f not in ("datasets", "jsonl", "parquet"):
-                raise ConfigError(f"'formats' items must be datasets, jsonl or parquet, got '{f}'")
+                raise ConfigError(f"'{prefix}formats' items must be datasets, jsonl or parquet, got '{f}'")
         if not self.schemas or not self.formats:
-            raise ConfigError("'schemas' and 'formats' must not be empty")
-        if self.test_size < 0:
-            raise ConfigError(f"'test_size' must be >= 0, got {self.test_size}")
+            raise ConfigError(f"'{prefix}schemas' and '{prefix}formats' must not be empty")
+        check_range(self, "test_size", 0, prefix=prefix)
+        check_range(self, "margin_scale", 0, low_open=True, prefix=prefix)
+        check_range(self, "min_annotators", 1, MAX_N, prefix=prefix)
+        check_range(self, "flag_quorum", 1, MAX_N, prefix=prefix)
+
+    def validate(self) -> None:
+        require(self, "store", "output_dir")
+        self.check()
+
+
+@dataclass
+class RankConfig:
+    output_dir: str = ""
+    """Run folder (runs/x): the store defaults to output_dir/rankings.db, exports go to output_dir/export, and
+    `rank serve` saves its resolved config (password-free) as output_dir/rank/config.yaml."""
+    store: str = ""
+    """Ranking store: a SQLite file or a postgresql://user@host:port/db URL; default output_dir/rankings.db."""
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 8000
+    """Port to listen on."""
+    annotators_per_task: int | None = None
+    """N: distinct annotators per task; saved in the store so every command agrees. None keeps the store's (1 if new)."""
+    lease_seconds: float = 600.0
+    """How long a task stays reserved for the annotator viewing it (renewed while they work; a countdown shows it)."""
+    undo_seconds: float = 30.0
+    """How long after a submit its annotator may undo it (and re-rank: the ranking is replaced); 0 turns undo off."""
+    allow_ties: bool = True
+    """Let annotators mark completions as equally good."""
+    markdown: bool = False
+    """Render completions as Markdown and code (sanitised by nh3; HTML in model text always stays text)."""
+    guidelines: str | None = None
+    """Markdown file shown on the guidelines page (sanitised); None shows a short default."""
+    title: str = "Rank the responses"
+    """Heading of the ranking page."""
+    session_hours: float = 12.0
+    """Browser sessions and API login tokens expire after this many hours."""
+    cookie_secure: bool = False
+    """Mark the session cookie Secure (set true behind HTTPS)."""
+    login_max_failures: int = 10
+    """Failed logins per (client, user name) within `login_window_seconds` before 429 (5x per client); 0 turns it off.
+    Counted in the store, so every server process shares the budget."""
+    login_window_seconds: float = 300.0
+    """The window failed logins are counted over."""
+    forwarded_allow_ips: list[str] = field(default_factory=list)
+    """Proxies trusted to set X-Forwarded-For/-Proto (IPs or CIDRs, `*` for any); empty trusts none (the peer is the client)."""
+    allowed_hosts: list[str] = field(default_factory=lambda: ["*"])
+    """Host headers served (e.g. [rank.example.org]); others get 400. `*` allows any."""
+    docs: bool = False
+    """Serve the OpenAPI schema and /api/docs (off: they map the API for anyone who can reach the server)."""
+    max_body_kb: int = 1024
+    """Largest request body accepted, in KiB; a larger one is refused with 413 before it is read."""
+    seed: int | None = None
+    """Seed for the order completions are shown in; None draws fresh randomness per view."""
+    workers: int = 1
+    """Uvicorn worker processes (the database keeps leases, counts and the login throttle consistent across them)."""
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    """Uvicorn log level."""
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """Export options (`rlhf rank export` and the admin page's export); store and output_dir default from above."""
+
+    def validate(self) -> None:
+        if not self.store and not self.output_dir:
+            raise ConfigError("missing required value 'store' (or 'output_dir', the run folder holding rankings.db)")
+        check_range(self, "port", 1, 65535)
+        check_range(self, "annotators_per_task", 1, MAX_N)
+        check_range(self, "lease_seconds", 0, 7 * 86400, low_open=True)
+        check_range(self, "undo_seconds", 0, 3600)
+        check_range(self, "session_hours", 0, 24 * 365, low_open=True)
+        check_range(self, "login_max_failures", 0, 10**6)
+        check_range(self, "login_window_seconds", 0, 86400, low_open=True)
+        check_range(self, "max_body_kb", 1, 1024 * 1024)
+        check_range(self, "workers", 1, 64)
+        if not self.allowed_hosts:
+            raise ConfigError("'allowed_hosts' must not be empty (use ['*'] to allow any host)")
+        self.export.check(prefix="export.")
+
+    def store_url(self) -> str:
+        return self.store or os.path.join(self.output_dir, "rankings.db")
+
+    def export_config(self) -> ExportConfig:
+        """The export this rank config describes: its section, reading its store, writing output_dir/export."""
+        out = copy.deepcopy(self.export)
+        out.store = out.store or self.store_url()
+        out.output_dir = out.output_dir or (os.path.join(self.output_dir, "export") if self.output_dir else "")
+        return out
+
+
+@dataclass
+class UsersConfig:
+    store: str = ""
+    """Ranking store (SQLite file or postgresql:// URL); from a rank config: its store."""
+    role: Literal["annotator", "admin"] = "annotator"
+    """Role for `add` and `set-role`."""
+    password: str | None = None
+    """Password for `add` / `set-password`; otherwise read from $RLHF_RANK_PASSWORD, a prompt, or stdin."""
+    token_hours: float = 720.0
+    """Lifetime of a token made by `token` (tokens always expire; revoke them early with `revoke`)."""
+
+    def validate(self) -> None:
+        require(self, "store")
+        check_range(self, "token_hours", 0, 24 * 366 * 5, low_open=True)
+
+
+@dataclass
+class StatusConfig:
+    store: str = ""
+    """Ranking store (SQLite file or postgresql:// URL); from a rank config: its store."""
+    annotators_per_task: int | None = None
+    """N a task is complete at; None uses the N stored by the server (the same number the admin page shows)."""
+    json: bool = False
+    """Print one JSON object instead of text."""
+
+    def validate(self) -> None:
+        require(self, "store")
+        check_range(self, "annotators_per_task", 1, MAX_N)
+
+
+@dataclass
+class ImportConfig:
+    path: str = ""
+    """What to import: a jsonl/json/parquet/csv file or a `datasets` folder (also given as the first argument)."""
+    store: str = ""
+    """Ranking store to add the tasks to (created if missing); from a rank config: its store."""
+    format: Literal["auto", "completions", "pairwise", "kwise"] = "auto"
+    """Rows: `completions` ({prompt, completions: [text or {text, model}], models?}), `pairwise` (TRL prompt/chosen/
+    rejected) or `kwise` (our export: prompt/completions/ranks); `auto` tells them apart by their columns."""
+    split: str = "train"
+    """Split of a `datasets` folder holding several."""
+    show_models: bool = False
+    """Show each completion's model name to annotators (otherwise ranking is blind)."""
+    tag: str = ""
+    """Stored in each task's meta (e.g. the campaign)."""
+    limit: int | None = None
+    """Import only the first N rows."""
+    dry_run: bool = False
+    """Check every row and report what would be imported, writing nothing."""
+
+    def validate(self) -> None:
+        require(self, "path", "store")
+        check_range(self, "limit", 1)
+
+
+@dataclass
+class AnnotateConfig:
+    users: list[str] = field(default_factory=list)
+    """Accounts the scripted annotators log in as, one thread each (e.g. users=bot1,bot2)."""
+    score: str = ""
+    """Their hidden preference: `module:function` of (completion) or (completion, prompt), higher = better."""
+    temperature: float = 1.0
+    """Plackett-Luce noise (0: always the score order)."""
+    seed: int = 0
+    """Noise seed (each annotator adds its index)."""
+    password: str | None = None
+    """The accounts' password; otherwise $RLHF_RANK_PASSWORD."""
+    url: str = ""
+    """A running server to rank through (http://host:port); empty serves this rank config on a free loopback
+    port for the run."""
+    store: str = ""
+    """Ranking store (used when url is empty, and by create_users); from a rank config: its store."""
+    annotators_per_task: int | None = None
+    """N for the server started when url is empty; None keeps the store's."""
+    create_users: bool = False
+    """Create missing accounts (as annotators, with `password`): for a dry run on a copy of the store."""
+    max_tasks: int | None = None
+    """Rankings per annotator at most; None ranks until nothing is left."""
+
+    def validate(self) -> None:
+        require(self, "score")
+        if not self.users:
+            raise ConfigError("missing required value 'users' (e.g. users=bot1,bot2)")
+        if not self.url:
+            require(self, "store")
+        check_range(self, "temperature", 0)
+        check_range(self, "annotators_per_task", 1, MAX_N)
+        check_range(self, "max_tasks", 1)

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from alignment.config import UserError, save_config
 from reward.rankings.agreement import consensus_ranks
-from reward.rankings.config import ExportConfig
+from reward.rankings.config import ExportConfig, redacted
 from reward.rankings.store import open_store, safe_url
 
 
@@ -67,6 +67,12 @@ def split_prompts(prompt_ids: list[int], test_size: float, seed: int) -> set[int
     return set(ids[:n_test])
 
 
+def flagged_out(ranking: dict, quorum: int) -> bool:
+    """Whether flags remove this ranking's task: an admin flagged or confirmed it, or `quorum` distinct people
+    flagged it (dismissed flags do not count). One annotator alone can never empty the export."""
+    return bool(ranking.get("flag_confirmed")) or len(ranking.get("flags") or []) >= quorum
+
+
 def _as_messages(prompt) -> list[dict]:
     return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
 
@@ -84,7 +90,7 @@ def build_rows(rankings: list[dict], cfg: ExportConfig) -> tuple[list[dict], lis
         if len(rs) < cfg.min_annotators:
             counts["tasks_below_min_annotators"] += 1
             continue
-        if cfg.drop_flagged and rs[0]["flags"]:
+        if cfg.drop_flagged and flagged_out(rs[0], cfg.flag_quorum):
             counts["tasks_flagged"] += 1
             continue
         if cfg.ties == "drop_ranking":
@@ -179,10 +185,12 @@ def export(cfg: ExportConfig, store=None) -> dict:
         if own:
             store.close()
     if not rankings:
-        raise UserError(f"{cfg.store}: no rankings to export yet")
+        raise UserError(f"{safe_url(cfg.store)}: no rankings to export yet")
     kwise, pairwise, counts = build_rows(rankings, cfg)
     if not kwise:
-        raise UserError(f"{cfg.store}: every ranking was filtered out ({counts}); check min_annotators/drop_flagged")
+        raise UserError(
+            f"{safe_url(cfg.store)}: every ranking was filtered out ({counts}); check min_annotators/drop_flagged"
+        )
     test_ids = split_prompts([r["_prompt_id"] for r in kwise], cfg.test_size, cfg.seed)
     os.makedirs(cfg.output_dir, exist_ok=True)
     outputs = {}
@@ -190,9 +198,9 @@ def export(cfg: ExportConfig, store=None) -> dict:
         outputs["kwise"] = _write(kwise, test_ids, "kwise", cfg)
     if "pairwise" in cfg.schemas:
         if not pairwise:
-            raise UserError(f"{cfg.store}: no preference pairs (all completions tied?); try ties=random")
+            raise UserError(f"{safe_url(cfg.store)}: no preference pairs (all completions tied?); try ties=random")
         outputs["pairwise"] = _write(pairwise, test_ids, "pairwise", cfg)
-    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    save_config(redacted(cfg), os.path.join(cfg.output_dir, "config.yaml"))
     manifest = {
         "stage": "rank-export",
         "store": safe_url(cfg.store),

@@ -1,165 +1,183 @@
 """The JSON API: everything the pages do, for scripts and the scripted annotator.
 
 Authenticate with `POST /api/login` ({"username", "password"} -> {"token"}) and send
-`Authorization: Bearer <token>`. Every write returns only after the database commit.
+`Authorization: Bearer <token>`. Every write returns only after the database commit. Errors are
+{"error", "detail"} with a one-line detail: 401/403 (who), 404 (no such id), 409 (the state refuses:
+lease lost, task complete, already ranked or flagged), 413 (body too large), 422 (bad input), 429.
+
+Routes are plain `def`s: each runs in one worker thread, authenticates there (one indexed query) and
+does its work in one transaction; responses are built directly, without FastAPI's generic encoder.
 """
 
 from __future__ import annotations
 
 import math
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from alignment.config import load_config
-from reward.rankings.agreement import agreement_summary
-from reward.rankings.app.security import api_user, api_writer, bearer, client_address, require_admin
-from reward.rankings.config import ExportConfig
-from reward.rankings.export import export
-from reward.rankings.store import UserInfo
+from reward.rankings.app.render import view_json
+from reward.rankings.app.security import SESSION_COOKIE, authed, bearer, client_address
+from reward.rankings.store import check_id
 
 router = APIRouter(prefix="/api")
 
 
 class LoginBody(BaseModel):
-    username: str
-    password: str
+    username: str = Field(max_length=256)
+    password: str = Field(max_length=1024)
 
 
 class SubmitBody(BaseModel):
-    ranks: list[int] = Field(description="rank of each completion by position, 1 = best, ties share")
+    ranks: list[int] = Field(description="rank of each completion by position, 1 = best, ties share", max_length=64)
     idempotency_key: str = Field(min_length=1, max_length=128)
+    next: bool = Field(False, description="also lease and return the next task (one round trip per ranking)")
 
 
 class FlagBody(BaseModel):
-    kind: str
-    comment: str = ""
+    kind: str = Field(max_length=32)
+    comment: str = Field("", max_length=2000)
 
 
-def _cfg(request: Request):
-    return request.app.state.cfg
+def ok(data: dict) -> JSONResponse:
+    return JSONResponse(data)
+
+
+def _state(request: Request):
+    return request.app.state
+
+
+def login_throttled(request: Request, username: str) -> int:
+    """Seconds the caller must wait before trying `username` (0: go ahead)."""
+    return math.ceil(_state(request).login_limiter.retry_after(client_address(request), username))
+
+
+def check_login(request: Request, username: str, password: str):
+    """The user, or None after recording the failure (the same work for unknown and known names)."""
+    state = _state(request)
+    user = state.store.authenticate(username, password)
+    if user is None:
+        state.login_limiter.failed(client_address(request), username)
+    else:
+        state.login_limiter.succeeded(client_address(request), username)
+    return user
 
 
 @router.post("/login")
 def login(body: LoginBody, request: Request):
-    store, cfg, limiter = request.app.state.store, _cfg(request), request.app.state.login_limiter
-    client = client_address(request)
-    wait = math.ceil(limiter.retry_after(client, body.username))
+    wait = login_throttled(request, body.username)
     if wait > 0:
         raise HTTPException(
             status_code=429, detail=f"too many failed logins; try again in {wait} s", headers={"Retry-After": str(wait)}
         )
-    user = store.authenticate(body.username, body.password)
+    user = check_login(request, body.username, body.password)
     if user is None:
-        limiter.failed(client, body.username)
         raise HTTPException(status_code=401, detail="wrong user name or password")
-    limiter.succeeded(client, body.username)
-    token, _ = store.create_token(user.name, kind="api", ttl_seconds=cfg.session_hours * 3600)
-    return {"token": token, "user": user.name, "role": user.role}
+    cfg = _state(request).cfg
+    token, _ = _state(request).store.create_token(user.name, kind="api", ttl_seconds=cfg.session_hours * 3600)
+    return ok({"token": token, "user": user.name, "role": user.role})
 
 
 @router.post("/logout")
-def logout(request: Request, user: UserInfo = Depends(api_writer)):
-    token = bearer(request)
-    if token:
-        request.app.state.store.revoke_token(token)
-    return {"ok": True}
+def logout(request: Request):
+    """Revoke the credential this request came with (bearer token, or session cookie with its CSRF token)."""
+    authed(request, write=True)
+    token = bearer(request) or request.cookies.get(SESSION_COOKIE)
+    _state(request).store.revoke_token(token)
+    response = ok({"ok": True})
+    if not bearer(request):
+        response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
 
 @router.get("/me")
-def me(request: Request, user: UserInfo = Depends(api_user)):
-    cfg = _cfg(request)
+def me(request: Request):
+    user = authed(request)
+    state = _state(request)
+    return ok({"user": user.name, "role": user.role, "progress": state.store.progress(user.id, state.n)})
+
+
+def lease_reply(request: Request, user) -> dict:
+    state = _state(request)
+    cfg = state.cfg
+    view, progress = state.store.lease_next(user.id, state.n, cfg.lease_seconds, rng=state.rng, progress=True)
     return {
-        "user": user.name,
-        "role": user.role,
-        "progress": request.app.state.store.progress(user.id, cfg.annotators_per_task),
+        "task": view_json(view, cfg.markdown) if view else None,
+        "progress": progress,
+        "allow_ties": cfg.allow_ties,
+        "undo_seconds": cfg.undo_seconds,
+        "lease_seconds": cfg.lease_seconds,
     }
 
 
 @router.post("/tasks/next")
-def next_task(request: Request, user: UserInfo = Depends(api_writer)):
+def next_task(request: Request):
     """Lease the next task (or renew the one you hold); {"task": null} when nothing is left for you."""
-    store, cfg = request.app.state.store, _cfg(request)
-    view = store.next_task(user.id, cfg.annotators_per_task, cfg.lease_seconds, rng=request.app.state.rng)
-    progress = store.progress(user.id, cfg.annotators_per_task)
-    return {"task": view.as_json() if view else None, "progress": progress, "allow_ties": cfg.allow_ties}
+    return ok(lease_reply(request, authed(request, write=True)))
 
 
 @router.post("/tasks/{task_id}/submit")
-def submit(task_id: int, body: SubmitBody, request: Request, user: UserInfo = Depends(api_writer)):
-    store, cfg = request.app.state.store, _cfg(request)
-    result = store.submit(
-        user.id, task_id, body.ranks, body.idempotency_key, cfg.annotators_per_task, allow_ties=cfg.allow_ties
+def submit(task_id: int, body: SubmitBody, request: Request):
+    """Save a ranking (after an undo: replace it). With "next": true the reply also holds the next task."""
+    user = authed(request, write=True)
+    state = _state(request)
+    result = state.store.submit(
+        user.id, task_id, body.ranks, body.idempotency_key, state.n, allow_ties=state.cfg.allow_ties
     )
-    return {"saved": True, **result}
+    reply = {"saved": True, **result}
+    if body.next:
+        reply["next"] = lease_reply(request, user)
+    return ok(reply)
 
 
 @router.post("/tasks/{task_id}/renew")
-def renew(task_id: int, request: Request, user: UserInfo = Depends(api_writer)):
+def renew(task_id: int, request: Request):
     """Keep holding a task while its annotator is still working on it (409 if it has been reassigned)."""
-    cfg = _cfg(request)
-    if not request.app.state.store.renew(user.id, task_id, cfg.lease_seconds):
-        raise HTTPException(status_code=409, detail="this task was reassigned after its lease expired; reload")
-    return {"ok": True, "lease_seconds": cfg.lease_seconds}
+    user = authed(request, write=True)
+    state = _state(request)
+    until = state.store.renew(user.id, task_id, state.cfg.lease_seconds)
+    if until is None:
+        return JSONResponse(
+            {"error": "lease_lost", "detail": "this task was reassigned after its lease expired; reload"},
+            status_code=409,
+        )
+    return ok({"ok": True, "lease_seconds": state.cfg.lease_seconds, "expires_at": until})
 
 
 @router.post("/tasks/{task_id}/skip")
-def skip(task_id: int, request: Request, user: UserInfo = Depends(api_writer)):
-    request.app.state.store.skip(user.id, task_id)
-    return {"ok": True}
+def skip(task_id: int, request: Request):
+    user = authed(request, write=True)
+    _state(request).store.skip(user.id, task_id)
+    return ok({"ok": True})
 
 
 @router.post("/tasks/{task_id}/flag")
-def flag(task_id: int, body: FlagBody, request: Request, user: UserInfo = Depends(api_writer)):
-    flag_id = request.app.state.store.flag(user.id, task_id, body.kind, body.comment)
-    return {"ok": True, "flag_id": flag_id}
+def flag(task_id: int, body: FlagBody, request: Request):
+    """Flag the task you hold (admins: any task); once per person and task."""
+    user = authed(request, write=True)
+    flag_id = _state(request).store.flag(user.id, task_id, body.kind, body.comment, admin=user.role == "admin")
+    return ok({"ok": True, "flag_id": flag_id})
+
+
+@router.post("/rankings/{ranking_id}/undo")
+def undo(ranking_id: int, request: Request):
+    """Reopen your own ranking within `undo_seconds` of saving it; submit the task again to replace it."""
+    user = authed(request, write=True)
+    state = _state(request)
+    cfg = state.cfg
+    if cfg.undo_seconds <= 0:
+        raise HTTPException(status_code=409, detail="undo is turned off in this project")
+    check_id("ranking", ranking_id)
+    view = state.store.undo(user.id, ranking_id, cfg.undo_seconds, cfg.lease_seconds)
+    return ok({"task": view_json(view, cfg.markdown), "allow_ties": cfg.allow_ties})
 
 
 @router.get("/status")
-def status(request: Request, user: UserInfo = Depends(api_user)):
-    store, cfg = request.app.state.store, _cfg(request)
-    out = {"user": user.name, "progress": store.progress(user.id, cfg.annotators_per_task)}
+def status(request: Request):
+    user = authed(request)
+    state = _state(request)
+    out = {"user": user.name, "progress": state.store.progress(user.id, state.n)}
     if user.role == "admin":
-        out["overview"] = store.overview(cfg.annotators_per_task)
-    return out
-
-
-def admin_stats(store, cfg) -> dict:
-    """Everything the admin page shows, as plain data (shared with pages.py)."""
-
-    by_task: dict[int, list] = {}
-    for r in store.rankings():
-        by_task.setdefault(r["task_id"], []).append((r["annotator"], r["ranks"]))
-    agreement = agreement_summary(by_task)
-    for key in ("pairwise_agreement", "kendall_tau"):
-        if agreement[key] is not None and math.isnan(agreement[key]):
-            agreement[key] = None
-    return {
-        "overview": store.overview(cfg.annotators_per_task),
-        "annotators": store.annotator_rows(),
-        "agreement": agreement,
-        "flags": store.flags(),
-    }
-
-
-@router.get("/admin/stats")
-def stats(request: Request, user: UserInfo = Depends(api_user)):
-    require_admin(user)
-    return admin_stats(request.app.state.store, _cfg(request))
-
-
-def run_export(request: Request, user: UserInfo) -> dict:
-    import os
-
-    cfg = _cfg(request)
-    out_dir = os.path.join(cfg.output_dir or ".", "export")
-    ecfg = load_config(ExportConfig, cfg.export_config, [f"store={cfg.store}", f"output_dir={out_dir}"])
-    manifest = export(ecfg, store=request.app.state.store)
-    request.app.state.store.log(user.id, "export", output_dir=out_dir, rankings=manifest["rankings_read"])
-    return {"output_dir": out_dir, **manifest}
-
-
-@router.post("/admin/export")
-def export_now(request: Request, user: UserInfo = Depends(api_writer)):
-    require_admin(user)
-    return run_export(request, user)
+        out["overview"] = state.store.overview(state.n)
+    return ok(out)

@@ -1,28 +1,44 @@
-"""`rlhf rank serve|users|export|status`: run and manage the ranking app.
+"""`rlhf rank serve|status|export|users|import|annotate`: run and manage the ranking app.
+
+Every command takes the same rank config (configs/rank.yaml: the run folder, the store, N, the
+server, an export section) and its own key=value overrides (`rlhf rank <command> --help`):
 
 rlhf rank serve CONFIG.yaml [key=value ...]            serve the ranking pages and JSON API
-rlhf rank users add NAME store=S [role=admin] [password=...]
-rlhf rank users list|set-password NAME|set-role NAME role=R|token NAME   (store=S on each)
-rlhf rank export CONFIG.yaml [key=value ...]           rankings -> preference datasets
-rlhf rank status store=S [annotators_per_task=N]       progress summary
+rlhf rank status CONFIG.yaml [json=true]               progress (N as stored by the server)
+rlhf rank export CONFIG.yaml [key=value ...]           rankings -> preference datasets (output_dir/export)
+rlhf rank import FILE CONFIG.yaml [format=...] [show_models=true]
+                                                       tasks from jsonl/json/parquet/csv or a datasets folder
+rlhf rank annotate CONFIG.yaml users=a,b score=module:function [temperature=1]
+                                                       scripted annotators: dry-run a campaign
+rlhf rank users add|list|set-password|set-role|token|revoke|deactivate|activate [NAME] CONFIG.yaml [role=...]
+(`store=S` works in place of CONFIG.yaml everywhere.)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import getpass
 import json
 import os
+import socket
 import sys
 
 from alignment.cli import parse_stage_args
-from alignment.config import UserError, save_config, to_dict
-from reward.rankings.app.server import CONFIG_ENV
-from reward.rankings.config import ExportConfig, RankConfig, StatusConfig, UsersConfig
-from reward.rankings.export import export
-from reward.rankings.store import open_store
+from alignment.config import ConfigError, UserError, from_dict, load_config, save_config, to_dict
+from reward.rankings.config import (
+    AnnotateConfig,
+    ExportConfig,
+    ImportConfig,
+    RankConfig,
+    StatusConfig,
+    UsersConfig,
+    redacted,
+)
+from reward.rankings.store import open_store, safe_url
 
-SUBCOMMANDS = ("serve", "users", "export", "status")
-USER_ACTIONS = ("add", "list", "set-password", "set-role", "token")
+SUBCOMMANDS = ("serve", "status", "export", "import", "annotate", "users")
+USER_ACTIONS = ("add", "list", "set-password", "set-role", "token", "revoke", "deactivate", "activate")
 
 
 def main(argv: list[str]) -> int:
@@ -30,14 +46,10 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())
         return 0
     sub, rest = argv[0], argv[1:]
-    if sub == "serve":
-        return serve(rest)
-    if sub == "users":
-        return users(rest)
-    if sub == "export":
-        return export_cmd(rest)
-    if sub == "status":
-        return status(rest)
+    commands = {"serve": serve, "status": status, "export": export_cmd, "import": import_cmd, "users": users}
+    commands["annotate"] = annotate
+    if sub in commands:
+        return commands[sub](rest)
     import difflib
 
     close = difflib.get_close_matches(sub, SUBCOMMANDS, n=1)
@@ -45,19 +57,122 @@ def main(argv: list[str]) -> int:
     raise UserError(f"unknown rank command '{sub}'{hint} (one of {', '.join(SUBCOMMANDS)})")
 
 
+# ----------------------------------------------------------------------------------------------
+# One rank config for every command
+
+
+def _split(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """(CONFIG.yaml or None, other positional arguments, key=value overrides)."""
+    config, positional, overrides = None, [], []
+    for arg in argv:
+        if "=" in arg and not arg.startswith("-"):
+            overrides.append(arg)
+        elif arg.endswith((".yaml", ".yml")) and config is None:
+            config = arg
+        else:
+            positional.append(arg)
+    return config, positional, overrides
+
+
+def _derived(cls: type, rank: RankConfig) -> dict:
+    """What a command's config takes from the rank config."""
+    if cls is ExportConfig:
+        return to_dict(rank.export_config())
+    out = {"store": rank.store_url()}
+    if cls in (StatusConfig, AnnotateConfig):
+        out["annotators_per_task"] = rank.annotators_per_task
+    return out
+
+
+def load_command(cls: type, config: str | None, overrides: list[str]):
+    """`cls` from the rank config file (what this command needs of it), then this command's overrides."""
+    if cls is RankConfig or config is None:
+        return load_config(cls, config, overrides)
+    own = {f.name for f in dataclasses.fields(cls)}
+    rank_keys = {f.name for f in dataclasses.fields(RankConfig)}
+    # Overrides of keys the rank config shares (store) also settle what the file leaves out.
+    shared = [o for o in overrides if o.split("=", 1)[0].strip() in own & rank_keys]
+    rank = load_config(RankConfig, config, shared)
+    base = {k: v for k, v in _derived(cls, rank).items() if k in own}
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key not in own:
+            raise ConfigError(f"override '{item}': unknown key '{key}' for this command (see --help)")
+    cfg = load_config(cls, None, overrides) if not base else _merge(cls, base, overrides, config)
+    return cfg
+
+
+def _merge(cls: type, base: dict, overrides: list[str], source: str):
+    import yaml
+
+    data = dict(base)
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        try:
+            data[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            data[key.strip()] = raw
+    cfg = from_dict(cls, data, source=source)
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def parse(prog: str, cls: type, argv: list[str], doc: str, positional: int = 0):
+    """(config or None after --help, the positional arguments)."""
+    if any(a in ("-h", "--help") for a in argv):
+        parse_stage_args(prog, cls, ["--help"], doc)
+        return None, []
+    config, extra, overrides = _split(argv)
+    if len(extra) > positional:
+        raise UserError(f"unexpected argument '{extra[positional]}': give CONFIG.yaml, then key=value overrides")
+    return load_command(cls, config, overrides), extra
+
+
+# ----------------------------------------------------------------------------------------------
+# serve
+
+
+def check_port(host: str, port: int) -> None:
+    """One line and exit 2 for a port that is taken or a host this machine does not have (not six uvicorn lines)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UserError(f"host '{host}': cannot listen there ({e.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is already in use (another server?); choose port=...") from None
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror})") from None
+
+
 def serve(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf rank serve", RankConfig, argv, "Serve the ranking pages and JSON API.")
+    cfg, _ = parse("rlhf rank serve", RankConfig, argv, "Serve the ranking pages and JSON API.")
     if cfg is None:
         return 0
     import uvicorn
 
+    from reward.rankings.app.server import CONFIG_ENV
+
     if cfg.guidelines and not os.path.isfile(cfg.guidelines):
         raise UserError(f"guidelines: file not found: {cfg.guidelines}")
-    open_store(cfg.store).close()  # migrate once here, and fail with one line if the store is unreachable
+    # Migrate once here, fail with one line if the store is missing or unreachable, and save N in it.
+    store = open_store(cfg.store_url(), create=False)
+    if cfg.annotators_per_task is not None:
+        store.set_annotators_per_task(cfg.annotators_per_task)
+    n = store.annotators_per_task()
+    store.close()
+    check_port(cfg.host, cfg.port)
     if cfg.output_dir:
-        save_config(cfg, os.path.join(cfg.output_dir, "rank_config.yaml"))
+        save_config(redacted(cfg), os.path.join(cfg.output_dir, "rank", "config.yaml"))
     os.environ[CONFIG_ENV] = json.dumps(to_dict(cfg))
-    print(f"ranking app on http://{cfg.host}:{cfg.port}/ (store {cfg.store}, N={cfg.annotators_per_task})", flush=True)
+    print(f"ranking app on http://{cfg.host}:{cfg.port}/ (store {safe_url(cfg.store_url())}, N={n})", flush=True)
     uvicorn.run(
         "reward.rankings.app.server:app_from_env",
         factory=True,
@@ -65,8 +180,17 @@ def serve(argv: list[str]) -> int:
         port=cfg.port,
         workers=cfg.workers,
         log_level=cfg.log_level,
+        # The app itself honours X-Forwarded-* from `forwarded_allow_ips` only; uvicorn must not trust them
+        # on its own (its default trusts any loopback peer, which lets a client pick its address).
+        proxy_headers=False,
+        forwarded_allow_ips="",
+        server_header=False,
     )
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# users
 
 
 def _password(cfg: UsersConfig, name: str) -> str:
@@ -84,51 +208,92 @@ def _password(cfg: UsersConfig, name: str) -> str:
 def users(argv: list[str]) -> int:
     doc = "Manage annotators and admins: " + " | ".join(USER_ACTIONS) + " (NAME after the action)."
     if not argv or argv[0] in ("-h", "--help"):
-        parse_stage_args("rlhf rank users ACTION [NAME]", UsersConfig, ["--help"], doc)
+        parse_stage_args("rlhf rank users ACTION [NAME] [CONFIG.yaml]", UsersConfig, ["--help"], doc)
         return 0
     action, rest = argv[0], argv[1:]
     if action not in USER_ACTIONS:
         raise UserError(f"unknown users action '{action}' (one of {', '.join(USER_ACTIONS)})")
-    name = None
-    if action != "list":
-        if not rest or "=" in rest[0] or rest[0].startswith("-"):
-            raise UserError(f"`rlhf rank users {action}` needs a user NAME")
-        name, rest = rest[0], rest[1:]
-    cfg = parse_stage_args(f"rlhf rank users {action}", UsersConfig, rest, doc)
+    cfg, extra = parse(f"rlhf rank users {action}", UsersConfig, rest, doc, positional=0 if action == "list" else 1)
     if cfg is None:
         return 0
+    if action != "list" and not extra:
+        raise UserError(f"`rlhf rank users {action}` needs a user NAME")
+    name = extra[0] if extra else None
 
     # Only `add` may create a new store: a typo in store= for the other actions should fail, not make an empty file.
     store = open_store(cfg.store, create=action == "add")
     try:
-        if action == "add":
-            store.add_user(name, role=cfg.role, password=_password(cfg, name))
-            print(f"added {cfg.role} '{name}'")
-        elif action == "list":
-            for u in store.list_users():
-                print(f"{u['name']:<24} {u['role']:<10} rankings={u['rankings']}")
-        elif action == "set-password":
-            store.set_password(name, _password(cfg, name))
-            print(f"password changed for '{name}' (their sessions were ended)")
-        elif action == "set-role":
-            store.set_role(name, cfg.role)
-            print(f"'{name}' is now {cfg.role}")
-        elif action == "token":
-            ttl = cfg.token_hours * 3600 if cfg.token_hours else None
-            token, _ = store.create_token(name, kind="api", ttl_seconds=ttl)
-            # Printed once; only its hash is stored.
-            print(token)
+        print(_user_action(store, cfg, action, name))
     finally:
         store.close()
     return 0
 
 
-def export_cmd(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf rank export", ExportConfig, argv, "Export rankings as preference datasets.")
+def _user_action(store, cfg: UsersConfig, action: str, name: str | None) -> str:
+    if action == "add":
+        store.add_user(name, role=cfg.role, password=_password(cfg, name))
+        return f"added {cfg.role} '{name}'"
+    if action == "list":
+        rows = store.list_users()
+        return "\n".join(
+            f"{u['name']:<24} {u['role']:<10} {'active' if u['active'] else 'inactive':<9} rankings={u['rankings']}"
+            for u in rows
+        )
+    if action == "set-password":
+        revoked = store.set_password(name, _password(cfg, name))
+        return f"password changed for '{name}' ({revoked} sessions and tokens revoked)"
+    if action == "set-role":
+        store.set_role(name, cfg.role)
+        return f"'{name}' is now {cfg.role}"
+    if action == "revoke":
+        return f"revoked {store.revoke_tokens(name)} sessions and tokens of '{name}'"
+    if action == "deactivate":
+        return f"'{name}' deactivated ({store.set_active(name, False)} sessions and tokens revoked)"
+    if action == "activate":
+        store.set_active(name, True)
+        return f"'{name}' can log in again"
+    token, _ = store.create_token(name, kind="api", ttl_seconds=cfg.token_hours * 3600)
+    return token  # printed once; only its hash is stored
+
+
+# ----------------------------------------------------------------------------------------------
+# status, export, import, annotate
+
+
+def status(argv: list[str]) -> int:
+    cfg, _ = parse("rlhf rank status", StatusConfig, argv, "Print collection progress.")
     if cfg is None:
         return 0
+    store = open_store(cfg.store, create=False)
+    try:
+        n = cfg.annotators_per_task or store.annotators_per_task()
+        overview = store.overview(n)
+        annotators = store.annotator_rows()
+    finally:
+        store.close()
+    if cfg.json:
+        print(json.dumps({"overview": {**overview, "annotators_per_task": n}, "annotators": annotators}))
+        return 0
+    o = overview
+    print(
+        f"tasks {o['tasks']} (N={n}): complete {o['complete']}, partly ranked {o['in_progress']}, "
+        f"open now {o['leased_now']}; rankings {o['rankings']}/{o['rankings_needed']}; flags {o['flags']}"
+    )
+    for a in annotators:
+        med = f"{a['median_seconds']:.1f}s" if a["median_seconds"] is not None else "-"
+        print(f"  {a['name']:<20} {a['role']:<10} rankings {a['rankings']:<6} skips {a['skips']:<4} median {med}")
+    return 0
 
-    print(f"exporting rankings from {cfg.store} ...", flush=True)
+
+def export_cmd(argv: list[str]) -> int:
+    cfg, _ = parse("rlhf rank export", ExportConfig, argv, "Export rankings as preference datasets.")
+    if cfg is None:
+        return 0
+    from reward.rankings.export import export
+
+    if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
+        raise UserError(f"output_dir {cfg.output_dir} is a file, not a folder")
+    print(f"exporting rankings from {safe_url(cfg.store)} ...", flush=True)
     manifest = export(cfg)
     for schema, out in manifest["outputs"].items():
         print(f"{schema}: {out['rows']} -> {', '.join(out['written'].values())}")
@@ -138,26 +303,32 @@ def export_cmd(argv: list[str]) -> int:
     return 0
 
 
-def status(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf rank status", StatusConfig, argv, "Print collection progress.")
+def import_cmd(argv: list[str]) -> int:
+    doc = "Add tasks (a prompt and K completions) from a file or datasets folder; the first argument may be the path."
+    if any(a in ("-h", "--help") for a in argv):
+        parse_stage_args("rlhf rank import [PATH] [CONFIG.yaml]", ImportConfig, ["--help"], doc)
+        return 0
+    config, extra, overrides = _split(argv)
+    if len(extra) > 1:
+        raise UserError(f"unexpected argument '{extra[1]}': give PATH, CONFIG.yaml, then key=value overrides")
+    if extra:
+        overrides = [f"path={extra[0]}", *overrides]
+    cfg = load_command(ImportConfig, config, overrides)
+    from reward.rankings.importer import import_tasks
+
+    report = import_tasks(cfg)
+    print(report["summary"])
+    return 0
+
+
+def annotate(argv: list[str]) -> int:
+    cfg, _ = parse("rlhf rank annotate", AnnotateConfig, argv, "Scripted annotators rank through the server's API.")
     if cfg is None:
         return 0
+    from reward.rankings.annotator import run_scripted
 
-    store = open_store(cfg.store, create=False)
-    try:
-        overview = store.overview(cfg.annotators_per_task)
-        annotators = store.annotator_rows()
-    finally:
-        store.close()
-    if cfg.json:
-        print(json.dumps({"overview": overview, "annotators": annotators}))
-        return 0
-    o = overview
-    print(
-        f"tasks {o['tasks']}: complete {o['complete']}, partly ranked {o['in_progress']}, open now {o['leased_now']}; "
-        f"rankings {o['rankings']}/{o['rankings_needed']}; flags {o['flags']}"
-    )
-    for a in annotators:
-        med = f"{a['median_seconds']:.1f}s" if a["median_seconds"] is not None else "-"
-        print(f"  {a['name']:<20} {a['role']:<10} rankings {a['rankings']:<6} skips {a['skips']:<4} median {med}")
+    result = run_scripted(cfg)
+    for name, count in result["per_annotator"].items():
+        print(f"{name}: {count} rankings")
+    print(f"{result['rankings']} rankings in {result['seconds']:.1f} s through {result['url']}")
     return 0

@@ -1,4 +1,7 @@
-"""Server-rendered pages: login, ranking, guidelines, admin. Jinja autoescapes every model output."""
+"""Server-rendered pages: login, ranking, guidelines. Jinja autoescapes every model output.
+
+Admin pages are in admin.py. Every form that changes state carries the session's CSRF token.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
 from alignment.config import UserError
-from reward.rankings.app.api import admin_stats, run_export
+from reward.rankings.app.api import check_login, login_throttled
+from reward.rankings.app.render import guidelines_html, view_json
 from reward.rankings.app.security import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     check_csrf,
-    client_address,
     csrf_matches,
     current_user,
 )
@@ -29,8 +32,11 @@ DEFAULT_GUIDELINES = """# Ranking guidelines
 Put the best response first. Judge, in this order: is it **correct and safe**, does it **follow the
 prompt**, is it **clear and concise**?
 
-- Drag the cards, or use the keyboard: focus a card (Tab), move it with **↑/↓** or **k/j**, press a
-  **number** to send it to that place, **t** to tie it with the card above (when ties are allowed).
+- Drag the cards, or use the keyboard: the first card has the focus when a task opens; move a card with
+  **↑/↓** or **k/j**, press a **number** to send it to that place, **t** to tie it with the card above
+  (when ties are allowed), **Tab** to the next card, **Ctrl+Enter** to submit.
+- **Undo** right after a submit brings the task back to change your ranking.
+- The lease countdown shows how long the task stays yours; it renews while you work, or press **Renew**.
 - **Skip** a task you cannot judge. **Flag** it if a response is unsafe, all are bad, or it cannot be ranked.
 """
 
@@ -84,15 +90,12 @@ def login_submit(
 ):
     if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
         raise HTTPException(status_code=403, detail="missing or wrong CSRF token; reload the login page")
-    store, cfg, limiter = request.app.state.store, request.app.state.cfg, request.app.state.login_limiter
-    client = client_address(request)
-    if limiter.retry_after(client, username) > 0:
+    store, cfg = request.app.state.store, request.app.state.cfg
+    if login_throttled(request, username) > 0:
         return RedirectResponse("/login?error=throttled&next=" + quote(_safe_next(next)), status_code=303)
-    user = store.authenticate(username, password)
+    user = check_login(request, username, password)
     if user is None:
-        limiter.failed(client, username)
         return RedirectResponse("/login?error=1&next=" + quote(_safe_next(next)), status_code=303)
-    limiter.succeeded(client, username)
     token, _ = store.create_token(user.name, kind="session", ttl_seconds=cfg.session_hours * 3600)
     store.log(user.id, "login")
     response = RedirectResponse(_safe_next(next), status_code=303)
@@ -111,10 +114,14 @@ def login_submit(
 
 @router.post("/logout", include_in_schema=False)
 async def logout(request: Request):
+    """Log out only with the session's CSRF token: a cross-site form can neither end nor clear a session."""
     user = _page_user(request)
-    if user is not None:
-        await check_csrf(request, user)
-        request.app.state.store.revoke_token(request.cookies.get(SESSION_COOKIE))
+    if user is None:
+        # No live session came with the request: nothing to end, and no cookie is touched (a cross-site
+        # request carries no SameSite=Strict cookie, so clearing "it" would log the real user out).
+        return RedirectResponse("/login", status_code=303)
+    await check_csrf(request, user)
+    request.app.state.store.revoke_token(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -125,10 +132,14 @@ def rank_page(request: Request):
     user = _page_user(request)
     if user is None:
         return _login_redirect(request)
-    store, cfg = request.app.state.store, request.app.state.cfg
-    view = store.next_task(user.id, cfg.annotators_per_task, cfg.lease_seconds, rng=request.app.state.rng)
-    progress = store.progress(user.id, cfg.annotators_per_task)
-    return _render(request, "rank.html", user, task=view, progress=progress, flag_kinds=FLAG_KINDS)
+    state = request.app.state
+    cfg = state.cfg
+    view, progress = state.store.lease_next(user.id, state.n, cfg.lease_seconds, rng=state.rng, progress=True)
+    task = view_json(view, cfg.markdown) if view else None
+    if task and cfg.markdown:
+        for c in task["completions"]:
+            c["html"] = Markup(c["html"])  # sanitised by nh3 in render.py
+    return _render(request, "rank.html", user, task=task, progress=progress, flag_kinds=FLAG_KINDS)
 
 
 @router.post("/tasks/{task_id}/skip", include_in_schema=False)
@@ -150,14 +161,13 @@ async def flag_form(task_id: int, request: Request):
         return _login_redirect(request)
     await check_csrf(request, user)
     form = await request.form()
-    request.app.state.store.flag(user.id, task_id, str(form.get("kind", "")), str(form.get("comment", "")))
+    kind, comment = str(form.get("kind", "")), str(form.get("comment", ""))
+    request.app.state.store.flag(user.id, task_id, kind, comment, admin=user.role == "admin")
     return RedirectResponse("/rank", status_code=303)
 
 
 @router.get("/guidelines", response_class=HTMLResponse, include_in_schema=False)
 def guidelines(request: Request):
-    import markdown
-
     user = _page_user(request)
     if user is None:
         return _login_redirect(request)
@@ -169,36 +179,5 @@ def guidelines(request: Request):
             text = f.read()
     else:
         text = DEFAULT_GUIDELINES
-    # The guidelines file is written by the project's admin (trusted), unlike model outputs.
-    html = Markup(markdown.markdown(text, extensions=["extra", "sane_lists"]))
-    return _render(request, "guidelines.html", user, guidelines_html=html)
-
-
-@router.get("/admin", response_class=HTMLResponse, include_in_schema=False)
-def admin_page(request: Request):
-    user = _page_user(request)
-    if user is None:
-        return _login_redirect(request)
-    if user.role != "admin":
-        raise HTTPException(status_code=403, detail="admins only")
-    stats = admin_stats(request.app.state.store, request.app.state.cfg)
-    return _render(request, "admin.html", user, stats=stats, export=None, export_error=None)
-
-
-@router.post("/admin/export", response_class=HTMLResponse, include_in_schema=False)
-async def admin_export(request: Request):
-    from starlette.concurrency import run_in_threadpool
-
-    user = _page_user(request)
-    if user is None:
-        return _login_redirect(request)
-    await check_csrf(request, user)
-    if user.role != "admin":
-        raise HTTPException(status_code=403, detail="admins only")
-    result, error = None, None
-    try:
-        result = await run_in_threadpool(run_export, request, user)
-    except UserError as e:
-        error = str(e)
-    stats = await run_in_threadpool(admin_stats, request.app.state.store, request.app.state.cfg)
-    return _render(request, "admin.html", user, stats=stats, export=result, export_error=error)
+    # Written by the project's admin, and still sanitised: a guidelines file may come from anywhere.
+    return _render(request, "guidelines.html", user, guidelines_html=Markup(guidelines_html(text)))

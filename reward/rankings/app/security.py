@@ -58,11 +58,24 @@ async def check_csrf(request: Request, user: UserInfo) -> None:
         raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
 
 
-def api_user(request: Request) -> UserInfo:
+def authed(request: Request, write: bool = False, admin: bool = False) -> UserInfo:
+    """The caller of a JSON route: 401 without a live credential; for writes with a session cookie, 403
+    without the session's CSRF token (X-CSRF-Token header); 403 for a non-admin on an admin route.
+
+    Plain (not a FastAPI dependency) so a sync route authenticates in the same worker thread it runs in.
+    """
     user = current_user(request)
     if user is None:
         raise HTTPException(status_code=401, detail="log in first (POST /api/login) and send the bearer token")
+    if write and user.kind != "api" and not csrf_matches(user.csrf, request.headers.get("x-csrf-token")):
+        raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
+    if admin:
+        require_admin(user)
     return user
+
+
+def api_user(request: Request) -> UserInfo:
+    return authed(request)
 
 
 async def api_writer(request: Request) -> UserInfo:
@@ -78,6 +91,7 @@ def require_admin(user: UserInfo) -> None:
 
 
 def client_address(request) -> str:
-    """The peer address failed logins are counted under (behind a proxy: the proxy's, unless uvicorn is
-    started with --forwarded-allow-ips so it rewrites the peer from X-Forwarded-For)."""
+    """The peer address failed logins are counted under. X-Forwarded-For counts only when the peer is one of
+    the configured `forwarded_allow_ips` (the app's proxy middleware then rewrites the peer); otherwise the
+    header is ignored, so a client cannot pick its own address."""
     return request.client.host if request.client else "unknown"

@@ -1,27 +1,36 @@
-"""The FastAPI application: shared state, error mapping, security headers. Routes live in api.py and pages.py."""
+"""The FastAPI application: shared state, the middleware every request passes, error mapping.
+
+Routes live in api.py (JSON) and pages.py (HTML). Every response, errors and crashes included,
+leaves through `SecurityHeaders`; refused requests (unknown host, oversized body, bad input, unknown
+ids) get a 4xx with a one-line `detail`, never a traceback.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import threading
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from alignment.config import UserError, from_dict
-from reward.rankings.app import api, pages
+from reward.rankings.app import admin, api, pages
+from reward.rankings.app.middleware import BodyLimit, SecurityHeaders
 from reward.rankings.app.ratelimit import LoginLimiter
-from reward.rankings.app.security import CSP
 from reward.rankings.config import RankConfig
-from reward.rankings.store import Conflict, InvalidRanking, Store, open_store
+from reward.rankings.store import Conflict, InvalidRanking, NotFound, Store, open_store, redact
 
 HERE = os.path.dirname(__file__)
 CONFIG_ENV = "RLHF_RANK_CONFIG"
+log = logging.getLogger("rlhf.rank")
 
 
 class LockedRandom(random.Random):
@@ -45,48 +54,83 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
         if store is None:  # only close what this app opened
             app.state.store.close()
 
+    docs = {"docs_url": "/api/docs", "openapi_url": "/api/openapi.json"} if cfg.docs else {}
     app = FastAPI(
-        title="rlhf ranking", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan
+        title="rlhf ranking",
+        lifespan=lifespan,
+        redoc_url=None,
+        **({"docs_url": None, "openapi_url": None} | docs),
     )
     app.state.cfg = cfg
-    app.state.store = store or open_store(cfg.store, pool_size=16)
+    app.state.store = store or open_store(cfg.store_url(), pool_size=16, create=False)
+    # N lives in the store: a configured value is saved there, otherwise the stored one is used.
+    if cfg.annotators_per_task is not None:
+        app.state.store.set_annotators_per_task(cfg.annotators_per_task)
+    app.state.n = app.state.store.annotators_per_task()
     app.state.rng = LockedRandom(cfg.seed)
-    app.state.login_limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds)
+    app.state.login_limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds, store=app.state.store)
     templates = Jinja2Templates(directory=os.path.join(HERE, "templates"))
     # Jinja2Templates autoescapes .html; assert it, because every model output goes through these templates.
     assert templates.env.autoescape is True or callable(templates.env.autoescape)
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    # Innermost first: the proxy rewrite (only for configured proxies), the host check, the body limit, and
+    # outermost the security headers, which also turn any crash into a plain 500.
+    if cfg.forwarded_allow_ips:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(cfg.forwarded_allow_ips))
+    if list(cfg.allowed_hosts) != ["*"]:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_kb * 1024)
+    app.add_middleware(SecurityHeaders)
+    _error_handlers(app)
+    app.include_router(api.router)
+    app.include_router(admin.router)
+    app.include_router(pages.router)
+    return app
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation errors as one line, without echoing the input back."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return _one_line("; ".join(parts) or "invalid request")
+
+
+def _error_handlers(app: FastAPI) -> None:
+    def error(status: int, code: str, detail: str) -> JSONResponse:
+        return JSONResponse({"error": code, "detail": _one_line(redact(detail))}, status_code=status)
 
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict):
-        return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=409)
+        return error(409, exc.code, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound):
+        return error(404, "not_found", str(exc))
 
     @app.exception_handler(InvalidRanking)
     async def _invalid(request: Request, exc: InvalidRanking):
-        return JSONResponse({"error": "invalid", "detail": str(exc)}, status_code=422)
+        return error(422, "invalid", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return error(422, "invalid", validation_detail(exc))
 
     @app.exception_handler(UserError)
     async def _user_error(request: Request, exc: UserError):
-        return JSONResponse({"error": "bad_request", "detail": str(exc)}, status_code=400)
-
-    app.include_router(api.router)
-    app.include_router(pages.router)
-
-    return app
+        return error(400, "bad_request", str(exc))
 
 
 def app_from_env() -> FastAPI:
     """Factory uvicorn calls in each worker process; the config travels as JSON in an environment variable."""
-
     return create_app(from_dict(RankConfig, json.loads(os.environ[CONFIG_ENV]), source=CONFIG_ENV))

@@ -1,17 +1,20 @@
-"""Store methods for people: users and roles, password login, browser sessions and API tokens."""
+"""Store methods for people: users and roles, password login, browser sessions and API tokens, and the
+failed-login counts the login throttle shares between server processes."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from alignment.config import UserError
 from reward.rankings.store import auth
-from reward.rankings.store.models import Ranking, Token, User
+from reward.rankings.store.errors import NotFound
+from reward.rankings.store.models import LoginFailure, Ranking, Token, User
 
 ROLES = ("annotator", "admin")
 
@@ -51,24 +54,56 @@ class Accounts:
     def _user(self, s: Session, name: str) -> User:
         u = s.scalars(select(User).where(User.name == name)).first()
         if u is None:
-            raise UserError(f"no user named '{name}'")
+            raise NotFound(f"no user named '{name}'")
         return u
 
-    def set_password(self, name: str, password: str) -> None:
+    def set_password(self, name: str, password: str, by: int | None = None) -> int:
+        """New password; every token of the user (browser sessions and API tokens) is revoked. Returns how many."""
         with self._tx(write=True) as s:
             u = self._user(s, name)
             u.password_hash = auth.hash_password(password)
-            # A new password ends every open session of that user.
-            for t in s.scalars(select(Token).where(Token.user_id == u.id, Token.kind == "session")):
-                s.delete(t)
-            self._audit(s, None, "set_password", name=name)
+            # Whoever held the old password may hold a token made with it: end them all.
+            revoked = s.execute(delete(Token).where(Token.user_id == u.id)).rowcount
+            self._audit(s, by, "set_password", name=name, tokens_revoked=revoked)
+            return revoked
 
-    def set_role(self, name: str, role: str) -> None:
+    def set_role(self, name: str, role: str, by: int | None = None) -> None:
         if role not in ROLES:
             raise UserError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
         with self._tx(write=True) as s:
-            self._user(s, name).role = role
-            self._audit(s, None, "set_role", name=name, role=role)
+            u = self._user(s, name)
+            if u.role == "admin" and role != "admin":
+                self._keep_an_admin(s, u)
+            u.role = role
+            self._audit(s, by, "set_role", name=name, role=role)
+
+    def revoke_tokens(self, name: str, by: int | None = None) -> int:
+        """End every browser session and API token of `name`; returns how many were revoked."""
+        with self._tx(write=True) as s:
+            u = self._user(s, name)
+            revoked = s.execute(delete(Token).where(Token.user_id == u.id)).rowcount
+            self._audit(s, by, "revoke_tokens", name=name, tokens_revoked=revoked)
+            return revoked
+
+    def set_active(self, name: str, active: bool, by: int | None = None) -> int:
+        """Deactivate (log out everywhere, no login, rankings kept) or reactivate a user; returns tokens revoked."""
+        with self._tx(write=True) as s:
+            u = self._user(s, name)
+            revoked = 0
+            if not active:
+                if u.role == "admin":
+                    self._keep_an_admin(s, u)
+                revoked = s.execute(delete(Token).where(Token.user_id == u.id)).rowcount
+            u.active = active
+            self._audit(s, by, "activate" if active else "deactivate", name=name, tokens_revoked=revoked)
+            return revoked
+
+    def _keep_an_admin(self, s: Session, leaving: User) -> None:
+        others = s.scalar(
+            select(func.count(User.id)).where(User.role == "admin", User.active.is_(True), User.id != leaving.id)
+        )
+        if not others:
+            raise UserError(f"'{leaving.name}' is the last active admin; make another admin first")
 
     def list_users(self) -> list[dict]:
         with self._tx() as s:
@@ -99,34 +134,67 @@ class Accounts:
         return token, csrf
 
     def authenticate(self, name: str, password: str) -> UserInfo | None:
-        """The user if `password` matches (and the account is active), else None."""
+        """The user if `password` matches (and the account is active), else None.
+
+        The same work whatever the name: an unknown name, an inactive account or one without a password
+        is checked against a dummy scrypt hash, so the response time does not tell which names exist.
+        """
         with self._tx() as s:
             u = s.scalars(select(User).where(User.name == name)).first()
-            if u is None or not u.active:
-                # Hash anyway so response time does not reveal which user names exist.
-                auth.verify_password(password, auth.hash_password("x"))
-                return None
-            if not auth.verify_password(password, u.password_hash):
+            stored = u.password_hash if u is not None and u.password_hash else auth.dummy_hash()
+            ok = auth.verify_password(password, stored)
+            if u is None or not u.active or not u.password_hash or not ok:
                 return None
             return UserInfo(u.id, u.name, u.role)
 
     def user_for_token(self, token: str | None) -> UserInfo | None:
-        if not token:
+        """The active user a live (unexpired, unrevoked) token belongs to: one indexed query per request."""
+        if not token or len(token) > 256:
             return None
-        with self._tx() as s:
-            row = s.execute(
-                select(Token, User)
+        with self._conn() as c:
+            row = c.execute(
+                select(User.id, User.name, User.role, User.active, Token.csrf, Token.kind, Token.expires_at)
                 .join(User, User.id == Token.user_id)
                 .where(Token.token_hash == auth.hash_token(token))
             ).first()
-            if row is None:
-                return None
-            t, u = row
-            if not u.active or (t.expires_at is not None and t.expires_at < time.time()):
-                return None
-            return UserInfo(u.id, u.name, u.role, csrf=t.csrf, kind=t.kind)
+        if row is None or not row.active or (row.expires_at is not None and row.expires_at < time.time()):
+            return None
+        return UserInfo(row.id, row.name, row.role, csrf=row.csrf, kind=row.kind)
 
-    def revoke_token(self, token: str) -> None:
-        with self._tx(write=True) as s:
-            for t in s.scalars(select(Token).where(Token.token_hash == auth.hash_token(token))):
-                s.delete(t)
+    def revoke_token(self, token: str | None) -> bool:
+        if not token:
+            return False
+        with self._conn(write=True) as c:
+            return c.execute(delete(Token).where(Token.token_hash == auth.hash_token(token))).rowcount > 0
+
+    # ------------------------------------------------------------------------------------------
+    # Failed logins, counted in the database so every server process (and worker) shares one budget
+
+    def login_failure_times(self, client: str, username: str, since: float) -> tuple[list[float], list[float]]:
+        """Times of failures since `since`: (for this client and user name, for this client)."""
+        ch, uh = _digest(client), _digest(username)
+        with self._conn() as c:
+            rows = c.execute(
+                select(LoginFailure.username, LoginFailure.at)
+                .where(LoginFailure.client == ch, LoginFailure.at > since)
+                .order_by(LoginFailure.at)
+            ).all()
+        return [at for u, at in rows if u == uh], [at for _, at in rows]
+
+    def record_login_failure(self, client: str, username: str, at: float, forget_before: float) -> None:
+        with self._conn(write=True) as c:
+            c.execute(insert(LoginFailure).values(client=_digest(client), username=_digest(username), at=at))
+            # Keep the table to one window's worth of rows.
+            c.execute(delete(LoginFailure).where(LoginFailure.at <= forget_before))
+
+    def clear_login_failures(self, client: str, username: str) -> None:
+        with self._conn(write=True) as c:
+            c.execute(
+                delete(LoginFailure).where(
+                    LoginFailure.client == _digest(client), LoginFailure.username == _digest(username)
+                )
+            )
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()

@@ -4,17 +4,28 @@ SQLite (the default, a file in the run folder) runs in WAL mode so readers never
 with a busy timeout so concurrent writers wait instead of failing. Write transactions begin with
 `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes can fail with SQLITE_BUSY at
 the upgrade, which the busy timeout cannot help with.
+
+Durability per transaction (execution option `durable`, default True). What a `kill -9` of the server
+can lose: nothing committed, at any setting, on either backend (a committed SQLite transaction is in
+the WAL file, i.e. in the OS page cache, before COMMIT returns; PostgreSQL commits in its own
+process). What a power loss or OS crash can lose: with `durable=True`, nothing acknowledged (SQLite
+`synchronous=FULL` fsyncs the WAL at each commit; PostgreSQL waits for its WAL flush). With
+`durable=False` (leases, renewals: work that is harmless to lose, a lost lease just expires), SQLite
+runs that commit at `synchronous=NORMAL` (no fsync; the next durable commit fsyncs it along) and
+PostgreSQL at `synchronous_commit=off`. Rankings, flags, accounts and tokens are always durable.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import ArgumentError
 
 from alignment.config import UserError
 
@@ -22,23 +33,45 @@ MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 BUSY_TIMEOUT_S = 30
 
 
-def to_url(url_or_path: str) -> str:
-    """A SQLAlchemy URL from a path (SQLite) or a URL; `postgresql://` uses psycopg 3."""
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***: safe to print, save or show."""
+    return _PASSWORD.sub(r"\1***@", str(text))
+
+
+_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^\s]*@")
+
+
+def to_url(url_or_path: str, create: bool = True) -> str:
+    """A SQLAlchemy URL from a path (SQLite) or a URL; `postgresql://` uses psycopg 3.
+
+    A SQLite path whose folder does not exist is an error unless `create` (a typo must not start a new,
+    empty project somewhere else).
+    """
     s = str(url_or_path)
     if not s:
         raise UserError("no store given: set `store` to a SQLite file path or a postgresql:// URL")
     if s.startswith(("postgres://", "postgresql://")):
-        return "postgresql+psycopg://" + s.split("://", 1)[1]
+        s = "postgresql+psycopg://" + s.split("://", 1)[1]
     if "://" in s:
+        try:
+            url = make_url(s)
+        except (ArgumentError, ValueError) as e:
+            raise UserError(f"store '{redact(s)}' is not a valid database URL ({redact(e)})") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise UserError(f"store '{redact(s)}': only SQLite files and postgresql:// URLs are supported")
         return s
     parent = os.path.dirname(os.path.abspath(s))
     if not os.path.isdir(parent):
+        if not create:
+            raise UserError(f"store {s}: folder {parent} does not exist")
         os.makedirs(parent, exist_ok=True)
+    if os.path.isdir(s):
+        raise UserError(f"store {s} is a folder, not a SQLite file")
     return "sqlite:///" + os.path.abspath(s)
 
 
-def make_engine(url_or_path: str, pool_size: int = 10) -> Engine:
-    url = to_url(url_or_path)
+def make_engine(url_or_path: str, pool_size: int = 10, create: bool = True) -> Engine:
+    url = to_url(url_or_path, create=create)
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -61,8 +94,12 @@ def make_engine(url_or_path: str, pool_size: int = 10) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
-            mode = "IMMEDIATE" if conn.get_execution_options().get("write") else "DEFERRED"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            options = conn.get_execution_options()
+            sync = "FULL" if options.get("durable", True) else "NORMAL"
+            if conn.info.get("synchronous", "FULL") != sync:
+                conn.exec_driver_sql(f"PRAGMA synchronous={sync}")
+                conn.info["synchronous"] = sync
+            conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if options.get('write') else 'DEFERRED'}")
 
         return engine
     if url.startswith("postgresql"):
@@ -70,7 +107,10 @@ def make_engine(url_or_path: str, pool_size: int = 10) -> Engine:
             import psycopg  # noqa: F401
         except ImportError:
             raise UserError("PostgreSQL stores need psycopg: pip install 'rlhf-align[postgres]'") from None
-    return create_engine(url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True)
+    try:
+        return create_engine(url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True)
+    except (ArgumentError, ValueError) as e:
+        raise UserError(f"store '{redact(url_or_path)}' is not a valid database URL ({redact(e)})") from None
 
 
 def _alembic_config(connection) -> Config:

@@ -103,6 +103,10 @@ class Ranking(Base):
     seconds: Mapped[float] = mapped_column(Float)
     """Time from taking the lease to submitting."""
     created_at: Mapped[float] = mapped_column(Float)
+    revisable_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Set by an undo: until then its annotator's next submit on the task replaces these ranks (same row)."""
+    revisions: Mapped[int] = mapped_column(Integer, default=0)
+    """How often the annotator replaced this ranking through undo."""
     __table_args__ = (UniqueConstraint("task_id", "annotator_id"),)
 
 
@@ -123,6 +127,10 @@ class Flag(Base):
     kind: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    """`open` (an annotator's report), `confirmed` (by an admin, or an admin's own flag) or `dismissed`."""
+    # One flag per person and task: repeating a flag cannot add weight to it.
+    __table_args__ = (UniqueConstraint("task_id", "user_id", name="uq_flags_task_user"),)
 
 
 class AuditLog(Base):
@@ -132,3 +140,24 @@ class AuditLog(Base):
     user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     action: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Setting(Base):
+    """Project settings every process must agree on (e.g. N, the annotators per task)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict] = mapped_column(JSON)
+
+
+class LoginFailure(Base):
+    """Failed logins, shared by every server process (the throttle counts these rows in its window)."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client: Mapped[str] = mapped_column(String(64))
+    """The client address (hashed: the table is not a log of who tried what)."""
+    username: Mapped[str] = mapped_column(String(64))
+    """sha256 of the user name tried."""
+    at: Mapped[float] = mapped_column(Float, index=True)
+    __table_args__ = (Index("ix_login_failures_client", "client", "at"),)

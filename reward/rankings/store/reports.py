@@ -12,32 +12,36 @@ from reward.rankings.store.models import AuditLog, Completion, Flag, Lease, Prom
 
 
 class Reports:
-    """Mixed into Store (which provides `_tx` and `_audit`)."""
+    """Mixed into Store (which provides `_tx`, `_conn` and `_audit`)."""
 
     def progress(self, user_id: int, n_per_task: int) -> dict:
         """The annotator's own counts: ranked, skipped, and tasks still open to them."""
-        with self._tx() as s:
-            ranked = s.scalar(select(func.count()).where(Ranking.annotator_id == user_id)) or 0
-            skipped = s.scalar(select(func.count()).where(Skip.user_id == user_id)) or 0
-            # Open tasks minus the open tasks this user already ranked, skipped or flagged: two indexed counts
-            # instead of three anti-joins over every task.
-            open_tasks = s.scalar(select(func.count(Task.id)).where(Task.n_done < n_per_task)) or 0
-            mine = union(
-                select(Ranking.task_id).where(Ranking.annotator_id == user_id),
-                select(Skip.task_id).where(Skip.user_id == user_id),
-                select(Flag.task_id).where(Flag.user_id == user_id),
-            ).subquery()
-            done_by_me = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(mine)
-                    .join(Task, Task.id == mine.c.task_id)
-                    .where(Task.n_done < n_per_task)
-                )
-                or 0
+        with self._conn() as c:
+            return self._progress(c, user_id, n_per_task)
+
+    def _progress(self, s, user_id: int, n_per_task: int, *_unused) -> dict:
+        """progress() inside the caller's transaction (a Core connection)."""
+        ranked = s.scalar(select(func.count()).where(Ranking.annotator_id == user_id)) or 0
+        skipped = s.scalar(select(func.count()).where(Skip.user_id == user_id)) or 0
+        # Open tasks minus the open tasks this user already ranked, skipped or flagged: two indexed counts
+        # instead of three anti-joins over every task.
+        open_tasks = s.scalar(select(func.count(Task.id)).where(Task.n_done < n_per_task)) or 0
+        mine = union(
+            select(Ranking.task_id).where(Ranking.annotator_id == user_id),
+            select(Skip.task_id).where(Skip.user_id == user_id),
+            select(Flag.task_id).where(Flag.user_id == user_id),
+        ).subquery()
+        done_by_me = (
+            s.scalar(
+                select(func.count())
+                .select_from(mine)
+                .join(Task, Task.id == mine.c.task_id)
+                .where(Task.n_done < n_per_task)
             )
-            available = open_tasks - done_by_me
-            return {"ranked": ranked, "skipped": skipped, "available": available}
+            or 0
+        )
+        available = open_tasks - done_by_me
+        return {"ranked": ranked, "skipped": skipped, "available": available}
 
     def overview(self, n_per_task: int) -> dict:
         """Task progress for the admin page and `rlhf rank status`."""
@@ -87,7 +91,7 @@ class Reports:
     def flags(self) -> list[dict]:
         with self._tx() as s:
             rows = s.execute(
-                select(Flag, User.name, Prompt.text, Prompt.is_chat)
+                select(Flag, User.name, User.role, Prompt.text, Prompt.is_chat)
                 .join(User, User.id == Flag.user_id)
                 .join(Task, Task.id == Flag.task_id)
                 .join(Prompt, Prompt.id == Task.prompt_id)
@@ -98,12 +102,14 @@ class Reports:
                     "id": f.id,
                     "task_id": f.task_id,
                     "user": name,
+                    "role": role,
                     "kind": f.kind,
                     "comment": f.comment,
+                    "status": f.status,
                     "prompt": json.loads(text) if is_chat else text,
                     "at": f.created_at,
                 }
-                for f, name, text, is_chat in rows
+                for f, name, role, text, is_chat in rows
             ]
 
     def rankings(self) -> list[dict]:
@@ -112,9 +118,14 @@ class Reports:
             comps: dict[int, list[Completion]] = {}
             for c in s.scalars(select(Completion).order_by(Completion.task_id, Completion.position)):
                 comps.setdefault(c.task_id, []).append(c)
+            # Dismissed flags do not count; `flag_confirmed` marks tasks an admin flagged or confirmed.
             flagged: dict[int, list[str]] = {}
-            for task_id, kind in s.execute(select(Flag.task_id, Flag.kind)):
-                flagged.setdefault(task_id, []).append(kind)
+            confirmed: set[int] = set()
+            for task_id, kind, status in s.execute(select(Flag.task_id, Flag.kind, Flag.status)):
+                if status != "dismissed":
+                    flagged.setdefault(task_id, []).append(kind)
+                if status == "confirmed":
+                    confirmed.add(task_id)
             rows = s.execute(
                 select(Ranking, User.name, Task, Prompt)
                 .join(User, User.id == Ranking.annotator_id)
@@ -142,6 +153,7 @@ class Reports:
                         "created_at": r.created_at,
                         "task_meta": task.meta or {},
                         "flags": flagged.get(task.id, []),
+                        "flag_confirmed": task.id in confirmed,
                     }
                 )
             return out

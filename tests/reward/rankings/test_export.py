@@ -115,7 +115,7 @@ def test_consensus_and_conversational_prompts(store, tmp_path):
 def test_tie_policies_and_filters(store):
     add_tasks(store, 2, k=3)
     _rank_all(store, n_annotators=2, ties=True)
-    store.flag(store.add_user("flagger", password="pw12"), 1, "unsafe", "")
+    store.flag(store.add_user("lead", role="admin", password="pw12"), 1, "unsafe", "", admin=True)
     rows = store.rankings()
     kw, pw, counts = build_rows(rows, ExportConfig(store="x", output_dir="y"))
     assert counts["tasks_flagged"] == 1 and len(kw) == 2 and len(pw) == 2 * 2  # 3 items, 1 tied pair dropped

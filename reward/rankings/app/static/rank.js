@@ -1,5 +1,7 @@
 // Ranking page: reorder by drag and drop or keyboard, submit with an idempotency key, show saved only after
-// the server confirms the commit. Model text is only ever set with textContent (never innerHTML).
+// the server confirms the commit; undo the last ranking for a short while; a lease countdown with renew.
+// Model text is only ever set with textContent (never innerHTML); Markdown (when on) arrives sanitised by the
+// server and is still rebuilt here element by element from an allowlist.
 (function () {
   "use strict";
   const app = document.getElementById("rank-app");
@@ -12,10 +14,17 @@
   const submitButton = document.getElementById("submit");
   const skipForm = document.getElementById("skip-form");
   const flagForm = document.getElementById("flag-form");
+  const undoButton = document.getElementById("undo");
+  const leaseLeft = document.getElementById("lease-left");
+  const renewButton = document.getElementById("renew");
+  const undoMs = 1000 * Number(app.dataset.undoSeconds || 0);
   let taskId = app.dataset.taskId ? Number(app.dataset.taskId) : null;
   let idemKey = newKey();
   let busy = false;
   let dragged = null;
+  let expiresAt = Date.now() + 1000 * Number(app.dataset.expiresIn || 0);
+  let lastRanking = null; // {id, until}: the ranking Undo reopens
+  let undoTimer = null;
 
   function newKey() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -154,12 +163,14 @@
     // Retries reuse the same idempotency key, so a POST that committed but lost its reply is not doubled.
     for (let attempt = 0; attempt < 4; attempt++) {
       try {
-        const r = await post("/api/tasks/" + taskId + "/submit", { ranks: ranks, idempotency_key: idemKey });
+        const r = await post("/api/tasks/" + taskId + "/submit", { ranks: ranks, idempotency_key: idemKey, next: true });
         if (r.ok && r.data && r.data.saved) {
-          setStatus("saved", "Saved ✓ ranking #" + r.data.ranking_id);
+          setStatus("saved", (r.data.replaced ? "Replaced ✓ ranking #" : "Saved ✓ ranking #") + r.data.ranking_id);
+          offerUndo(r.data.ranking_id);
           busy = false;
           submitButton.disabled = false;
-          await loadNext();
+          if (r.data.next) render(r.data.next.task, r.data.next.progress);
+          else await loadNext();
           return;
         }
         if (r.status < 500) {
@@ -223,7 +234,9 @@
       card.setAttribute("aria-roledescription", "sortable item");
       const rank = el("span", "rank", String(i + 1));
       rank.setAttribute("aria-hidden", "true");
-      card.append(rank, el("div", "text", c.text));
+      card.append(rank);
+      if (c.model) card.append(el("span", "model", c.model));
+      card.append(c.html !== undefined ? markdownNode(c.html) : el("div", "text", c.text));
       if (allowTies) {
         const label = el("label", "tie");
         const box = el("input", "tie-box");
@@ -237,8 +250,99 @@
     flagForm.action = "/tasks/" + task.task_id + "/flag";
     flagForm.reset();
     flagForm.closest("details").open = false;
+    // Revising after an undo: show the earlier order and ties; skip and flag are not offered for it.
+    const revising = Boolean(task.revise);
+    skipForm.hidden = revising;
+    flagForm.closest("details").hidden = revising;
+    if (revising) restoreOrder(task.revise.ranks);
+    expiresAt = Date.now() + 1000 * Number(task.expires_in || 0);
+    tick();
     refresh();
     window.scrollTo(0, 0);
+    focusFirst();
+  }
+
+  // Keyboard users start on the first card: no Tab presses after a load or a submit.
+  function focusFirst() {
+    const first = cards()[0];
+    if (first) first.focus({ preventScroll: true });
+  }
+
+  // Cards in the order of earlier ranks (ties kept as ties), for revising a ranking after an undo.
+  function restoreOrder(ranks) {
+    const cs = cards().slice().sort((a, b) => ranks[Number(a.dataset.position)] - ranks[Number(b.dataset.position)]);
+    cs.forEach((card) => list.append(card));
+    cs.forEach((card, i) => {
+      const box = card.querySelector(".tie-box");
+      if (box && i > 0) box.checked = ranks[Number(card.dataset.position)] === ranks[Number(cs[i - 1].dataset.position)];
+    });
+  }
+
+  // Sanitised Markdown from the server, rebuilt through an allowlist of elements (text stays text).
+  const ALLOWED = new Set(["P", "BR", "STRONG", "EM", "CODE", "PRE", "UL", "OL", "LI", "BLOCKQUOTE", "HR", "DEL", "S",
+    "H1", "H2", "H3", "H4", "H5", "H6", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD"]);
+  function copySafe(from, to) {
+    from.childNodes.forEach((node) => {
+      if (node.nodeType === Node.TEXT_NODE) to.append(document.createTextNode(node.textContent));
+      else if (node.nodeType === Node.ELEMENT_NODE) {
+        const keep = ALLOWED.has(node.tagName);
+        const copy = keep ? document.createElement(node.tagName.toLowerCase()) : document.createDocumentFragment();
+        const cls = node.getAttribute("class") || "";
+        if (keep && node.tagName === "CODE" && /^language-[\w-]+$/.test(cls)) copy.className = cls;
+        copySafe(node, copy);
+        to.append(copy);
+      }
+    });
+  }
+  function markdownNode(html) {
+    const box = el("div", "text md");
+    copySafe(new DOMParser().parseFromString(html, "text/html").body, box);
+    return box;
+  }
+
+  // Undo: for a short while after a submit, reopen that ranking (the task comes back; the next submit replaces it).
+  function offerUndo(rankingId) {
+    if (!undoButton || undoMs <= 0) return;
+    lastRanking = { id: rankingId, until: Date.now() + undoMs };
+    undoButton.hidden = false;
+    clearTimeout(undoTimer);
+    undoTimer = setTimeout(() => {
+      undoButton.hidden = true;
+      lastRanking = null;
+    }, undoMs);
+  }
+
+  async function undo() {
+    if (!lastRanking || busy) return;
+    const r = await post("/api/rankings/" + lastRanking.id + "/undo", {});
+    undoButton.hidden = true;
+    lastRanking = null;
+    if (r.ok && r.data.task) {
+      render(r.data.task, null);
+      setStatus("revising", "Change your ranking and submit again; it replaces the one you saved.");
+    } else setStatus("error", "Cannot undo: " + ((r.data && r.data.detail) || "HTTP " + r.status));
+  }
+
+  // Lease countdown: how long this task stays reserved for you.
+  function tick() {
+    if (!leaseLeft) return;
+    const left = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
+    leaseLeft.textContent = left > 0 ? Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0") : "expired";
+    leaseLeft.dataset.state = left === 0 ? "expired" : left < 60 ? "low" : "ok";
+    leaseLeft.dataset.seconds = String(left);
+  }
+  setInterval(tick, 1000);
+
+  async function renew() {
+    if (taskId === null) return false;
+    const r = await post("/api/tasks/" + taskId + "/renew", {});
+    if (r.ok) {
+      expiresAt = Date.now() + 1000 * Number(r.data.lease_seconds);
+      tick();
+      return true;
+    }
+    if (r.status === 409) setStatus("error", "This task was reassigned while idle; your ranking cannot be saved. Reload for a new one.");
+    return false;
   }
 
   async function loadNext() {
@@ -261,14 +365,18 @@
   setInterval(async () => {
     if (taskId === null || busy || Date.now() - lastActivity > leaseMs / 2) return;
     try {
-      const r = await post("/api/tasks/" + taskId + "/renew", {});
-      if (r.status === 409) setStatus("error", "This task was reassigned while idle; your ranking cannot be saved. Reload for a new one.");
+      await renew();
     } catch (err) {
       // Offline for a moment: the next beat or the submit will tell.
     }
   }, Math.max(5000, Math.min(60000, leaseMs / 3)));
 
   submitButton.addEventListener("click", submit);
+  if (undoButton) undoButton.addEventListener("click", undo);
+  if (renewButton)
+    renewButton.addEventListener("click", async () => {
+      if (await renew()) setStatus("idle", "Lease renewed");
+    });
   document.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
@@ -298,4 +406,6 @@
   });
 
   refresh();
+  tick();
+  focusFirst();
 })();

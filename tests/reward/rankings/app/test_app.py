@@ -165,7 +165,7 @@ def test_admin_page_shows_progress_agreement_flags_and_exports(app, store, tmp_p
     c, auth = api_login(app, "root", "pw-root")
     t = c.post("/api/tasks/next", headers=auth).json()["task"]
     assert t is None  # both tasks have N = 2 rankings
-    store.flag(store.authenticate("root", "pw-root").id, 1, "unsafe", XSS)
+    store.flag(store.authenticate("root", "pw-root").id, 1, "unsafe", XSS, admin=True)
     stats = c.get("/api/admin/stats", headers=auth).json()
     # ann [1,2,3] vs bob [1,3,2]: pairs agree on (0,1), (0,2), not (1,2) -> 2/3; tau = (2-1)/3.
     assert stats["agreement"]["pairwise_agreement"] == pytest.approx(2 / 3)

@@ -47,11 +47,17 @@ def test_an_old_store_is_migrated_on_open_and_keeps_its_data(tmp_path):
         c.commit()
         c.execute(text("INSERT INTO prompts (hash, text, is_chat, created_at) VALUES ('h', 'old prompt', 0, 0)"))
         c.execute(text("INSERT INTO tasks (key, prompt_id, meta, n_done, created_at) VALUES ('k', 1, '{}', 0, 0)"))
+        c.execute(text("INSERT INTO users (name, role, active, created_at) VALUES ('u', 'annotator', 1, 0)"))
+        for _ in range(3):  # the first release let one person flag a task again and again
+            c.execute(
+                text("INSERT INTO flags (task_id, user_id, kind, comment, created_at) VALUES (1, 1, 'unsafe', '', 0)")
+            )
         c.commit()
     engine.dispose()
     s = open_store(path)
     with s.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert c.execute(text("SELECT COUNT(*) FROM flags")).scalar() == 1  # repeats collapsed to one
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert "ix_tasks_queue" in [r[1] for r in c.execute(text("PRAGMA index_list('tasks')"))]
     assert s.count_tasks() == 1

@@ -1,0 +1,140 @@
+"""`rlhf rank import`: tasks that did not come from `rlhf sample`, to rank, re-rank or audit.
+
+Accepted rows (jsonl/json/parquet/csv files or a `datasets` folder, read by alignment.runtime.data):
+- completions: {"prompt", "completions": [text, or {"text", "model"}], "models"?: [names], "meta"?: {...}};
+  completions from other models, with their names shown to annotators when show_models=true;
+- pairwise (TRL): {"prompt", "chosen", "rejected"} (strings or message lists): a K = 2 task;
+- kwise (our export): {"prompt", "completions", "ranks", "annotator"?, "task_id"?}: the earlier ranks and
+  annotator go into the task's meta (`source_ranks`), so a re-ranking can be compared with them.
+Prompts are strings or message lists; conversational completions ([{"role": "assistant", "content"}])
+become their text. The same rules as `rlhf sample`: a task whose completions are not at least two
+distinct non-empty texts is skipped and counted, and a task already in the store (same prompt and
+completion texts, in any order) is not added twice. Every row is checked before anything is written;
+a bad row is one line naming file:row, and then nothing is imported (one transaction).
+"""
+
+from __future__ import annotations
+
+from alignment.config import UserError
+from alignment.runtime.data import load_rows
+from reward.rankings.config import ImportConfig
+from reward.rankings.store import canonical_prompt, open_store, task_key
+
+FORMATS = ("completions", "pairwise", "kwise")
+
+
+def detect_format(row: dict, where: str) -> str:
+    if "chosen" in row and "rejected" in row:
+        return "pairwise"
+    if "completions" in row:
+        return "kwise" if "ranks" in row else "completions"
+    raise UserError(f"{where}: cannot tell the format (expected 'completions', or 'chosen' and 'rejected')")
+
+
+def _text(value, where: str, what: str) -> str:
+    """A completion's text: a string, {"text"/"content"}, or an assistant message list."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("text", value.get("content")), str):
+        return value.get("text", value.get("content"))
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value)
+    ):
+        return "".join(m["content"] for m in value if m.get("role", "assistant") == "assistant")
+    raise UserError(
+        f"{where}: {what} must be a string, {{'text': ...}} or assistant messages, got {type(value).__name__}"
+    )
+
+
+def _prompt(row: dict, where: str):
+    prompt = row.get("prompt")
+    if not isinstance(prompt, (str, list)) or not prompt:
+        raise UserError(f"{where}: expected a non-empty 'prompt' (string or messages)")
+    try:
+        canonical_prompt(prompt)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    return prompt
+
+
+def task_from_row(row: dict, fmt: str, where: str, cfg: ImportConfig) -> dict:
+    """One store task ({"prompt", "completions", "meta"}) from one row, or UserError naming `where`."""
+    prompt = _prompt(row, where)
+    meta = {"source": cfg.path, "tag": cfg.tag, "format": fmt}
+    if cfg.show_models:
+        meta["show_models"] = True
+    if fmt == "pairwise":
+        texts = [_text(row["chosen"], where, "'chosen'"), _text(row["rejected"], where, "'rejected'")]
+        meta["source_ranks"] = [1, 2]
+        models = [""] * 2
+    else:
+        items = row.get("completions")
+        if not isinstance(items, list) or len(items) < 2:
+            raise UserError(f"{where}: 'completions' must be a list of at least 2 items")
+        texts = [_text(c, where, f"completion {i}") for i, c in enumerate(items)]
+        names = row.get("models")
+        if names is not None and (not isinstance(names, list) or len(names) != len(items)):
+            raise UserError(f"{where}: 'models' must be a list with one name per completion")
+        models = [
+            str(names[i]) if names else str(c.get("model", "")) if isinstance(c, dict) else ""
+            for i, c in enumerate(items)
+        ]
+        if fmt == "kwise":
+            ranks = row.get("ranks")
+            if not isinstance(ranks, list) or len(ranks) != len(items):
+                raise UserError(f"{where}: 'ranks' must be a list with one rank per completion")
+            meta.update(source_ranks=list(ranks), source_annotator=str(row.get("annotator", "")))
+    if isinstance(row.get("meta"), dict) and fmt == "completions":
+        meta["row_meta"] = row["meta"]
+    completions = [{"text": t, "model": m} for t, m in zip(texts, models)]
+    return {"prompt": prompt, "completions": completions, "meta": meta}
+
+
+def usable(task: dict) -> bool:
+    """`rlhf sample`'s rule: at least two distinct completions, none empty."""
+    texts = [c["text"] for c in task["completions"]]
+    return len(set(texts)) >= 2 and all(t.strip() for t in texts)
+
+
+def read_tasks(cfg: ImportConfig) -> tuple[list[dict], int]:
+    """(tasks to add, rows skipped as unusable); UserError on the first bad row."""
+    rows = load_rows(cfg.path, cfg.split, cfg.limit, key="path")
+    tasks, skipped = [], 0
+    for i, row in enumerate(rows, start=1):
+        where = f"{cfg.path}:{i}"
+        fmt = detect_format(row, where) if cfg.format == "auto" else cfg.format
+        if fmt == "pairwise" and not ("chosen" in row and "rejected" in row):
+            raise UserError(f"{where}: format pairwise needs 'chosen' and 'rejected'")
+        task = task_from_row(row, fmt, where, cfg)
+        if usable(task):
+            tasks.append(task)
+        else:
+            skipped += 1
+    return tasks, skipped
+
+
+def import_tasks(cfg: ImportConfig) -> dict:
+    """Check every row, then add the tasks in one transaction; returns counts and a one-line summary."""
+    tasks, skipped = read_tasks(cfg)
+    keys = {task_key(t["prompt"], [c["text"] for c in t["completions"]]) for t in tasks}
+    duplicates_in_file = len(tasks) - len(keys)
+    if cfg.dry_run:
+        new = len(keys)
+        summary = f"dry run: {len(tasks)} tasks would be imported ({duplicates_in_file} repeated in the file), {skipped} skipped"
+        return {"tasks": len(tasks), "new": new, "skipped": skipped, "summary": summary}
+    if not tasks:
+        raise UserError(f"{cfg.path}: no usable rows ({skipped} skipped: fewer than 2 distinct non-empty completions)")
+    store = open_store(cfg.store, create=True)
+    try:
+        before = store.count_tasks()
+        store.add_tasks(tasks)
+        new = store.count_tasks() - before
+    finally:
+        store.close()
+    summary = (
+        f"imported {new} new tasks from {cfg.path} ({len(tasks) - new} already in the store or repeated; "
+        f"{skipped} skipped: fewer than 2 distinct non-empty completions)"
+    )
+    return {"tasks": len(tasks), "new": new, "skipped": skipped, "summary": summary}

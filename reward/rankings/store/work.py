@@ -1,0 +1,443 @@
+"""Store methods for the work itself: leasing tasks, rankings (submit, undo, revise), skips and flags.
+
+Concurrency rules, enforced by the database rather than by the app process (so they hold with
+several server processes and survive a crash):
+- a task has one lease row; claiming it is a conditional UPDATE (free or expired), so two people
+  never hold the same task, and an abandoned lease simply expires;
+- a submit must come from the lease holder and raises `tasks.n_done` with `n_done < N` in the
+  WHERE clause, so a task never gets more than N rankings; UNIQUE(task, annotator) means nobody
+  ranks a task twice; UNIQUE(idempotency_key) makes a retried submit return the first result;
+- an undo never gives a slot back: the ranking keeps its place among the N and the annotator's next
+  submit on that task replaces its ranks in the same row (never a second row), so exactly-N holds and
+  an export running meanwhile reads either the old ranks or the new ones;
+- a flag comes from the task's lease holder (or an admin), once per person and task;
+- a submit is acknowledged only after its transaction commits (durably, see engine.py).
+
+These are the server's hot paths, so they use SQLAlchemy Core (no ORM identity map) and keep each
+request to one transaction; a task's prompt and completions never change, so they are cached.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from reward.rankings.store.errors import Conflict, InvalidRanking, NotFound
+from reward.rankings.store.models import Completion, Flag, Lease, Prompt, Ranking, Skip, Task
+
+FLAG_KINDS = ("unsafe", "all_bad", "not_rankable")
+MAX_ID = 2**63 - 1
+CONTENT_CACHE = 20_000
+
+
+@dataclass
+class TaskView:
+    """A leased task as one annotator sees it: completions in the (random) order shown."""
+
+    task_id: int
+    view_id: str
+    prompt: str | list[dict]
+    is_chat: bool
+    completions: list[dict]
+    """[{"position": int, "text": str}, ...] in the order shown (plus "model" when the task shows models)."""
+    expires_at: float
+    meta: dict = field(default_factory=dict)
+    revise: dict | None = None
+    """After an undo: {"ranking_id", "ranks", "until"}; the next submit on the task replaces that ranking."""
+
+    def as_json(self) -> dict:
+        return {
+            "task_id": self.task_id,
+            "view_id": self.view_id,
+            "prompt": self.prompt,
+            "is_chat": self.is_chat,
+            "completions": self.completions,
+            "expires_at": self.expires_at,
+            # Relative, so a client whose clock is off still counts down correctly.
+            "expires_in": max(0.0, self.expires_at - time.time()),
+            "revise": self.revise,
+        }
+
+
+def normalize_ranks(ranks: list[int], k: int, allow_ties: bool) -> list[int]:
+    """Validate client ranks (lower = better) and return standard competition ranks: 1 = best, ties share (1, 1, 3)."""
+    shown = repr(ranks) if len(repr(ranks)) <= 80 else repr(ranks)[:77] + "..."
+    if not isinstance(ranks, list) or len(ranks) != k:
+        raise InvalidRanking(f"expected {k} ranks, got {shown}")
+    if not all(isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= k for r in ranks):
+        raise InvalidRanking(f"ranks must be integers from 1 to {k}, got {shown}")
+    if not allow_ties and len(set(ranks)) != k:
+        raise InvalidRanking("ties are not allowed in this project")
+    return [1 + sum(other < r for other in ranks) for r in ranks]
+
+
+def check_id(what: str, value) -> int:
+    """An id a client sent: NotFound (404) for anything no row can have (0, negative, beyond 64 bits)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise NotFound(f"no {what} {value}")
+    return value
+
+
+class Work:
+    """Mixed into Store (which provides `_conn`, `_audit` and `_content`)."""
+
+    # ------------------------------------------------------------------------------------------
+    # Reading a task
+
+    def _task_content(self, c: Connection, task_id: int) -> dict:
+        """Prompt, completions and meta of a task (immutable, so cached per process)."""
+        got = self._content.get(task_id)
+        if got is not None:
+            return got
+        row = c.execute(
+            select(Prompt.text, Prompt.is_chat, Task.meta)
+            .join(Task, Task.prompt_id == Prompt.id)
+            .where(Task.id == task_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        import json
+
+        comps = c.execute(
+            select(Completion.text, Completion.model).where(Completion.task_id == task_id).order_by(Completion.position)
+        ).all()
+        meta = dict(row.meta or {})
+        got = {
+            "prompt": json.loads(row.text) if row.is_chat else row.text,
+            "is_chat": bool(row.is_chat),
+            "texts": [t for t, _ in comps],
+            "models": [m for _, m in comps],
+            "meta": meta,
+            "show_models": bool(meta.get("show_models")),
+        }
+        if len(self._content) >= CONTENT_CACHE:
+            self._content.clear()
+        self._content[task_id] = got
+        return got
+
+    def _make_view(self, content: dict, task_id: int, view_id, order: list[int], expires_at: float) -> TaskView:
+        shown = []
+        for pos in order:
+            item = {"position": pos, "text": content["texts"][pos]}
+            if content["show_models"]:
+                item["model"] = content["models"][pos]
+            shown.append(item)
+        return TaskView(
+            task_id=task_id,
+            view_id=view_id or "",
+            prompt=content["prompt"],
+            is_chat=content["is_chat"],
+            completions=shown,
+            expires_at=expires_at,
+            meta=content["meta"],
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Leases
+
+    def next_task(self, user_id: int, n_per_task: int, lease_seconds: float, rng: random.Random | None = None):
+        """Lease the next task this user may rank (or renew the one they hold); None when there is none."""
+        return self.lease_next(user_id, n_per_task, lease_seconds, rng)[0]
+
+    def lease_next(
+        self, user_id: int, n_per_task: int, lease_seconds: float, rng: random.Random | None = None, progress=False
+    ) -> tuple[TaskView | None, dict | None]:
+        """(next_task's view, the user's progress when asked) in one transaction."""
+        rng = rng or random.Random()
+        now = time.time()
+        # Not durable: a lease lost to a power cut only means the task is free again (engine.py).
+        with self._conn(write=True, durable=False) as c:
+            view = self._held(c, user_id, now, lease_seconds)
+            if view is None:
+                view = self._claim(c, user_id, n_per_task, now, lease_seconds, rng)
+            done = self._progress(c, user_id, n_per_task, view is not None) if progress else None
+        return view, done
+
+    def _held(self, c: Connection, user_id: int, now: float, lease_seconds: float) -> TaskView | None:
+        held = c.execute(
+            select(Lease.task_id, Lease.view_id, Lease.order_shown)
+            .where(Lease.user_id == user_id, Lease.expires_at > now)
+            .order_by(Lease.acquired_at)
+            .limit(1)
+        ).first()
+        if held is None:
+            return None
+        c.execute(update(Lease).where(Lease.task_id == held.task_id).values(expires_at=now + lease_seconds))
+        content = self._task_content(c, held.task_id)
+        return self._make_view(content, held.task_id, held.view_id, list(held.order_shown), now + lease_seconds)
+
+    def _claim(self, c: Connection, user_id, n_per_task, now, lease_seconds, rng) -> TaskView | None:
+        sqlite = c.dialect.name == "sqlite"
+        # SQLite serializes writers, so the first free candidate is always claimable; PostgreSQL claimers
+        # run at once, so look at a few and spread them.
+        candidates = self._candidates(c, user_id, n_per_task, now, limit=1 if sqlite else 32)
+        head = list(candidates[:8])
+        rng.shuffle(head)
+        for task_id in head + list(candidates[8:]):
+            content = self._task_content(c, task_id)
+            order = list(range(len(content["texts"])))
+            rng.shuffle(order)
+            view_id = secrets.token_hex(8)
+            claimed = c.execute(
+                update(Lease)
+                .where(Lease.task_id == task_id, (Lease.user_id.is_(None)) | (Lease.expires_at <= now))
+                .values(
+                    user_id=user_id, view_id=view_id, order_shown=order, acquired_at=now, expires_at=now + lease_seconds
+                )
+            )
+            if claimed.rowcount != 1:
+                continue
+            # PostgreSQL (READ COMMITTED): the holder we waited for may have just submitted the N-th
+            # ranking and freed the lease; this new statement sees that commit, so check before handing out.
+            if not sqlite and c.scalar(select(Task.n_done).where(Task.id == task_id)) >= n_per_task:
+                self._release(c, task_id, user_id)
+                continue
+            return self._make_view(content, task_id, view_id, order, now + lease_seconds)
+        return None
+
+    def renew(self, user_id: int, task_id: int, lease_seconds: float) -> float | None:
+        """Extend the user's lease on a task (the page's heartbeat and its Renew button).
+
+        Returns the new expiry time, or None if the task is no longer theirs; NotFound for no such task.
+        """
+        check_id("task", task_id)
+        until = time.time() + lease_seconds
+        with self._conn(write=True, durable=False) as c:
+            done = c.execute(
+                update(Lease).where(Lease.task_id == task_id, Lease.user_id == user_id).values(expires_at=until)
+            )
+            if done.rowcount == 1:
+                return until
+            if c.scalar(select(Lease.task_id).where(Lease.task_id == task_id)) is None:
+                raise NotFound(f"no task {task_id}")
+            return None
+
+    def _candidates(self, c: Connection, user_id: int, n_per_task: int, now: float, limit: int = 32) -> list[int]:
+        """Free tasks this user may rank, fullest first (so overlap sets complete early), then oldest.
+
+        One query per fill level `n_done = level`, each walking the (n_done, id) index in order and
+        stopping after `limit` hits, instead of sorting every open task on each request.
+        """
+        found: list[int] = []
+        for level in range(n_per_task - 1, -1, -1):
+            found += c.scalars(
+                select(Task.id)
+                .join(Lease, Lease.task_id == Task.id)
+                .where(
+                    Task.n_done == level,
+                    (Lease.user_id.is_(None)) | (Lease.expires_at <= now),
+                    ~exists().where(Ranking.task_id == Task.id, Ranking.annotator_id == user_id),
+                    ~exists().where(Skip.task_id == Task.id, Skip.user_id == user_id),
+                    ~exists().where(Flag.task_id == Task.id, Flag.user_id == user_id),
+                )
+                .order_by(Task.id)
+                .limit(limit - len(found))
+                # PostgreSQL: lock the free lease rows we look at and skip rows others are claiming, so two
+                # claimers never wait on each other (no deadlock) and spread over different tasks. SQLite
+                # ignores this; its write transactions are serialized anyway.
+                .with_for_update(of=Lease, skip_locked=True)
+            ).all()
+            if len(found) >= limit:
+                break
+        return found
+
+    def _release(self, c: Connection, task_id: int, user_id: int) -> None:
+        c.execute(
+            update(Lease)
+            .where(Lease.task_id == task_id, Lease.user_id == user_id)
+            .values(user_id=None, view_id=None, order_shown=None, expires_at=0.0)
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Rankings
+
+    def submit(
+        self,
+        user_id: int,
+        task_id: int,
+        ranks: list[int],
+        idempotency_key: str,
+        n_per_task: int,
+        allow_ties: bool = True,
+    ) -> dict:
+        """Commit one ranking; returns {"ranking_id", "task_id", "ranks", "replay"}. A retried key returns the first.
+
+        After an undo (within its window) the same call replaces the annotator's ranking of that task instead.
+        """
+        if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 128:
+            raise InvalidRanking("idempotency_key must be 1-128 characters")
+        check_id("task", task_id)
+        try:
+            with self._conn(write=True) as c:
+                result = self._submit(c, user_id, task_id, ranks, idempotency_key, n_per_task, allow_ties)
+            if result is None:
+                raise Conflict("task_complete", f"task {task_id} already has {n_per_task} rankings")
+            return result
+        except IntegrityError:
+            # A concurrent retry with the same key committed first, or this user already ranked the task.
+            with self._conn() as c:
+                prior = self._by_key(c, idempotency_key, user_id)
+            if prior is not None:
+                return prior
+            raise Conflict("already_ranked", f"you already ranked task {task_id}") from None
+
+    def _submit(self, c: Connection, user_id, task_id, ranks, key, n_per_task, allow_ties) -> dict | None:
+        prior = self._by_key(c, key, user_id)
+        if prior is not None:
+            return prior
+        lease = c.execute(
+            select(Lease.user_id, Lease.order_shown, Lease.acquired_at)
+            .where(Lease.task_id == task_id)
+            .with_for_update()
+        ).first()
+        if lease is None:
+            raise NotFound(f"no task {task_id}")
+        now = time.time()
+        own = c.execute(
+            select(Ranking.id, Ranking.revisable_until, Ranking.order_shown).where(
+                Ranking.task_id == task_id, Ranking.annotator_id == user_id
+            )
+        ).first()
+        if own is not None:
+            if own.revisable_until is None or own.revisable_until < now:
+                raise Conflict("already_ranked", f"you already ranked task {task_id}")
+            return self._revise(c, user_id, task_id, own, ranks, key, allow_ties)
+        if lease.user_id != user_id:
+            # An expired lease still counts as ours until somebody else claims the task.
+            raise Conflict("lease_lost", f"you do not hold task {task_id} (lease expired and taken)")
+        norm = normalize_ranks(ranks, len(lease.order_shown or []), allow_ties)
+        bumped = c.execute(
+            update(Task).where(Task.id == task_id, Task.n_done < n_per_task).values(n_done=Task.n_done + 1)
+        )
+        if bumped.rowcount != 1:
+            # Commit the release (raising inside the transaction would roll it back and leave the
+            # user holding a task they can never submit until the lease expires).
+            self._release(c, task_id, user_id)
+            return None
+        ranking_id = c.execute(
+            insert(Ranking)
+            .values(
+                task_id=task_id,
+                annotator_id=user_id,
+                idempotency_key=key,
+                ranks=norm,
+                order_shown=list(lease.order_shown),
+                seconds=max(0.0, now - lease.acquired_at),
+                created_at=now,
+                revisions=0,
+            )
+            .returning(Ranking.id)
+        ).scalar_one()
+        self._release(c, task_id, user_id)
+        self._audit(c, user_id, "submit", task_id=task_id, ranking_id=ranking_id)
+        return {"ranking_id": ranking_id, "task_id": task_id, "ranks": norm, "replay": False}
+
+    def _revise(self, c: Connection, user_id, task_id, own, ranks, key, allow_ties) -> dict:
+        norm = normalize_ranks(ranks, len(own.order_shown), allow_ties)
+        c.execute(
+            update(Ranking)
+            .where(Ranking.id == own.id)
+            .values(ranks=norm, idempotency_key=key, revisable_until=None, revisions=Ranking.revisions + 1)
+        )
+        self._audit(c, user_id, "revise", task_id=task_id, ranking_id=own.id)
+        return {"ranking_id": own.id, "task_id": task_id, "ranks": norm, "replay": False, "replaced": True}
+
+    def _by_key(self, c: Connection, key: str, user_id: int) -> dict | None:
+        r = c.execute(
+            select(Ranking.id, Ranking.task_id, Ranking.ranks, Ranking.annotator_id).where(
+                Ranking.idempotency_key == key
+            )
+        ).first()
+        if r is None:
+            return None
+        if r.annotator_id != user_id:
+            raise Conflict("key_reused", "idempotency key belongs to another user's ranking")
+        return {"ranking_id": r.id, "task_id": r.task_id, "ranks": list(r.ranks), "replay": True}
+
+    def undo(self, user_id: int, ranking_id: int, undo_seconds: float, lease_seconds: float) -> TaskView:
+        """Reopen the user's own ranking within `undo_seconds` of its submit: the task comes back with its
+        ranks, and the user's next submit on it replaces them (within `lease_seconds`). 404 / 409 otherwise."""
+        check_id("ranking", ranking_id)
+        now = time.time()
+        with self._conn(write=True) as c:
+            r = c.execute(
+                select(Ranking.task_id, Ranking.annotator_id, Ranking.created_at, Ranking.ranks, Ranking.order_shown)
+                .where(Ranking.id == ranking_id)
+                .with_for_update()
+            ).first()
+            if r is None or r.annotator_id != user_id:
+                raise NotFound(f"no ranking {ranking_id} of yours")
+            if now > r.created_at + undo_seconds:
+                raise Conflict("undo_expired", f"ranking {ranking_id} can no longer be undone ({undo_seconds:g} s)")
+            until = now + lease_seconds
+            c.execute(update(Ranking).where(Ranking.id == ranking_id).values(revisable_until=until))
+            self._audit(c, user_id, "undo", task_id=r.task_id, ranking_id=ranking_id)
+            content = self._task_content(c, r.task_id)
+        view = self._make_view(content, r.task_id, None, list(r.order_shown), until)
+        view.revise = {"ranking_id": ranking_id, "ranks": list(r.ranks), "until": until}
+        return view
+
+    # ------------------------------------------------------------------------------------------
+    # Skips and flags
+
+    def skip(self, user_id: int, task_id: int) -> None:
+        """Give the task back and never offer it to this user again."""
+        check_id("task", task_id)
+        with self._conn(write=True) as c:
+            if c.scalar(select(Task.id).where(Task.id == task_id)) is None:
+                raise NotFound(f"no task {task_id}")
+            if not c.scalar(select(exists().where(Skip.task_id == task_id, Skip.user_id == user_id))):
+                c.execute(insert(Skip).values(task_id=task_id, user_id=user_id, created_at=time.time()))
+            self._release(c, task_id, user_id)
+            self._audit(c, user_id, "skip", task_id=task_id)
+
+    def flag(self, user_id: int, task_id: int, kind: str, comment: str = "", admin: bool = False) -> int:
+        """Record a flag (unsafe / all_bad / not_rankable) and give the task back, like a skip.
+
+        Only the task's lease holder may flag it (an expired lease counts until someone else takes the
+        task), or an admin (whose flag is confirmed at once); each person flags a task at most once.
+        """
+        if kind not in FLAG_KINDS:
+            raise InvalidRanking(f"flag kind must be one of {', '.join(FLAG_KINDS)}, got {str(kind)[:40]!r}")
+        check_id("task", task_id)
+        with self._conn(write=True) as c:
+            holder = c.execute(select(Lease.user_id).where(Lease.task_id == task_id)).first()
+            if holder is None:
+                raise NotFound(f"no task {task_id}")
+            if not admin and holder.user_id != user_id:
+                raise Conflict(
+                    "not_holder", f"you do not hold task {task_id}; only the annotator it is leased to may flag it"
+                )
+            if c.scalar(select(exists().where(Flag.task_id == task_id, Flag.user_id == user_id))):
+                raise Conflict("already_flagged", f"you already flagged task {task_id}")
+            flag_id = c.execute(
+                insert(Flag)
+                .values(
+                    task_id=task_id,
+                    user_id=user_id,
+                    kind=kind,
+                    comment=str(comment)[:2000],
+                    created_at=time.time(),
+                    status="confirmed" if admin else "open",
+                )
+                .returning(Flag.id)
+            ).scalar_one()
+            self._release(c, task_id, user_id)
+            self._audit(c, user_id, "flag", task_id=task_id, kind=kind)
+            return flag_id
+
+    def review_flag(self, admin_id: int, flag_id: int, status: str) -> None:
+        """An admin confirms a flag (the export drops the task) or dismisses it (it no longer counts)."""
+        if status not in ("open", "confirmed", "dismissed"):
+            raise InvalidRanking(f"flag status must be open, confirmed or dismissed, got {str(status)[:40]!r}")
+        check_id("flag", flag_id)
+        with self._conn(write=True) as c:
+            done = c.execute(update(Flag).where(Flag.id == flag_id).values(status=status))
+            if done.rowcount != 1:
+                raise NotFound(f"no flag {flag_id}")
+            self._audit(c, admin_id, "review_flag", flag_id=flag_id, status=status)
