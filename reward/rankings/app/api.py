@@ -98,10 +98,13 @@ def me(request: Request):
     return ok({"user": user.name, "role": user.role, "progress": state.store.progress(user.id, state.n)})
 
 
-def lease_reply(request: Request, user) -> dict:
+def lease_reply(request: Request, user, leased: tuple | None = None) -> dict:
+    """The next task for `user` (leased now, or the (view, progress) already leased with a submit)."""
     state = _state(request)
     cfg = state.cfg
-    view, progress = state.store.lease_next(user.id, state.n, cfg.lease_seconds, rng=state.rng, progress=True)
+    if leased is None:
+        leased = state.store.lease_next(user.id, state.n, cfg.lease_seconds, rng=state.rng, progress=True)
+    view, progress = leased
     return {
         "task": view_json(view, cfg.markdown) if view else None,
         "progress": progress,
@@ -122,12 +125,15 @@ def submit(task_id: int, body: SubmitBody, request: Request):
     """Save a ranking (after an undo: replace it). With "next": true the reply also holds the next task."""
     user = authed(request, write=True)
     state = _state(request)
+    then = (state.cfg.lease_seconds, state.rng) if body.next else None
     result = state.store.submit(
-        user.id, task_id, body.ranks, body.idempotency_key, state.n, allow_ties=state.cfg.allow_ties
+        user.id, task_id, body.ranks, body.idempotency_key, state.n, allow_ties=state.cfg.allow_ties, then_lease=then
     )
+    leased = result.pop("next", None)
     reply = {"saved": True, **result}
     if body.next:
-        reply["next"] = lease_reply(request, user)
+        # A replayed submit leased nothing with it: lease now.
+        reply["next"] = lease_reply(request, user, leased)
     return ok(reply)
 
 

@@ -15,6 +15,7 @@ from alignment.config import UserError
 from reward.rankings.store import auth
 from reward.rankings.store.errors import NotFound
 from reward.rankings.store.models import LoginFailure, Ranking, Token, User
+from reward.rankings.store.sql import Raw
 
 ROLES = ("annotator", "admin")
 
@@ -152,14 +153,13 @@ class Accounts:
         if not token or len(token) > 256:
             return None
         with self._conn() as c:
-            row = c.execute(
-                select(User.id, User.name, User.role, User.active, Token.csrf, Token.kind, Token.expires_at)
-                .join(User, User.id == Token.user_id)
-                .where(Token.token_hash == auth.hash_token(token))
-            ).first()
-        if row is None or not row.active or (row.expires_at is not None and row.expires_at < time.time()):
+            row = Raw(c).one("token_user", hash=auth.hash_token(token))
+        if row is None:
             return None
-        return UserInfo(row.id, row.name, row.role, csrf=row.csrf, kind=row.kind)
+        user_id, name, role, active, csrf, kind, expires_at = row
+        if not active or (expires_at is not None and expires_at < time.time()):
+            return None
+        return UserInfo(user_id, name, role, csrf=csrf, kind=kind)
 
     def revoke_token(self, token: str | None) -> bool:
         if not token:

@@ -6,9 +6,10 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import func, select, union
+from sqlalchemy import func, select
 
 from reward.rankings.store.models import AuditLog, Completion, Flag, Lease, Prompt, Ranking, Skip, Task, User
+from reward.rankings.store.sql import Raw
 
 
 class Reports:
@@ -19,28 +20,24 @@ class Reports:
         with self._conn() as c:
             return self._progress(c, user_id, n_per_task)
 
-    def _progress(self, s, user_id: int, n_per_task: int, *_unused) -> dict:
-        """progress() inside the caller's transaction (a Core connection)."""
-        ranked = s.scalar(select(func.count()).where(Ranking.annotator_id == user_id)) or 0
-        skipped = s.scalar(select(func.count()).where(Skip.user_id == user_id)) or 0
-        # Open tasks minus the open tasks this user already ranked, skipped or flagged: two indexed counts
-        # instead of three anti-joins over every task.
-        open_tasks = s.scalar(select(func.count(Task.id)).where(Task.n_done < n_per_task)) or 0
-        mine = union(
-            select(Ranking.task_id).where(Ranking.annotator_id == user_id),
-            select(Skip.task_id).where(Skip.user_id == user_id),
-            select(Flag.task_id).where(Flag.user_id == user_id),
-        ).subquery()
-        done_by_me = (
-            s.scalar(
-                select(func.count())
-                .select_from(mine)
-                .join(Task, Task.id == mine.c.task_id)
-                .where(Task.n_done < n_per_task)
-            )
-            or 0
-        )
-        available = open_tasks - done_by_me
+    def _progress(self, s, user_id: int, n_per_task: int, approximate: bool = False) -> dict:
+        """progress() inside the caller's transaction (a Core connection).
+
+        Open tasks minus the open tasks this user already ranked, skipped or flagged. approximate: the
+        count of open tasks may be up to a second old (it walks every open task, and a busy server would
+        count them on every request); used only when a task was just handed out, so `available` stays
+        above 0 then, and exact whenever nothing is left to hand out.
+        """
+        raw = Raw(s)
+        ranked, skipped, done_by_me = raw.one("my_counts", user=user_id, n=n_per_task)
+        cached = getattr(self, "_open_count", None)
+        now = time.monotonic()
+        if approximate and cached and cached[0] == n_per_task and now - cached[1] < 1.0:
+            open_tasks = cached[2]
+        else:
+            open_tasks = raw.one("open_tasks", n=n_per_task)[0]
+            self._open_count = (n_per_task, now, open_tasks)
+        available = max(open_tasks - done_by_me, 1 if approximate else 0)
         return {"ranked": ranked, "skipped": skipped, "available": available}
 
     def overview(self, n_per_task: int) -> dict:

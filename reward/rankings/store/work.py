@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from reward.rankings.store.errors import Conflict, InvalidRanking, NotFound
 from reward.rankings.store.models import Completion, Flag, Lease, Prompt, Ranking, Skip, Task
+from reward.rankings.store.sql import Raw, dump, load
 
 FLAG_KINDS = ("unsafe", "all_bad", "not_rankable")
 MAX_ID = 2**63 - 1
@@ -155,27 +156,24 @@ class Work:
             view = self._held(c, user_id, now, lease_seconds)
             if view is None:
                 view = self._claim(c, user_id, n_per_task, now, lease_seconds, rng)
-            done = self._progress(c, user_id, n_per_task, view is not None) if progress else None
+            done = self._progress(c, user_id, n_per_task, approximate=view is not None) if progress else None
         return view, done
 
     def _held(self, c: Connection, user_id: int, now: float, lease_seconds: float) -> TaskView | None:
-        held = c.execute(
-            select(Lease.task_id, Lease.view_id, Lease.order_shown)
-            .where(Lease.user_id == user_id, Lease.expires_at > now)
-            .order_by(Lease.acquired_at)
-            .limit(1)
-        ).first()
+        raw = Raw(c)
+        held = raw.one("held", user=user_id, now=now)
         if held is None:
             return None
-        c.execute(update(Lease).where(Lease.task_id == held.task_id).values(expires_at=now + lease_seconds))
-        content = self._task_content(c, held.task_id)
-        return self._make_view(content, held.task_id, held.view_id, list(held.order_shown), now + lease_seconds)
+        task_id, view_id, order = held
+        raw.run("extend", until=now + lease_seconds, task=task_id)
+        content = self._task_content(c, task_id)
+        return self._make_view(content, task_id, view_id, list(load(order)), now + lease_seconds)
 
     def _claim(self, c: Connection, user_id, n_per_task, now, lease_seconds, rng) -> TaskView | None:
-        sqlite = c.dialect.name == "sqlite"
+        raw = Raw(c)
         # SQLite serializes writers, so the first free candidate is always claimable; PostgreSQL claimers
         # run at once, so look at a few and spread them.
-        candidates = self._candidates(c, user_id, n_per_task, now, limit=1 if sqlite else 32)
+        candidates = self._candidates(c, user_id, n_per_task, now, limit=32 if raw.pg else 1)
         head = list(candidates[:8])
         rng.shuffle(head)
         for task_id in head + list(candidates[8:]):
@@ -183,18 +181,12 @@ class Work:
             order = list(range(len(content["texts"])))
             rng.shuffle(order)
             view_id = secrets.token_hex(8)
-            claimed = c.execute(
-                update(Lease)
-                .where(Lease.task_id == task_id, (Lease.user_id.is_(None)) | (Lease.expires_at <= now))
-                .values(
-                    user_id=user_id, view_id=view_id, order_shown=order, acquired_at=now, expires_at=now + lease_seconds
-                )
-            )
-            if claimed.rowcount != 1:
+            params = dict(user=user_id, view=view_id, order=dump(order), now=now, until=now + lease_seconds)
+            if raw.run("claim", task=task_id, **params) != 1:
                 continue
             # PostgreSQL (READ COMMITTED): the holder we waited for may have just submitted the N-th
             # ranking and freed the lease; this new statement sees that commit, so check before handing out.
-            if not sqlite and c.scalar(select(Task.n_done).where(Task.id == task_id)) >= n_per_task:
+            if raw.pg and raw.one("n_done", task=task_id)[0] >= n_per_task:
                 self._release(c, task_id, user_id)
                 continue
             return self._make_view(content, task_id, view_id, order, now + lease_seconds)
@@ -223,35 +215,17 @@ class Work:
         One query per fill level `n_done = level`, each walking the (n_done, id) index in order and
         stopping after `limit` hits, instead of sorting every open task on each request.
         """
+        raw = Raw(c)
+        query = "candidates_pg" if raw.pg else "candidates"
         found: list[int] = []
         for level in range(n_per_task - 1, -1, -1):
-            found += c.scalars(
-                select(Task.id)
-                .join(Lease, Lease.task_id == Task.id)
-                .where(
-                    Task.n_done == level,
-                    (Lease.user_id.is_(None)) | (Lease.expires_at <= now),
-                    ~exists().where(Ranking.task_id == Task.id, Ranking.annotator_id == user_id),
-                    ~exists().where(Skip.task_id == Task.id, Skip.user_id == user_id),
-                    ~exists().where(Flag.task_id == Task.id, Flag.user_id == user_id),
-                )
-                .order_by(Task.id)
-                .limit(limit - len(found))
-                # PostgreSQL: lock the free lease rows we look at and skip rows others are claiming, so two
-                # claimers never wait on each other (no deadlock) and spread over different tasks. SQLite
-                # ignores this; its write transactions are serialized anyway.
-                .with_for_update(of=Lease, skip_locked=True)
-            ).all()
+            found += [r[0] for r in raw.all(query, level=level, now=now, user=user_id, limit=limit - len(found))]
             if len(found) >= limit:
                 break
         return found
 
     def _release(self, c: Connection, task_id: int, user_id: int) -> None:
-        c.execute(
-            update(Lease)
-            .where(Lease.task_id == task_id, Lease.user_id == user_id)
-            .values(user_id=None, view_id=None, order_shown=None, expires_at=0.0)
-        )
+        Raw(c).run("release", task=task_id, user=user_id)
 
     # ------------------------------------------------------------------------------------------
     # Rankings
@@ -264,10 +238,13 @@ class Work:
         idempotency_key: str,
         n_per_task: int,
         allow_ties: bool = True,
+        then_lease: tuple[float, random.Random] | None = None,
     ) -> dict:
         """Commit one ranking; returns {"ranking_id", "task_id", "ranks", "replay"}. A retried key returns the first.
 
         After an undo (within its window) the same call replaces the annotator's ranking of that task instead.
+        then_lease=(lease_seconds, rng): also lease the user's next task in the same transaction (one commit
+        per ranking instead of two); the result then holds "next": (view or None, progress).
         """
         if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 128:
             raise InvalidRanking("idempotency_key must be 1-128 characters")
@@ -275,6 +252,12 @@ class Work:
         try:
             with self._conn(write=True) as c:
                 result = self._submit(c, user_id, task_id, ranks, idempotency_key, n_per_task, allow_ties)
+                if result is not None and then_lease is not None:
+                    now = time.time()
+                    lease_seconds, rng = then_lease
+                    view = self._held(c, user_id, now, lease_seconds)
+                    view = view or self._claim(c, user_id, n_per_task, now, lease_seconds, rng)
+                    result["next"] = (view, self._progress(c, user_id, n_per_task, approximate=view is not None))
             if result is None:
                 raise Conflict("task_complete", f"task {task_id} already has {n_per_task} rankings")
             return result
@@ -287,77 +270,55 @@ class Work:
             raise Conflict("already_ranked", f"you already ranked task {task_id}") from None
 
     def _submit(self, c: Connection, user_id, task_id, ranks, key, n_per_task, allow_ties) -> dict | None:
+        raw = Raw(c)
         prior = self._by_key(c, key, user_id)
         if prior is not None:
             return prior
-        lease = c.execute(
-            select(Lease.user_id, Lease.order_shown, Lease.acquired_at)
-            .where(Lease.task_id == task_id)
-            .with_for_update()
-        ).first()
+        lease = raw.one("lease_of_task_locked" if raw.pg else "lease_of_task", task=task_id)
         if lease is None:
             raise NotFound(f"no task {task_id}")
+        holder, order_shown, acquired_at = lease
         now = time.time()
-        own = c.execute(
-            select(Ranking.id, Ranking.revisable_until, Ranking.order_shown).where(
-                Ranking.task_id == task_id, Ranking.annotator_id == user_id
-            )
-        ).first()
+        own = raw.one("own_ranking", task=task_id, user=user_id)
         if own is not None:
-            if own.revisable_until is None or own.revisable_until < now:
+            if own[1] is None or own[1] < now:
                 raise Conflict("already_ranked", f"you already ranked task {task_id}")
             return self._revise(c, user_id, task_id, own, ranks, key, allow_ties)
-        if lease.user_id != user_id:
+        if holder != user_id:
             # An expired lease still counts as ours until somebody else claims the task.
             raise Conflict("lease_lost", f"you do not hold task {task_id} (lease expired and taken)")
-        norm = normalize_ranks(ranks, len(lease.order_shown or []), allow_ties)
-        bumped = c.execute(
-            update(Task).where(Task.id == task_id, Task.n_done < n_per_task).values(n_done=Task.n_done + 1)
-        )
-        if bumped.rowcount != 1:
+        order = load(order_shown) or []
+        norm = normalize_ranks(ranks, len(order), allow_ties)
+        if raw.run("bump", task=task_id, n=n_per_task) != 1:
             # Commit the release (raising inside the transaction would roll it back and leave the
             # user holding a task they can never submit until the lease expires).
             self._release(c, task_id, user_id)
             return None
-        ranking_id = c.execute(
-            insert(Ranking)
-            .values(
-                task_id=task_id,
-                annotator_id=user_id,
-                idempotency_key=key,
-                ranks=norm,
-                order_shown=list(lease.order_shown),
-                seconds=max(0.0, now - lease.acquired_at),
-                created_at=now,
-                revisions=0,
-            )
-            .returning(Ranking.id)
-        ).scalar_one()
-        self._release(c, task_id, user_id)
-        self._audit(c, user_id, "submit", task_id=task_id, ranking_id=ranking_id)
+        seconds = max(0.0, now - acquired_at)
+        params = dict(task=task_id, user=user_id, key=key, ranks=dump(norm), order=dump(order), seconds=seconds)
+        ranking_id = raw.one("insert_ranking", now=now, **params)[0]
+        raw.run("release", task=task_id, user=user_id)
+        detail = dump({"task_id": task_id, "ranking_id": ranking_id})
+        raw.run("audit", now=now, user=user_id, action="submit", detail=detail)
         return {"ranking_id": ranking_id, "task_id": task_id, "ranks": norm, "replay": False}
 
     def _revise(self, c: Connection, user_id, task_id, own, ranks, key, allow_ties) -> dict:
-        norm = normalize_ranks(ranks, len(own.order_shown), allow_ties)
-        c.execute(
-            update(Ranking)
-            .where(Ranking.id == own.id)
-            .values(ranks=norm, idempotency_key=key, revisable_until=None, revisions=Ranking.revisions + 1)
-        )
-        self._audit(c, user_id, "revise", task_id=task_id, ranking_id=own.id)
-        return {"ranking_id": own.id, "task_id": task_id, "ranks": norm, "replay": False, "replaced": True}
+        raw = Raw(c)
+        ranking_id, _, order_shown = own
+        norm = normalize_ranks(ranks, len(load(order_shown)), allow_ties)
+        raw.run("revise", ranks=dump(norm), key=key, id=ranking_id)
+        detail = dump({"task_id": task_id, "ranking_id": ranking_id})
+        raw.run("audit", now=time.time(), user=user_id, action="revise", detail=detail)
+        return {"ranking_id": ranking_id, "task_id": task_id, "ranks": norm, "replay": False, "replaced": True}
 
     def _by_key(self, c: Connection, key: str, user_id: int) -> dict | None:
-        r = c.execute(
-            select(Ranking.id, Ranking.task_id, Ranking.ranks, Ranking.annotator_id).where(
-                Ranking.idempotency_key == key
-            )
-        ).first()
+        r = Raw(c).one("ranking_by_key", key=key)
         if r is None:
             return None
-        if r.annotator_id != user_id:
+        ranking_id, task_id, ranks, annotator_id = r
+        if annotator_id != user_id:
             raise Conflict("key_reused", "idempotency key belongs to another user's ranking")
-        return {"ranking_id": r.id, "task_id": r.task_id, "ranks": list(r.ranks), "replay": True}
+        return {"ranking_id": ranking_id, "task_id": task_id, "ranks": list(load(ranks)), "replay": True}
 
     def undo(self, user_id: int, ranking_id: int, undo_seconds: float, lease_seconds: float) -> TaskView:
         """Reopen the user's own ranking within `undo_seconds` of its submit: the task comes back with its

@@ -1,0 +1,84 @@
+"""The hot paths' SQL, run on the DBAPI cursor of a SQLAlchemy transaction.
+
+Building a SQLAlchemy Core statement costs ~0.1-0.3 ms of Python per execution (expression objects,
+cache keys), and a ranking takes about fifteen statements: that was most of the server's CPU. These
+are fixed strings, written once in SQLite's `:name` style and translated to psycopg's `%(name)s`;
+they run inside the same transaction (and BEGIN IMMEDIATE / durability settings) as everything else.
+The tables are the ones in models.py; JSON columns are text to SQLite and json to PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+STATEMENTS = {
+    "token_user": "SELECT u.id, u.name, u.role, u.active, t.csrf, t.kind, t.expires_at FROM tokens t "
+    "JOIN users u ON u.id = t.user_id WHERE t.token_hash = :hash",
+    "ranking_by_key": "SELECT id, task_id, ranks, annotator_id FROM rankings WHERE idempotency_key = :key",
+    "lease_of_task": "SELECT user_id, order_shown, acquired_at FROM leases WHERE task_id = :task",
+    "lease_of_task_locked": "SELECT user_id, order_shown, acquired_at FROM leases WHERE task_id = :task FOR UPDATE",
+    "own_ranking": "SELECT id, revisable_until, order_shown FROM rankings WHERE task_id = :task AND annotator_id = :user",
+    "bump": "UPDATE tasks SET n_done = n_done + 1 WHERE id = :task AND n_done < :n",
+    "insert_ranking": "INSERT INTO rankings (task_id, annotator_id, idempotency_key, ranks, order_shown, seconds, "
+    "created_at, revisions) VALUES (:task, :user, :key, :ranks, :order, :seconds, :now, 0) RETURNING id",
+    "revise": "UPDATE rankings SET ranks = :ranks, idempotency_key = :key, revisable_until = NULL, "
+    "revisions = revisions + 1 WHERE id = :id",
+    "release": "UPDATE leases SET user_id = NULL, view_id = NULL, order_shown = NULL, expires_at = 0 "
+    "WHERE task_id = :task AND user_id = :user",
+    "audit": "INSERT INTO audit_log (at, user_id, action, detail) VALUES (:now, :user, :action, :detail)",
+    "held": "SELECT task_id, view_id, order_shown FROM leases WHERE user_id = :user AND expires_at > :now "
+    "ORDER BY acquired_at LIMIT 1",
+    "extend": "UPDATE leases SET expires_at = :until WHERE task_id = :task",
+    "claim": "UPDATE leases SET user_id = :user, view_id = :view, order_shown = :order, acquired_at = :now, "
+    "expires_at = :until WHERE task_id = :task AND (user_id IS NULL OR expires_at <= :now)",
+    "n_done": "SELECT n_done FROM tasks WHERE id = :task",
+    # Free tasks at one fill level this user has not ranked, skipped or flagged, oldest first (ix_tasks_queue).
+    "candidates": "SELECT t.id FROM tasks t JOIN leases l ON l.task_id = t.id WHERE t.n_done = :level "
+    "AND (l.user_id IS NULL OR l.expires_at <= :now) "
+    "AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.task_id = t.id AND r.annotator_id = :user) "
+    "AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.id AND s.user_id = :user) "
+    "AND NOT EXISTS (SELECT 1 FROM flags f WHERE f.task_id = t.id AND f.user_id = :user) "
+    "ORDER BY t.id LIMIT :limit",
+    # PostgreSQL: lock the free lease rows looked at and skip rows others are claiming (no waiting, no deadlock).
+    "candidates_pg": "__candidates__ FOR UPDATE OF l SKIP LOCKED",
+    "my_counts": "SELECT (SELECT COUNT(*) FROM rankings WHERE annotator_id = :user), "
+    "(SELECT COUNT(*) FROM skips WHERE user_id = :user), "
+    "(SELECT COUNT(*) FROM (SELECT task_id FROM rankings WHERE annotator_id = :user "
+    "UNION SELECT task_id FROM skips WHERE user_id = :user UNION SELECT task_id FROM flags WHERE user_id = :user) m "
+    "JOIN tasks t ON t.id = m.task_id WHERE t.n_done < :n)",
+    "open_tasks": "SELECT COUNT(*) FROM tasks WHERE n_done < :n",
+}
+STATEMENTS["candidates_pg"] = STATEMENTS["candidates_pg"].replace("__candidates__", STATEMENTS["candidates"])
+PG = {name: re.sub(r":(\w+)", r"%(\1)s", sql) for name, sql in STATEMENTS.items()}
+
+
+class Raw:
+    """Statements by name on the cursor of a SQLAlchemy Connection's current transaction."""
+
+    def __init__(self, conn):
+        self.pg = conn.dialect.name == "postgresql"
+        self.sql = PG if self.pg else STATEMENTS
+        self.cur = conn.connection.dbapi_connection.cursor()
+
+    def one(self, name: str, **params):
+        self.cur.execute(self.sql[name], params)
+        return self.cur.fetchone()
+
+    def all(self, name: str, **params) -> list:
+        self.cur.execute(self.sql[name], params)
+        return self.cur.fetchall()
+
+    def run(self, name: str, **params) -> int:
+        self.cur.execute(self.sql[name], params)
+        return self.cur.rowcount
+
+
+def dump(value) -> str:
+    """A JSON column's value as a parameter (both backends accept JSON text)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def load(value):
+    """A JSON column's value as read: text from SQLite, already decoded by psycopg."""
+    return json.loads(value) if isinstance(value, str) else value
