@@ -7,11 +7,9 @@ reports.py.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from sqlalchemy.orm import Session
 from alignment.config import UserError
 from reward.rankings.store.accounts import Accounts
 from reward.rankings.store.engine import make_engine, migrate, redact
+from reward.rankings.store.group import GroupCommit
 from reward.rankings.store.models import AuditLog, Completion, Lease, Prompt, Setting, Task
 from reward.rankings.store.reports import Reports
 from reward.rankings.store.work import Work
@@ -78,7 +77,8 @@ class Store(Accounts, Reports, Work):
         if not create and "://" not in self.url and not os.path.isfile(self.url):
             raise UserError(f"{self.url}: ranking store not found (run `rlhf sample` first, or check the path)")
         self.engine = make_engine(self.url, pool_size=pool_size, create=create)
-        self._sqlite_writer = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+        # SQLite: every write transaction of this process goes through one group commit (group.py).
+        self._group = GroupCommit(self.engine) if self.engine.dialect.name == "sqlite" else None
         self._content: dict[int, dict] = {}  # task id -> prompt and completions (immutable once added)
         try:
             migrate(self.engine)
@@ -95,23 +95,29 @@ class Store(Accounts, Reports, Work):
 
     @contextmanager
     def _tx(self, write: bool = False) -> Iterator[Session]:
-        """An ORM transaction that commits on normal exit (BEGIN IMMEDIATE for writes on SQLite)."""
-        # SQLite has one writer at a time anyway; queueing this process's writers on a lock is far
-        # faster and fairer under load than letting each thread poll the database lock with sleeps.
-        lock = self._sqlite_writer if write and self._sqlite_writer is not None else contextlib.nullcontext()
-        with lock, Session(self.engine, expire_on_commit=False) as s:
+        """An ORM transaction that commits on normal exit (for writes on SQLite: a unit of the group commit)."""
+        if write and self._group is not None:
+            with self._group.unit() as conn:
+                with Session(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint") as s:
+                    yield s
+                    s.commit()
+            return
+        with Session(self.engine, expire_on_commit=False) as s:
             s.connection(execution_options={"write": write})
             yield s
             s.commit()
 
     @contextmanager
     def _conn(self, write: bool = False, durable: bool = True) -> Iterator[Connection]:
-        """A Core transaction (the hot paths: no ORM identity map, cached compiled statements).
+        """A Core transaction that commits on normal exit (SQLite writes: a unit of the group commit).
 
-        durable=False: a commit that a power loss may drop (leases); see engine.py for what that means.
+        durable=False (leases): PostgreSQL commits it without waiting for its WAL flush; see engine.py.
         """
-        lock = self._sqlite_writer if write and self._sqlite_writer is not None else contextlib.nullcontext()
-        with lock, self.engine.connect() as conn:
+        if write and self._group is not None:
+            with self._group.unit() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
             conn.execution_options(write=write, durable=durable)
             with conn.begin():
                 if not durable and self.engine.dialect.name == "postgresql":
