@@ -75,7 +75,10 @@ def seed_store(url: str, tasks: int, users: int, k: int) -> list[str]:
     for start in range(0, tasks, batch):
         store.add_tasks(
             [
-                {"prompt": f"benchmark prompt {i}", "completions": [{"text": f"completion {j} of {i}"} for j in range(k)]}
+                {
+                    "prompt": f"benchmark prompt {i}",
+                    "completions": [{"text": f"completion {j} of {i}"} for j in range(k)],
+                }
                 for i in range(start, min(tasks, start + batch))
             ]
         )
@@ -210,7 +213,12 @@ def main() -> int:
             print(_row(results[-1]), flush=True)
         if args.think_clients:
             think = run_backend(
-                "sqlite+think", os.path.join(tmp, "think.db"), args, args.think_clients, args.think_window, args.think_seconds
+                "sqlite+think",
+                os.path.join(tmp, "think.db"),
+                args,
+                args.think_clients,
+                args.think_window,
+                args.think_seconds,
             )
             results.append(think)
             print(_row(think), flush=True)

@@ -62,7 +62,9 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
         **({"docs_url": None, "openapi_url": None} | docs),
     )
     app.state.cfg = cfg
-    app.state.store = store or open_store(cfg.store_url(), pool_size=16, create=False)
+    # As many connections as request threads (anyio's 40): an overflow connection is closed when returned, so a
+    # smaller pool would connect and disconnect all the time under load.
+    app.state.store = store or open_store(cfg.store_url(), pool_size=40, create=False)
     # N lives in the store: a configured value is saved there, otherwise the stored one is used.
     if cfg.annotators_per_task is not None:
         app.state.store.set_annotators_per_task(cfg.annotators_per_task)

@@ -140,9 +140,10 @@ class Accounts:
         The same work whatever the name: an unknown name, an inactive account or one without a password
         is checked against a dummy scrypt hash, so the response time does not tell which names exist.
         """
+        dummy = auth.dummy_hash()  # made on the first login whoever it is for, so even that one reveals nothing
         with self._tx() as s:
             u = s.scalars(select(User).where(User.name == name)).first()
-            stored = u.password_hash if u is not None and u.password_hash else auth.dummy_hash()
+            stored = u.password_hash if u is not None and u.password_hash else dummy
             ok = auth.verify_password(password, stored)
             if u is None or not u.active or not u.password_hash or not ok:
                 return None

@@ -108,7 +108,9 @@ def make_engine(url_or_path: str, pool_size: int = 10, create: bool = True) -> E
         except ImportError:
             raise UserError("PostgreSQL stores need psycopg: pip install 'rlhf-align[postgres]'") from None
     try:
-        return create_engine(url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True)
+        # No pre-ping: it is a round trip on every checkout (a second query per request); stale connections
+        # are recycled instead, and a dead one fails that request only (clients retry with the same key).
+        return create_engine(url, pool_size=pool_size, max_overflow=2 * pool_size, pool_recycle=1800)
     except (ArgumentError, ValueError) as e:
         raise UserError(f"store '{redact(url_or_path)}' is not a valid database URL ({redact(e)})") from None
 

@@ -16,6 +16,9 @@ STATEMENTS = {
     "token_user": "SELECT u.id, u.name, u.role, u.active, t.csrf, t.kind, t.expires_at FROM tokens t "
     "JOIN users u ON u.id = t.user_id WHERE t.token_hash = :hash",
     "ranking_by_key": "SELECT id, task_id, ranks, annotator_id FROM rankings WHERE idempotency_key = :key",
+    # A retried key's ranking and the user's own ranking of the task (for a revise) in one round trip.
+    "key_or_own": "SELECT id, task_id, ranks, annotator_id, idempotency_key, revisable_until, order_shown "
+    "FROM rankings WHERE idempotency_key = :key OR (task_id = :task AND annotator_id = :user)",
     "lease_of_task": "SELECT user_id, order_shown, acquired_at FROM leases WHERE task_id = :task",
     "lease_of_task_locked": "SELECT user_id, order_shown, acquired_at FROM leases WHERE task_id = :task FOR UPDATE",
     "own_ranking": "SELECT id, revisable_until, order_shown FROM rankings WHERE task_id = :task AND annotator_id = :user",
@@ -27,11 +30,14 @@ STATEMENTS = {
     "release": "UPDATE leases SET user_id = NULL, view_id = NULL, order_shown = NULL, expires_at = 0 "
     "WHERE task_id = :task AND user_id = :user",
     "audit": "INSERT INTO audit_log (at, user_id, action, detail) VALUES (:now, :user, :action, :detail)",
-    "held": "SELECT task_id, view_id, order_shown FROM leases WHERE user_id = :user AND expires_at > :now "
-    "ORDER BY acquired_at LIMIT 1",
-    "extend": "UPDATE leases SET expires_at = :until WHERE task_id = :task",
+    # The lease this user still holds, extended, in one statement.
+    "held": "UPDATE leases SET expires_at = :until WHERE task_id = (SELECT task_id FROM leases WHERE user_id = :user "
+    "AND expires_at > :now ORDER BY acquired_at LIMIT 1) RETURNING task_id, view_id, order_shown",
+    # Free or expired, and (PostgreSQL, READ COMMITTED: a fresh snapshot for this statement) the holder we
+    # skipped past has not just completed the task with the N-th ranking.
     "claim": "UPDATE leases SET user_id = :user, view_id = :view, order_shown = :order, acquired_at = :now, "
-    "expires_at = :until WHERE task_id = :task AND (user_id IS NULL OR expires_at <= :now)",
+    "expires_at = :until WHERE task_id = :task AND (user_id IS NULL OR expires_at <= :now) "
+    "AND EXISTS (SELECT 1 FROM tasks WHERE id = :task AND n_done < :n)",
     "n_done": "SELECT n_done FROM tasks WHERE id = :task",
     # Free tasks at one fill level this user has not ranked, skipped or flagged, oldest first (ix_tasks_queue).
     "candidates": "SELECT t.id FROM tasks t JOIN leases l ON l.task_id = t.id WHERE t.n_done = :level "
@@ -49,8 +55,17 @@ STATEMENTS = {
     "JOIN tasks t ON t.id = m.task_id WHERE t.n_done < :n)",
     "open_tasks": "SELECT COUNT(*) FROM tasks WHERE n_done < :n",
 }
+# PostgreSQL only: bump, insert and release in one round trip (data-modifying CTEs all run; no ranking is
+# inserted when the bump finds the task complete, and the lease is released either way). Returns the id or NULL.
+PG_ONLY = {
+    "record_ranking": "WITH b AS (UPDATE tasks SET n_done = n_done + 1 WHERE id = :task AND n_done < :n RETURNING id), "
+    "r AS (INSERT INTO rankings (task_id, annotator_id, idempotency_key, ranks, order_shown, seconds, created_at, "
+    "revisions) SELECT :task, :user, :key, :ranks, :order, :seconds, :now, 0 FROM b RETURNING id), "
+    "l AS (UPDATE leases SET user_id = NULL, view_id = NULL, order_shown = NULL, expires_at = 0 "
+    "WHERE task_id = :task AND user_id = :user) SELECT (SELECT id FROM r)",
+}
 STATEMENTS["candidates_pg"] = STATEMENTS["candidates_pg"].replace("__candidates__", STATEMENTS["candidates"])
-PG = {name: re.sub(r":(\w+)", r"%(\1)s", sql) for name, sql in STATEMENTS.items()}
+PG = {name: re.sub(r":(\w+)", r"%(\1)s", sql) for name, sql in {**STATEMENTS, **PG_ONLY}.items()}
 
 
 class Raw:

@@ -118,6 +118,12 @@ class Store(Accounts, Reports, Work):
                 yield conn
             return
         with self.engine.connect() as conn:
+            if not write and self.engine.dialect.name == "postgresql":
+                # A read needs no transaction on PostgreSQL (one statement sees one snapshot anyway):
+                # autocommit saves the BEGIN and COMMIT round trips.
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+                return
             conn.execution_options(write=write, durable=durable)
             with conn.begin():
                 if not durable and self.engine.dialect.name == "postgresql":

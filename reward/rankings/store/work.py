@@ -160,12 +160,10 @@ class Work:
         return view, done
 
     def _held(self, c: Connection, user_id: int, now: float, lease_seconds: float) -> TaskView | None:
-        raw = Raw(c)
-        held = raw.one("held", user=user_id, now=now)
+        held = Raw(c).one("held", user=user_id, now=now, until=now + lease_seconds)
         if held is None:
             return None
         task_id, view_id, order = held
-        raw.run("extend", until=now + lease_seconds, task=task_id)
         content = self._task_content(c, task_id)
         return self._make_view(content, task_id, view_id, list(load(order)), now + lease_seconds)
 
@@ -173,7 +171,7 @@ class Work:
         raw = Raw(c)
         # SQLite serializes writers, so the first free candidate is always claimable; PostgreSQL claimers
         # run at once, so look at a few and spread them.
-        candidates = self._candidates(c, user_id, n_per_task, now, limit=32 if raw.pg else 1)
+        candidates = self._candidates(c, user_id, n_per_task, now, limit=4 if raw.pg else 1)
         head = list(candidates[:8])
         rng.shuffle(head)
         for task_id in head + list(candidates[8:]):
@@ -182,12 +180,7 @@ class Work:
             rng.shuffle(order)
             view_id = secrets.token_hex(8)
             params = dict(user=user_id, view=view_id, order=dump(order), now=now, until=now + lease_seconds)
-            if raw.run("claim", task=task_id, **params) != 1:
-                continue
-            # PostgreSQL (READ COMMITTED): the holder we waited for may have just submitted the N-th
-            # ranking and freed the lease; this new statement sees that commit, so check before handing out.
-            if raw.pg and raw.one("n_done", task=task_id)[0] >= n_per_task:
-                self._release(c, task_id, user_id)
+            if raw.run("claim", task=task_id, n=n_per_task, **params) != 1:
                 continue
             return self._make_view(content, task_id, view_id, order, now + lease_seconds)
         return None
@@ -212,15 +205,16 @@ class Work:
     def _candidates(self, c: Connection, user_id: int, n_per_task: int, now: float, limit: int = 32) -> list[int]:
         """Free tasks this user may rank, fullest first (so overlap sets complete early), then oldest.
 
-        One query per fill level `n_done = level`, each walking the (n_done, id) index in order and
-        stopping after `limit` hits, instead of sorting every open task on each request.
+        One query per fill level `n_done = level` (from the fullest down, stopping at the first level with
+        free tasks), each walking the (n_done, id) index in order and stopping after `limit` hits, instead
+        of sorting every open task on each request.
         """
         raw = Raw(c)
         query = "candidates_pg" if raw.pg else "candidates"
         found: list[int] = []
         for level in range(n_per_task - 1, -1, -1):
             found += [r[0] for r in raw.all(query, level=level, now=now, user=user_id, limit=limit - len(found))]
-            if len(found) >= limit:
+            if found:  # the fullest level with free tasks is enough
                 break
         return found
 
@@ -271,15 +265,18 @@ class Work:
 
     def _submit(self, c: Connection, user_id, task_id, ranks, key, n_per_task, allow_ties) -> dict | None:
         raw = Raw(c)
-        prior = self._by_key(c, key, user_id)
-        if prior is not None:
-            return prior
+        own = None
+        for row in raw.all("key_or_own", key=key, task=task_id, user=user_id):
+            if row[4] == key:  # a retry: the first result, never a second ranking
+                if row[3] != user_id:
+                    raise Conflict("key_reused", "idempotency key belongs to another user's ranking")
+                return {"ranking_id": row[0], "task_id": row[1], "ranks": list(load(row[2])), "replay": True}
+            own = (row[0], row[5], row[6])
         lease = raw.one("lease_of_task_locked" if raw.pg else "lease_of_task", task=task_id)
         if lease is None:
             raise NotFound(f"no task {task_id}")
         holder, order_shown, acquired_at = lease
         now = time.time()
-        own = raw.one("own_ranking", task=task_id, user=user_id)
         if own is not None:
             if own[1] is None or own[1] < now:
                 raise Conflict("already_ranked", f"you already ranked task {task_id}")
@@ -289,17 +286,21 @@ class Work:
             raise Conflict("lease_lost", f"you do not hold task {task_id} (lease expired and taken)")
         order = load(order_shown) or []
         norm = normalize_ranks(ranks, len(order), allow_ties)
-        if raw.run("bump", task=task_id, n=n_per_task) != 1:
-            # Commit the release (raising inside the transaction would roll it back and leave the
-            # user holding a task they can never submit until the lease expires).
-            self._release(c, task_id, user_id)
-            return None
         seconds = max(0.0, now - acquired_at)
         params = dict(task=task_id, user=user_id, key=key, ranks=dump(norm), order=dump(order), seconds=seconds)
-        ranking_id = raw.one("insert_ranking", now=now, **params)[0]
-        raw.run("release", task=task_id, user=user_id)
-        detail = dump({"task_id": task_id, "ranking_id": ranking_id})
-        raw.run("audit", now=now, user=user_id, action="submit", detail=detail)
+        if raw.pg:
+            ranking_id = raw.one("record_ranking", n=n_per_task, now=now, **params)[0]
+            if ranking_id is None:
+                return None  # complete: the lease was released in the same statement
+        else:
+            if raw.run("bump", task=task_id, n=n_per_task) != 1:
+                # Commit the release (raising inside the transaction would roll it back and leave the
+                # user holding a task they can never submit until the lease expires).
+                self._release(c, task_id, user_id)
+                return None
+            ranking_id = raw.one("insert_ranking", now=now, **params)[0]
+            raw.run("release", task=task_id, user=user_id)
+        # No audit row per submit: the ranking row is that record (who, when, which task); undo/revise are logged.
         return {"ranking_id": ranking_id, "task_id": task_id, "ranks": norm, "replay": False}
 
     def _revise(self, c: Connection, user_id, task_id, own, ranks, key, allow_ties) -> dict:
