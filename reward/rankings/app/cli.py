@@ -38,6 +38,7 @@ from reward.rankings.config import (
 from reward.rankings.store import open_store, safe_url
 
 SUBCOMMANDS = ("serve", "status", "export", "import", "annotate", "users")
+SHARED_KEYS = {"store", "annotators_per_task"}
 USER_ACTIONS = ("add", "list", "set-password", "set-role", "token", "revoke", "deactivate", "activate")
 
 
@@ -89,17 +90,20 @@ def load_command(cls: type, config: str | None, overrides: list[str]):
     if cls is RankConfig or config is None:
         return load_config(cls, config, overrides)
     own = {f.name for f in dataclasses.fields(cls)}
-    rank_keys = {f.name for f in dataclasses.fields(RankConfig)}
-    # Overrides of keys the rank config shares (store) also settle what the file leaves out.
-    shared = [o for o in overrides if o.split("=", 1)[0].strip() in own & rank_keys]
+    # Overrides of the keys that mean the same in the rank config also settle what the file leaves out
+    # (not output_dir: the run folder there, the export folder for `rank export`).
+    shared = [o for o in overrides if o.split("=", 1)[0].strip() in own & SHARED_KEYS]
     rank = load_config(RankConfig, config, shared)
     base = {k: v for k, v in _derived(cls, rank).items() if k in own}
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if key not in own:
-            raise ConfigError(f"override '{item}': unknown key '{key}' for this command (see --help)")
-    cfg = load_config(cls, None, overrides) if not base else _merge(cls, base, overrides, config)
-    return cfg
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(own), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (keys: {', '.join(sorted(own))})"
+            raise ConfigError(f"override '{item}': unknown key '{key}' for this command{hint}")
+    return _merge(cls, base, overrides, config)
 
 
 def _merge(cls: type, base: dict, overrides: list[str], source: str):

@@ -230,3 +230,53 @@ def test_users_and_status_cli(tmp_path, capsys, monkeypatch):
     with pytest.raises(UserError, match="annotators_per_task"):
         main(["serve", f"store={db}", "annotators_per_task=0"])
     store.close()
+
+
+def test_admin_page_manages_people(app, store):
+    admin, csrf = browser_login(app, "root", "pw-root")
+    page = admin.post(
+        "/admin/users", data={"csrf_token": csrf, "name": "carol", "role": "annotator", "password": "pw-carol"}
+    )
+    assert page.status_code == 200 and "added annotator" in page.text and 'data-user="carol"' in page.text
+    carol, _ = api_login(app, "carol", "pw-carol")
+    ann_browser, _ = browser_login(app, "ann", "pw-ann")
+    # reset ann's password: her session ends, the new password works
+    page = admin.post("/admin/users/ann/password", data={"csrf_token": csrf, "password": "fresh-pw"})
+    assert "password of &#39;ann&#39; reset" in page.text
+    assert ann_browser.get("/rank", follow_redirects=False).status_code == 303
+    assert store.authenticate("ann", "fresh-pw") is not None
+    # revoke carol's tokens, then deactivate her: no login either
+    assert (
+        "tokens of &#39;carol&#39; revoked" in admin.post("/admin/users/carol/revoke", data={"csrf_token": csrf}).text
+    )
+    assert admin.post("/admin/users/carol/deactivate", data={"csrf_token": csrf}).status_code == 200
+    assert TestClient(app).post("/api/login", json={"username": "carol", "password": "pw-carol"}).status_code == 401
+    # an admin cannot lock themselves out; a forged form changes nothing
+    assert admin.post("/admin/users/root/deactivate", data={"csrf_token": csrf}).status_code == 400
+    assert admin.post("/admin/users/bob/deactivate", data={"csrf_token": "forged"}).status_code == 403
+    assert {u["name"]: u["active"] for u in store.list_users()} == {
+        "ann": True,
+        "bob": True,
+        "root": True,
+        "carol": False,
+    }
+    assert carol is not None
+
+
+@pytest.mark.slow  # imports `datasets` and writes the export folders
+def test_admin_export_download_is_a_zip_of_the_export(app, store, tmp_path):
+    import io
+    import zipfile
+
+    add_tasks(store, 1)
+    c, auth = api_login(app, "ann", "pw-ann")
+    t = c.post("/api/tasks/next", headers=auth).json()["task"]
+    c.post(f"/api/tasks/{t['task_id']}/submit", json={"ranks": [1, 2, 3], "idempotency_key": "z"}, headers=auth)
+    admin, csrf = browser_login(app, "root", "pw-root")
+    assert admin.get("/admin/export.zip").status_code == 404  # nothing exported yet
+    admin.post("/admin/export", data={"csrf_token": csrf})
+    r = admin.get("/admin/export.zip")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    assert "export/manifest.json" in names and any(n.startswith("export/kwise/") for n in names)
+    assert browser_login(app, "ann", "pw-ann")[0].get("/admin/export.zip").status_code == 403
