@@ -1,4 +1,5 @@
-"""Real browser (Playwright + Debian's Chromium): log in, rank by keyboard and by drag, submit, find it in the export.
+"""Real browser (Playwright + Debian's Chromium): log in, rank by keyboard and by drag, submit, find it in the export;
+undo, the lease countdown, imported tasks with model names and Markdown, admin user management.
 
 `python tests/browser/test_ranking_browser.py docs/ranking_page.png` regenerates the README screenshot.
 """
@@ -48,16 +49,17 @@ def make_server(tmp_path, tasks, **settings):
     for prompt, texts in tasks:
         store.add_task(prompt, [{"text": t, "model": "tiny"} for t in texts])
     store.add_user("ann", password="pw-ann")
+    store.add_user("root", role="admin", password="pw-root")
     store.close()
     return RankServer(store=db, log_path=str(tmp_path / "srv.log"), **settings), db
 
 
-def login(page, url):
-    page.goto(url + "/rank")
-    page.fill("input[name=username]", "ann")
-    page.fill("input[name=password]", "pw-ann")
+def login(page, url, name="ann", first="#cards .card", path="/rank"):
+    page.goto(url + path)
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", "pw-" + name)
     page.click("button[type=submit]")
-    page.wait_for_selector("#cards .card")
+    page.wait_for_selector(first)
 
 
 def order(page) -> list[int]:
@@ -191,6 +193,117 @@ def test_skip_and_flag_from_the_page(browser, tmp_path):
     assert (flag["task_id"], flag["kind"], flag["comment"]) == (flagged, "all_bad", "both answers are wrong")
     assert store.progress(1, 1)["skipped"] == 1 and store.rankings() == [] and skipped != flagged
     store.close()
+
+
+def focused_position(page) -> int | None:
+    pos = page.evaluate("document.activeElement && document.activeElement.dataset.position")
+    return int(pos) if pos is not None else None
+
+
+def test_focus_undo_and_the_lease_countdown(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from reward.rankings.store import open_store
+
+    tasks = [("First?", ["a1", "a2", "a3"]), ("Second?", ["b1", "b2", "b3"])]
+    srv, db = make_server(tmp_path, tasks, annotators_per_task=1, lease_seconds=300, undo_seconds=60)
+    with srv:
+        page = browser.new_page()
+        login(page, srv.url)
+        # keyboard users start on the first card: no Tab needed
+        start = order(page)
+        assert focused_position(page) == start[0]
+        left = int(page.get_attribute("#lease-left", "data-seconds"))
+        assert 280 <= left <= 300 and ":" in page.text_content("#lease-left")
+        page.wait_for_timeout(2100)
+        ticked = int(page.get_attribute("#lease-left", "data-seconds"))
+        assert ticked < left  # it counts down
+        page.click("#renew")
+        expect(page.locator("#save-status")).to_contain_text("renewed")
+        assert int(page.get_attribute("#lease-left", "data-seconds")) > ticked
+        first_task = int(page.get_attribute("#rank-app", "data-task-id"))
+        page.keyboard.press("End")  # move the focused (first) card to the bottom
+        submitted = order(page)
+        page.keyboard.press("Control+Enter")
+        expect(page.locator("#rank-app")).not_to_have_attribute("data-task-id", str(first_task))
+        assert focused_position(page) == order(page)[0]  # focus on the new task's first card
+        # undo: the first task comes back in the submitted order; re-rank and submit replaces it
+        page.click("#undo")
+        expect(page.locator("#rank-app")).to_have_attribute("data-task-id", str(first_task))
+        assert order(page) == submitted and page.locator("#skip-form").is_hidden()
+        page.keyboard.press("1")  # the focused first card stays first; move the last card up instead
+        page.locator("#cards .card").nth(2).focus()
+        page.keyboard.press("1")
+        revised = order(page)
+        page.click("#submit")
+        expect(page.locator("#save-status")).to_contain_text("Replaced")
+        page.close()
+    store = open_store(db)
+    (row,) = [r for r in store.rankings() if r["task_id"] == first_task]
+    assert row["ranks"] == ranks_from(revised) and len(store.rankings()) == 1
+    store.close()
+
+
+def test_imported_tasks_show_model_names_and_markdown_safely(browser, tmp_path):
+    import json
+
+    from reward.rankings.app.cli import main
+    from reward.rankings.app.process import RankServer
+    from reward.rankings.store import open_store
+
+    rows = [
+        {
+            "prompt": "Write hello world.",
+            "completions": ["**Sure**:\n\n```python\nprint('hi')\n```", "<b>bold?</b> " + XSS],
+            "models": ["model-a", "model-b"],
+        }
+    ]
+    path = tmp_path / "import.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    db = str(tmp_path / "rank.db")
+    assert main(["import", str(path), f"store={db}", "show_models=true"]) == 0
+    store = open_store(db)
+    store.add_user("ann", password="pw-ann")
+    store.close()
+    with RankServer(store=db, markdown="true", log_path=str(tmp_path / "srv.log")) as srv:
+        page = browser.new_page()
+        login(page, srv.url)
+        assert sorted(page.locator("#cards .card .model").all_text_contents()) == ["model-a", "model-b"]
+        assert page.locator("#cards .card strong").first.text_content() == "Sure"
+        assert page.locator("#cards .card pre code").text_content().strip() == "print('hi')"
+        # raw HTML in model text stays text, and nothing ran
+        assert "<b>bold?</b>" in page.text_content("#cards")
+        assert page.locator("#cards b, #cards img, #cards script").count() == 0
+        assert page.evaluate("window.pwned") is None
+        page.close()
+
+
+def test_admin_manages_people_from_the_page(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    srv, db = make_server(tmp_path, [("Q?", ["x", "y"])], annotators_per_task=1)
+    with srv:
+        admin = browser.new_page()
+        login(admin, srv.url, "root", first="#add-user", path="/admin")
+        admin.fill("#add-user input[name=name]", "dana")
+        admin.fill("#add-user input[name=password]", "pw-dana")
+        admin.click("#add-user button[type=submit]")
+        expect(admin.locator("#admin-notice")).to_contain_text("added annotator 'dana'")
+        # dana logs in and ranks
+        dana = browser.new_page()
+        login(dana, srv.url, "dana")
+        # the admin deactivates dana: her open page can no longer save, and she cannot log in again
+        admin.locator("tr[data-user=dana] form[action$='/deactivate'] button").click()
+        expect(admin.locator("tr[data-user=dana] .user-status")).to_have_text("inactive")
+        dana.click("#submit")
+        expect(dana.locator("#save-status")).to_contain_text("Not saved")
+        # reset ann's password from the page
+        row = admin.locator("tr[data-user=ann]")
+        row.locator("input[name=password]").fill("new-ann-pw")
+        row.locator("form.reset button").click()
+        expect(admin.locator("#admin-notice")).to_contain_text("password of 'ann' reset")
+        admin.close()
+        dana.close()
 
 
 def take_screenshot(path: str) -> None:
