@@ -15,7 +15,7 @@ from alignment.config import UserError, describe, load_config
 COMMANDS = {
     "sft": ("alignment.sft", "supervised fine-tuning (stage 1)"),
     "sample": ("reward.rankings.sampling", "sample K completions per prompt into the ranking store (stage 2)"),
-    "rank": ("reward.rankings.app.cli", "ranking app: serve | users | export | status (stage 2)"),
+    "rank": ("reward.rankings.app.cli", "ranking app: serve | status | export | import | annotate | users (stage 2)"),
     "reward": ("reward.train", "train the reward model on rankings (stage 3)"),
     "ppo": ("alignment.ppo.train", "PPO against the reward model on one frozen base (stage 4)"),
     "pipeline": ("alignment.pipeline", "run every stage in order from one config"),

@@ -63,7 +63,7 @@ fi
 
 if at 2; then
     say "3/6 ranking app on http://$HOST:$PORT; waiting for rankings (Ctrl-C pauses; FROM=rank resumes)"
-    python -m alignment rank serve configs/rank.yaml store="$STORE" host="$HOST" port="$PORT" \
+    python -m alignment rank serve configs/rank.yaml output_dir="$RUN" store="$STORE" host="$HOST" port="$PORT" \
         annotators_per_task="$PER_TASK" &
     server=$!
     trap 'kill $server 2>/dev/null || true' EXIT

@@ -5,14 +5,15 @@ with a busy timeout so concurrent writers wait instead of failing. Write transac
 `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes can fail with SQLITE_BUSY at
 the upgrade, which the busy timeout cannot help with.
 
-Durability per transaction (execution option `durable`, default True). What a `kill -9` of the server
-can lose: nothing committed, at any setting, on either backend (a committed SQLite transaction is in
-the WAL file, i.e. in the OS page cache, before COMMIT returns; PostgreSQL commits in its own
-process). What a power loss or OS crash can lose: with `durable=True`, nothing acknowledged (SQLite
-`synchronous=FULL` fsyncs the WAL at each commit; PostgreSQL waits for its WAL flush). With
-`durable=False` (leases, renewals: work that is harmless to lose, a lost lease just expires), SQLite
-runs that commit at `synchronous=NORMAL` (no fsync; the next durable commit fsyncs it along) and
-PostgreSQL at `synchronous_commit=off`. Rankings, flags, accounts and tokens are always durable.
+Durability. What a `kill -9` of the server can lose: nothing committed, at any setting, on either
+backend (a committed SQLite transaction is in the WAL file, i.e. in the OS page cache, before COMMIT
+returns; PostgreSQL commits in its own process). What a power loss or OS crash can lose: nothing
+acknowledged. SQLite runs at `synchronous=FULL` (the WAL is fsynced at each commit) and its write
+transactions go through a group commit (group.py): many requests share one transaction and one fsync,
+and each is acknowledged only after it. PostgreSQL waits for its WAL flush on every durable commit;
+transactions marked `durable=False` (lease-only work, harmless to lose: a lost lease just expires) run
+at `synchronous_commit=off` there. (A SQLite connection opened with `durable=False` outside the group
+commit would run at `synchronous=NORMAL`: no fsync, the next durable commit syncs it along.)
 """
 
 from __future__ import annotations
