@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -30,6 +28,7 @@ def seeded(tmp_path, n_tasks=3):
     return store
 
 
+@pytest.mark.slow  # imports `datasets` and writes two exports
 def test_one_rank_config_for_status_export_users_and_the_admin_export(tmp_path, capsys, monkeypatch):
     import uvicorn
 
@@ -103,13 +102,17 @@ def test_numeric_settings_are_range_checked_when_the_config_loads(tmp_path):
         main(["status", rank_yaml(tmp_path), "annotators_per_task=-2"])
 
 
-def run_rank(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "alignment", "rank", *args], capture_output=True, text=True, timeout=120
-    )
+def cli(capsys, *args) -> tuple[int, str]:
+    """`rlhf rank ...` in this process, through the real entry point: (exit code, stderr)."""
+    from alignment.cli import main as rlhf
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        rlhf(["rank", *args])
+    return done.value.code, capsys.readouterr().err
 
 
-def test_store_mistakes_are_one_line_and_exit_2_on_every_command(tmp_path):
+def test_store_mistakes_are_one_line_and_exit_2_on_every_command(tmp_path, capsys):
     not_a_db = tmp_path / "notes.db"
     not_a_db.write_text("this is not a database\n" * 100)
     cases = {
@@ -123,22 +126,22 @@ def test_store_mistakes_are_one_line_and_exit_2_on_every_command(tmp_path):
     for what, store in cases.items():
         for cmd in commands:
             extra = [f"output_dir={tmp_path / 'out'}"] if cmd == ["export"] else []
-            r = run_rank(*cmd, store, *extra, *(["password=pw12"] if cmd[0] == "annotate" else []))
-            assert r.returncode == 2, (what, cmd, r.stderr)
-            assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), (what, cmd, r.stderr)
-            assert "s3cr3t" not in r.stderr and "Traceback" not in r.stderr
+            code, err = cli(capsys, *cmd, store, *extra, *(["password=pw12"] if cmd[0] == "annotate" else []))
+            assert code == 2, (what, cmd, err)
+            assert err.count("\n") == 1 and err.startswith("error: "), (what, cmd, err)
+            assert "s3cr3t" not in err and "Traceback" not in err
     assert not (tmp_path / "no").exists() and not (tmp_path / "typo.db").exists()
 
 
-def test_serve_on_a_busy_port_is_one_line_and_exit_2(tmp_path):
+def test_serve_on_a_busy_port_is_one_line_and_exit_2(tmp_path, capsys):
     store = seeded(tmp_path)
     store.close()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        r = run_rank("serve", f"store={tmp_path / 'run' / 'rankings.db'}", f"port={port}")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "already in use" in r.stderr
+        code, err = cli(capsys, "serve", f"store={tmp_path / 'run' / 'rankings.db'}", f"port={port}")
+    assert code == 2 and err.count("\n") == 1 and "already in use" in err
 
 
 @pytest.mark.slow  # starts a real server
