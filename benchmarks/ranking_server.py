@@ -54,7 +54,15 @@ class Client:
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         )
         self.writer.write(head.encode() + data)
-        status = int((await self.reader.readline()).split()[1])
+        line = await self.reader.readline()
+        if not line:
+            # The server closed an idle keep-alive connection (think time): reconnect and resend, as a browser
+            # does (safe: a submit carries its idempotency key).
+            self.close()
+            await self.open()
+            self.writer.write(head.encode() + data)
+            line = await self.reader.readline()
+        status = int(line.split()[1])
         length = 0
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")

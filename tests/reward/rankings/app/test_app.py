@@ -14,15 +14,6 @@ from tests.reward.rankings.conftest import add_tasks
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
 
-@pytest.fixture
-def app(store, tmp_path):
-    store.add_user("ann", password="pw-ann")
-    store.add_user("bob", password="pw-bob")
-    store.add_user("root", role="admin", password="pw-root")
-    cfg = RankConfig(store=store.url, output_dir=str(tmp_path / "run"), annotators_per_task=2, lease_seconds=60)
-    return create_app(cfg, store=store)
-
-
 def browser_login(app, name, password) -> tuple[TestClient, str]:
     """A TestClient logged in through the login form; returns it and its CSRF token."""
     client = TestClient(app)

@@ -21,15 +21,6 @@ from tests.reward.rankings.conftest import add_tasks
 SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy")
 
 
-@pytest.fixture
-def app(store, tmp_path):
-    store.add_user("ann", password="pw-ann")
-    store.add_user("bob", password="pw-bob")
-    store.add_user("root", role="admin", password="pw-root")
-    cfg = RankConfig(store=store.url, output_dir=str(tmp_path / "run"), annotators_per_task=2, lease_seconds=60)
-    return create_app(cfg, store=store)
-
-
 def one_line_detail(r) -> str:
     detail = r.json()["detail"]
     assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
