@@ -106,6 +106,8 @@ async def annotator(client: Client, deadline: float, think: float, args, out: di
     while task is not None and time.perf_counter() < deadline:
         if think:
             await asyncio.sleep(think * rng.uniform(0.5, 1.5))
+            if time.perf_counter() >= deadline:
+                break
         ranks = list(range(1, len(task["completions"]) + 1))
         rng.shuffle(ranks)
         body = {"ranks": ranks, "idempotency_key": uuid.uuid4().hex, "next": args.round_trips == 1}
