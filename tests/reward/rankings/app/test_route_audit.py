@@ -107,7 +107,7 @@ def _param(name: str) -> str:
     return {"task": "task_id", "other": "task_id", "ranking": "ranking_id", "bob_ranking": "ranking_id", "flag": "flag_id"}[name]  # fmt: skip
 
 
-def test_route_by_role(world, capsys):
+def test_route_by_role(world):
     _, clients, ids = world
     rows = []
     for method, template, body, expect in MATRIX:
@@ -119,9 +119,8 @@ def test_route_by_role(world, capsys):
                 kwargs["json" if path.startswith("/api") else "data"] = body
             got = client.request(method, path, **kwargs).status_code
             rows.append((method, template, role, status, got))
-    with capsys.disabled():
-        print(f"\n{'route':<44} {'role':<10} expected observed")
-        for method, template, role, status, got in rows:
-            print(f"{method + ' ' + template:<44} {role:<10} {status:<8} {got}")
+    print(f"\n{'route':<44} {'role':<10} expected observed")  # shown with -s
+    for method, template, role, status, got in rows:
+        print(f"{method + ' ' + template:<44} {role:<10} {status:<8} {got}")
     wrong = [r for r in rows if r[3] != r[4]]
     assert not wrong, wrong
