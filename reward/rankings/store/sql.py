@@ -20,8 +20,6 @@ STATEMENTS = {
     "key_or_own": "SELECT id, task_id, ranks, annotator_id, idempotency_key, revisable_until, order_shown "
     "FROM rankings WHERE idempotency_key = :key OR (task_id = :task AND annotator_id = :user)",
     "lease_of_task": "SELECT user_id, order_shown, acquired_at FROM leases WHERE task_id = :task",
-    "lease_of_task_locked": "SELECT user_id, order_shown, acquired_at FROM leases WHERE task_id = :task FOR UPDATE",
-    "own_ranking": "SELECT id, revisable_until, order_shown FROM rankings WHERE task_id = :task AND annotator_id = :user",
     "bump": "UPDATE tasks SET n_done = n_done + 1 WHERE id = :task AND n_done < :n",
     "insert_ranking": "INSERT INTO rankings (task_id, annotator_id, idempotency_key, ranks, order_shown, seconds, "
     "created_at, revisions) VALUES (:task, :user, :key, :ranks, :order, :seconds, :now, 0) RETURNING id",
@@ -38,7 +36,6 @@ STATEMENTS = {
     "claim": "UPDATE leases SET user_id = :user, view_id = :view, order_shown = :order, acquired_at = :now, "
     "expires_at = :until WHERE task_id = :task AND (user_id IS NULL OR expires_at <= :now) "
     "AND EXISTS (SELECT 1 FROM tasks WHERE id = :task AND n_done < :n)",
-    "n_done": "SELECT n_done FROM tasks WHERE id = :task",
     # Free tasks at one fill level this user has not ranked, skipped or flagged, oldest first (ix_tasks_queue).
     "candidates": "SELECT t.id FROM tasks t JOIN leases l ON l.task_id = t.id WHERE t.n_done = :level "
     "AND (l.user_id IS NULL OR l.expires_at <= :now) "
@@ -55,14 +52,21 @@ STATEMENTS = {
     "JOIN tasks t ON t.id = m.task_id WHERE t.n_done < :n)",
     "open_tasks": "SELECT COUNT(*) FROM tasks WHERE n_done < :n",
 }
-# PostgreSQL only: bump, insert and release in one round trip (data-modifying CTEs all run; no ranking is
-# inserted when the bump finds the task complete, and the lease is released either way). Returns the id or NULL.
+# PostgreSQL only: a submit in one round trip. Release the user's lease (its row lock is the holder check:
+# a concurrent claimer of an expired lease either committed first, and then no row matches, or waits),
+# raise n_done below N, insert the ranking with the order shown and time taken from the lease as it was.
+# Data-modifying CTEs all run: on a complete task the lease is still released and no ranking inserted.
+# Returns (ranking id or NULL, 1 if the user held the lease else 0).
 PG_ONLY = {
-    "record_ranking": "WITH b AS (UPDATE tasks SET n_done = n_done + 1 WHERE id = :task AND n_done < :n RETURNING id), "
+    "submit": "WITH l AS (UPDATE leases x SET user_id = NULL, view_id = NULL, order_shown = NULL, expires_at = 0 "
+    "FROM leases o WHERE x.task_id = :task AND x.user_id = :user AND o.task_id = x.task_id "
+    "RETURNING o.order_shown, o.acquired_at), "
+    "b AS (UPDATE tasks SET n_done = n_done + 1 WHERE id = :task AND n_done < :n AND EXISTS (SELECT 1 FROM l) "
+    "RETURNING id), "
     "r AS (INSERT INTO rankings (task_id, annotator_id, idempotency_key, ranks, order_shown, seconds, created_at, "
-    "revisions) SELECT :task, :user, :key, :ranks, :order, :seconds, :now, 0 FROM b RETURNING id), "
-    "l AS (UPDATE leases SET user_id = NULL, view_id = NULL, order_shown = NULL, expires_at = 0 "
-    "WHERE task_id = :task AND user_id = :user) SELECT (SELECT id FROM r)",
+    "revisions) SELECT :task, :user, :key, :ranks, l.order_shown, GREATEST(0, :now - l.acquired_at), :now, 0 "
+    "FROM b, l RETURNING id) "
+    "SELECT (SELECT id FROM r), (SELECT COUNT(*) FROM l)",
 }
 STATEMENTS["candidates_pg"] = STATEMENTS["candidates_pg"].replace("__candidates__", STATEMENTS["candidates"])
 PG = {name: re.sub(r":(\w+)", r"%(\1)s", sql) for name, sql in {**STATEMENTS, **PG_ONLY}.items()}
@@ -72,6 +76,7 @@ class Raw:
     """Statements by name on the cursor of a SQLAlchemy Connection's current transaction."""
 
     def __init__(self, conn):
+        self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
         self.sql = PG if self.pg else STATEMENTS
         self.cur = conn.connection.dbapi_connection.cursor()

@@ -272,36 +272,49 @@ class Work:
                     raise Conflict("key_reused", "idempotency key belongs to another user's ranking")
                 return {"ranking_id": row[0], "task_id": row[1], "ranks": list(load(row[2])), "replay": True}
             own = (row[0], row[5], row[6])
-        lease = raw.one("lease_of_task_locked" if raw.pg else "lease_of_task", task=task_id)
-        if lease is None:
-            raise NotFound(f"no task {task_id}")
-        holder, order_shown, acquired_at = lease
         now = time.time()
         if own is not None:
             if own[1] is None or own[1] < now:
                 raise Conflict("already_ranked", f"you already ranked task {task_id}")
             return self._revise(c, user_id, task_id, own, ranks, key, allow_ties)
+        record = self._record_pg if raw.pg else self._record_sqlite
+        ranking_id, norm = record(raw, user_id, task_id, ranks, key, n_per_task, allow_ties, now)
+        if ranking_id is None:
+            return None  # complete: the lease was given back in the same transaction
+        # No audit row per submit: the ranking row is that record (who, when, which task); undo/revise are logged.
+        return {"ranking_id": ranking_id, "task_id": task_id, "ranks": norm, "replay": False}
+
+    def _record_sqlite(self, raw: Raw, user_id, task_id, ranks, key, n_per_task, allow_ties, now):
+        lease = raw.one("lease_of_task", task=task_id)
+        if lease is None:
+            raise NotFound(f"no task {task_id}")
+        holder, order_shown, acquired_at = lease
         if holder != user_id:
             # An expired lease still counts as ours until somebody else claims the task.
             raise Conflict("lease_lost", f"you do not hold task {task_id} (lease expired and taken)")
         order = load(order_shown) or []
         norm = normalize_ranks(ranks, len(order), allow_ties)
+        if raw.run("bump", task=task_id, n=n_per_task) != 1:
+            # Commit the release (raising inside the transaction would roll it back and leave the
+            # user holding a task they can never submit until the lease expires).
+            raw.run("release", task=task_id, user=user_id)
+            return None, norm
         seconds = max(0.0, now - acquired_at)
         params = dict(task=task_id, user=user_id, key=key, ranks=dump(norm), order=dump(order), seconds=seconds)
-        if raw.pg:
-            ranking_id = raw.one("record_ranking", n=n_per_task, now=now, **params)[0]
-            if ranking_id is None:
-                return None  # complete: the lease was released in the same statement
-        else:
-            if raw.run("bump", task=task_id, n=n_per_task) != 1:
-                # Commit the release (raising inside the transaction would roll it back and leave the
-                # user holding a task they can never submit until the lease expires).
-                self._release(c, task_id, user_id)
-                return None
-            ranking_id = raw.one("insert_ranking", now=now, **params)[0]
-            raw.run("release", task=task_id, user=user_id)
-        # No audit row per submit: the ranking row is that record (who, when, which task); undo/revise are logged.
-        return {"ranking_id": ranking_id, "task_id": task_id, "ranks": norm, "replay": False}
+        ranking_id = raw.one("insert_ranking", now=now, **params)[0]
+        raw.run("release", task=task_id, user=user_id)
+        return ranking_id, norm
+
+    def _record_pg(self, raw: Raw, user_id, task_id, ranks, key, n_per_task, allow_ties, now):
+        # K from the task's (cached) completions, so bad ranks are refused before anything is written.
+        k = len(self._task_content(raw.conn, task_id)["texts"])
+        norm = normalize_ranks(ranks, k, allow_ties)
+        ranking_id, held = raw.one(
+            "submit", task=task_id, user=user_id, key=key, ranks=dump(norm), now=now, n=n_per_task
+        )
+        if not held:
+            raise Conflict("lease_lost", f"you do not hold task {task_id} (lease expired and taken)")
+        return ranking_id, norm
 
     def _revise(self, c: Connection, user_id, task_id, own, ranks, key, allow_ties) -> dict:
         raw = Raw(c)

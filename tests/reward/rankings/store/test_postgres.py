@@ -87,3 +87,30 @@ def test_server_on_postgres_many_annotators(pg_url, tmp_path):
         bots = run_annotators(srv.url, names)
     check_exactly_n(store, bots, 20, 2)
     store.close()
+
+
+def test_submit_refusals_on_postgres(pg_url):
+    """The one-statement submit of PostgreSQL refuses what SQLite's does: lost lease, complete task, no task, bad ranks."""
+    from reward.rankings.store import InvalidRanking, NotFound
+
+    store = open_store(pg_url)
+    (tid,) = add_tasks(store, 1)
+    a, b, c = (store.add_user(n, password="pw12") for n in ("a", "b", "c"))
+    assert store.next_task(a, 1, 0.01).task_id == tid
+    time.sleep(0.05)  # a's lease expires and b takes the task
+    assert store.next_task(b, 1, 60).task_id == tid
+    with pytest.raises(Conflict, match="do not hold"):
+        store.submit(a, tid, [1, 2, 3], "ka", 1)
+    with pytest.raises(InvalidRanking):
+        store.submit(b, tid, [1, 2], "kb", 1)
+    first = store.submit(b, tid, [2, 1, 3], "kb", 1)
+    assert store.submit(b, tid, [2, 1, 3], "kb", 1) == {**first, "replay": True}
+    with pytest.raises(NotFound):
+        store.submit(c, 10**9, [1, 2, 3], "kc", 1)
+    (row,) = store.rankings()
+    assert row["ranks"] == [2, 1, 3] and row["order_shown"] and row["seconds"] >= 0
+    # undo and replace on PostgreSQL too
+    store.undo(b, first["ranking_id"], 30, 60)
+    assert store.submit(b, tid, [1, 2, 3], "kb2", 1)["replaced"] is True
+    assert [r["ranks"] for r in store.rankings()] == [[1, 2, 3]]
+    store.close()
