@@ -212,7 +212,7 @@ def _password(cfg: UsersConfig, name: str) -> str:
 def users(argv: list[str]) -> int:
     doc = "Manage annotators and admins: " + " | ".join(USER_ACTIONS) + " (NAME after the action)."
     if not argv or argv[0] in ("-h", "--help"):
-        parse_stage_args("rlhf rank users ACTION [NAME] [CONFIG.yaml]", UsersConfig, ["--help"], doc)
+        parse_stage_args("rlhf rank users ACTION [NAME]", UsersConfig, ["--help"], doc)
         return 0
     action, rest = argv[0], argv[1:]
     if action not in USER_ACTIONS:
@@ -310,7 +310,7 @@ def export_cmd(argv: list[str]) -> int:
 def import_cmd(argv: list[str]) -> int:
     doc = "Add tasks (a prompt and K completions) from a file or datasets folder; the first argument may be the path."
     if any(a in ("-h", "--help") for a in argv):
-        parse_stage_args("rlhf rank import [PATH] [CONFIG.yaml]", ImportConfig, ["--help"], doc)
+        parse_stage_args("rlhf rank import [PATH]", ImportConfig, ["--help"], doc)
         return 0
     config, extra, overrides = _split(argv)
     if len(extra) > 1:

@@ -74,17 +74,6 @@ def authed(request: Request, write: bool = False, admin: bool = False) -> UserIn
     return user
 
 
-def api_user(request: Request) -> UserInfo:
-    return authed(request)
-
-
-async def api_writer(request: Request) -> UserInfo:
-    """Dependency for JSON writes: authenticated, and CSRF-checked when the credential is a cookie."""
-    user = api_user(request)
-    await check_csrf(request, user)
-    return user
-
-
 def require_admin(user: UserInfo) -> None:
     if user.role != "admin":
         raise HTTPException(status_code=403, detail="admins only")
