@@ -184,10 +184,11 @@ def serve(argv: list[str]) -> int:
         port=cfg.port,
         workers=cfg.workers,
         log_level=cfg.log_level,
-        # The app itself honours X-Forwarded-* from `forwarded_allow_ips` only; uvicorn must not trust them
-        # on its own (its default trusts any loopback peer, which lets a client pick its address).
-        proxy_headers=False,
-        forwarded_allow_ips="",
+        # X-Forwarded-* only from the configured proxies: uvicorn's default trusts any loopback peer, which
+        # would let a client on this machine (or behind an unconfigured proxy) pick its own address. The
+        # app applies the same rule itself (server.py), for any other way of serving it.
+        proxy_headers=bool(cfg.forwarded_allow_ips),
+        forwarded_allow_ips=",".join(cfg.forwarded_allow_ips),
         server_header=False,
     )
     return 0

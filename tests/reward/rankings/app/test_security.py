@@ -120,6 +120,8 @@ def test_serve_prints_and_saves_no_password_and_admin_export_error_hides_it(pg_u
     saved = (tmp_path / "rank" / "config.yaml").read_text()
     assert "s3cr3t" not in out and "s3cr3t" not in saved and "postgres:***@" in saved
     assert calls[0]["proxy_headers"] is False  # uvicorn must not trust X-Forwarded-For on its own
+    assert main(["serve", f"store={url}", "port=8765", "forwarded_allow_ips=[10.0.0.7]"]) == 0
+    assert calls[1]["proxy_headers"] is True and calls[1]["forwarded_allow_ips"] == "10.0.0.7"
     # the admin page's export error (no rankings yet) names the store without the password
     store = open_store(url)
     store.add_user("root", role="admin", password="pw-root")
