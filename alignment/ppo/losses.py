@@ -398,12 +398,18 @@ def sequence_to_tokens(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Te
 AGGREGATIONS = ("sequence_mean", "token_mean", "constant")
 
 
-def aggregation_weights(mask: torch.Tensor, aggregation: str = "sequence_mean", max_length: int | None = None):
+def aggregation_weights(
+    mask: torch.Tensor, aggregation: str = "sequence_mean", max_length: int | None = None, total_tokens=None
+) -> torch.Tensor:
     """Token weights w [B, T] (0 on padding) such that a loss is sum(w * per_token_loss): mask [B, T] -> [B, T].
 
     sequence_mean: mean over each sequence's tokens, then over sequences (GRPO; TRL `loss_type="grpo"`);
-      gradients of long sequences are scaled down by their length, which biases the fixed point.
-    token_mean: mean over every real token of the batch (TRL `bnpo`; DAPO's token-level mean).
+      a sequence's gradient is divided by its length, so the step is not along grad J (Dr. GRPO's length
+      bias). With the KL inside the scores the advantages still vanish at pi_ref * exp(r / beta) / Z.
+    token_mean: mean over every real token of the batch (TRL `bnpo`), or with `total_tokens` (the real
+      tokens of the whole optimizer step, over micro-batches and processes) that step's token mean when
+      the caller sums the micro-batch losses (DAPO; TRL's default `dapo` with `num_items_in_batch`).
+      sequence_mean and constant need no such count: equal micro-batches average to the step's value.
     constant: sum over tokens / (B * max_length) (Dr. GRPO; TRL `dr_grpo`, max_length its
       `max_completion_length`, default T): every token of every sequence weighs the same, fixed amount,
       so the gradient is a constant multiple of the REINFORCE gradient.
@@ -413,7 +419,7 @@ def aggregation_weights(mask: torch.Tensor, aggregation: str = "sequence_mean", 
     if aggregation == "sequence_mean":
         return m / m.sum(-1, keepdim=True).clamp(min=1) / B
     if aggregation == "token_mean":
-        return m / m.sum().clamp(min=1)
+        return m / (m.sum().clamp(min=1) if total_tokens is None else total_tokens)
     if aggregation == "constant":
         return m / (B * (max_length or T))
     raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got '{aggregation}'")
@@ -438,16 +444,20 @@ def group_policy_loss(
     max_length: int | None = None,
     ref_logprobs: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    total_tokens=None,
 ) -> GroupPolicyLoss:
     """RLOO / GRPO loss: PPO's clipped surrogate with one advantage per sequence, and optionally GRPO's KL term.
 
     logprobs, old_logprobs, mask [B, T]; advantages [B] (sequence level, broadcast to tokens) or [B, T].
-    The surrogate is `policy_loss` with the `aggregation_weights` as its token weights. With ref_logprobs
+    The surrogate is `policy_loss` with the `aggregation_weights` (aggregation, max_length, total_tokens) as its
+    token weights. With ref_logprobs
     and kl_coef > 0, kl_coef * (k3 KL per token, same weights) is added (GRPO's loss-term form, TRL's
     `beta`). Note: on-policy, the k3 term's gradient is that of KL(pi_ref || pi) per visited state, not
-    of KL(pi || pi_ref); only the k1 reward penalty (`kl_penalized_scores`) follows J's KL exactly.
+    of KL(pi || pi_ref), so this form does not aim at J's optimum; the k1 reward penalty
+    (`kl_penalized_scores`) does: at pi_ref * exp(r / beta) / Z every penalised score equals
+    beta * log Z and every RLOO / GRPO advantage is 0.
     """
-    weights = aggregation_weights(mask, aggregation, max_length)
+    weights = aggregation_weights(mask, aggregation, max_length, total_tokens)
     if advantages.dim() == 1:
         advantages = sequence_to_tokens(advantages, mask)
     # policy_loss takes a weighted mean sum(w x) / sum(w); times sum(w) it is the weighted sum

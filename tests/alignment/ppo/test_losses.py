@@ -407,6 +407,13 @@ def test_group_policy_loss_matches_loop(aggregation):
     assert same.kl.item() == 0 and same.loss.item() == pytest.approx(policy, abs=1e-12)
     with pytest.raises(ValueError, match="aggregation must be one of"):
         L.aggregation_weights(mask, "sum")
+    # token_mean over an optimizer step split in two micro-batches: summed, they give the step's token mean
+    if aggregation == "token_mean":
+        halves = [
+            L.group_policy_loss(logp[s], old[s], adv[s], mask[s], clip, aggregation, total_tokens=n_tokens).policy
+            for s in (slice(0, 1), slice(1, 3))
+        ]  # fmt: skip
+        assert sum(h.item() for h in halves) == pytest.approx(policy, abs=1e-12)
 
 
 def test_rloo_on_kl_penalized_scores_is_an_unbiased_gradient_of_the_kl_regularised_objective():
@@ -444,7 +451,7 @@ def _table_policy_logprobs(theta, prompt_last, responses):
 
 def test_population_group_loss_gradient_is_the_exact_objective_gradient_only_with_constant_aggregation():
     """Over every response of a tiny task, weighted by pi: the k1-penalised, centred advantages with the `constant`
-    aggregation give exactly -grad J / L; the per-sequence mean gives another direction (length bias)."""
+    aggregation give exactly -grad J / L; the per-sequence mean steps in another direction (length bias)."""
     from tests.oracles import exact as E
 
     V, Lr, EOS, beta = 3, 3, 2, 0.5
@@ -468,7 +475,23 @@ def test_population_group_loss_gradient_is_the_exact_objective_gradient_only_wit
     torch.testing.assert_close(grads["constant"], -grad_j / Lr, atol=1e-12, rtol=0)
     g, s = grad_j.flatten(), grads["sequence_mean"].flatten()
     cosine = (g @ -s / (g.norm() * s.norm())).item()
-    assert cosine < 0.99, cosine  # not a multiple of grad J: its fixed point is not pi_ref * exp(r / beta) / Z
+    assert cosine < 0.99, cosine  # not a multiple of grad J
+
+
+def test_at_the_gibbs_optimum_every_penalised_score_is_the_optimum_and_advantages_vanish():
+    """r - beta * (log pi* - log pi_ref) = beta * log Z = J* for every response: whatever the scale or aggregation,
+    RLOO and GRPO with the KL in the scores stop at pi* (the noise around it is then all the update has)."""
+    from tests.oracles import exact as E
+
+    N, k, beta = 8, 4, 0.7
+    ref = torch.log_softmax(_rand(1, N, seed=38), -1)
+    r = _rand(1, N, seed=39)
+    best = E.optimal_logprobs(ref, r, beta)
+    pen = L.kl_penalized_scores(r[0], best[0, :, None], ref[0, :, None], torch.ones(N, 1), beta)
+    torch.testing.assert_close(pen, E.optimal_objective(ref, r, beta).expand(N), atol=1e-12, rtol=0)
+    assert L.rloo_advantages(pen, k).abs().max() < 1e-12
+    for scale in ("none", "batch"):
+        assert L.grpo_advantages(pen, k, scale=scale).abs().max() < 1e-9
 
 
 def test_k3_loss_term_follows_the_reverse_kl_per_state_on_policy():
