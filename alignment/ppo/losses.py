@@ -8,6 +8,8 @@ exponentials and variances of bf16 values are where PPO silently goes wrong.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -311,3 +313,157 @@ def kl_controller(kind: str, init_value: float, target: float | None = None, hor
             raise ValueError("adaptive KL controller needs `target` and `horizon`")
         return AdaptiveKLController(init_value, target, horizon)
     raise ValueError(f"unknown KL controller '{kind}'; use 'fixed' or 'adaptive'")
+
+
+# ----------------------------------------------------------------------------------------------
+# RLOO and GRPO: k samples per prompt, sequence-level advantages, no value function
+#
+# Layout: the k samples of a prompt are contiguous. Scores come as [P * k] (prompt p's samples at rows
+# p*k .. p*k + k - 1, what `prompts.repeat_interleave(k)` before generation gives) or as [P, k];
+# advantages come back in the shape given.
+
+
+def _groups(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """scores [P * k] or [P, k] -> [P, k] float32+ minus each group's first score, checking the layout.
+
+    Every group statistic here is shift-invariant; the shift makes a group of equal scores exactly 0
+    (no rounding of mean(r) - r) and spares float32 the cancellation of large common offsets.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k (samples per prompt) must be an integer >= 2 for a group baseline, got {k!r}")
+    if scores.dim() == 2 and scores.shape[1] != k:
+        raise ValueError(f"scores of shape {tuple(scores.shape)} do not hold k={k} samples per prompt")
+    if scores.dim() == 1 and scores.numel() % k or scores.dim() not in (1, 2):
+        raise ValueError(f"scores of shape {tuple(scores.shape)} are not P * k = P * {k} samples")
+    grouped = _fp32(scores).reshape(-1, k)
+    return grouped - grouped[:, :1]
+
+
+def rloo_advantages(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Leave-one-out advantages A_i = r_i - mean_{j != i} r_j over the k samples of a prompt: [P*k] or [P, k] -> same.
+
+    Ahmadian et al. 2024 (and TRL's RLOOTrainer). The baseline of sample i does not depend on sample i,
+    so A_i * grad log pi(y_i) is an unbiased policy gradient; A_i = k / (k - 1) * (r_i - mean_j r_j).
+    To regularise towards the reference as TRL does, pass the KL-penalised scores (`kl_penalized_scores`).
+    """
+    grouped = _groups(scores, k)
+    baseline = (grouped.sum(-1, keepdim=True) - grouped) / (k - 1)
+    return (grouped - baseline).view(scores.shape)
+
+
+GRPO_SCALES = ("group", "batch", "none")
+
+
+def grpo_advantages(scores: torch.Tensor, k: int, scale: str = "group", eps: float = 1e-4) -> torch.Tensor:
+    """Group-normalised advantages (r - mean_group) / (std + eps): [P*k] or [P, k] -> same.
+
+    scale: `group` divides by the std of the prompt's k scores (Shao et al. 2024, DeepSeekMath), `batch` by
+    the std of all scores (TRL's `scale_rewards="batch"`), `none` not at all (Dr. GRPO, Liu et al. 2025:
+    dividing by a per-prompt std weights prompts by how little their samples differ). The std is the
+    unbiased (Bessel-corrected) one with eps = 1e-4 added, as in TRL's GRPOTrainer (its `nanstd`) and
+    torch.std's default, so advantages match TRL's for the same scores. A group whose scores are all
+    equal gets advantage 0 whatever the scale.
+    """
+    grouped = _groups(scores, k)
+    centred = grouped - grouped.mean(-1, keepdim=True)
+    if scale == "group":
+        centred = centred / (grouped.std(-1, keepdim=True) + eps)
+    elif scale == "batch":
+        centred = centred / (_fp32(scores).std() + eps)  # of the scores, not of the shifted groups
+    elif scale != "none":
+        raise ValueError(f"scale must be one of {', '.join(GRPO_SCALES)}, got '{scale}'")
+    return centred.view(scores.shape)
+
+
+def kl_penalized_scores(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, beta: float,
+    estimator: str = "k1",
+) -> torch.Tensor:  # fmt: skip
+    """scores - beta * sum_t kl_t over real tokens: scores [B], log-probs and mask [B, T] -> [B].
+
+    The KL as a reward penalty (RLOO's form; TRL's RLOOTrainer with k1): with k1 the summed penalty is
+    log pi(y) - log pi_ref(y), and A * grad log pi(y) on these scores is an unbiased gradient of
+    J = E[r] - beta * KL(pi || pi_ref), whose optimum is pi_ref * exp(r / beta) / Z. Use the old
+    (rollout) log-probs: the penalty is part of the reward, not differentiated.
+    """
+    kl = torch.where(mask.bool(), kl_per_token(logprobs, ref_logprobs, estimator), 0.0)
+    return _fp32(scores) - beta * kl.sum(-1)
+
+
+def sequence_to_tokens(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One advantage per sequence on each of its real tokens: [B], mask [B, T] -> [B, T] (0 on padding)."""
+    return _fp32(advantages)[:, None] * _fp32(mask)
+
+
+AGGREGATIONS = ("sequence_mean", "token_mean", "constant")
+
+
+def aggregation_weights(
+    mask: torch.Tensor, aggregation: str = "sequence_mean", max_length: int | None = None, total_tokens=None
+) -> torch.Tensor:
+    """Token weights w [B, T] (0 on padding) such that a loss is sum(w * per_token_loss): mask [B, T] -> [B, T].
+
+    sequence_mean: mean over each sequence's tokens, then over sequences (GRPO; TRL `loss_type="grpo"`);
+      a sequence's gradient is divided by its length, so the step is not along grad J (Dr. GRPO's length
+      bias). With the KL inside the scores the advantages still vanish at pi_ref * exp(r / beta) / Z.
+    token_mean: mean over every real token of the batch (TRL `bnpo`), or with `total_tokens` (the real
+      tokens of the whole optimizer step, over micro-batches and processes) that step's token mean when
+      the caller sums the micro-batch losses (DAPO; TRL's default `dapo` with `num_items_in_batch`).
+      sequence_mean and constant need no such count: equal micro-batches average to the step's value.
+    constant: sum over tokens / (B * max_length) (Dr. GRPO; TRL `dr_grpo`, max_length its
+      `max_completion_length`, default T): every token of every sequence weighs the same, fixed amount,
+      so the gradient is a constant multiple of the REINFORCE gradient.
+    """
+    m = _fp32(mask)
+    B, T = m.shape
+    if aggregation == "sequence_mean":
+        return m / m.sum(-1, keepdim=True).clamp(min=1) / B
+    if aggregation == "token_mean":
+        return m / (m.sum().clamp(min=1) if total_tokens is None else total_tokens)
+    if aggregation == "constant":
+        return m / (B * (max_length or T))
+    raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got '{aggregation}'")
+
+
+class GroupPolicyLoss(NamedTuple):
+    loss: torch.Tensor  # scalar, with gradient: policy + kl_coef * kl
+    policy: torch.Tensor  # the clipped surrogate under the aggregation weights
+    kl: torch.Tensor  # the aggregated per-token k3 KL (0 when no reference is given)
+    clipfrac: torch.Tensor  # weighted by the same token weights, as are approxkl and ratio
+    approxkl: torch.Tensor
+    ratio: torch.Tensor
+
+
+def group_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float = 0.2,
+    aggregation: str = "sequence_mean",
+    max_length: int | None = None,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    total_tokens=None,
+) -> GroupPolicyLoss:
+    """RLOO / GRPO loss: PPO's clipped surrogate with one advantage per sequence, and optionally GRPO's KL term.
+
+    logprobs, old_logprobs, mask [B, T]; advantages [B] (sequence level, broadcast to tokens) or [B, T].
+    The surrogate is `policy_loss` with the `aggregation_weights` (aggregation, max_length, total_tokens) as its
+    token weights. With ref_logprobs
+    and kl_coef > 0, kl_coef * (k3 KL per token, same weights) is added (GRPO's loss-term form, TRL's
+    `beta`). Note: on-policy, the k3 term's gradient is that of KL(pi_ref || pi) per visited state, not
+    of KL(pi || pi_ref), so this form does not aim at J's optimum; the k1 reward penalty
+    (`kl_penalized_scores`) does: at pi_ref * exp(r / beta) / Z every penalised score equals
+    beta * log Z and every RLOO / GRPO advantage is 0.
+    """
+    weights = aggregation_weights(mask, aggregation, max_length, total_tokens)
+    if advantages.dim() == 1:
+        advantages = sequence_to_tokens(advantages, mask)
+    # policy_loss takes a weighted mean sum(w x) / sum(w); times sum(w) it is the weighted sum
+    surrogate, clipfrac, approxkl, ratio = policy_loss(logprobs, old_logprobs, advantages, weights, cliprange)
+    surrogate = surrogate * weights.sum()
+    kl = torch.zeros((), dtype=surrogate.dtype, device=surrogate.device)
+    if ref_logprobs is not None and kl_coef:
+        kl = torch.where(weights > 0, kl_k3(logprobs, ref_logprobs) * weights, 0.0).sum()
+    return GroupPolicyLoss(surrogate + kl_coef * kl, surrogate, kl, clipfrac, approxkl, ratio)

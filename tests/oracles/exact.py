@@ -13,16 +13,29 @@ an early-ending response is then done analytically: they marginalise to exactly 
 probability. With `eos_token_id=None` responses have a fixed length L and all |V|^L are listed.
 
 Shapes: P = prompts, N = enumerated responses, L = response length. Log-probs are float64 [P, N].
+
+Preference data with the same optimum (for DPO): the Bradley-Terry probability of every pair of
+responses, P(y_a > y_b) = sigmoid(r_a - r_b) with the SAME r as J's, and rankings drawn from
+Plackett-Luce with weights exp(r). DPO (soft labels) and listwise DPO trained on them at beta are
+minimised where beta * log(pi / pi_ref) = r + c(x), that is at pi_ref * exp(r / beta) / Z: the Gibbs
+optimum above, so `gain_fraction` measures every method against the same J*. (Labels sigmoid((r_a -
+r_b) / beta) would aim DPO at pi_ref * exp(r / beta^2) / Z instead.)
+
+RLOO and GRPO need nothing more: they optimise the same J (k samples per prompt are a rollout
+detail), so their exact tests score the saved policy with `evaluate` exactly as PPO's does.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from alignment.dpo.losses import dpo_loss
 from alignment.ppo.losses import logprobs_from_logits, response_mask
 
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -185,3 +198,164 @@ def gain_fraction(j: float, j_start: float, j_star: float) -> float:
     if j_star - j_start <= 0:
         raise ValueError(f"no achievable gain: J* = {j_star} <= J(start) = {j_start}")
     return (j - j_start) / (j_star - j_start)
+
+
+# ----------------------------------------------------------------------------------------------
+# Preference data whose DPO optimum is the Gibbs optimum
+
+PROBABILITY_COLUMN = "chosen_probability"
+"""The soft label column of written pair datasets: P(chosen is better) = sigmoid(r_chosen - r_rejected), in [0.5, 1]."""
+
+
+def bradley_terry_probabilities(rewards: torch.Tensor) -> torch.Tensor:
+    """P(y_a beats y_b) = sigmoid(r_a - r_b) for every pair of responses of each prompt: [P, N] -> [P, N, N]."""
+    r = rewards.double()
+    return torch.sigmoid(r[:, :, None] - r[:, None, :])
+
+
+@dataclass
+class PreferencePairs:
+    """Pairs of enumerated responses (indices into the N responses), chosen = the higher reward."""
+
+    prompt: torch.Tensor  # [M] long
+    chosen: torch.Tensor  # [M] long
+    rejected: torch.Tensor  # [M] long
+    probability: torch.Tensor  # [M] float64: P(chosen beats rejected) = sigmoid(r_chosen - r_rejected) >= 0.5
+
+
+def _oriented(rewards: torch.Tensor, prompt, a, b) -> PreferencePairs:
+    r = rewards.double()
+    swap = r[prompt, b] > r[prompt, a]
+    chosen, rejected = torch.where(swap, b, a), torch.where(swap, a, b)
+    probability = torch.sigmoid(r[prompt, chosen] - r[prompt, rejected])
+    return PreferencePairs(prompt, chosen, rejected, probability)
+
+
+def all_pairs(rewards: torch.Tensor) -> PreferencePairs:
+    """Every unordered pair of distinct responses of every prompt (P * N (N - 1) / 2 pairs): rewards [P, N]."""
+    P, N = rewards.shape
+    a, b = torch.triu_indices(N, N, offset=1)
+    prompt = torch.arange(P).repeat_interleave(a.numel())
+    return _oriented(rewards, prompt, a.repeat(P), b.repeat(P))
+
+
+def sample_pairs(ref_logp: torch.Tensor, rewards: torch.Tensor, n_per_prompt: int, seed: int = 0) -> PreferencePairs:
+    """n pairs per prompt, both responses drawn from pi_ref (redrawn until distinct): what a DPO data set from the
+    reference policy looks like, labelled with the exact Bradley-Terry probability. ref_logp, rewards [P, N]."""
+    g = torch.Generator().manual_seed(seed)
+    P, _ = ref_logp.shape
+    prompts, firsts, seconds = [], [], []
+    for p in range(P):
+        probs = ref_logp[p].double().exp()
+        a = torch.empty(0, dtype=torch.long)
+        b = torch.empty(0, dtype=torch.long)
+        while a.numel() < n_per_prompt:
+            x = torch.multinomial(probs, 2 * n_per_prompt, replacement=True, generator=g)
+            y = torch.multinomial(probs, 2 * n_per_prompt, replacement=True, generator=g)
+            keep = x != y
+            a, b = torch.cat([a, x[keep]]), torch.cat([b, y[keep]])
+        prompts.append(torch.full((n_per_prompt,), p))
+        firsts.append(a[:n_per_prompt])
+        seconds.append(b[:n_per_prompt])
+    return _oriented(rewards, torch.cat(prompts), torch.cat(firsts), torch.cat(seconds))
+
+
+def pair_weights(ref_logp: torch.Tensor, pairs: PreferencePairs) -> torch.Tensor:
+    """pi_ref(a) * pi_ref(b) per pair [M]: all_pairs weighted like sample_pairs in the limit of many draws."""
+    ref = ref_logp.double()
+    return (ref[pairs.prompt, pairs.chosen] + ref[pairs.prompt, pairs.rejected]).exp()
+
+
+def population_dpo_loss(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    pairs: PreferencePairs,
+    beta: float,
+    weights: torch.Tensor | None = None,
+    loss_type: str = "sigmoid",
+) -> torch.Tensor:
+    """The (weighted) mean DPO loss with soft labels over `pairs`, from whole-response log-probs [P, N] -> scalar.
+
+    Minimised, for any positive weights over pairs that connect all responses, exactly where
+    beta * log(pi / pi_ref) = r + c(x), i.e. at `optimal_logprobs(ref_logp, rewards, beta)`.
+    """
+    p, c, r = pairs.prompt, pairs.chosen, pairs.rejected
+    losses = dpo_loss(logp[p, c], logp[p, r], ref_logp[p, c], ref_logp[p, r], beta, loss_type, pairs.probability)
+    losses = losses.losses
+    if weights is None:
+        return losses.mean()
+    return (weights * losses).sum() / weights.sum()
+
+
+def sample_rankings(
+    ref_logp: torch.Tensor, rewards: torch.Tensor, k: int, n_per_prompt: int, seed: int = 0
+) -> list[tuple[int, list[int], list[int]]]:
+    """(prompt, k distinct response indices, ranks) per ranking: responses drawn from pi_ref without replacement,
+    ranked by Plackett-Luce with weights exp(r) (sorting r + Gumbel noise), so listwise DPO at beta is minimised
+    at the same Gibbs optimum. Strict ranks, 1 = best."""
+    g = torch.Generator().manual_seed(seed)
+
+    def gumbel(*shape):
+        return -torch.log(-torch.log(torch.rand(*shape, generator=g, dtype=torch.float64)))
+
+    out = []
+    for p in range(ref_logp.shape[0]):
+        # the top k of log q + Gumbel noise is a draw of k items without replacement from q (Gumbel-top-k)
+        idx = torch.topk(ref_logp[p].double() + gumbel(n_per_prompt, ref_logp.shape[1]), k, dim=-1).indices
+        # sorting r + Gumbel noise draws a Plackett-Luce order with weights exp(r)
+        order = torch.argsort(rewards[p, idx].double() + gumbel(n_per_prompt, k), dim=-1, descending=True)
+        ranks = torch.empty_like(order).scatter_(-1, order, torch.arange(1, k + 1).expand(n_per_prompt, -1))
+        out += [(p, i, r) for i, r in zip(idx.tolist(), ranks.tolist())]
+    return out
+
+
+def response_texts(tokenizer, responses: torch.Tensor, eos_token_id: int) -> list[str]:
+    """Each enumerated response [N, L] as text up to and including its first EOS, the EOS written out.
+
+    Tokenising a text gives back exactly the enumerated tokens, so a stage that appends EOS only to
+    completions not already ending with it (TRL's rule) and cuts completions at L tokens trains on
+    the very sequences `sequence_logprobs` scores: "a b </s>" stays, a truncated "a b c" (+ EOS) is cut
+    back to "a b c". The EOS-only response is the text "</s>", not an empty (rejected) completion.
+    """
+    lengths = response_mask(responses, eos_token_id).sum(-1)
+    return [tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=False) for row, n in zip(responses, lengths)]
+
+
+def _completion(completions, p: int, i: int) -> str:
+    return completions[p][i] if isinstance(completions[0], (list, tuple)) else completions[i]
+
+
+def _write_jsonl(path: str, rows: list[dict]) -> str:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, path)
+    return path
+
+
+def write_pairwise_dataset(path: str, prompts: Sequence[str], completions, pairs: PreferencePairs) -> str:
+    """TRL pairwise rows {prompt, chosen, rejected, chosen_probability} as JSON lines; returns `path`.
+
+    completions: one list of N texts shared by every prompt, or one list per prompt.
+    """
+    rows = [
+        {
+            "prompt": prompts[p],
+            "chosen": _completion(completions, p, c),
+            "rejected": _completion(completions, p, r),
+            PROBABILITY_COLUMN: q,
+        }
+        for p, c, r, q in zip(
+            pairs.prompt.tolist(), pairs.chosen.tolist(), pairs.rejected.tolist(), pairs.probability.tolist()
+        )
+    ]
+    return _write_jsonl(path, rows)
+
+
+def write_ranking_dataset(path: str, prompts: Sequence[str], completions, rankings) -> str:
+    """K-wise rows {prompt, completions, ranks} (the export's schema) from `sample_rankings`; returns `path`."""
+    rows = [
+        {"prompt": prompts[p], "completions": [_completion(completions, p, i) for i in idx], "ranks": ranks}
+        for p, idx, ranks in rankings
+    ]
+    return _write_jsonl(path, rows)

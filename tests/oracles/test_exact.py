@@ -255,3 +255,132 @@ def test_evaluate_model_uses_policy_against_reference():
                 param.normal_(0, 0.5)
     moved = E.evaluate_model(model, prompts, responses, rewards, beta, EOS)
     assert moved.kl > 0 and moved.objective < moved.optimum and moved.optimum == pytest.approx(start.optimum)
+
+
+# --- preference data with the same optimum (DPO) ---------------------------------------------------
+
+
+def test_bradley_terry_probabilities_and_all_pairs_by_loop():
+    rewards = torch.tensor([[0.5, -1.0, 2.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    probs = E.bradley_terry_probabilities(rewards)
+    for p in range(2):
+        for a in range(3):
+            for b in range(3):
+                want = 1 / (1 + math.exp(-(rewards[p, a] - rewards[p, b]).item()))
+                assert probs[p, a, b].item() == pytest.approx(want, abs=1e-15)
+    pairs = E.all_pairs(rewards)
+    assert len(pairs.prompt) == 2 * 3
+    seen = set()
+    for p, c, r, q in zip(*(x.tolist() for x in (pairs.prompt, pairs.chosen, pairs.rejected, pairs.probability))):
+        assert c != r and rewards[p, c] >= rewards[p, r] and q == pytest.approx(probs[p, c, r].item())
+        seen.add((p, min(c, r), max(c, r)))
+    assert len(seen) == 6  # every unordered pair once
+    assert 0.5 in pairs.probability.tolist()  # equal rewards: a coin flip, whichever is called chosen
+
+
+def _free_policy(logp):
+    return logp.clone().requires_grad_(True)
+
+
+def test_gibbs_optimum_minimises_the_population_dpo_loss_on_bradley_terry_labels():
+    """Soft labels sigmoid(r_a - r_b) at beta: DPO's population loss is stationary and minimal at pi_ref e^(r/beta) / Z."""
+    P, N = 3, 7
+    ref = _random_logp(P, N, 20)
+    rewards = 2 * torch.randn(P, N, generator=torch.Generator().manual_seed(21), dtype=torch.float64)
+    pairs = E.all_pairs(rewards)
+    sampled = E.sample_pairs(ref, rewards, n_per_prompt=50, seed=3)
+    for beta in (0.1, 0.5, 1.0):
+        best = E.optimal_logprobs(ref, rewards, beta)
+        for chosen_pairs, weights in ((pairs, E.pair_weights(ref, pairs)), (pairs, None), (sampled, None)):
+            theta = _free_policy(best)  # free logits: log_softmax(theta) is the policy
+            loss = E.population_dpo_loss(torch.log_softmax(theta, -1), ref, chosen_pairs, beta, weights)
+            (grad,) = torch.autograd.grad(loss, theta)
+            assert grad.abs().max().item() < 1e-12
+            for seed in range(3):
+                noise = 0.2 * torch.randn(P, N, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+                moved = E.population_dpo_loss(torch.log_softmax(best + noise, -1), ref, chosen_pairs, beta, weights)
+                assert moved.item() > loss.item()
+        # the scaling: labels sigmoid((r_a - r_b) / beta) would aim elsewhere (unless beta = 1), so does IPO
+        theta = _free_policy(best)
+        scaled = E.PreferencePairs(pairs.prompt, pairs.chosen, pairs.rejected, torch.sigmoid(torch.logit(pairs.probability) / beta))  # fmt: skip
+        wrongs = [E.population_dpo_loss(torch.log_softmax(theta, -1), ref, pairs, beta, loss_type="ipo")]
+        if beta != 1.0:
+            wrongs.append(E.population_dpo_loss(torch.log_softmax(theta, -1), ref, scaled, beta))
+        for wrong in wrongs:
+            (grad,) = torch.autograd.grad(wrong, theta)
+            assert grad.abs().max().item() > 1e-4
+    # and the optimum of DPO at beta is the PPO optimum at beta: the same J*
+    torch.testing.assert_close(
+        E.objective(E.optimal_logprobs(ref, rewards, 0.5), ref, rewards, 0.5), E.optimal_objective(ref, rewards, 0.5)
+    )
+
+
+def test_sampled_pairs_come_from_the_reference_and_rankings_from_plackett_luce():
+    ref = torch.log(torch.tensor([[0.6, 0.3, 0.1]], dtype=torch.float64))
+    rewards = torch.tensor([[0.0, 1.0, -0.5]], dtype=torch.float64)
+    pairs = E.sample_pairs(ref, rewards, n_per_prompt=4000, seed=0)
+    assert (pairs.chosen != pairs.rejected).all() and (rewards[0, pairs.chosen] >= rewards[0, pairs.rejected]).all()
+    # unordered pair {a, b} drawn with probability 2 q_a q_b / (1 - sum q^2)
+    q = ref[0].exp()
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        share = ((pairs.chosen == a) & (pairs.rejected == b) | (pairs.chosen == b) & (pairs.rejected == a)).double()
+        want = 2 * q[a] * q[b] / (1 - (q**2).sum())
+        assert share.mean().item() == pytest.approx(want.item(), abs=0.03)
+    n = 3000
+    rankings = E.sample_rankings(ref, rewards, k=3, n_per_prompt=n, seed=1)
+    counts = {}
+    for prompt, idx, ranks in rankings:
+        assert prompt == 0 and sorted(idx) == [0, 1, 2] and sorted(ranks) == [1, 2, 3]
+        order = tuple(i for _, i in sorted(zip(ranks, idx)))
+        counts[order] = counts.get(order, 0) + 1
+    w = rewards[0].exp().tolist()
+    chi2 = 0.0
+    for order in itertools.permutations(range(3)):
+        a, b, c = order
+        expected = n * w[a] / (w[a] + w[b] + w[c]) * w[b] / (w[b] + w[c])
+        chi2 += (counts.get(order, 0) - expected) ** 2 / expected
+    assert chi2 < 5 + 6 * math.sqrt(10)  # 5 degrees of freedom
+
+
+def test_written_datasets_round_trip_to_the_enumerated_tokens(tmp_path):
+    """Texts keep the EOS, so tokenising them gives back exactly the sequences the oracle scores; the reward stage's
+    loader (which a DPO stage would share) reads both files."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from reward.data import load_rankings
+
+    words = ["<pad>", "</s>", "a", "b", "c"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>")
+    responses = E.enumerate_responses(len(words), 2, eos_token_id=1, pad_token_id=0)
+    texts = E.response_texts(tokenizer, responses, eos_token_id=1)
+    assert len(set(texts)) == len(texts) and "</s>" in texts and "a </s>" in texts and "c c" in texts
+    for row, text in zip(responses.tolist(), texts):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert ids == row[: len(ids)] and all(x == 0 for x in row[len(ids) :])
+
+    prompts = ["a", "b c"]
+    ref = _random_logp(2, responses.shape[0], 30)
+    rewards = torch.randn(2, responses.shape[0], generator=torch.Generator().manual_seed(31), dtype=torch.float64)
+    pairs = E.sample_pairs(ref, rewards, n_per_prompt=5, seed=0)
+    path = E.write_pairwise_dataset(str(tmp_path / "pairs.jsonl"), prompts, texts, pairs)
+    rows = [json.loads(line) for line in open(path)]
+    assert len(rows) == 10 and set(rows[0]) == {"prompt", "chosen", "rejected", E.PROBABILITY_COLUMN}
+    first = rows[0]
+    p, c, r = pairs.prompt[0].item(), pairs.chosen[0].item(), pairs.rejected[0].item()
+    assert (first["prompt"], first["chosen"], first["rejected"]) == (prompts[p], texts[c], texts[r])
+    assert first[E.PROBABILITY_COLUMN] == pytest.approx(torch.sigmoid(rewards[p, c] - rewards[p, r]).item())
+    loaded = load_rankings(path)
+    assert loaded[0]["completions"] == [texts[c], texts[r]] and loaded[0]["ranks"] == [1, 2]
+
+    rankings = E.sample_rankings(ref, rewards, k=4, n_per_prompt=3, seed=2)
+    per_prompt = [texts, [t.upper() for t in texts]]  # per-prompt completion lists work too
+    kwise = load_rankings(E.write_ranking_dataset(str(tmp_path / "kwise.jsonl"), prompts, per_prompt, rankings))
+    assert len(kwise) == 6
+    for (p, idx, ranks), row in zip(rankings, kwise):
+        assert row["prompt"] == prompts[p] and row["ranks"] == ranks
+        assert row["completions"] == [per_prompt[p][i] for i in idx]

@@ -299,3 +299,223 @@ def test_adaptive_kl_controller_by_hand_and_exact_resume():
         L.kl_controller("adaptive", 0.1)
     with pytest.raises(ValueError, match="unknown"):
         L.kl_controller("pid", 0.1)
+
+
+# --- RLOO and GRPO ---------------------------------------------------------------------------------
+
+
+def test_rloo_advantages_match_leave_one_out_loop_in_both_layouts():
+    P, k = 3, 4
+    scores = _rand(P * k, seed=20)
+    got = L.rloo_advantages(scores, k)
+    assert got.shape == (P * k,)
+    for p in range(P):
+        group = scores[p * k : (p + 1) * k].tolist()
+        for i in range(k):
+            others = [group[j] for j in range(k) if j != i]
+            assert got[p * k + i].item() == pytest.approx(group[i] - sum(others) / (k - 1), abs=1e-12)
+    torch.testing.assert_close(L.rloo_advantages(scores.view(P, k), k), got.view(P, k))
+    assert (L.rloo_advantages(torch.full((6,), 0.7), 3) == 0).all()  # equal scores: no signal
+    assert L.rloo_advantages(scores.to(torch.bfloat16), k).dtype == torch.float32
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_grpo_advantages_match_loop(scale):
+    import statistics
+
+    P, k, eps = 3, 5, 1e-4
+    scores = _rand(P * k, seed=21)
+    got = L.grpo_advantages(scores, k, scale=scale, eps=eps)
+    batch_std = statistics.stdev(scores.tolist())  # Bessel-corrected, as TRL's nanstd
+    for p in range(P):
+        group = scores[p * k : (p + 1) * k].tolist()
+        mean = sum(group) / k
+        std = {"group": statistics.stdev(group), "batch": batch_std, "none": None}[scale]
+        for i in range(k):
+            want = (group[i] - mean) / (std + eps) if std is not None else group[i] - mean
+            assert got[p * k + i].item() == pytest.approx(want, abs=1e-12)
+    torch.testing.assert_close(L.grpo_advantages(scores.view(P, k), k, scale=scale), got.view(P, k))
+
+
+def test_grpo_equal_scores_give_zero_and_none_is_rloo_times_k_minus_1_over_k():
+    assert (L.grpo_advantages(torch.full((8,), 3.0), 4) == 0).all()
+    scores, k = _rand(12, seed=22), 4
+    torch.testing.assert_close(L.grpo_advantages(scores, k, scale="none"), L.rloo_advantages(scores, k) * (k - 1) / k)
+    assert L.grpo_advantages(scores.to(torch.float16), k).dtype == torch.float32
+
+
+def test_group_advantages_reject_bad_k_layouts_and_scales():
+    for bad_k in (1, 0, 2.0, True):
+        with pytest.raises(ValueError, match="k \\(samples per prompt\\) must be an integer >= 2"):
+            L.rloo_advantages(torch.zeros(4), bad_k)
+    with pytest.raises(ValueError, match="not P \\* k"):
+        L.grpo_advantages(torch.zeros(7), 2)
+    with pytest.raises(ValueError, match="do not hold k=3"):
+        L.rloo_advantages(torch.zeros(2, 4), 3)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        L.grpo_advantages(torch.zeros(4), 2, scale="std")
+
+
+def test_kl_penalized_scores_and_token_broadcast_match_loop():
+    B, T, beta = 3, 4, 0.2
+    scores, logp, ref = _rand(B, seed=23), _rand(B, T, seed=24), _rand(B, T, seed=25)
+    lengths = [4, 1, 2]
+    mask = _prefix_mask(lengths, T)
+    ref[1, 3] = math.inf  # padding is never read
+    for est in ("k1", "k3"):
+        got = L.kl_penalized_scores(scores, logp, ref, mask, beta, est)
+        for b in range(B):
+            kl = 0.0
+            for t in range(lengths[b]):
+                x = ref[b, t].item() - logp[b, t].item()
+                kl += -x if est == "k1" else math.expm1(x) - x
+            assert got[b].item() == pytest.approx(scores[b].item() - beta * kl, abs=1e-12)
+    tokens = L.sequence_to_tokens(scores, mask)
+    for b in range(B):
+        assert tokens[b].tolist() == [scores[b].item() if t < lengths[b] else 0.0 for t in range(T)]
+
+
+@pytest.mark.parametrize("aggregation", ["sequence_mean", "token_mean", "constant"])
+def test_group_policy_loss_matches_loop(aggregation):
+    B, T, clip, coef, max_len = 3, 5, 0.2, 0.05, 8
+    old = _rand(B, T, seed=26) - 2
+    logp = old + 0.4 * _rand(B, T, seed=27)
+    ref = old + 0.3 * _rand(B, T, seed=28)
+    adv = _rand(B, seed=29)
+    lengths = [5, 2, 3]
+    mask = _prefix_mask(lengths, T)
+    out = L.group_policy_loss(logp, old, adv, mask, clip, aggregation, max_len, ref_logprobs=ref, kl_coef=coef)
+    n_tokens = sum(lengths)
+    policy = kl = clipped = 0.0
+    for b in range(B):
+        for t in range(lengths[b]):
+            w = {"sequence_mean": 1 / (B * lengths[b]), "token_mean": 1 / n_tokens, "constant": 1 / (B * max_len)}
+            r = math.exp(logp[b, t].item() - old[b, t].item())
+            a = adv[b].item()
+            unclipped, clipped_loss = -a * r, -a * min(max(r, 1 - clip), 1 + clip)
+            policy += w[aggregation] * max(unclipped, clipped_loss)
+            clipped += w[aggregation] * (clipped_loss > unclipped)
+            x = ref[b, t].item() - logp[b, t].item()
+            kl += w[aggregation] * (math.expm1(x) - x)
+    total_w = 1.0 if aggregation != "constant" else n_tokens / (B * max_len)
+    assert out.policy.item() == pytest.approx(policy, abs=1e-12)
+    assert out.kl.item() == pytest.approx(kl, abs=1e-12)
+    assert out.loss.item() == pytest.approx(policy + coef * kl, abs=1e-12)
+    assert out.clipfrac.item() == pytest.approx(clipped / total_w, abs=1e-12) and 0 < out.clipfrac.item() < 1
+    # token-level advantages give the same as their sequence value broadcast; no reference: no KL term
+    same = L.group_policy_loss(logp, old, L.sequence_to_tokens(adv, mask), mask, clip, aggregation, max_len)
+    assert same.kl.item() == 0 and same.loss.item() == pytest.approx(policy, abs=1e-12)
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        L.aggregation_weights(mask, "sum")
+    # token_mean over an optimizer step split in two micro-batches: summed, they give the step's token mean
+    if aggregation == "token_mean":
+        halves = [
+            L.group_policy_loss(logp[s], old[s], adv[s], mask[s], clip, aggregation, total_tokens=n_tokens).policy
+            for s in (slice(0, 1), slice(1, 3))
+        ]  # fmt: skip
+        assert sum(h.item() for h in halves) == pytest.approx(policy, abs=1e-12)
+
+
+def test_rloo_on_kl_penalized_scores_is_an_unbiased_gradient_of_the_kl_regularised_objective():
+    """Exact expectation over every group of k samples of a 3-armed softmax policy: E[mean_i A_i grad log pi(y_i)]
+    equals grad J for RLOO on the k1-penalised scores, and (k-1)/k of it for unscaled GRPO."""
+    import itertools
+
+    N, k, beta = 3, 3, 0.4
+    theta = _rand(N, seed=30).requires_grad_(True)
+    ref = torch.log_softmax(_rand(N, seed=31), -1)
+    r = _rand(N, seed=32)
+    logp = torch.log_softmax(theta, -1)
+    J = (logp.exp() * (r - beta * (logp - ref))).sum()
+    (grad_j,) = torch.autograd.grad(J, theta)
+    expected = {"rloo": torch.zeros(N, dtype=torch.float64), "grpo": torch.zeros(N, dtype=torch.float64)}
+    for group in itertools.product(range(N), repeat=k):
+        idx = torch.tensor(group)
+        lp = torch.log_softmax(theta, -1)
+        prob = lp[idx].sum().exp().detach()
+        # one-token sequences: the k1 penalty is log pi(y) - log pi_ref(y)
+        pen = L.kl_penalized_scores(r[idx], lp[idx, None].detach(), ref[idx, None], torch.ones(k, 1), beta)
+        for name, adv in (("rloo", L.rloo_advantages(pen, k)), ("grpo", L.grpo_advantages(pen, k, scale="none"))):
+            (g,) = torch.autograd.grad((adv * lp[idx]).mean(), theta, retain_graph=True)
+            expected[name] += prob * g
+    torch.testing.assert_close(expected["rloo"], grad_j, atol=1e-12, rtol=0)
+    torch.testing.assert_close(expected["grpo"], grad_j * (k - 1) / k, atol=1e-12, rtol=0)
+
+
+def _table_policy_logprobs(theta, prompt_last, responses):
+    """Per-token log-probs [N, L] of a policy whose logits are theta[position, previous token] (theta [L, V, V])."""
+    prev = torch.cat([torch.full_like(responses[:, :1], prompt_last), responses[:, :-1]], 1)
+    logits = theta[torch.arange(responses.shape[1]), prev]  # [N, L, V]
+    return L.logprobs_from_logits(logits, responses)
+
+
+def test_population_group_loss_gradient_is_the_exact_objective_gradient_only_with_constant_aggregation():
+    """Over every response of a tiny task, weighted by pi: the k1-penalised, centred advantages with the `constant`
+    aggregation give exactly -grad J / L; the per-sequence mean steps in another direction (length bias)."""
+    from tests.oracles import exact as E
+
+    V, Lr, EOS, beta = 3, 3, 2, 0.5
+    responses = E.enumerate_responses(V, Lr, eos_token_id=EOS)
+    mask = L.response_mask(responses, EOS).double()
+    N = responses.shape[0]
+    theta = (0.7 * _rand(Lr, V, V, seed=33)).requires_grad_(True)
+    ref_tok = _table_policy_logprobs(0.7 * _rand(Lr, V, V, seed=34), 1, responses) * mask
+    r = _rand(N, seed=35)
+    tok = _table_policy_logprobs(theta, 1, responses) * mask
+    logp, ref = tok.sum(-1), ref_tok.sum(-1)
+    (grad_j,) = torch.autograd.grad(E.objective(logp[None], ref[None], r[None], beta).sum(), theta, retain_graph=True)
+
+    pi = logp.detach().exp()
+    pen = L.kl_penalized_scores(r, tok.detach(), ref_tok, mask, beta)
+    adv = (pen - (pi * pen).sum()) * pi * N  # rows weighted by pi: a batch mean becomes an expectation
+    grads = {}
+    for aggregation in ("constant", "sequence_mean"):
+        out = L.group_policy_loss(tok, tok.detach(), adv, mask, 0.2, aggregation, max_length=Lr)
+        (grads[aggregation],) = torch.autograd.grad(out.loss, theta, retain_graph=True)
+    torch.testing.assert_close(grads["constant"], -grad_j / Lr, atol=1e-12, rtol=0)
+    g, s = grad_j.flatten(), grads["sequence_mean"].flatten()
+    cosine = (g @ -s / (g.norm() * s.norm())).item()
+    assert cosine < 0.99, cosine  # not a multiple of grad J
+
+
+def test_at_the_gibbs_optimum_every_penalised_score_is_the_optimum_and_advantages_vanish():
+    """r - beta * (log pi* - log pi_ref) = beta * log Z = J* for every response: whatever the scale or aggregation,
+    RLOO and GRPO with the KL in the scores stop at pi* (the noise around it is then all the update has)."""
+    from tests.oracles import exact as E
+
+    N, k, beta = 8, 4, 0.7
+    ref = torch.log_softmax(_rand(1, N, seed=38), -1)
+    r = _rand(1, N, seed=39)
+    best = E.optimal_logprobs(ref, r, beta)
+    pen = L.kl_penalized_scores(r[0], best[0, :, None], ref[0, :, None], torch.ones(N, 1), beta)
+    torch.testing.assert_close(pen, E.optimal_objective(ref, r, beta).expand(N), atol=1e-12, rtol=0)
+    assert L.rloo_advantages(pen, k).abs().max() < 1e-12
+    for scale in ("none", "batch"):
+        assert L.grpo_advantages(pen, k, scale=scale).abs().max() < 1e-9
+
+
+def test_k3_loss_term_follows_the_reverse_kl_per_state_on_policy():
+    """On-policy, E[grad k3] = grad of sum_s d(s) KL(pi_ref(.|s) || pi(.|s)) (d held fixed): GRPO's KL term is not
+    the gradient of KL(pi || pi_ref), which is why the exact-optimum tests put the KL in the reward (k1)."""
+    from tests.oracles import exact as E
+
+    V, Lr, EOS = 3, 3, 2
+    responses = E.enumerate_responses(V, Lr, eos_token_id=EOS)
+    mask = L.response_mask(responses, EOS).double()
+    theta = (0.7 * _rand(Lr, V, V, seed=36)).requires_grad_(True)
+    theta_ref = 0.7 * _rand(Lr, V, V, seed=37)
+    tok = _table_policy_logprobs(theta, 1, responses)
+    ref_tok = _table_policy_logprobs(theta_ref, 1, responses)
+    pi = (tok.detach() * mask).sum(-1).exp()
+    k3_term = (pi[:, None] * L.kl_k3(tok, ref_tok) * mask).sum()
+    (g_k3,) = torch.autograd.grad(k3_term, theta, retain_graph=True)
+    # the same states, their full next-token distributions: sum_s d(s) KL(ref(.|s) || pi(.|s))
+    prev = torch.cat([torch.ones_like(responses[:, :1]), responses[:, :-1]], 1)
+    steps = torch.arange(Lr)
+    logpi, logref = torch.log_softmax(theta[steps, prev], -1), torch.log_softmax(theta_ref[steps, prev], -1)
+    reverse = (logref.exp() * (logref - logpi)).sum(-1)
+    forward = (logpi.exp() * (logpi - logref)).sum(-1)
+    (g_rev,) = torch.autograd.grad((pi[:, None] * reverse * mask).sum(), theta, retain_graph=True)
+    (g_fwd,) = torch.autograd.grad((pi[:, None] * forward * mask).sum(), theta)
+    torch.testing.assert_close(g_k3, g_rev, atol=1e-12, rtol=0)
+    assert (g_k3 - g_fwd).norm() > 0.1 * g_fwd.norm()

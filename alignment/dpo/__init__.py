@@ -1,0 +1,1 @@
+"""Offline preference optimisation from the rankings: the pure DPO / IPO / Plackett-Luce math (`losses`)."""
