@@ -4,6 +4,7 @@
     python benchmarks/active_offline.py --spread 0               # every prompt's candidates equally diverse
     python benchmarks/active_offline.py --tasks random           # the rules choose K of M only, prompts random
     python benchmarks/active_offline.py --seeds 1 --budget 300   # a quick look
+    python benchmarks/active_offline.py --cost 4096 --pool 200 --candidates 16 --threads 2   # time and memory at d
 
 The world: a pool of prompts, each with M candidate completions whose features phi [d] are a prompt's
 own vector (it cancels in every comparison) plus candidate variation with a decaying spectrum (some
@@ -41,8 +42,8 @@ from reward import acquisition as A  # noqa: E402
 from reward import uncertainty as U  # noqa: E402
 
 
-def make_world(args, seed: int) -> dict:
-    """Pool and held-out prompts: features [T, M, d] float64 and true rewards [T, M]; w* [d]."""
+def linear_world(args, seed: int) -> dict:
+    """Pool and held-out prompts with features [T, M, d] and true rewards [T, M] = phi . w*."""
     g = torch.Generator().manual_seed(seed)
     d, m = args.dim, args.candidates
     spectrum = torch.arange(1, d + 1, dtype=torch.float64) ** -args.decay
@@ -57,10 +58,37 @@ def make_world(args, seed: int) -> dict:
         phi = own + variation
         return phi, phi @ w_star
 
-    pool, pool_r = prompts(args.pool)
-    # Held out: K random candidates of each held-out prompt, every pair of them compared.
-    held, held_r = prompts(args.held_out)
-    subsets = torch.rand(args.held_out, m, generator=g).argsort(-1)[:, : args.k]
+    return finish_world(args, g, *prompts(args.pool), *prompts(args.held_out))
+
+
+def reviews_world(args, seed: int) -> dict:
+    """The demo's world: review prompts, M reviews each from the corpus generator, the hidden gold reward as r*,
+    and as features what the score head of `--model` reads (a reward run folder, or a base such as the builtin)."""
+    import random
+
+    from alignment.assets import reviews
+    from alignment.assets.gold import gold_reward
+    from alignment.runtime import tiny
+    from reward.model import load_reward_model
+
+    model, tokenizer = load_reward_model(tiny.resolve(args.model))
+    rng = random.Random(seed)
+
+    def prompts(n):
+        texts = [
+            f"{reviews.prompt_for(rng.choice(reviews.TOPICS))[:-1]} {rng.choice(reviews.NOUNS)}:" for _ in range(n)
+        ]
+        candidates = [[" " + reviews.review(rng) for _ in range(args.candidates)] for _ in range(n)]
+        phi, _ = U.candidate_features(model, tokenizer, texts, candidates, batch_size=64, max_length=96)
+        gold = torch.tensor([[gold_reward(c) for c in row] for row in candidates], dtype=torch.float64)
+        return phi.double(), gold
+
+    return finish_world(args, torch.Generator().manual_seed(seed), *prompts(args.pool), *prompts(args.held_out))
+
+
+def finish_world(args, g, pool, pool_r, held, held_r) -> dict:
+    """Held out: K random candidates of each held-out prompt, every pair of them compared."""
+    subsets = torch.rand(held.shape[0], held.shape[1], generator=g).argsort(-1)[:, : args.k]
     held_r = torch.take_along_dim(held_r, subsets, 1)
     upper = torch.ones(args.k, args.k, dtype=torch.bool).triu(1)
     return {
@@ -164,6 +192,31 @@ def needed(curve: list[tuple[int, float]], target: float) -> float:
     return float("inf")
 
 
+def cost(args) -> None:
+    """Time and memory of the Laplace pieces at hidden size `--cost` (random features: the cost does not depend on them)."""
+    import resource
+
+    d, t, m, p = args.cost, args.pool, args.candidates, args.cost_pairs
+    g = torch.Generator().manual_seed(0)
+    texts = torch.randn(2 * p // 3, d, generator=g)  # K = 4 rankings: 4 texts give 6 pairs
+    pairs = torch.randint(0, len(texts), (p, 2), generator=g)
+    candidates = torch.randn(t, m, d, generator=g)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    clock = time.time()
+    posterior = U.laplace(texts, pairs, torch.randn(d, generator=g) / d**0.5)
+    built = time.time() - clock
+    clock = time.time()
+    mean, cov = U.predict(posterior, candidates)
+    predicted = time.time() - clock
+    clock = time.time()
+    A.d_optimal(candidates, mean, U.covariance(posterior), args.k, budget=args.batch)
+    chosen = time.time() - clock
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss
+    print(f"d={d}: H from {p} pairs + Cholesky {built:.1f}s; mean and covariance of {t} x {m} candidates "
+          f"{predicted:.1f}s; dopt choosing {args.batch} of {t} tasks {chosen:.1f}s; posterior {d * d * 8 / 2**20:.0f} MB "
+          f"(float64 factor), peak RSS growth {peak:.0f} MB; {torch.get_num_threads()} threads")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default=",".join(A.METHODS), help="comma-separated rules (random first)")
@@ -187,8 +240,18 @@ def main(argv: list[str] | None = None) -> int:
         default="rule",
         help="which prompts are ranked: the rule's highest scores, or random (the rule picks K of M only)",
     )
+    parser.add_argument("--world", choices=("linear", "reviews"), default="linear", help="see the docstring")
+    parser.add_argument(
+        "--model", default="builtin:tiny-llama", help="reviews world: whose features (reward folder or base)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--cost", type=int, default=0, help="instead: time and memory at this hidden size")
+    parser.add_argument("--cost-pairs", type=int, default=12000, help="--cost: comparisons in H")
     args = parser.parse_args(argv)
+    if args.cost:
+        torch.set_num_threads(args.threads)
+        cost(args)
+        return 0
     methods = args.methods.split(",")
     if methods[0] != "random" or any(x not in A.METHODS for x in methods):
         parser.error(f"--methods: 'random' first, then any of {', '.join(A.METHODS)}")
@@ -198,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     curves, ceilings = {x: [] for x in methods}, []
     for seed in range(args.seeds):
-        world = make_world(args, seed)
+        world = (linear_world if args.world == "linear" else reviews_world)(args, seed)
         ceilings.append(ceiling(world))
         for method in methods:
             curves[method].append(run(args, world, method, seed))
@@ -212,9 +275,11 @@ def report(args, curves: dict, mean: dict, best: float, seconds: float) -> None:
     pairs = math.comb(args.k, 2)
     rounds = [n for n, _ in mean["random"]]
     marks = sorted({min(rounds, key=lambda n: abs(n - args.budget * f)) for f in (0, 1 / 6, 1 / 3, 1 / 2, 2 / 3, 1)})
+    world = f"linear, d={args.dim}, spread {args.spread}, decay {args.decay}" if args.world == "linear" else (
+        f"reviews, features of {args.model}")  # fmt: skip
     print(
-        f"world: d={args.dim}, pool {args.pool} prompts x M={args.candidates}, K={args.k} ({pairs} comparisons a "
-        f"ranking), spread {args.spread}, decay {args.decay}; {args.seeds} seeds; {seconds:.0f}s"
+        f"world: {world}; pool {args.pool} prompts x M={args.candidates}, K={args.k} ({pairs} comparisons a ranking); "
+        f"prompts chosen by: {args.tasks}; {args.seeds} seeds; {seconds:.0f}s"
     )
     print(f"held-out accuracy (mean over seeds; best achievable {best:.4f}) at rankings: " + ", ".join(map(str, marks)))
     for method, curve in mean.items():

@@ -9,12 +9,12 @@ lower task index first, :func:`serving_order`). Every rule returns a :class:`Sel
 | `random` | a uniform draw (the baseline); S uniform | a seed |
 | `uncertainty` | sum of Var(r_i - r_j): how unsure the model is of each pair's gap | score covariance [T, M, M] |
 | `disagreement` | sum of the variance over draws/members of sigmoid(r_i - r_j): BALD-like, sees saturation | score samples [S, T, M] |
-| `delta_ucb` | sum of |mu_i - mu_j| + beta (sigma_i + sigma_j): a large predicted gap plus exploration | mean, std [T, M] |
+| `delta_ucb` | sum of abs(mu_i - mu_j) + beta (sigma_i + sigma_j): a large predicted gap plus exploration | mean, std [T, M] |
 | `dopt` | log det(H + Fisher of S) - log det H, batch-aware across tasks | features, Sigma, mean |
 
 `delta_ucb` is DeltaUCB of ActiveUltraFeedback (Melikidze et al. 2026, arXiv:2603.09692): for K = 2 it
 picks argmax over ordered pairs of UCB_i - LCB_j = (mu_i + beta sigma_i) - (mu_j - beta sigma_j), which
-is the pair maximising |mu_i - mu_j| + beta (sigma_i + sigma_j); for K > 2 we sum that pair value over
+is the pair maximising abs(mu_i - mu_j) + beta (sigma_i + sigma_j); for K > 2 we sum that pair value over
 the subset. It follows "large-gap pairs teach the policy most" with an optimistic bonus for the unsure.
 
 `dopt` is the D-optimal design of "Reviving the Classics" (Shen et al. 2025), past-aware and batch-aware:
@@ -22,9 +22,11 @@ the Bradley-Terry Fisher information of a ranking of S is Phi_S^T L_S Phi_S, wit
 Laplacian of S's C(K, 2) pairs weighted by p (1 - p) at the current means, so its gain is
 log det(I + L_S C_S) (C_S the score covariance of S; Sylvester's identity: a K x K determinant). Tasks
 are chosen greedily, each given the ones chosen before it: after a choice the covariance is updated by
-one Sherman-Morrison step per pair (no refactorisation), and a task's score is its gain when chosen.
+a rank-P Woodbury update (no refactorisation), and a task's score is its gain when chosen.
 Gains only shrink as rankings are added (log det is submodular), so stale gains are upper bounds and
 the greedy is lazy (Minoux 1978): each step re-evaluates only the tasks whose stale bound is highest.
+(Exact for fixed subsets; a task's K-subset is itself re-chosen greedily when re-evaluated, which in rare
+cases can beat its stale bound, so lazy and exhaustive re-evaluation may then differ.)
 
 K-subsets are chosen greedily (exact subset search is a densest-subgraph problem): start from the best
 pair, then add the candidate that adds most value, K - 2 times. O(T K M) utility reads for additive
@@ -35,6 +37,7 @@ maximum: `torch.argmax`); every rule is deterministic (`random` and posterior dr
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import torch
 
@@ -152,10 +155,18 @@ def uncertainty(cov: torch.Tensor, k: int) -> Selection:
     return Selection(*greedy_subsets(U.pair_variances(cov.double()), k))
 
 
-def disagreement(samples: torch.Tensor, k: int) -> Selection:
-    """The K-subset whose preferences sigmoid(r_i - r_j) vary most over samples [S, T, M] (ensemble or posterior)."""
-    probabilities = torch.sigmoid(samples.double()[..., :, None] - samples.double()[..., None, :])
-    return Selection(*greedy_subsets(probabilities.var(0, correction=0), k))
+def disagreement(samples: torch.Tensor, k: int, chunk: int = 1024) -> Selection:
+    """The K-subset whose preferences sigmoid(r_i - r_j) vary most over samples [S, T, M] (ensemble or posterior).
+
+    The variance is over the S members (population variance); `chunk` tasks at a time bound the [S, M, M] memory.
+    """
+    blocks = []
+    for start in range(0, samples.shape[1], chunk):
+        block = samples[:, start : start + chunk].double()
+        blocks.append(torch.sigmoid(block[..., :, None] - block[..., None, :]).var(0, correction=0))
+    m = samples.shape[2]
+    utility = torch.cat(blocks) if blocks else torch.zeros(0, m, m, dtype=torch.float64)
+    return Selection(*greedy_subsets(utility, k))
 
 
 def delta_ucb(mean: torch.Tensor, std: torch.Tensor, k: int, beta: float = 1.0) -> Selection:
@@ -170,12 +181,12 @@ def delta_ucb(mean: torch.Tensor, std: torch.Tensor, k: int, beta: float = 1.0) 
 
 def task_covariances(features: torch.Tensor, sigma: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """[T, M, M] float64 score covariances phi_i^T Sigma phi_j of each task's candidates, features [T, M, d]."""
-    phi = features.double()
-    blocks = [
-        torch.einsum("tmd,de,tne->tmn", phi[i : i + chunk], sigma, phi[i : i + chunk])
-        for i in range(0, len(phi), chunk)
-    ]
-    return torch.cat(blocks) if blocks else phi.new_zeros((0, phi.shape[1], phi.shape[1]))
+    blocks = []
+    for start in range(0, features.shape[0], chunk):
+        phi = features[start : start + chunk].double()
+        blocks.append(torch.einsum("tmd,de,tne->tmn", phi, sigma, phi))
+    m = features.shape[1]
+    return torch.cat(blocks) if blocks else sigma.new_zeros((0, m, m))
 
 
 def d_optimal(
@@ -193,54 +204,61 @@ def d_optimal(
     `budget` tasks (default all); a chosen task's score is its gain when chosen (kept non-increasing
     along the choice order), the others score their gain after the last choice, below every chosen one.
 
-    Lazy greedy (Minoux): a gain computed under an earlier Sigma bounds the gain now from above (the
-    log-det gain is submodular), so each step refreshes only the best-bounded stale tasks, `refresh` at
-    a time, until the best bound is fresh. The cost is then one M x d^2 covariance per refreshed task
-    and d^2 per chosen pair, plus two passes over all tasks (first bounds, final scores).
+    Cost: every task's score covariance once (T M d^2), then per chosen ranking of P = C(K, 2) pairs a
+    Woodbury update: P d^2 for Sigma and T M d P for every task's covariance. Lazy greedy (Minoux): a
+    gain computed under an earlier Sigma bounds the gain now from above (the log-det gain is
+    submodular), so each step re-evaluates only the best-bounded stale tasks, `refresh` at a time,
+    until the best bound is fresh.
     """
     t, m, _ = features.shape
     _check_k(m, k)
     budget = t if budget is None else min(budget, t)
-    phi, sigma = features.double(), sigma.double().to(features.device).clone()
+    phi, sigma = features, sigma.double().to(features.device).clone()  # phi stays in its dtype: chunks go to float64
     weights = pair_weights(mean.to(features.device))
-    chosen, bound = logdet_subsets(task_covariances(phi, sigma), weights, k)
+    cov = task_covariances(phi, sigma)
+    chosen, bound = logdet_subsets(cov, weights, k)
     fresh = torch.ones(t, dtype=torch.bool, device=phi.device)
     open_ = torch.ones(t, dtype=torch.bool, device=phi.device)
     scores = torch.zeros(t, dtype=torch.float64, device=phi.device)
     floor = float("inf")
     for _ in range(budget):
-        task = _lazy_best(phi, sigma, weights, k, chosen, bound, fresh, open_, refresh)
+        task = _lazy_best(cov, weights, k, chosen, bound, fresh, open_, refresh)
         floor = min(floor, float(bound[task]))
         scores[task], open_[task] = floor, False
-        sigma = _add_ranking(sigma, phi[task], weights[task], chosen[task])
+        pairs = torch.tensor(list(itertools.combinations(chosen[task].tolist(), 2)), device=phi.device)
+        x = phi[task, pairs[:, 0]].double() - phi[task, pairs[:, 1]].double()
+        sigma, cov = _add_ranking(phi, sigma, cov, x, weights[task, pairs[:, 0], pairs[:, 1]])
         fresh[:] = False
     if open_.any():
         rest = open_.nonzero()[:, 0]
-        chosen[rest], gains = logdet_subsets(task_covariances(phi[rest], sigma), weights[rest], k)
+        chosen[rest], gains = logdet_subsets(cov[rest], weights[rest], k)
         below = torch.nextafter(torch.tensor(floor, dtype=torch.float64), torch.tensor(float("-inf")))
         scores[rest] = torch.minimum(gains, below.to(gains.device))
     return Selection(chosen, scores)
 
 
-def _lazy_best(phi, sigma, weights, k, chosen, bound, fresh, open_, refresh) -> int:
-    """The open task of largest gain under sigma (ties: lowest index); refreshes stale bounds in place, best first."""
+def _lazy_best(cov, weights, k, chosen, bound, fresh, open_, refresh) -> int:
+    """The open task of largest gain now (ties: lowest index); refreshes stale bounds in place, best first."""
     while True:
         order = serving_order(bound.masked_fill(~open_, float("-inf")))[: int(open_.sum())]
         if fresh[order[0]]:
             return int(order[0])
         stale = order[~fresh[order]][:refresh]
-        chosen[stale], bound[stale] = logdet_subsets(task_covariances(phi[stale], sigma), weights[stale], k)
+        chosen[stale], bound[stale] = logdet_subsets(cov[stale], weights[stale], k)
         fresh[stale] = True
 
 
-def _add_ranking(sigma, phi, weights, subset):
-    """Sigma <- (Sigma^-1 + Fisher of ranking `subset`)^-1, one Sherman-Morrison step per pair; phi [M, d]."""
-    for i in range(len(subset)):
-        for j in range(i + 1, len(subset)):
-            x, w = phi[subset[i]] - phi[subset[j]], weights[subset[i], subset[j]]
-            s = sigma @ x
-            sigma = sigma - (w / (1 + w * (x @ s))) * torch.outer(s, s)
-    return sigma
+def _add_ranking(phi, sigma, cov, x, w, chunk: int = 1024):
+    """Woodbury: Sigma <- (Sigma^-1 + X^T W X)^-1 for a ranking's pairs x [P, d] and weights w [P], and every
+    task's score covariance with it (one pass over the features per ranking, not one per pair)."""
+    s = sigma @ x.T  # [d, P]
+    root = w.sqrt()
+    inner = torch.eye(len(w), dtype=sigma.dtype, device=sigma.device) + root[:, None] * (x @ s) * root[None, :]
+    g = root[:, None] * torch.cholesky_inverse(torch.linalg.cholesky(inner)) * root[None, :]
+    sigma.addmm_(s, g @ s.T, alpha=-1)  # in place: no second d x d matrix (d_optimal owns this copy)
+    # a [T, M, P]: each candidate's covariance with the new comparison directions, float64 a chunk at a time
+    a = torch.cat([phi[start : start + chunk].double() @ s for start in range(0, phi.shape[0], chunk)])
+    return sigma, cov - torch.einsum("tmp,pq,tnq->tmn", a, g, a)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,6 +281,8 @@ def select(
     exploration weight; budget: how many tasks `dopt` chooses batch-aware (the rest score below them).
     """
     t, m, _ = features.shape
+    if not torch.isfinite(features).all():
+        raise ValueError("candidate features are not all finite")
     if method == "random":
         return random_selection(t, m, k, seed)
     if method == "disagreement":

@@ -77,10 +77,14 @@ class Laplace:
 # Pure functions
 
 
-def pair_probabilities(features: torch.Tensor, pairs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def pair_probabilities(
+    features: torch.Tensor, pairs: torch.Tensor, weight: torch.Tensor, chunk: int = 4096
+) -> torch.Tensor:
     """[P] float64 sigmoid(w . (phi_a - phi_b)) for pairs [P, 2] = (a, b) into features [N, d]."""
-    diff = features[pairs[:, 0]].double() - features[pairs[:, 1]].double()
-    return torch.sigmoid(diff @ weight.double())
+    w = weight.double().to(features.device)
+    rewards = [features[start : start + chunk].double() @ w for start in range(0, len(features), chunk)]
+    rewards = torch.cat(rewards) if rewards else w.new_zeros(0)
+    return torch.sigmoid(rewards[pairs[:, 0]] - rewards[pairs[:, 1]])
 
 
 def fisher(
@@ -123,7 +127,7 @@ def laplace(
     probabilities = pair_probabilities(features, pairs, weight)
     h = fisher(features, pairs, probabilities, prior_precision, weights)
     cholesky, info = torch.linalg.cholesky_ex(h)
-    if info.item() != 0:  # only from non-finite features: H is lambda I plus PSD terms
+    if info.item() != 0:  # H is lambda I plus PSD terms: only non-finite features (or a lambda tiny for float64)
         raise ValueError("the Fisher matrix is not positive definite; are the features finite?")
     return Laplace(weight.double().clone(), float(bias), cholesky, float(prior_precision), int(pairs.shape[0]))
 
@@ -143,14 +147,17 @@ def covariance(posterior: Laplace) -> torch.Tensor:
 def predict(posterior: Laplace, features: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean [T, M], covariance [T, M, M]) of the scores of T tasks' M candidates, features [T, M, d]; float64.
 
-    Chunked over tasks: the whitened features of `chunk` tasks at a time.
+    Chunked over tasks, so only `chunk` tasks' features are ever held in float64.
     """
-    mean = features.double().to(posterior.weight.device) @ posterior.weight + posterior.bias
-    blocks = []
-    for start in range(0, features.shape[0], chunk):
-        z = whiten(posterior, features[start : start + chunk])
-        blocks.append(z @ z.transpose(-1, -2))
-    cov = torch.cat(blocks) if blocks else mean.new_zeros((0, features.shape[1], features.shape[1]))
+    t, m, _ = features.shape
+    device = posterior.weight.device
+    mean = torch.empty(t, m, dtype=torch.float64, device=device)
+    cov = torch.empty(t, m, m, dtype=torch.float64, device=device)
+    for start in range(0, t, chunk):
+        phi = features[start : start + chunk].to(device, torch.float64)
+        mean[start : start + chunk] = phi @ posterior.weight + posterior.bias
+        z = whiten(posterior, phi)
+        cov[start : start + chunk] = z @ z.transpose(-1, -2)
     return mean, cov
 
 
@@ -168,10 +175,15 @@ def sample_heads(posterior: Laplace, n: int, seed: int) -> torch.Tensor:
     return posterior.weight[None, :] + noise.T
 
 
-def sample_scores(posterior: Laplace, features: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+def sample_scores(posterior: Laplace, features: torch.Tensor, n: int, seed: int, chunk: int = 256) -> torch.Tensor:
     """[n, T, M] float64 scores of candidates features [T, M, d] under n posterior draws of the head."""
     heads = sample_heads(posterior, n, seed)
-    return torch.einsum("tmd,sd->stm", features.double().to(heads.device), heads) + posterior.bias
+    blocks = [
+        torch.einsum("tmd,sd->stm", features[start : start + chunk].to(heads.device, torch.float64), heads)
+        for start in range(0, features.shape[0], chunk)
+    ]
+    out = torch.cat(blocks, 1) if blocks else heads.new_zeros((n, 0, features.shape[1]))
+    return out + posterior.bias
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,7 +50,11 @@ def test_greedy_pairs_are_exact_and_greedy_subsets_add_up():
 
 
 def test_random_is_seeded_and_uniform_over_candidates():
-    a, b, c = A.random_selection(50, 8, 3, seed=1), A.random_selection(50, 8, 3, seed=1), A.random_selection(50, 8, 3, 2)
+    a, b, c = (
+        A.random_selection(50, 8, 3, seed=1),
+        A.random_selection(50, 8, 3, seed=1),
+        A.random_selection(50, 8, 3, 2),
+    )
     assert torch.equal(a.chosen, b.chosen) and torch.equal(a.scores, b.scores)
     assert not torch.equal(a.chosen, c.chosen)
     assert a.chosen.shape == (50, 3) and (a.chosen.diff(dim=1) > 0).all() and a.chosen.max() < 8
@@ -178,11 +182,19 @@ def test_select_runs_every_rule_on_a_posterior_and_is_deterministic():
         again = A.select(method, post, features, k=3, seed=1, budget=4)
         assert sel.chosen.shape == (7, 3) and sel.scores.shape == (7,)
         assert torch.equal(sel.chosen, again.chosen) and torch.equal(sel.scores, again.scores)
-        assert ((sel.chosen.diff(dim=1) > 0).all() and sel.chosen.max() < 5), method
+        assert (sel.chosen.diff(dim=1) > 0).all() and sel.chosen.max() < 5, method
     mean, cov = U.predict(post, features)
     assert torch.equal(A.select("uncertainty", post, features, 3).chosen, A.uncertainty(cov, 3).chosen)
     with pytest.raises(ValueError, match="acquisition method must be one of"):
         A.select("entropy", post, features, k=3)
+    with pytest.raises(ValueError, match="not all finite"):
+        A.select("uncertainty", post, features.index_fill(0, torch.tensor([2]), float("nan")), k=3)
+    # Chunking over tasks changes nothing.
+    samples = U.sample_scores(post, features, 8, seed=0)
+    assert torch.equal(A.disagreement(samples, 3, chunk=2).chosen, A.disagreement(samples, 3).chosen)
+    sigma = U.covariance(post)
+    torch.testing.assert_close(A.task_covariances(features, sigma, chunk=3), A.task_covariances(features, sigma))
+    torch.testing.assert_close(A.task_covariances(features, sigma), cov)
 
 
 def test_serving_order_breaks_ties_by_task_index():
