@@ -315,7 +315,9 @@ def comparisons(rows: list[dict]) -> tuple[list, list, torch.Tensor]:
     (`prompt`, `completions`, `ranks`: 1 = best, ties dropped) or pairwise rows (`prompt`, `chosen`, `rejected`)."""
     prompts, completions, pairs = [], [], []
     for i, row in enumerate(rows):
-        if "completions" in row and "ranks" in row:
+        if not isinstance(row, dict):
+            raise UserError(f"row {i + 1}: not an object")
+        if isinstance(row.get("completions"), (list, tuple)) and isinstance(row.get("ranks"), (list, tuple)):
             texts, ranks = list(row["completions"]), list(row["ranks"])
         elif "chosen" in row and "rejected" in row:
             texts, ranks = [row["chosen"], row["rejected"]], [1, 2]
@@ -323,6 +325,8 @@ def comparisons(rows: list[dict]) -> tuple[list, list, torch.Tensor]:
             raise UserError(f"row {i + 1}: needs prompt + completions + ranks, or prompt + chosen + rejected")
         if "prompt" not in row or len(texts) != len(ranks):
             raise UserError(f"row {i + 1}: needs a prompt and one rank per completion")
+        if any(t is None for t in texts) or not all(isinstance(r, int) and not isinstance(r, bool) for r in ranks):
+            raise UserError(f"row {i + 1}: completions must be texts and ranks integers (1 = best)")
         first = len(completions)
         prompts += [row["prompt"]] * len(texts)
         completions += texts

@@ -127,6 +127,17 @@ def test_comparisons_from_kwise_and_pairwise_rows():
         U.comparisons([rows[0], {"prompt": "p", "completion": "a"}])
     with pytest.raises(UserError, match="row 1: needs a prompt and one rank per completion"):
         U.comparisons([{"prompt": "p", "completions": ["a", "b"], "ranks": [1]}])
+    bad_rows = [
+        {"prompt": "p", "completions": "ab", "ranks": [1, 2]},  # a string is not a list of completions
+        {"prompt": "p", "completions": ["a", "b"], "ranks": ["1", "2"]},
+        {"prompt": "p", "completions": ["a", None], "ranks": [1, 2]},
+        {"prompt": "p", "chosen": "a", "rejected": None},
+        ["p", "a", "b"],
+    ]
+    for bad in bad_rows:
+        with pytest.raises(UserError, match="row 2: "):
+            U.comparisons([rows[1], bad])
+    assert U.comparisons([])[2].shape == (0, 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,5 +208,9 @@ def test_candidate_features_and_laplace_from_rankings(reward_folders):
     expected = U.laplace(texts, torch.tensor([[0, 1], [0, 2], [2, 1], [3, 4]]), weight, bias, 0.5)
     torch.testing.assert_close(post.cholesky, expected.cholesky)
     assert post.comparisons == 4 and post.weight.shape == (model.config.hidden_size,)
+    prior_only = U.fit_laplace(model, tokenizer, [], prior_precision=4.0)  # no rankings yet: the prior alone
+    assert prior_only.comparisons == 0 and torch.equal(
+        prior_only.cholesky, 2 * torch.eye(model.config.hidden_size).double()
+    )
     with pytest.raises(ValueError, match="one list of the same length"):
         U.candidate_features(model, tokenizer, PROMPTS[:2], [COMPLETIONS, COMPLETIONS[:2]])
