@@ -217,7 +217,7 @@ def cost(args) -> None:
           f"(float64 factor), peak RSS growth {peak:.0f} MB; {torch.get_num_threads()} threads")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default=",".join(A.METHODS), help="comma-separated rules (random first)")
     parser.add_argument("--seeds", type=int, default=3)
@@ -248,13 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost", type=int, default=0, help="instead: time and memory at this hidden size")
     parser.add_argument("--cost-pairs", type=int, default=12000, help="--cost: comparisons in H")
     args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    if methods[0] != "random" or any(x not in A.METHODS for x in methods):
+        parser.error(f"--methods: 'random' first, then any of {', '.join(A.METHODS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    methods = args.methods.split(",")
     if args.cost:
         torch.set_num_threads(args.threads)
         cost(args)
         return 0
-    methods = args.methods.split(",")
-    if methods[0] != "random" or any(x not in A.METHODS for x in methods):
-        parser.error(f"--methods: 'random' first, then any of {', '.join(A.METHODS)}")
     # One thread: the matrices are small and batched, and on a busy machine OpenMP's hand-offs cost more than they save.
     torch.set_num_threads(args.threads)
 
