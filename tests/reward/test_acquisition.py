@@ -203,10 +203,10 @@ def test_serving_order_breaks_ties_by_task_index():
 
 def test_lazy_d_optimal_equals_re_evaluating_every_task():
     g = torch.Generator().manual_seed(11)
-    features = torch.randn(20, 6, 4, generator=g, dtype=torch.float64)
-    mean = torch.randn(20, 6, generator=g, dtype=torch.float64)
-    lazy = A.d_optimal(features, mean, torch.eye(4, dtype=torch.float64), k=3, budget=12, refresh=1)
-    full = A.d_optimal(features, mean, torch.eye(4, dtype=torch.float64), k=3, budget=12, refresh=10**6)
+    features = torch.randn(12, 5, 4, generator=g, dtype=torch.float64)
+    mean = torch.randn(12, 5, generator=g, dtype=torch.float64)
+    lazy = A.d_optimal(features, mean, torch.eye(4, dtype=torch.float64), k=3, budget=8, refresh=1)
+    full = A.d_optimal(features, mean, torch.eye(4, dtype=torch.float64), k=3, budget=8, refresh=10**6)
     assert torch.equal(lazy.chosen, full.chosen)
     torch.testing.assert_close(lazy.scores, full.scores, rtol=1e-12, atol=0)
     order = A.serving_order(lazy.scores)
