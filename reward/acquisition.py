@@ -196,6 +196,7 @@ def d_optimal(
     k: int,
     budget: int | None = None,
     refresh: int = 32,
+    inplace: bool = False,
 ) -> Selection:
     """Batch-aware D-optimal: tasks chosen one by one by their information gain given those chosen before.
 
@@ -203,6 +204,7 @@ def d_optimal(
     sigma: [d, d] the current posterior covariance of the head (`uncertainty.covariance`). Chooses
     `budget` tasks (default all); a chosen task's score is its gain when chosen (kept non-increasing
     along the choice order), the others score their gain after the last choice, below every chosen one.
+    inplace: update `sigma` itself (a float64 tensor on the features' device) instead of a d x d copy.
 
     Cost: every task's score covariance once (T M d^2), then per chosen ranking of P = C(K, 2) pairs a
     Woodbury update: P d^2 for Sigma and T M d P for every task's covariance. Lazy greedy (Minoux): a
@@ -213,7 +215,8 @@ def d_optimal(
     t, m, _ = features.shape
     _check_k(m, k)
     budget = t if budget is None else min(budget, t)
-    phi, sigma = features, sigma.double().to(features.device).clone()  # phi stays in its dtype: chunks go to float64
+    phi = features  # stays in its dtype: chunks go to float64
+    sigma = sigma if inplace else sigma.to(features.device, torch.float64, copy=True)
     weights = pair_weights(mean.to(features.device))
     cov = task_covariances(phi, sigma)
     chosen, bound = logdet_subsets(cov, weights, k)
@@ -255,9 +258,12 @@ def _add_ranking(phi, sigma, cov, x, w, chunk: int = 1024):
     root = w.sqrt()
     inner = torch.eye(len(w), dtype=sigma.dtype, device=sigma.device) + root[:, None] * (x @ s) * root[None, :]
     g = root[:, None] * torch.cholesky_inverse(torch.linalg.cholesky(inner)) * root[None, :]
-    sigma.addmm_(s, g @ s.T, alpha=-1)  # in place: no second d x d matrix (d_optimal owns this copy)
-    # a [T, M, P]: each candidate's covariance with the new comparison directions, float64 a chunk at a time
-    a = torch.cat([phi[start : start + chunk].double() @ s for start in range(0, phi.shape[0], chunk)])
+    sigma.addmm_(s, g @ s.T, alpha=-1)  # in place: no second d x d matrix
+    # a [T, M, P]: each candidate's covariance with the new comparison directions. Read in the features' own
+    # precision (at least float32: ~1e-7 relative error per downdate), not converted to float64 at every step.
+    low = torch.float64 if phi.dtype == torch.float64 else torch.float32
+    a = torch.cat([phi[start : start + chunk].to(low) @ s.to(low) for start in range(0, phi.shape[0], chunk)])
+    a = a.double()
     return sigma, cov - torch.einsum("tmp,pq,tnq->tmn", a, g, a)
 
 
@@ -293,5 +299,6 @@ def select(
     if method == "delta_ucb":
         return delta_ucb(mean, cov.diagonal(dim1=-2, dim2=-1).clamp(min=0).sqrt(), k, beta)
     if method == "dopt":
-        return d_optimal(features, mean, U.covariance(posterior), k, budget)
+        sigma = U.covariance(posterior).to(features.device)
+        return d_optimal(features, mean.to(features.device), sigma, k, budget, inplace=True)
     raise ValueError(f"acquisition method must be one of {', '.join(METHODS)}, got '{method}'")

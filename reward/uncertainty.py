@@ -18,7 +18,8 @@ Why this one (over an ensemble of score heads, the other cheap option):
 - Memory: one d x d float64 matrix, the Cholesky factor of H. That is 32 KB for the 64-wide tiny
   model, 6.4 MB at d = 896 (Qwen2.5-0.5B), 128 MB at d = 4096 (7-8B models), 512 MB at d = 8192 (70B):
   against 14 GB for one bf16 copy of a 7B model, and nothing else: no second model, no extra adapter.
-  H is accumulated from pair chunks (peak chunk x d extra), and the factor replaces it. float64 because
+  H is accumulated in place from chunks of pairs (1024 x d extra), and its factor replaces it (the two
+  coexist while factorising: 256 MB at d = 4096; the D-optimal rule adds Sigma, d x d). float64 because
   H's eigenvalues run from lambda to ~ (comparisons x |phi|^2), a range float32's 7 digits cannot
   factorise reliably.
 - Cost: the features come from the forward pass that scores a text anyway (:func:`features` reads them
@@ -93,7 +94,7 @@ def fisher(
     probabilities: torch.Tensor,
     prior_precision: float,
     weights: torch.Tensor | None = None,
-    chunk: int = 4096,
+    chunk: int = 1024,
 ) -> torch.Tensor:
     """H [d, d] float64 = lambda I + sum_k weight_k p_k (1 - p_k) x_k x_k^T with x_k = phi_a - phi_b.
 
@@ -110,8 +111,10 @@ def fisher(
         curvature = curvature * weights.double()
     for start in range(0, pairs.shape[0], chunk):
         block = pairs[start : start + chunk]
-        x = features[block[:, 0]].double() - features[block[:, 1]].double()
-        h += x.T @ (x * curvature[start : start + chunk, None])
+        x = features[block[:, 0]].double()
+        x -= features[block[:, 1]]
+        x *= curvature[start : start + chunk, None].sqrt()
+        h.addmm_(x.T, x)  # in place: H and one chunk are all the memory this takes
     return h
 
 

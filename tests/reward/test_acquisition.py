@@ -161,6 +161,9 @@ def test_d_optimal_matches_a_naive_log_det_greedy(k):
     root = torch.randn(3, 3, generator=g, dtype=torch.float64)
     sigma = root @ root.T + 0.5 * torch.eye(3, dtype=torch.float64)
     sel = A.d_optimal(features, mean, sigma, k, budget=3)
+    copy = sigma.clone()
+    in_place = A.d_optimal(features, mean, copy, k, budget=3, inplace=True)
+    assert torch.equal(in_place.chosen, sel.chosen) and not torch.equal(copy, sigma)  # the copy was updated
     order, gains, subsets = naive_d_optimal(features, mean, sigma, k, 3)
     assert A.serving_order(sel.scores)[:3].tolist() == order
     assert sel.scores[order].tolist() == pytest.approx(gains, rel=1e-9)  # gains already non-increasing here
