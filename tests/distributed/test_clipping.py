@@ -5,8 +5,8 @@ One optimizer step per run, with `adam_eps` far above every gradient entry: Adam
 linear in the gradient, lr * g / (|g| + eps) ~ lr * g / eps per entry. Two runs from the same init that
 differ only in clipping move apart by exactly the part the clipping removed: an unclipped run takes
 lr * ||g|| / eps, one clipped to c takes lr * c / eps, so ||w_0 - w_c|| = lr * (||g|| - c) / eps, with
-||g|| the gradient norm both runs log (before clipping). A large LoRA alpha makes ||g|| > 1, where the old
-default of 1.0 would have clipped.
+||g|| the gradient norm both runs log (before clipping). The settings make ||g|| > 1 (a large LoRA alpha; in
+the reward stage, reward centring), where DeepSpeed's old default of 1.0 would have clipped too.
 """
 
 import json
@@ -51,7 +51,14 @@ def test_zero2_clips_at_max_grad_norm_and_not_at_all_with_0(tmp_path, stage, ran
     extra = (
         ["data.limit=8", "data.eval_size=0", "data.max_length=32", "save_merged=false"]
         if stage == "sft"
-        else [f"data.path={rankings}", "data.test_size=0", "data.max_length=32", "data.reference_size=2"]
+        # centring the rewards (TRL's center_rewards_coefficient) gives the first step a gradient well above 1
+        else [
+            f"data.path={rankings}",
+            "data.test_size=0",
+            "data.max_length=32",
+            "data.reference_size=2",
+            "loss.center_coef=1",
+        ]  # fmt: skip
     )
     unclipped, norm = run(tmp_path, stage, 0, *extra)
     clipped, norm_again = run(tmp_path, stage, SMALL, *extra)
