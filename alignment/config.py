@@ -172,7 +172,7 @@ def load_config(cls: type, path: str | None = None, overrides: list[str] | None 
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        _set_dotted(data, key, value, cls)
+        _set_dotted(data, key, value)
     cfg = from_dict(cls, data, source=source)
     if hasattr(cfg, "validate"):
         try:
@@ -182,7 +182,7 @@ def load_config(cls: type, path: str | None = None, overrides: list[str] | None 
     return cfg
 
 
-def _set_dotted(data: dict, key: str, value: Any, cls: type) -> None:
+def _set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
     for part in parts[:-1]:
@@ -242,73 +242,92 @@ def _suggest(key: str, cls: type, prefix: str = "") -> str:
 
 
 def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    """`value` as type `tp` (a dataclass, union, Literal, list, dict or scalar), or a ConfigError naming `key`."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{source}: '{key}' must be {expected}, got {value!r}")
-
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise bad(f"a mapping of {tp.__name__} keys")
+            raise _bad(f"a mapping of {tp.__name__} keys", value, key, source)
         return from_dict(tp, value, source, prefix=f"{key}.")
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, key, source)
-            except ConfigError as e:
-                errors.append(e)
-        raise bad(" or ".join(_type_name(a) for a in args))
+        return _coerce_union(typing.get_args(tp), value, key, source)
     if origin is Literal:
-        if value not in args:
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.4)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{source}: '{key}' must be one of {', '.join(map(str, args))}, got {value!r}{hint}")
-        return value
+        return _coerce_literal(typing.get_args(tp), value, key, source)
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise bad("a list")
-        inner = args[0] if args else Any
+            raise _bad("a list", value, key, source)
+        inner = typing.get_args(tp)[0] if typing.get_args(tp) else Any
         return [_coerce(inner, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise bad("a mapping")
+            raise _bad("a mapping", value, key, source)
         return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise bad("true or false")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise bad("an integer")
+    scalar = _SCALARS.get(tp)
+    return value if scalar is None else scalar(value, key, source)  # Any and unknown types pass through
+
+
+def _bad(expected: str, value: Any, key: str, source: str) -> ConfigError:
+    return ConfigError(f"{source}: '{key}' must be {expected}, got {value!r}")
+
+
+def _coerce_union(args: tuple, value: Any, key: str, source: str) -> Any:
+    """The first member of the union that takes `value` (None only where the union allows it)."""
+    if value is None and type(None) in args:
+        return None
+    for arg in (a for a in args if a is not type(None)):
         try:
-            as_float = float(value)
-        except ValueError:
-            raise bad("an integer") from None
-        if as_float != int(as_float):
-            raise bad("an integer")
-        return int(as_float)
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad("a number")
-        try:
-            return float(value)  # YAML reads `1e-4` (no dot) as a string; accept it as a number
-        except (TypeError, ValueError):
-            raise bad("a number") from None
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise bad("a string")
-        return str(value)
+            return _coerce(arg, value, key, source)
+        except ConfigError:
+            continue
+    raise _bad(" or ".join(_type_name(a) for a in args), value, key, source)
+
+
+def _coerce_literal(args: tuple, value: Any, key: str, source: str) -> Any:
+    if value not in args:
+        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.4)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{source}: '{key}' must be one of {', '.join(map(str, args))}, got {value!r}{hint}")
     return value
+
+
+def _to_bool(value: Any, key: str, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise _bad("true or false", value, key, source)
+
+
+def _to_int(value: Any, key: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _bad("an integer", value, key, source)
+    try:
+        as_float = float(value)
+        whole = int(as_float)
+    except (ValueError, OverflowError):  # not a number, nan, inf
+        raise _bad("an integer", value, key, source) from None
+    if as_float != whole:
+        raise _bad("an integer", value, key, source)
+    return whole
+
+
+def _to_float(value: Any, key: str, source: str) -> float:
+    if isinstance(value, bool):
+        raise _bad("a number", value, key, source)
+    try:
+        return float(value)  # YAML reads `1e-4` (no dot) as a string; accept it as a number
+    except (TypeError, ValueError):
+        raise _bad("a number", value, key, source) from None
+
+
+def _to_str(value: Any, key: str, source: str) -> str:
+    if isinstance(value, (dict, list)) or value is None:
+        raise _bad("a string", value, key, source)
+    return str(value)
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def _type_name(tp: Any) -> str:

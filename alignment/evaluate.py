@@ -30,12 +30,11 @@ from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
 from alignment.config import ConfigError, ModelConfig, TrackingConfig, UserError, require, save_config, to_dict
-from alignment.ppo import losses as L
-from alignment.ppo.rollout import left_pad  # prompts against the right edge, as PPO samples them
-from alignment.runtime import data, models
+from alignment.runtime import data, generation, logprobs, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
 from alignment.runtime.functions import load_scorer
+from alignment.runtime.generation import Responses, generate, generation_config, left_pad, position_ids_from_mask
 from reward.model import load_reward_model, score_texts
 
 
@@ -157,78 +156,46 @@ def load_prompts(cfg: EvalConfig) -> list:
 
 
 # ----------------------------------------------------------------------------------------------
-# Sampling and scoring: prompts left-padded to [B, P], responses right-padded to [B, T] (see ppo/rollout.py)
-
-
-@dataclass
-class Batch:
-    """One generate call's sequences, kept on the CPU so the reference can score exactly these rows."""
-
-    queries: torch.Tensor
-    """[B, P] left-padded prompt ids."""
-    query_mask: torch.Tensor
-    """[B, P] 1 on real prompt tokens."""
-    responses: torch.Tensor
-    """[B, T] sampled ids, padding after the first EOS."""
-    mask: torch.Tensor
-    """[B, T] bool: real response tokens (through the first EOS)."""
+# Sampling and scoring: the runtime's layout (alignment/runtime/generation.py), batches kept on the CPU
 
 
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids: list[list[int]], g: EvalGenerationConfig, seed: int, desc: str):
-    """Batches of sampled completions for `prompt_ids` (already repeated num_samples times), in order."""
-    from transformers import GenerationConfig
-
+    """Batches of sampled completions (`Responses`) for `prompt_ids` (already repeated num_samples times), in order."""
     device = next(model.parameters()).device
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    # Explicit settings: a hub model's own generation_config (top_k, top_p, repetition penalty) would
-    # reshape the distribution, and then neither the comparison nor the KL would describe the policy.
-    config = GenerationConfig(
-        do_sample=True, temperature=g.temperature, top_k=0, top_p=1.0, min_p=None, typical_p=1.0,
-        repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=g.max_new_tokens, min_new_tokens=0,
-        pad_token_id=pad, eos_token_id=eos, use_cache=True,
-    )  # fmt: skip
+    pad = tokenizer.pad_token_id
+    config = generation_config(g.max_new_tokens, g.temperature, pad, tokenizer.eos_token_id)
     batches = []
     starts = range(0, len(prompt_ids), g.batch_size)
     for b, start in enumerate(tqdm(starts, desc=desc, leave=False, dynamic_ncols=True)):
         queries, query_mask = left_pad(prompt_ids[start : start + g.batch_size], pad)
         torch.manual_seed(seed + b)  # the same draws for every policy: common random numbers
-        out = model.generate(queries.to(device), attention_mask=query_mask.to(device), generation_config=config)
-        responses = out[:, queries.shape[1] :].cpu()
-        if eos is None:
-            mask = torch.ones_like(responses, dtype=torch.bool)
-        else:
-            responses = L.truncate_after_eos(responses, eos, pad)
-            mask = L.response_mask(responses, eos)
-        batches.append(Batch(queries, query_mask, responses, mask))
+        out = generate(model, queries.to(device), query_mask.to(device), config)
+        # on the CPU, so the reference can score exactly these rows later
+        batches.append(Responses(queries, query_mask, out.responses.cpu(), out.response_mask.cpu(),
+                                 out.contains_eos.cpu()))  # fmt: skip
     return batches
 
 
 @torch.no_grad()
-def sequence_logprobs(model, batch: Batch, temperature: float) -> torch.Tensor:
+def sequence_logprobs(model, batch: Responses, temperature: float) -> torch.Tensor:
     """Sum over real response tokens of log p(y_t | x, y_<t) under softmax(logits / temperature): [B] float64."""
     device = next(model.parameters()).device
-    ids = torch.cat([batch.queries, batch.responses], dim=1).to(device)
-    attention = torch.cat([batch.query_mask, batch.mask.long()], dim=1).to(device)
-    # Positions count real tokens only, as generate numbered the left-padded rows.
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    ids, attention = (t.to(device) for t in batch.sequences())
+    positions = position_ids_from_mask(attention)  # as generate numbered the left-padded rows
     logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=False).logits
-    P = batch.queries.shape[1]
-    logprobs = L.logprobs_from_logits(logits[:, P - 1 : -1], batch.responses.to(device), temperature)
-    return (logprobs.double() * batch.mask.to(device)).sum(-1).cpu()
+    responses, mask = batch.responses.to(device), batch.response_mask.to(device)
+    return logprobs.sequence_logprobs(logits, responses, mask, batch.prompt_width, temperature).cpu()
 
 
-def decode(tokenizer, batches: list[Batch]) -> tuple[list[str], list[int], list[bool]]:
+def decode(tokenizer, batches: list[Responses]) -> tuple[list[str], list[int], list[bool]]:
     """(texts without special tokens, as PPO's reward saw them; lengths in tokens through EOS; ended with EOS)."""
     texts, lengths, ended = [], [], []
     for b in batches:
-        n = b.mask.sum(-1)
-        texts += tokenizer.batch_decode(
-            [r[: int(k)].tolist() for r, k in zip(b.responses, n)], skip_special_tokens=True
-        )
-        lengths += n.tolist()
-        ended += (b.responses == tokenizer.eos_token_id).any(-1).tolist() if tokenizer.eos_token_id is not None else []
-    return texts, lengths, ended or [False] * len(texts)
+        texts += generation.decode(tokenizer, b.responses, b.response_mask)
+        lengths += b.response_mask.sum(-1).tolist()
+        ended += b.contains_eos.tolist()
+    return texts, lengths, ended
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,39 +255,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     )
 
     # 2. Sample every policy (one loaded at a time) and keep its own log-probs of what it sampled.
-    runs: dict[str, dict] = {}
-    for name, path in paths.items():
-        model_cfg = ModelConfig(name_or_path=path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-        tokenizer = models.load_tokenizer(model_cfg, padding_side="left")
-        model = models.load_causal_lm(model_cfg).to(device).eval()
-        encoded = [encode_prompt(tokenizer, p)[-cfg.data.max_prompt_length :] for p in prompts]
-        repeated = [ids for ids in encoded for _ in range(g.num_samples)]
-        batches = sample(model, tokenizer, repeated, g, cfg.seed, desc=f"sample {name}")
-        logprobs = torch.cat([sequence_logprobs(model, b, g.temperature) for b in batches]) if reference else None
-        texts, lengths, ended = decode(tokenizer, batches)
-        runs[name] = dict(tokenizer=tokenizer, batches=batches, logprobs=logprobs, texts=texts, lengths=lengths,
-                          ended=ended, scores={})  # fmt: skip
-        del model
-
+    runs = {
+        name: sample_policy(cfg, name, path, prompts, device, reference is not None) for name, path in paths.items()
+    }
     # Row i of every policy is prompt i // num_samples, draw i % num_samples.
     prompt_rows = [p for p in prompts for _ in range(g.num_samples)]
     prompt_strings = [prompt_text(runs[first]["tokenizer"], p) for p in prompt_rows]
 
     # 3. KL to the reference: the reference scores exactly the batches each policy sampled.
-    kl: dict[str, list[float] | None] = {}
-    if reference:
-        ref_cfg = ModelConfig(name_or_path=reference, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-        ref_tok = models.load_tokenizer(ref_cfg)
-        ref_model = models.load_causal_lm(ref_cfg).to(device).eval()
-        for name, run in runs.items():
-            log.info(f"eval: KL of {name} to the reference")
-            if run["tokenizer"].get_vocab() != ref_tok.get_vocab():
-                log.warning(f"eval: {name} and the reference tokenize differently; no KL for {name}")
-                kl[name] = None
-                continue
-            ref_logprobs = torch.cat([sequence_logprobs(ref_model, b, g.temperature) for b in run["batches"]])
-            kl[name] = (run["logprobs"] - ref_logprobs).tolist()
-        del ref_model
+    kl = kl_to_reference(cfg, runs, reference, device, log) if reference else {}
 
     # 4. Scores: the reward model's and the judge's, for every completion.
     if cfg.reward_model:
@@ -334,16 +277,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             run["scores"]["judge"] = [judge(t, p) for t, p in zip(run["texts"], prompt_strings)]
 
     # 5. Metrics per policy, and win rates per pair by every score there is.
-    policies = {}
-    for name, run in runs.items():
-        m = {"policy": name, "path": cfg.policies[name], "samples": len(run["texts"])}
-        for key, values in run["scores"].items():
-            m[key], m[f"{key}_std"] = mean_std(values)
-        if kl.get(name) is not None:
-            m["kl"], m["kl_std"] = mean_std(kl[name])
-        m["length"], m["length_std"] = mean_std([float(n) for n in run["lengths"]])
-        m["eos_rate"] = sum(run["ended"]) / len(run["ended"])
-        policies[name] = m
+    policies = {name: policy_metrics(name, cfg.policies[name], run, kl.get(name)) for name, run in runs.items()}
     win_rates = [
         {"policy": a, "against": b, "by": by, **win_rate(runs[a]["scores"][by], runs[b]["scores"][by])}
         for a, b in pairs
@@ -363,6 +297,50 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.tracking.wandb:
         log_wandb(cfg, result, samples)
     return result
+
+
+def sample_policy(cfg: EvalConfig, name: str, path: str, prompts: list, device, with_logprobs: bool) -> dict:
+    """One policy's samples (its own tokenizer, batches, texts, lengths, EOS) and, for the KL, its log-probs of them."""
+    g = cfg.generation
+    model_cfg = ModelConfig(name_or_path=path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = models.load_tokenizer(model_cfg)
+    model = models.load_causal_lm(model_cfg).to(device).eval()
+    encoded = [encode_prompt(tokenizer, p)[-cfg.data.max_prompt_length :] for p in prompts]
+    repeated = [ids for ids in encoded for _ in range(g.num_samples)]
+    batches = sample(model, tokenizer, repeated, g, cfg.seed, desc=f"sample {name}")
+    logprobs = torch.cat([sequence_logprobs(model, b, g.temperature) for b in batches]) if with_logprobs else None
+    texts, lengths, ended = decode(tokenizer, batches)
+    return dict(tokenizer=tokenizer, batches=batches, logprobs=logprobs, texts=texts, lengths=lengths, ended=ended,
+                scores={})  # fmt: skip
+
+
+def kl_to_reference(cfg: EvalConfig, runs: dict, reference: str, device, log) -> dict[str, list[float] | None]:
+    """Per-sample sum_t log pi(y_t) - log pi_ref(y_t) of every policy (None where the tokenizers differ)."""
+    ref_cfg = ModelConfig(name_or_path=reference, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    ref_tok = models.load_tokenizer(ref_cfg)
+    ref_model = models.load_causal_lm(ref_cfg).to(device).eval()
+    kl: dict[str, list[float] | None] = {}
+    for name, run in runs.items():
+        log.info(f"eval: KL of {name} to the reference")
+        if run["tokenizer"].get_vocab() != ref_tok.get_vocab():
+            log.warning(f"eval: {name} and the reference tokenize differently; no KL for {name}")
+            kl[name] = None
+            continue
+        ref_logprobs = torch.cat([sequence_logprobs(ref_model, b, cfg.generation.temperature) for b in run["batches"]])
+        kl[name] = (run["logprobs"] - ref_logprobs).tolist()
+    return kl
+
+
+def policy_metrics(name: str, path: str, run: dict, kl: list[float] | None) -> dict:
+    """Mean and std of every score, the KL and the length; the share of samples that ended with EOS."""
+    m = {"policy": name, "path": path, "samples": len(run["texts"])}
+    for key, values in run["scores"].items():
+        m[key], m[f"{key}_std"] = mean_std(values)
+    if kl is not None:
+        m["kl"], m["kl_std"] = mean_std(kl)
+    m["length"], m["length_std"] = mean_std([float(n) for n in run["lengths"]])
+    m["eos_rate"] = sum(run["ended"]) / len(run["ended"])
+    return m
 
 
 def write_outputs(cfg: EvalConfig, result: dict, samples: list[dict]) -> None:

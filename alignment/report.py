@@ -9,7 +9,7 @@ an empty panel, never an error):
   reward/metrics.jsonl     `train/loss`, `reward/accuracy`;  reward/eval.json: held-out `accuracy`, `pairs`
   ppo/metrics.jsonl        `objective/kl`, `objective/scores` (the proxy), `objective/rlhf_reward`, and a gold
                            score per update if logged (`objective/monitor` from PPO's `reward.monitor`,
-                           `objective/gold`, `objective/gold_scores` or `gold/*`)
+                           `objective/gold`)
   eval/eval.json           `rlhf eval` of the `sft` and `ppo` policies with the gold judge (`judge`), win rates, KL
                            (to eval.json's `reference`: pass the SFT folder as `reference` for PPO's own KL)
 Other layouts (a later round's folders) are named with `folders=`, e.g. {"ppo": "round-2/ppo"}.
@@ -35,14 +35,7 @@ FIGURE_KEYS = {
 }
 FOLDERS = {"sft": "sft", "reward": "reward", "ppo": "ppo", "eval": "eval"}
 """Where each stage's outputs sit under run_dir; `folders=` overrides some (e.g. {"ppo": "round-2/ppo"})."""
-GOLD_KEYS = (
-    "objective/monitor",
-    "objective/gold",
-    "objective/gold_scores",
-    "objective/gold_reward",
-    "gold/mean",
-    "gold/reward",
-)
+GOLD_KEYS = ("objective/monitor", "objective/gold")
 
 
 def read_jsonl(path: str) -> list[dict]:

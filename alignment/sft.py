@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from accelerate.utils import gather_object
 
 from alignment.cli import parse_stage_args
 from alignment.config import (
@@ -27,14 +26,11 @@ from alignment.config import (
     TrackingConfig,
     TrainConfig,
     require,
-    to_dict,
 )
-from alignment.runtime import adapters, checkpoint, manifest, models, optim
-from alignment.runtime.accelerator import finish, start_stage
+from alignment.runtime import adapters, loop, manifest, models, optim
 from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
-from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
 
 # ----------------------------------------------------------------------------------------------
 # Config
@@ -94,9 +90,8 @@ def load_examples(cfg: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """Tokenized train and eval examples; eval held out by a seeded split when no eval_path is set."""
     d = cfg.data
     rows = load_rows(d.path, d.split, d.limit)
-    where = d.path if not d.path.startswith("builtin:") else d.path
     encoded = [
-        encode_sft(tokenizer, r, d.max_length, d.completion_only_loss, f"{where}:{i + 1}") for i, r in enumerate(rows)
+        encode_sft(tokenizer, r, d.max_length, d.completion_only_loss, f"{d.path}:{i + 1}") for i, r in enumerate(rows)
     ]
     if d.eval_path:
         eval_rows = load_rows(d.eval_path, "test" if os.path.isdir(d.eval_path) else "train", key="data.eval_path")
@@ -125,6 +120,11 @@ def token_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return loss, (targets != IGNORE).sum()
 
 
+def real_tokens(batch: dict) -> int:
+    """Tokens that are not padding (packed rows have no padding and no attention mask)."""
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+
 @torch.no_grad()
 def evaluate(accelerator, model, examples: list[dict], batch_size: int, pad_id: int) -> dict:
     if not examples:
@@ -146,7 +146,8 @@ def evaluate(accelerator, model, examples: list[dict], batch_size: int, pad_id: 
 def train(cfg: SFTConfig) -> dict:
     # 1. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
     t = cfg.train
-    accelerator, log, resume_from = start_stage(cfg, t.gradient_accumulation_steps)
+    run = loop.start("sft", cfg, t.gradient_accumulation_steps)
+    accelerator, log = run.accelerator, run.log
     rank, world = accelerator.process_index, accelerator.num_processes
 
     # 2. Data: tokenized with loss masks; optionally packed.
@@ -157,117 +158,83 @@ def train(cfg: SFTConfig) -> dict:
     log.info(f"sft: {len(train_set)} train rows, {len(eval_set)} eval rows, {world} process(es)")
 
     # 3. Model: base + adapter (or selected layers / everything), optimizer, schedule.
-    model = models.load_causal_lm(cfg.model)
-    model = adapters.apply(model, cfg.adapter)
-    if cfg.model.gradient_checkpointing and adapters.is_peft(model):
-        model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
+    model = adapters.apply(models.load_causal_lm(cfg.model), cfg.adapter)
     trainable, total = adapters.count_parameters(model)
     log.info(f"sft: training {trainable:,} of {total:,} parameters ({cfg.adapter.method})")
     steps = total_steps(
         len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, t.gradient_accumulation_steps
     )
-    optimizer, scheduler = optim.build(model, t, steps)
-    model, optimizer = optim.prepare(accelerator, model, optimizer, scheduler, t.per_device_batch_size)
+    model, optimizer, scheduler = optim.setup(accelerator, model, t, steps, t.per_device_batch_size)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
-    start, run_id = 0, new_run_id()
-    if resume_from:
-        state = checkpoint.load(accelerator, resume_from)
-        start, run_id = state["step"], state["run_id"]
-        log.info(f"sft: resumed from {resume_from} at step {start}")
-    tracker = Tracker(accelerator, cfg.tracking, cfg.output_dir, to_dict(cfg), run_id, step=start)
+    loop.resume(run)
 
     # 5. Train: `steps` optimizer steps of `gradient_accumulation_steps` micro-batches each.
     stream = IndexStream(len(train_set), cfg.seed)
     seen_first_epoch: list[int] = []
     model.train()
-    bar = tqdm(total=steps, initial=start, desc="sft", disable=not accelerator.is_main_process, dynamic_ncols=True)
-    window = {"loss": 0.0, "tokens": 0, "time": time.time(), "steps": 0}
-    grad_norm = None
-    loop_start = time.time()
-    for step in range(start, steps):
-        for micro in range(t.gradient_accumulation_steps):
-            m = step * t.gradient_accumulation_steps + micro
+    window, grad_norm = loop.Window(), None
+    for step in loop.progress(run, steps):
+        for m in range(step * t.gradient_accumulation_steps, (step + 1) * t.gradient_accumulation_steps):
             indices = stream.batch(m, t.per_device_batch_size, rank, world)
-            seen_first_epoch += [
-                i for k, i in enumerate(indices) if (m * world + rank) * t.per_device_batch_size + k < len(train_set)
-            ]
+            first = (m * world + rank) * t.per_device_batch_size  # stream position of this micro-batch
+            seen_first_epoch += [i for k, i in enumerate(indices) if first + k < len(train_set)]
             batch = collate([train_set[i] for i in indices], tokenizer.pad_token_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 loss_sum, count = token_loss(model, batch)
                 loss = loss_sum / count.clamp(min=1)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and t.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
-            window["loss"] += loss.item() / t.gradient_accumulation_steps
-            window["tokens"] += int(
-                batch["input_ids"].numel() if "attention_mask" not in batch else batch["attention_mask"].sum()
-            )
-        window["steps"] += 1
+                grad_norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, t.max_grad_norm)
+            window.add(loss=loss.item() / t.gradient_accumulation_steps, tokens=real_tokens(batch))
+        window.steps += 1
         done = step + 1
-        bar.update(1)
-        if done % t.log_steps == 0 or done == steps:
-            elapsed = max(time.time() - window["time"], 1e-9)
-            metrics = {
-                "train/loss": window["loss"] / window["steps"],
-                "train/learning_rate": scheduler.get_last_lr()[0],
-                "train/epoch": stream.epoch(done * t.gradient_accumulation_steps, t.per_device_batch_size, world),
-                "train/tokens_per_second": window["tokens"] * world / elapsed,
-            }
-            if t.max_grad_norm > 0 and grad_norm is not None:
-                metrics["train/grad_norm"] = float(grad_norm)
-            tracker.log(metrics, step=done)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
-            window = {"loss": 0.0, "tokens": 0, "time": time.time(), "steps": 0}
-        if t.eval_steps and done % t.eval_steps == 0 and done < steps:
-            tracker.log(evaluate(accelerator, model, eval_set, t.per_device_batch_size, tokenizer.pad_token_id), done)
-        if cfg.checkpoint.save_steps and done % cfg.checkpoint.save_steps == 0 and done < steps:
-            checkpoint.save(accelerator, cfg.output_dir, done, {"run_id": run_id}, cfg.checkpoint.keep_last)
-    bar.close()
-    train_seconds = time.time() - loop_start
+        if loop.due(done, t.log_steps, steps, final=True):
+            totals = window.totals(accelerator)
+            epoch = stream.epoch(done * t.gradient_accumulation_steps, t.per_device_batch_size, world)
+            metrics = loop.train_metrics(totals["loss"] / world / window.steps, scheduler, epoch, grad_norm)
+            run.tracker.log({**metrics, "train/tokens_per_second": totals["tokens"] / window.seconds}, step=done)
+            run.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+            window.reset()
+        if loop.due(done, t.eval_steps, steps):
+            run.tracker.log(
+                evaluate(accelerator, model, eval_set, t.per_device_batch_size, tokenizer.pad_token_id), done
+            )
+        loop.save_checkpoint(run, done, steps)
     eval_metrics = evaluate(accelerator, model, eval_set, t.per_device_batch_size, tokenizer.pad_token_id)
     if eval_metrics:
-        tracker.log(eval_metrics, step=steps)
+        run.tracker.log(eval_metrics, step=steps)
         log.info(f"sft: eval loss {eval_metrics['eval/loss']:.4f}, perplexity {eval_metrics['eval/perplexity']:.2f}")
 
     # 6. Save: adapter (or full weights) + tokenizer, merged model, manifest.
-    from accelerate.utils import gather_object
-
     seen = gather_object([seen_first_epoch])
-    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
-    outputs = {"adapter" if adapters.is_peft(accelerator.unwrap_model(model)) else "weights": "."}
-    if accelerator.is_main_process:
-        outputs["model"] = _save_for_next_stage(cfg, accelerator.unwrap_model(model), tokenizer)
-        final = tracker_last(cfg.output_dir)
-        manifest.write(
-            cfg.output_dir,
-            "sft",
-            inputs={"model": cfg.model.name_or_path, "data": cfg.data.path},
-            outputs=outputs,
-            metrics={**final, **eval_metrics},
-            extra={
-                "steps": steps,
-                "train_seconds": train_seconds,
-                "world_size": world,
-                "data": {
-                    "train_rows": len(train_set),
-                    "eval_rows": len(eval_set),
-                    "first_epoch_seen_per_rank": [len(s) for s in seen],
-                    "first_epoch_overlap": len(set.intersection(*map(set, seen))) if world > 1 else 0,
-                },
-            },
-        )
-        log.info(f"sft: wrote {cfg.output_dir}")
-    finish(accelerator)
+    data = {"train_rows": len(train_set), "eval_rows": len(eval_set),
+            "first_epoch_seen_per_rank": [len(s) for s in seen],
+            "first_epoch_overlap": len(set.intersection(*map(set, seen))) if world > 1 else 0}  # fmt: skip
+    save(cfg, run, model, tokenizer, eval_metrics, {"steps": steps, "data": data})
+    loop.finish(run)
     return eval_metrics
 
 
-def _save_for_next_stage(cfg: SFTConfig, unwrapped, tokenizer) -> str:
+def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, extra: dict) -> None:
+    """The adapter (or full weights) + tokenizer, the merged model for the next stages, and the manifest."""
+    accelerator = run.accelerator
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    if not accelerator.is_main_process:
+        return
+    outputs = {"adapter" if adapters.is_peft(accelerator.unwrap_model(model)) else "weights": "."}
+    outputs["model"] = _save_for_next_stage(cfg, tokenizer)
+    manifest.write(
+        cfg.output_dir,
+        "sft",
+        inputs={"model": cfg.model.name_or_path, "data": cfg.data.path},
+        outputs=outputs,
+        metrics={**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics},
+        extra={**extra, "train_seconds": run.train_seconds, "world_size": accelerator.num_processes},
+    )
+    run.log.info(f"sft: wrote {cfg.output_dir}")
+
+
+def _save_for_next_stage(cfg: SFTConfig, tokenizer) -> str:
     """Where the next stages' model is: merged/ for LoRA and IA3, the run folder otherwise."""
     if cfg.adapter.method in ("lora", "ia3") and cfg.save_merged:
         base = models.resolve_path(cfg.model.name_or_path)
@@ -280,12 +247,3 @@ def _save_for_next_stage(cfg: SFTConfig, unwrapped, tokenizer) -> str:
         )
         return "merged"
     return "."
-
-
-def tracker_last(output_dir: str) -> dict:
-    """The last logged value of each training metric."""
-
-    last: dict = {}
-    for row in read_metrics(output_dir):
-        last.update({k: v for k, v in row.items() if k.startswith("train/")})
-    return last

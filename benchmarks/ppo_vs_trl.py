@@ -130,7 +130,7 @@ def worker_ours(args, work: str, shared: bool = False) -> dict:
     train(cfg)
     rows = read_metrics(out)
     loop = sum(args.batch / r["time/episodes_per_second"] for r in rows)
-    return {"episodes": rows[-1]["episodes"], "loop_seconds": loop, "peak_rss_mb": peak_rss_mb()}
+    return {"episodes": rows[-1]["train/episodes"], "loop_seconds": loop, "peak_rss_mb": peak_rss_mb()}
 
 
 def worker_trl(args, work: str) -> dict:

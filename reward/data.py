@@ -51,36 +51,9 @@ def is_text(value) -> bool:
 def to_ranking(row: dict, where: str, k: int | None = None) -> dict:
     """One row of either schema as a ranking, or a UserError naming `where` (file:row) and the fault."""
     if "completions" in row or "ranks" in row:
-        completions, ranks = row.get("completions"), row.get("ranks")
-        if not isinstance(completions, list) or not isinstance(ranks, list):
-            raise UserError(f"{where}: 'completions' and 'ranks' must both be lists")
-        if len(completions) < 2:
-            raise UserError(f"{where}: needs at least 2 completions to rank, got {len(completions)}")
-        if k is not None and len(completions) != k:
-            raise UserError(f"{where}: expected K={k} completions (data.k), got {len(completions)}")
-        if len(ranks) != len(completions):
-            raise UserError(f"{where}: {len(ranks)} ranks for {len(completions)} completions")
-        if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks):
-            raise UserError(f"{where}: ranks must be integers >= 1 (1 = best), got {ranks}")
-        for i, c in enumerate(completions):
-            if not is_text(c):
-                raise UserError(f"{where}: completion {i + 1} is empty or not a string/message list")
-        prompt, margin = row.get("prompt"), None
+        prompt, completions, ranks, margin = _kwise(row, where, k)
     elif "chosen" in row or "rejected" in row:
-        chosen, rejected = row.get("chosen"), row.get("rejected")
-        for name, value in (("chosen", chosen), ("rejected", rejected)):
-            if not is_text(value):
-                raise UserError(f"{where}: '{name}' is missing, empty, or not a string/message list")
-        if type(chosen) is not type(rejected):
-            raise UserError(f"{where}: 'chosen' and 'rejected' must both be strings or both message lists")
-        if "prompt" in row:
-            prompt = row["prompt"]
-        else:
-            prompt, chosen, rejected = implicit_prompt(chosen, rejected)
-        completions, ranks = [chosen, rejected], [1, 2]
-        margin = row.get("margin")
-        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
-            raise UserError(f"{where}: 'margin' must be a number, got {margin!r}")
+        prompt, completions, ranks, margin = _pairwise(row, where)
     else:
         found = ", ".join(sorted(row)) or "none"
         raise UserError(
@@ -98,6 +71,43 @@ def to_ranking(row: dict, where: str, k: int | None = None) -> dict:
         "margin": None if margin is None else float(margin),
         "where": where,
     }
+
+
+def _kwise(row: dict, where: str, k: int | None) -> tuple:
+    """(prompt, completions, ranks, no margin) of a K-wise row, checked."""
+    completions, ranks = row.get("completions"), row.get("ranks")
+    if not isinstance(completions, list) or not isinstance(ranks, list):
+        raise UserError(f"{where}: 'completions' and 'ranks' must both be lists")
+    if len(completions) < 2:
+        raise UserError(f"{where}: needs at least 2 completions to rank, got {len(completions)}")
+    if k is not None and len(completions) != k:
+        raise UserError(f"{where}: expected K={k} completions (data.k), got {len(completions)}")
+    if len(ranks) != len(completions):
+        raise UserError(f"{where}: {len(ranks)} ranks for {len(completions)} completions")
+    if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks):
+        raise UserError(f"{where}: ranks must be integers >= 1 (1 = best), got {ranks}")
+    for i, c in enumerate(completions):
+        if not is_text(c):
+            raise UserError(f"{where}: completion {i + 1} is empty or not a string/message list")
+    return row.get("prompt"), completions, ranks, None
+
+
+def _pairwise(row: dict, where: str) -> tuple:
+    """(prompt, [chosen, rejected], [1, 2], margin) of a TRL pairwise row, checked; implicit prompts split off."""
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    for name, value in (("chosen", chosen), ("rejected", rejected)):
+        if not is_text(value):
+            raise UserError(f"{where}: '{name}' is missing, empty, or not a string/message list")
+    if type(chosen) is not type(rejected):
+        raise UserError(f"{where}: 'chosen' and 'rejected' must both be strings or both message lists")
+    if "prompt" in row:
+        prompt = row["prompt"]
+    else:
+        prompt, chosen, rejected = implicit_prompt(chosen, rejected)
+    margin = row.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+        raise UserError(f"{where}: 'margin' must be a number, got {margin!r}")
+    return prompt, [chosen, rejected], [1, 2], margin
 
 
 def implicit_prompt(chosen, rejected):

@@ -16,15 +16,15 @@ tokenizer, `reward_stats.json` (reward mean/std on a reference set, for PPO to n
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
+from accelerate.utils import gather_object
 
 from alignment.cli import parse_stage_args
 from alignment.config import (
@@ -35,13 +35,10 @@ from alignment.config import (
     TrackingConfig,
     TrainConfig,
     require,
-    to_dict,
 )
-from alignment.runtime import adapters, checkpoint, manifest, optim
-from alignment.runtime.accelerator import finish, start_stage
+from alignment.runtime import adapters, loop, manifest, optim
 from alignment.runtime.data import load_rows
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
-from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
 from reward import data as rdata
 from reward import losses
 from reward import model as rmodel
@@ -175,8 +172,6 @@ def batch_scores(model, batch: dict, device) -> torch.Tensor:
 @torch.no_grad()
 def predict(accelerator, model, examples: list[dict], batch_size: int, pad_id: int) -> list[list[float]]:
     """Scores of every completion of every example (same order), computed across processes, on every process."""
-    from accelerate.utils import gather_object
-
     if not examples:
         return []
     was_training = model.training
@@ -246,7 +241,8 @@ def flat_metrics(report: dict, prefix: str = "eval") -> dict:
 def train(cfg: RewardConfig) -> dict:
     # 1. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
     t = cfg.train
-    accelerator, log, resume_from = start_stage(cfg, t.gradient_accumulation_steps)
+    run = loop.start("reward", cfg, t.gradient_accumulation_steps)
+    accelerator, log = run.accelerator, run.log
     rank, world = accelerator.process_index, accelerator.num_processes
 
     # 2. Data: rankings -> token ids per completion; held out by prompt.
@@ -261,151 +257,147 @@ def train(cfg: RewardConfig) -> dict:
 
     # 3. Model: base (the SFT model by default) + scalar head + adapter, optimizer, schedule.
     model = rmodel.build(cfg.model, cfg.adapter, tokenizer)
-    if cfg.model.gradient_checkpointing and adapters.is_peft(model):
-        model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
     trainable, total = adapters.count_parameters(model)
     log.info(f"reward: training {trainable:,} of {total:,} parameters ({cfg.adapter.method})")
     steps = total_steps(
         len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, t.gradient_accumulation_steps
     )
-    optimizer, scheduler = optim.build(model, t, steps)
-    model, optimizer = optim.prepare(accelerator, model, optimizer, scheduler, t.per_device_batch_size)
+    model, optimizer, scheduler = optim.setup(accelerator, model, t, steps, t.per_device_batch_size)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
-    start, run_id = 0, new_run_id()
-    if resume_from:
-        state = checkpoint.load(accelerator, resume_from)
-        start, run_id = state["step"], state["run_id"]
-        log.info(f"reward: resumed from {resume_from} at step {start}")
-    tracker = Tracker(accelerator, cfg.tracking, cfg.output_dir, to_dict(cfg), run_id, step=start)
+    loop.resume(run)
     eval_bs = cfg.eval.batch_size or t.per_device_batch_size
 
     # 5. Train: per micro-batch, one forward over all completions, K-wise loss over all pairs.
     stream = IndexStream(len(train_set), cfg.seed)
     model.train()
-    bar = tqdm(total=steps, initial=start, desc="reward", disable=not accelerator.is_main_process, dynamic_ncols=True)
-    window = torch.zeros(7, dtype=torch.float64)  # loss, correct, pairs, margin sum, reward sum, reward sq, n
-    window_start, window_steps, grad_norm = time.time(), 0, None
-    loop_start = time.time()
-    for step in range(start, steps):
-        for micro in range(t.gradient_accumulation_steps):
-            m = step * t.gradient_accumulation_steps + micro
-            batch = rdata.collate(
-                [train_set[i] for i in stream.batch(m, t.per_device_batch_size, rank, world)], tokenizer.pad_token_id
-            )
-            ranks, valid = batch["ranks"].to(accelerator.device), batch["valid"].to(accelerator.device)
+    window, grad_norm = loop.Window(), None
+    for step in loop.progress(run, steps):
+        for m in range(step * t.gradient_accumulation_steps, (step + 1) * t.gradient_accumulation_steps):
+            indices = stream.batch(m, t.per_device_batch_size, rank, world)
+            batch = rdata.collate([train_set[i] for i in indices], tokenizer.pad_token_id)
             with accelerator.accumulate(model):
-                # 5a. Score: all completions of all prompts in this micro-batch in one pass, as [B, K].
-                grid = batch_scores(model, batch, accelerator.device)
-                # 5b. Loss: mean over prompts of the mean NLL over each prompt's comparisons.
-                margins = None
-                if cfg.loss.margin == "rank_gap":
-                    margins = losses.rank_gap_margins(ranks, cfg.loss.margin_scale)
-                elif cfg.loss.margin == "given":
-                    margins = batch["margins"].to(accelerator.device) * cfg.loss.margin_scale
-                loss = losses.kwise_loss(
-                    grid, ranks, valid, margins, cfg.loss.ties, cfg.loss.tie_param, cfg.loss.center_coef
-                )
+                # 5a. Score all completions of all prompts in one pass as [B, K]; 5b. K-wise loss over all pairs.
+                grid, loss = batch_loss(cfg.loss, model, batch, accelerator.device)
                 # 5c. Optimise.
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and t.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
-            correct, pairs, margin_sum = losses.pairwise_accuracy(grid.detach(), ranks, valid)
-            r = grid.detach()[valid].double().cpu()
-            window += torch.tensor(
-                [loss.item() / t.gradient_accumulation_steps, correct.sum().item(), pairs.sum().item(),
-                 margin_sum.sum().item(), r.sum().item(), r.square().sum().item(), r.numel()],
-                dtype=torch.float64,
-            )  # fmt: skip
-        window_steps += 1
+                grad_norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, t.max_grad_norm)
+            window.add(loss=loss.item() / t.gradient_accumulation_steps, **batch_stats(grid.detach(), batch))
+        window.steps += 1
         done = step + 1
-        bar.update(1)
-        if done % t.log_steps == 0 or done == steps:
-            # Sums over processes, so accuracy and throughput describe the whole step, not rank 0's share.
-            totals = accelerator.reduce(window.to(accelerator.device), reduction="sum").cpu()
-            elapsed = max(time.time() - window_start, 1e-9)
-            mean = totals[4] / totals[6].clamp(min=1)
-            rankings_seen = window_steps * t.gradient_accumulation_steps * t.per_device_batch_size * world
-            metrics = {
-                "train/loss": (totals[0] / world / window_steps).item(),
-                "reward/accuracy": (totals[1] / totals[2].clamp(min=1)).item(),
-                "reward/margin": (totals[3] / totals[2].clamp(min=1)).item(),
-                "reward/mean": mean.item(),
-                "reward/std": (totals[5] / totals[6].clamp(min=1) - mean**2).clamp(min=0).sqrt().item(),
-                "train/learning_rate": scheduler.get_last_lr()[0],
-                "train/epoch": stream.epoch(done * t.gradient_accumulation_steps, t.per_device_batch_size, world),
-                "train/rankings_per_second": rankings_seen / elapsed,
-                "train/completions_per_second": totals[6].item() / elapsed,
-            }
-            if t.max_grad_norm > 0 and grad_norm is not None:
-                metrics["train/grad_norm"] = float(grad_norm)
-            tracker.log(metrics, step=done)
-            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
-            window.zero_()
-            window_start, window_steps = time.time(), 0
-        if t.eval_steps and done % t.eval_steps == 0 and done < steps and eval_set:
+        if loop.due(done, t.log_steps, steps, final=True):
+            epoch = stream.epoch(done * t.gradient_accumulation_steps, t.per_device_batch_size, world)
+            metrics = window_metrics(window, accelerator, t, scheduler, epoch, grad_norm)
+            run.tracker.log(metrics, step=done)
+            run.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
+            window.reset()
+        if loop.due(done, t.eval_steps, steps) and eval_set:
             scores = predict(accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id)
-            tracker.log(flat_metrics(evaluation(cfg, eval_set, scores)), step=done)
-        if cfg.checkpoint.save_steps and done % cfg.checkpoint.save_steps == 0 and done < steps:
-            checkpoint.save(accelerator, cfg.output_dir, done, {"run_id": run_id}, cfg.checkpoint.keep_last)
-    bar.close()
-    train_seconds = time.time() - loop_start
+            run.tracker.log(flat_metrics(evaluation(cfg, eval_set, scores)), step=done)
+        loop.save_checkpoint(run, done, steps)
 
     # 6. Evaluate on the held-out prompts; reward statistics on the reference set for PPO.
     report: dict = {}
     if eval_set:
         report = evaluation(cfg, eval_set, predict(accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id))
-        tracker.log(flat_metrics(report), step=steps)
+        run.tracker.log(flat_metrics(report), step=steps)
         log.info(
             f"reward: held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, "
             f"ECE {report['ece']:.3f}, reward-length correlation {report['length_correlation']:.2f}"
         )
+    stats = reward_stats(cfg, accelerator, model, tokenizer, train_rankings, eval_bs)
+
+    # 7. Save: adapter + score head (or full model) + tokenizer, stats, eval report, manifest.
+    data = {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks}
+    save(cfg, run, model, tokenizer, stats, report, {"steps": steps, "data": data})
+    loop.finish(run)
+    return report
+
+
+def reward_stats(cfg: RewardConfig, accelerator, model, tokenizer, train_rankings: list[dict], batch_size: int) -> dict:
+    """Mean and std of the rewards of the reference texts (reward_stats.json: what PPO normalises scores by)."""
     reference, source = reference_texts(cfg, train_rankings)
     ref_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in reference]
-    ref_scores = torch.tensor([s[0] for s in predict(accelerator, model, ref_set, eval_bs, tokenizer.pad_token_id)])
-    stats = {
+    ref_scores = torch.tensor([s[0] for s in predict(accelerator, model, ref_set, batch_size, tokenizer.pad_token_id)])
+    return {
         "mean": ref_scores.mean().item(),
         "std": ref_scores.std().item() if len(ref_scores) > 1 else 1.0,
         "count": len(ref_scores),
         "source": source,
     }
 
-    # 7. Save: adapter + score head (or full model) + tokenizer, stats, eval report, manifest.
+
+def batch_loss(c: RewardLossConfig, model, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores [B, K_max] of every completion from one forward pass, the K-wise loss: mean over prompts of the
+    mean NLL over each prompt's comparisons)."""
+    ranks, valid = batch["ranks"].to(device), batch["valid"].to(device)
+    grid = batch_scores(model, batch, device)
+    margins = None
+    if c.margin == "rank_gap":
+        margins = losses.rank_gap_margins(ranks, c.margin_scale)
+    elif c.margin == "given":
+        margins = batch["margins"].to(device) * c.margin_scale
+    return grid, losses.kwise_loss(grid, ranks, valid, margins, c.ties, c.tie_param, c.center_coef)
+
+
+def batch_stats(grid: torch.Tensor, batch: dict) -> dict[str, float]:
+    """Sums for the logged training metrics of one micro-batch: right pairs, pairs, margins, rewards, squares."""
+    ranks, valid = batch["ranks"].to(grid.device), batch["valid"].to(grid.device)
+    correct, pairs, margin_sum = losses.pairwise_accuracy(grid, ranks, valid)
+    r = grid[valid].double().cpu()
+    return {"correct": correct.sum().item(), "pairs": pairs.sum().item(), "margin": margin_sum.sum().item(),
+            "reward": r.sum().item(), "reward_sq": r.square().sum().item(), "completions": r.numel()}  # fmt: skip
+
+
+def window_metrics(window: loop.Window, accelerator, t: TrainConfig, scheduler, epoch: float, grad_norm) -> dict:
+    """Training metrics over the steps since the last log, summed over processes (so accuracy and throughput
+    describe whole steps, not rank 0's share)."""
+    s = window.totals(accelerator)
+    world, pairs, n = accelerator.num_processes, max(s["pairs"], 1.0), max(s["completions"], 1.0)
+    mean = s["reward"] / n
+    rankings = window.steps * t.gradient_accumulation_steps * t.per_device_batch_size * world
+    return {
+        **loop.train_metrics(s["loss"] / world / window.steps, scheduler, epoch, grad_norm),
+        "reward/accuracy": s["correct"] / pairs,
+        "reward/margin": s["margin"] / pairs,
+        "reward/mean": mean,
+        "reward/std": math.sqrt(max(s["reward_sq"] / n - mean**2, 0.0)),
+        "train/rankings_per_second": rankings / window.seconds,
+        "train/completions_per_second": s["completions"] / window.seconds,
+    }
+
+
+def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report: dict, extra: dict) -> None:
+    """Adapter + score head (or the full model) + tokenizer, reward_stats.json, eval.json and the manifest."""
+    accelerator = run.accelerator
     adapters.save(accelerator, model, cfg.output_dir, tokenizer)
-    if accelerator.is_main_process:
-        _write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
-        if report:
-            _write_json(os.path.join(cfg.output_dir, "eval.json"), report)
-        is_adapter = adapters.is_peft(accelerator.unwrap_model(model))
-        last = {}
-        for row in read_metrics(cfg.output_dir):
-            last.update({k: v for k, v in row.items() if k.startswith(("train/", "reward/"))})
-        manifest.write(
-            cfg.output_dir,
-            "reward",
-            inputs={"model": cfg.model.name_or_path, "base": rmodel.base_path(cfg.model), "data": cfg.data.path},
-            outputs={
-                "model": ".",
-                "adapter" if is_adapter else "weights": ".",
-                "reward_stats": rmodel.STATS_FILE,
-                **({"eval": "eval.json"} if report else {}),
-            },
-            metrics={**last, **({f"eval/{k}": v for k, v in report.items() if not isinstance(v, dict)})},
-            extra={
-                "steps": steps,
-                "world_size": world,
-                "train_seconds": train_seconds,
-                "data": {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks},
-                "reward_stats": stats,
-            },
-        )
-        log.info(f"reward: wrote {cfg.output_dir}")
-    finish(accelerator)
-    return report
+    if not accelerator.is_main_process:
+        return
+    _write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
+    if report:
+        _write_json(os.path.join(cfg.output_dir, "eval.json"), report)
+    is_adapter = adapters.is_peft(accelerator.unwrap_model(model))
+    manifest.write(
+        cfg.output_dir,
+        "reward",
+        inputs={"model": cfg.model.name_or_path, "base": rmodel.base_path(cfg.model), "data": cfg.data.path},
+        outputs={
+            "model": ".",
+            "adapter" if is_adapter else "weights": ".",
+            "reward_stats": rmodel.STATS_FILE,
+            **({"eval": "eval.json"} if report else {}),
+        },
+        metrics={
+            **loop.last_metrics(cfg.output_dir, ("train/", "reward/")),
+            **{f"eval/{k}": v for k, v in report.items() if not isinstance(v, dict)},
+        },
+        extra={
+            **extra,
+            "world_size": accelerator.num_processes,
+            "train_seconds": run.train_seconds,
+            "reward_stats": stats,
+        },  # fmt: skip
+    )
+    run.log.info(f"reward: wrote {cfg.output_dir}")
 
 
 def _write_json(path: str, data: dict) -> None:

@@ -1,7 +1,8 @@
 """The package layout is the architecture: these import rules keep it that way.
 
-    runtime  <-  stages (sft, dpo, ppo, reward.train)  <-  pipeline, demo
+    runtime (accelerator, loop, generation, logprobs, ...)  <-  stages (sft, dpo, ppo, reward.train)  <-  pipeline, demo
     reward model (model, losses, data)  <-  reward.train, ppo, evaluate
+    runtime generation  <-  ppo, evaluate, rankings.sampling (none of them imports another's internals)
     rankings.store  <-  rankings.app
 
 Read from the source with `ast` (every import, at module top or inside a function), so a lazy import
@@ -75,6 +76,9 @@ STAGES = ("alignment.sft", "alignment.dpo", "alignment.ppo", "alignment.pipeline
         ("alignment.sft", ("alignment.ppo", "alignment.dpo", "reward"), ()),
         ("alignment.ppo", ("alignment.sft", "alignment.dpo", "reward.train", "reward.rankings"), ()),
         ("alignment.dpo", ("alignment.sft", "alignment.ppo.train", "reward.train", "reward.rankings.app"), ()),
+        # generation and per-token math are the runtime's: evaluation and sampling need nothing of PPO
+        ("alignment.evaluate", ("alignment.ppo", "alignment.sft", "reward.train"), ()),
+        ("reward.rankings.sampling", ("alignment.ppo", "alignment.sft", "reward.train"), ()),
     ],
 )
 def test_imports_follow_the_layers(package, forbidden, allowed):

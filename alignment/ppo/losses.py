@@ -1,7 +1,8 @@
-"""PPO math as pure torch functions: log-probs, masks, KL, rewards, GAE, losses, KL controllers.
+"""PPO math as pure torch functions: masked statistics, KL, rewards, GAE, losses, KL controllers.
 
-Shapes: B = batch, T = response length, V = vocabulary. Masks are 0/1 (bool or float) and mark the
-real response tokens: everything up to and including the first EOS (see `response_mask`).
+Shapes: B = batch, T = response length. Masks are 0/1 (bool or float) and mark the real response
+tokens: everything up to and including the first EOS (`alignment.runtime.generation.response_mask`).
+Log-probs and entropy of the taken tokens live in `alignment.runtime.logprobs`.
 Every function upcasts half-precision inputs to float32 before doing arithmetic, because ratios,
 exponentials and variances of bf16 values are where PPO silently goes wrong.
 """
@@ -11,40 +12,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
     """At least float32 (float64 stays float64, so tests can compare against exact references)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-# ----------------------------------------------------------------------------------------------
-# Log-probs and entropy
-
-
-def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Log-prob of each taken token under softmax(logits / temperature).
-
-    logits [B, T, V] where logits[:, t] predicts tokens[:, t] (the caller shifts); tokens [B, T] -> [B, T].
-    The same temperature must be used here as in sampling, or ratio and KL are biased from step 0.
-    """
-    out = []
-    # one row at a time: the float32 copies are [T, V], not [B, T, V] (a 150k vocabulary makes that GBs)
-    for row_logits, row_tokens in zip(logits, tokens):
-        row = _fp32(row_logits) / temperature
-        taken = torch.gather(row, -1, row_tokens.long().unsqueeze(-1)).squeeze(-1)
-        out.append(taken - torch.logsumexp(row, dim=-1))
-    return torch.stack(out)
-
-
-def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) per position: [B, T, V] -> [B, T] (nats)."""
-    out = []
-    for row_logits in logits:  # row by row for memory, as in logprobs_from_logits
-        logp = F.log_softmax(_fp32(row_logits) / temperature, dim=-1)
-        out.append(-(logp.exp() * logp).sum(-1))
-    return torch.stack(out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,37 +60,12 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
 
 
 # ----------------------------------------------------------------------------------------------
-# Response masks from EOS
-
-
-def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Bool mask [B, T] of real response tokens: positions up to and including the first EOS.
-
-    A response with no EOS is real over its whole length (it was truncated at max length).
-    """
-    is_eos = responses == eos_token_id
-    # number of EOS strictly before t; a token is real iff none came before it
-    eos_before = torch.cumsum(is_eos.long(), dim=-1) - is_eos.long()
-    return eos_before == 0
-
-
-def has_eos(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """Bool [B]: whether each response [B, T] contains an EOS."""
-    return (responses == eos_token_id).any(dim=-1)
-
-
-def truncate_after_eos(responses: torch.Tensor, eos_token_id: int, pad_token_id: int) -> torch.Tensor:
-    """Replace every token after the first EOS by `pad_token_id`: [B, T] -> [B, T] (the EOS is kept)."""
-    return torch.where(response_mask(responses, eos_token_id), responses, torch.full_like(responses, pad_token_id))
+# KL, rewards, normalisation
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     """Index [B] of the last real token of each row of a prefix mask [B, T] (-1 for an empty row)."""
     return mask.long().sum(-1) - 1
-
-
-# ----------------------------------------------------------------------------------------------
-# KL, rewards, normalisation
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from alignment.config import AdapterConfig, UserError
+from alignment.runtime.generation import position_ids_from_mask
 
 # What PEFT names a sequence-classification head in `modules_to_save` (it adds both for SEQ_CLS).
 HEAD_NAMES = frozenset({"score", "classifier"})
@@ -48,11 +49,6 @@ def lora_config(cfg: AdapterConfig):
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
     )
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counting real tokens only, so left-padded prompts get the positions generate() gave them: [B, S]."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def disable_dropout(model: nn.Module) -> None:

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from alignment.config import ConfigError, UserError
+from alignment.ppo import losses as L
+from alignment.ppo.config import PPORewardConfig
 from alignment.runtime import models, tiny
+from alignment.runtime.accelerator import local_loading
+from alignment.runtime.functions import load_function
+from reward.model import load_reward_model, read_stats, score_texts
 
 
 def reward_kind(path: str | None, function: str | None, base_path: str, separate: bool) -> str:
@@ -41,6 +48,71 @@ def call_function(fn, spec: str, prompts: list[str], completions: list[str]) -> 
     if not torch.isfinite(scores).all():
         raise UserError(f"reward.function: {spec} returned a non-finite score")
     return scores
+
+
+@dataclass
+class RewardSource:
+    """Where PPO's scores come from and how they are normalised (built by `load_source`)."""
+
+    cfg: PPORewardConfig
+    kind: str
+    """`adapter` (scored by the PPO model's reward role), `model` (separate, sees text) or `function`."""
+    normalize: str
+    """`stats` (the reward folder's reward_stats.json), `running` or `none`."""
+    stats: dict | None = None
+    function: Callable | None = None
+    monitor: Callable | None = None
+    """Scored on every rollout and logged, never trained on (`reward.monitor`)."""
+    model: torch.nn.Module | None = None
+    tokenizer: object | None = None
+    moments: RunningMoments = field(default_factory=lambda: RunningMoments())
+    """Running mean/std of every raw score so far (`running` normalisation; saved in checkpoints)."""
+
+    @property
+    def needs_text(self) -> bool:
+        """Whether scoring a rollout needs its decoded prompts and completions."""
+        return self.kind != "adapter" or self.monitor is not None
+
+    def monitored(self, prompt_texts: list[str], completions: list[str]) -> float | None:
+        """Mean `reward.monitor` score of a rollout; None without a monitor."""
+        if self.monitor is None:
+            return None
+        return call_function(self.monitor, self.cfg.monitor, prompt_texts, completions).mean().item()
+
+    def raw_scores(self, adapter_scores, prompts: list, prompt_texts: list[str], completions: list[str], device):
+        """Scores [B] of a rollout: the reward adapter's (already computed), the separate model's or the function's."""
+        if self.kind == "adapter":
+            return adapter_scores
+        if self.kind == "function":
+            return call_function(self.function, self.cfg.function, prompt_texts, completions).to(device)
+        c = self.cfg
+        return torch.tensor(
+            score_texts(self.model, self.tokenizer, prompts, completions, c.batch_size, c.max_length), device=device
+        )
+
+    def normalized(self, raw: torch.Tensor, accelerator) -> torch.Tensor:
+        """What PPO optimises: raw scores normalised by the reward stage's statistics or running moments."""
+        if self.normalize == "stats":
+            return L.normalize_scores(raw, self.stats["mean"], self.stats["std"])
+        if self.normalize == "running":
+            self.moments.update(accelerator.gather(raw.float()).cpu())  # every process holds the same moments
+            return L.normalize_scores(raw, self.moments.mean, self.moments.std)
+        return raw.float()
+
+
+def load_source(c: PPORewardConfig, base_path: str, device) -> RewardSource:
+    """The reward adapter on the policy's base, a separate reward model, or a function (see `reward_kind`)."""
+    kind = reward_kind(c.path, c.function, base_path, c.separate)
+    normalize = c.normalize if c.normalize != "auto" else ("none" if kind == "function" else "stats")
+    source = RewardSource(c, kind, normalize, stats=read_stats(c.path) if normalize == "stats" else None)
+    if kind == "function":
+        source.function = load_function(c.function, "reward.function")
+    if c.monitor:
+        source.monitor = load_function(c.monitor, "reward.monitor")
+    if kind == "model":
+        with local_loading():  # one full copy per process, outside DeepSpeed
+            source.model, source.tokenizer = load_reward_model(c.path, device=device)
+    return source
 
 
 class RunningMoments:

@@ -19,30 +19,23 @@ import dataclasses
 import math
 import os
 import time
+from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
-from alignment.config import UserError, to_dict
+from alignment.config import UserError
 from alignment.ppo import losses as L
-from alignment.ppo import rewards as R
-from alignment.ppo.config import PPOConfig
+from alignment.ppo.config import PPOAlgoConfig, PPOConfig
 from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
-from alignment.ppo.rollout import encode_prompts, left_pad, response_logprobs, sample, score
-from alignment.runtime import adapters, checkpoint, manifest, models, optim
-from alignment.runtime.accelerator import finish, local_loading, start_stage
+from alignment.ppo.rewards import RewardSource, load_source
+from alignment.ppo.rollout import Scores, encode_prompts, sample, score
+from alignment.runtime import adapters, loop, manifest, models, optim
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
-from alignment.runtime.functions import load_function
+from alignment.runtime.generation import Responses, decode, left_pad
+from alignment.runtime.logprobs import response_logprobs
 from alignment.runtime.sampler import IndexStream
-from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
-from reward.model import load_reward_model, read_stats, score_texts
-
-# Averaged over every minibatch of an update (the `_first` ones over the first minibatch only: exactly
-# on-policy, so ratio 1 and approxkl/clipfrac 0 there is a check on the whole scoring path).
-UPDATE_STATS = ["loss/policy", "loss/value", "policy/approxkl", "policy/clipfrac", "val/ratio", "val/clipfrac"]
-FIRST_STATS = ["val/ratio_first_minibatch", "policy/approxkl_first_minibatch", "policy/clipfrac_first_minibatch"]
 
 
 def main(argv: list[str]) -> int:
@@ -50,6 +43,88 @@ def main(argv: list[str]) -> int:
     if cfg is not None:
         train(cfg)
     return 0
+
+
+def train(cfg: PPOConfig) -> dict:
+    # 1. Runtime: accelerator, logging, the same seed on every process (identical adapter init).
+    r, p = cfg.rollout, cfg.ppo
+    run = loop.start("ppo", cfg, p.gradient_accumulation_steps)
+    accelerator, log = run.accelerator, run.log
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+
+    # 2. Prompts and tokenizer (the base's own: an SFT folder's merged model carries it).
+    base_path = base_model_path(cfg)
+    tokenizer = load_tokenizer(cfg, base_path)
+    prompts = load_prompts(cfg.data.path, cfg.data.split, cfg.data.limit)
+    encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
+
+    # 3. Reward: adapter on this base, separate model, or function; and its normalisation.
+    reward = load_source(cfg.reward, base_path, device)
+    log.info(f"ppo: reward from {cfg.reward.function or cfg.reward.path} ({reward.kind}), "
+             f"normalisation: {reward.normalize}")  # fmt: skip
+
+    # 4. Model: one frozen base; policy and value LoRA adapters, value head; reward adapter; reference = base.
+    model = build_model(cfg, base_path, reward, log)
+    batch_global = r.per_device_batch_size * world
+    updates = math.ceil(cfg.train.total_episodes / batch_global)
+    optimizer_steps = updates * p.epochs * p.num_minibatches
+    model, optimizer, scheduler = optim.setup(accelerator, model, cfg.train, optimizer_steps, micro_batch_size(cfg))
+
+    # 5. Resume: weights, optimizer, schedule, RNG (Accelerate) + KL coefficient, running stats, run id.
+    kl_ctl = L.kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
+    state = loop.resume(run)
+    if state:
+        kl_ctl.load_state_dict(state["kl_controller"])
+        reward.moments.load_state_dict(state["score_moments"])
+
+    # 6. Train: `updates` rounds of rollout + PPO epochs.
+    stream = IndexStream(len(encoded), cfg.seed)
+    model.train()  # dropout is off; train mode is what gradient checkpointing needs
+    for update in loop.progress(run, updates):
+        step, t_start = update + 1, time.time()
+        # 6a. Prompts: this process's slice of a seeded stream; the position alone decides it (exact resume).
+        indices = stream.batch(update, r.per_device_batch_size, rank, world)
+        queries, query_mask = left_pad([encoded[i] for i in indices], tokenizer.pad_token_id)
+        # 6b. Generate with the policy (KV cache; ZeRO-3 gathers the weights once for the whole rollout).
+        rollout = sample(accelerator, model, queries.to(device), query_mask.to(device), r.response_length,
+                         r.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id if r.stop_at_eos else None)  # fmt: skip
+        t_generated = time.time()
+        # 6c. Score: log-probs, reference, values and rewards in the first epoch's micro-batches; normalise, penalise.
+        orders = minibatch_orders(cfg, update, device)
+        exp = score_rollout(
+            cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer
+        )
+        # 6d. Advantages: per-token KL penalty + score at the last token, GAE, whitened.
+        advantages, returns = gae_advantages(exp, kl_ctl.value, p)
+        # 6e. PPO epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
+        stats = ppo_update(cfg, accelerator, model, optimizer, scheduler, exp, advantages, returns, orders)
+        t_end = time.time()
+        # 6f. Metrics over all processes, KL coefficient update, samples, checkpoint.
+        metrics = collect_metrics(accelerator, exp, stats, kl_ctl.value)
+        metrics.update({
+            "train/learning_rate": scheduler.get_last_lr()[0], "train/episodes": step * batch_global,
+            "time/generation_share": (t_generated - t_start) / max(t_end - t_start, 1e-9),
+            "time/episodes_per_second": batch_global / max(t_end - t_start, 1e-9),
+        })  # fmt: skip
+        kl_ctl.update(metrics["objective/kl"], batch_global)
+        if loop.due(step, cfg.train.log_steps, updates, final=True):
+            run.tracker.log(metrics, step=step)
+        if cfg.train.sample_steps and (step % cfg.train.sample_steps == 0 or step == 1):
+            log_samples(run, tokenizer, exp, min(cfg.train.sample_rows, len(indices)), step)
+        run.bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+        loop.save_checkpoint(
+            run, step, updates, kl_controller=kl_ctl.state_dict(), score_moments=reward.moments.state_dict()
+        )
+
+    # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model, manifest.
+    extra = {"updates": updates, "episodes": updates * batch_global, "reward_kind": reward.kind}
+    final = save(cfg, run, model, tokenizer, base_path, extra)
+    loop.finish(run)
+    return {"metrics": final, "model": accelerator.unwrap_model(model)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Setup
 
 
 def base_model_path(cfg: PPOConfig) -> str:
@@ -63,21 +138,8 @@ def base_model_path(cfg: PPOConfig) -> str:
     return os.path.abspath(path) if os.path.exists(path) else path
 
 
-def completion_texts(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
-    """Decoded responses without padding, EOS or other special tokens (what text rewards see)."""
-    return tokenizer.batch_decode(
-        [row[: int(n)].tolist() for row, n in zip(responses, mask.sum(-1))], skip_special_tokens=True
-    )
-
-
-def train(cfg: PPOConfig) -> dict:
-    # 1. Runtime: accelerator, logging, the same seed on every process (identical adapter init).
-    r, p = cfg.rollout, cfg.ppo
-    accelerator, log, resume_from = start_stage(cfg, p.gradient_accumulation_steps)
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-
-    # 2. Prompts and tokenizer (the base's own: an SFT folder's merged model carries it).
-    base_path = base_model_path(cfg)
+def load_tokenizer(cfg: PPOConfig, base_path: str):
+    """The base's tokenizer (or `model.tokenizer`), with an EOS to stop at and a pad token distinct from it."""
     tokenizer = models.load_tokenizer(
         cfg.model if cfg.model.tokenizer else dataclasses.replace(cfg.model, name_or_path=base_path)
     )
@@ -86,229 +148,221 @@ def train(cfg: PPOConfig) -> dict:
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
         # a pad equal to EOS would make every EOS look like padding (and the reward read before it)
         raise UserError("model: the tokenizer's pad token is its EOS token; set a distinct pad token")
-    prompts = load_prompts(cfg.data.path, cfg.data.split, cfg.data.limit)
-    encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    return tokenizer
 
-    # 3. Reward: adapter on this base, separate model, or function; and its normalisation.
-    c = cfg.reward
-    kind = R.reward_kind(c.path, c.function, base_path, c.separate)
-    normalize = c.normalize if c.normalize != "auto" else ("none" if kind == "function" else "stats")
-    stats = None
-    if normalize == "stats":
-        stats = read_stats(c.path)
-    reward_fn = load_function(c.function, "reward.function") if kind == "function" else None
-    monitor_fn = load_function(c.monitor, "reward.monitor") if c.monitor else None
-    reward_model = reward_tok = None
-    if kind == "model":
-        with local_loading():  # one full copy per process, outside DeepSpeed
-            reward_model, reward_tok = load_reward_model(c.path, device=device)
-    if cfg.value.init_from_reward and kind != "adapter":
+
+def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
+    """The PPO model on one frozen base: policy and value adapters (+ value head), the reward adapter if any."""
+    if cfg.value.init_from_reward and reward.kind != "adapter":
         raise UserError("value.init_from_reward: the reward model is not an adapter on this base")
-    log.info(f"ppo: reward from {c.function or c.path} ({kind}), normalisation: {normalize}")
-
-    # 4. Model: one frozen base; policy and value LoRA adapters, value head; reward adapter; reference = base.
     model_cfg = dataclasses.replace(cfg.model, name_or_path=base_path, gradient_checkpointing=False)
-    base = models.load_causal_lm(model_cfg)
-    ppo_model = build_ppo_model(
-        base,
+    model = build_ppo_model(
+        models.load_causal_lm(model_cfg),
         lora_config(cfg.policy),
         lora_config(cfg.value.adapter),
-        reward_adapter=c.path if kind == "adapter" else None,
+        reward_adapter=cfg.reward.path if reward.kind == "adapter" else None,
         share_policy_value=cfg.value.share_with_policy,
         init_value_from_reward=cfg.value.init_from_reward,
     )
-    disable_dropout(ppo_model)  # LoRA dropout too: with it on, the first minibatch is not on-policy
+    disable_dropout(model)  # LoRA dropout too: with it on, the first minibatch is not on-policy
     if cfg.model.gradient_checkpointing:
-        ppo_model.gradient_checkpointing_enable()
-    trainable, total = adapters.count_parameters(ppo_model)
+        model.gradient_checkpointing_enable()
+    trainable, total = adapters.count_parameters(model)
     log.info(f"ppo: training {trainable:,} of {total:,} parameters on one base")
-    batch_global = r.per_device_batch_size * world
-    updates = math.ceil(cfg.train.total_episodes / batch_global)
-    micro = r.per_device_batch_size // (p.num_minibatches * p.gradient_accumulation_steps)
-    optimizer, scheduler = optim.build(ppo_model, cfg.train, updates * p.epochs * p.num_minibatches)
-    _deepspeed_clipping(accelerator, cfg.train.max_grad_norm)
-    model, optimizer = optim.prepare(accelerator, ppo_model, optimizer, scheduler, micro)
-    unwrapped = accelerator.unwrap_model(model)
+    return model
 
-    # 5. Resume: weights, optimizer, schedule, RNG (Accelerate) + KL coefficient, running stats, run id.
-    kl_ctl = L.kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
-    moments = R.RunningMoments()
-    start, run_id = 0, new_run_id()
-    if resume_from:
-        state = checkpoint.load(accelerator, resume_from)
-        start, run_id = state["step"], state["run_id"]
-        kl_ctl.load_state_dict(state["kl_controller"])
-        moments.load_state_dict(state["score_moments"])
-        log.info(f"ppo: resumed from {resume_from} at update {start}")
-    tracker = Tracker(accelerator, cfg.tracking, cfg.output_dir, to_dict(cfg), run_id, step=start)
 
-    # 6. Train: `updates` rounds of rollout + PPO epochs.
-    stream = IndexStream(len(encoded), cfg.seed)
-    model.train()  # dropout is off; train mode is what gradient checkpointing needs
-    bar = tqdm(total=updates, initial=start, desc="ppo", disable=not accelerator.is_main_process, dynamic_ncols=True)
-    B, mb = r.per_device_batch_size, r.per_device_batch_size // p.num_minibatches
-    for update in range(start, updates):
-        step = update + 1
-        t_start = time.time()
-        # 6a. Prompts: this process's slice of a seeded stream; the position alone decides it (exact resume).
-        indices = stream.batch(update, B, rank, world)
-        queries, query_mask = left_pad([encoded[i] for i in indices], pad_id)
-        queries, query_mask = queries.to(device), query_mask.to(device)
+# ----------------------------------------------------------------------------------------------
+# The steps of an update
 
-        # 6b. Generate with the policy (KV cache; ZeRO-3 gathers the weights once for the whole rollout).
-        rollout = sample(
-            accelerator, model, queries, query_mask, r.response_length, r.temperature, pad_id,
-            eos_id if r.stop_at_eos else None,
-        )  # fmt: skip
-        t_generated = time.time()
 
-        # 6c. Score in the first epoch's micro-batches (see rollout.score): log-probs, reference, values, rewards.
-        shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + update)
-        orders = [torch.randperm(B, generator=shuffle).to(device) for _ in range(p.epochs)]
-        old = score(model, rollout, orders[0], micro, r.temperature, with_reward=kind == "adapter")
-        mask = rollout.response_mask
-        if kind != "adapter" or monitor_fn is not None:
-            prompt_texts = [prompt_text(tokenizer, prompts[i]) for i in indices]
-            completions = completion_texts(tokenizer, rollout.responses, mask)
-        if kind == "adapter":
-            raw = old.reward_scores
-        else:
-            if kind == "function":
-                raw = R.call_function(reward_fn, c.function, prompt_texts, completions).to(device)
-            else:
-                raw = torch.tensor(
-                    score_texts(
-                        reward_model, reward_tok, [prompts[i] for i in indices], completions, c.batch_size, c.max_length
-                    ),
-                    device=device,
-                )
+@dataclasses.dataclass
+class Experience:
+    """One update's rollout, scored: what the PPO epochs train on. [B, T] float32 unless noted."""
 
-        # 6d. Scores PPO optimises: normalised (reward-stage statistics or running), minus the no-EOS penalty.
-        if normalize == "stats":
-            scores = L.normalize_scores(raw, stats["mean"], stats["std"])
-        elif normalize == "running":
-            moments.update(accelerator.gather(raw.float()).cpu())  # every process holds the same moments
-            scores = L.normalize_scores(raw, moments.mean, moments.std)
-        else:
-            scores = raw.float()
-        if r.stop_at_eos and r.missing_eos_penalty is not None:
-            scores = L.penalize_no_eos(scores, rollout.contains_eos, r.missing_eos_penalty)
+    rollout: Responses
+    prompts: list
+    """The prompt rows (strings or message lists) of the episodes."""
+    scored: Scores
+    """Log-probs, reference log-probs, values (None without a value head) and entropy before any update."""
+    raw_scores: torch.Tensor
+    """[B] the reward source's scores."""
+    scores: torch.Tensor
+    """[B] what is optimised: normalised, minus the missing-EOS penalty."""
+    kl: torch.Tensor
+    """Per-token KL estimate to the reference, zero on padding."""
+    monitor: float | None = None
+    """Mean `reward.monitor` score of the rollout (watched, never optimised)."""
 
-        # 6e. Per-token KL penalty + score at the last token, GAE, whitened advantages.
-        beta = kl_ctl.value
-        kl = L.kl_per_token(old.logprobs, old.ref_logprobs, cfg.kl.estimator) * mask
-        rewards = L.compute_rewards(scores, kl, mask, beta)
-        advantages, returns = L.gae(rewards, old.values, mask, p.gamma, p.lam)
-        if p.whiten_advantages:
-            advantages = L.masked_whiten(advantages, mask)
 
-        # 6f. PPO epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
-        sums = torch.zeros(len(UPDATE_STATS), dtype=torch.float64)
-        first = torch.zeros(len(FIRST_STATS), dtype=torch.float64)
-        for epoch in range(p.epochs):
-            for m in range(p.num_minibatches):
-                for a in range(p.gradient_accumulation_steps):
-                    start_row = m * mb + a * micro
-                    rows = orders[epoch][start_row : start_row + micro]
-                    ids, attn = rollout.sequences(rows)
-                    with accelerator.accumulate(model):
-                        logits, values = model(ids, attn, role="policy_and_value")
-                        logprobs = response_logprobs(
-                            logits, rollout.responses[rows], rollout.prompt_width, r.temperature
-                        )
-                        values = values[:, rollout.prompt_width - 1 : -1]
-                        pg_loss, clipfrac, approxkl, ratio = L.policy_loss(
-                            logprobs, old.logprobs[rows], advantages[rows], mask[rows], p.cliprange
-                        )
-                        vf_loss, vf_clipfrac = L.value_loss(
-                            values, old.values[rows], returns[rows], mask[rows], p.cliprange_value
-                        )
-                        accelerator.backward(pg_loss + p.vf_coef * vf_loss)
-                        if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
-                            accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-                        optimizer.step()
-                        if accelerator.sync_gradients:
-                            scheduler.step()
-                        optimizer.zero_grad()
-                    got = (
-                        torch.stack([pg_loss, vf_loss, approxkl, clipfrac, ratio, vf_clipfrac]).detach().double().cpu()
-                    )
-                    sums += got / p.gradient_accumulation_steps
-                    if epoch == 0 and m == 0:
-                        first += got[[4, 2, 3]] / p.gradient_accumulation_steps
-        updates_done_here = p.epochs * p.num_minibatches
-        t_end = time.time()
+def micro_batch_size(cfg: PPOConfig) -> int:
+    """Episodes per forward pass: a minibatch is `ppo.gradient_accumulation_steps` micro-batches."""
+    p = cfg.ppo
+    return cfg.rollout.per_device_batch_size // (p.num_minibatches * p.gradient_accumulation_steps)
 
-        # 6g. Metrics over all processes, KL coefficient update, samples, checkpoint.
-        kl_sum = kl.sum(-1)
-        entropy = (old.entropy * mask).sum(-1)
-        local = torch.cat([
-            sums / updates_done_here, first,
-            torch.tensor([kl_sum.mean().item(), entropy.mean().item(), (scores - beta * kl_sum).mean().item(),
-                          scores.mean().item(), raw.float().mean().item(), mask.sum(-1).float().mean().item()],
-                         dtype=torch.float64),
-        ]).to(device)  # fmt: skip
-        if monitor_fn is not None:  # watched, never optimised
-            watched = R.call_function(monitor_fn, c.monitor, prompt_texts, completions).mean().item()
-            local = torch.cat([local, torch.tensor([watched], dtype=torch.float64, device=device)])
-        mean = accelerator.reduce(local, reduction="mean").cpu().tolist()
-        num_eos = int(accelerator.reduce(rollout.contains_eos.sum().to(device), reduction="sum").item())
-        names = UPDATE_STATS + FIRST_STATS + [
-            "objective/kl", "objective/entropy", "objective/rlhf_reward", "objective/scores", "objective/raw_scores",
-            "val/response_length", *(["objective/monitor"] if monitor_fn is not None else []),
-        ]  # fmt: skip
-        metrics = dict(zip(names, mean))
-        metrics.update({
-            "val/num_eos": num_eos, "objective/kl_coef": beta, "lr": scheduler.get_last_lr()[0],
-            "episodes": step * batch_global,
-            "time/generation_share": (t_generated - t_start) / max(t_end - t_start, 1e-9),
-            "time/episodes_per_second": batch_global / max(t_end - t_start, 1e-9),
-        })  # fmt: skip
-        kl_ctl.update(metrics["objective/kl"], batch_global)
-        if step % cfg.train.log_steps == 0 or step == updates:
-            tracker.log(metrics, step=step)
-        if cfg.train.sample_steps and (step % cfg.train.sample_steps == 0 or step == 1):
-            n = min(cfg.train.sample_rows, B)
-            texts = completion_texts(tokenizer, rollout.responses[:n], mask[:n])
-            rows = [[prompt_text(tokenizer, prompts[indices[i]]), texts[i], scores[i].item()] for i in range(n)]
-            tracker.table("samples", ["prompt", "completion", "score"], rows, step=step)
-        bar.update(1)
-        bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
-        if cfg.checkpoint.save_steps and step % cfg.checkpoint.save_steps == 0 and step < updates:
-            state = {"run_id": run_id, "kl_controller": kl_ctl.state_dict(), "score_moments": moments.state_dict()}
-            checkpoint.save(accelerator, cfg.output_dir, step, state, cfg.checkpoint.keep_last)
-    bar.close()
 
-    # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model, manifest.
-    state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3: every process calls it
-    final = (
-        {k: v for row in read_metrics(cfg.output_dir) for k, v in row.items()} if accelerator.is_main_process else {}
+def minibatch_orders(cfg: PPOConfig, update: int, device) -> list[torch.Tensor]:
+    """Each PPO epoch's shuffle of the rollout's rows, seeded by the update alone (exact resume)."""
+    shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + update)
+    B = cfg.rollout.per_device_batch_size
+    return [torch.randperm(B, generator=shuffle).to(device) for _ in range(cfg.ppo.epochs)]
+
+
+def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order: torch.Tensor, reward: RewardSource,
+                  prompts: list, tokenizer) -> Experience:  # fmt: skip
+    """Log-probs, reference, values and (adapter) rewards in the micro-batches of `order`, the reward
+    source's scores normalised and penalised for a missing EOS, the per-token KL to the reference, and the
+    monitor's score."""
+    r = cfg.rollout
+    scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter")
+    prompt_texts = completions = None
+    if reward.needs_text:
+        prompt_texts = [prompt_text(tokenizer, p) for p in prompts]
+        completions = decode(tokenizer, rollout.responses, rollout.response_mask)
+    raw = reward.raw_scores(scored.reward_scores, prompts, prompt_texts, completions, accelerator.device)
+    scores = reward.normalized(raw, accelerator)
+    if r.stop_at_eos and r.missing_eos_penalty is not None:
+        scores = L.penalize_no_eos(scores, rollout.contains_eos, r.missing_eos_penalty)
+    kl = L.kl_per_token(scored.logprobs, scored.ref_logprobs, cfg.kl.estimator) * rollout.response_mask
+    monitor = reward.monitored(prompt_texts, completions)
+    return Experience(rollout, prompts, scored, raw, scores, kl, monitor)
+
+
+def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's (advantages, returns) [B, T]: rewards -beta * KL per token plus the score at the last token,
+    GAE over the value estimates, advantages whitened over the batch. (RLOO and GRPO plug in here with
+    estimators of the same shape that need no values.)"""
+    mask = exp.rollout.response_mask
+    rewards = L.compute_rewards(exp.scores, exp.kl, mask, beta)
+    advantages, returns = L.gae(rewards, exp.scored.values, mask, p.gamma, p.lam)
+    if p.whiten_advantages:
+        advantages = L.masked_whiten(advantages, mask)
+    return advantages, returns
+
+
+class UpdateStats(NamedTuple):
+    """One PPO update's statistics, averaged over every micro-batch (the `_first` ones over the first
+    minibatch only: exactly on-policy, so ratio 1 and approxkl/clipfrac 0 there check the whole scoring path)."""
+
+    policy_loss: float
+    value_loss: float
+    approxkl: float
+    clipfrac: float
+    ratio: float
+    value_clipfrac: float
+    ratio_first: float
+    approxkl_first: float
+    clipfrac_first: float
+    grad_norm: float | None
+    """Mean over the update's optimizer steps, before clipping."""
+
+
+def ppo_loss(model, exp: Experience, rows, advantages, returns, p: PPOAlgoConfig, temperature: float):
+    """(loss, per-micro-batch statistics) of rows `rows`: the clipped policy surrogate plus `vf_coef` times the
+    clipped value loss (no value loss when `returns` is None: estimators without a value head)."""
+    rollout, old, mask = exp.rollout, exp.scored, exp.rollout.response_mask[rows]
+    ids, attn = rollout.sequences(rows)
+    if returns is None:
+        logits, values = model(ids, attn, role="policy"), None
+    else:
+        logits, values = model(ids, attn, role="policy_and_value")
+    logprobs = response_logprobs(logits, rollout.responses[rows], rollout.prompt_width, temperature)
+    pg_loss, clipfrac, approxkl, ratio = L.policy_loss(
+        logprobs, old.logprobs[rows], advantages[rows], mask, p.cliprange
     )
+    vf_loss = vf_clipfrac = torch.zeros((), device=pg_loss.device)
+    if values is not None:
+        values = values[:, rollout.prompt_width - 1 : -1]
+        vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], returns[rows], mask, p.cliprange_value)
+    stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "approxkl": approxkl, "clipfrac": clipfrac, "ratio": ratio,
+             "value_clipfrac": vf_clipfrac}  # fmt: skip
+    return pg_loss + p.vf_coef * vf_loss, {k: float(v.detach()) for k, v in stats.items()}
+
+
+def ppo_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, exp: Experience, advantages, returns,
+               orders: list[torch.Tensor]) -> UpdateStats:  # fmt: skip
+    """`ppo.epochs` passes over the rollout, epoch e in `orders[e]`; each minibatch is one optimizer step of
+    `ppo.gradient_accumulation_steps` micro-batches."""
+    p, micro = cfg.ppo, micro_batch_size(cfg)
+    mb = cfg.rollout.per_device_batch_size // p.num_minibatches
+    sums, first, norms = {}, {}, []
+    for epoch, order in enumerate(orders):
+        for m in range(p.num_minibatches):
+            for a in range(p.gradient_accumulation_steps):
+                rows = order[m * mb + a * micro : m * mb + (a + 1) * micro]
+                with accelerator.accumulate(model):
+                    loss, got = ppo_loss(model, exp, rows, advantages, returns, p, cfg.rollout.temperature)
+                    norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, cfg.train.max_grad_norm)
+                norms += [norm] if norm is not None else []
+                for k, v in got.items():
+                    sums[k] = sums.get(k, 0.0) + v / p.gradient_accumulation_steps
+                    if epoch == 0 and m == 0:
+                        first[k] = first.get(k, 0.0) + v / p.gradient_accumulation_steps
+    steps = p.epochs * p.num_minibatches
+    return UpdateStats(
+        **{k: v / steps for k, v in sums.items()},
+        ratio_first=first["ratio"],
+        approxkl_first=first["approxkl"],
+        clipfrac_first=first["clipfrac"],
+        grad_norm=sum(norms) / len(norms) if norms else None,
+    )
+
+
+def collect_metrics(accelerator, exp: Experience, stats: UpdateStats, beta: float) -> dict:
+    """The update's metrics (TRL's PPO names), averaged over processes; val/num_eos summed."""
+    mask = exp.rollout.response_mask
+    kl_sum = exp.kl.sum(-1)
+    local = {
+        "loss/policy": stats.policy_loss, "loss/value": stats.value_loss, "policy/approxkl": stats.approxkl,
+        "policy/clipfrac": stats.clipfrac, "val/ratio": stats.ratio, "val/clipfrac": stats.value_clipfrac,
+        "val/ratio_first_minibatch": stats.ratio_first, "policy/approxkl_first_minibatch": stats.approxkl_first,
+        "policy/clipfrac_first_minibatch": stats.clipfrac_first,
+        "objective/kl": kl_sum.mean().item(), "objective/entropy": (exp.scored.entropy * mask).sum(-1).mean().item(),
+        "objective/rlhf_reward": (exp.scores - beta * kl_sum).mean().item(),
+        "objective/scores": exp.scores.mean().item(), "objective/raw_scores": exp.raw_scores.float().mean().item(),
+        "val/response_length": mask.sum(-1).float().mean().item(),
+        **({"train/grad_norm": stats.grad_norm} if stats.grad_norm is not None else {}),
+        **({"objective/monitor": exp.monitor} if exp.monitor is not None else {}),
+    }  # fmt: skip
+    metrics = loop.reduce_metrics(accelerator, local, reduction="mean")
+    num_eos = accelerator.reduce(exp.rollout.contains_eos.sum().to(accelerator.device), reduction="sum")
+    return {**metrics, "val/num_eos": int(num_eos.item()), "objective/kl_coef": beta}
+
+
+def log_samples(run: loop.Run, tokenizer, exp: Experience, n: int, step: int) -> None:
+    """A table of the first `n` episodes: prompt, completion, score (W&B Table and samples.jsonl)."""
+    texts = decode(tokenizer, exp.rollout.responses[:n], exp.rollout.response_mask[:n])
+    rows = [[prompt_text(tokenizer, exp.prompts[i]), texts[i], exp.scores[i].item()] for i in range(n)]
+    run.tracker.table("samples", ["prompt", "completion", "score"], rows, step=step)
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+
+
+def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra: dict) -> dict:
+    """The policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model and the manifest;
+    returns the last logged metrics."""
+    accelerator = run.accelerator
+    state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3: every process calls it
+    final = loop.last_metrics(cfg.output_dir) if accelerator.is_main_process else {}
     if accelerator.is_main_process:
-        unwrapped.save_policy(cfg.output_dir, state_dict)
+        accelerator.unwrap_model(model).save_policy(cfg.output_dir, state_dict)
         tokenizer.save_pretrained(cfg.output_dir)
         outputs = {"adapter": ".", "model": "."}
         if cfg.save_merged:
             merged = os.path.join(cfg.output_dir, "merged")
             adapters.merge_to(cfg.output_dir, base_path, merged, models.resolve_dtype(cfg.model.dtype), tokenizer)
             outputs["model"] = "merged"
+        c = cfg.reward
         manifest.write(
             cfg.output_dir,
             "ppo",
             inputs={"model": base_path, "reward": c.function or os.path.abspath(c.path), "data": cfg.data.path},
             outputs=outputs,
-            metrics={k: v for k, v in final.items() if k != "step"},
-            extra={"updates": updates, "episodes": updates * batch_global, "world_size": world, "reward_kind": kind},
+            metrics=final,
+            extra={**extra, "world_size": accelerator.num_processes},
         )
-        log.info(f"ppo: wrote {cfg.output_dir}")
+        run.log.info(f"ppo: wrote {cfg.output_dir}")
     del state_dict
-    finish(accelerator)
-    return {"metrics": final, "model": unwrapped}
-
-
-def _deepspeed_clipping(accelerator, max_grad_norm: float) -> None:
-    """DeepSpeed clips inside its own step (Accelerate's clip_grad_norm_ does nothing there): give it our norm."""
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is not None:
-        plugin.deepspeed_config["gradient_clipping"] = max_grad_norm
+    return final

@@ -1,1 +1,2 @@
-"""What every training stage shares: accelerator, loading, adapters, tracking, checkpoints, data."""
+"""What every training stage shares: accelerator, the loop, optimizer, generation, per-token log-probs, loading,
+adapters, data, tracking, checkpoints, manifests."""

@@ -12,8 +12,6 @@ from contextlib import contextmanager
 
 import torch
 
-from alignment.config import save_config
-from alignment.runtime import checkpoint
 from alignment.runtime import logging as rlog
 
 
@@ -21,7 +19,7 @@ def using_deepspeed() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-def make_accelerator(gradient_accumulation_steps: int = 1, log_with: str | None = None, project_dir: str | None = None):
+def make_accelerator(gradient_accumulation_steps: int = 1, log_with: str | None = None):
     from accelerate import Accelerator
     from accelerate.state import PartialState
 
@@ -33,12 +31,7 @@ def make_accelerator(gradient_accumulation_steps: int = 1, log_with: str | None 
             # `--multi_gpu` on a machine without GPUs otherwise starts N independent
             # single-process runs that overwrite each other's output folder.
             os.environ["ACCELERATE_USE_CPU"] = "true"
-    accelerator = Accelerator(
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        log_with=log_with,
-        project_dir=project_dir,
-    )
-    return accelerator
+    return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, log_with=log_with)
 
 
 def set_deepspeed_batch(accelerator, micro_batch_size: int) -> None:
@@ -53,9 +46,19 @@ def set_deepspeed_batch(accelerator, micro_batch_size: int) -> None:
     config["train_batch_size"] = micro_batch_size * ga * accelerator.num_processes
 
 
-def zero_stage(accelerator) -> int:
+def set_deepspeed_clipping(accelerator, max_grad_norm: float) -> None:
+    """Give DeepSpeed the stage's clipping norm (0: none): it clips inside its own step, where Accelerate's
+    `clip_grad_norm_` cannot, and would otherwise turn the JSON's `"gradient_clipping": "auto"` into 1.0."""
     plugin = accelerator.state.deepspeed_plugin
-    return int(plugin.zero_stage) if plugin is not None else 0
+    if plugin is None:
+        return
+    config = plugin.deepspeed_config
+    given = config.get("gradient_clipping", "auto")
+    if given != "auto" and float(given) != float(max_grad_norm):
+        rlog.get().warning(
+            f"DeepSpeed config sets gradient_clipping={given}; the stage's train.max_grad_norm={max_grad_norm} is used"
+        )
+    config["gradient_clipping"] = float(max_grad_norm)
 
 
 @contextmanager
@@ -82,20 +85,3 @@ def finish(accelerator) -> None:
     accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-
-
-def start_stage(cfg, gradient_accumulation_steps: int):
-    """How every training stage begins: (accelerator, logger, checkpoint to resume from or None).
-
-    The same seed on every process (identical adapter init), W&B when `cfg.tracking.wandb`, and the
-    resolved config written beside the outputs by the main process.
-    """
-    from accelerate.utils import set_seed
-
-    accelerator = make_accelerator(gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
-    log = rlog.setup(accelerator.is_main_process)
-    set_seed(cfg.seed)
-    resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    return accelerator, log, resume_from

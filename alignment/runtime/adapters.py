@@ -46,9 +46,12 @@ def apply(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
     else:
         peft_cfg = PromptTuningConfig(num_virtual_tokens=cfg.num_virtual_tokens, task_type=task_type)
     try:
-        return get_peft_model(model, peft_cfg)
+        wrapped = get_peft_model(model, peft_cfg)
     except ValueError as e:
         raise UserError(f"adapter: {cfg.method} does not fit this model ({str(e).splitlines()[0]})") from None
+    if getattr(model, "is_gradient_checkpointing", False):
+        wrapped.enable_input_require_grads()  # checkpointed blocks on a frozen base need a grad-requiring input
+    return wrapped
 
 
 def is_peft(model) -> bool:

@@ -34,13 +34,14 @@ def quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
     except ImportError:
         pass
-    try:
-        import datasets
-
+    # datasets reads these when it is imported; importing it here only to quiet it would cost every stage
+    # process most of a second, and most stages never load a dataset folder
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    if "datasets" in sys.modules:
+        datasets = sys.modules["datasets"]
         datasets.disable_progress_bars()
         datasets.utils.logging.set_verbosity_error()
-    except ImportError:
-        pass
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     logging.getLogger("accelerate").setLevel(logging.ERROR)  # "Removed shared tensor" on every save
     warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")

@@ -20,7 +20,8 @@ def versions() -> dict:
     return out
 
 
-def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dict, extra: dict | None = None) -> str:
+def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dict, extra: dict | None = None) -> dict:
+    """Write `output_dir/manifest.json` atomically; returns what was written. `extra` keys go at the top level."""
     path = os.path.join(output_dir, "manifest.json")
     data = {
         "stage": stage,
@@ -35,7 +36,7 @@ def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dic
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, default=str)
     os.replace(tmp, path)
-    return path
+    return data
 
 
 def read(folder: str) -> dict:

@@ -14,19 +14,15 @@ import torch
 
 
 class IndexStream:
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
+    def __init__(self, n: int, seed: int):
         self.n = n
         self.seed = seed
-        self.shuffle = shuffle
         self._perms: dict[int, list[int]] = {}
 
     def _perm(self, epoch: int) -> list[int]:
         if epoch not in self._perms:
-            if self.shuffle:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-                self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
-            else:
-                self._perms[epoch] = list(range(self.n))
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
             self._perms.pop(epoch - 2, None)  # only the current and previous epoch are ever read
         return self._perms[epoch]
 

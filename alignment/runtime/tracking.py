@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from alignment.config import TrackingConfig
 
@@ -24,10 +23,8 @@ class Tracker:
     def __init__(self, accelerator, cfg: TrackingConfig, output_dir: str, config: dict, run_id: str, step: int = 0):
         self.accelerator = accelerator
         self.cfg = cfg
-        self.run_id = run_id
         self.path = os.path.join(output_dir, "metrics.jsonl")
         self.samples_path = os.path.join(output_dir, "samples.jsonl")
-        self.start = time.time()
         if not accelerator.is_main_process:
             return
         os.makedirs(output_dir, exist_ok=True)

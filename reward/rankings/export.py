@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 
 from alignment.config import UserError, save_config
+from alignment.runtime import manifest
 from reward.rankings.agreement import consensus_ranks
 from reward.rankings.config import ExportConfig, redacted
 from reward.rankings.store import open_store, safe_url
@@ -201,18 +202,18 @@ def export(cfg: ExportConfig, store=None) -> dict:
             raise UserError(f"{safe_url(cfg.store)}: no preference pairs (all completions tied?); try ties=random")
         outputs["pairwise"] = _write(pairwise, test_ids, "pairwise", cfg)
     save_config(redacted(cfg), os.path.join(cfg.output_dir, "config.yaml"))
-    manifest = {
-        "stage": "rank-export",
-        "store": safe_url(cfg.store),
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "rankings_read": len(rankings),
-        "prompts": {
-            "train": len({r["_prompt_id"] for r in kwise} - test_ids),
-            "test": len(test_ids),
+    store_url = safe_url(cfg.store)
+    return manifest.write(
+        cfg.output_dir,
+        "rank-export",
+        inputs={"store": store_url},
+        outputs=outputs,
+        metrics={"rankings_read": len(rankings), **counts},
+        extra={
+            "store": store_url,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "rankings_read": len(rankings),
+            "prompts": {"train": len({r["_prompt_id"] for r in kwise} - test_ids), "test": len(test_ids)},
+            "counts": counts,
         },
-        "counts": counts,
-        "outputs": outputs,
-    }
-    with open(os.path.join(cfg.output_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-    return manifest
+    )

@@ -26,6 +26,7 @@ from alignment.runtime import manifest, models
 from alignment.runtime.accelerator import finish, make_accelerator
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import encode_prompt
+from alignment.runtime.generation import decode, generate, generation_config, left_pad
 from reward.rankings.store import open_store
 
 
@@ -65,6 +66,12 @@ class SampleConfig:
         require(self, "output_dir")
         if self.k < 2:
             raise UserError(f"k must be at least 2 to rank, got {self.k}")
+        checks = [("temperature", self.temperature > 0, "> 0"), ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+                  ("top_k", self.top_k >= 0, ">= 0"), ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+                  ("batch_size", self.batch_size >= 1, ">= 1"), ("repeats", self.repeats >= 1, ">= 1")]  # fmt: skip
+        for key, ok, want in checks:
+            if not ok:
+                raise UserError(f"'{key}' must be {want}, got {getattr(self, key)}")
 
     def store_url(self) -> str:
         return self.store or os.path.join(self.output_dir, "rankings.db")
@@ -83,27 +90,14 @@ def prompt_seed(seed: int, prompt, repeat: int) -> int:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, device) -> list[list[str]]:
+def complete(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, device) -> list[list[str]]:
     """K decoded completions for each prompt, sampled in one left-padded batch under `seed`."""
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    width = max(map(len, encoded))
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
+    queries, query_mask = left_pad([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id)
+    config = generation_config(cfg.max_new_tokens, cfg.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id,
+                               top_k=cfg.top_k, top_p=cfg.top_p, num_return_sequences=cfg.k)  # fmt: skip
     torch.manual_seed(seed)
-    gen = model.generate(
-        input_ids=ids,
-        attention_mask=mask,
-        do_sample=True,
-        num_return_sequences=cfg.k,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k or None,
-        max_new_tokens=cfg.max_new_tokens,
-        pad_token_id=pad,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+    out = generate(model, queries.to(device), query_mask.to(device), config)
+    texts = decode(tokenizer, out.responses, out.response_mask)
     return [texts[i * cfg.k : (i + 1) * cfg.k] for i in range(len(prompts))]
 
 
@@ -133,7 +127,7 @@ def sample(cfg: SampleConfig) -> dict:
         chunk = mine[start : start + cfg.batch_size]
         # Seeded by the batch's contents: the same config re-samples the same texts (no duplicates).
         seed = prompt_seed(cfg.seed, [p for p, _ in chunk], chunk[0][1])
-        texts = generate(model, tokenizer, [p for p, _ in chunk], cfg, seed, accelerator.device)
+        texts = complete(model, tokenizer, [p for p, _ in chunk], cfg, seed, accelerator.device)
         results += [(p, t, seed, r) for (p, r), t in zip(chunk, texts)]
         bar.update(len(chunk))
     bar.close()

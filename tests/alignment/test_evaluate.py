@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from alignment.config import ConfigError, UserError, load_config
-from alignment.evaluate import Batch, EvalConfig, left_pad, load_judge, sequence_logprobs, win_rate
+from alignment.evaluate import EvalConfig, load_judge, sequence_logprobs, win_rate
+from alignment.runtime.generation import Responses, has_eos, left_pad
 from tests.conftest import run_cli
 
 
@@ -49,7 +50,9 @@ def test_sequence_logprobs_match_a_naive_unpadded_loop(tiny_llama_dir):
     responses = torch.tensor([[30, 31, eos, pad], [40, 41, 42, 43]])
     mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
     queries, query_mask = left_pad(prompts, pad)
-    got = sequence_logprobs(model, Batch(queries, query_mask, responses, mask), temperature=0.7)
+    got = sequence_logprobs(
+        model, Responses(queries, query_mask, responses, mask, has_eos(responses, eos)), temperature=0.7
+    )
     want = [
         naive_logprob(model, prompts[0], [30, 31, eos], 0.7),
         naive_logprob(model, prompts[1], [40, 41, 42, 43], 0.7),

@@ -41,7 +41,7 @@ def test_two_process_ppo(tmp_path, mode, reward_dir, builtin_model):
     assert manifest["world_size"] == 2 and manifest["reward_kind"] == "adapter"
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in rows] == [1, 2, 3]  # logged once, by the main process
-    assert [x["episodes"] for x in rows] == [8, 16, 24]  # 4 prompts on each of 2 processes per update
+    assert [x["train/episodes"] for x in rows] == [8, 16, 24]  # 4 prompts on each of 2 processes per update
     for x in rows:
         assert x["val/ratio_first_minibatch"] == 1.0 and x["policy/approxkl_first_minibatch"] == 0.0
     assert rows[0]["objective/kl"] == 0.0 and rows[-1]["objective/kl"] != 0.0

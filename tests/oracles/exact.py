@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import torch
 
 from alignment.dpo.losses import dpo_loss
-from alignment.ppo.losses import logprobs_from_logits, response_mask
+from alignment.runtime.generation import response_mask
+from alignment.runtime.logprobs import logprobs_from_logits
 
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(input_ids [B, S], attention_mask [B, S]) -> logits [B, S, V] of a causal LM."""

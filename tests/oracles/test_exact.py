@@ -194,8 +194,8 @@ def test_policy_samples_follow_the_exact_probabilities():
     from peft import LoraConfig
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from alignment.ppo.losses import truncate_after_eos
     from alignment.ppo.model import build_ppo_model
+    from alignment.runtime.generation import truncate_after_eos
 
     torch.manual_seed(0)
     V, Lr, EOS, PAD, temp, n = 4, 3, 3, 0, 1.7, 2000

@@ -69,10 +69,9 @@ def build_task(root):
 
 def enumerated_rewards(tokenizer, responses: torch.Tensor) -> torch.Tensor:
     """[P, N] rewards PPO optimises for every enumerated response: the function, minus the no-EOS penalty."""
-    from alignment.ppo.losses import has_eos, response_mask
-    from alignment.ppo.train import completion_texts
+    from alignment.runtime.generation import decode, has_eos, response_mask
 
-    texts = completion_texts(tokenizer, responses, response_mask(responses, 1))
+    texts = decode(tokenizer, responses, response_mask(responses, 1))
     penalty = EOS_PENALTY * (~has_eos(responses, 1)).double()
     return torch.stack([torch.tensor(reward([p] * len(texts), texts), dtype=torch.float64) - penalty for p in PROMPTS])
 

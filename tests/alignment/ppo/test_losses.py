@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from alignment.ppo import losses as L
+from alignment.runtime.generation import response_mask
+from alignment.runtime.logprobs import logprobs_from_logits
 
 
 def _rand(*shape, seed=0, dtype=torch.float64):
@@ -15,44 +17,6 @@ def _rand(*shape, seed=0, dtype=torch.float64):
 
 def _prefix_mask(lengths, T):
     return torch.tensor([[1.0 if t < n else 0.0 for t in range(T)] for n in lengths], dtype=torch.float64)
-
-
-# --- log-probs and entropy -----------------------------------------------------------------------
-
-
-def test_logprobs_from_logits_matches_loop_with_temperature():
-    B, T, V, temp = 3, 4, 7, 0.7
-    logits = _rand(B, T, V)
-    tokens = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(1))
-    got = L.logprobs_from_logits(logits, tokens, temperature=temp)
-    for b in range(B):
-        for t in range(T):
-            z = [logits[b, t, v].item() / temp for v in range(V)]
-            log_norm = math.log(sum(math.exp(x) for x in z))
-            assert got[b, t].item() == pytest.approx(z[tokens[b, t]] - log_norm, abs=1e-12)
-
-
-def test_logprobs_upcast_bf16_and_match_sampling_distribution():
-    logits = _rand(2, 3, 5).to(torch.bfloat16)
-    tokens = torch.tensor([[0, 1, 2], [3, 4, 0]])
-    got = L.logprobs_from_logits(logits, tokens, temperature=0.5)
-    assert got.dtype == torch.float32
-    # the distribution sampling uses: softmax(logits / T) in fp32
-    ref = torch.log_softmax(logits.float() / 0.5, -1).gather(-1, tokens[..., None]).squeeze(-1)
-    torch.testing.assert_close(got, ref)
-
-
-def test_entropy_from_logits_matches_loop():
-    logits, temp = _rand(2, 3, 5), 1.3
-    got = L.entropy_from_logits(logits, temperature=temp)
-    for b in range(2):
-        for t in range(3):
-            z = [logits[b, t, v].item() / temp for v in range(5)]
-            s = sum(math.exp(x) for x in z)
-            p = [math.exp(x) / s for x in z]
-            assert got[b, t].item() == pytest.approx(-sum(q * math.log(q) for q in p), abs=1e-12)
-    # uniform logits: entropy is log V
-    assert L.entropy_from_logits(torch.zeros(1, 1, 8))[0, 0].item() == pytest.approx(math.log(8), abs=1e-6)
 
 
 # --- masked statistics ---------------------------------------------------------------------------
@@ -93,31 +57,15 @@ def test_masked_var_unbiased_needs_two_values():
         L.masked_var(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 0.0]]))
 
 
-# --- masks from EOS ------------------------------------------------------------------------------
+# --- last real token ----------------------------------------------------------------------------
 
 
-def test_response_mask_truncation_and_has_eos():
-    EOS, PAD = 2, 0
-    responses = torch.tensor(
-        [
-            [5, 6, 2, 7, 2],  # EOS in the middle: tokens after it are padding
-            [2, 5, 5, 5, 5],  # EOS first: only the EOS is real
-            [5, 6, 7, 8, 9],  # no EOS: all real (truncated at max length)
-            [5, 6, 7, 8, 2],  # EOS last
-        ]
-    )
+def test_last_token_index_of_prefix_masks():
+    # the masks of tests/alignment/runtime/test_generation.py: EOS in the middle, first, none, last
     expected = torch.tensor(
         [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]],
         dtype=torch.bool,
     )
-    assert torch.equal(L.response_mask(responses, EOS), expected)
-    assert L.has_eos(responses, EOS).tolist() == [True, True, False, True]
-    assert L.truncate_after_eos(responses, EOS, PAD).tolist() == [
-        [5, 6, 2, 0, 0],
-        [2, 0, 0, 0, 0],
-        [5, 6, 7, 8, 9],
-        [5, 6, 7, 8, 2],
-    ]
     assert L.last_token_index(expected).tolist() == [2, 0, 4, 4]
 
 
@@ -446,7 +394,7 @@ def _table_policy_logprobs(theta, prompt_last, responses):
     """Per-token log-probs [N, L] of a policy whose logits are theta[position, previous token] (theta [L, V, V])."""
     prev = torch.cat([torch.full_like(responses[:, :1], prompt_last), responses[:, :-1]], 1)
     logits = theta[torch.arange(responses.shape[1]), prev]  # [N, L, V]
-    return L.logprobs_from_logits(logits, responses)
+    return logprobs_from_logits(logits, responses)
 
 
 def test_population_group_loss_gradient_is_the_exact_objective_gradient_only_with_constant_aggregation():
@@ -456,7 +404,7 @@ def test_population_group_loss_gradient_is_the_exact_objective_gradient_only_wit
 
     V, Lr, EOS, beta = 3, 3, 2, 0.5
     responses = E.enumerate_responses(V, Lr, eos_token_id=EOS)
-    mask = L.response_mask(responses, EOS).double()
+    mask = response_mask(responses, EOS).double()
     N = responses.shape[0]
     theta = (0.7 * _rand(Lr, V, V, seed=33)).requires_grad_(True)
     ref_tok = _table_policy_logprobs(0.7 * _rand(Lr, V, V, seed=34), 1, responses) * mask
@@ -501,7 +449,7 @@ def test_k3_loss_term_follows_the_reverse_kl_per_state_on_policy():
 
     V, Lr, EOS = 3, 3, 2
     responses = E.enumerate_responses(V, Lr, eos_token_id=EOS)
-    mask = L.response_mask(responses, EOS).double()
+    mask = response_mask(responses, EOS).double()
     theta = (0.7 * _rand(Lr, V, V, seed=36)).requires_grad_(True)
     theta_ref = 0.7 * _rand(Lr, V, V, seed=37)
     tok = _table_policy_logprobs(theta, 1, responses)

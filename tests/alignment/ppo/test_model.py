@@ -253,6 +253,8 @@ def test_generation_and_scoring_see_the_same_policy(folders):
 def test_one_ppo_update_composes_with_the_losses(folders):
     """Rollout -> KL/rewards/GAE -> update: KL exactly 0 at step 0, first minibatch exactly on-policy."""
     from alignment.ppo import losses as L
+    from alignment.runtime.generation import response_mask, truncate_after_eos
+    from alignment.runtime.logprobs import logprobs_from_logits
 
     model = _build(folders)
     temp, P = 0.7, 4
@@ -262,12 +264,12 @@ def test_one_ppo_update_composes_with_the_losses(folders):
     out = model.generate(
         prompts, prompt_mask, do_sample=True, temperature=temp, max_new_tokens=6, eos_token_id=EOS, pad_token_id=PAD
     )
-    responses = L.truncate_after_eos(out[:, P:], EOS, PAD)
-    rmask = L.response_mask(responses, EOS)
+    responses = truncate_after_eos(out[:, P:], EOS, PAD)
+    rmask = response_mask(responses, EOS)
     seq, attn = torch.cat([prompts, responses], 1), torch.cat([prompt_mask, rmask.long()], 1)
 
     def logprobs(logits):  # position P-1+t predicts response token t
-        return L.logprobs_from_logits(logits[:, P - 1 : -1], responses, temp)
+        return logprobs_from_logits(logits[:, P - 1 : -1], responses, temp)
 
     with torch.no_grad():
         old_logp = logprobs(model(seq, attn, role="policy"))

@@ -19,7 +19,7 @@ PPO = ["configs/ppo.yaml", "rollout.per_device_batch_size=8", "rollout.response_
        "train.sample_steps=2"]  # fmt: skip
 REQUIRED = [
     "objective/kl", "objective/entropy", "objective/rlhf_reward", "objective/scores", "policy/approxkl",
-    "policy/clipfrac", "loss/policy", "loss/value", "val/ratio", "val/num_eos", "lr", "episodes",
+    "policy/clipfrac", "loss/policy", "loss/value", "val/ratio", "val/num_eos", "train/learning_rate", "train/episodes",
     "time/generation_share",
 ]  # fmt: skip
 
@@ -81,7 +81,7 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
         assert x["policy/approxkl_first_minibatch"] == 0.0 and x["policy/clipfrac_first_minibatch"] == 0.0
     assert rows[0]["objective/kl"] == 0.0  # policy == reference bit for bit before the first update
     assert rows[-1]["objective/kl"] != 0.0 and rows[-1]["policy/approxkl"] > 0  # and it moved after
-    assert [x["episodes"] for x in rows] == [8, 16, 24, 32]
+    assert [x["train/episodes"] for x in rows] == [8, 16, 24, 32]
     assert 0 < rows[0]["time/generation_share"] < 1
     samples = lines(out, "samples.jsonl")
     assert {s["step"] for s in samples} == {1, 2, 4} and all(
@@ -187,7 +187,7 @@ def test_bad_reward_settings_are_one_line_errors(tmp_path, stages):
 def test_running_moments_left_padding_and_reward_kind(tmp_path, stages):
     """The small pieces the stage leans on: chunked running statistics, the rollout layout, reward routing."""
     from alignment.ppo.rewards import RunningMoments, reward_kind
-    from alignment.ppo.rollout import left_pad
+    from alignment.runtime.generation import left_pad
 
     torch.manual_seed(0)
     chunks = [torch.randn(n) * 3 + 1 for n in (5, 1, 17, 8)]
@@ -220,7 +220,8 @@ def test_sampling_stops_at_eos_only_when_asked(stages):
 
     from alignment.config import AdapterConfig
     from alignment.ppo.model import build_ppo_model, lora_config
-    from alignment.ppo.rollout import left_pad, sample
+    from alignment.ppo.rollout import sample
+    from alignment.runtime.generation import left_pad
 
     merged = os.path.join(stages[0], "merged")
     tok = AutoTokenizer.from_pretrained(merged)
