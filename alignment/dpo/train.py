@@ -158,21 +158,17 @@ def evaluate(cfg: DPOConfig, accelerator, model, examples: list[dict], batch_siz
 
 
 def train(cfg: DPOConfig) -> dict:
-    # 1. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
+    # 1. Data first, so a bad row stops the stage before anything is written: rankings (pairwise rows are
+    #    K = 2) -> prompt + completion ids with completion masks; held out by prompt.
     t, c = cfg.train, cfg.loss
+    base_path = rmodel.base_path(cfg.model)
+    tokenizer = rmodel.load_tokenizer(cfg.model)
+    train_set, eval_set, informative = load_examples(cfg, tokenizer)
+
+    # 2. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
     run = loop.start("dpo", cfg, t.gradient_accumulation_steps)
     accelerator, log = run.accelerator, run.log
     rank, world, accumulation = accelerator.process_index, accelerator.num_processes, t.gradient_accumulation_steps
-
-    # 2. Data: rankings (pairwise rows are K = 2) -> prompt + completion ids with completion masks.
-    base_path = rmodel.base_path(cfg.model)
-    tokenizer = rmodel.load_tokenizer(cfg.model)
-    train_rankings, eval_rankings = ddata.load_data(cfg.data, cfg.seed)
-    train_set = [ddata.encode(tokenizer, r, cfg.data) for r in train_rankings]
-    eval_set = [ddata.encode(tokenizer, r, cfg.data) for r in eval_rankings]
-    informative = [ddata.is_informative(e["ranks"], c.ties) for e in train_set]
-    if not any(informative):
-        raise UserError(f"{cfg.data.path}: no row carries a preference (every ranking is one tie)")
     ks = sorted({len(e["input_ids"]) for e in train_set})
     log.info(
         f"dpo: {len(train_set)} train rankings (K {ks[0]}-{ks[-1]}), {len(eval_set)} held out, {world} process(es)"
@@ -236,6 +232,17 @@ def train(cfg: DPOConfig) -> dict:
     save(cfg, run, model, tokenizer, base_path, report, {"steps": steps, "data": data})
     loop.finish(run)
     return report
+
+
+def load_examples(cfg: DPOConfig, tokenizer) -> tuple[list[dict], list[dict], list[bool]]:
+    """(train examples, held-out examples, whether each train example carries a preference)."""
+    train_rankings, eval_rankings = ddata.load_data(cfg.data, cfg.seed)
+    train_set = [ddata.encode(tokenizer, r, cfg.data) for r in train_rankings]
+    eval_set = [ddata.encode(tokenizer, r, cfg.data) for r in eval_rankings]
+    informative = [ddata.is_informative(e["ranks"], cfg.loss.ties) for e in train_set]
+    if not any(informative):
+        raise UserError(f"{cfg.data.path}: no training row carries a preference (every ranking is one tie)")
+    return train_set, eval_set, informative
 
 
 def build_policy(cfg: DPOConfig, base_path: str):
