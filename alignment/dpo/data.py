@@ -17,6 +17,7 @@ import os
 import torch
 
 from alignment.config import UserError
+from alignment.dpo import losses
 from alignment.runtime.formatting import encode_prompt
 from reward import data as rdata
 from reward.model import completion_text
@@ -66,6 +67,19 @@ def encode(tokenizer, ranking: dict, d) -> dict:
         "chosen_probability": ranking.get("chosen_probability"),
         "margin": None,
     }
+
+
+def check_plackett_luce(ranking: dict, ties: str) -> None:
+    """Raise a UserError naming the row when the Plackett-Luce sums over tie orders would be too large: at most
+    MAX_TIE_SUBSET tied completions (`drop`) or completions in all (`davidson`, which sums over every subset)."""
+    ranks = ranking["ranks"]
+    largest = len(ranks) if ties == "davidson" else max(ranks.count(r) for r in set(ranks))
+    if largest > losses.MAX_TIE_SUBSET:
+        what = "completions" if ties == "davidson" else "tied completions"
+        raise UserError(
+            f"{ranking['where']}: {largest} {what}; loss.type=plackett_luce with ties={ties} handles at most "
+            f"{losses.MAX_TIE_SUBSET} (use loss.type=sigmoid for this data)"
+        )
 
 
 def is_informative(ranks: list[int], ties: str = "drop") -> bool:

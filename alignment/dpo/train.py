@@ -237,6 +237,9 @@ def train(cfg: DPOConfig) -> dict:
 def load_examples(cfg: DPOConfig, tokenizer) -> tuple[list[dict], list[dict], list[bool]]:
     """(train examples, held-out examples, whether each train example carries a preference)."""
     train_rankings, eval_rankings = ddata.load_data(cfg.data, cfg.seed)
+    if cfg.loss.type == "plackett_luce":
+        for r in train_rankings + eval_rankings:
+            ddata.check_plackett_luce(r, cfg.loss.ties)
     train_set = [ddata.encode(tokenizer, r, cfg.data) for r in train_rankings]
     eval_set = [ddata.encode(tokenizer, r, cfg.data) for r in eval_rankings]
     informative = [ddata.is_informative(e["ranks"], cfg.loss.ties) for e in train_set]

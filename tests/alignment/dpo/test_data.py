@@ -94,6 +94,15 @@ def test_collate_marks_completion_tokens_and_lays_out_slots():
     assert "ref_logps" not in D.collate(examples, tok.pad_token_id)  # all or none: computed on the fly
 
 
+def test_plackett_luce_tie_limits_name_the_row():
+    big_tie = to_ranking({"prompt": "a", "completions": ["b"] * 14, "ranks": [1] + [2] * 13}, "x:5")
+    with pytest.raises(UserError, match="^x:5: 13 tied completions; loss.type=plackett_luce with ties=drop"):
+        D.check_plackett_luce(big_tie, "drop")
+    with pytest.raises(UserError, match="^x:5: 14 completions; .* ties=davidson handles at most 12"):
+        D.check_plackett_luce(big_tie, "davidson")
+    D.check_plackett_luce({**big_tie, "ranks": list(range(1, 15))}, "drop")  # no tie: any K
+
+
 def test_informative_prompts():
     assert D.is_informative([1, 2]) and D.is_informative([1, 1, 3])
     assert not D.is_informative([1, 1]) and not D.is_informative([2, 2, 2])
