@@ -57,13 +57,15 @@ def completion_logps(model, batch: dict, device, average: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_logps(accelerator, model, batch: dict, device, average: bool) -> torch.Tensor:
-    """The same under the reference (the base with the policy adapter off), or the batch's precomputed ones."""
+def reference_logps(peft_model, batch: dict, device, average: bool) -> torch.Tensor:
+    """The same under the reference (the base with the policy adapter off), or the batch's precomputed ones.
+
+    peft_model: the unwrapped PeftModel (`accelerator.unwrap_model`, once: it is slow); no gradient flows, so
+    DDP's wrapper is not needed, and under ZeRO-3 its hooks still gather the partitioned weights."""
     if "ref_logps" in batch:
         return batch["ref_logps"].to(device)
-    unwrapped = accelerator.unwrap_model(model)
-    with unwrapped.disable_adapter():
-        return completion_logps(unwrapped, batch, device, average)
+    with peft_model.disable_adapter():
+        return completion_logps(peft_model, batch, device, average)
 
 
 @torch.no_grad()
@@ -74,7 +76,7 @@ def precompute_reference(accelerator, model, examples: list[dict], batch_size: i
         len(examples), batch_size, accelerator.process_index, accelerator.num_processes
     ):
         batch = ddata.collate([examples[i] for i in indices], pad_id, weights)
-        grid = reference_logps(accelerator, model, batch, accelerator.device, average).cpu()
+        grid = reference_logps(accelerator.unwrap_model(model), batch, accelerator.device, average).cpu()
         mine += [(i, grid[b, : len(examples[i]["input_ids"])].tolist()) for b, i in enumerate(indices) if weights[b]]
     found = dict(gather_object(mine) if accelerator.num_processes > 1 else mine)
     for i, e in enumerate(examples):
@@ -139,12 +141,12 @@ def evaluate(cfg: DPOConfig, accelerator, model, examples: list[dict], batch_siz
         return {}
     model.eval()
     totals: dict[str, float] = {}
-    average = cfg.loss.length_normalize
+    average, peft_model = cfg.loss.length_normalize, accelerator.unwrap_model(model)
     for indices, weights in eval_batches(
         len(examples), batch_size, accelerator.process_index, accelerator.num_processes
     ):
         batch = ddata.collate([examples[i] for i in indices], pad_id, weights)
-        ref = reference_logps(accelerator, model, batch, accelerator.device, average)
+        ref = reference_logps(peft_model, batch, accelerator.device, average)
         logps = completion_logps(model, batch, accelerator.device, average)
         sums = batch_sums(cfg.loss, batch_loss(cfg.loss, logps, ref, batch), logps, ref, batch)
         totals = {k: totals.get(k, 0.0) + v for k, v in sums.items()}
@@ -190,6 +192,7 @@ def train(cfg: DPOConfig) -> dict:
 
     # 5. Train: per micro-batch, one policy pass (+ one reference pass) over all completions, the ranking loss.
     stream = IndexStream(len(train_set), cfg.seed)
+    peft_model = accelerator.unwrap_model(model)
     model.train()
     window, grad_norm = loop.Window(), None
     for step in loop.progress(run, steps):
@@ -202,7 +205,7 @@ def train(cfg: DPOConfig) -> dict:
                                   tokenizer.pad_token_id)  # fmt: skip
             with accelerator.accumulate(model):
                 # 5b. Reference and policy log-probs [B, K]; 5c. per-prompt losses; 5d. optimise.
-                ref = reference_logps(accelerator, model, batch, accelerator.device, c.length_normalize)
+                ref = reference_logps(peft_model, batch, accelerator.device, c.length_normalize)
                 logps = completion_logps(model, batch, accelerator.device, c.length_normalize)
                 result = batch_loss(c, logps, ref, batch)
                 loss = (result.losses * result.informative).sum() * scale
