@@ -17,6 +17,7 @@ COMMANDS = {
     "sample": ("reward.rankings.sampling", "sample K completions per prompt into the ranking store (stage 2)"),
     "rank": ("reward.rankings.app.cli", "ranking app: serve | status | export | import | annotate | users (stage 2)"),
     "reward": ("reward.train", "train the reward model on rankings (stage 3)"),
+    "dpo": ("alignment.dpo.train", "DPO / IPO / listwise Plackett-Luce DPO on the rankings (policy adapter)"),
     "ppo": ("alignment.ppo.train", "PPO against the reward model on one frozen base (stage 4)"),
     "pipeline": ("alignment.pipeline", "run every stage in order from one config"),
     "eval": ("alignment.evaluate", "compare policies: reward, win rate, KL, length"),

@@ -3,11 +3,12 @@
 Accepted rows (from files, `datasets` folders, hub ids via `load_rows`, or `builtin:reviews-rankings`):
 - K-wise export: `{"prompt", "completions": [K], "ranks": [K ints, 1 = best, ties share], "annotator",
   "task_id", "meta"}` (annotator, task_id and meta optional);
-- TRL pairwise: `{"prompt", "chosen", "rejected"}`, strings or message lists, optional `margin`; with no
-  `prompt` column the prompt is the common prefix of chosen and rejected (TRL's implicit prompt).
+- TRL pairwise: `{"prompt", "chosen", "rejected"}`, strings or message lists, optional `margin` and
+  `chosen_probability` (a soft label: P(chosen is better), in [0, 1]); with no `prompt` column the
+  prompt is the common prefix of chosen and rejected (TRL's implicit prompt).
 
-A ranking is `{"prompt", "completions", "ranks", "annotator", "margin", "where"}`; pairwise rows become
-K = 2 rankings. Malformed rows raise `UserError("file:row: ...")`.
+A ranking is `{"prompt", "completions", "ranks", "annotator", "margin", "chosen_probability", "where"}`;
+pairwise rows become K = 2 rankings (chosen_probability None: a hard label; always None for K-wise rows). Malformed rows raise `UserError("file:row: ...")`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from reward.model import encode_text, pad
 from reward.rankings import synthetic
 
 BUILTIN = "builtin:reviews-rankings"
+PROBABILITY = "chosen_probability"
 
 
 def load_rankings(
@@ -69,8 +71,21 @@ def to_ranking(row: dict, where: str, k: int | None = None) -> dict:
         "ranks": ranks,
         "annotator": str(row.get("annotator") or "unknown"),
         "margin": None if margin is None else float(margin),
+        "chosen_probability": _chosen_probability(row, where),
         "where": where,
     }
+
+
+def _chosen_probability(row: dict, where: str) -> float | None:
+    """The optional soft label of a pairwise row (None if absent), checked to be a number in [0, 1]."""
+    p = row.get(PROBABILITY)
+    if p is None:
+        return None
+    if "completions" in row:
+        raise UserError(f"{where}: '{PROBABILITY}' is a pairwise (chosen/rejected) column, not a K-wise one")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise UserError(f"{where}: '{PROBABILITY}' must be a number in [0, 1], got {p!r}")
+    return float(p)
 
 
 def _kwise(row: dict, where: str, k: int | None) -> tuple:

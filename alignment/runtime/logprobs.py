@@ -24,21 +24,33 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature
     The same temperature must be used here as in sampling, or ratio and KL are biased from step 0.
     """
     out = []
-    # one row at a time: the float32 copies are [T, V], not [B, T, V] (a 150k vocabulary makes that GBs)
-    for row_logits, row_tokens in zip(logits, tokens):
+    # a few rows at a time: the float32 copies are [rows, T, V], never [B, T, V] (a 150k vocabulary makes that
+    # GBs); with a small vocabulary many rows fit in one chunk, and a row-by-row loop would cost more than the model
+    for row_logits, row_tokens in zip(_chunks(logits), _chunks(tokens, logits)):
         row = _fp32(row_logits) / temperature
         taken = torch.gather(row, -1, row_tokens.long().unsqueeze(-1)).squeeze(-1)
         out.append(taken - torch.logsumexp(row, dim=-1))
-    return torch.stack(out)
+    return torch.cat(out)
+
+
+CHUNK_ELEMENTS = 1 << 22
+"""Logit elements upcast at once (16 MiB of float32): one row of a large vocabulary, many of a small one."""
+
+
+def _chunks(x: torch.Tensor, like: torch.Tensor | None = None):
+    """`x` split along its first dimension into chunks of rows holding at most CHUNK_ELEMENTS logits (of `like`)."""
+    like = x if like is None else like
+    per_row = max(1, like[0].numel()) if len(like) else 1
+    return torch.split(x, max(1, CHUNK_ELEMENTS // per_row))
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Entropy of softmax(logits / temperature) per position: [B, T, V] -> [B, T] (nats)."""
     out = []
-    for row_logits in logits:  # row by row for memory, as in logprobs_from_logits
+    for row_logits in _chunks(logits):  # a few rows at a time for memory, as in logprobs_from_logits
         logp = F.log_softmax(_fp32(row_logits) / temperature, dim=-1)
         out.append(-(logp.exp() * logp).sum(-1))
-    return torch.stack(out)
+    return torch.cat(out)
 
 
 def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, prompt_width: int, temperature: float):

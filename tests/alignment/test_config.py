@@ -80,6 +80,8 @@ def stage_class(path: str):
         return pytest.importorskip("reward.train").RewardConfig
     if name.startswith("ppo"):
         return pytest.importorskip("alignment.ppo.config").PPOConfig
+    if name.startswith("dpo"):
+        return pytest.importorskip("alignment.dpo.config").DPOConfig
     if name.startswith("sample"):
         return pytest.importorskip("reward.rankings.sampling").SampleConfig
     if name.startswith("rank"):

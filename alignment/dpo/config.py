@@ -1,0 +1,114 @@
+"""`DPOConfig`: every hyperparameter of `rlhf dpo`, with a docstring under each field (`rlhf dpo --help`).
+
+Batch vocabulary: a micro-batch holds `train.per_device_batch_size` ranked prompts on each process (a
+pairwise row is a prompt with K = 2), and all their completions go through the model in one forward
+pass; an optimizer step is `train.gradient_accumulation_steps` micro-batches on every process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from alignment.config import (
+    AdapterConfig,
+    CheckpointConfig,
+    ConfigError,
+    ModelConfig,
+    TrackingConfig,
+    TrainConfig,
+    require,
+)
+
+
+@dataclass
+class DPODataConfig:
+    path: str = "builtin:reviews-rankings"
+    """K-wise rankings (`prompt`, `completions`, `ranks`) or TRL preference rows (`prompt`/`chosen`/`rejected`,
+    strings or message lists, optional `chosen_probability` soft label): a jsonl/json/parquet/csv file, a
+    `datasets` folder, a hub id, or `builtin:reviews-rankings`."""
+    split: str = "train"
+    """Split to train on (dataset folders and hub ids)."""
+    eval_path: str | None = None
+    """Held-out preferences; otherwise `test_size` of the prompts are held out from `path`."""
+    eval_split: str = "test"
+    """Split of eval_path to evaluate on (dataset folders and hub ids; files are read whole)."""
+    test_size: float = 0.1
+    """Held-out share (<1) or count (>=1) of distinct prompts when there is no eval_path; 0 for none."""
+    k: int | None = None
+    """Require exactly K completions per row; None accepts any K >= 2."""
+    limit: int | None = None
+    """Use only the first N rows (quick runs)."""
+    max_length: int = 512
+    """Tokens of prompt + completion; completions are cut from the right to fit."""
+    max_prompt_length: int = 256
+    """Prompt tokens kept; longer prompts lose tokens from the left (the end is what completions continue)."""
+    max_completion_length: int | None = None
+    """Completion tokens kept (EOS included), cut from the right; None: whatever max_length leaves."""
+
+
+@dataclass
+class DPOLossConfig:
+    type: Literal["sigmoid", "ipo", "plackett_luce"] = "plackett_luce"
+    """`sigmoid` (DPO), `ipo`, or `plackett_luce` (listwise DPO over a whole ranking). sigmoid and ipo use
+    every strict pair of a K-wise ranking; at K = 2 all three see the same pair (and PL equals sigmoid)."""
+    beta: float = 0.1
+    """KL strength: the implicit reward is beta * log(pi / pi_ref)."""
+    ties: Literal["drop", "davidson"] = "drop"
+    """Tied completions: no comparison inside a tie (`drop`), or Davidson-Luce tie likelihood (plackett_luce only)."""
+    tie_param: float = 1.5
+    """Davidson nu (> 0): how likely ties are at equal reward."""
+    length_normalize: bool = False
+    """Use the mean log-prob per completion token instead of the sum (TRL's IPO and `sigmoid_norm` do)."""
+    precompute_ref: bool = False
+    """Compute the reference log-probs of every training completion once before training (one pass with
+    adapters off), instead of a reference forward pass in every step."""
+
+
+@dataclass
+class DPOEvalConfig:
+    batch_size: int | None = None
+    """Prompts per evaluation forward pass on each process; None uses train.per_device_batch_size."""
+
+
+@dataclass
+class DPOConfig:
+    output_dir: str = ""
+    """Run folder: the policy adapter, tokenizer, config.yaml, metrics.jsonl, eval.json, manifest.json, checkpoints."""
+    seed: int = 42
+    """Seed for the adapter init, the held-out split and the data order."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The base: an SFT run folder (its merged model), a model folder or hub id. It is also the reference."""
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    """The policy adapter (LoRA or IA3: the reference is the base with it switched off)."""
+    data: DPODataConfig = field(default_factory=DPODataConfig)
+    loss: DPOLossConfig = field(default_factory=DPOLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: DPOEvalConfig = field(default_factory=DPOEvalConfig)
+    save_merged: bool = False
+    """Also save the policy merged into the base under output_dir/merged (a standalone model)."""
+
+    def validate(self) -> None:
+        require(self, "output_dir", "data.path")
+        if not self.loss.beta > 0:
+            raise ConfigError(f"'loss.beta' must be > 0, got {self.loss.beta}")
+        if self.loss.ties == "davidson" and self.loss.type != "plackett_luce":
+            raise ConfigError("'loss.ties=davidson' needs loss.type=plackett_luce (sigmoid and ipo drop ties)")
+        if self.loss.ties == "davidson" and not self.loss.tie_param > 0:
+            raise ConfigError(f"'loss.tie_param' must be > 0 for Davidson (nu), got {self.loss.tie_param}")
+        if self.adapter.method not in ("lora", "ia3"):
+            raise ConfigError(
+                f"'adapter.method' must be lora or ia3 for DPO (the reference is the base with the adapter off), "
+                f"got '{self.adapter.method}'"
+            )
+        if self.data.k is not None and self.data.k < 2:
+            raise ConfigError(f"'data.k' must be >= 2, got {self.data.k}")
+        d = self.data
+        if d.max_prompt_length < 1 or d.max_length <= d.max_prompt_length:
+            raise ConfigError(
+                f"'data.max_length' ({d.max_length}) must exceed 'data.max_prompt_length' ({d.max_prompt_length}) >= 1"
+            )
+        if d.max_completion_length is not None and d.max_completion_length < 1:
+            raise ConfigError(f"'data.max_completion_length' must be >= 1, got {d.max_completion_length}")

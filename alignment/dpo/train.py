@@ -1,0 +1,311 @@
+"""Offline preference optimisation from rankings: DPO (sigmoid), IPO, and listwise Plackett-Luce DPO.
+
+    rlhf dpo configs/dpo.yaml model.name_or_path=runs/tiny/sft data.path=runs/tiny/export/kwise
+    accelerate launch --config_file launch/ddp.yaml -m alignment dpo configs/dpo.yaml
+    accelerate launch --config_file launch/zero3.yaml -m alignment dpo configs/dpo.yaml
+
+The policy is a LoRA adapter on the base (the SFT model); the reference is the same base with the
+adapter switched off, so one model is in memory. Each micro-batch holds `per_device_batch_size` ranked
+prompts and all their completions go through the policy in ONE forward pass (and one reference pass
+with the adapter off, unless `loss.precompute_ref` computed every reference log-prob once before
+training); the [prompts, K] log-probs then give the Plackett-Luce loss over each whole ranking, or
+DPO / IPO over all its strict pairs. Pairwise rows are K = 2 rankings, with an optional soft label.
+Writes to output_dir: the policy adapter (`PeftModel.from_pretrained(base, output_dir)` loads it),
+the tokenizer, `eval.json`, `config.yaml`, `metrics.jsonl`, `manifest.json` and resumable `checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import torch
+from accelerate.utils import gather_object
+
+from alignment.cli import parse_stage_args
+from alignment.config import UserError
+from alignment.dpo import data as ddata
+from alignment.dpo import losses
+from alignment.dpo.config import DPOConfig, DPOLossConfig
+from alignment.runtime import adapters, loop, manifest, models, optim
+from alignment.runtime.logprobs import logprobs_from_logits
+from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
+from reward import data as rdata
+from reward import model as rmodel
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_stage_args("rlhf dpo", DPOConfig, argv, __doc__)
+    if cfg is not None:
+        train(cfg)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Log-probs of every completion in a batch: policy (adapter on) and reference (adapter off)
+
+
+def completion_logps(model, batch: dict, device, average: bool) -> torch.Tensor:
+    """Sequence log-probs [B, K_max] of every completion from one forward pass (summed, or with `average`
+    the mean per completion token); 0 at padding slots."""
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    token_logps = logprobs_from_logits(logits[:, :-1], ids[:, 1:])  # logits[:, t] predict token t + 1
+    flat = losses.sequence_logps(token_logps, batch["completion_mask"][:, 1:].to(device), average)
+    return rdata.to_grid(flat, batch["slot"].to(device), *batch["ranks"].shape)
+
+
+@torch.no_grad()
+def reference_logps(peft_model, batch: dict, device, average: bool) -> torch.Tensor:
+    """The same under the reference (the base with the policy adapter off), or the batch's precomputed ones.
+
+    peft_model: the unwrapped PeftModel (`accelerator.unwrap_model`, once: it is slow); no gradient flows, so
+    DDP's wrapper is not needed, and under ZeRO-3 its hooks still gather the partitioned weights."""
+    if "ref_logps" in batch:
+        return batch["ref_logps"].to(device)
+    with peft_model.disable_adapter():
+        return completion_logps(peft_model, batch, device, average)
+
+
+@torch.no_grad()
+def precompute_reference(accelerator, model, examples: list[dict], batch_size: int, pad_id: int, average: bool):
+    """Store each example's reference log-probs (`ref_logps`, one per completion), computed across processes."""
+    mine = []
+    for indices, weights in eval_batches(
+        len(examples), batch_size, accelerator.process_index, accelerator.num_processes
+    ):
+        batch = ddata.collate([examples[i] for i in indices], pad_id, weights)
+        grid = reference_logps(accelerator.unwrap_model(model), batch, accelerator.device, average).cpu()
+        mine += [(i, grid[b, : len(examples[i]["input_ids"])].tolist()) for b, i in enumerate(indices) if weights[b]]
+    found = dict(gather_object(mine) if accelerator.num_processes > 1 else mine)
+    for i, e in enumerate(examples):
+        e["ref_logps"] = found[i]
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss of a batch
+
+
+def ranking_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, ranks, valid) -> losses.RankingLoss:
+    """Per-prompt loss of rankings [B, K]: Plackett-Luce over the whole ranking, or DPO / IPO over all strict pairs."""
+    if c.type == "plackett_luce":
+        return losses.plackett_luce_loss(logps, ref, ranks, valid, c.beta, c.ties, c.tie_param)
+    return losses.ranking_pair_loss(logps, ref, ranks, valid, c.beta, c.type)
+
+
+def batch_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, batch: dict) -> losses.RankingLoss:
+    """The batch's per-prompt losses; a soft-labelled pair (probability p < 1 that the first completion is better)
+    costs p * loss(ranks) + (1 - p) * loss(reversed ranks): exactly `dpo_loss` with chosen_probability p for
+    sigmoid and IPO, and the same for Plackett-Luce, which is sigmoid DPO at K = 2."""
+    device = logps.device
+    ranks, valid, p = batch["ranks"].to(device), batch["valid"].to(device), batch["probability"].to(device)
+    result = ranking_loss(c, logps, ref, ranks, valid)
+    if not bool((p < 1).any()):
+        return result
+    reversed_ranks = torch.where(valid, ranks.max(-1, keepdim=True).values + 1 - ranks, ranks)
+    flipped = ranking_loss(c, logps, ref, reversed_ranks, valid)
+    p = p.to(result.losses.dtype)
+    return result._replace(losses=p * result.losses + (1 - p) * flipped.losses)
+
+
+def batch_sums(c: DPOLossConfig, result: losses.RankingLoss, logps, ref, batch: dict) -> dict[str, float]:
+    """Sums for the logged metrics of one micro-batch: loss over informative prompts, those prompts, TRL's
+    DPO metrics over strict comparisons, and the non-padding tokens."""
+    device = logps.device
+    weight = result.informative.to(result.losses.dtype)
+    sums = losses.ranking_metric_sums(logps, ref, batch["ranks"].to(device), batch["valid"].to(device), c.beta)
+    return {
+        "loss": (result.losses.detach() * weight).sum().item(),
+        "prompts": weight.sum().item(),
+        **{name: value.sum().item() for name, value in sums.items()},
+        "rankings": batch["valid"].any(-1).sum().item(),
+        "tokens": int(batch["attention_mask"].sum()),
+    }
+
+
+def metrics_from_sums(s: dict[str, float], prefix: str) -> dict[str, float]:
+    """`<prefix>/loss` (mean per informative prompt) and TRL's `<prefix>/rewards/...`, `<prefix>/logps/...`
+    (means per strict comparison), from sums over prompts and processes."""
+    comparisons = s["comparisons"]
+    out = {f"{prefix}/loss": s["loss"] / s["prompts"] if s["prompts"] else float("nan")}
+    out.update({f"{prefix}/{name}": s[name] / comparisons if comparisons else float("nan") for name in losses.METRICS})
+    return out
+
+
+@torch.no_grad()
+def evaluate(cfg: DPOConfig, accelerator, model, examples: list[dict], batch_size: int, pad_id: int) -> dict:
+    """Held-out loss and TRL's DPO metrics (`eval/loss`, `eval/rewards/accuracies`, ...), every example once
+    across processes; {} without held-out data."""
+    if not examples:
+        return {}
+    model.eval()
+    totals: dict[str, float] = {}
+    average, peft_model = cfg.loss.length_normalize, accelerator.unwrap_model(model)
+    for indices, weights in eval_batches(
+        len(examples), batch_size, accelerator.process_index, accelerator.num_processes
+    ):
+        batch = ddata.collate([examples[i] for i in indices], pad_id, weights)
+        ref = reference_logps(peft_model, batch, accelerator.device, average)
+        logps = completion_logps(model, batch, accelerator.device, average)
+        sums = batch_sums(cfg.loss, batch_loss(cfg.loss, logps, ref, batch), logps, ref, batch)
+        totals = {k: totals.get(k, 0.0) + v for k, v in sums.items()}
+    model.train()
+    totals = loop.reduce_metrics(accelerator, totals, reduction="sum")
+    return {**metrics_from_sums(totals, "eval"), "eval/prompts": totals["prompts"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage
+
+
+def train(cfg: DPOConfig) -> dict:
+    # 1. Data first, so a bad row stops the stage before anything is written: rankings (pairwise rows are
+    #    K = 2) -> prompt + completion ids with completion masks; held out by prompt.
+    t, c = cfg.train, cfg.loss
+    base_path = rmodel.base_path(cfg.model)
+    tokenizer = rmodel.load_tokenizer(cfg.model)
+    train_set, eval_set, informative = load_examples(cfg, tokenizer)
+
+    # 2. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
+    run = loop.start("dpo", cfg, t.gradient_accumulation_steps)
+    accelerator, log = run.accelerator, run.log
+    rank, world, accumulation = accelerator.process_index, accelerator.num_processes, t.gradient_accumulation_steps
+    ks = sorted({len(e["input_ids"]) for e in train_set})
+    log.info(
+        f"dpo: {len(train_set)} train rankings (K {ks[0]}-{ks[-1]}), {len(eval_set)} held out, {world} process(es)"
+    )
+
+    # 3. Model: the base with the policy adapter (the reference is the base with it off), optimizer, schedule.
+    model = build_policy(cfg, base_path)
+    trainable, total = adapters.count_parameters(model)
+    log.info(f"dpo: training {trainable:,} of {total:,} parameters ({cfg.adapter.method}, {c.type}, beta {c.beta})")
+    steps = total_steps(len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, accumulation)
+    model, optimizer, scheduler = optim.setup(accelerator, model, t, steps, t.per_device_batch_size)
+
+    # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step. Precomputed
+    #    reference log-probs are recomputed (deterministic: the same batches of the same frozen base).
+    loop.resume(run)
+    eval_bs = cfg.eval.batch_size or t.per_device_batch_size
+    if c.precompute_ref:
+        precompute_reference(accelerator, model, train_set, eval_bs, tokenizer.pad_token_id, c.length_normalize)
+
+    # 5. Train: per micro-batch, one policy pass (+ one reference pass) over all completions, the ranking loss.
+    stream = IndexStream(len(train_set), cfg.seed)
+    peft_model = accelerator.unwrap_model(model)
+    model.train()
+    window, grad_norm = loop.Window(), None
+    for step in loop.progress(run, steps):
+        micro_steps = range(step * accumulation, (step + 1) * accumulation)
+        # 5a. Every process knows the whole step's batches: the loss is a mean over its informative prompts.
+        prompts = step_prompts(stream, informative, micro_steps, t.per_device_batch_size, world)
+        scale = world * accumulation / max(prompts, 1)
+        for m in micro_steps:
+            batch = ddata.collate([train_set[i] for i in stream.batch(m, t.per_device_batch_size, rank, world)],
+                                  tokenizer.pad_token_id)  # fmt: skip
+            with accelerator.accumulate(model):
+                # 5b. Reference and policy log-probs [B, K]; 5c. per-prompt losses; 5d. optimise.
+                ref = reference_logps(peft_model, batch, accelerator.device, c.length_normalize)
+                logps = completion_logps(model, batch, accelerator.device, c.length_normalize)
+                result = batch_loss(c, logps, ref, batch)
+                loss = (result.losses * result.informative).sum() * scale
+                grad_norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, t.max_grad_norm)
+            window.add(**batch_sums(c, result, logps.detach(), ref, batch))
+        window.steps += 1
+        done = step + 1
+        if loop.due(done, t.log_steps, steps, final=True):
+            epoch = stream.epoch(done * accumulation, t.per_device_batch_size, world)
+            metrics = window_metrics(window, accelerator, scheduler, epoch, grad_norm)
+            run.tracker.log(metrics, step=done)
+            run.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['rewards/accuracies']:.2f}")
+            window.reset()
+        if loop.due(done, t.eval_steps, steps) and eval_set:
+            run.tracker.log(evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id), step=done)
+        loop.save_checkpoint(run, done, steps)
+
+    # 6. Evaluate on the held-out prompts.
+    report = evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id)
+    if report:
+        run.tracker.log(report, step=steps)
+        log.info(f"dpo: held-out loss {report['eval/loss']:.4f}, accuracy {report['eval/rewards/accuracies']:.3f}")
+
+    # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, eval.json, optional merged model, manifest.
+    data = {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks,
+            "informative": sum(informative)}  # fmt: skip
+    save(cfg, run, model, tokenizer, base_path, report, {"steps": steps, "data": data})
+    loop.finish(run)
+    return report
+
+
+def load_examples(cfg: DPOConfig, tokenizer) -> tuple[list[dict], list[dict], list[bool]]:
+    """(train examples, held-out examples, whether each train example carries a preference)."""
+    train_rankings, eval_rankings = ddata.load_data(cfg.data, cfg.seed)
+    if cfg.loss.type == "plackett_luce":
+        for r in train_rankings + eval_rankings:
+            ddata.check_plackett_luce(r, cfg.loss.ties)
+    train_set = [ddata.encode(tokenizer, r, cfg.data) for r in train_rankings]
+    eval_set = [ddata.encode(tokenizer, r, cfg.data) for r in eval_rankings]
+    informative = [ddata.is_informative(e["ranks"], cfg.loss.ties) for e in train_set]
+    if not any(informative):
+        raise UserError(f"{cfg.data.path}: no training row carries a preference (every ranking is one tie)")
+    return train_set, eval_set, informative
+
+
+def build_policy(cfg: DPOConfig, base_path: str):
+    """The base (dropout off: policy and reference must see the same network) with the trainable policy adapter."""
+    model = models.load_causal_lm(dataclasses.replace(cfg.model, name_or_path=base_path))
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return adapters.apply(model, cfg.adapter)
+
+
+def step_prompts(stream: IndexStream, informative: list[bool], micro_steps, batch_size: int, world: int) -> int:
+    """Informative prompts in one optimizer step over every process and micro-batch: what the loss averages over."""
+    return sum(informative[i] for m in micro_steps for r in range(world) for i in stream.batch(m, batch_size, r, world))
+
+
+def window_metrics(window: loop.Window, accelerator, scheduler, epoch: float, grad_norm) -> dict:
+    """Training metrics over the steps since the last log, summed over processes: train/loss per informative
+    prompt, TRL's rewards/* and logps/* per strict comparison, throughput."""
+    s = window.totals(accelerator)
+    named = metrics_from_sums(s, "train")
+    return {
+        **loop.train_metrics(named.pop("train/loss"), scheduler, epoch, grad_norm),
+        **{name.removeprefix("train/"): value for name, value in named.items()},
+        "train/tokens_per_second": s["tokens"] / window.seconds,
+        "train/rankings_per_second": s["rankings"] / window.seconds,
+    }
+
+
+def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report: dict, extra: dict) -> None:
+    """The policy adapter + tokenizer, eval.json, the merged model if asked, and the manifest."""
+    accelerator = run.accelerator
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    if not accelerator.is_main_process:
+        return
+    outputs = {"adapter": ".", "model": "."}
+    if report:
+        path = os.path.join(cfg.output_dir, "eval.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(path + ".tmp", path)
+        outputs["eval"] = "eval.json"
+    if cfg.save_merged:
+        merged = os.path.join(cfg.output_dir, "merged")
+        adapters.merge_to(cfg.output_dir, base_path, merged, models.resolve_dtype(cfg.model.dtype), tokenizer)
+        outputs["model"] = "merged"
+    manifest.write(
+        cfg.output_dir,
+        "dpo",
+        inputs={"model": base_path, "data": cfg.data.path, "eval_data": cfg.data.eval_path},
+        outputs=outputs,
+        metrics={**loop.last_metrics(cfg.output_dir, ("train/", "rewards/", "logps/")), **report},
+        extra={
+            **extra,
+            "loss": dataclasses.asdict(cfg.loss),
+            "world_size": accelerator.num_processes,
+            "train_seconds": run.train_seconds,
+        },  # fmt: skip
+    )
+    run.log.info(f"dpo: wrote {cfg.output_dir}")

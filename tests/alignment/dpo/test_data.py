@@ -1,0 +1,149 @@
+"""DPO's data path: soft labels read through reward/data.py, TRL's encoding rules, the flat K-wise batch, the
+soft-label loss against `dpo_loss`, and the stage config's checks. A word-level tokenizer built in memory."""
+
+import math
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from alignment.config import ConfigError, UserError, load_config
+from alignment.dpo import data as D
+from alignment.dpo import losses
+from alignment.dpo.config import DPOConfig, DPODataConfig, DPOLossConfig
+from alignment.dpo.train import batch_loss, metrics_from_sums
+from reward.data import to_ranking
+
+WORDS = ["<pad>", "</s>", "<s>", "a", "b", "c", "d", "e", "f"]
+
+
+def tokenizer(bos: bool = True):
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", bos_token="<s>")
+
+
+def ids(text):
+    return [WORDS.index(w) for w in text.split()]
+
+
+def data_cfg(**kw):
+    return DPODataConfig(**{"max_length": 8, "max_prompt_length": 3, **kw})
+
+
+def test_prompt_is_cut_from_the_left_and_eos_is_appended_unless_present():
+    tok = tokenizer()
+    r = to_ranking({"prompt": "a b c d", "completions": ["e f", "e </s>"], "ranks": [1, 2]}, "x:1")
+    e = D.encode(tok, r, data_cfg())
+    # BOS + 4 prompt words, last 3 kept (the end is what the completions continue)
+    assert e["prompt_length"] == 3 and e["input_ids"][0][:3] == ids("b c d")
+    assert e["input_ids"][0][3:] == ids("e f </s>")
+    assert e["input_ids"][1][3:] == ids("e </s>")  # already ends with EOS: not doubled
+    assert e["ranks"] == [1, 2] and e["chosen_probability"] is None
+
+
+def test_completions_are_cut_from_the_right_to_fit_max_length_and_max_completion_length():
+    tok = tokenizer()
+    r = to_ranking({"prompt": "a", "chosen": "b c d e f", "rejected": "c"}, "x:1")
+    e = D.encode(tok, r, data_cfg(max_length=5))
+    assert e["input_ids"][0] == ids("<s> a b c d")  # 5 tokens; EOS cut with the rest
+    assert e["input_ids"][1] == ids("<s> a c </s>")
+    e = D.encode(tok, r, data_cfg(max_completion_length=2))
+    assert e["input_ids"][0] == ids("<s> a b c") and e["input_ids"][1] == ids("<s> a c </s>")
+
+
+def test_empty_prompt_without_bos_is_one_line_naming_the_row():
+    r = to_ranking({"prompt": "", "chosen": "a", "rejected": "b"}, "data.jsonl:7")
+    with pytest.raises(UserError, match=r"^data\.jsonl:7: the prompt is empty"):
+        D.encode(tokenizer(bos=False), r, data_cfg())
+    assert D.encode(tokenizer(bos=True), r, data_cfg())["prompt_length"] == 1  # BOS alone is a start
+
+
+def test_soft_labels_are_read_and_checked_per_row():
+    row = {"prompt": "a", "chosen": "b", "rejected": "c", "chosen_probability": 0.75}
+    assert to_ranking(row, "x:1")["chosen_probability"] == 0.75
+    for bad in (1.5, -0.1, "0.7", True, math.nan):
+        with pytest.raises(UserError, match=r"^x:3: 'chosen_probability' must be a number in \[0, 1\]"):
+            to_ranking({**row, "chosen_probability": bad}, "x:3")
+    with pytest.raises(UserError, match="x:4: 'chosen_probability' is a pairwise"):
+        to_ranking({"prompt": "a", "completions": ["b", "c"], "ranks": [1, 2], "chosen_probability": 0.5}, "x:4")
+
+
+def test_collate_marks_completion_tokens_and_lays_out_slots():
+    tok = tokenizer()
+    rows = [
+        {"prompt": "a b", "completions": ["c", "d e", "f"], "ranks": [2, 1, 3]},
+        {"prompt": "a", "chosen": "b c", "rejected": "d", "chosen_probability": 0.9},
+    ]
+    examples = [D.encode(tok, to_ranking(r, f"x:{i}"), data_cfg()) for i, r in enumerate(rows)]
+    examples[1]["ref_logps"] = [-1.5, -2.5]
+    examples[0]["ref_logps"] = [-1.0, -2.0, -3.0]
+    batch = D.collate(examples, tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == 5 and batch["slot"].tolist() == [0, 1, 2, 3, 4]
+    assert batch["ranks"].tolist() == [[2, 1, 3], [1, 2, 1]] and batch["valid"].tolist()[1] == [True, True, False]
+    for row, (e, k) in enumerate([(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]):
+        n, start = len(examples[e]["input_ids"][k]), examples[e]["prompt_length"]
+        want = [0] * start + [1] * (n - start) + [0] * (batch["input_ids"].shape[1] - n)
+        assert batch["completion_mask"][row].tolist() == want
+    assert batch["probability"].tolist() == [1.0, 0.9]
+    assert batch["ref_logps"].tolist() == [[-1.0, -2.0, -3.0], [-1.5, -2.5, 0.0]]
+    del examples[1]["ref_logps"]
+    assert "ref_logps" not in D.collate(examples, tok.pad_token_id)  # all or none: computed on the fly
+
+
+def test_plackett_luce_tie_limits_name_the_row():
+    big_tie = to_ranking({"prompt": "a", "completions": ["b"] * 14, "ranks": [1] + [2] * 13}, "x:5")
+    with pytest.raises(UserError, match="^x:5: 13 tied completions; loss.type=plackett_luce with ties=drop"):
+        D.check_plackett_luce(big_tie, "drop")
+    with pytest.raises(UserError, match="^x:5: 14 completions; .* ties=davidson handles at most 12"):
+        D.check_plackett_luce(big_tie, "davidson")
+    D.check_plackett_luce({**big_tie, "ranks": list(range(1, 15))}, "drop")  # no tie: any K
+
+
+def test_informative_prompts():
+    assert D.is_informative([1, 2]) and D.is_informative([1, 1, 3])
+    assert not D.is_informative([1, 1]) and not D.is_informative([2, 2, 2])
+    assert D.is_informative([1, 1], "davidson")
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "plackett_luce"])
+def test_soft_labelled_pairs_equal_dpo_loss_with_chosen_probability(loss_type):
+    g = torch.Generator().manual_seed(0)
+    logps, ref = (
+        torch.randn(5, 2, generator=g, dtype=torch.float64),
+        torch.randn(5, 2, generator=g, dtype=torch.float64),
+    )
+    p = torch.tensor([1.0, 0.9, 0.5, 0.2, 0.0], dtype=torch.float64)
+    batch = {"ranks": torch.tensor([[1, 2]] * 5), "valid": torch.ones(5, 2, dtype=torch.bool), "probability": p}
+    got = batch_loss(DPOLossConfig(type=loss_type, beta=0.3), logps, ref, batch)
+    # Plackett-Luce at K = 2 is sigmoid DPO, soft labels included
+    want = losses.dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], 0.3,
+                           "ipo" if loss_type == "ipo" else "sigmoid", p)  # fmt: skip
+    assert torch.allclose(got.losses, want.losses, rtol=1e-12, atol=1e-12)
+    assert got.informative.all()
+
+
+def test_metrics_are_means_per_comparison_and_per_informative_prompt():
+    sums = {"loss": 3.0, "prompts": 2.0, "comparisons": 4.0, **{name: 2.0 for name in losses.METRICS}}
+    out = metrics_from_sums(sums, "eval")
+    assert out["eval/loss"] == 1.5 and out["eval/rewards/accuracies"] == 0.5 and out["eval/logps/chosen"] == 0.5
+    assert math.isnan(metrics_from_sums({**sums, "prompts": 0.0, "comparisons": 0.0}, "eval")["eval/loss"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("loss.ties=davidson", "'loss.ties=davidson' needs loss.type=plackett_luce"),
+        ("loss.beta=0", "'loss.beta' must be > 0"),
+        ("adapter.method=full", "'adapter.method' must be lora or ia3"),
+        ("data.max_prompt_length=600", "'data.max_length' \\(512\\) must exceed"),
+        ("data.k=1", "'data.k' must be >= 2"),
+    ],
+)
+def test_config_mistakes_name_the_key(override, message):
+    extra = ["loss.type=sigmoid"] if "davidson" in override else []
+    with pytest.raises(ConfigError, match=message):
+        load_config(DPOConfig, overrides=["output_dir=x", override, *extra])

@@ -1,0 +1,181 @@
+"""`rlhf dpo` on the builtin tiny Llama: learns K-wise and pairwise preferences, writes a policy adapter that plain
+PEFT loads in a fresh process, resumes bit for bit after a kill, equals sigmoid DPO with Plackett-Luce at K = 2,
+and rejects bad rows in one line."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignment.config import load_config
+from alignment.dpo.config import DPOConfig
+from reward.rankings import synthetic
+
+pytestmark = pytest.mark.slow
+
+# 16 rows, 8 a step: each logged window of 2 steps is one epoch, so the logged losses are over the same rankings
+COMMON = ["model.name_or_path=builtin:tiny-llama", "adapter.alpha=64", "train.learning_rate=5e-3",
+          "train.per_device_batch_size=8", "data.max_length=48", "data.max_prompt_length=16", "data.test_size=0",
+          "train.max_steps=8", "train.log_steps=2", "seed=3"]  # fmt: skip
+TRL_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+             "logps/rejected", "train/loss", "train/learning_rate", "train/grad_norm", "train/epoch")  # fmt: skip
+
+
+def run_stage(*overrides, env=None, check=True):
+    cmd = [sys.executable, "-m", "alignment", "dpo", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def kwise_data(tmp_path_factory):
+    """K=4 rankings, a K=3 ranking with a tie for first, and a TRL pairwise row in one file."""
+    rows = synthetic.rankings(14, k=4, seed=1)
+    rows.append({**rows[0], "completions": rows[0]["completions"][:3], "ranks": [1, 1, 3]})
+    for row in rows[:1]:
+        best, worst = row["ranks"].index(min(row["ranks"])), row["ranks"].index(max(row["ranks"]))
+        rows.append(
+            {"prompt": row["prompt"], "chosen": row["completions"][best], "rejected": row["completions"][worst]}
+        )
+    return write_jsonl(tmp_path_factory.mktemp("data") / "kwise.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def kwise_run(tmp_path_factory, kwise_data):
+    """Plackett-Luce over whole rankings, reference log-probs precomputed, W&B offline: the uninterrupted run."""
+    out = tmp_path_factory.mktemp("kwise")
+    run_stage(f"output_dir={out}", f"data.path={kwise_data}", f"data.eval_path={kwise_data}", "loss.type=plackett_luce", "loss.precompute_ref=true",
+              "tracking.wandb=true", "tracking.mode=offline", *COMMON,
+              env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})  # fmt: skip
+    return str(out)
+
+
+def metric_rows(folder):
+    # Throughput depends on the machine; every other number must match exactly.
+    rows = [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))]
+    return [{k: v for k, v in r.items() if not k.endswith("_per_second")} for r in rows]
+
+
+def test_kwise_stage_learns_and_writes_its_folder(kwise_run):
+    files = set(os.listdir(kwise_run))
+    assert {"adapter_config.json", "adapter_model.safetensors", "eval.json", "manifest.json", "config.yaml",
+            "metrics.jsonl", "tokenizer.json"} <= files  # fmt: skip
+    assert "config.json" not in files  # an adapter folder, not a copy of the base
+    rows = metric_rows(kwise_run)
+    train_rows = [r for r in rows if "train/loss" in r]
+    assert [r["step"] for r in train_rows] == [2, 4, 6, 8]
+    for name in TRL_NAMES:
+        assert all(name in r for r in train_rows), name
+    # At the start policy = reference, so every ranking costs log K! / (K - 1): log(24) / 3 for K = 4.
+    losses = [r["train/loss"] for r in train_rows]
+    assert losses == sorted(losses, reverse=True) and losses[0] <= math.log(24) / 3 + 1e-3, losses
+    report = json.loads(open(os.path.join(kwise_run, "eval.json")).read())  # evaluated on the training rankings
+    assert report["eval/prompts"] == 16 and report["eval/loss"] < losses[-1]
+    assert report["eval/rewards/accuracies"] > 0.7 and report["eval/rewards/margins"] > 0
+    manifest = json.loads(open(os.path.join(kwise_run, "manifest.json")).read())
+    assert manifest["stage"] == "dpo" and manifest["outputs"]["adapter"] == "."
+    assert manifest["data"]["k"] == [2, 3, 4] and manifest["loss"]["type"] == "plackett_luce"
+    assert manifest["metrics"]["eval/loss"] == report["eval/loss"]
+    runs = [d for d in os.listdir(os.path.join(kwise_run, "wandb")) if d.startswith("offline-run-")]
+    assert len(runs) == 1
+
+
+def test_policy_adapter_loads_through_peft_in_a_fresh_process(kwise_run):
+    from alignment.runtime import models
+
+    config = json.loads(open(os.path.join(kwise_run, "adapter_config.json")).read())
+    base = config["base_model_name_or_path"]
+    assert os.path.isabs(base) and os.path.isdir(base) and config["task_type"] == "CAUSAL_LM"
+    saved = load_file(os.path.join(kwise_run, "adapter_model.safetensors"))
+    assert saved and all("lora_" in k for k in saved)  # the base stays frozen and unsaved
+    assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)  # the adapter moved
+    script = textwrap.dedent(
+        f"""
+        import json, torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        tok = AutoTokenizer.from_pretrained({kwise_run!r})
+        ids = tok("Review of the cafe food: the staff were friendly.", return_tensors="pt")["input_ids"]
+        base = AutoModelForCausalLM.from_pretrained({base!r}).eval()
+        with torch.no_grad():
+            plain = base(ids).logits[0, -1]
+            policy = PeftModel.from_pretrained(base, {kwise_run!r}).eval()
+            tuned = policy(ids).logits[0, -1]
+        print(json.dumps([plain.tolist(), tuned.tolist(), ids[0].tolist()]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plain, tuned, ids = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert max(abs(a - b) for a, b in zip(plain, tuned)) > 1e-4
+    ours = models.load_causal_lm(load_config(DPOConfig, overrides=["output_dir=x"]).model, kwise_run).eval()
+    with torch.no_grad():
+        assert ours(torch.tensor([ids])).logits[0, -1].tolist() == pytest.approx(tuned, abs=1e-5)
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, kwise_data, kwise_run):
+    out = tmp_path / "resumed"
+    common = [f"output_dir={out}", f"data.path={kwise_data}", f"data.eval_path={kwise_data}",
+              "loss.type=plackett_luce", "loss.precompute_ref=true",
+              "checkpoint.save_steps=4", *COMMON]  # fmt: skip
+    killed = run_stage(*common, env={"RLHF_KILL_AFTER_CHECKPOINT": "4"}, check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert os.listdir(out / "checkpoints") == ["step-4"] and not (out / "adapter_model.safetensors").exists()
+    run_stage(*common, "checkpoint.resume=auto")
+    want = load_file(os.path.join(kwise_run, "adapter_model.safetensors"))
+    got = load_file(str(out / "adapter_model.safetensors"))
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
+    assert metric_rows(str(out)) == metric_rows(kwise_run)
+    assert json.loads((out / "eval.json").read_text()) == json.loads(open(os.path.join(kwise_run, "eval.json")).read())
+
+
+def test_plackett_luce_at_k2_through_the_stage_equals_sigmoid_dpo(tmp_path, kwise_data):
+    """On pairwise rows the listwise loss is DPO's: the same adapter and metrics from the same data and seed.
+    Also a soft label column on every row, and reference log-probs computed in each step."""
+    from alignment.dpo.train import train
+
+    rows = [json.loads(line) for line in open(kwise_data)]
+    pairs = [{"prompt": r["prompt"], "chosen": r["completions"][r["ranks"].index(1)],
+              "rejected": r["completions"][r["ranks"].index(max(r["ranks"]))], "chosen_probability": 0.8}
+             for r in rows if "ranks" in r and len(set(r["ranks"])) == 4]  # fmt: skip
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    reports = {}
+    for loss_type in ("sigmoid", "plackett_luce"):
+        out = tmp_path / loss_type
+        cfg = load_config(DPOConfig, overrides=[f"output_dir={out}", f"data.path={data}", f"data.eval_path={data}",
+                                                f"loss.type={loss_type}", *COMMON, "train.max_steps=4"])  # fmt: skip
+        reports[loss_type] = train(cfg)
+    sigmoid, listwise = (load_file(str(tmp_path / t / "adapter_model.safetensors")) for t in reports)
+    for key in sigmoid:
+        torch.testing.assert_close(listwise[key], sigmoid[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert reports["plackett_luce"] == pytest.approx(reports["sigmoid"], rel=1e-5)
+    # soft labels 0.8: the loss at the start is the binary cross-entropy at 1/2, log 2, and learning lowers it
+    first = metric_rows(str(tmp_path / "sigmoid"))[0]
+    assert first["train/loss"] < math.log(2) + 1e-3 and reports["sigmoid"]["eval/loss"] < math.log(2)
+
+
+def test_bad_rows_exit_2_with_one_line(tmp_path):
+    rows = [{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "b", "rejected": "c",
+            "chosen_probability": 2}]  # fmt: skip
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    proc = run_stage(f"output_dir={tmp_path / 'out'}", f"data.path={path}", check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == f"error: {path}:2: 'chosen_probability' must be a number in [0, 1], got 2", lines
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()

@@ -1,0 +1,75 @@
+"""The DPO stage on 2 CPU processes (DDP, ZeRO-2, ZeRO-3) equals one process with the same global batch.
+
+Rank r reads its own slice of each global batch and the loss is a mean over the informative prompts of the
+whole step (all ranks), so two ranks of 4 prompts take the step one process of 8 prompts takes, even when
+fully tied rankings (no preference) fall unevenly on the ranks. The reference is the base with the adapter
+off, under ZeRO-3 too (partitioned weights gathered for it), or reference log-probs precomputed across ranks.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reward.rankings import synthetic
+from tests.distributed.test_reward_distributed import launch_args
+
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMMON = ["adapter.alpha=64", "train.learning_rate=5e-3", "train.max_steps=4", "train.log_steps=2",
+          "data.max_length=48", "data.max_prompt_length=16", "data.test_size=6", "loss.type=plackett_luce", "seed=5"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rows = synthetic.rankings(40, k=4, seed=2)
+    for row in rows[::7]:
+        row["ranks"] = [1, 1, 1, 1]  # no preference: weighs nothing, wherever it lands
+    path = tmp_path_factory.mktemp("data") / "rankings.jsonl"
+    with open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, data):
+    out = tmp_path_factory.mktemp("single")
+    cmd = [sys.executable, "-m", "alignment", "dpo", f"output_dir={out}", f"data.path={data}",
+           "train.per_device_batch_size=8", *COMMON]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return str(out)
+
+
+@pytest.mark.parametrize("kind, precompute", [("ddp", False), ("zero2", True), ("zero3", False)])
+def test_two_processes_equal_one_with_the_same_global_batch(kind, precompute, tmp_path, data, single):
+    out = tmp_path / "run"
+    args, env = launch_args(kind, tmp_path)
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
+    cmd = [accelerate, "launch", *args, "-m", "alignment", "dpo", f"output_dir={out}", f"data.path={data}",
+           "train.per_device_batch_size=4", f"loss.precompute_ref={str(precompute).lower()}", *COMMON]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    # Saved once, gathered whole (ZeRO-3 partitions live weights across the ranks).
+    want = load_file(os.path.join(single, "adapter_model.safetensors"))
+    got = load_file(str(out / "adapter_model.safetensors"))
+    assert want.keys() == got.keys()
+    for key in want:
+        assert got[key].shape == want[key].shape, key
+        torch.testing.assert_close(got[key], want[key], rtol=1e-3, atol=1e-4, msg=key)
+    # The logged step metrics are over the whole global batch; evaluation covers every held-out prompt once.
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    reference = [json.loads(line) for line in open(os.path.join(single, "metrics.jsonl"))]
+    for got_row, want_row in zip(rows, reference):
+        for name in ("train/loss", "rewards/accuracies", "rewards/margins", "eval/loss", "eval/prompts"):
+            if name in want_row:
+                assert got_row[name] == pytest.approx(want_row[name], rel=1e-3, abs=1e-4), name
