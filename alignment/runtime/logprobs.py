@@ -117,8 +117,12 @@ def trunk_and_head(model):
 
 
 def chunkable(model) -> bool:
-    """Whether the LM head alone makes the logits: not for models that scale or soft-cap them after it
-    (Gemma 2's `final_logit_softcapping`, Cohere's `logit_scale`): those take the full-logits path."""
+    """Whether the trunk and the LM head alone make the logits. Not for models that scale or soft-cap them after
+    the head (Gemma 2's `final_logit_softcapping`, Cohere's `logit_scale`), nor for PEFT prompt learning (its
+    virtual tokens enter in the PEFT model's own forward): those take the full-logits path."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if getattr(peft_config, "is_prompt_learning", False):
+        return False
     config = getattr(model, "config", None)
     return getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", None) is None
 

@@ -121,6 +121,15 @@ def test_policy_logprobs_of_a_saved_llama_equal_its_full_logits(tmp_path):
     torch.testing.assert_close(ent, LP.entropy_from_logits(logits[:, P - 1 : -1], 0.7))
     seq = LP.policy_sequence_logprobs(model, ids, attn, mask, P, temperature=0.7, chunk_size=2)
     torch.testing.assert_close(seq, LP.sequence_logprobs(logits, ids[:, P:], mask, P, 0.7))
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+
+    assert LP.chunkable(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")))
+    prompt_tuned = LlamaForCausalLM.from_pretrained(tmp_path)
+    # virtual tokens enter in PEFT's own forward, which the trunk alone would skip
+    assert not LP.chunkable(
+        get_peft_model(prompt_tuned, PromptTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM"))
+    )
+    model = LlamaForCausalLM.from_pretrained(tmp_path)
     model.config.final_logit_softcapping = 30.0  # a model that caps logits after the head: the full path
     assert not LP.chunkable(model)
     lp_full, _ = LP.policy_logprobs(model, ids, attn, P, temperature=0.7)
