@@ -71,8 +71,6 @@ def start(name: str, cfg, gradient_accumulation_steps: int) -> Run:
     from accelerate.utils import set_seed
 
     accelerator = acc.make_accelerator(gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
-    if accelerator.device.type == "cpu":
-        return_freed_memory_to_os()
     log = rlog.setup(accelerator.is_main_process)
     set_seed(cfg.seed)
     resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
@@ -206,24 +204,6 @@ def last_metrics(output_dir: str, prefixes: tuple[str, ...] = ()) -> dict:
     for row in read_metrics(output_dir):
         last.update({k: v for k, v in row.items() if k != "step" and (not prefixes or k.startswith(prefixes))})
     return last
-
-
-def return_freed_memory_to_os(threshold: int = 1 << 20) -> bool:
-    """Make glibc hand tensors of `threshold` bytes or more back to the OS when they are freed (CPU only).
-
-    By default glibc raises its mmap threshold each time a large block is freed (up to 32 MB), so later
-    activations and gradients of that size come from the heap, whose freed memory the process keeps: on CPU
-    training a third of the peak RSS can be such dead heap. A fixed threshold stops that (measured on the
-    PPO benchmark: 1.65 GB -> 1.12 GB peak RSS). Returns whether it was set (False off glibc).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD; a fixed value disables the dynamic one
-    except (OSError, AttributeError):
-        return False
 
 
 def peak_memory_gb(device=None, reset: bool = True) -> float:
