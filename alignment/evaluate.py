@@ -183,9 +183,10 @@ def sequence_logprobs(model, batch: Responses, temperature: float) -> torch.Tens
     device = next(model.parameters()).device
     ids, attention = (t.to(device) for t in batch.sequences())
     positions = position_ids_from_mask(attention)  # as generate numbered the left-padded rows
-    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=False).logits
-    responses, mask = batch.responses.to(device), batch.response_mask.to(device)
-    return logprobs.sequence_logprobs(logits, responses, mask, batch.prompt_width, temperature).cpu()
+    mask = batch.response_mask.to(device)
+    # the LM head on response positions only, in chunks: no [B, S, V] logits (3 GB at Qwen's vocabulary)
+    return logprobs.policy_sequence_logprobs(model, ids, attention, mask, batch.prompt_width, temperature,
+                                             positions).cpu()  # fmt: skip
 
 
 def decode(tokenizer, batches: list[Responses]) -> tuple[list[str], list[int], list[bool]]:

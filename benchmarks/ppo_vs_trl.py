@@ -2,6 +2,7 @@
 
     python benchmarks/ppo_vs_trl.py                           # 84M Llama, fp32, CPU, batch 8, 32 tokens, 64 episodes
     python benchmarks/ppo_vs_trl.py --layers 2 --episodes 16  # a quick look
+    python benchmarks/ppo_vs_trl.py --shape qwen-vocab        # Qwen2.5's 151,936-token vocabulary, small trunk
 
 TRL 0.29.1 is installed by this script into its own venv (benchmarks/.venv/trl-0.29.1, gitignored) with
 `python -m venv` + `pip install torch==2.13.0 trl==0.29.1 transformers peft accelerate psutil`; it installs
@@ -14,6 +15,10 @@ the same prompts, batch, response length, PPO epochs, temperature and episodes:
     full reward model and a full, fully trained value model (TRL's PPO has no value/reward adapters).
 Both use `--threads` torch threads (default 1: on shared CPU cores, extra threads spin against other
 processes and timings stop meaning anything). Peak memory is each process's peak RSS (getrusage).
+`--shape qwen-vocab` keeps everything but the model: a random-init Qwen2 (Qwen2.5's architecture and
+151,936-token vocabulary, tied embeddings) with a trunk small enough for minutes on 2 CPU cores (hidden
+256, 2 layers), where the vocabulary-wide logits are most of the memory; token ids still come from the
+builtin tokenizer (the model samples any id, nothing decodes them).
 Episodes/s is episodes over the training-loop time
 (ours: the sum of the update times it logs; TRL: `trainer.train()`). Prints both ratios.
 """
@@ -31,6 +36,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRL_VENV = os.path.join(ROOT, "benchmarks", ".venv", "trl-0.29.1")
+QWEN_VOCAB = 151_936
 TRL_PACKAGES = ["trl==0.29.1", "transformers", "peft", "accelerate", "psutil"]
 
 
@@ -45,26 +51,21 @@ def peak_rss_mb() -> float:
 def prepare(args, work: str) -> None:
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from alignment.assets import reviews
     from alignment.runtime import tiny
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.resolve("builtin:tiny-llama"))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=2 * args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=256,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+    config = model_config(args, tokenizer)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     n_params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(os.path.join(work, "base"))
     tokenizer.save_pretrained(os.path.join(work, "base"))
     del model
     # the reward stage's format: a SEQ_CLS LoRA adapter with the score head in modules_to_save
-    classifier = LlamaForSequenceClassification.from_pretrained(os.path.join(work, "base"), num_labels=1)
+    classifier = AutoModelForSequenceClassification.from_pretrained(os.path.join(work, "base"), num_labels=1)
     reward = get_peft_model(
         classifier,
         LoraConfig(
@@ -84,7 +85,22 @@ def prepare(args, work: str) -> None:
     with open(os.path.join(work, "prompts.jsonl"), "w") as f:
         for row in reviews.prompts("train"):
             f.write(json.dumps(row) + "\n")
-    print(f"model: Llama, {n_params / 1e6:.1f}M parameters, fp32, {args.layers} layers, hidden {args.hidden}")
+    print(f"model: {config.model_type}, {n_params / 1e6:.1f}M parameters, fp32, {config.num_hidden_layers} layers, "
+          f"hidden {config.hidden_size}, vocabulary {config.vocab_size:,}")  # fmt: skip
+
+
+def model_config(args, tokenizer):
+    """The benchmark model's config: the shipped Llama, or a small Qwen2 trunk under Qwen2.5's vocabulary."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, max_position_embeddings=256)  # fmt: skip
+    if args.shape == "qwen-vocab":
+        # Qwen2.5-0.5B's vocabulary, tied embeddings and grouped-query heads of 64; 2 layers of hidden 256
+        return Qwen2Config(vocab_size=QWEN_VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, **ids)  # fmt: skip
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=2 * args.hidden,
+                       num_hidden_layers=args.layers, num_attention_heads=16, num_key_value_heads=16, **ids)  # fmt: skip
 
 
 def ensure_trl_venv() -> str:
@@ -193,6 +209,13 @@ def main() -> None:
         action="store_true",
         help="recompute activations in the backward pass, on both sides (activations are most of the memory left)",
     )
+    parser.add_argument(
+        "--shape",
+        choices=["shipped", "qwen-vocab"],
+        default="shipped",
+        help="shipped: the Llama above; qwen-vocab: Qwen2.5's 151,936-way vocabulary on a small trunk",
+    )
+    parser.add_argument("--skip-shared", action="store_true", help="do not run the shared policy+value variant")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each run (the same for both)")
     parser.add_argument("--worker", choices=["ours", "ours-shared", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -212,11 +235,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ppo-vs-trl-") as work:
         prepare(args, work)
         ours = run_worker(sys.executable, "ours", args, work)
-        shared = run_worker(sys.executable, "ours-shared", args, work)
+        shared = None if args.skip_shared else run_worker(sys.executable, "ours-shared", args, work)
         trl = run_worker(trl_python, "trl", args, work)
     rows = []
     runs = [("rlhf ppo (one base, 3 adapters)", ours), ("rlhf ppo, policy+value shared", shared),
             ("trl 0.29.1 PPO + peft_config", trl)]  # fmt: skip
+    runs = [(name, r) for name, r in runs if r is not None]
     for name, r in runs:
         eps = r["episodes"] / r["loop_seconds"]
         r["episodes_per_second"] = eps
@@ -224,11 +248,11 @@ def main() -> None:
             f"  {name:<34} {r['episodes']:>4} episodes  {eps:6.2f} episodes/s  peak RSS {r['peak_rss_mb']:8.0f} MB"
         )
     print(
-        f"batch {args.batch}, response length {args.response_length}, {args.episodes} episodes, 4 PPO epochs, CPU fp32"
+        f"shape {args.shape}, load average {os.getloadavg()[0]:.1f} at the end, batch {args.batch}, response length {args.response_length}, {args.episodes} episodes, 4 PPO epochs, CPU fp32"
         + (", gradient checkpointing on both sides" if args.gradient_checkpointing else "")
     )
     print("\n".join(rows))
-    for label, r in [("ours", ours), ("ours, shared policy+value", shared)]:
+    for label, r in [("ours", ours), ("ours, shared policy+value", shared)][: 1 if shared is None else 2]:
         print(f"memory ratio ({label} / TRL peft): {r['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")
         print(f"episodes/s ratio ({label} / TRL peft): {r['episodes_per_second'] / trl['episodes_per_second']:.2f}x")
 

@@ -100,6 +100,12 @@ class PPOAlgoConfig:
     """GAE lambda."""
     whiten_advantages: bool = True
     """Normalise advantages to mean 0, std 1 over each process's rollout batch."""
+    logits_chunk_size: int = 1024
+    """Response positions per LM-head call in scoring and training: only this many positions' vocabulary-wide
+    logits exist at a time (never [batch, sequence, vocabulary])."""
+    checkpoint_roles: list[str] = field(default_factory=lambda: ["policy", "value"])
+    """With `model.gradient_checkpointing`: the training passes (policy, value) that recompute their activations
+    in the backward pass; the others keep them (faster, more memory)."""
 
 
 @dataclass
@@ -189,11 +195,17 @@ class PPOConfig:
             ("ppo.epochs", p.epochs),
             ("ppo.num_minibatches", p.num_minibatches),
             ("ppo.gradient_accumulation_steps", p.gradient_accumulation_steps),
+            ("ppo.logits_chunk_size", p.logits_chunk_size),
             ("train.total_episodes", self.train.total_episodes),
             ("train.log_steps", self.train.log_steps),
         ]:
             if value < 1:
                 raise ConfigError(f"'{key}' must be >= 1, got {value}")
+        unknown = sorted(set(p.checkpoint_roles) - {"policy", "value"})
+        if unknown:
+            raise ConfigError(
+                f"'ppo.checkpoint_roles': unknown role {unknown[0]!r}; the roles that train are policy, value"
+            )
         if r.temperature <= 0:
             raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
         if self.kl.controller == "adaptive" and (self.kl.target <= 0 or self.kl.horizon <= 0):

@@ -30,10 +30,17 @@ from torch import nn
 
 from alignment.config import AdapterConfig, UserError
 from alignment.runtime.generation import position_ids_from_mask
+from alignment.runtime.logprobs import (
+    LOGITS_CHUNK_SIZE,
+    chunkable,
+    entropy_from_logits,
+    logprobs_from_logits,
+    response_logprobs_from_hidden,
+)
 
 # What PEFT names a sequence-classification head in `modules_to_save` (it adds both for SEQ_CLS).
 HEAD_NAMES = frozenset({"score", "classifier"})
-ROLES = ("policy", "value", "reward", "reference", "policy_and_value")
+ROLES = ("policy", "value", "reward", "reference", "policy_and_value", "policy_logprobs", "reference_logprobs")
 
 
 def lora_config(cfg: AdapterConfig):
@@ -103,6 +110,10 @@ class PPOModel(nn.Module):
         self.reward_head = reward_head
         self.adapters = {"policy": "policy", "value": "policy" if share_policy_value else "value", "reward": "reward"}
         self.share_policy_value = share_policy_value
+        self.logits_chunk_size = LOGITS_CHUNK_SIZE
+        """Response positions per LM-head call in the log-prob roles (only that many positions' logits exist)."""
+        self.checkpoint_roles = {"policy", "value", "reward", "reference"}
+        """Roles whose passes recompute activations in the backward pass when gradient checkpointing is on."""
         self._disabled = False
         self._fix_trainable()
 
@@ -133,6 +144,12 @@ class PPOModel(nn.Module):
             raise UserError("this PPO model has no reward adapter (a separate reward model or function scores)")
         with self._adapter(None if name == "reference" else self.adapters[name]):
             yield
+
+    def _current_role(self) -> str:
+        """The role whose adapter runs now (policy when policy and value share one adapter)."""
+        if self._disabled:
+            return "reference"
+        return next(role for role, adapter in self.adapters.items() if adapter == self.peft.active_adapter)
 
     def _current_adapter(self) -> str | None:
         """The adapter the base runs with now; None while adapters are disabled (the reference)."""
@@ -218,6 +235,53 @@ class PPOModel(nn.Module):
             logits = self.peft.get_base_model().get_output_embeddings()(hidden)
             return logits, self._values(hidden)
 
+    def policy_logprobs(self, input_ids, attention_mask, position_ids=None, *, prompt_width: int,
+                        temperature: float, with_entropy: bool = False, with_values: bool = False):  # fmt: skip
+        """(log-probs [B, T], entropy [B, T] or None, values [B, T] or None) of the response `input_ids[:, P:]`.
+
+        The LM head runs only on the T response positions, `logits_chunk_size` at a time (never [B, S, V]);
+        values[:, t] is V of the state before response token t. With `with_values` and a shared adapter the
+        backbone runs once for both.
+        """
+        position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
+        shared = with_values and self.share_policy_value
+        with self.role("policy"):
+            logprobs, entropy, hidden = self._response_logprobs(
+                input_ids, attention_mask, position_ids, prompt_width, temperature, with_entropy
+            )
+            if shared:
+                values = self._values(hidden[:, prompt_width - 1 : -1])
+        if with_values and not shared:
+            values = self.values(input_ids, attention_mask, position_ids)[:, prompt_width - 1 : -1]
+        return logprobs, entropy, values if with_values else None
+
+    @torch.no_grad()
+    def reference_logprobs(self, input_ids, attention_mask, position_ids=None, *, prompt_width: int,
+                           temperature: float, with_entropy: bool = False):  # fmt: skip
+        """(log-probs [B, T], entropy or None) of the response under the reference (adapters off), chunked."""
+        position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
+        with self.role("reference"):
+            logprobs, entropy, _ = self._response_logprobs(
+                input_ids, attention_mask, position_ids, prompt_width, temperature, with_entropy
+            )
+        return logprobs, entropy
+
+    def _response_logprobs(self, input_ids, attention_mask, position_ids, prompt_width, temperature, with_entropy):
+        """(log-probs, entropy or None, last hidden states or None) with the active adapter."""
+        responses = input_ids[:, prompt_width:]
+        base = self.peft.get_base_model()
+        if not chunkable(base):  # logits scaled or capped after the head: only the full logits are right
+            logits = self._lm_logits(input_ids, attention_mask, position_ids)[:, prompt_width - 1 : -1]
+            entropy = entropy_from_logits(logits, temperature) if with_entropy else None
+            hidden = self._hidden(input_ids, attention_mask, position_ids) if self.share_policy_value else None
+            return logprobs_from_logits(logits, responses, temperature), entropy, hidden
+        hidden = self._hidden(input_ids, attention_mask, position_ids)
+        logprobs, entropy = response_logprobs_from_hidden(
+            hidden, base.get_output_embeddings(), responses, prompt_width, temperature, self.logits_chunk_size,
+            with_entropy,
+        )  # fmt: skip
+        return logprobs, entropy, hidden
+
     @torch.no_grad()
     def reward_scores(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
         """Reward [B] (float32): the score head on the hidden state of each row's last real token.
@@ -249,9 +313,14 @@ class PPOModel(nn.Module):
         with self.role("policy"):
             return self.peft.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
-    def forward(self, input_ids, attention_mask, role: str = "policy", position_ids=None):
-        """Dispatch to a role (see ROLES), so wrapped (DDP/DeepSpeed) models are entered through forward."""
+    def forward(self, input_ids, attention_mask, role: str = "policy", position_ids=None, **kwargs):
+        """Dispatch to a role (see ROLES), so wrapped (DDP/DeepSpeed) models are entered through forward.
+
+        The log-prob roles take `prompt_width`, `temperature` and `with_entropy` (policy: `with_values`) as keywords.
+        """
         fns = {
+            "policy_logprobs": self.policy_logprobs,
+            "reference_logprobs": self.reference_logprobs,
             "policy": self.policy_logits,
             "value": self.values,
             "reward": self.reward_scores,
@@ -260,7 +329,7 @@ class PPOModel(nn.Module):
         }
         if role not in fns:
             raise ValueError(f"unknown role '{role}'; one of {ROLES}")
-        return fns[role](input_ids, attention_mask, position_ids)
+        return fns[role](input_ids, attention_mask, position_ids, **kwargs)
 
     # -- what Accelerate/DeepSpeed and trl's unwrap_model_for_generation ask of a HF model -----
 
@@ -291,6 +360,8 @@ class PPOModel(nn.Module):
 
     def _role_aware(self, checkpoint_fn):
         def checkpointed(function, *args, **kwargs):
+            if self._current_role() not in self.checkpoint_roles:
+                return function(*args, **kwargs)  # this role keeps its activations: no recomputation
             forward_adapter = self._current_adapter()
 
             def run(*a, **k):

@@ -14,7 +14,6 @@ import torch
 
 from alignment.runtime.formatting import encode_prompt
 from alignment.runtime.generation import Responses, generate, generation_config
-from alignment.runtime.logprobs import entropy_from_logits, response_logprobs
 
 
 def encode_prompts(tokenizer, prompts: list, max_length: int) -> list[list[int]]:
@@ -67,9 +66,8 @@ def score(
 
     `order` is the first PPO epoch's shuffle, so each micro-batch here has exactly the rows and shape of
     a training micro-batch: the first minibatch of every update then reproduces these log-probs bit for
-    bit (ratio 1, approxkl 0), which batch-shape-dependent kernels would otherwise break. The policy and
-    values come from the same forward the training pass uses (`policy_and_value`, or `policy` alone
-    without values).
+    bit (ratio 1, approxkl 0), which batch-shape-dependent kernels would otherwise break. Log-probs and
+    values come from the same call the training pass makes (`policy_logprobs`), so from the same kernels.
     """
     B, T = rollout.responses.shape
     P = rollout.prompt_width
@@ -80,18 +78,13 @@ def score(
     for start in range(0, B, micro_batch):
         rows = order[start : start + micro_batch]
         ids, mask = rollout.sequences(rows)
-        responses = rollout.responses[rows]
+        kw = {"prompt_width": P, "temperature": temperature, "with_entropy": True}
+        # chunked over response positions: no [b, P + T, V] logits, the same call the training pass makes
+        logprobs, entropy, v = model(ids, mask, role="policy_logprobs", with_values=with_values, **kw)
+        out["logprobs"][rows], out["entropy"][rows] = logprobs, entropy
         if with_values:
-            logits, v = model(ids, mask, role="policy_and_value")
-            values[rows] = v[:, P - 1 : -1].float()
-        else:
-            logits = model(ids, mask, role="policy")
-        out["logprobs"][rows] = response_logprobs(logits, responses, P, temperature)
-        out["entropy"][rows] = entropy_from_logits(logits[:, P - 1 : -1], temperature)
-        del logits
-        ref_logits = model(ids, mask, role="reference")
-        out["ref_logprobs"][rows] = response_logprobs(ref_logits, responses, P, temperature)
-        del ref_logits
+            values[rows] = v.float()
+        out["ref_logprobs"][rows] = model(ids, mask, role="reference_logprobs", **kw)[0]
         if with_reward:
             rewards[rows] = model(ids, mask, role="reward").float()
     return Scores(**out, values=values, reward_scores=rewards)

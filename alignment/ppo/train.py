@@ -34,7 +34,6 @@ from alignment.runtime import adapters, loop, manifest, models, optim
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
 from alignment.runtime.generation import Responses, decode, left_pad
-from alignment.runtime.logprobs import response_logprobs
 from alignment.runtime.sampler import IndexStream
 
 
@@ -105,6 +104,7 @@ def train(cfg: PPOConfig) -> dict:
             "train/learning_rate": scheduler.get_last_lr()[0], "train/episodes": step * batch_global,
             "time/generation_share": (t_generated - t_start) / max(t_end - t_start, 1e-9),
             "time/episodes_per_second": batch_global / max(t_end - t_start, 1e-9),
+            **loop.memory_metrics(accelerator),
         })  # fmt: skip
         kl_ctl.update(metrics["objective/kl"], batch_global)
         if loop.due(step, cfg.train.log_steps, updates, final=True):
@@ -165,6 +165,8 @@ def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
         init_value_from_reward=cfg.value.init_from_reward,
     )
     disable_dropout(model)  # LoRA dropout too: with it on, the first minibatch is not on-policy
+    model.logits_chunk_size = cfg.ppo.logits_chunk_size
+    model.checkpoint_roles = set(cfg.ppo.checkpoint_roles)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainable, total = adapters.count_parameters(model)
@@ -257,26 +259,45 @@ class UpdateStats(NamedTuple):
     """Mean over the update's optimizer steps, before clipping."""
 
 
-def ppo_loss(model, exp: Experience, rows, advantages, returns, p: PPOAlgoConfig, temperature: float):
+def ppo_loss(accelerator, model, exp: Experience, rows, advantages, returns, p: PPOAlgoConfig, temperature: float):
     """(loss, per-micro-batch statistics) of rows `rows`: the clipped policy surrogate plus `vf_coef` times the
-    clipped value loss (no value loss when `returns` is None: estimators without a value head)."""
-    rollout, old, mask = exp.rollout, exp.scored, exp.rollout.response_mask[rows]
+    clipped value loss (no value loss when `returns` is None: estimators without a value head).
+
+    With a value adapter of its own on one process, the value pass is back-propagated here, before the policy
+    pass runs, and the returned loss is the policy's alone: only one pass's activations are alive at a time,
+    and the gradients are those of the summed loss (the two passes train disjoint parameters)."""
+    rollout, old, mask, P = exp.rollout, exp.scored, exp.rollout.response_mask[rows], exp.rollout.prompt_width
     ids, attn = rollout.sequences(rows)
-    if returns is None:
-        logits, values = model(ids, attn, role="policy"), None
-    else:
-        logits, values = model(ids, attn, role="policy_and_value")
-    logprobs = response_logprobs(logits, rollout.responses[rows], rollout.prompt_width, temperature)
+    vf_loss = vf_clipfrac = torch.zeros((), device=mask.device)
+    split = returns is not None and split_value_pass(accelerator, model)
+    if split:
+        values = model(ids, attn, role="value")[:, P - 1 : -1]
+        vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], returns[rows], mask, p.cliprange_value)
+        accelerator.backward(p.vf_coef * vf_loss)
+        del values  # its graph is gone with the backward; the policy pass starts from here
+    with_values = returns is not None and not split
+    logprobs, _, values = model(ids, attn, role="policy_logprobs", prompt_width=P, temperature=temperature,
+                                with_values=with_values)  # fmt: skip
     pg_loss, clipfrac, approxkl, ratio = L.policy_loss(
         logprobs, old.logprobs[rows], advantages[rows], mask, p.cliprange
     )
-    vf_loss = vf_clipfrac = torch.zeros((), device=pg_loss.device)
     if values is not None:
-        values = values[:, rollout.prompt_width - 1 : -1]
         vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], returns[rows], mask, p.cliprange_value)
     stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "approxkl": approxkl, "clipfrac": clipfrac, "ratio": ratio,
              "value_clipfrac": vf_clipfrac}  # fmt: skip
-    return pg_loss + p.vf_coef * vf_loss, {k: float(v.detach()) for k, v in stats.items()}
+    loss = pg_loss if split else pg_loss + p.vf_coef * vf_loss
+    return loss, {k: float(v.detach()) for k, v in stats.items()}
+
+
+def split_value_pass(accelerator, model) -> bool:
+    """Whether the value pass is back-propagated on its own: a value adapter of its own, one process.
+
+    (Under DDP or DeepSpeed a backward that reaches only half of the trainable parameters breaks their
+    gradient reduction, so there the summed loss keeps one backward.)"""
+    from accelerate.utils import DistributedType
+
+    shared = accelerator.unwrap_model(model).share_policy_value
+    return not shared and accelerator.distributed_type == DistributedType.NO
 
 
 def ppo_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, exp: Experience, advantages, returns,
@@ -291,7 +312,7 @@ def ppo_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, exp: Ex
             for a in range(p.gradient_accumulation_steps):
                 rows = order[m * mb + a * micro : m * mb + (a + 1) * micro]
                 with accelerator.accumulate(model):
-                    loss, got = ppo_loss(model, exp, rows, advantages, returns, p, cfg.rollout.temperature)
+                    loss, got = ppo_loss(accelerator, model, exp, rows, advantages, returns, p, cfg.rollout.temperature)
                     norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, cfg.train.max_grad_norm)
                 norms += [norm] if norm is not None else []
                 for k, v in got.items():

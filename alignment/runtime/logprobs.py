@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from alignment.runtime.generation import position_ids_from_mask
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
@@ -65,3 +68,105 @@ def sequence_logprobs(logits: torch.Tensor, responses: torch.Tensor, mask: torch
                       temperature: float) -> torch.Tensor:  # fmt: skip
     """Sum over real response tokens (mask [b, T]) of log p(y_t | x, y_<t): [b] float64."""
     return (response_logprobs(logits, responses, prompt_width, temperature).double() * mask).sum(-1)
+
+
+# --- from hidden states, in chunks: the [B, S, V] logits never exist ------------------------------
+
+LOGITS_CHUNK_SIZE = 1024
+"""Positions per LM-head call: a 151,936-way float32 chunk of 1024 positions is 0.6 GB (vs 3 GB for 8 x 640)."""
+
+
+def _chunk_stats(head, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool):
+    """[n, 1 or 2]: log-prob of `tokens` [n] (and entropy) under softmax(head(hidden [n, H]) / temperature)."""
+    z = _fp32(head(hidden)) / temperature
+    log_norm = torch.logsumexp(z, dim=-1)
+    taken = torch.gather(z, -1, tokens.long().unsqueeze(-1)).squeeze(-1) - log_norm
+    if not with_entropy:
+        return taken.unsqueeze(-1)
+    logp = z - log_norm.unsqueeze(-1)
+    return torch.stack([taken, -(logp.exp() * logp).sum(-1)], dim=-1)
+
+
+def hidden_logprobs(hidden: torch.Tensor, head, tokens: torch.Tensor, temperature: float = 1.0,
+                    chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False):  # fmt: skip
+    """(log-probs [B, T], entropy [B, T] or None) of `tokens` [B, T] under softmax(head(hidden) / temperature).
+
+    hidden [B, T, H] where hidden[:, t] predicts tokens[:, t] (the caller shifts); head: the LM head module
+    (H -> V, LoRA or not). Equal to `logprobs_from_logits(head(hidden), ...)` within float rounding, but
+    only `chunk_size` positions' logits exist at a time. With grad on, each chunk is recomputed in the
+    backward pass (activation checkpointing of the head): autograd keeps the hidden states, not the logits.
+    """
+    B, T, H = hidden.shape
+    flat, flat_tokens = hidden.reshape(B * T, H), tokens.reshape(B * T)
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    chunks = []
+    for start in range(0, B * T, max(1, chunk_size)):
+        args = (head, flat[start : start + chunk_size], flat_tokens[start : start + chunk_size], temperature,
+                with_entropy)  # fmt: skip
+        # non-reentrant: it tracks gradients to the head's parameters too (a LoRA on lm_head)
+        chunks.append(checkpoint(_chunk_stats, *args, use_reentrant=False) if grad else _chunk_stats(*args))
+    stats = torch.cat(chunks).reshape(B, T, -1) if chunks else hidden.new_zeros(B, T, 2, dtype=torch.float32)
+    return stats[..., 0], (stats[..., 1] if with_entropy else None)
+
+
+def response_logprobs_from_hidden(hidden: torch.Tensor, head, responses: torch.Tensor, prompt_width: int,
+                                  temperature: float, chunk_size: int = LOGITS_CHUNK_SIZE,
+                                  with_entropy: bool = False):  # fmt: skip
+    """`response_logprobs` from the trunk's last hidden states [b, P + T, H]: (log-probs [b, T], entropy or None).
+
+    Only the T response positions go through the head (`hidden[:, P - 1 + t]` predicts response token t).
+    """
+    return hidden_logprobs(hidden[:, prompt_width - 1 : -1], head, responses, temperature, chunk_size, with_entropy)
+
+
+def trunk_and_head(model):
+    """(the transformer without its LM head, the LM head) of a HF causal LM or a PEFT model around one.
+
+    LoRA layers are injected in place, so both run with whatever adapter is active.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.base_model, base.get_output_embeddings()
+
+
+def chunkable(model) -> bool:
+    """Whether the trunk and the LM head alone make the logits. Not for models that scale or soft-cap them after
+    the head (Gemma 2's `final_logit_softcapping`, Cohere's `logit_scale`), nor for PEFT prompt learning (its
+    virtual tokens enter in the PEFT model's own forward): those take the full-logits path."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if getattr(peft_config, "is_prompt_learning", False):
+        return False
+    config = getattr(model, "config", None)
+    return getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", None) is None
+
+
+def policy_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
+                    temperature: float = 1.0, position_ids: torch.Tensor | None = None,
+                    chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False):  # fmt: skip
+    """(log-probs [B, T], entropy [B, T] or None) of the response tokens `input_ids[:, P:]` under a causal LM.
+
+    The drop-in for `response_logprobs(model(...).logits, ...)`: the trunk runs once and the LM head only on
+    response positions, `chunk_size` at a time. input_ids/attention_mask [B, P + T]; position_ids default
+    to counting real tokens (as generation numbers left-padded rows).
+    """
+    position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
+    responses = input_ids[:, prompt_width:]
+    if not chunkable(model):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).logits  # fmt: skip
+        shifted = logits[:, prompt_width - 1 : -1]
+        entropy = entropy_from_logits(shifted, temperature) if with_entropy else None
+        return logprobs_from_logits(shifted, responses, temperature), entropy
+    trunk, head = trunk_and_head(model)
+    hidden = trunk(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
+    return response_logprobs_from_hidden(hidden, head, responses, prompt_width, temperature, chunk_size, with_entropy)
+
+
+def policy_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+                             prompt_width: int, temperature: float = 1.0, position_ids: torch.Tensor | None = None,
+                             chunk_size: int = LOGITS_CHUNK_SIZE) -> torch.Tensor:  # fmt: skip
+    """The drop-in for `sequence_logprobs(model(...).logits, ...)`: sum over real response tokens (mask [B, T])
+    of log p(y_t | x, y_<t), [B] float64, without the [B, S, V] logits."""
+    logprobs, _ = policy_logprobs(model, input_ids, attention_mask, prompt_width, temperature, position_ids, chunk_size)
+    return (logprobs.double() * mask).sum(-1)

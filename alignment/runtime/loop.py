@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from alignment.config import save_config, to_dict
 from alignment.runtime import accelerator as acc
-from alignment.runtime import checkpoint
+from alignment.runtime import checkpoint, manifest
 from alignment.runtime import logging as rlog
 from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
 
@@ -204,6 +204,24 @@ def last_metrics(output_dir: str, prefixes: tuple[str, ...] = ()) -> dict:
     for row in read_metrics(output_dir):
         last.update({k: v for k, v in row.items() if k != "step" and (not prefixes or k.startswith(prefixes))})
     return last
+
+
+def peak_memory_gb(device=None, reset: bool = True) -> float:
+    """This process's peak memory in GB (1e9 bytes): allocated tensors on a CUDA device (then reset, so each
+    call reports the peak since the last one), else the peak resident set size of the whole process so far
+    (getrusage; the OS keeps no resettable peak)."""
+    if device is not None and torch.device(device).type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        if reset:
+            torch.cuda.reset_peak_memory_stats(device)
+        return peak / 1e9
+    return manifest.peak_rss_gb()
+
+
+def memory_metrics(accelerator) -> dict[str, float]:
+    """`memory/peak_gb`: the largest `peak_memory_gb` over processes (a collective: every process calls it)."""
+    local = torch.tensor([peak_memory_gb(accelerator.device)], dtype=torch.float64, device=accelerator.device)
+    return {"memory/peak_gb": float(accelerator.gather(local).max())}
 
 
 def finish(run: Run) -> None:

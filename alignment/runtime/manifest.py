@@ -20,6 +20,25 @@ def versions() -> dict:
     return out
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident set size so far, in GB (1e9 bytes; getrusage, which cannot be reset)."""
+    import resource
+    import sys
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e9
+
+
+def peak_memory_gb() -> dict:
+    """The writing process's peak memory (GB): RSS over the whole stage and, on a GPU, allocated tensors
+    (since the last reset: a stage that logs `memory/peak_gb` per step resets it each time)."""
+    import torch
+
+    out = {"rss": round(peak_rss_gb(), 3)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_allocated"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    return out
+
+
 def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dict, extra: dict | None = None) -> dict:
     """Write `output_dir/manifest.json` atomically; returns what was written. `extra` keys go at the top level."""
     path = os.path.join(output_dir, "manifest.json")
@@ -30,6 +49,7 @@ def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dic
         "outputs": outputs,
         "metrics": metrics,
         "versions": versions(),
+        "peak_memory_gb": peak_memory_gb(),
         **(extra or {}),
     }
     tmp = path + ".tmp"

@@ -98,3 +98,15 @@ def test_every_shipped_config_loads(path):
     cls = stage_class(path)
     assert cls is not None, f"{path}: no config class is known for this file name"
     load_config(cls, path)
+
+
+def test_ppo_memory_settings_are_checked():
+    from alignment.ppo.config import PPOConfig
+
+    base = ["output_dir=o", "model.name_or_path=m", "data.path=d", "reward.path=r"]
+    cfg = load_config(PPOConfig, None, [*base, "ppo.logits_chunk_size=64", "ppo.checkpoint_roles=[value]"])
+    assert cfg.ppo.logits_chunk_size == 64 and cfg.ppo.checkpoint_roles == ["value"]
+    with pytest.raises(ConfigError, match="'ppo.logits_chunk_size' must be >= 1, got 0"):
+        load_config(PPOConfig, None, [*base, "ppo.logits_chunk_size=0"])
+    with pytest.raises(ConfigError, match="'ppo.checkpoint_roles': unknown role 'reward'"):
+        load_config(PPOConfig, None, [*base, "ppo.checkpoint_roles=[policy, reward]"])

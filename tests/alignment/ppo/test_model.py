@@ -378,3 +378,70 @@ def test_reward_adapter_with_its_own_embeddings_touches_no_other_role(folders, t
     for role in ("reference", "policy"):  # LoRA B is zero at init: both are the base, embeddings included
         torch.testing.assert_close(model(ids, mask, role=role), base_logits, rtol=0, atol=0)
     assert _requiring_grad(model) == _expected_trainable(model)
+
+
+def _moved_adapters(model):
+    with torch.no_grad():  # adapters that differ from the base and from each other
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.3)
+    return model
+
+
+def test_logprob_roles_equal_the_full_logits_of_each_role(folders):
+    from alignment.runtime.logprobs import entropy_from_logits, response_logprobs
+
+    model = _moved_adapters(_build(folders))
+    model.logits_chunk_size = 5  # several chunks over the 3 x 5 response positions
+    ids, mask = _batch()
+    P, temp = 4, 0.7
+    with torch.no_grad():
+        policy, ref = model(ids, mask, role="policy"), model(ids, mask, role="reference")
+        values = model(ids, mask, role="value")[:, P - 1 : -1]
+        lp, ent, v = model(ids, mask, role="policy_logprobs", prompt_width=P, temperature=temp, with_entropy=True,
+                           with_values=True)  # fmt: skip
+        ref_lp, _ = model(ids, mask, role="reference_logprobs", prompt_width=P, temperature=temp)
+    torch.testing.assert_close(lp, response_logprobs(policy, ids[:, P:], P, temp))
+    torch.testing.assert_close(ent, entropy_from_logits(policy[:, P - 1 : -1], temp))
+    torch.testing.assert_close(ref_lp, response_logprobs(ref, ids[:, P:], P, temp))
+    assert torch.equal(v, values)
+    assert not torch.allclose(lp, ref_lp)  # the roles really differ
+
+
+@pytest.mark.parametrize("checkpoint_roles", [None, {"value"}, {"policy", "value"}])
+def test_value_then_policy_backward_equals_the_summed_loss_exactly(folders, checkpoint_roles):
+    """One pass's activations at a time: the value pass back-propagated before the policy pass runs gives the
+    summed loss's gradients bit for bit (disjoint parameters), with or without per-role checkpointing."""
+    model = _moved_adapters(_build(folders))
+    model.train()
+    ids, mask = _batch()
+    P, temp = 4, 0.7
+    weights = torch.linspace(-1, 1, 15).reshape(3, 5)
+
+    def losses(with_values):
+        lp, _, values = model(ids, mask, role="policy_logprobs", prompt_width=P, temperature=temp,
+                              with_values=with_values)  # fmt: skip
+        return (lp * weights).sum(), values
+
+    def grads():
+        out = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    pg, values = losses(with_values=True)
+    (pg + 0.1 * (values * weights).pow(2).sum()).backward()
+    summed = grads()
+    if checkpoint_roles is not None:
+        model.gradient_checkpointing_enable()
+        model.checkpoint_roles = checkpoint_roles
+    values = model(ids, mask, role="value")[:, P - 1 : -1]
+    (0.1 * (values * weights).pow(2).sum()).backward()
+    pg, _ = losses(with_values=False)
+    pg.backward()
+    split = grads()
+    assert set(split) == set(summed) == _expected_trainable(model)
+    for name in summed:
+        if checkpoint_roles is None:
+            assert torch.equal(split[name], summed[name]), name
+        else:  # recomputation replays the same kernels, but allow for reassociation
+            torch.testing.assert_close(split[name], summed[name], rtol=1e-6, atol=1e-7, msg=name)

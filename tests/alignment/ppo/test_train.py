@@ -83,6 +83,9 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
     assert rows[-1]["objective/kl"] != 0.0 and rows[-1]["policy/approxkl"] > 0  # and it moved after
     assert [x["train/episodes"] for x in rows] == [8, 16, 24, 32]
     assert 0 < rows[0]["time/generation_share"] < 1
+    # peak RSS on CPU (a process-wide high-water mark: never falls), in GB
+    peaks = [x["memory/peak_gb"] for x in rows]
+    assert 0.1 < peaks[0] <= peaks[-1] < 64 and peaks == sorted(peaks)
     samples = lines(out, "samples.jsonl")
     assert {s["step"] for s in samples} == {1, 2, 4} and all(
         {"prompt", "completion", "score"} <= set(s) for s in samples
@@ -90,6 +93,7 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["outputs"] == {"adapter": ".", "model": "."} and manifest["reward_kind"] == "adapter"
+    assert 0.1 < manifest["peak_memory_gb"]["rss"] < 64
     assert (out / "config.yaml").is_file()
 
     # Reference (adapters off) and reward (adapter + head) outputs are bit-identical to an untrained model's.

@@ -49,3 +49,88 @@ def test_entropy_from_logits_matches_loop():
             assert got[b, t].item() == pytest.approx(-sum(q * math.log(q) for q in p), abs=1e-12)
     # uniform logits: entropy is log V
     assert LP.entropy_from_logits(torch.zeros(1, 1, 8))[0, 0].item() == pytest.approx(math.log(8), abs=1e-6)
+
+
+# --- chunked, from hidden states -----------------------------------------------------------------
+
+
+def _head(H=6, V=11, seed=3, bias=True):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(H, V, bias=bias).double()
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 5, 100])
+def test_hidden_logprobs_and_entropy_equal_full_logits_with_gradients(chunk):
+    B, T, H, temp = 3, 5, 6, 0.7
+    head = _head(H)
+    hidden = _rand(B, T, H, seed=2).requires_grad_(True)
+    tokens = torch.randint(0, 11, (B, T), generator=torch.Generator().manual_seed(4))
+    weights = _rand(B, T, seed=5)
+    # the full computation: [B, T, V] logits, then today's functions
+    logits = head(hidden)
+    ref_lp, ref_ent = LP.logprobs_from_logits(logits, tokens, temp), LP.entropy_from_logits(logits, temp)
+    ((ref_lp * weights).sum() + (ref_ent * weights.flip(0)).sum()).backward()
+    ref_grads = [hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()]
+    hidden.grad = head.weight.grad = head.bias.grad = None
+
+    lp, ent = LP.hidden_logprobs(hidden, head, tokens, temp, chunk_size=chunk, with_entropy=True)
+    torch.testing.assert_close(lp, ref_lp, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ent, ref_ent, rtol=0, atol=1e-12)
+    ((lp * weights).sum() + (ent * weights.flip(0)).sum()).backward()
+    for got, ref in zip([hidden.grad, head.weight.grad, head.bias.grad], ref_grads):
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+
+
+def test_hidden_logprobs_fp32_tolerance_and_no_entropy_by_default():
+    head = torch.nn.Linear(16, 50).requires_grad_(False)
+    hidden = torch.randn(2, 7, 16, requires_grad=True)
+    tokens = torch.randint(0, 50, (2, 7))
+    lp, ent = LP.hidden_logprobs(hidden, head, tokens, temperature=1.3, chunk_size=3)
+    assert ent is None and lp.dtype == torch.float32
+    torch.testing.assert_close(lp, LP.logprobs_from_logits(head(hidden), tokens, 1.3))
+    (g,) = torch.autograd.grad(lp.sum(), hidden)
+    (ref,) = torch.autograd.grad(LP.logprobs_from_logits(head(hidden), tokens, 1.3).sum(), hidden)
+    torch.testing.assert_close(g, ref)
+
+
+def test_response_logprobs_from_hidden_shifts_like_response_logprobs():
+    B, P, T, H = 2, 3, 4, 6
+    head = _head(H)
+    hidden = _rand(B, P + T, H, seed=7)
+    responses = torch.randint(0, 11, (B, T), generator=torch.Generator().manual_seed(8))
+    got, _ = LP.response_logprobs_from_hidden(hidden, head, responses, P, 0.9, chunk_size=3)
+    torch.testing.assert_close(got, LP.response_logprobs(head(hidden), responses, P, 0.9), rtol=0, atol=1e-12)
+
+
+def test_policy_logprobs_of_a_saved_llama_equal_its_full_logits(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from alignment.runtime.generation import position_ids_from_mask
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                         vocab_size=97, max_position_embeddings=64)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    model = LlamaForCausalLM.from_pretrained(tmp_path)
+    ids = torch.tensor([[0, 0, 5, 6, 7, 8, 9, 2], [3, 4, 5, 6, 10, 11, 12, 13]])
+    attn = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])
+    P, mask = 4, torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn)).logits
+    lp, ent = LP.policy_logprobs(model, ids, attn, P, temperature=0.7, chunk_size=3, with_entropy=True)
+    torch.testing.assert_close(lp, LP.response_logprobs(logits, ids[:, P:], P, 0.7))
+    torch.testing.assert_close(ent, LP.entropy_from_logits(logits[:, P - 1 : -1], 0.7))
+    seq = LP.policy_sequence_logprobs(model, ids, attn, mask, P, temperature=0.7, chunk_size=2)
+    torch.testing.assert_close(seq, LP.sequence_logprobs(logits, ids[:, P:], mask, P, 0.7))
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+
+    assert LP.chunkable(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")))
+    prompt_tuned = LlamaForCausalLM.from_pretrained(tmp_path)
+    # virtual tokens enter in PEFT's own forward, which the trunk alone would skip
+    assert not LP.chunkable(
+        get_peft_model(prompt_tuned, PromptTuningConfig(num_virtual_tokens=2, task_type="CAUSAL_LM"))
+    )
+    model = LlamaForCausalLM.from_pretrained(tmp_path)
+    model.config.final_logit_softcapping = 30.0  # a model that caps logits after the head: the full path
+    assert not LP.chunkable(model)
+    lp_full, _ = LP.policy_logprobs(model, ids, attn, P, temperature=0.7)
+    torch.testing.assert_close(lp_full, lp)

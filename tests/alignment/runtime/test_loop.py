@@ -103,3 +103,14 @@ def test_train_metrics_and_last_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert loop.last_metrics(str(tmp_path), ("train/",)) == {"train/loss": 1.0}
     assert loop.last_metrics(str(tmp_path)) == {"train/loss": 1.0, "reward/accuracy": 0.5, "eval/loss": 3.0}
+
+
+def test_peak_memory_on_cpu_is_the_process_peak_rss_in_gb():
+    import resource
+
+    from alignment.runtime import loop
+
+    peak = loop.peak_memory_gb("cpu")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    assert 0.01 < peak < 1024 and abs(peak - rss) < 0.01
+    assert loop.peak_memory_gb(None) >= peak  # a high-water mark: never falls
