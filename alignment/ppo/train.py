@@ -75,8 +75,6 @@ def train(cfg: PPOConfig) -> dict:
     optimizer_steps = updates * p.epochs * p.num_minibatches
     train_cfg = dataclasses.replace(cfg.train, learning_rate=learning_rate(cfg))
     model, optimizer, scheduler = optim.setup(accelerator, model, train_cfg, optimizer_steps, micro_batch_size(cfg))
-    log.info(f"ppo: {cfg.algorithm}, {r.per_device_batch_size // k} prompts x {k} samples per process and update, "
-             f"learning rate {train_cfg.learning_rate:g}")  # fmt: skip
 
     # 5. Resume: weights, optimizer, schedule, RNG (Accelerate) + KL coefficient, running stats, run id.
     kl_ctl = L.kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
@@ -98,18 +96,13 @@ def train(cfg: PPOConfig) -> dict:
         rollout = sample(accelerator, model, queries.to(device), query_mask.to(device), r.response_length,
                          r.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id if r.stop_at_eos else None)  # fmt: skip
         t_generated = time.time()
-        # 6c. Score: log-probs, reference, values (PPO) and rewards in the first epoch's micro-batches; normalise,
-        # penalise.
+        # 6c. Score: log-probs, reference, values (PPO), rewards in the first epoch's micro-batches; normalise, penalise.
         orders = minibatch_orders(cfg, update, device)
         exp = score_rollout(
             cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer
         )
-        # 6d. Advantages. PPO: per-token KL penalty + score at the last token, GAE, whitened [B, T]. RLOO/GRPO:
-        # KL-penalised scores against the other samples of the same prompt [B] (no values, no returns).
-        if cfg.algorithm == "ppo":
-            advantages, returns = gae_advantages(exp, kl_ctl.value, p)
-        else:
-            advantages, returns = group_advantages(cfg, accelerator, exp, kl_ctl.value), None
+        # 6d. Advantages: PPO's GAE over the values [B, T]; RLOO/GRPO's group baseline on KL-penalised scores [B].
+        advantages, returns = estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
         # 6e. Epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
         loss_fn = update_loss(cfg, accelerator, model, exp, advantages, returns, kl_ctl.value)
         stats = policy_update(cfg, accelerator, model, optimizer, scheduler, orders, loss_fn)
@@ -132,8 +125,7 @@ def train(cfg: PPOConfig) -> dict:
         )
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model, manifest.
-    extra = {"algorithm": cfg.algorithm, "updates": updates, "episodes": updates * batch_global,
-             "reward_kind": reward.kind}  # fmt: skip
+    extra = {"updates": updates, "episodes": updates * batch_global, "reward_kind": reward.kind}
     final = save(cfg, run, model, tokenizer, base_path, extra)
     loop.finish(run)
     return {"metrics": final, "model": accelerator.unwrap_model(model)}
@@ -194,7 +186,9 @@ def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainable, total = adapters.count_parameters(model)
-    log.info(f"ppo: training {trainable:,} of {total:,} parameters on one base ({cfg.algorithm})")
+    r, k = cfg.rollout, cfg.rollout.samples_per_prompt
+    log.info(f"ppo: {cfg.algorithm}, training {trainable:,} of {total:,} parameters on one base; {r.per_device_batch_size // k} "
+             f"prompts x {k} samples per process and update, learning rate {learning_rate(cfg):g}")  # fmt: skip
     return model
 
 
@@ -264,6 +258,13 @@ def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torc
     if p.whiten_advantages:
         advantages = L.masked_whiten(advantages, mask)
     return advantages, returns
+
+
+def estimate_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float):
+    """(advantages, returns): PPO's per-token GAE and returns [B, T], or RLOO's / GRPO's [B] and None."""
+    if cfg.algorithm == "ppo":
+        return gae_advantages(exp, beta, cfg.ppo)
+    return group_advantages(cfg, accelerator, exp, beta), None
 
 
 def group_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) -> torch.Tensor:
@@ -439,7 +440,7 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
             inputs={"model": base_path, "reward": c.function or os.path.abspath(c.path), "data": cfg.data.path},
             outputs=outputs,
             metrics=final,
-            extra={**extra, "world_size": accelerator.num_processes},
+            extra={"algorithm": cfg.algorithm, **extra, "world_size": accelerator.num_processes},
         )
         run.log.info(f"ppo: wrote {cfg.output_dir}")
     del state_dict
