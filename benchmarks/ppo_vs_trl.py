@@ -42,12 +42,12 @@ def peak_rss_mb() -> float:
 # Setup (parent process, project venv): model, tokenizer, reward adapter, TRL's reward model, prompts
 
 
-def prepare(args, work: str) -> None:
+def save_base(args, work: str):
+    """A random-init Llama (`--hidden`, `--layers`, fp32) with the builtin tokenizer in work/base; returns the
+    tokenizer and the parameter count (shared with rl_vs_trl.py)."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from alignment.assets import reviews
     from alignment.runtime import tiny
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.resolve("builtin:tiny-llama"))
@@ -62,7 +62,17 @@ def prepare(args, work: str) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(os.path.join(work, "base"))
     tokenizer.save_pretrained(os.path.join(work, "base"))
-    del model
+    return tokenizer, n_params
+
+
+def prepare(args, work: str) -> None:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import LlamaForSequenceClassification
+
+    from alignment.assets import reviews
+
+    tokenizer, n_params = save_base(args, work)
     # the reward stage's format: a SEQ_CLS LoRA adapter with the score head in modules_to_save
     classifier = LlamaForSequenceClassification.from_pretrained(os.path.join(work, "base"), num_labels=1)
     reward = get_peft_model(

@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks.ppo_vs_trl import peak_rss_mb, save_base  # noqa: E402
+
 K = 4  # samples per prompt
 
 
@@ -36,30 +38,11 @@ def reward(prompts, completions, **kwargs) -> list[float]:
     return [gold_reward(c if isinstance(c, str) else c[-1]["content"]) for c in completions]
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def prepare(args, work: str) -> None:
-    """A random-init Llama with the builtin tokenizer, and the builtin prompts, on disk."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
+    """A random-init Llama with the builtin tokenizer (ppo_vs_trl.py's), and the builtin prompts, on disk."""
     from alignment.assets import reviews
-    from alignment.runtime import tiny
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny.resolve("builtin:tiny-llama"))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=2 * args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=256,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(os.path.join(work, "base"))
-    tokenizer.save_pretrained(os.path.join(work, "base"))
+    _, n_params = save_base(args, work)
     with open(os.path.join(work, "prompts.jsonl"), "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in reviews.prompts("train"))
     print(f"model: Llama, {n_params / 1e6:.1f}M parameters, fp32, {args.layers} layers, hidden {args.hidden}")

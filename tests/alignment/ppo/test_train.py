@@ -56,6 +56,18 @@ def adapter_tensors(folder):
     return load_file(os.path.join(folder, "adapter_model.safetensors"))
 
 
+def train_on_one_thread(cfg) -> dict:
+    """The stage in this process (to inspect the trained model), on one thread like the CLI runs."""
+    from alignment.ppo.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_path, stages):
     """In process, to inspect the trained model: reference and reward roles equal a freshly built model's."""
     from transformers import AutoModelForCausalLM
@@ -63,7 +75,6 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
     from alignment.config import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.model import build_ppo_model, lora_config
-    from alignment.ppo.train import train
 
     sft, reward = stages
     out = tmp_path / "ppo"
@@ -71,12 +82,7 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
         *PPO[1:], f"output_dir={out}", f"model.name_or_path={sft}", f"reward.path={reward}",
         "train.total_episodes=32", "train.learning_rate=5e-3",
     ])  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    result = train_on_one_thread(cfg)
 
     rows = lines(out)
     assert [x["step"] for x in rows] == [1, 2, 3, 4]
@@ -132,7 +138,6 @@ def assert_saved_policy_is_the_trained_one(out, base_dir, trained):
 def test_rloo_and_grpo_train_the_policy_without_a_value_adapter(tmp_path, stages, algorithm):
     from alignment.config import load_config
     from alignment.ppo.config import PPOConfig
-    from alignment.ppo.train import train
 
     sft, reward = stages
     out = tmp_path / algorithm
@@ -141,12 +146,7 @@ def test_rloo_and_grpo_train_the_policy_without_a_value_adapter(tmp_path, stages
         *PPO[1:], *extra, "rollout.samples_per_prompt=4", f"output_dir={out}", f"model.name_or_path={sft}",
         f"reward.path={reward}", "train.total_episodes=16", "train.learning_rate=5e-3",
     ])  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    result = train_on_one_thread(cfg)
 
     rows = lines(out)
     assert [x["step"] for x in rows] == [1, 2] and [x["train/episodes"] for x in rows] == [8, 16]
