@@ -48,12 +48,13 @@ def peak_rss_mb() -> float:
 # Setup (parent process, project venv): model, tokenizer, reward adapter, TRL's reward model, prompts
 
 
-def prepare(args, work: str) -> None:
+def save_base(args, work: str):
+    """A random-init model (`model_config`: the Llama of `--hidden`, `--layers`, or the Qwen-vocabulary shape; fp32)
+    with the builtin tokenizer in work/base; returns the tokenizer and the parameter count (shared with
+    rl_vs_trl.py)."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignment.assets import reviews
     from alignment.runtime import tiny
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.resolve("builtin:tiny-llama"))
@@ -63,7 +64,18 @@ def prepare(args, work: str) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     model.save_pretrained(os.path.join(work, "base"))
     tokenizer.save_pretrained(os.path.join(work, "base"))
-    del model
+    return tokenizer, n_params
+
+
+def prepare(args, work: str) -> None:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from alignment.assets import reviews
+
+    tokenizer, n_params = save_base(args, work)
+    config = model_config(args, tokenizer)
     # the reward stage's format: a SEQ_CLS LoRA adapter with the score head in modules_to_save
     classifier = AutoModelForSequenceClassification.from_pretrained(os.path.join(work, "base"), num_labels=1)
     reward = get_peft_model(
@@ -95,7 +107,7 @@ def model_config(args, tokenizer):
 
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, max_position_embeddings=256)  # fmt: skip
-    if args.shape == "qwen-vocab":
+    if getattr(args, "shape", "shipped") == "qwen-vocab":
         # Qwen2.5-0.5B's vocabulary, tied embeddings and grouped-query heads of 64; 2 layers of hidden 256
         return Qwen2Config(vocab_size=QWEN_VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, **ids)  # fmt: skip

@@ -1,9 +1,12 @@
-"""`PPOConfig`: every hyperparameter of `rlhf ppo`, with a docstring under each field (`rlhf ppo --help`).
+"""`PPOConfig`: every hyperparameter of `rlhf ppo` (PPO, RLOO, GRPO), with a docstring under each field
+(`rlhf ppo --help`).
 
-Batch vocabulary (TRL's): each *update* samples `rollout.per_device_batch_size` prompts on every
-process (one episode each), then runs `ppo.epochs` passes over them in `ppo.num_minibatches`
-shuffled minibatches; a minibatch is one optimizer step of `ppo.gradient_accumulation_steps`
-micro-batches. Steps in metrics.jsonl and checkpoints count updates.
+Batch vocabulary (TRL's): each *update* samples `rollout.per_device_batch_size` episodes on every
+process (`rollout.samples_per_prompt` = k responses to each of batch / k prompts), then runs `ppo.epochs`
+passes over them in `ppo.num_minibatches` shuffled minibatches; a minibatch is one optimizer step of
+`ppo.gradient_accumulation_steps` micro-batches. Steps in metrics.jsonl and checkpoints count updates.
+`algorithm` picks the advantage: PPO's GAE over a value adapter, or RLOO's / GRPO's group baseline over
+the k samples of a prompt (no value adapter); the clipped update is the same.
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ class PPORewardConfig:
 @dataclass
 class RolloutConfig:
     per_device_batch_size: int = 8
-    """Prompts sampled per update on each process (one episode each)."""
+    """Episodes (sampled responses) per update on each process: batch / samples_per_prompt prompts."""
+    samples_per_prompt: int = 1
+    """k responses sampled for each prompt (>= 2 for rloo and grpo, whose baseline is the prompt's other samples);
+    must divide per_device_batch_size."""
     response_length: int = 32
     """Most tokens sampled per response."""
     temperature: float = 0.7
@@ -99,7 +105,7 @@ class PPOAlgoConfig:
     lam: float = 0.95
     """GAE lambda."""
     whiten_advantages: bool = True
-    """Normalise advantages to mean 0, std 1 over each process's rollout batch."""
+    """PPO: normalise advantages to mean 0, std 1 over each process's rollout batch (RLOO/GRPO: see grpo.scale)."""
     logits_chunk_size: int = 1024
     """Response positions per LM-head call in scoring and training: only this many positions' vocabulary-wide
     logits exist at a time (never [batch, sequence, vocabulary])."""
@@ -109,7 +115,29 @@ class PPOAlgoConfig:
 
 
 @dataclass
+class GRPOAlgoConfig:
+    scale: Literal["group", "batch", "none"] = "batch"
+    """GRPO's advantage (r - group mean) / std: the std of the prompt's k scores (`group`, DeepSeekMath), of
+    the whole batch over all processes (`batch`, TRL's scale_rewards="batch"), or no division (`none`, Dr. GRPO).
+    `group` weights prompts by how little their samples differ, so it does not ascend J itself."""
+
+
+@dataclass
+class LossConfig:
+    aggregation: Literal["sequence_mean", "token_mean", "constant"] = "constant"
+    """RLOO/GRPO: how per-token losses sum to the step's loss. `constant`: sum / (sequences * response_length)
+    (Dr. GRPO; the gradient is a fixed multiple of REINFORCE's, so it ascends J); `sequence_mean`: mean per
+    sequence, then over sequences (GRPO paper; favours short sequences); `token_mean`: mean over every token of
+    the optimizer step on all processes (DAPO, TRL's default). PPO always takes the token mean."""
+
+
+@dataclass
 class KLConfig:
+    mode: Literal["reward", "loss"] = "reward"
+    """Where the KL to the reference enters: `reward` subtracts coef * (per-token estimator, summed) from each
+    score (RLOO's and PPO's form; with k1 its optimum is exactly pi_ref * exp(r / coef) / Z); `loss` (rloo and
+    grpo only) adds coef * the k3 estimate per token to the loss, as GRPO does: its gradient is that of
+    KL(pi_ref || pi), so it regularises but does not aim at that optimum."""
     estimator: Literal["k1", "k3"] = "k1"
     """Per-token KL in the reward: k1 = log p - log p_ref (unbiased), k3 = (r - 1) - log r (unbiased, >= 0)."""
     coef: float = 0.05
@@ -136,6 +164,10 @@ class PPOTrainConfig:
     """AdamW weight decay."""
     adam_eps: float = 1e-5
     """AdamW epsilon."""
+    lr_from_beta: float | None = 0.5
+    """Above this KL coefficient the learning rate is learning_rate * lr_from_beta / kl.coef (initial coef):
+    the KL-regularised objective's curvature grows with beta and its optimum moves closer to the reference,
+    so a fixed step overshoots it. null: learning_rate whatever beta."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 disables clipping."""
     log_steps: int = 1
@@ -154,6 +186,9 @@ class PPOConfig:
     manifest.json."""
     seed: int = 42
     """Seed for adapter init, prompt order, sampling and minibatch shuffling (the same on every process)."""
+    algorithm: Literal["ppo", "rloo", "grpo"] = "ppo"
+    """`ppo` (GAE over a value adapter), `rloo` (leave-one-out baseline over a prompt's k samples) or `grpo`
+    (group-normalised); rloo and grpo create no value adapter."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The frozen base: an SFT run folder (its merged model) or any causal LM."""
     policy: AdapterConfig = field(default_factory=AdapterConfig)
@@ -163,6 +198,8 @@ class PPOConfig:
     data: PPODataConfig = field(default_factory=PPODataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     ppo: PPOAlgoConfig = field(default_factory=PPOAlgoConfig)
+    grpo: GRPOAlgoConfig = field(default_factory=GRPOAlgoConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     kl: KLConfig = field(default_factory=KLConfig)
     train: PPOTrainConfig = field(default_factory=PPOTrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -183,6 +220,7 @@ class PPOConfig:
         if self.reward.function and self.value.init_from_reward:
             raise ConfigError("'value.init_from_reward' needs a reward adapter (reward.path), not a function")
         r, p = self.rollout, self.ppo
+        self._validate_algorithm()
         per_step = p.num_minibatches * p.gradient_accumulation_steps
         if r.per_device_batch_size % per_step:
             raise ConfigError(
@@ -192,6 +230,7 @@ class PPOConfig:
         for key, value in [
             ("rollout.per_device_batch_size", r.per_device_batch_size),
             ("rollout.response_length", r.response_length),
+            ("rollout.samples_per_prompt", r.samples_per_prompt),
             ("ppo.epochs", p.epochs),
             ("ppo.num_minibatches", p.num_minibatches),
             ("ppo.gradient_accumulation_steps", p.gradient_accumulation_steps),
@@ -215,3 +254,24 @@ class PPOConfig:
         for key, adapter in [("policy", self.policy), ("value.adapter", self.value.adapter)]:
             if adapter.method != "lora":
                 raise ConfigError(f"'{key}.method' must be lora for one-base PPO, got '{adapter.method}'")
+
+    def _validate_algorithm(self) -> None:
+        """The group settings: k >= 2 dividing the batch for rloo/grpo; no value adapter; the KL's form and beta."""
+        r, k = self.rollout, self.rollout.samples_per_prompt
+        if self.kl.coef < 0:
+            raise ConfigError(f"'kl.coef' must be >= 0, got {self.kl.coef}")
+        if self.train.lr_from_beta is not None and self.train.lr_from_beta <= 0:
+            raise ConfigError(f"'train.lr_from_beta' must be > 0 or null, got {self.train.lr_from_beta}")
+        if self.algorithm != "ppo":
+            if k < 2:
+                raise ConfigError(f"'rollout.samples_per_prompt' must be >= 2 for {self.algorithm} (its baseline is "
+                                  f"the other samples of the prompt), got {k}")  # fmt: skip
+            if self.value.init_from_reward:
+                raise ConfigError(f"'value.init_from_reward': {self.algorithm} trains no value adapter")
+        elif self.kl.mode == "loss":
+            raise ConfigError("'kl.mode' = loss is for rloo and grpo; PPO puts the KL in the per-token reward")
+        if k >= 1 and r.per_device_batch_size % k:
+            raise ConfigError(
+                f"'rollout.per_device_batch_size' ({r.per_device_batch_size}) must be divisible by "
+                f"rollout.samples_per_prompt ({k})"
+            )

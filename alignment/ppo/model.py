@@ -103,12 +103,15 @@ def read_reward_adapter(folder: str):
 class PPOModel(nn.Module):
     """The four roles on one PEFT-wrapped base. Build with `build_ppo_model`."""
 
-    def __init__(self, peft_model, value_head: nn.Linear, reward_head: nn.Linear | None, share_policy_value: bool):
+    def __init__(
+        self, peft_model, value_head: nn.Linear | None, reward_head: nn.Linear | None, share_policy_value: bool
+    ):
         super().__init__()
         self.peft = peft_model
         self.value_head = value_head
         self.reward_head = reward_head
-        self.adapters = {"policy": "policy", "value": "policy" if share_policy_value else "value", "reward": "reward"}
+        value_adapter = None if value_head is None else "policy" if share_policy_value else "value"
+        self.adapters = {"policy": "policy", "value": value_adapter, "reward": "reward"}
         self.share_policy_value = share_policy_value
         self.logits_chunk_size = LOGITS_CHUNK_SIZE
         """Response positions per LM-head call in the log-prob roles (only that many positions' logits exist)."""
@@ -121,7 +124,7 @@ class PPOModel(nn.Module):
 
     def _fix_trainable(self) -> None:
         """Decide once which parameters train: the policy and value LoRA weights and the value head."""
-        trainable_adapters = {self.adapters["policy"], self.adapters["value"]}
+        trainable_adapters = {self.adapters["policy"], self.adapters["value"]} - {None}
         self._trainable = {
             name: name.startswith("value_head.")
             or ("lora_" in name and any(f".{adapter}." in name for adapter in trainable_adapters))
@@ -142,6 +145,8 @@ class PPOModel(nn.Module):
         """Run the block with `name`'s adapter active (policy, value, reward; reference: none), flags kept as built."""
         if name == "reward" and self.reward_head is None:
             raise UserError("this PPO model has no reward adapter (a separate reward model or function scores)")
+        if name == "value" and self.value_head is None:
+            raise RuntimeError("this model has no value adapter (RLOO and GRPO need none)")
         with self._adapter(None if name == "reference" else self.adapters[name]):
             yield
 
@@ -411,12 +416,14 @@ def build_ppo_model(
     reward_adapter: str | None = None,
     share_policy_value: bool = False,
     init_value_from_reward: bool = False,
+    with_value: bool = True,
 ) -> PPOModel:
     """Wrap a loaded causal LM (frozen from here on) with the policy/value/reward adapters and the heads.
 
     policy_config / value_config: peft LoraConfig (see `lora_config`); value_config defaults to the
     policy's. reward_adapter: the reward stage's adapter folder (None when a separate reward model or a
     function scores). init_value_from_reward: start the value adapter and head as copies of the reward's.
+    with_value False: no value adapter and no value head (RLOO, GRPO: the base carries policy + reward only).
     """
     from peft import get_peft_model
 
@@ -439,7 +446,11 @@ def build_ppo_model(
         reward_head = nn.Linear(hidden, weight.shape[0], bias="bias" in reward_head_sd)
         reward_head.load_state_dict({k: v.float() for k, v in reward_head_sd.items()})
 
-    if init_value_from_reward:
+    if not with_value:
+        if init_value_from_reward:
+            raise UserError("init_value_from_reward needs a value adapter")
+        value_head = None
+    elif init_value_from_reward:
         if reward_head is None:
             raise UserError("init_value_from_reward needs a reward adapter")
         if share_policy_value:
@@ -454,7 +465,7 @@ def build_ppo_model(
         # small init so early values do not swamp the advantages (the value head learns the scale)
         nn.init.normal_(value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(value_head.bias)
-    if not share_policy_value:
+    if with_value and not share_policy_value:
         value_config = copy.deepcopy(value_config if value_config is not None else policy_config)
         value_config.inference_mode = False
         peft_model.add_adapter("value", value_config)
@@ -463,7 +474,8 @@ def build_ppo_model(
             _load_adapter_weights(peft_model, lora_only, "value", reward_adapter)
     peft_model.set_adapter("policy")
     # both heads stay float32 whatever the base dtype: values and scores feed fp32 PPO math
-    value_head.to(base.device)
+    if value_head is not None:
+        value_head.to(base.device)
     if reward_head is not None:
         reward_head.to(base.device)
     return PPOModel(peft_model, value_head, reward_head, share_policy_value)

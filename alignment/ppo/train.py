@@ -1,13 +1,17 @@
-"""Stage 4: PPO against the reward model, with policy, value, reward and reference on one frozen base.
+"""Stage 4: online RL against the reward model (PPO, RLOO or GRPO), every role on one frozen base.
 
     rlhf ppo configs/ppo.yaml output_dir=runs/tiny/ppo
+    rlhf ppo configs/rloo.yaml            # or: rlhf ppo configs/ppo.yaml algorithm=rloo rollout.samples_per_prompt=4
+    rlhf ppo configs/grpo.yaml
     accelerate launch --config_file launch/ddp.yaml -m alignment ppo configs/ppo.yaml
     accelerate launch --config_file launch/zero3.yaml -m alignment ppo configs/ppo_qwen0.5b.yaml
 
-Each update: (a) prompts, (b) sample with the policy adapter, (c) score: policy and reference
-log-probs, values, rewards, (d) normalise scores and penalise missing EOS, (e) per-token KL penalty,
-GAE and whitened advantages, (f) `ppo.epochs` passes of shuffled minibatches with gradient
-accumulation and clipping, (g) log, adapt the KL coefficient, checkpoint.
+Each update: (a) prompts (each repeated `rollout.samples_per_prompt` = k times), (b) sample with the policy
+adapter, (c) score: policy and reference log-probs, values (PPO), rewards, (d) normalise scores and
+penalise missing EOS, (e) advantages: PPO's per-token KL penalty + GAE over the value adapter, or RLOO's /
+GRPO's baseline over the k samples of a prompt on KL-penalised scores (no value adapter), (f) `ppo.epochs`
+passes of shuffled minibatches with gradient accumulation and clipping, (g) log, adapt the KL coefficient,
+checkpoint.
 Writes to output_dir: the policy adapter at the top level (`PeftModel.from_pretrained(sft_base,
 output_dir)` loads it), the tokenizer, optional `merged/`, `config.yaml`, `metrics.jsonl`,
 `samples.jsonl`, `manifest.json` and resumable `checkpoints/`.
@@ -46,7 +50,7 @@ def main(argv: list[str]) -> int:
 
 def train(cfg: PPOConfig) -> dict:
     # 1. Runtime: accelerator, logging, the same seed on every process (identical adapter init).
-    r, p = cfg.rollout, cfg.ppo
+    r, p, k = cfg.rollout, cfg.ppo, cfg.rollout.samples_per_prompt
     run = loop.start("ppo", cfg, p.gradient_accumulation_steps)
     accelerator, log = run.accelerator, run.log
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -62,12 +66,14 @@ def train(cfg: PPOConfig) -> dict:
     log.info(f"ppo: reward from {cfg.reward.function or cfg.reward.path} ({reward.kind}), "
              f"normalisation: {reward.normalize}")  # fmt: skip
 
-    # 4. Model: one frozen base; policy and value LoRA adapters, value head; reward adapter; reference = base.
+    # 4. Model: one frozen base; policy LoRA adapter; value adapter + head (PPO only); reward adapter; reference
+    # = base. The learning rate follows beta above train.lr_from_beta.
     model = build_model(cfg, base_path, reward, log)
     batch_global = r.per_device_batch_size * world
     updates = math.ceil(cfg.train.total_episodes / batch_global)
     optimizer_steps = updates * p.epochs * p.num_minibatches
-    model, optimizer, scheduler = optim.setup(accelerator, model, cfg.train, optimizer_steps, micro_batch_size(cfg))
+    train_cfg = dataclasses.replace(cfg.train, learning_rate=learning_rate(cfg))
+    model, optimizer, scheduler = optim.setup(accelerator, model, train_cfg, optimizer_steps, micro_batch_size(cfg))
 
     # 5. Resume: weights, optimizer, schedule, RNG (Accelerate) + KL coefficient, running stats, run id.
     kl_ctl = L.kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
@@ -81,30 +87,31 @@ def train(cfg: PPOConfig) -> dict:
     model.train()  # dropout is off; train mode is what gradient checkpointing needs
     for update in loop.progress(run, updates):
         step, t_start = update + 1, time.time()
-        # 6a. Prompts: this process's slice of a seeded stream; the position alone decides it (exact resume).
-        indices = stream.batch(update, r.per_device_batch_size, rank, world)
+        # 6a. Prompts: this process's slice of a seeded stream; the position alone decides it (exact resume). Each
+        # prompt k times in a row: the group layout the RLOO/GRPO advantages read.
+        indices = [i for i in stream.batch(update, r.per_device_batch_size // k, rank, world) for _ in range(k)]
         queries, query_mask = left_pad([encoded[i] for i in indices], tokenizer.pad_token_id)
         # 6b. Generate with the policy (KV cache; ZeRO-3 gathers the weights once for the whole rollout).
         rollout = sample(accelerator, model, queries.to(device), query_mask.to(device), r.response_length,
                          r.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id if r.stop_at_eos else None)  # fmt: skip
         t_generated = time.time()
-        # 6c. Score: log-probs, reference, values and rewards in the first epoch's micro-batches; normalise, penalise.
+        # 6c. Score: log-probs, reference, values (PPO), rewards in the first epoch's micro-batches; normalise, penalise.
         orders = minibatch_orders(cfg, update, device)
         exp = score_rollout(
             cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer
         )
-        # 6d. Advantages: per-token KL penalty + score at the last token, GAE, whitened.
-        advantages, returns = gae_advantages(exp, kl_ctl.value, p)
-        # 6e. PPO epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
-        stats = ppo_update(cfg, accelerator, model, optimizer, scheduler, exp, advantages, returns, orders)
+        # 6d. Advantages: PPO's GAE over the values [B, T]; RLOO/GRPO's group baseline on KL-penalised scores [B].
+        advantages, returns = estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
+        # 6e. Epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
+        loss_fn = update_loss(cfg, accelerator, model, exp, advantages, returns, kl_ctl.value)
+        stats = policy_update(cfg, accelerator, model, optimizer, scheduler, orders, loss_fn)
         t_end = time.time()
         # 6f. Metrics over all processes, KL coefficient update, samples, checkpoint.
-        metrics = collect_metrics(accelerator, exp, stats, kl_ctl.value)
+        metrics = collect_metrics(cfg, accelerator, exp, stats, kl_ctl.value)
         metrics.update({
             "train/learning_rate": scheduler.get_last_lr()[0], "train/episodes": step * batch_global,
             "time/generation_share": (t_generated - t_start) / max(t_end - t_start, 1e-9),
             "time/episodes_per_second": batch_global / max(t_end - t_start, 1e-9),
-            **loop.memory_metrics(accelerator),
         })  # fmt: skip
         kl_ctl.update(metrics["objective/kl"], batch_global)
         if loop.due(step, cfg.train.log_steps, updates, final=True):
@@ -151,8 +158,17 @@ def load_tokenizer(cfg: PPOConfig, base_path: str):
     return tokenizer
 
 
+def learning_rate(cfg: PPOConfig) -> float:
+    """`train.learning_rate`, times lr_from_beta / kl.coef when the (initial) KL coefficient is above lr_from_beta."""
+    pivot, beta = cfg.train.lr_from_beta, cfg.kl.coef
+    if pivot is None or beta <= pivot:
+        return cfg.train.learning_rate
+    return cfg.train.learning_rate * pivot / beta
+
+
 def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
-    """The PPO model on one frozen base: policy and value adapters (+ value head), the reward adapter if any."""
+    """The model on one frozen base: the policy adapter, the value adapter + head (PPO only), the reward adapter
+    if any."""
     if cfg.value.init_from_reward and reward.kind != "adapter":
         raise UserError("value.init_from_reward: the reward model is not an adapter on this base")
     model_cfg = dataclasses.replace(cfg.model, name_or_path=base_path, gradient_checkpointing=False)
@@ -163,6 +179,7 @@ def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
         reward_adapter=cfg.reward.path if reward.kind == "adapter" else None,
         share_policy_value=cfg.value.share_with_policy,
         init_value_from_reward=cfg.value.init_from_reward,
+        with_value=cfg.algorithm == "ppo",
     )
     disable_dropout(model)  # LoRA dropout too: with it on, the first minibatch is not on-policy
     model.logits_chunk_size = cfg.ppo.logits_chunk_size
@@ -170,7 +187,9 @@ def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainable, total = adapters.count_parameters(model)
-    log.info(f"ppo: training {trainable:,} of {total:,} parameters on one base")
+    r, k = cfg.rollout, cfg.rollout.samples_per_prompt
+    log.info(f"ppo: {cfg.algorithm}, training {trainable:,} of {total:,} parameters on one base; {r.per_device_batch_size // k} "
+             f"prompts x {k} samples per process and update, learning rate {learning_rate(cfg):g}")  # fmt: skip
     return model
 
 
@@ -180,7 +199,7 @@ def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
 
 @dataclasses.dataclass
 class Experience:
-    """One update's rollout, scored: what the PPO epochs train on. [B, T] float32 unless noted."""
+    """One update's rollout, scored: what the update's epochs train on. [B, T] float32 unless noted."""
 
     rollout: Responses
     prompts: list
@@ -216,7 +235,8 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
     source's scores normalised and penalised for a missing EOS, the per-token KL to the reference, and the
     monitor's score."""
     r = cfg.rollout
-    scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter")
+    scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter",
+                   with_values=cfg.algorithm == "ppo")  # fmt: skip
     prompt_texts = completions = None
     if reward.needs_text:
         prompt_texts = [prompt_text(tokenizer, p) for p in prompts]
@@ -232,8 +252,7 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
 
 def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's (advantages, returns) [B, T]: rewards -beta * KL per token plus the score at the last token,
-    GAE over the value estimates, advantages whitened over the batch. (RLOO and GRPO plug in here with
-    estimators of the same shape that need no values.)"""
+    GAE over the value estimates, advantages whitened over the batch."""
     mask = exp.rollout.response_mask
     rewards = L.compute_rewards(exp.scores, exp.kl, mask, beta)
     advantages, returns = L.gae(rewards, exp.scored.values, mask, p.gamma, p.lam)
@@ -242,26 +261,44 @@ def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torc
     return advantages, returns
 
 
-class UpdateStats(NamedTuple):
-    """One PPO update's statistics, averaged over every micro-batch (the `_first` ones over the first
-    minibatch only: exactly on-policy, so ratio 1 and approxkl/clipfrac 0 there check the whole scoring path)."""
+def estimate_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float):
+    """(advantages, returns): PPO's per-token GAE and returns [B, T], or RLOO's / GRPO's [B] and None."""
+    if cfg.algorithm == "ppo":
+        return gae_advantages(exp, beta, cfg.ppo)
+    return group_advantages(cfg, accelerator, exp, beta), None
 
-    policy_loss: float
-    value_loss: float
-    approxkl: float
-    clipfrac: float
-    ratio: float
-    value_clipfrac: float
-    ratio_first: float
-    approxkl_first: float
-    clipfrac_first: float
-    grad_norm: float | None
-    """Mean over the update's optimizer steps, before clipping."""
+
+def group_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) -> torch.Tensor:
+    """RLOO's or GRPO's advantage [B], one per episode, from the scores of the k samples of each prompt (contiguous
+    rows). With kl.mode = reward the scores carry -beta * (summed per-token KL), so the update ascends
+    J = E[r] - beta * KL. Computed on the batch gathered from every process (GRPO's `batch` std is global, as
+    TRL's), then this process's rows are kept."""
+    old, mask = exp.scored, exp.rollout.response_mask
+    scores = exp.scores
+    if cfg.kl.mode == "reward":
+        scores = L.kl_penalized_scores(scores, old.logprobs, old.ref_logprobs, mask, beta, cfg.kl.estimator)
+    k, B = cfg.rollout.samples_per_prompt, scores.shape[0]
+    everyone = accelerator.gather(scores.contiguous())
+    if cfg.algorithm == "rloo":
+        advantages = L.rloo_advantages(everyone, k)
+    else:
+        advantages = L.grpo_advantages(everyone, k, cfg.grpo.scale)
+    rank = accelerator.process_index
+    return advantages[rank * B : (rank + 1) * B]
+
+
+def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, advantages, returns, beta: float):
+    """The algorithm's loss of one micro-batch: a function (rows, minibatch rows) -> (loss, {statistic: float})."""
+    if cfg.algorithm == "ppo":
+        return lambda rows, minibatch: ppo_loss(
+            accelerator, model, exp, rows, advantages, returns, cfg.ppo, cfg.rollout.temperature
+        )
+    return lambda rows, minibatch: group_loss(cfg, accelerator, model, exp, rows, minibatch, advantages, beta)
 
 
 def ppo_loss(accelerator, model, exp: Experience, rows, advantages, returns, p: PPOAlgoConfig, temperature: float):
     """(loss, per-micro-batch statistics) of rows `rows`: the clipped policy surrogate plus `vf_coef` times the
-    clipped value loss (no value loss when `returns` is None: estimators without a value head).
+    clipped value loss.
 
     With a value adapter of its own on one process, the value pass is back-propagated here, before the policy
     pass runs, and the returned loss is the policy's alone: only one pass's activations are alive at a time,
@@ -269,15 +306,14 @@ def ppo_loss(accelerator, model, exp: Experience, rows, advantages, returns, p: 
     rollout, old, mask, P = exp.rollout, exp.scored, exp.rollout.response_mask[rows], exp.rollout.prompt_width
     ids, attn = rollout.sequences(rows)
     vf_loss = vf_clipfrac = torch.zeros((), device=mask.device)
-    split = returns is not None and split_value_pass(accelerator, model)
+    split = split_value_pass(accelerator, model)
     if split:
         values = model(ids, attn, role="value")[:, P - 1 : -1]
         vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], returns[rows], mask, p.cliprange_value)
         accelerator.backward(p.vf_coef * vf_loss)
         del values  # its graph is gone with the backward; the policy pass starts from here
-    with_values = returns is not None and not split
     logprobs, _, values = model(ids, attn, role="policy_logprobs", prompt_width=P, temperature=temperature,
-                                with_values=with_values)  # fmt: skip
+                                with_values=not split)  # fmt: skip
     pg_loss, clipfrac, approxkl, ratio = L.policy_loss(
         logprobs, old.logprobs[rows], advantages[rows], mask, p.cliprange
     )
@@ -300,19 +336,57 @@ def split_value_pass(accelerator, model) -> bool:
     return not shared and accelerator.distributed_type == DistributedType.NO
 
 
-def ppo_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, exp: Experience, advantages, returns,
-               orders: list[torch.Tensor]) -> UpdateStats:  # fmt: skip
+def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, advantages, beta: float):
+    """RLOO/GRPO (loss, statistics) of rows `rows` of minibatch `minibatch`: the clipped surrogate with one
+    advantage per sequence, tokens weighed by `loss.aggregation`, plus beta * k3 KL per token with kl.mode = loss."""
+    rollout, old, mask = exp.rollout, exp.scored, exp.rollout.response_mask[rows]
+    ids, attn = rollout.sequences(rows)
+    logprobs = model(
+        ids, attn, role="policy_logprobs", prompt_width=rollout.prompt_width, temperature=cfg.rollout.temperature
+    )[0]
+    total_tokens, scale = None, 1.0
+    if cfg.loss.aggregation == "token_mean":
+        # the optimizer step's token mean: its real tokens over micro-batches and processes; the backward pass
+        # averages over both, so the sum of micro-batch losses is scaled back up
+        total_tokens = accelerator.reduce(rollout.response_mask[minibatch].sum().float(), reduction="sum")
+        scale = cfg.ppo.gradient_accumulation_steps * accelerator.num_processes
+    in_loss = cfg.kl.mode == "loss"
+    out = L.group_policy_loss(
+        logprobs, old.logprobs[rows], advantages[rows], mask, cfg.ppo.cliprange, cfg.loss.aggregation,
+        cfg.rollout.response_length, old.ref_logprobs[rows] if in_loss else None, beta if in_loss else 0.0,
+        total_tokens,
+    )  # fmt: skip
+    stats = {"policy_loss": out.policy * scale, "approxkl": out.approxkl, "clipfrac": out.clipfrac, "ratio": out.ratio}
+    if in_loss:
+        stats["kl_loss"] = out.kl * scale
+    return out.loss * scale, {k: float(v.detach()) for k, v in stats.items()}
+
+
+class UpdateStats(NamedTuple):
+    """One update's statistics (names as the loss function returns them), averaged over every micro-batch; `first`
+    over the first minibatch only: exactly on-policy, so ratio 1 and approxkl/clipfrac 0 there check the whole
+    scoring path."""
+
+    means: dict[str, float]
+    first: dict[str, float]
+    grad_norm: float | None
+    """Mean over the update's optimizer steps, before clipping."""
+
+
+def policy_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, orders: list[torch.Tensor],
+                  loss_fn) -> UpdateStats:  # fmt: skip
     """`ppo.epochs` passes over the rollout, epoch e in `orders[e]`; each minibatch is one optimizer step of
-    `ppo.gradient_accumulation_steps` micro-batches."""
+    `ppo.gradient_accumulation_steps` micro-batches, each micro-batch's loss from `loss_fn(rows, minibatch)`."""
     p, micro = cfg.ppo, micro_batch_size(cfg)
     mb = cfg.rollout.per_device_batch_size // p.num_minibatches
     sums, first, norms = {}, {}, []
     for epoch, order in enumerate(orders):
         for m in range(p.num_minibatches):
+            minibatch = order[m * mb : (m + 1) * mb]
             for a in range(p.gradient_accumulation_steps):
-                rows = order[m * mb + a * micro : m * mb + (a + 1) * micro]
+                rows = minibatch[a * micro : (a + 1) * micro]
                 with accelerator.accumulate(model):
-                    loss, got = ppo_loss(accelerator, model, exp, rows, advantages, returns, p, cfg.rollout.temperature)
+                    loss, got = loss_fn(rows, minibatch)
                     norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, cfg.train.max_grad_norm)
                 norms += [norm] if norm is not None else []
                 for k, v in got.items():
@@ -320,24 +394,29 @@ def ppo_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, exp: Ex
                     if epoch == 0 and m == 0:
                         first[k] = first.get(k, 0.0) + v / p.gradient_accumulation_steps
     steps = p.epochs * p.num_minibatches
-    return UpdateStats(
-        **{k: v / steps for k, v in sums.items()},
-        ratio_first=first["ratio"],
-        approxkl_first=first["approxkl"],
-        clipfrac_first=first["clipfrac"],
-        grad_norm=sum(norms) / len(norms) if norms else None,
-    )
+    mean_norm = sum(norms) / len(norms) if norms else None
+    return UpdateStats({k: v / steps for k, v in sums.items()}, first, mean_norm)
 
 
-def collect_metrics(accelerator, exp: Experience, stats: UpdateStats, beta: float) -> dict:
-    """The update's metrics (TRL's PPO names), averaged over processes; val/num_eos summed."""
+# What the loss functions' statistics are called in metrics.jsonl and W&B (TRL's names).
+STAT_NAMES = {
+    "policy_loss": "loss/policy", "value_loss": "loss/value", "kl_loss": "loss/kl", "approxkl": "policy/approxkl",
+    "clipfrac": "policy/clipfrac", "ratio": "val/ratio", "value_clipfrac": "val/clipfrac",
+}  # fmt: skip
+FIRST_NAMES = {
+    "ratio": "val/ratio_first_minibatch", "approxkl": "policy/approxkl_first_minibatch",
+    "clipfrac": "policy/clipfrac_first_minibatch",
+}  # fmt: skip
+
+
+def collect_metrics(cfg: PPOConfig, accelerator, exp: Experience, stats: UpdateStats, beta: float) -> dict:
+    """The update's metrics (TRL's names), averaged over processes; val/num_eos summed. RLOO/GRPO add TRL GRPO's
+    `reward_std` (mean std of a prompt's k scores) and `frac_reward_zero_std` (prompts whose k scores tie)."""
     mask = exp.rollout.response_mask
     kl_sum = exp.kl.sum(-1)
     local = {
-        "loss/policy": stats.policy_loss, "loss/value": stats.value_loss, "policy/approxkl": stats.approxkl,
-        "policy/clipfrac": stats.clipfrac, "val/ratio": stats.ratio, "val/clipfrac": stats.value_clipfrac,
-        "val/ratio_first_minibatch": stats.ratio_first, "policy/approxkl_first_minibatch": stats.approxkl_first,
-        "policy/clipfrac_first_minibatch": stats.clipfrac_first,
+        **{STAT_NAMES[k]: v for k, v in stats.means.items()},
+        **{FIRST_NAMES[k]: stats.first[k] for k in FIRST_NAMES},
         "objective/kl": kl_sum.mean().item(), "objective/entropy": (exp.scored.entropy * mask).sum(-1).mean().item(),
         "objective/rlhf_reward": (exp.scores - beta * kl_sum).mean().item(),
         "objective/scores": exp.scores.mean().item(), "objective/raw_scores": exp.raw_scores.float().mean().item(),
@@ -345,9 +424,19 @@ def collect_metrics(accelerator, exp: Experience, stats: UpdateStats, beta: floa
         **({"train/grad_norm": stats.grad_norm} if stats.grad_norm is not None else {}),
         **({"objective/monitor": exp.monitor} if exp.monitor is not None else {}),
     }  # fmt: skip
+    if cfg.algorithm != "ppo":
+        group_std = exp.scores.view(-1, cfg.rollout.samples_per_prompt).std(-1)
+        local.update(
+            {"reward_std": group_std.mean().item(), "frac_reward_zero_std": (group_std == 0).float().mean().item()}
+        )
     metrics = loop.reduce_metrics(accelerator, local, reduction="mean")
     num_eos = accelerator.reduce(exp.rollout.contains_eos.sum().to(accelerator.device), reduction="sum")
-    return {**metrics, "val/num_eos": int(num_eos.item()), "objective/kl_coef": beta}
+    return {
+        **metrics,
+        "val/num_eos": int(num_eos.item()),
+        "objective/kl_coef": beta,
+        **loop.memory_metrics(accelerator),
+    }
 
 
 def log_samples(run: loop.Run, tokenizer, exp: Experience, n: int, step: int) -> None:
@@ -382,7 +471,7 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
             inputs={"model": base_path, "reward": c.function or os.path.abspath(c.path), "data": cfg.data.path},
             outputs=outputs,
             metrics=final,
-            extra={**extra, "world_size": accelerator.num_processes},
+            extra={"algorithm": cfg.algorithm, **extra, "world_size": accelerator.num_processes},
         )
         run.log.info(f"ppo: wrote {cfg.output_dir}")
     del state_dict

@@ -78,7 +78,7 @@ def stage_class(path: str):
         return SFTConfig
     if name.startswith("reward"):
         return pytest.importorskip("reward.train").RewardConfig
-    if name.startswith("ppo"):
+    if name.startswith(("ppo", "rloo", "grpo")):
         return pytest.importorskip("alignment.ppo.config").PPOConfig
     if name.startswith("dpo"):
         return pytest.importorskip("alignment.dpo.config").DPOConfig

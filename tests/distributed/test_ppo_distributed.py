@@ -54,3 +54,31 @@ def test_two_process_ppo(tmp_path, mode, reward_dir, builtin_model):
     ids = torch.tensor([[1, 20, 30, 40]])
     with torch.no_grad():
         assert not torch.allclose(base(ids).logits, policy(ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["ddp", "zero2", "zero3"])
+def test_two_process_grpo(tmp_path, mode, reward_dir, builtin_model):
+    """GRPO on two processes: the batch std is taken over both processes' scores, the token mean over both
+    processes' tokens (collectives every rank must reach), and the base carries no value adapter."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / mode
+    r = accelerate_launch(
+        mode, "ppo", "configs/grpo.yaml", f"output_dir={out}", "model.name_or_path=builtin:tiny-llama",
+        f"reward.path={reward_dir}", "rollout.per_device_batch_size=4", "rollout.samples_per_prompt=2",
+        "rollout.response_length=8", "rollout.temperature=1.5", "grpo.scale=batch", "loss.aggregation=token_mean",
+        "ppo.epochs=2", "ppo.num_minibatches=2", "train.total_episodes=16", "train.learning_rate=5e-3",
+        "train.sample_steps=0", "checkpoint.save_steps=1", env=ENV,
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["algorithm"] == "grpo"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows] == [1, 2] and [x["train/episodes"] for x in rows] == [8, 16]
+    for x in rows:
+        assert x["val/ratio_first_minibatch"] == 1.0 and "loss/value" not in x and "reward_std" in x
+    assert rows[0]["objective/kl"] == 0.0 and rows[-1]["objective/kl"] != 0.0
+    assert (out / "checkpoints" / "step-1" / "trainer_state.json").is_file()
+    tensors = load_file(out / "adapter_model.safetensors")
+    assert not any("value" in k for k in tensors)
+    assert any(t.abs().sum() > 0 for k, t in tensors.items() if "lora_B" in k)

@@ -1,5 +1,5 @@
-"""Stage 4 on the embedded tiny model: SFT -> reward -> PPO, the folder contracts between them, the exactness
-checks (ratio 1 on every update's first minibatch, KL 0 at step 0, frozen roles untouched), bit-exact
+"""Stage 4 on the embedded tiny model: SFT -> reward -> PPO / RLOO / GRPO, the folder contracts between them, the
+exactness checks (ratio 1 on every update's first minibatch, KL 0 at step 0, frozen roles untouched), bit-exact
 resume after SIGKILL, and the other reward sources."""
 
 import json
@@ -22,6 +22,13 @@ REQUIRED = [
     "policy/clipfrac", "loss/policy", "loss/value", "val/ratio", "val/num_eos", "train/learning_rate", "train/episodes",
     "time/generation_share",
 ]  # fmt: skip
+# RLOO and GRPO: no value loss, and TRL GRPO's group statistics.
+REQUIRED_GROUP = [*(name for name in REQUIRED if name != "loss/value"), "reward_std", "frac_reward_zero_std"]
+# The short SFT run ends most samples at once with EOS; a hot sampler gives a prompt's k samples different scores.
+GROUP = {
+    "rloo": ["configs/rloo.yaml", "rollout.temperature=2.0"],
+    "grpo": ["configs/grpo.yaml", "rollout.temperature=2.0", "kl.mode=loss", "loss.aggregation=token_mean"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +56,25 @@ def adapter_tensors(folder):
     return load_file(os.path.join(folder, "adapter_model.safetensors"))
 
 
+def train_on_one_thread(cfg) -> dict:
+    """The stage in this process (to inspect the trained model), on one thread like the CLI runs."""
+    from alignment.ppo.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_path, stages):
     """In process, to inspect the trained model: reference and reward roles equal a freshly built model's."""
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from alignment.config import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.model import build_ppo_model, lora_config
-    from alignment.ppo.train import train
 
     sft, reward = stages
     out = tmp_path / "ppo"
@@ -65,12 +82,7 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
         *PPO[1:], f"output_dir={out}", f"model.name_or_path={sft}", f"reward.path={reward}",
         "train.total_episodes=32", "train.learning_rate=5e-3",
     ])  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    result = train_on_one_thread(cfg)
 
     rows = lines(out)
     assert [x["step"] for x in rows] == [1, 2, 3, 4]
@@ -109,7 +121,16 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
         assert torch.equal(trained(ids, mask, role="reward"), fresh(ids, mask, role="reward"))
         assert not torch.equal(trained(ids, mask, role="policy"), fresh(ids, mask, role="policy"))
 
-    # The saved policy is a PEFT adapter on the SFT model that reproduces the trained policy.
+    assert_saved_policy_is_the_trained_one(out, base_dir, trained)
+
+
+def assert_saved_policy_is_the_trained_one(out, base_dir, trained):
+    """The saved policy is a PEFT adapter on the SFT model that reproduces the trained policy."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[0, 0, 1, 40, 50, 60, 2, 0], [1, 30, 31, 32, 33, 34, 35, 2]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
     policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(out)).eval()
     with torch.no_grad():
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -117,10 +138,48 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
         torch.testing.assert_close(got, trained(ids, mask, role="policy"), rtol=0, atol=1e-5)
 
 
-def test_kill_after_checkpoint_then_resume_equals_uninterrupted_run(tmp_path, stages):
+@pytest.mark.parametrize("algorithm", list(GROUP))
+def test_rloo_and_grpo_train_the_policy_without_a_value_adapter(tmp_path, stages, algorithm):
+    from alignment.config import load_config
+    from alignment.ppo.config import PPOConfig
+
     sft, reward = stages
+    out = tmp_path / algorithm
+    config, *extra = GROUP[algorithm]
+    cfg = load_config(PPOConfig, config, [
+        *PPO[1:], *extra, "rollout.samples_per_prompt=4", f"output_dir={out}", f"model.name_or_path={sft}",
+        f"reward.path={reward}", "train.total_episodes=16", "train.learning_rate=5e-3",
+    ])  # fmt: skip
+    result = train_on_one_thread(cfg)
+
+    rows = lines(out)
+    assert [x["step"] for x in rows] == [1, 2] and [x["train/episodes"] for x in rows] == [8, 16]
+    for x in rows:
+        assert set(REQUIRED_GROUP) <= set(x), set(REQUIRED_GROUP) - set(x)
+        assert "loss/value" not in x and "val/clipfrac" not in x
+        assert ("loss/kl" in x) == (algorithm == "grpo")  # the k3 term in the loss only with kl.mode=loss
+        assert x["val/ratio_first_minibatch"] == 1.0 and x["policy/approxkl_first_minibatch"] == 0.0
+        assert 0 <= x["frac_reward_zero_std"] < 1 and x["reward_std"] > 0
+    assert rows[0]["objective/kl"] == 0.0 and rows[-1]["objective/kl"] != 0.0
+    if algorithm == "grpo":
+        assert rows[-1]["loss/kl"] > 0  # k3 is never negative, and the policy has moved
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["algorithm"] == algorithm and manifest["reward_kind"] == "adapter"
+
+    # One base with the policy and reward adapters only: no value adapter, no value head, nothing of them saved.
+    trained = result["model"].eval()
+    assert set(trained.peft.peft_config) == {"policy", "reward"} and trained.value_head is None
+    assert all(".value." not in n and not n.startswith("value_head") for n in trained.trainable_parameter_names())
+    assert not any("value" in k for k in adapter_tensors(out))
+    assert_saved_policy_is_the_trained_one(out, os.path.join(sft, "merged"), trained)
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", *GROUP])
+def test_kill_after_checkpoint_then_resume_equals_uninterrupted_run(tmp_path, stages, algorithm):
+    sft, reward = stages
+    config, *group = [*GROUP[algorithm], "rollout.samples_per_prompt=2"] if algorithm in GROUP else PPO[:1]
     # adaptive KL and running score statistics: both must come back from the checkpoint for the runs to agree
-    args = [*PPO, f"model.name_or_path={sft}", f"reward.path={reward}", "train.total_episodes=32",
+    args = [config, *PPO[1:], *group, f"model.name_or_path={sft}", f"reward.path={reward}", "train.total_episodes=32",
             "kl.controller=adaptive", "kl.target=0.5", "kl.horizon=64", "reward.normalize=running",
             "checkpoint.save_steps=2", "checkpoint.keep_last=1"]  # fmt: skip
     full = run_cli("ppo", *args, f"output_dir={tmp_path / 'full'}", env=ENV)
