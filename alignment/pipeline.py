@@ -4,6 +4,7 @@
     rlhf pipeline configs/pipeline.yaml annotators.kind=people  # serve the ranking app and wait for people
     rlhf pipeline configs/pipeline.yaml from_stage=reward      # resume after the ranking
     rlhf pipeline configs/pipeline.yaml rounds=2               # iterated RLHF: sample again from the new policy
+    rlhf pipeline configs/pipeline.yaml rounds=3 acquisition.method=dopt   # active ranking: see below
 
 Each stage runs as its own process (under `accelerate launch` when `launch` names a config) and
 reads and writes the run folder:
@@ -13,7 +14,13 @@ reads and writes the run folder:
 
 With scripted annotators the ranking server is started and annotators rank through its HTTP API
 by a hidden score with Plackett-Luce noise; with people the server runs until the configured
-number of rankings exists. Rankings from every round stay in one store and are all exported.
+number of rankings exists. Rankings from every round stay in one store and are all exported, so each
+round's reward model is trained on every ranking so far.
+
+Active ranking (`acquisition.*`, passed to `rlhf sample`, reward/rankings/active.py): round r + 1 samples
+M candidates per prompt and lets round r's reward model (its uncertainty) choose which prompts and which
+K completions go to people; round 1, with no reward model yet, chooses at random with the same M and
+budget. `to_stage=reward` stops each round after the reward model (rankings in rounds, no PPO).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Literal
 from alignment.cli import parse_stage_args
 from alignment.config import UserError, require
 from alignment.runtime.functions import load_scorer
+from reward.rankings.active import AcquisitionConfig
 from reward.rankings.annotator import ScriptedAnnotator
 from reward.rankings.app.process import RankServer
 from reward.rankings.store import open_store
@@ -66,6 +74,8 @@ class PipelineConfig:
     """Rounds of sample -> rank -> reward -> PPO; later rounds sample from the latest policy."""
     from_stage: Literal["sft", "sample", "rank", "export", "reward", "ppo"] = "sft"
     """Skip the stages before this one (their outputs must exist)."""
+    to_stage: Literal["reward", "ppo"] = "ppo"
+    """Last stage of each round: `reward` collects rankings in rounds without PPO (later rounds sample from SFT)."""
     launch: str | None = None
     """Accelerate config for the training stages (e.g. launch/zero3.yaml); None runs them in one process."""
     num_processes: int | None = None
@@ -87,6 +97,7 @@ class PipelineConfig:
     ppo: list[str] = field(default_factory=list)
     """Extra key=value overrides for PPO."""
     annotators: AnnotatorsConfig = field(default_factory=AnnotatorsConfig)
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     host: str = "127.0.0.1"
     """Ranking server address when people rank."""
     port: int = 8000
@@ -96,6 +107,8 @@ class PipelineConfig:
         require(self, "output_dir")
         if self.rounds < 1:
             raise UserError(f"rounds must be at least 1, got {self.rounds}")
+        if self.acquisition.reward:
+            raise UserError("'acquisition.reward' is set by the pipeline (the previous round's reward model)")
 
 
 def main(argv: list[str]) -> int:
@@ -209,6 +222,15 @@ def stage_config(path: str) -> str:
     return candidate if os.path.exists(candidate) else path
 
 
+def acquisition_args(acq: AcquisitionConfig, reward: str | None) -> list[str]:
+    """`rlhf sample` overrides for active ranking with `reward` (the previous round's); random without one."""
+    if not acq.active:
+        return []
+    method = acq.method if reward or not acq.needs_reward else "random"
+    values = {**vars(acq), "method": method, "reward": reward if method != "random" else ""}
+    return [f"acquisition.{key}={value}" for key, value in values.items() if value not in (None, "")]
+
+
 def run(cfg: PipelineConfig, show=print) -> dict:
     runner = Runner(cfg, show)
     out = os.path.abspath(cfg.output_dir)
@@ -225,17 +247,18 @@ def run(cfg: PipelineConfig, show=print) -> dict:
             [stage_config(cfg.sft_config), f"output_dir={sft_dir}", f"seed={cfg.seed}", *cfg.sft],
             train=True,
         )
-    policy = sft_dir
+    policy, reward = sft_dir, None
     for rnd in range(1, cfg.rounds + 1):
         first = rnd == 1
         rdir = out if first else os.path.join(out, f"round-{rnd}")
         paths = {s: os.path.join(rdir, s) for s in ("sample", "export", "reward", "ppo")}
 
-        # 2. Sample K completions per prompt from the current policy into the (shared) store.
+        # 2. Sample K completions per prompt from the current policy into the (shared) store; with acquisition,
+        #    M candidates each, of which the previous round's reward model chooses what people rank.
         if not first or start_at <= 1:
             runner.run(f"round-{rnd}/sample", "sample", [
                 f"output_dir={paths['sample']}", f"store={store_url}", f"model.name_or_path={policy}",
-                f"seed={cfg.seed + rnd}", f"tag=round-{rnd}", *cfg.sample,
+                f"seed={cfg.seed + rnd}", f"tag=round-{rnd}", *acquisition_args(cfg.acquisition, reward), *cfg.sample,
             ])  # fmt: skip
 
         # 3. Rank: scripted annotators through the real server, or people in the browser.
@@ -261,6 +284,10 @@ def run(cfg: PipelineConfig, show=print) -> dict:
                 f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.reward,
             ], train=True)  # fmt: skip
 
+        reward = paths["reward"]
+        if cfg.to_stage == "reward":
+            results["rounds"].append(paths)
+            continue
         # 6. PPO on one frozen base (the SFT model) against this round's reward model.
         runner.run(f"round-{rnd}/ppo", "ppo", [
             stage_config(cfg.ppo_config), f"output_dir={paths['ppo']}", f"model.name_or_path={sft_dir}",

@@ -70,15 +70,20 @@ def _check_k(m: int, k: int) -> None:
 # Subset choice
 
 
-def greedy_subsets(utility: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def greedy_subsets(
+    utility: torch.Tensor, k: int, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen [T, K] ascending, value [T]) maximising the sum of utility[i, j] over pairs of the subset, greedily.
 
     utility: [T, M, M] symmetric (the diagonal is ignored). First the best pair i < j (ties: smallest i,
     then j), then K - 2 times the candidate whose utilities to the chosen ones sum highest (ties: lowest index).
+    valid: [T, M] bool, candidates that may be chosen (a repeated or empty text may not); each task needs >= K.
     """
     t, m, _ = utility.shape
     _check_k(m, k)
     utility = utility.double()
+    if valid is not None:  # -inf to and from an invalid candidate: never in the first pair, never added
+        utility = utility.masked_fill(~(valid[:, :, None] & valid[:, None, :]), float("-inf"))
     upper = torch.ones(m, m, dtype=torch.bool, device=utility.device).triu(1)
     flat = utility.masked_fill(~upper, float("-inf")).reshape(t, m * m).argmax(-1)
     rows = torch.arange(t, device=utility.device)
@@ -117,21 +122,24 @@ def subset_gains(cov: torch.Tensor, weights: torch.Tensor, subsets: torch.Tensor
     return torch.linalg.slogdet(eye + laplacian @ c).logabsdet
 
 
-def logdet_subsets(cov: torch.Tensor, weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def logdet_subsets(
+    cov: torch.Tensor, weights: torch.Tensor, k: int, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen [T, K] ascending, gain [T]): greedy K-subsets maximising :func:`subset_gains` per task.
 
     cov, weights: [T, M, M]. The first pair maximises log(1 + w_ij Var(r_i - r_j)) (the K = 2 gain).
+    valid: [T, M] bool, candidates that may be chosen (as in :func:`greedy_subsets`).
     """
     t, m, _ = cov.shape
     _check_k(m, k)
     first_pair = torch.log1p(weights * U.pair_variances(cov))
-    chosen, gain = greedy_subsets(first_pair, 2)
+    chosen, gain = greedy_subsets(first_pair, 2, valid)
     candidates = torch.arange(m, device=cov.device)
     for _ in range(k - 2):
         trial = torch.cat([chosen[:, None, :].expand(t, m, chosen.shape[1]), candidates.expand(t, m)[..., None]], -1)
         gains = subset_gains(cov[:, None], weights[:, None], trial)  # [T, M]
         taken = torch.zeros(t, m, dtype=torch.bool, device=cov.device).scatter(1, chosen, True)
-        gains = gains.masked_fill(taken, float("-inf"))
+        gains = gains.masked_fill(taken if valid is None else taken | ~valid, float("-inf"))
         pick = gains.argmax(-1)
         gain = gains[torch.arange(t, device=cov.device), pick]
         chosen = torch.cat([chosen, pick[:, None]], -1).sort(-1).values
@@ -142,20 +150,23 @@ def logdet_subsets(cov: torch.Tensor, weights: torch.Tensor, k: int) -> tuple[to
 # The rules
 
 
-def random_selection(n_tasks: int, m: int, k: int, seed: int) -> Selection:
-    """K uniform of M per task and a uniform score per task, from `seed` alone."""
+def random_selection(n_tasks: int, m: int, k: int, seed: int, valid: torch.Tensor | None = None) -> Selection:
+    """K uniform of M (of the valid ones, [T, M] bool) per task and a uniform score per task, from `seed` alone."""
     _check_k(m, k)
     generator = torch.Generator().manual_seed(seed)
-    chosen = torch.rand(n_tasks, m, generator=generator).argsort(-1)[:, :k].sort(-1).values
+    keys = torch.rand(n_tasks, m, generator=generator)
+    if valid is not None:
+        keys = keys.masked_fill(~valid.cpu(), 2.0)  # after every valid one
+    chosen = keys.argsort(-1)[:, :k].sort(-1).values
     return Selection(chosen, torch.rand(n_tasks, generator=generator, dtype=torch.float64))
 
 
-def uncertainty(cov: torch.Tensor, k: int) -> Selection:
+def uncertainty(cov: torch.Tensor, k: int, valid: torch.Tensor | None = None) -> Selection:
     """The K-subset with the most predictive variance of score differences; cov [T, M, M] score covariances."""
-    return Selection(*greedy_subsets(U.pair_variances(cov.double()), k))
+    return Selection(*greedy_subsets(U.pair_variances(cov.double()), k, valid))
 
 
-def disagreement(samples: torch.Tensor, k: int, chunk: int = 1024) -> Selection:
+def disagreement(samples: torch.Tensor, k: int, chunk: int = 1024, valid: torch.Tensor | None = None) -> Selection:
     """The K-subset whose preferences sigmoid(r_i - r_j) vary most over samples [S, T, M] (ensemble or posterior).
 
     The variance is over the S members (population variance); `chunk` tasks at a time bound the [S, M, M] memory.
@@ -166,17 +177,19 @@ def disagreement(samples: torch.Tensor, k: int, chunk: int = 1024) -> Selection:
         blocks.append(torch.sigmoid(block[..., :, None] - block[..., None, :]).var(0, correction=0))
     m = samples.shape[2]
     utility = torch.cat(blocks) if blocks else torch.zeros(0, m, m, dtype=torch.float64)
-    return Selection(*greedy_subsets(utility, k))
+    return Selection(*greedy_subsets(utility, k, valid))
 
 
-def delta_ucb(mean: torch.Tensor, std: torch.Tensor, k: int, beta: float = 1.0) -> Selection:
+def delta_ucb(
+    mean: torch.Tensor, std: torch.Tensor, k: int, beta: float = 1.0, valid: torch.Tensor | None = None
+) -> Selection:
     """DeltaUCB: the K-subset with the largest |mu_i - mu_j| + beta (sigma_i + sigma_j) summed over its pairs.
 
     mean, std: [T, M] predicted scores and their standard deviations.
     """
     mean, std = mean.double(), std.double()
     utility = (mean[:, :, None] - mean[:, None, :]).abs() + beta * (std[:, :, None] + std[:, None, :])
-    return Selection(*greedy_subsets(utility, k))
+    return Selection(*greedy_subsets(utility, k, valid))
 
 
 def task_covariances(features: torch.Tensor, sigma: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -197,6 +210,7 @@ def d_optimal(
     budget: int | None = None,
     refresh: int = 32,
     inplace: bool = False,
+    valid: torch.Tensor | None = None,
 ) -> Selection:
     """Batch-aware D-optimal: tasks chosen one by one by their information gain given those chosen before.
 
@@ -205,6 +219,7 @@ def d_optimal(
     `budget` tasks (default all); a chosen task's score is its gain when chosen (kept non-increasing
     along the choice order), the others score their gain after the last choice, below every chosen one.
     inplace: update `sigma` itself (a float64 tensor on the features' device) instead of a d x d copy.
+    valid: [T, M] bool, candidates that may be chosen (as in :func:`greedy_subsets`).
 
     Cost: every task's score covariance once (T M d^2), then per chosen ranking of P = C(K, 2) pairs a
     Woodbury update: P d^2 for Sigma and T M d P for every task's covariance. Lazy greedy (Minoux): a
@@ -219,13 +234,14 @@ def d_optimal(
     sigma = sigma if inplace else sigma.to(features.device, torch.float64, copy=True)
     weights = pair_weights(mean.to(features.device))
     cov = task_covariances(phi, sigma)
-    chosen, bound = logdet_subsets(cov, weights, k)
+    valid = torch.ones(t, m, dtype=torch.bool, device=phi.device) if valid is None else valid.to(phi.device)
+    chosen, bound = logdet_subsets(cov, weights, k, valid)
     fresh = torch.ones(t, dtype=torch.bool, device=phi.device)
     open_ = torch.ones(t, dtype=torch.bool, device=phi.device)
     scores = torch.zeros(t, dtype=torch.float64, device=phi.device)
     floor = float("inf")
     for _ in range(budget):
-        task = _lazy_best(cov, weights, k, chosen, bound, fresh, open_, refresh)
+        task = _lazy_best(cov, weights, k, chosen, bound, fresh, open_, refresh, valid)
         floor = min(floor, float(bound[task]))
         scores[task], open_[task] = floor, False
         pairs = torch.tensor(list(itertools.combinations(chosen[task].tolist(), 2)), device=phi.device)
@@ -234,20 +250,20 @@ def d_optimal(
         fresh[:] = False
     if open_.any():
         rest = open_.nonzero()[:, 0]
-        chosen[rest], gains = logdet_subsets(cov[rest], weights[rest], k)
+        chosen[rest], gains = logdet_subsets(cov[rest], weights[rest], k, valid[rest])
         below = torch.nextafter(torch.tensor(floor, dtype=torch.float64), torch.tensor(float("-inf")))
         scores[rest] = torch.minimum(gains, below.to(gains.device))
     return Selection(chosen, scores)
 
 
-def _lazy_best(cov, weights, k, chosen, bound, fresh, open_, refresh) -> int:
+def _lazy_best(cov, weights, k, chosen, bound, fresh, open_, refresh, valid) -> int:
     """The open task of largest gain now (ties: lowest index); refreshes stale bounds in place, best first."""
     while True:
         order = serving_order(bound.masked_fill(~open_, float("-inf")))[: int(open_.sum())]
         if fresh[order[0]]:
             return int(order[0])
         stale = order[~fresh[order]][:refresh]
-        chosen[stale], bound[stale] = logdet_subsets(cov[stale], weights[stale], k)
+        chosen[stale], bound[stale] = logdet_subsets(cov[stale], weights[stale], k, valid[stale])
         fresh[stale] = True
 
 
@@ -280,25 +296,31 @@ def select(
     beta: float = 1.0,
     budget: int | None = None,
     samples: int = 32,
+    valid: torch.Tensor | None = None,
 ) -> Selection:
     """Apply rule `method` to T tasks of M candidates with features [T, M, d] under a Laplace posterior.
 
     seed: `random`'s draw and `disagreement`'s posterior draws (`samples` of them); beta: `delta_ucb`'s
-    exploration weight; budget: how many tasks `dopt` chooses batch-aware (the rest score below them).
+    exploration weight; budget: how many tasks `dopt` chooses batch-aware (the rest score below them);
+    valid: [T, M] bool, the candidates that may go to people (default all; each task needs >= K).
     """
     t, m, _ = features.shape
     if not torch.isfinite(features).all():
         raise ValueError("candidate features are not all finite")
+    if valid is not None and (tuple(valid.shape) != (t, m) or bool((valid.sum(-1) < k).any())):
+        raise ValueError(f"valid must be [T, M] = [{t}, {m}] with at least K = {k} valid candidates per task")
     if method == "random":
-        return random_selection(t, m, k, seed)
+        return random_selection(t, m, k, seed, valid)
     if method == "disagreement":
-        return disagreement(U.sample_scores(posterior, features, samples, seed), k)
+        return disagreement(U.sample_scores(posterior, features, samples, seed), k, valid=valid)
     mean, cov = U.predict(posterior, features)
+    if valid is not None:
+        valid = valid.to(mean.device)
     if method == "uncertainty":
-        return uncertainty(cov, k)
+        return uncertainty(cov, k, valid)
     if method == "delta_ucb":
-        return delta_ucb(mean, cov.diagonal(dim1=-2, dim2=-1).clamp(min=0).sqrt(), k, beta)
+        return delta_ucb(mean, cov.diagonal(dim1=-2, dim2=-1).clamp(min=0).sqrt(), k, beta, valid)
     if method == "dopt":
         sigma = U.covariance(posterior).to(features.device)
-        return d_optimal(features, mean.to(features.device), sigma, k, budget, inplace=True)
+        return d_optimal(features, mean.to(features.device), sigma, k, budget, inplace=True, valid=valid)
     raise ValueError(f"acquisition method must be one of {', '.join(METHODS)}, got '{method}'")

@@ -10,7 +10,9 @@ model in ONE forward pass (flattened, no padding completions), the scores are la
 Writes to output_dir: the adapter with its `score` head (PEFT format) or the full model, the
 tokenizer, `reward_stats.json` (reward mean/std on a reference set, for PPO to normalise),
 `eval.json` (held-out accuracy overall/per annotator/per rank gap, calibration, length correlation),
-`config.yaml`, `metrics.jsonl`, `manifest.json` and resumable `checkpoints/`.
+`uncertainty.safetensors` (the score head's last-layer Laplace posterior, reward/uncertainty.py: what
+`rlhf sample acquisition.method=...` chooses tasks with), `config.yaml`, `metrics.jsonl`, `manifest.json`
+and resumable `checkpoints/`.
 """
 
 from __future__ import annotations
@@ -95,6 +97,14 @@ class RewardEvalConfig:
 
 
 @dataclass
+class RewardUncertaintyConfig:
+    enabled: bool = True
+    """Fit the score head's last-layer Laplace posterior after training (uncertainty.safetensors, d x d floats)."""
+    prior_precision: float = 1.0
+    """lambda, the Gaussian prior precision of the head's weight (> 0): larger means less uncertainty."""
+
+
+@dataclass
 class RewardConfig:
     output_dir: str = ""
     """Run folder: adapter + score head (or full model), tokenizer, reward_stats.json, eval.json, checkpoints."""
@@ -108,6 +118,7 @@ class RewardConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: RewardEvalConfig = field(default_factory=RewardEvalConfig)
+    uncertainty: RewardUncertaintyConfig = field(default_factory=RewardUncertaintyConfig)
 
     def validate(self) -> None:
         require(self, "output_dir", "data.path")
@@ -117,6 +128,8 @@ class RewardConfig:
             raise ConfigError(f"'loss.tie_param' must be > 0 for Davidson (nu), got {self.loss.tie_param}")
         if self.data.k is not None and self.data.k < 2:
             raise ConfigError(f"'data.k' must be >= 2, got {self.data.k}")
+        if not self.uncertainty.prior_precision > 0:
+            raise ConfigError(f"'uncertainty.prior_precision' must be > 0, got {self.uncertainty.prior_precision}")
 
 
 def main(argv: list[str]) -> int:
@@ -309,6 +322,10 @@ def train(cfg: RewardConfig) -> dict:
     # 7. Save: adapter + score head (or full model) + tokenizer, stats, eval report, manifest.
     data = {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks}
     save(cfg, run, model, tokenizer, stats, report, {"steps": steps, "data": data})
+    # 8. Uncertainty: the head's Laplace posterior from the saved model (whatever the sharding), main process.
+    if cfg.uncertainty.enabled and accelerator.is_main_process:
+        save_uncertainty(cfg, run, train_rankings)
+    accelerator.wait_for_everyone()
     loop.finish(run)
     return report
 
@@ -398,6 +415,29 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
         },  # fmt: skip
     )
     run.log.info(f"reward: wrote {cfg.output_dir}")
+
+
+def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict]) -> None:
+    """Fit and write uncertainty.safetensors beside the saved reward model, and list it in the manifest.
+
+    Reloads the model as saved (one forward pass per training completion) rather than reading the training
+    copy: under ZeRO-3 that copy's head is a shard on each process.
+    """
+    from reward import uncertainty
+
+    model, tokenizer = rmodel.load_reward_model(cfg.output_dir, device=run.accelerator.device)
+    k = max((len(r["completions"]) for r in train_rankings), default=2)
+    batch_size = (cfg.eval.batch_size or cfg.train.per_device_batch_size) * k  # texts, not prompts
+    posterior = uncertainty.fit_laplace(
+        model, tokenizer, train_rankings, cfg.uncertainty.prior_precision, batch_size, cfg.data.max_length
+    )
+    uncertainty.save(posterior, cfg.output_dir)
+    data = manifest.read(cfg.output_dir)
+    data["outputs"]["uncertainty"] = uncertainty.FILE
+    data["uncertainty"] = {"method": "laplace-last-layer", "comparisons": posterior.comparisons,
+                           "prior_precision": posterior.prior_precision, "dim": int(posterior.weight.shape[0])}  # fmt: skip
+    _write_json(os.path.join(cfg.output_dir, "manifest.json"), data)
+    run.log.info(f"reward: uncertainty of the head from {posterior.comparisons} comparisons ({uncertainty.FILE})")
 
 
 def _write_json(path: str, data: dict) -> None:

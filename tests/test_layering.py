@@ -79,6 +79,10 @@ STAGES = ("alignment.sft", "alignment.dpo", "alignment.ppo", "alignment.pipeline
         # generation and per-token math are the runtime's: evaluation and sampling need nothing of PPO
         ("alignment.evaluate", ("alignment.ppo", "alignment.sft", "reward.train"), ()),
         ("reward.rankings.sampling", ("alignment.ppo", "alignment.sft", "reward.train"), ()),
+        # the uncertainty and acquisition math knows no ranking product and no policy training
+        ("reward.uncertainty", ("reward.rankings", "alignment.ppo", "alignment.sft"), ()),
+        ("reward.acquisition", ("reward.rankings", "alignment.ppo", "alignment.sft"), ()),
+        ("reward.rankings.active", ("alignment.ppo", "alignment.sft", "reward.train", "reward.rankings.app"), ()),
     ],
 )
 def test_imports_follow_the_layers(package, forbidden, allowed):

@@ -224,10 +224,14 @@ class ImportConfig:
     """Import only the first N rows."""
     dry_run: bool = False
     """Check every row and report what would be imported, writing nothing."""
+    priority: float = 0.0
+    """Each task's priority (the ranking app serves higher first); a row's own `priority` column wins."""
 
     def validate(self) -> None:
         require(self, "path", "store")
         check_range(self, "limit", 1)
+        if not math.isfinite(self.priority):
+            raise ConfigError(f"'priority' must be a finite number, got {self.priority}")
 
 
 @dataclass

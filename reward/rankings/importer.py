@@ -6,6 +6,8 @@ Accepted rows (jsonl/json/parquet/csv files or a `datasets` folder, read by alig
 - pairwise (TRL): {"prompt", "chosen", "rejected"} (strings or message lists): a K = 2 task;
 - kwise (our export): {"prompt", "completions", "ranks", "annotator"?, "task_id"?}: the earlier ranks and
   annotator go into the task's meta (`source_ranks`), so a re-ranking can be compared with them.
+Any row may carry a `priority` (a finite number; default the `priority` key, 0): the ranking app serves
+tasks of higher priority first.
 Prompts are strings or message lists; conversational completions ([{"role": "assistant", "content"}])
 become their text. The same rules as `rlhf sample`: a task whose completions are not at least two
 distinct non-empty texts is skipped and counted, and a task already in the store (same prompt and
@@ -14,6 +16,8 @@ a bad row is one line naming file:row, and then nothing is imported (one transac
 """
 
 from __future__ import annotations
+
+import math
 
 from alignment.config import UserError
 from alignment.runtime.data import load_rows
@@ -89,7 +93,16 @@ def task_from_row(row: dict, fmt: str, where: str, cfg: ImportConfig) -> dict:
     if isinstance(row.get("meta"), dict) and fmt == "completions":
         meta["row_meta"] = row["meta"]
     completions = [{"text": t, "model": m} for t, m in zip(texts, models)]
-    return {"prompt": prompt, "completions": completions, "meta": meta}
+    return {"prompt": prompt, "completions": completions, "meta": meta, "priority": _priority(row, where, cfg)}
+
+
+def _priority(row: dict, where: str, cfg: ImportConfig) -> float:
+    value = row.get("priority")
+    if value is None:
+        return cfg.priority
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{where}: 'priority' must be a finite number, got {str(value)[:40]!r}")
+    return float(value)
 
 
 def usable(task: dict) -> bool:

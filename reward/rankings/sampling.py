@@ -8,10 +8,15 @@ id. Prompts come from the same formats as SFT: `{"prompt": str}` or `{"prompt": 
 `{"messages": [...]}` (the conversation up to the last assistant turn). Under `accelerate launch`
 each process samples its own share of the prompts and the main process writes them. Sampling is
 seeded per batch of prompts, so re-running with the same config adds no duplicate tasks.
+
+Active ranking (`acquisition.method=...`, reward/rankings/active.py): M candidates per prompt, a reward
+model's uncertainty chooses which prompts and which K of the M go to people, and each task stores its
+acquisition score as its priority (the ranking app serves the highest first).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -27,6 +32,7 @@ from alignment.runtime.accelerator import finish, make_accelerator
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import encode_prompt
 from alignment.runtime.generation import decode, generate, generation_config, left_pad
+from reward.rankings import active
 from reward.rankings.store import open_store
 
 
@@ -61,6 +67,7 @@ class SampleConfig:
     """Prompts per generate() call on each process."""
     tag: str = ""
     """Stored in each task's meta (e.g. the RLHF round)."""
+    acquisition: active.AcquisitionConfig = field(default_factory=active.AcquisitionConfig)
 
     def validate(self) -> None:
         require(self, "output_dir")
@@ -72,6 +79,7 @@ class SampleConfig:
         for key, ok, want in checks:
             if not ok:
                 raise UserError(f"'{key}' must be {want}, got {getattr(self, key)}")
+        self.acquisition.check(self.k)
 
     def store_url(self) -> str:
         return self.store or os.path.join(self.output_dir, "rankings.db")
@@ -91,18 +99,20 @@ def prompt_seed(seed: int, prompt, repeat: int) -> int:
 
 @torch.no_grad()
 def complete(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, device) -> list[list[str]]:
-    """K decoded completions for each prompt, sampled in one left-padded batch under `seed`."""
+    """K (with acquisition: M candidates) decoded completions per prompt, sampled in one left-padded batch under `seed`."""
+    n = cfg.acquisition.candidates if cfg.acquisition.active else cfg.k
     queries, query_mask = left_pad([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id)
     config = generation_config(cfg.max_new_tokens, cfg.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id,
-                               top_k=cfg.top_k, top_p=cfg.top_p, num_return_sequences=cfg.k)  # fmt: skip
+                               top_k=cfg.top_k, top_p=cfg.top_p, num_return_sequences=n)  # fmt: skip
     torch.manual_seed(seed)
     out = generate(model, queries.to(device), query_mask.to(device), config)
     texts = decode(tokenizer, out.responses, out.response_mask)
-    return [texts[i * cfg.k : (i + 1) * cfg.k] for i in range(len(prompts))]
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
 def sample(cfg: SampleConfig) -> dict:
-    # 1. Runtime and inputs.
+    # 1. Runtime and inputs (with acquisition, the reward model's posterior first: a missing one is one line).
+    posterior = active.load_posterior(cfg.acquisition)
     accelerator = make_accelerator()
     log = rlog.setup(accelerator.is_main_process)
     prompts = load_prompts(cfg.prompts, cfg.split, cfg.limit, key="prompts")
@@ -115,9 +125,9 @@ def sample(cfg: SampleConfig) -> dict:
     model_path = models.stage_model_path(models.resolve_path(cfg.model.name_or_path))
     model = models.load_causal_lm(cfg.model, name_or_path=model_path).to(accelerator.device).eval()
     tokenizer = models.load_tokenizer(ModelConfig(**{**vars(cfg.model), "name_or_path": model_path}))
-    gen_settings = {k: getattr(cfg, k) for k in ("max_new_tokens", "temperature", "top_p", "top_k")}
+    n = cfg.acquisition.candidates if cfg.acquisition.active else cfg.k
     log.info(
-        f"sample: {len(jobs)} tasks x {cfg.k} completions from {model_path} on {accelerator.num_processes} process(es)"
+        f"sample: {len(jobs)} prompts x {n} completions from {model_path} on {accelerator.num_processes} process(es)"
     )
 
     # 3. Sample this process's share.
@@ -132,39 +142,95 @@ def sample(cfg: SampleConfig) -> dict:
         bar.update(len(chunk))
     bar.close()
 
+    # 3b. Acquisition: the reward model reads this process's candidates (the policy is freed first).
+    if posterior is not None:
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        phi = active.features(cfg.acquisition, results, accelerator.device, cfg.batch_size * n)
+        results = [(*row, f) for row, f in zip(results, phi)]
+
     # 4. The main process writes every process's samples (one writer keeps SQLite simple).
     from accelerate.utils import gather_object
 
     gathered = gather_object(results) if accelerator.num_processes > 1 else results
-    added = set()
+    added: set = set()
     if accelerator.is_main_process:
-        store = open_store(cfg.store_url())
-        before = store.count_tasks()
-        skipped = 0
-        for prompt, texts, seed, repeat in gathered:
-            # Nothing to rank between identical completions, and an empty one is not a valid row for the
-            # reward stage (it rejects empty text): skip the prompt this time and count it.
-            if len(set(texts)) < 2 or any(not t.strip() for t in texts):
-                skipped += 1
-                continue
-            completions = [{"text": t, "model": model_path, "gen": gen_settings, "seed": seed} for t in texts]
-            added.add(store.add_task(prompt, completions, meta={"tag": cfg.tag, "repeat": repeat, "seed": seed}))
-        new = store.count_tasks() - before
-        store.close()
-        manifest.write(
-            cfg.output_dir,
-            "sample",
-            inputs={"model": model_path, "prompts": cfg.prompts},
-            outputs={"store": cfg.store_url()},
-            metrics={
-                "tasks": len(added),
-                "new_tasks": new,
-                "completions": len(added) * cfg.k,
-                "skipped": skipped,
-            },
-        )
-        if skipped:
-            log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or {cfg.k} identical ones")
-        log.info(f"sample: {new} new tasks ({len(added)} total for these prompts) in {cfg.store_url()}")
+        write = write_chosen if cfg.acquisition.active else write_all
+        added = write(cfg, gathered, model_path, posterior, log)
     finish(accelerator)
     return {"tasks": len(added)}
+
+
+def completion_rows(texts: list[str], model_path: str, gen_settings: dict, seed: int) -> list[dict]:
+    return [{"text": t, "model": model_path, "gen": gen_settings, "seed": seed} for t in texts]
+
+
+def gen_settings(cfg: SampleConfig) -> dict:
+    return {k: getattr(cfg, k) for k in ("max_new_tokens", "temperature", "top_p", "top_k")}
+
+
+def write_all(cfg: SampleConfig, gathered: list, model_path: str, posterior, log) -> set:
+    """Every prompt's K completions as a task (skipping prompts with an empty or only identical completions)."""
+    store = open_store(cfg.store_url())
+    before = store.count_tasks()
+    skipped, added = 0, set()
+    for prompt, texts, seed, repeat in gathered:
+        # Nothing to rank between identical completions, and an empty one is not a valid row for the
+        # reward stage (it rejects empty text): skip the prompt this time and count it.
+        if len(set(texts)) < 2 or any(not t.strip() for t in texts):
+            skipped += 1
+            continue
+        completions = completion_rows(texts, model_path, gen_settings(cfg), seed)
+        added.add(store.add_task(prompt, completions, meta={"tag": cfg.tag, "repeat": repeat, "seed": seed}))
+    new = store.count_tasks() - before
+    store.close()
+    metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
+    manifest.write(cfg.output_dir, "sample", inputs={"model": model_path, "prompts": cfg.prompts},
+                   outputs={"store": cfg.store_url()}, metrics=metrics)  # fmt: skip
+    if skipped:
+        log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or {cfg.k} identical ones")
+    log.info(f"sample: {new} new tasks ({len(added)} total for these prompts) in {cfg.store_url()}")
+    return added
+
+
+def write_chosen(cfg: SampleConfig, gathered: list, model_path: str, posterior, log) -> set:
+    """Acquisition: the budget's best prompts, K of their M candidates each, with their scores as priorities."""
+    acq = cfg.acquisition
+    seed = cfg.seed if acq.seed is None else acq.seed
+    valid = [active.valid_candidates(row[1]) for row in gathered]
+    usable = [i for i, v in enumerate(valid) if sum(v) >= cfg.k]
+    rows = [gathered[i] for i in usable]
+    choices = []
+    if rows:
+        phi = torch.stack([row[4] for row in rows]) if posterior is not None else None
+        choices = active.choose(acq, cfg.k, torch.tensor([valid[i] for i in usable]), phi, posterior, seed)
+    tasks = []
+    for c in choices:
+        prompt, texts, sample_seed, repeat = rows[c.row][:4]
+        picked = [texts[j] for j in c.chosen]
+        meta = {"tag": cfg.tag, "repeat": repeat, "seed": sample_seed,
+                "acquisition": {"method": acq.method, "score": c.score, "pick": c.pick, "candidates": len(texts),
+                                "chosen": c.chosen}}  # fmt: skip
+        completions = completion_rows(picked, model_path, gen_settings(cfg), sample_seed)
+        tasks.append({"prompt": prompt, "completions": completions, "meta": meta, "priority": c.score})
+    store = open_store(cfg.store_url())
+    before = store.count_tasks()
+    added = set(store.add_tasks(tasks)) if tasks else set()
+    new = store.count_tasks() - before
+    store.close()
+    skipped = len(gathered) - len(rows)
+    summary = {"method": acq.method, "reward": acq.reward or None, "candidates": acq.candidates,
+               "prompts": len(gathered), "budget": acq.budget, "chosen_by_rule": sum(c.pick == "rule" for c in choices),
+               "chosen_at_random": sum(c.pick == "random" for c in choices),
+               "priority_max": max((c.score for c in choices), default=None),
+               "priority_min": min((c.score for c in choices), default=None)}  # fmt: skip
+    metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
+    manifest.write(cfg.output_dir, "sample", inputs={"model": model_path, "prompts": cfg.prompts,
+                   "reward": acq.reward or None}, outputs={"store": cfg.store_url()}, metrics=metrics,
+                   extra={"acquisition": summary})  # fmt: skip
+    if skipped:
+        log.warning(f"sample: skipped {skipped} prompt(s) with fewer than {cfg.k} distinct non-empty candidates")
+    log.info(f"sample: {acq.method} chose {len(choices)} of {len(rows)} prompts; {new} new tasks in {cfg.store_url()}")
+    return added

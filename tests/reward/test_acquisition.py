@@ -214,3 +214,32 @@ def test_lazy_d_optimal_equals_re_evaluating_every_task():
     torch.testing.assert_close(lazy.scores, full.scores, rtol=1e-12, atol=0)
     order = A.serving_order(lazy.scores)
     assert (lazy.scores[order].diff() <= 0).all()  # chosen first, in choice order; the rest below
+
+
+def test_invalid_candidates_are_never_chosen_and_valid_ones_choose_as_if_alone():
+    """A repeated or empty text (valid = False) never goes to people; masking equals dropping it."""
+    g = torch.Generator().manual_seed(5)
+    post = U.laplace(torch.randn(30, 6, generator=g), torch.randint(0, 30, (40, 2), generator=g),
+                     torch.randn(6, generator=g))  # fmt: skip
+    features = torch.randn(6, 5, 6, generator=g)
+    valid = torch.ones(6, 5, dtype=torch.bool)
+    valid[:, 1] = False  # candidate 1 of every task
+    valid[2, 3] = False  # and one more in task 2: exactly K = 3 left
+    for method in A.METHODS:
+        sel = A.select(method, post, features, k=3, seed=2, budget=3, valid=valid)
+        assert valid.gather(1, sel.chosen).all(), method
+        assert sel.chosen[2].tolist() == [0, 2, 4], method
+    # Without candidate 1 at all, the deterministic rules choose the same candidates (renumbered).
+    keep = torch.tensor([0, 2, 3, 4])
+    rows = torch.tensor([0, 1, 3, 4, 5])  # task 2 lost two candidates: compare the others
+    for method in ("uncertainty", "delta_ucb"):
+        masked = A.select(method, post, features[rows], k=3, valid=valid[rows])
+        alone = A.select(method, post, features[rows][:, keep], k=3)
+        assert torch.equal(keep[alone.chosen], masked.chosen), method
+        torch.testing.assert_close(alone.scores, masked.scores)
+    with pytest.raises(ValueError, match="at least K = 3 valid candidates"):
+        A.select("uncertainty", post, features, k=3, valid=valid.index_fill(1, torch.tensor([0]), False))
+    # random with no mask keeps its draw (the same random numbers as before masks existed)
+    assert torch.equal(
+        A.random_selection(6, 5, 3, 9).chosen, A.random_selection(6, 5, 3, 9, torch.ones(6, 5) > 0).chosen
+    )

@@ -154,6 +154,23 @@ def test_adapter_loads_through_peft_in_a_fresh_process(lora_run, reference):
     assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)
 
 
+def test_reward_folder_carries_its_uncertainty(lora_run, mixed_data):
+    """uncertainty.safetensors: the Laplace posterior of the saved head, from the training rankings."""
+    from reward import uncertainty as U
+
+    posterior = U.load(lora_run)
+    model, tok = load_reward_model(lora_run)
+    weight, bias = U.head_parameters(model)
+    assert torch.equal(posterior.weight, weight) and posterior.bias == pytest.approx(bias)
+    manifest = json.loads(open(os.path.join(lora_run, "manifest.json")).read())
+    assert manifest["outputs"]["uncertainty"] == U.FILE
+    assert manifest["uncertainty"]["comparisons"] == posterior.comparisons > 0
+    # The precision holds the prior plus the comparisons' curvature: tighter than the prior alone.
+    h = posterior.cholesky @ posterior.cholesky.T
+    assert torch.linalg.eigvalsh(h).min() >= posterior.prior_precision * (1 - 1e-9)
+    assert torch.trace(h) > posterior.prior_precision * len(weight)
+
+
 def test_metrics_go_to_wandb_and_metrics_jsonl(lora_run):
     rows = [json.loads(line) for line in open(os.path.join(lora_run, "metrics.jsonl"))]
     train_rows = [r for r in rows if "train/loss" in r]

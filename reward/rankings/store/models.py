@@ -7,7 +7,7 @@ generation settings) that are always read whole.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -37,8 +37,10 @@ class Task(Base):
     n_done: Mapped[int] = mapped_column(Integer, default=0)
     """Rankings committed; raised with a conditional UPDATE so a task never gets more than N."""
     created_at: Mapped[float] = mapped_column(Float)
-    # The assignment queue walks open tasks by fill level, then age (Store._candidates).
-    __table_args__ = (Index("ix_tasks_queue", "n_done", "id"),)
+    priority: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Acquisition score (active ranking, reward/acquisition.py): within a fill level the highest is served first."""
+    # The assignment queue walks open tasks by fill level, then priority (highest first), then age (Store._candidates).
+    __table_args__ = (Index("ix_tasks_queue", "n_done", text("priority DESC"), "id"),)
 
 
 class Completion(Base):

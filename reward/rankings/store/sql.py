@@ -36,13 +36,14 @@ STATEMENTS = {
     "claim": "UPDATE leases SET user_id = :user, view_id = :view, order_shown = :order, acquired_at = :now, "
     "expires_at = :until WHERE task_id = :task AND (user_id IS NULL OR expires_at <= :now) "
     "AND EXISTS (SELECT 1 FROM tasks WHERE id = :task AND n_done < :n)",
-    # Free tasks at one fill level this user has not ranked, skipped or flagged, oldest first (ix_tasks_queue).
-    "candidates": "SELECT t.id FROM tasks t JOIN leases l ON l.task_id = t.id WHERE t.n_done = :level "
+    # Free tasks at one fill level this user has not ranked, skipped or flagged: highest priority (acquisition
+    # score) first, then oldest; the order of ix_tasks_queue (n_done, priority DESC, id), so no sort.
+    "candidates": "SELECT t.id, t.priority FROM tasks t JOIN leases l ON l.task_id = t.id WHERE t.n_done = :level "
     "AND (l.user_id IS NULL OR l.expires_at <= :now) "
     "AND NOT EXISTS (SELECT 1 FROM rankings r WHERE r.task_id = t.id AND r.annotator_id = :user) "
     "AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.task_id = t.id AND s.user_id = :user) "
     "AND NOT EXISTS (SELECT 1 FROM flags f WHERE f.task_id = t.id AND f.user_id = :user) "
-    "ORDER BY t.id LIMIT :limit",
+    "ORDER BY t.priority DESC, t.id LIMIT :limit",
     # PostgreSQL: lock the free lease rows looked at and skip rows others are claiming (no waiting, no deadlock).
     "candidates_pg": "__candidates__ FOR UPDATE OF l SKIP LOCKED",
     "my_counts": "SELECT (SELECT COUNT(*) FROM rankings WHERE annotator_id = :user), "

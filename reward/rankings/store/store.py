@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ def canonical_prompt(prompt: str | list[dict]) -> tuple[str, bool]:
 
 
 def _prepare_task(where: str, task: dict) -> tuple:
-    """Validate one task and compute its idempotency key: (key, prompt text, is_chat, completions, meta)."""
+    """Validate one task and compute its idempotency key: (key, prompt text, is_chat, completions, meta, priority)."""
     try:
         text, is_chat = canonical_prompt(task.get("prompt"))
     except UserError as e:
@@ -50,8 +51,12 @@ def _prepare_task(where: str, task: dict) -> tuple:
     for i, c in enumerate(completions):
         if not isinstance(c, dict) or not isinstance(c.get("text"), str):
             raise UserError(f"{where}completion {i} must be a dict with a 'text' string")
+    priority = task.get("priority")
+    priority = 0.0 if priority is None else priority
+    if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
+        raise UserError(f"{where}priority must be a finite number, got {str(priority)[:40]!r}")
     key = _sha(text, *sorted(c["text"] for c in completions))
-    return key, text, is_chat, completions, dict(task.get("meta") or {})
+    return key, text, is_chat, completions, dict(task.get("meta") or {}), float(priority)
 
 
 def task_key(prompt: str | list[dict], texts: list[str]) -> str:
@@ -166,12 +171,19 @@ class Store(Accounts, Reports, Work):
     # ------------------------------------------------------------------------------------------
     # Tasks
 
-    def add_task(self, prompt: str | list[dict], completions: list[dict], meta: dict | None = None) -> int:
-        """Add one prompt with its K completions (dicts with text, model, gen, seed); idempotent on the texts."""
-        return self.add_tasks([{"prompt": prompt, "completions": completions, "meta": meta}])[0]
+    def add_task(
+        self, prompt: str | list[dict], completions: list[dict], meta: dict | None = None, priority: float = 0.0
+    ) -> int:
+        """Add one prompt with its K completions (dicts with text, model, gen, seed); idempotent on the texts.
+
+        priority: the task's acquisition score; the queue serves higher first within a fill level (default 0).
+        """
+        return self.add_tasks([{"prompt": prompt, "completions": completions, "meta": meta, "priority": priority}])[0]
 
     def add_tasks(self, tasks: list[dict]) -> list[int]:
-        """add_task for many ({"prompt", "completions", "meta"} dicts) in one transaction: one commit, not one each."""
+        """add_task for many ({"prompt", "completions", "meta", "priority"?} dicts) in one transaction (one commit).
+
+        Re-adding a task that exists keeps it as it is (its priority too)."""
         prepared = [_prepare_task(f"task {i}: " if len(tasks) > 1 else "", t) for i, t in enumerate(tasks)]
         for attempt in range(3):
             try:
@@ -183,7 +195,7 @@ class Store(Accounts, Reports, Work):
                     raise
         raise AssertionError("unreachable")
 
-    def _insert_task(self, s: Session, key, text, is_chat, completions, meta) -> int:
+    def _insert_task(self, s: Session, key, text, is_chat, completions, meta, priority) -> int:
         found = s.scalar(select(Task.id).where(Task.key == key))
         if found is not None:
             return found
@@ -195,7 +207,7 @@ class Store(Accounts, Reports, Work):
             s.add(p)
             s.flush()
             prompt_id = p.id
-        task = Task(key=key, prompt_id=prompt_id, meta=meta, n_done=0, created_at=now)
+        task = Task(key=key, prompt_id=prompt_id, meta=meta, n_done=0, created_at=now, priority=priority)
         s.add(task)
         s.flush()
         for pos, c in enumerate(completions):

@@ -170,11 +170,12 @@ class Work:
     def _claim(self, c: Connection, user_id, n_per_task, now, lease_seconds, rng) -> TaskView | None:
         raw = Raw(c)
         # SQLite serializes writers, so the first free candidate is always claimable; PostgreSQL claimers
-        # run at once, so look at a few and spread them.
+        # run at once, so look at a few and spread them, among those of the highest priority only (the
+        # acquisition score decides what is ranked first; among equals, spreading avoids collisions).
         candidates = self._candidates(c, user_id, n_per_task, now, limit=4 if raw.pg else 1)
-        head = list(candidates[:8])
-        rng.shuffle(head)
-        for task_id in head + list(candidates[8:]):
+        top = [task_id for task_id, priority in candidates if priority == candidates[0][1]]
+        rng.shuffle(top)
+        for task_id in top + [task_id for task_id, _ in candidates[len(top) :]]:
             content = self._task_content(c, task_id)
             order = list(range(len(content["texts"])))
             rng.shuffle(order)
@@ -202,18 +203,21 @@ class Work:
                 raise NotFound(f"no task {task_id}")
             return None
 
-    def _candidates(self, c: Connection, user_id: int, n_per_task: int, now: float, limit: int = 32) -> list[int]:
-        """Free tasks this user may rank, fullest first (so overlap sets complete early), then oldest.
+    def _candidates(self, c: Connection, user_id: int, n_per_task: int, now: float, limit: int = 32) -> list[tuple]:
+        """(id, priority) of free tasks this user may rank: fullest first (so overlap sets complete early), then
+        highest priority (the acquisition score), then oldest.
 
         One query per fill level `n_done = level` (from the fullest down, stopping at the first level with
-        free tasks), each walking the (n_done, id) index in order and stopping after `limit` hits, instead
+        free tasks), each walking the (n_done, priority DESC, id) index in order and stopping after `limit` hits, instead
         of sorting every open task on each request.
         """
         raw = Raw(c)
         query = "candidates_pg" if raw.pg else "candidates"
-        found: list[int] = []
+        found: list[tuple] = []
         for level in range(n_per_task - 1, -1, -1):
-            found += [r[0] for r in raw.all(query, level=level, now=now, user=user_id, limit=limit - len(found))]
+            found += [
+                (r[0], r[1]) for r in raw.all(query, level=level, now=now, user=user_id, limit=limit - len(found))
+            ]
             if found:  # the fullest level with free tasks is enough
                 break
         return found

@@ -101,6 +101,20 @@ def test_a_datasets_folder_imports(tmp_path):
     assert open_store(str(tmp_path / "r.db")).count_tasks() == 1
 
 
+def test_priority_from_the_rows_or_the_config_orders_serving(tmp_path):
+    rows = [
+        {"prompt": "first", "completions": ["a", "b"]},  # the config's priority
+        {"prompt": "second", "completions": ["a", "b"], "priority": 7.5},
+        {"prompt": "third", "chosen": "a", "rejected": "b", "priority": -2},
+    ]
+    db = str(tmp_path / "r.db")
+    assert main(["import", write_jsonl(tmp_path / "t.jsonl", rows), f"store={db}", "priority=1"]) == 0
+    store = open_store(db)
+    users = [store.add_user(f"u{i}", password="pw12") for i in range(3)]
+    assert [store.next_task(u, 1, 60).prompt for u in users] == ["second", "first", "third"]
+    store.close()
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
@@ -110,6 +124,8 @@ def test_a_datasets_folder_imports(tmp_path):
         ('{"prompt": "p", "completions": ["a", "b"], "models": ["m"]}', ":2: 'models' must be"),
         ('{"prompt": "p", "text": "no completions"}', ":2: cannot tell the format"),
         ("{broken", ":2: not valid JSON"),
+        ('{"prompt": "p", "completions": ["a", "b"], "priority": "high"}', ":2: 'priority' must be a finite number"),
+        ('{"prompt": "p", "completions": ["a", "b"], "priority": NaN}', ":2: 'priority' must be a finite number"),
     ],
 )
 def test_a_bad_row_is_one_line_naming_file_and_row_and_nothing_is_imported(tmp_path, bad, match):
