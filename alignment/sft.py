@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from accelerate.utils import gather_object
@@ -38,6 +39,9 @@ from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 
 @dataclass
 class SFTDataConfig:
+    RANGES: ClassVar = {"eval_size": ">= 0", "max_length": ">= 2", "limit": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     path: str = ""
     """jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-sft`."""
     split: str = "train"

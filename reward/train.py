@@ -21,7 +21,7 @@ import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from accelerate.utils import gather_object
@@ -37,6 +37,7 @@ from alignment.config import (
     require,
 )
 from alignment.runtime import adapters, loop, manifest, optim
+from alignment.runtime import logging as rlog
 from alignment.runtime.data import load_rows
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
@@ -49,6 +50,15 @@ from reward import model as rmodel
 
 @dataclass
 class RewardDataConfig:
+    RANGES: ClassVar = {
+        "test_size": ">= 0",
+        "k": ">= 2",
+        "limit": ">= 1",
+        "max_length": ">= 2",
+        "reference_size": ">= 1",
+    }
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     path: str = "builtin:reviews-rankings"
     """K-wise or TRL pairwise rows: a jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or
     `builtin:reviews-rankings` (synthetic rankings with a known rule, see reward/rankings/synthetic.py)."""
@@ -60,6 +70,9 @@ class RewardDataConfig:
     """Split of eval_path to evaluate on (dataset folders and hub ids; files are read whole)."""
     test_size: float = 0.1
     """Held-out share (<1) or count (>=1) of distinct prompts when there is no eval_path; 0 for none."""
+    unusable: Literal["drop", "error"] = "drop"
+    """Rows with no comparison (chosen == rejected, or every completion tied under loss.ties=drop): `drop` skips
+    and counts them (a warning), `error` stops at the first, naming its row. No usable row at all is an error."""
     k: int | None = None
     """Require exactly K completions per row (rows with another K are an error); None accepts any K >= 2."""
     limit: int | None = None
@@ -74,6 +87,9 @@ class RewardDataConfig:
 
 @dataclass
 class RewardLossConfig:
+    RANGES: ClassVar = {"tie_param": "> 0", "margin_scale": ">= 0", "center_coef": ">= 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     ties: Literal["drop", "rao_kupper", "davidson"] = "drop"
     """Tied completions: no comparison (`drop`), or a tie-aware likelihood (Rao-Kupper or Davidson)."""
     tie_param: float = 1.5
@@ -88,6 +104,9 @@ class RewardLossConfig:
 
 @dataclass
 class RewardEvalConfig:
+    RANGES: ClassVar = {"batch_size": ">= 1", "calibration_bins": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     batch_size: int | None = None
     """Prompts per evaluation forward pass on each process; None uses train.per_device_batch_size."""
     calibration_bins: int = 10
@@ -112,11 +131,9 @@ class RewardConfig:
     def validate(self) -> None:
         require(self, "output_dir", "data.path")
         if self.loss.ties == "rao_kupper" and self.loss.tie_param <= 1:
-            raise ConfigError(f"'loss.tie_param' must be > 1 for Rao-Kupper (theta), got {self.loss.tie_param}")
-        if self.loss.ties == "davidson" and self.loss.tie_param <= 0:
-            raise ConfigError(f"'loss.tie_param' must be > 0 for Davidson (nu), got {self.loss.tie_param}")
-        if self.data.k is not None and self.data.k < 2:
-            raise ConfigError(f"'data.k' must be >= 2, got {self.data.k}")
+            raise ConfigError(
+                f"'loss.tie_param' must be > 1 for Rao-Kupper (theta), got {self.loss.tie_param}", key="loss.tie_param"
+            )
 
 
 def main(argv: list[str]) -> int:
@@ -132,11 +149,13 @@ def main(argv: list[str]) -> int:
 
 def load_data(cfg: RewardConfig) -> tuple[list[dict], list[dict]]:
     """(train rankings, held-out rankings): eval_path if set, else a seeded split by prompt."""
-    d = cfg.data
+    d, log = cfg.data, rlog.get()
     rankings = rdata.load_rankings(d.path, d.split, d.limit, d.k)
+    rankings = rdata.drop_unusable(rankings, cfg.loss.ties, d.unusable, "data.path", log)
     if d.eval_path:
         split = d.eval_split if os.path.isdir(d.eval_path) or d.eval_path.startswith("builtin:") else "train"
-        return rankings, rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
+        held = rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
+        return rankings, rdata.drop_unusable(held, cfg.loss.ties, d.unusable, "data.eval_path", log)
     return rdata.split_by_prompt(rankings, d.test_size, cfg.seed)
 
 

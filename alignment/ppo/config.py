@@ -9,7 +9,7 @@ micro-batches. Steps in metrics.jsonl and checkpoints count updates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from alignment.config import (
     AdapterConfig,
@@ -23,6 +23,9 @@ from alignment.config import (
 
 @dataclass
 class PPODataConfig:
+    RANGES: ClassVar = {"limit": ">= 1", "max_prompt_length": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     path: str = "builtin:reviews-prompts"
     """Prompt rows (`prompt`: a string or a message list, or `messages` minus the final answers): a
     jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-prompts`."""
@@ -46,6 +49,9 @@ class ValueConfig:
 
 @dataclass
 class PPORewardConfig:
+    RANGES: ClassVar = {"batch_size": ">= 1", "max_length": ">= 2"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     path: str | None = None
     """A reward-stage run folder. Carried as an adapter on the policy's base when it was trained on that base,
     else loaded as a separate model (any base or tokenizer)."""
@@ -68,6 +74,9 @@ class PPORewardConfig:
 
 @dataclass
 class RolloutConfig:
+    RANGES: ClassVar = {"per_device_batch_size": ">= 1", "response_length": ">= 1", "temperature": "> 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     per_device_batch_size: int = 8
     """Prompts sampled per update on each process (one episode each)."""
     response_length: int = 32
@@ -82,6 +91,12 @@ class RolloutConfig:
 
 @dataclass
 class PPOAlgoConfig:
+    RANGES: ClassVar = {
+        "epochs": ">= 1", "num_minibatches": ">= 1", "gradient_accumulation_steps": ">= 1", "cliprange": "> 0",
+        "cliprange_value": "> 0", "vf_coef": ">= 0", "gamma": "[0, 1]", "lam": "[0, 1]",
+    }  # fmt: skip
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     epochs: int = 4
     """Passes over each rollout batch."""
     num_minibatches: int = 1
@@ -104,6 +119,9 @@ class PPOAlgoConfig:
 
 @dataclass
 class KLConfig:
+    RANGES: ClassVar = {"coef": ">= 0", "target": "> 0", "horizon": "> 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     estimator: Literal["k1", "k3"] = "k1"
     """Per-token KL in the reward: k1 = log p - log p_ref (unbiased), k3 = (r - 1) - log r (unbiased, >= 0)."""
     coef: float = 0.05
@@ -118,6 +136,12 @@ class KLConfig:
 
 @dataclass
 class PPOTrainConfig:
+    RANGES: ClassVar = {
+        "total_episodes": ">= 1", "learning_rate": "> 0", "warmup_ratio": "[0, 1]", "weight_decay": ">= 0",
+        "adam_eps": "> 0", "max_grad_norm": ">= 0", "log_steps": ">= 1", "sample_steps": ">= 0", "sample_rows": ">= 1",
+    }  # fmt: skip
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     total_episodes: int = 1024
     """Episodes (sampled responses) over all processes; updates = ceil(total / (batch * processes))."""
     learning_rate: float = 1e-5
@@ -181,23 +205,9 @@ class PPOConfig:
         if r.per_device_batch_size % per_step:
             raise ConfigError(
                 f"'rollout.per_device_batch_size' ({r.per_device_batch_size}) must be divisible by "
-                f"ppo.num_minibatches * ppo.gradient_accumulation_steps ({per_step})"
+                f"ppo.num_minibatches * ppo.gradient_accumulation_steps ({per_step})",
+                key="rollout.per_device_batch_size",
             )
-        for key, value in [
-            ("rollout.per_device_batch_size", r.per_device_batch_size),
-            ("rollout.response_length", r.response_length),
-            ("ppo.epochs", p.epochs),
-            ("ppo.num_minibatches", p.num_minibatches),
-            ("ppo.gradient_accumulation_steps", p.gradient_accumulation_steps),
-            ("train.total_episodes", self.train.total_episodes),
-            ("train.log_steps", self.train.log_steps),
-        ]:
-            if value < 1:
-                raise ConfigError(f"'{key}' must be >= 1, got {value}")
-        if r.temperature <= 0:
-            raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
-        if self.kl.controller == "adaptive" and (self.kl.target <= 0 or self.kl.horizon <= 0):
-            raise ConfigError("'kl.target' and 'kl.horizon' must be > 0 for the adaptive controller")
         if self.value.init_from_reward and self.value.share_with_policy:
             raise ConfigError("'value.init_from_reward' and 'value.share_with_policy' exclude each other")
         for key, adapter in [("policy", self.policy), ("value.adapter", self.value.adapter)]:

@@ -31,7 +31,9 @@ def check_range(cfg, key: str, low=None, high=None, low_open: bool = False, pref
     if bad:
         lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
         hi = "" if high is None else f"<= {high:g}"
-        raise ConfigError(f"'{prefix}{key}' must be {' and '.join(p for p in (lo, hi) if p)}, got {value}")
+        raise ConfigError(
+            f"'{prefix}{key}' must be {' and '.join(p for p in (lo, hi) if p)}, got {value}", key=prefix + key
+        )
 
 
 def redacted(cfg):

@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
-from alignment.config import ModelConfig, UserError, require, save_config
+from alignment.config import ModelConfig, check_output_dir, require, save_config
 from alignment.runtime import logging as rlog
 from alignment.runtime import manifest, models
 from alignment.runtime.accelerator import finish, make_accelerator
@@ -32,6 +33,12 @@ from reward.rankings.store import open_store
 
 @dataclass
 class SampleConfig:
+    RANGES: ClassVar = {
+        "limit": ">= 1", "repeats": ">= 1", "k": ">= 2", "max_new_tokens": ">= 1", "temperature": "> 0",
+        "top_p": "(0, 1]", "top_k": ">= 0", "batch_size": ">= 1",
+    }  # fmt: skip
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     output_dir: str = ""
     """Run folder: config.yaml, manifest.json and, by default, the store `rankings.db`."""
     store: str = ""
@@ -64,14 +71,6 @@ class SampleConfig:
 
     def validate(self) -> None:
         require(self, "output_dir")
-        if self.k < 2:
-            raise UserError(f"k must be at least 2 to rank, got {self.k}")
-        checks = [("temperature", self.temperature > 0, "> 0"), ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-                  ("top_k", self.top_k >= 0, ">= 0"), ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
-                  ("batch_size", self.batch_size >= 1, ">= 1"), ("repeats", self.repeats >= 1, ">= 1")]  # fmt: skip
-        for key, ok, want in checks:
-            if not ok:
-                raise UserError(f"'{key}' must be {want}, got {getattr(self, key)}")
 
     def store_url(self) -> str:
         return self.store or os.path.join(self.output_dir, "rankings.db")
@@ -101,6 +100,13 @@ def complete(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, devi
     return [texts[i * cfg.k : (i + 1) * cfg.k] for i in range(len(prompts))]
 
 
+def check_store(url: str) -> None:
+    """One line now rather than after the sampling: a malformed URL, a file that is not a database, a server that
+    cannot be reached. A new SQLite file is only created when the tasks are written."""
+    if "://" in url or os.path.exists(url):
+        open_store(url, create=False).close()
+
+
 def sample(cfg: SampleConfig) -> dict:
     # 1. Runtime and inputs.
     accelerator = make_accelerator()
@@ -108,8 +114,9 @@ def sample(cfg: SampleConfig) -> dict:
     prompts = load_prompts(cfg.prompts, cfg.split, cfg.limit, key="prompts")
     jobs = [(p, r) for r in range(cfg.repeats) for p in prompts]
     mine = jobs[accelerator.process_index :: accelerator.num_processes]
+    check_output_dir(cfg.output_dir)
     if accelerator.is_main_process:
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+        check_store(cfg.store_url())
 
     # 2. Model: an SFT run folder resolves to its merged model (or base + adapter).
     model_path = models.stage_model_path(models.resolve_path(cfg.model.name_or_path))
@@ -119,6 +126,8 @@ def sample(cfg: SampleConfig) -> dict:
     log.info(
         f"sample: {len(jobs)} tasks x {cfg.k} completions from {model_path} on {accelerator.num_processes} process(es)"
     )
+    if accelerator.is_main_process:  # the first write: prompts and model have loaded
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
 
     # 3. Sample this process's share.
     results = []
