@@ -87,8 +87,9 @@ def check_ranges(cfg: Any, prefix: str = "") -> None:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = "builtin:tiny-llama"
-    """Hub id, local folder, or `builtin:tiny-llama` (a small Llama built offline and cached)."""
+    name_or_path: str = ""
+    """Hub id, local folder, a previous stage's run folder, or `builtin:tiny-llama` (a small Llama built offline
+    and cached; only when named)."""
     tokenizer: str | None = None
     """Tokenizer hub id or folder; defaults to the model's."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -197,13 +198,14 @@ class TrackingConfig:
 
 
 def require(cfg: Any, *keys: str) -> None:
-    """Raise ConfigError naming the first dotted key whose value is empty."""
+    """Raise ConfigError naming the first dotted key whose value is empty (and `run=` when it would set it)."""
     for key in keys:
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
-        if value in ("", None):
-            raise ConfigError(f"missing required value '{key}' (set it in the YAML or as {key}=...)", key=key)
+        if value in ("", None, {}):
+            also = ", or run=RUN_FOLDER to chain stages" if key in getattr(type(cfg), "RUN_PATHS", {}) else ""
+            raise ConfigError(f"missing required value '{key}' (set it in the YAML or as {key}=...{also})", key=key)
 
 
 def load_config(cls: type, path: str | None = None, overrides: list[str] | None = None, label: str = "") -> Any:
@@ -216,7 +218,64 @@ def load_config(cls: type, path: str | None = None, overrides: list[str] | None 
     data = read_yaml(path) if path is not None else {}
     from_dict(cls, data, source=path or "config")  # the file alone: its errors name the file
     origins = apply_overrides(cls, data, overrides or [], label)
+    apply_run(cls, data)
     return validated(from_dict(cls, data, source=path or "config"), origins, path, label)
+
+
+# ----------------------------------------------------------------------------------------------
+# `run=runs/x`: one key that chains the stages. A stage config declares which of its keys live in the run
+# folder (`RUN_PATHS: ClassVar = {"model.name_or_path": "sft", "output_dir": "reward"}`); with `run` set, each
+# such key the YAML and the overrides leave unset becomes run/<that folder>. Explicit keys always win.
+
+
+def apply_run(cls: type, data: dict) -> None:
+    """Fill the keys of `cls.RUN_PATHS` that `data` does not set from `data['run']` (no-op without a run)."""
+    run = data.get("run")
+    if not run or not isinstance(run, str):
+        return
+    for key, sub in getattr(cls, "RUN_PATHS", {}).items():
+        if isinstance(sub, tuple):  # (folder, a key that, when set, replaces this one: reward.function)
+            sub, unless = sub
+            if _get_dotted(data, unless):
+                continue
+        if not _has_dotted(data, key):
+            value = {k: _join(run, v) for k, v in sub.items()} if isinstance(sub, dict) else _join(run, sub)
+            _set_dotted(data, key, value)
+
+
+def _join(run: str, sub: str) -> str:
+    return os.path.join(run, sub) if sub else run
+
+
+def _has_dotted(data: dict, key: str) -> bool:
+    """Whether the YAML or an override set `key` (to anything, null included: an explicit null wins over run=)."""
+    parent, _, leaf = key.rpartition(".")
+    node = _get_dotted(data, parent) if parent else data
+    return isinstance(node, dict) and leaf in node
+
+
+def _get_dotted(data: dict, key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def builtins_in(cfg: Any, prefix: str = "") -> list[str]:
+    """`key=builtin:...` for every value of `cfg` (nested, dict values too) naming embedded data or a model."""
+    found = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            found += builtins_in(value, f"{prefix}{f.name}.")
+            continue
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, v in items:
+            if isinstance(v, str) and v.startswith("builtin:"):
+                found.append(f"{prefix}{f.name}{'.' + sub if sub else ''}={v}")
+    return found
 
 
 def apply_overrides(cls: type, data: dict, overrides: list[str], label: str = "") -> dict[str, str]:

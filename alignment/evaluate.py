@@ -40,7 +40,7 @@ from alignment.config import (
     save_config,
     to_dict,
 )
-from alignment.runtime import data, generation, logprobs, models
+from alignment.runtime import data, generation, logprobs, manifest, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
 from alignment.runtime.functions import load_scorer
@@ -53,7 +53,7 @@ class EvalDataConfig:
     RANGES: ClassVar = {"limit": ">= 1", "max_prompt_length": ">= 1"}
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
 
-    path: str = "builtin:reviews-prompts"
+    path: str = ""
     """Prompt rows (`prompt`: a string or a message list): a jsonl/json/parquet/csv file, a `datasets` folder,
     a hub id, or `builtin:reviews-prompts` (split `test`: topics no stage trained on)."""
     split: str = "test"
@@ -81,6 +81,12 @@ class EvalGenerationConfig:
 
 @dataclass
 class EvalConfig:
+    RUN_PATHS: ClassVar = {"output_dir": "eval", "policies": {"sft": "sft", "ppo": "ppo"}, "reference": "sft",
+                           "reward_model": "reward"}  # fmt: skip
+    """With `run=runs/x`: compares runs/x/sft and runs/x/ppo, KL to runs/x/sft, scored by runs/x/reward."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): policies {sft: runs/x/sft, ppo: runs/x/ppo}, reference runs/x/sft,
+    reward_model runs/x/reward, output_dir runs/x/eval."""
     output_dir: str = ""
     """Folder for eval.jsonl, eval.json, samples.jsonl, metrics.jsonl and config.yaml."""
     seed: int = 0
@@ -258,6 +264,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     prompts = load_prompts(cfg)
     check_output_dir(cfg.output_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    rlog.announce_builtins(log, "eval", cfg)
     log.info(
         f"eval: {len(cfg.policies)} policies x {len(prompts)} prompts x {g.num_samples} samples"
         + (f", KL to {reference}" if reference else "")
@@ -300,7 +307,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                    **({"kl": kl[name][i]} if kl.get(name) is not None else {})} for name, run in runs.items()}}
         for i in range(len(prompt_rows))
     ]  # fmt: skip
-    result = {"policies": policies, "win_rates": win_rates, "reference": reference, "output_dir": cfg.output_dir}
+    result = {"policies": policies, "win_rates": win_rates, "reference": reference, "output_dir": cfg.output_dir,
+              "inputs": {"policies": paths, "reward_model": manifest.where(cfg.reward_model)}}  # fmt: skip
     os.makedirs(cfg.output_dir, exist_ok=True)  # the first write: every model has loaded and sampled by now
     save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     write_outputs(cfg, result, samples)

@@ -80,6 +80,8 @@ class PipelineConfig:
     """SFT stage YAML."""
     sft: list[str] = field(default_factory=list)
     """Extra key=value overrides for SFT."""
+    sample_config: str = "configs/sample.yaml"
+    """Sampling stage YAML (the prompts, K, generation settings)."""
     sample: list[str] = field(default_factory=lambda: ["repeats=8"])
     """key=value overrides for `rlhf sample` (k, prompts, repeats, max_new_tokens, ...)."""
     export: list[str] = field(default_factory=list)
@@ -213,26 +215,32 @@ def stage_config(path: str) -> str:
     return candidate if os.path.exists(candidate) else path
 
 
+def _run(cfg: PipelineConfig) -> str:
+    # Every stage gets run=<this run folder>: what a stage reads by run (and the pipeline does not set) stays here.
+    return f"run={os.path.abspath(cfg.output_dir)}"
+
+
 def sft_args(cfg: PipelineConfig, sft_dir: str) -> list[str]:
-    return [stage_config(cfg.sft_config), f"output_dir={sft_dir}", f"seed={cfg.seed}", *cfg.sft]
+    return [stage_config(cfg.sft_config), _run(cfg), f"output_dir={sft_dir}", f"seed={cfg.seed}", *cfg.sft]
 
 
 def sample_args(cfg: PipelineConfig, out: str, store_url: str, policy: str, rnd: int) -> list[str]:
-    return [f"output_dir={out}", f"store={store_url}", f"model.name_or_path={policy}", f"seed={cfg.seed + rnd}",
+    return [stage_config(cfg.sample_config), _run(cfg), f"output_dir={out}", f"store={store_url}",
+            f"model.name_or_path={policy}", f"seed={cfg.seed + rnd}",
             f"tag=round-{rnd}", *cfg.sample]  # fmt: skip
 
 
 def export_args(cfg: PipelineConfig, out: str, store_url: str) -> list[str]:
-    return [f"store={store_url}", f"output_dir={out}", f"seed={cfg.seed}", *cfg.export]
+    return [_run(cfg), f"store={store_url}", f"output_dir={out}", f"seed={cfg.seed}", *cfg.export]
 
 
 def reward_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
-    return [stage_config(cfg.reward_config), f"output_dir={out}", f"model.name_or_path={sft_dir}",
+    return [stage_config(cfg.reward_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
             f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.reward]  # fmt: skip
 
 
 def ppo_args(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str) -> list[str]:
-    return [stage_config(cfg.ppo_config), f"output_dir={out}", f"model.name_or_path={sft_dir}",
+    return [stage_config(cfg.ppo_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
             f"reward.path={reward_dir}", f"seed={cfg.seed}", *cfg.ppo]  # fmt: skip
 
 

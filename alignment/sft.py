@@ -29,6 +29,7 @@ from alignment.config import (
     require,
 )
 from alignment.runtime import adapters, loop, manifest, models, optim
+from alignment.runtime import logging as rlog
 from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
@@ -62,8 +63,12 @@ class SFTDataConfig:
 
 @dataclass
 class SFTConfig:
+    RUN_PATHS: ClassVar = {"output_dir": "sft"}
+    """With `run=runs/x`: output_dir defaults to runs/x/sft."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): output_dir defaults to runs/x/sft, where the next stages read."""
     output_dir: str = ""
-    """Run folder: adapter, tokenizer, merged model, checkpoints, metrics.jsonl, manifest.json."""
+    """Output folder: adapter, tokenizer, merged model, checkpoints, metrics.jsonl, manifest.json."""
     seed: int = 42
     """Seed for weights init, data order and dropout."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -76,7 +81,7 @@ class SFTConfig:
     """Also save adapter+base merged into one model under output_dir/merged (the next stages' base)."""
 
     def validate(self) -> None:
-        require(self, "output_dir", "data.path")
+        require(self, "output_dir", "model.name_or_path", "data.path")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,6 +164,7 @@ def train(cfg: SFTConfig) -> dict:
     train_set, eval_set = load_examples(cfg, tokenizer)
     if cfg.data.packing:
         train_set = pack(train_set, cfg.data.max_length)
+    rlog.announce_builtins(log, "sft", cfg)
     log.info(f"sft: {len(train_set)} train rows, {len(eval_set)} eval rows, {world} process(es)")
 
     # 3. Model: base + adapter (or selected layers / everything), optimizer, schedule.
@@ -230,7 +236,11 @@ def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, ex
     manifest.write(
         cfg.output_dir,
         "sft",
-        inputs={"model": cfg.model.name_or_path, "data": cfg.data.path},
+        inputs={
+            "model": manifest.where(cfg.model.name_or_path),
+            "data": manifest.where(cfg.data.path),
+            "eval_data": manifest.where(cfg.data.eval_path),
+        },  # fmt: skip
         outputs=outputs,
         metrics={**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics},
         extra={**extra, "train_seconds": run.train_seconds, "world_size": accelerator.num_processes},

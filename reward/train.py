@@ -59,7 +59,7 @@ class RewardDataConfig:
     }
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
 
-    path: str = "builtin:reviews-rankings"
+    path: str = ""
     """K-wise or TRL pairwise rows: a jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or
     `builtin:reviews-rankings` (synthetic rankings with a known rule, see reward/rankings/synthetic.py)."""
     split: str = "train"
@@ -115,6 +115,12 @@ class RewardEvalConfig:
 
 @dataclass
 class RewardConfig:
+    RUN_PATHS: ClassVar = {"output_dir": "reward", "model.name_or_path": "sft", "data.path": "export/kwise",
+                           "data.eval_path": "export/kwise"}  # fmt: skip
+    """With `run=runs/x`: trains on runs/x/sft with the export runs/x/export/kwise (its test split held out)."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): base model runs/x/sft, data runs/x/export/kwise (train, test split held
+    out), output_dir runs/x/reward."""
     output_dir: str = ""
     """Run folder: adapter + score head (or full model), tokenizer, reward_stats.json, eval.json, checkpoints."""
     seed: int = 42
@@ -129,7 +135,7 @@ class RewardConfig:
     eval: RewardEvalConfig = field(default_factory=RewardEvalConfig)
 
     def validate(self) -> None:
-        require(self, "output_dir", "data.path")
+        require(self, "output_dir", "model.name_or_path", "data.path")
         if self.loss.ties == "rao_kupper" and self.loss.tie_param <= 1:
             raise ConfigError(
                 f"'loss.tie_param' must be > 1 for Rao-Kupper (theta), got {self.loss.tie_param}", key="loss.tie_param"
@@ -270,6 +276,7 @@ def train(cfg: RewardConfig) -> dict:
     train_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in train_rankings]
     eval_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in eval_rankings]
     ks = sorted({len(e["input_ids"]) for e in train_set})
+    rlog.announce_builtins(log, "reward", cfg)
     log.info(
         f"reward: {len(train_set)} train rankings (K {ks[0]}-{ks[-1]}), {len(eval_set)} held out, {world} process(es)"
     )
@@ -398,7 +405,12 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
     manifest.write(
         cfg.output_dir,
         "reward",
-        inputs={"model": cfg.model.name_or_path, "base": rmodel.base_path(cfg.model), "data": cfg.data.path},
+        inputs={
+            "model": manifest.where(cfg.model.name_or_path),
+            "base": rmodel.base_path(cfg.model),
+            "data": manifest.where(cfg.data.path),
+            "eval_data": manifest.where(cfg.data.eval_path),
+        },  # fmt: skip
         outputs={
             "model": ".",
             "adapter" if is_adapter else "weights": ".",

@@ -92,7 +92,7 @@ CONFIG_CASES = [
     (["ppo", "configs/ppo.yaml", "rollout.per_device_batch_size=0"], ["'rollout.per_device_batch_size'"]),
     (["ppo", "configs/ppo.yaml", "kl.coef=-1"], ["'kl.coef' must be >= 0"]),
     (["ppo", "configs/ppo.yaml", "train.total_episodes=0"], ["'train.total_episodes'"]),
-    (["ppo", "configs/ppo.yaml", "reward.function=m:f"], ["exactly one of 'reward.path'"]),
+    (["ppo", "configs/ppo.yaml", "reward.function=m:f", "reward.path=r"], ["exactly one of 'reward.path'"]),
     (["eval", "configs/eval.yaml", "generation.max_new_tokens=0"], ["'generation.max_new_tokens' must be >= 1"]),
     (["eval", "configs/eval.yaml", "generation.temperature=0"], ["'generation.temperature' must be > 0"]),
     (["eval", "configs/eval.yaml", "data.limit=0"], ["'data.limit'"]),
@@ -122,8 +122,10 @@ def test_config_mistakes_are_one_line(capsys, args, needles):
 def test_command_line_values_are_not_labelled_defaults(capsys, tmp_path):
     code, err = rlhf(capsys, "sft", f"output_dir={tmp_path / 'o'}", "data.path=x.jsonl", "train.epochs=-2")
     assert_one_line(code, err, "override 'train.epochs=-2'", absent=("defaults",))
-    code, err = rlhf(capsys, "sft", f"output_dir={tmp_path / 'o'}")
+    code, err = rlhf(capsys, "sft", f"output_dir={tmp_path / 'o'}", "model.name_or_path=builtin:tiny-llama")
     assert_one_line(code, err, "missing required value 'data.path'", absent=("defaults",))
+    code, err = rlhf(capsys, "reward", f"output_dir={tmp_path / 'o'}", "data.path=d.jsonl")
+    assert_one_line(code, err, "missing required value 'model.name_or_path'", "run=")
     assert not (tmp_path / "o").exists()
 
 
@@ -210,7 +212,8 @@ def kwise(prompt: str, completions: list[str], ranks: list[int]) -> dict:
 def test_reward_data(capsys, tmp_path, rows, extra, needles):
     data = jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
-    code, err = rlhf(capsys, "reward", "configs/reward.yaml", f"output_dir={out}", f"data.path={data}", *extra)
+    code, err = rlhf(capsys, "reward", "configs/reward.yaml", f"output_dir={out}", f"data.path={data}",
+                     "data.eval_path=null", "model.name_or_path=builtin:tiny-llama", *extra)  # fmt: skip
     assert_one_line(code, err, *needles)
     assert not out.exists()
 

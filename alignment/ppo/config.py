@@ -26,7 +26,7 @@ class PPODataConfig:
     RANGES: ClassVar = {"limit": ">= 1", "max_prompt_length": ">= 1"}
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
 
-    path: str = "builtin:reviews-prompts"
+    path: str = ""
     """Prompt rows (`prompt`: a string or a message list, or `messages` minus the final answers): a
     jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-prompts`."""
     split: str = "train"
@@ -167,6 +167,15 @@ class PPOTrainConfig:
 
 @dataclass
 class PPOConfig:
+    RUN_PATHS: ClassVar = {
+        "output_dir": "ppo",
+        "model.name_or_path": "sft",
+        "reward.path": ("reward", "reward.function"),
+    }
+    """With `run=runs/x`: the base runs/x/sft, the reward model runs/x/reward (unless reward.function is set)."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): base model runs/x/sft, reward.path runs/x/reward (unless
+    reward.function is set), output_dir runs/x/ppo."""
     output_dir: str = ""
     """Run folder: policy adapter (top level), tokenizer, optional merged/, checkpoints, metrics.jsonl and
     manifest.json."""

@@ -20,6 +20,14 @@ def versions() -> dict:
     return out
 
 
+def where(path: str | None) -> str | None:
+    """A path as a manifest records an input: absolute when it exists here (a run folder says exactly what it read,
+    wherever it was run from); hub ids, `builtin:` names and URLs as given."""
+    if path and os.path.exists(path):
+        return os.path.abspath(path)
+    return path
+
+
 def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dict, extra: dict | None = None) -> dict:
     """Write `output_dir/manifest.json` atomically; returns what was written. `extra` keys go at the top level."""
     path = os.path.join(output_dir, "manifest.json")

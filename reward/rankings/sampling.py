@@ -38,7 +38,12 @@ class SampleConfig:
         "top_p": "(0, 1]", "top_k": ">= 0", "batch_size": ">= 1",
     }  # fmt: skip
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    RUN_PATHS: ClassVar = {"output_dir": "sample", "store": "rankings.db", "model.name_or_path": "sft"}
+    """With `run=runs/x`: samples from runs/x/sft into runs/x/rankings.db."""
 
+    run: str = ""
+    """Run folder of the pipeline (runs/x): model defaults to runs/x/sft, store to runs/x/rankings.db, output_dir
+    to runs/x/sample."""
     output_dir: str = ""
     """Run folder: config.yaml, manifest.json and, by default, the store `rankings.db`."""
     store: str = ""
@@ -46,7 +51,7 @@ class SampleConfig:
     seed: int = 42
     """Base seed; each batch's samples are seeded from it and the batch's prompts."""
     model: ModelConfig = field(default_factory=ModelConfig)
-    prompts: str = "builtin:reviews-prompts"
+    prompts: str = ""
     """Prompt rows: jsonl/json/parquet/csv, a datasets folder, a hub id or `builtin:reviews-prompts`."""
     split: str = "train"
     """Split of `prompts` for dataset folders and hub ids."""
@@ -70,7 +75,7 @@ class SampleConfig:
     """Stored in each task's meta (e.g. the RLHF round)."""
 
     def validate(self) -> None:
-        require(self, "output_dir")
+        require(self, "output_dir", "model.name_or_path", "prompts")
 
     def store_url(self) -> str:
         return self.store or os.path.join(self.output_dir, "rankings.db")
@@ -123,6 +128,7 @@ def sample(cfg: SampleConfig) -> dict:
     model = models.load_causal_lm(cfg.model, name_or_path=model_path).to(accelerator.device).eval()
     tokenizer = models.load_tokenizer(ModelConfig(**{**vars(cfg.model), "name_or_path": model_path}))
     gen_settings = {k: getattr(cfg, k) for k in ("max_new_tokens", "temperature", "top_p", "top_k")}
+    rlog.announce_builtins(log, "sample", cfg)
     log.info(
         f"sample: {len(jobs)} tasks x {cfg.k} completions from {model_path} on {accelerator.num_processes} process(es)"
     )
@@ -163,8 +169,8 @@ def sample(cfg: SampleConfig) -> dict:
         manifest.write(
             cfg.output_dir,
             "sample",
-            inputs={"model": model_path, "prompts": cfg.prompts},
-            outputs={"store": cfg.store_url()},
+            inputs={"model": manifest.where(model_path), "prompts": manifest.where(cfg.prompts)},
+            outputs={"store": manifest.where(cfg.store_url())},
             metrics={
                 "tasks": len(added),
                 "new_tasks": new,

@@ -29,6 +29,7 @@ from alignment.config import (
     ConfigError,
     UserError,
     apply_overrides,
+    apply_run,
     from_dict,
     load_config,
     save_config,
@@ -119,6 +120,11 @@ def _merge(cls: type, base: dict, overrides: list[str], source: str):
     """`cls` from what the rank config gave (`base`) and this command's overrides; errors name their origin."""
     data = dict(base)
     origins = apply_overrides(cls, data, overrides)
+    if any(o.split("=", 1)[0].strip() == "run" for o in overrides):
+        for key in getattr(cls, "RUN_PATHS", {}):  # run= given here beats what the rank config derived
+            if key not in origins:
+                data.pop(key, None)
+        apply_run(cls, data)
     return validated(from_dict(cls, data, source=source), origins, source)
 
 
