@@ -193,6 +193,25 @@ class TrackingConfig:
     """W&B tags."""
 
 
+@dataclass
+class HubOptions:
+    """Fields every training stage's config inherits: publish the output folder to the Hugging Face Hub."""
+
+    push_to_hub: bool = False
+    """Upload the trained model when the stage finishes: the adapter (base on the hub) or, for a base that exists
+    only here, the merged standalone model; with tokenizer, model card, config and manifest."""
+    hub_model_id: str | None = None
+    """Hub repository `org/name` to push to (required with push_to_hub)."""
+    hub_private: bool = True
+    """Create the repository as private."""
+
+    def validate_hub(self) -> None:
+        if self.push_to_hub and not self.hub_model_id:
+            raise ConfigError("'hub_model_id' is required with push_to_hub=true (e.g. my-org/my-model)", "hub_model_id")
+        if self.hub_model_id and self.hub_model_id.count("/") > 1:
+            raise ConfigError(f"'hub_model_id' must be name or org/name, got '{self.hub_model_id}'", "hub_model_id")
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading
 
@@ -305,6 +324,8 @@ def validated(cfg: Any, origins: dict[str, str], path: str | None, label: str = 
     """`cfg` after its ranges and `validate()`, or a ConfigError saying where the failing value came from."""
     try:
         check_ranges(cfg)
+        if isinstance(cfg, HubOptions):
+            cfg.validate_hub()
         if hasattr(cfg, "validate"):
             cfg.validate()
     except ConfigError as e:
@@ -534,7 +555,15 @@ def save_config(cfg: Any, path: str) -> None:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The string literal under each field of a dataclass (cleanrl-style attribute docstrings)."""
+    """The string literal under each field of a dataclass (cleanrl-style attribute docstrings), inherited ones too."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return {**docs, **_own_field_docs(cls)}
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):

@@ -23,6 +23,7 @@ from alignment.cli import parse_stage_args
 from alignment.config import (
     AdapterConfig,
     CheckpointConfig,
+    HubOptions,
     ModelConfig,
     TrackingConfig,
     TrainConfig,
@@ -62,7 +63,7 @@ class SFTDataConfig:
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(HubOptions):
     RUN_PATHS: ClassVar = {"output_dir": "sft"}
     """With `run=runs/x`: output_dir defaults to runs/x/sft."""
     run: str = ""
@@ -238,14 +239,27 @@ def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, ex
         "sft",
         inputs={
             "model": manifest.where(cfg.model.name_or_path),
+            "base": manifest.where(models.resolve_path(cfg.model.name_or_path)),
             "data": manifest.where(cfg.data.path),
             "eval_data": manifest.where(cfg.data.eval_path),
-        },  # fmt: skip
+        },
         outputs=outputs,
         metrics={**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics},
         extra={**extra, "train_seconds": run.train_seconds, "world_size": accelerator.num_processes},
     )
     run.log.info(f"sft: wrote {cfg.output_dir}")
+
+
+def ready_for_scoring(folder: str, tokenizer) -> None:
+    """merged/config.json also says: one label and the pad token. A causal LM ignores both; the reward model built
+    on this base has a 1-label score head read at the last non-pad token, so with them here
+    `AutoPeftModelForSequenceClassification.from_pretrained(reward_folder)` rebuilds it exactly, no kwargs."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id
+    config.save_pretrained(folder)
 
 
 def _save_for_next_stage(cfg: SFTConfig, tokenizer) -> str:
@@ -259,5 +273,6 @@ def _save_for_next_stage(cfg: SFTConfig, tokenizer) -> str:
             models.resolve_dtype(cfg.model.dtype),
             tokenizer,
         )
+        ready_for_scoring(os.path.join(cfg.output_dir, "merged"), tokenizer)
         return "merged"
     return "."

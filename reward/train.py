@@ -31,6 +31,7 @@ from alignment.config import (
     AdapterConfig,
     CheckpointConfig,
     ConfigError,
+    HubOptions,
     ModelConfig,
     TrackingConfig,
     TrainConfig,
@@ -114,7 +115,7 @@ class RewardEvalConfig:
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(HubOptions):
     RUN_PATHS: ClassVar = {"output_dir": "reward", "model.name_or_path": "sft", "data.path": "export/kwise",
                            "data.eval_path": "export/kwise"}  # fmt: skip
     """With `run=runs/x`: trains on runs/x/sft with the export runs/x/export/kwise (its test split held out)."""

@@ -15,6 +15,7 @@ from alignment.config import (
     AdapterConfig,
     CheckpointConfig,
     ConfigError,
+    HubOptions,
     ModelConfig,
     TrackingConfig,
     require,
@@ -166,7 +167,7 @@ class PPOTrainConfig:
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(HubOptions):
     RUN_PATHS: ClassVar = {
         "output_dir": "ppo",
         "model.name_or_path": "sft",

@@ -209,5 +209,11 @@ def last_metrics(output_dir: str, prefixes: tuple[str, ...] = ()) -> dict:
 
 
 def finish(run: Run) -> None:
-    """End tracking and tear down the process group cleanly (every process calls it)."""
+    """Publish the outputs when `push_to_hub` says so (main process), end tracking and tear down the process group
+    cleanly (every process calls it)."""
+    if run.accelerator.is_main_process and getattr(run.cfg, "push_to_hub", False):
+        from alignment.runtime import hub
+
+        url = hub.push(run.cfg.output_dir, run.cfg.hub_model_id, private=run.cfg.hub_private)
+        run.log.info(f"{run.name}: pushed {run.cfg.output_dir} to {url}")
     acc.finish(run.accelerator)

@@ -44,6 +44,10 @@ def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dic
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, default=str)
     os.replace(tmp, path)
+    if "adapter" in outputs or "weights" in outputs:  # a trained model: its README is a model card
+        from alignment.runtime import card
+
+        card.write(output_dir, json.loads(json.dumps(data, default=str)))
     return data
 
 

@@ -44,17 +44,24 @@ def readme_commands() -> dict[str, list[str]]:
     return found
 
 
-def test_readme_stages_chain_through_the_run_folder(tmp_path):
-    shutil.copytree(os.path.join(REPO, "configs"), tmp_path / "configs")
+@pytest.fixture(scope="module")
+def chained(tmp_path_factory):
+    """The Stages table's commands, in order, from a folder holding a copy of configs/; returns that folder."""
+    root = tmp_path_factory.mktemp("stages")
+    shutil.copytree(os.path.join(REPO, "configs"), root / "configs")
     table = readme_commands()
     steps = [("sft", table["SFT"][0]), ("sample", table["sample"][0]), ("annotate", table["rank"][1][:3]),
              ("export", table["export"][0]), ("reward", table["reward"][0]), ("ppo", table["PPO"][0]),
              ("eval", table["eval"][0])]  # fmt: skip
     assert steps[2][1] == ["rank", "annotate", "configs/rank.yaml"]
     for name, command in steps:
-        r = run_cli(*command, *TINY[name], cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+        r = run_cli(*command, *TINY[name], cwd=root, env={"OMP_NUM_THREADS": "1"})
         assert r.returncode == 0, (name, command, r.stderr[-3000:])
+    return root
 
+
+def test_readme_stages_chain_through_the_run_folder(chained):
+    tmp_path = chained
     run = tmp_path / "runs" / "tiny"
 
     def manifest(stage: str) -> dict:
@@ -82,3 +89,75 @@ def test_readme_stages_chain_through_the_run_folder(tmp_path):
     assert result["reference"] == at("sft", "merged")
     assert result["inputs"]["policies"] == {"sft": at("sft", "merged"), "ppo": at("ppo")}
     assert result["inputs"]["reward_model"] == at("reward")
+
+
+def test_a_copied_run_loads_with_peft_and_the_readme_lines_and_scores_the_same(chained, tmp_path, monkeypatch):
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    from alignment.config import ModelConfig
+    from alignment.runtime import hub, models
+    from reward.model import load_reward_model, score_texts
+
+    moved = tmp_path / "elsewhere" / "tiny"
+    shutil.copytree(chained / "runs" / "tiny", moved)
+    shutil.rmtree(chained / "runs" / "tiny")  # the original is gone: nothing may point back at it
+    assert json.loads((moved / "reward" / "adapter_config.json").read_text())["base_model_name_or_path"] == "sft/merged"
+    assert json.loads((moved / "ppo" / "adapter_config.json").read_text())["base_model_name_or_path"] == "sft/merged"
+    for stage in ("sft", "reward", "ppo"):
+        card = (moved / stage / "README.md").read_text()
+        assert "## Hyperparameters" in card and "## Load it" in card and "base model" in card, stage
+
+    prompt, completion = "Review of the cafe:", " Great coffee and friendly staff."
+    ids = torch.tensor([[1, 5, 9, 12, 7, 3]])
+
+    def logits(model):
+        return model.eval()(input_ids=ids).logits.float()
+
+    # the framework's own loaders, from the new place
+    cfg = ModelConfig(dtype="float32")
+    framework = {stage: logits(models.load_causal_lm(cfg, str(moved / stage))) for stage in ("sft", "ppo")}
+    reward_model, tok = load_reward_model(str(moved / "reward"))
+    framework_score = score_texts(reward_model, tok, [prompt], [completion])[0]
+
+    # PEFT's auto class on the SFT adapter (its base is the built-in model's folder, recorded absolute)
+    assert torch.allclose(logits(AutoPeftModelForCausalLM.from_pretrained(str(moved / "sft"))), framework["sft"])
+
+    # the README's lines, verbatim but for where the run folder now is
+    readme = open(os.path.join(REPO, "README.md")).read()
+    code = readme.split("<!-- loading-lines -->")[1].split("```python")[1].split("```")[0]
+    code = code.replace('"runs/tiny"', repr(str(moved))).replace(
+        'prompt, completion = "Review of the cafe:", " Great coffee and friendly staff."', ""
+    )
+    monkeypatch.chdir(tmp_path)
+    scope = {"prompt": prompt, "completion": completion}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["score"] == pytest.approx(framework_score, abs=1e-5)
+    assert torch.allclose(logits(scope["policy"]), framework["ppo"], atol=1e-5)
+    assert torch.allclose(logits(scope["policy_too"]), framework["ppo"], atol=1e-5)
+
+    # push_to_hub: the only network step is the upload; what it would upload loads on its own from another path
+    uploaded = {}
+
+    class FakeApi:  # stands in for the Hub only; staging, merging and loading are real
+        def create_repo(self, repo_id, private=True, exist_ok=False):
+            uploaded["repo"] = (repo_id, private)
+
+        def upload_folder(self, folder_path, repo_id, commit_message=""):
+            shutil.copytree(folder_path, tmp_path / "hub" / repo_id)
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    for stage in ("reward", "ppo"):
+        hub.push(str(moved / stage), f"me/{stage}", private=True)
+    assert uploaded["repo"] == ("me/ppo", True)
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    shutil.rmtree(moved)  # the run is gone too: the uploaded folders stand alone
+    pushed_reward = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "hub" / "me" / "reward"))
+    pushed_tok = AutoTokenizer.from_pretrained(str(tmp_path / "hub" / "me" / "reward"))
+    assert score_texts(pushed_reward.eval(), pushed_tok, [prompt], [completion])[0] == pytest.approx(
+        framework_score, abs=1e-4
+    )
+    pushed_policy = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hub" / "me" / "ppo"))
+    assert torch.allclose(logits(pushed_policy), framework["ppo"], atol=1e-4)
+    assert (tmp_path / "hub" / "me" / "ppo" / "README.md").is_file()
