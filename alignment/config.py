@@ -207,7 +207,7 @@ class HubOptions:
 
     def validate_hub(self) -> None:
         if self.push_to_hub and not self.hub_model_id:
-            raise ConfigError("'hub_model_id' is required with push_to_hub=true (e.g. my-org/my-model)", "hub_model_id")
+            raise ConfigError("'hub_model_id' is required with push_to_hub=true (e.g. my-org/my-model)", "push_to_hub")
         if self.hub_model_id and self.hub_model_id.count("/") > 1:
             raise ConfigError(f"'hub_model_id' must be name or org/name, got '{self.hub_model_id}'", "hub_model_id")
 

@@ -48,10 +48,10 @@ def comparisons(ranking: dict, ties: str = "drop") -> int:
     )
 
 
-def drop_unusable(rankings: list[dict], ties: str, mode: str, key: str, log=None) -> list[dict]:
+def drop_unusable(rankings: list[dict], ties: str, mode: str, key: str, log=None, required: bool = True) -> list[dict]:
     """The rankings that hold at least one comparison. The others (identical texts, or all tied) are dropped and
     counted (`mode="drop"`, a warning) or the first is an error naming its row (`mode="error"`); nothing left is
-    always an error, with the counts."""
+    an error with the counts when `required` (training data), a warning otherwise (held-out data)."""
     kept, identical, tied = [], 0, 0
     for r in rankings:
         if comparisons(r, ties):
@@ -65,7 +65,7 @@ def drop_unusable(rankings: list[dict], ties: str, mode: str, key: str, log=None
         tied += not same
     dropped = identical + tied
     counts = f"{identical} with identical completions (chosen == rejected), {tied} with every completion tied"
-    if rankings and not kept:
+    if rankings and not kept and required:
         raise UserError(f"{key}: no usable comparison in {len(rankings)} rows ({counts})")
     if dropped and log is not None:
         log.warning(f"reward: {key}: dropped {dropped} of {len(rankings)} rows without a comparison ({counts})")

@@ -88,6 +88,7 @@ CONFIG_CASES = [
     (["reward", "configs/reward.yaml", "data.k=1"], ["'data.k' must be >= 2"]),
     (["reward", "configs/reward.yaml", "loss.ties=rao_kupper", "loss.tie_param=0.5"], ["override 'loss.tie_param"]),
     (["reward", "configs/reward.yaml", "eval.batch_size=0"], ["'eval.batch_size'"]),
+    (["reward", "configs/reward.yaml", "push_to_hub=true"], ["override 'push_to_hub=true'", "hub_model_id"]),
     (["ppo", "configs/ppo.yaml", "ppo.gamma=2"], ["'ppo.gamma' must be in [0, 1]"]),
     (["ppo", "configs/ppo.yaml", "rollout.per_device_batch_size=0"], ["'rollout.per_device_batch_size'"]),
     (["ppo", "configs/ppo.yaml", "kl.coef=-1"], ["'kl.coef' must be >= 0"]),
@@ -213,7 +214,7 @@ def test_reward_data(capsys, tmp_path, rows, extra, needles):
     data = jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
     code, err = rlhf(capsys, "reward", "configs/reward.yaml", f"output_dir={out}", f"data.path={data}",
-                     "data.eval_path=null", "model.name_or_path=builtin:tiny-llama", *extra)  # fmt: skip
+                     "data.eval_path=null", "data.test_size=0", "model.name_or_path=builtin:tiny-llama", *extra)  # fmt: skip
     assert_one_line(code, err, *needles)
     assert not out.exists()
 
