@@ -7,10 +7,12 @@ and exit code 2 instead of a traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
 
-from alignment.config import UserError, describe, load_config
+from alignment.config import OUTPUT_DIRS, UserError, describe, load_config
 
 COMMANDS = {
     "sft": ("alignment.sft", "supervised fine-tuning (stage 1)"),
@@ -71,12 +73,33 @@ def run(argv: list[str]) -> int:
     return module.main(rest) or 0
 
 
+# A full disk, a read-only mount or a folder the user may not write: the user's to fix, so one line, not a traceback.
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def write_error_line(e: OSError) -> str:
+    """One line naming the folder a write failed in (the command's output folder when the OS did not say)."""
+    target = str(e.filename or (OUTPUT_DIRS[-1] if OUTPUT_DIRS else "the output folder"))
+    folder = target if not e.filename or os.path.isdir(target) else os.path.dirname(target) or "."
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "" if target == folder else f" while writing {target}"
+        return f"{folder}: no space left on the device (or quota){what}; free space and rerun (checkpoint.resume=auto)"
+    if e.errno == errno.EROFS:
+        return f"{folder}: read-only file system; choose a writable output_dir"
+    return f"{folder}: permission denied writing {target}; choose a writable output_dir"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         code = run(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        code = 2
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        print(f"error: {write_error_line(e)}", file=sys.stderr)
         code = 2
     except BrokenPipeError:  # `rlhf sft --help | head`
         code = 0

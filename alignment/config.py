@@ -13,12 +13,14 @@ import ast
 import dataclasses
 import difflib
 import inspect
+import math
 import os
+import re
 import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -28,7 +30,54 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    pass
+    """A bad config value. `key` (dotted) lets `load_config` say where the value came from: the YAML file,
+    an `override 'k=v'`, or the pipeline stage that passed it."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranges, declared per config class: `RANGES: ClassVar = {"learning_rate": "> 0", "warmup_ratio": "[0, 1]"}`.
+# `load_config` checks every (nested) config's RANGES when it loads, before any stage code runs, so a zero
+# batch size or a negative learning rate is one line naming the key instead of a torch error an hour in.
+# A spec is `> a`, `>= a`, `< a`, `<= a`, or an interval `[a, b]`, `(a, b]`, `[a, b)`, `(a, b)`; None passes.
+
+_INTERVAL = re.compile(r"^([\[(])\s*(-?[\d.e+-]+)\s*,\s*(-?[\d.e+-]+)\s*([\])])$")
+_BOUND = re.compile(r"^(>=|<=|>|<)\s*(-?[\d.e+-]+)$")
+
+
+def in_range(value: Any, spec: str) -> bool:
+    """Whether `value` (a finite number) satisfies `spec` (see above)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    m = _INTERVAL.match(spec.strip())
+    if m:
+        lo, hi = float(m.group(2)), float(m.group(3))
+        return (value >= lo if m.group(1) == "[" else value > lo) and (value <= hi if m.group(4) == "]" else value < hi)
+    m = _BOUND.match(spec.strip())
+    if not m:
+        raise ValueError(f"bad range spec {spec!r}")
+    op, bound = m.group(1), float(m.group(2))
+    return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
+
+
+def check_range(key: str, value: Any, spec: str) -> None:
+    """ConfigError naming `key` unless `value` is None or satisfies `spec`."""
+    if value is not None and not in_range(value, spec):
+        want = f"in {spec}" if spec[0] in "[(" else spec
+        raise ConfigError(f"'{key}' must be {want}, got {value!r}", key=key)
+
+
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """Check the RANGES of `cfg` and of every nested config dataclass in it."""
+    for name, spec in getattr(type(cfg), "RANGES", {}).items():
+        check_range(prefix + name, getattr(cfg, name), spec)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{prefix}{f.name}.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -38,8 +87,9 @@ class ConfigError(UserError):
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = "builtin:tiny-llama"
-    """Hub id, local folder, or `builtin:tiny-llama` (a small Llama built offline and cached)."""
+    name_or_path: str = ""
+    """Hub id, local folder, a previous stage's run folder, or `builtin:tiny-llama` (a small Llama built offline
+    and cached; only when named)."""
     tokenizer: str | None = None
     """Tokenizer hub id or folder; defaults to the model's."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -58,6 +108,9 @@ class ModelConfig:
 
 @dataclass
 class AdapterConfig:
+    RANGES: ClassVar = {"r": ">= 1", "alpha": "> 0", "dropout": "[0, 1)", "num_virtual_tokens": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     method: Literal["lora", "prompt_tuning", "ia3", "selective", "full"] = "lora"
     """What is trained: a LoRA/prompt-tuning/IA3 adapter, named layers only (`selective`), or everything."""
     r: int = 16
@@ -78,6 +131,13 @@ class AdapterConfig:
 
 @dataclass
 class TrainConfig:
+    RANGES: ClassVar = {
+        "learning_rate": "> 0", "weight_decay": ">= 0", "adam_eps": "> 0", "warmup_ratio": "[0, 1]",
+        "per_device_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1", "epochs": "> 0",
+        "max_steps": ">= -1", "max_grad_norm": ">= 0", "log_steps": ">= 0", "eval_steps": ">= 0",
+    }  # fmt: skip
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     learning_rate: float = 2e-4
     """Peak learning rate."""
     weight_decay: float = 0.0
@@ -106,6 +166,9 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
+    RANGES: ClassVar = {"save_steps": ">= 0", "keep_last": ">= 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     save_steps: int = 0
     """Write a resumable checkpoint every this many optimizer steps (0: none)."""
     keep_last: int = 2
@@ -130,56 +193,185 @@ class TrackingConfig:
     """W&B tags."""
 
 
+@dataclass
+class HubOptions:
+    """Fields every training stage's config inherits: publish the output folder to the Hugging Face Hub."""
+
+    push_to_hub: bool = False
+    """Upload the trained model when the stage finishes: the adapter (base on the hub) or, for a base that exists
+    only here, the merged standalone model; with tokenizer, model card, config and manifest."""
+    hub_model_id: str | None = None
+    """Hub repository `org/name` to push to (required with push_to_hub)."""
+    hub_private: bool = True
+    """Create the repository as private."""
+
+    def validate_hub(self) -> None:
+        if self.push_to_hub and not self.hub_model_id:
+            raise ConfigError("'hub_model_id' is required with push_to_hub=true (e.g. my-org/my-model)", "push_to_hub")
+        if self.hub_model_id and self.hub_model_id.count("/") > 1:
+            raise ConfigError(f"'hub_model_id' must be name or org/name, got '{self.hub_model_id}'", "hub_model_id")
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading
 
 
 def require(cfg: Any, *keys: str) -> None:
-    """Raise ConfigError naming the first dotted key whose value is empty."""
+    """Raise ConfigError naming the first dotted key whose value is empty (and `run=` when it would set it)."""
     for key in keys:
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
-        if value in ("", None):
-            raise ConfigError(f"missing required value '{key}' (set it in the YAML or as {key}=...)")
+        if value in ("", None, {}):
+            also = ", or run=RUN_FOLDER to chain stages" if key in getattr(type(cfg), "RUN_PATHS", {}) else ""
+            raise ConfigError(f"missing required value '{key}' (set it in the YAML or as {key}=...{also})", key=key)
 
 
-def load_config(cls: type, path: str | None = None, overrides: list[str] | None = None) -> Any:
-    """Build `cls` from an optional YAML file and `key=value` overrides, validated."""
-    data: dict = {}
-    source = "defaults"
-    if path is not None:
-        source = path
-        if not os.path.isfile(path):
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    for item in overrides or []:
+def load_config(cls: type, path: str | None = None, overrides: list[str] | None = None, label: str = "") -> Any:
+    """Build `cls` from an optional YAML file and `key=value` overrides, type- and range-checked and validated.
+
+    Every error is one line saying where the bad value came from: the YAML file (`configs/sft.yaml: ...`),
+    an override (`override 'train.learning_rate=-1': ...`), prefixed by `label` when a program passed the
+    overrides (`pipeline stage sft: override '...'`).
+    """
+    data = read_yaml(path) if path is not None else {}
+    from_dict(cls, data, source=path or "config")  # the file alone: its errors name the file
+    origins = apply_overrides(cls, data, overrides or [], label)
+    apply_run(cls, data)
+    return validated(from_dict(cls, data, source=path or "config"), origins, path, label)
+
+
+# ----------------------------------------------------------------------------------------------
+# `run=runs/x`: one key that chains the stages. A stage config declares which of its keys live in the run
+# folder (`RUN_PATHS: ClassVar = {"model.name_or_path": "sft", "output_dir": "reward"}`); with `run` set, each
+# such key the YAML and the overrides leave unset becomes run/<that folder>. Explicit keys always win.
+
+
+def apply_run(cls: type, data: dict) -> None:
+    """Fill the keys of `cls.RUN_PATHS` that `data` does not set from `data['run']` (no-op without a run)."""
+    run = data.get("run")
+    if not run or not isinstance(run, str):
+        return
+    for key, sub in getattr(cls, "RUN_PATHS", {}).items():
+        if isinstance(sub, tuple):  # (folder, a key that, when set, replaces this one: reward.function)
+            sub, unless = sub
+            if _get_dotted(data, unless):
+                continue
+        if not _has_dotted(data, key):
+            value = {k: _join(run, v) for k, v in sub.items()} if isinstance(sub, dict) else _join(run, sub)
+            _set_dotted(data, key, value)
+
+
+def _join(run: str, sub: str) -> str:
+    return os.path.join(run, sub) if sub else run
+
+
+def _has_dotted(data: dict, key: str) -> bool:
+    """Whether the YAML or an override set `key` (to anything, null included: an explicit null wins over run=)."""
+    parent, _, leaf = key.rpartition(".")
+    node = _get_dotted(data, parent) if parent else data
+    return isinstance(node, dict) and leaf in node
+
+
+def _get_dotted(data: dict, key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def builtins_in(cfg: Any, prefix: str = "") -> list[str]:
+    """`key=builtin:...` for every value of `cfg` (nested, dict values too) naming embedded data or a model."""
+    found = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            found += builtins_in(value, f"{prefix}{f.name}.")
+            continue
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, v in items:
+            if isinstance(v, str) and v.startswith("builtin:"):
+                found.append(f"{prefix}{f.name}{'.' + sub if sub else ''}={v}")
+    return found
+
+
+def apply_overrides(cls: type, data: dict, overrides: list[str], label: str = "") -> dict[str, str]:
+    """Set each `key=value` of `overrides` into `data` (nested dicts), each value type-checked alone so its error
+    names the override; returns dotted key -> where it came from (for `validated`)."""
+    origins: dict[str, str] = {}
+    hints = _dotted_hints(cls)
+    for item in overrides:
+        where = f"{label + ': ' if label else ''}override '{item}'"
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
-        if key not in all_keys(cls):
-            raise ConfigError(f"override '{item}': unknown key '{key}'{_suggest(key, cls)}")
+            raise ConfigError(f"{where} is not of the form key=value")
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown key '{key}'{_suggest(key, cls)}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        _coerce(hints[key], value, key, where)  # checked alone, so its error names the override
         _set_dotted(data, key, value)
-    cfg = from_dict(cls, data, source=source)
-    if hasattr(cfg, "validate"):
-        try:
+        origins[key] = where
+    return origins
+
+
+def validated(cfg: Any, origins: dict[str, str], path: str | None, label: str = "") -> Any:
+    """`cfg` after its ranges and `validate()`, or a ConfigError saying where the failing value came from."""
+    try:
+        check_ranges(cfg)
+        if isinstance(cfg, HubOptions):
+            cfg.validate_hub()
+        if hasattr(cfg, "validate"):
             cfg.validate()
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+    except ConfigError as e:
+        where = _origin(e.key, origins, path) or (label if not path else "")
+        raise ConfigError(f"{where}: {e}" if where else str(e), e.key) from None
     return cfg
+
+
+def read_yaml(path: str) -> dict:
+    """A YAML config file as a mapping, or a ConfigError naming the file (and line)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _origin(key: str | None, origins: dict[str, str], path: str | None) -> str:
+    """Where the value of dotted `key` came from: its override, else the YAML file (when it sets it or when the
+    failing check names no key)."""
+    if key is None:
+        return path or ""
+    for k in (key, *[key.rsplit(".", i)[0] for i in range(1, key.count(".") + 1)]):
+        if k in origins:
+            return origins[k]
+    return path or ""
+
+
+def _dotted_hints(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Every dotted key of a (nested) config dataclass -> its type."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        out[prefix + f.name] = hints[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(_dotted_hints(hints[f.name], f"{prefix}{f.name}."))
+    return out
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
@@ -209,13 +401,7 @@ def from_dict(cls: type, data: dict, source: str = "config", prefix: str = "") -
 
 def all_keys(cls: type, prefix: str = "") -> list[str]:
     """Every dotted key of a (nested) config dataclass, sections included."""
-    keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        keys.append(prefix + f.name)
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys += all_keys(hints[f.name], f"{prefix}{f.name}.")
-    return keys
+    return list(_dotted_hints(cls, prefix))
 
 
 def _suggest(key: str, cls: type, prefix: str = "") -> str:
@@ -342,6 +528,21 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+OUTPUT_DIRS: list[str] = []
+"""Output folders this process checked (the last is named when the OS reports a failed write without a path)."""
+
+
+def check_output_dir(path: str, key: str = "output_dir") -> None:
+    """UserError unless `path` is a folder or can become one (no file in the way, at it or above it)."""
+    OUTPUT_DIRS.append(path)
+    node = os.path.abspath(path)
+    while node and not os.path.exists(node):
+        node = os.path.dirname(node)
+    if node and not os.path.isdir(node):
+        what = "is a file" if node == os.path.abspath(path) else f"is inside '{node}', which is a file"
+        raise UserError(f"{key}: '{path}' {what}, not a folder")
+
+
 def save_config(cfg: Any, path: str) -> None:
     """Write the resolved config as YAML (what the run actually used)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -354,7 +555,15 @@ def save_config(cfg: Any, path: str) -> None:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The string literal under each field of a dataclass (cleanrl-style attribute docstrings)."""
+    """The string literal under each field of a dataclass (cleanrl-style attribute docstrings), inherited ones too."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[1:]):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return {**docs, **_own_field_docs(cls)}
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):

@@ -23,14 +23,24 @@ import math
 import os
 import textwrap
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
-from alignment.config import ConfigError, ModelConfig, TrackingConfig, UserError, require, save_config, to_dict
-from alignment.runtime import data, generation, logprobs, models
+from alignment.config import (
+    ConfigError,
+    ModelConfig,
+    TrackingConfig,
+    UserError,
+    check_output_dir,
+    check_ranges,
+    require,
+    save_config,
+    to_dict,
+)
+from alignment.runtime import data, generation, logprobs, manifest, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
 from alignment.runtime.functions import load_scorer
@@ -40,7 +50,10 @@ from reward.model import load_reward_model, score_texts
 
 @dataclass
 class EvalDataConfig:
-    path: str = "builtin:reviews-prompts"
+    RANGES: ClassVar = {"limit": ">= 1", "max_prompt_length": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
+    path: str = ""
     """Prompt rows (`prompt`: a string or a message list): a jsonl/json/parquet/csv file, a `datasets` folder,
     a hub id, or `builtin:reviews-prompts` (split `test`: topics no stage trained on)."""
     split: str = "test"
@@ -53,6 +66,9 @@ class EvalDataConfig:
 
 @dataclass
 class EvalGenerationConfig:
+    RANGES: ClassVar = {"num_samples": ">= 1", "max_new_tokens": ">= 1", "temperature": "> 0", "batch_size": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     num_samples: int = 16
     """Completions per prompt per policy."""
     max_new_tokens: int = 32
@@ -65,6 +81,12 @@ class EvalGenerationConfig:
 
 @dataclass
 class EvalConfig:
+    RUN_PATHS: ClassVar = {"output_dir": "eval", "policies": {"sft": "sft", "ppo": "ppo"}, "reference": "sft",
+                           "reward_model": "reward"}  # fmt: skip
+    """With `run=runs/x`: compares runs/x/sft and runs/x/ppo, KL to runs/x/sft, scored by runs/x/reward."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): policies {sft: runs/x/sft, ppo: runs/x/ppo}, reference runs/x/sft,
+    reward_model runs/x/reward, output_dir runs/x/eval."""
     output_dir: str = ""
     """Folder for eval.jsonl, eval.json, samples.jsonl, metrics.jsonl and config.yaml."""
     seed: int = 0
@@ -104,13 +126,6 @@ class EvalConfig:
         for i, pair in enumerate(self.pairs):
             if len(pair) != 2 or any(name not in self.policies for name in pair):
                 raise ConfigError(f"'pairs[{i}]' must name two policies of {sorted(self.policies)}, got {pair}")
-        g = self.generation
-        for key, value in [("generation.num_samples", g.num_samples), ("generation.max_new_tokens", g.max_new_tokens),
-                           ("generation.batch_size", g.batch_size)]:  # fmt: skip
-            if value < 1:
-                raise ConfigError(f"'{key}' must be >= 1, got {value}")
-        if g.temperature <= 0:
-            raise ConfigError(f"'generation.temperature' must be > 0, got {g.temperature}")
 
 
 def main(argv: list[str]) -> int:
@@ -230,7 +245,8 @@ def win_rate(a: list[float], b: list[float]) -> dict:
 def evaluate(cfg: EvalConfig) -> dict:
     """Run the comparison; returns {"policies": {name: metrics}, "win_rates": [...], "output_dir": ...}."""
     # 1. Setup: everything a user can get wrong is checked before any model loads.
-    cfg.validate()  # again: the demo builds an EvalConfig in code, without load_config
+    check_ranges(cfg)  # again: the demo builds an EvalConfig in code, without load_config
+    cfg.validate()
     log = rlog.setup(True)
     from accelerate.utils import set_seed
 
@@ -247,9 +263,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise UserError(f"reward_model: '{cfg.reward_model}' is not a folder (expected a reward-stage run folder)")
     pairs = cfg.pairs or [[name, first] for name in cfg.policies if name != first]
     prompts = load_prompts(cfg)
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    check_output_dir(cfg.output_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    rlog.announce_builtins(log, "eval", cfg)
     log.info(
         f"eval: {len(cfg.policies)} policies x {len(prompts)} prompts x {g.num_samples} samples"
         + (f", KL to {reference}" if reference else "")
@@ -292,7 +308,10 @@ def evaluate(cfg: EvalConfig) -> dict:
                    **({"kl": kl[name][i]} if kl.get(name) is not None else {})} for name, run in runs.items()}}
         for i in range(len(prompt_rows))
     ]  # fmt: skip
-    result = {"policies": policies, "win_rates": win_rates, "reference": reference, "output_dir": cfg.output_dir}
+    result = {"policies": policies, "win_rates": win_rates, "reference": reference, "output_dir": cfg.output_dir,
+              "inputs": {"policies": paths, "reward_model": manifest.where(cfg.reward_model)}}  # fmt: skip
+    os.makedirs(cfg.output_dir, exist_ok=True)  # the first write: every model has loaded and sampled by now
+    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     write_outputs(cfg, result, samples)
     print(format_results(result, samples, cfg.table_rows, g.num_samples))
     if cfg.tracking.wandb:

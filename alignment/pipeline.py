@@ -31,10 +31,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from alignment.cli import parse_stage_args
-from alignment.config import UserError, require
+from alignment.config import UserError, check_output_dir, load_config, require
 from alignment.runtime.functions import load_scorer
 from reward.rankings.active import AcquisitionConfig
 from reward.rankings.annotator import ScriptedAnnotator
@@ -48,6 +48,9 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclass
 class AnnotatorsConfig:
+    RANGES: ClassVar = {"count": ">= 1", "temperature": ">= 0", "per_task": ">= 1", "rankings": ">= 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     kind: Literal["scripted", "people"] = "scripted"
     """`scripted`: simulated annotators rank through the server's API; `people`: wait for humans."""
     count: int = 3
@@ -66,6 +69,9 @@ class AnnotatorsConfig:
 
 @dataclass
 class PipelineConfig:
+    RANGES: ClassVar = {"rounds": ">= 1", "num_processes": ">= 1", "port": "[1, 65535]"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     output_dir: str = ""
     """Run folder for every stage."""
     seed: int = 42
@@ -84,6 +90,8 @@ class PipelineConfig:
     """SFT stage YAML."""
     sft: list[str] = field(default_factory=list)
     """Extra key=value overrides for SFT."""
+    sample_config: str = "configs/sample.yaml"
+    """Sampling stage YAML (the prompts, K, generation settings)."""
     sample: list[str] = field(default_factory=lambda: ["repeats=8"])
     """key=value overrides for `rlhf sample` (k, prompts, repeats, max_new_tokens, ...)."""
     export: list[str] = field(default_factory=list)
@@ -105,8 +113,6 @@ class PipelineConfig:
 
     def validate(self) -> None:
         require(self, "output_dir")
-        if self.rounds < 1:
-            raise UserError(f"rounds must be at least 1, got {self.rounds}")
         if self.acquisition.reward:
             raise UserError("'acquisition.reward' is set by the pipeline (the previous round's reward model)")
 
@@ -231,9 +237,63 @@ def acquisition_args(acq: AcquisitionConfig, reward: str | None) -> list[str]:
     return [f"acquisition.{key}={value}" for key, value in values.items() if value not in (None, "")]
 
 
+def _run(cfg: PipelineConfig) -> str:
+    # Every stage gets run=<this run folder>: what a stage reads by run (and the pipeline does not set) stays here.
+    return f"run={os.path.abspath(cfg.output_dir)}"
+
+
+def sft_args(cfg: PipelineConfig, sft_dir: str) -> list[str]:
+    return [stage_config(cfg.sft_config), _run(cfg), f"output_dir={sft_dir}", f"seed={cfg.seed}", *cfg.sft]
+
+
+def sample_args(cfg: PipelineConfig, out: str, store_url: str, policy: str, rnd: int, reward: str | None) -> list[str]:
+    return [stage_config(cfg.sample_config), _run(cfg), f"output_dir={out}", f"store={store_url}",
+            f"model.name_or_path={policy}", f"seed={cfg.seed + rnd}",
+            f"tag=round-{rnd}", *acquisition_args(cfg.acquisition, reward), *cfg.sample]  # fmt: skip
+
+
+def export_args(cfg: PipelineConfig, out: str, store_url: str) -> list[str]:
+    return [_run(cfg), f"store={store_url}", f"output_dir={out}", f"seed={cfg.seed}", *cfg.export]
+
+
+def reward_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
+    return [stage_config(cfg.reward_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
+            f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.reward]  # fmt: skip
+
+
+def ppo_args(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str) -> list[str]:
+    return [stage_config(cfg.ppo_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
+            f"reward.path={reward_dir}", f"seed={cfg.seed}", *cfg.ppo]  # fmt: skip
+
+
+def check_stages(cfg: PipelineConfig, out: str) -> None:
+    """Load every stage's config (YAML + the pipeline's and the user's overrides) before the first stage runs, so
+    a bad PPO override is one line naming `pipeline stage ppo` now, not after SFT has trained."""
+    from alignment.ppo.config import PPOConfig
+    from alignment.sft import SFTConfig
+    from reward.rankings.config import ExportConfig
+    from reward.rankings.sampling import SampleConfig
+    from reward.train import RewardConfig
+
+    store, sft_dir = os.path.join(out, "rankings.db"), os.path.join(out, "sft")
+    kwise = os.path.join(out, "export", "kwise")
+    stages = {
+        "sft": (SFTConfig, sft_args(cfg, sft_dir)),
+        "sample": (SampleConfig, sample_args(cfg, os.path.join(out, "sample"), store, sft_dir, 1, None)),
+        "export": (ExportConfig, export_args(cfg, os.path.join(out, "export"), store)),
+        "reward": (RewardConfig, reward_args(cfg, os.path.join(out, "reward"), sft_dir, kwise)),
+        "ppo": (PPOConfig, ppo_args(cfg, os.path.join(out, "ppo"), sft_dir, os.path.join(out, "reward"))),
+    }
+    for name, (cls, args) in stages.items():
+        path = args[0] if args and "=" not in args[0] else None
+        load_config(cls, path, args[1:] if path else args, label=f"pipeline stage {name}")
+
+
 def run(cfg: PipelineConfig, show=print) -> dict:
-    runner = Runner(cfg, show)
     out = os.path.abspath(cfg.output_dir)
+    check_output_dir(cfg.output_dir)
+    check_stages(cfg, out)
+    runner = Runner(cfg, show)
     store_url = os.path.join(out, "rankings.db")
     sft_dir = os.path.join(out, "sft")
     start_at = STAGES.index(cfg.from_stage)
@@ -241,12 +301,7 @@ def run(cfg: PipelineConfig, show=print) -> dict:
 
     # 1. SFT (once): every round's policy and reward model start from it.
     if start_at <= 0:
-        runner.run(
-            "sft",
-            "sft",
-            [stage_config(cfg.sft_config), f"output_dir={sft_dir}", f"seed={cfg.seed}", *cfg.sft],
-            train=True,
-        )
+        runner.run("sft", "sft", sft_args(cfg, sft_dir), train=True)
     policy, reward = sft_dir, None
     for rnd in range(1, cfg.rounds + 1):
         first = rnd == 1
@@ -256,10 +311,9 @@ def run(cfg: PipelineConfig, show=print) -> dict:
         # 2. Sample K completions per prompt from the current policy into the (shared) store; with acquisition,
         #    M candidates each, of which the previous round's reward model chooses what people rank.
         if not first or start_at <= 1:
-            runner.run(f"round-{rnd}/sample", "sample", [
-                f"output_dir={paths['sample']}", f"store={store_url}", f"model.name_or_path={policy}",
-                f"seed={cfg.seed + rnd}", f"tag=round-{rnd}", *acquisition_args(cfg.acquisition, reward), *cfg.sample,
-            ])  # fmt: skip
+            runner.run(
+                f"round-{rnd}/sample", "sample", sample_args(cfg, paths["sample"], store_url, policy, rnd, reward)
+            )
 
         # 3. Rank: scripted annotators through the real server, or people in the browser.
         if not first or start_at <= 2:
@@ -272,27 +326,19 @@ def run(cfg: PipelineConfig, show=print) -> dict:
 
         # 4. Export every ranking so far (all rounds) as K-wise and pairwise datasets.
         if not first or start_at <= 3:
-            runner.run(f"round-{rnd}/export", "rank", [
-                "export", f"store={store_url}", f"output_dir={paths['export']}", f"seed={cfg.seed}", *cfg.export,
-            ])  # fmt: skip
+            runner.run(f"round-{rnd}/export", "rank", ["export", *export_args(cfg, paths["export"], store_url)])
 
         # 5. Reward model on the SFT model, held-out split by prompt from the export.
         if not first or start_at <= 4:
             kwise = os.path.join(paths["export"], "kwise")
-            runner.run(f"round-{rnd}/reward", "reward", [
-                stage_config(cfg.reward_config), f"output_dir={paths['reward']}", f"model.name_or_path={sft_dir}",
-                f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.reward,
-            ], train=True)  # fmt: skip
+            runner.run(f"round-{rnd}/reward", "reward", reward_args(cfg, paths["reward"], sft_dir, kwise), train=True)
 
         reward = paths["reward"]
         if cfg.to_stage == "reward":
             results["rounds"].append(paths)
             continue
         # 6. PPO on one frozen base (the SFT model) against this round's reward model.
-        runner.run(f"round-{rnd}/ppo", "ppo", [
-            stage_config(cfg.ppo_config), f"output_dir={paths['ppo']}", f"model.name_or_path={sft_dir}",
-            f"reward.path={paths['reward']}", f"seed={cfg.seed}", *cfg.ppo,
-        ], train=True)  # fmt: skip
+        runner.run(f"round-{rnd}/ppo", "ppo", ppo_args(cfg, paths["ppo"], sft_dir, paths["reward"]), train=True)
         policy = paths["ppo"]
         results["rounds"].append(paths)
     results["sft"] = sft_dir

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from accelerate.utils import gather_object
@@ -22,12 +23,14 @@ from alignment.cli import parse_stage_args
 from alignment.config import (
     AdapterConfig,
     CheckpointConfig,
+    HubOptions,
     ModelConfig,
     TrackingConfig,
     TrainConfig,
     require,
 )
 from alignment.runtime import adapters, loop, manifest, models, optim
+from alignment.runtime import logging as rlog
 from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
@@ -38,6 +41,9 @@ from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 
 @dataclass
 class SFTDataConfig:
+    RANGES: ClassVar = {"eval_size": ">= 0", "max_length": ">= 2", "limit": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     path: str = ""
     """jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-sft`."""
     split: str = "train"
@@ -57,9 +63,13 @@ class SFTDataConfig:
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(HubOptions):
+    RUN_PATHS: ClassVar = {"output_dir": "sft"}
+    """With `run=runs/x`: output_dir defaults to runs/x/sft."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): output_dir defaults to runs/x/sft, where the next stages read."""
     output_dir: str = ""
-    """Run folder: adapter, tokenizer, merged model, checkpoints, metrics.jsonl, manifest.json."""
+    """Output folder: adapter, tokenizer, merged model, checkpoints, metrics.jsonl, manifest.json."""
     seed: int = 42
     """Seed for weights init, data order and dropout."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -72,7 +82,7 @@ class SFTConfig:
     """Also save adapter+base merged into one model under output_dir/merged (the next stages' base)."""
 
     def validate(self) -> None:
-        require(self, "output_dir", "data.path")
+        require(self, "output_dir", "model.name_or_path", "data.path")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,6 +165,7 @@ def train(cfg: SFTConfig) -> dict:
     train_set, eval_set = load_examples(cfg, tokenizer)
     if cfg.data.packing:
         train_set = pack(train_set, cfg.data.max_length)
+    rlog.announce_builtins(log, "sft", cfg)
     log.info(f"sft: {len(train_set)} train rows, {len(eval_set)} eval rows, {world} process(es)")
 
     # 3. Model: base + adapter (or selected layers / everything), optimizer, schedule.
@@ -226,12 +237,29 @@ def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, ex
     manifest.write(
         cfg.output_dir,
         "sft",
-        inputs={"model": cfg.model.name_or_path, "data": cfg.data.path},
+        inputs={
+            "model": manifest.where(cfg.model.name_or_path),
+            "base": manifest.where(models.resolve_path(cfg.model.name_or_path)),
+            "data": manifest.where(cfg.data.path),
+            "eval_data": manifest.where(cfg.data.eval_path),
+        },
         outputs=outputs,
         metrics={**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics},
         extra={**extra, "train_seconds": run.train_seconds, "world_size": accelerator.num_processes},
     )
     run.log.info(f"sft: wrote {cfg.output_dir}")
+
+
+def ready_for_scoring(folder: str, tokenizer) -> None:
+    """merged/config.json also says: one label and the pad token. A causal LM ignores both; the reward model built
+    on this base has a 1-label score head read at the last non-pad token, so with them here
+    `AutoPeftModelForSequenceClassification.from_pretrained(reward_folder)` rebuilds it exactly, no kwargs."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id
+    config.save_pretrained(folder)
 
 
 def _save_for_next_stage(cfg: SFTConfig, tokenizer) -> str:
@@ -245,5 +273,6 @@ def _save_for_next_stage(cfg: SFTConfig, tokenizer) -> str:
             models.resolve_dtype(cfg.model.dtype),
             tokenizer,
         )
+        ready_for_scoring(os.path.join(cfg.output_dir, "merged"), tokenizer)
         return "merged"
     return "."

@@ -95,6 +95,5 @@ if at 5; then
     launch ppo "$PPO_CONFIG" output_dir="$RUN/ppo" model.name_or_path="$RUN/sft" \
         reward.path="$RUN/reward" data.path="$RUN/export/kwise"
     say "done: the policy adapter is in $RUN/ppo; compare it with SFT on held-out prompts:"
-    echo "  rlhf eval configs/eval.yaml output_dir=$RUN/eval \"policies={sft: $RUN/sft, ppo: $RUN/ppo}\" \\"
-    echo "      reference=$RUN/sft reward_model=$RUN/reward judge=null data.path=$PROMPTS data.split=test_sft data.limit=500"
+    echo "  rlhf eval configs/eval.yaml run=$RUN judge=null data.path=$PROMPTS data.split=test_sft data.limit=500"
 fi

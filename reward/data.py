@@ -39,6 +39,41 @@ def load_rankings(
     return [to_ranking(row, f"{path}:{i + 1}", k) for i, row in enumerate(rows)]
 
 
+def comparisons(ranking: dict, ties: str = "drop") -> int:
+    """How many comparisons a ranking gives the loss: pairs of different texts ranked apart (or tied, when the loss
+    models ties). chosen == rejected, or every completion tied under `ties=drop`, gives none."""
+    texts = [json.dumps(c, sort_keys=True) if not isinstance(c, str) else c.strip() for c in ranking["completions"]]
+    ranks = ranking["ranks"]
+    k = len(texts)
+    return sum(
+        texts[i] != texts[j] and (ranks[i] != ranks[j] or ties != "drop") for i in range(k) for j in range(i + 1, k)
+    )
+
+
+def drop_unusable(rankings: list[dict], ties: str, mode: str, key: str, log=None, required: bool = True) -> list[dict]:
+    """The rankings that hold at least one comparison. The others (identical texts, or all tied) are dropped and
+    counted (`mode="drop"`, a warning) or the first is an error naming its row (`mode="error"`); nothing left is
+    an error with the counts when `required` (training data), a warning otherwise (held-out data)."""
+    kept, identical, tied = [], 0, 0
+    for r in rankings:
+        if comparisons(r, ties):
+            kept.append(r)
+            continue
+        same = comparisons({**r, "ranks": list(range(len(r["ranks"])))}, ties) == 0
+        if mode == "error":
+            why = "its completions are identical (chosen == rejected)" if same else "every completion is tied"
+            raise UserError(f"{r['where']}: no comparison to learn from: {why} (data.unusable=drop skips such rows)")
+        identical += same
+        tied += not same
+    dropped = identical + tied
+    counts = f"{identical} with identical completions (chosen == rejected), {tied} with every completion tied"
+    if rankings and not kept and required:
+        raise UserError(f"{key}: no usable comparison in {len(rankings)} rows ({counts})")
+    if dropped and log is not None:
+        log.warning(f"reward: {key}: dropped {dropped} of {len(rankings)} rows without a comparison ({counts})")
+    return kept
+
+
 def is_text(value) -> bool:
     if isinstance(value, str):
         return bool(value.strip())

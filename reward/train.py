@@ -23,7 +23,7 @@ import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from accelerate.utils import gather_object
@@ -33,12 +33,14 @@ from alignment.config import (
     AdapterConfig,
     CheckpointConfig,
     ConfigError,
+    HubOptions,
     ModelConfig,
     TrackingConfig,
     TrainConfig,
     require,
 )
 from alignment.runtime import adapters, loop, manifest, optim
+from alignment.runtime import logging as rlog
 from alignment.runtime.data import load_rows
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
@@ -51,7 +53,16 @@ from reward import model as rmodel
 
 @dataclass
 class RewardDataConfig:
-    path: str = "builtin:reviews-rankings"
+    RANGES: ClassVar = {
+        "test_size": ">= 0",
+        "k": ">= 2",
+        "limit": ">= 1",
+        "max_length": ">= 2",
+        "reference_size": ">= 1",
+    }
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
+    path: str = ""
     """K-wise or TRL pairwise rows: a jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or
     `builtin:reviews-rankings` (synthetic rankings with a known rule, see reward/rankings/synthetic.py)."""
     split: str = "train"
@@ -62,6 +73,9 @@ class RewardDataConfig:
     """Split of eval_path to evaluate on (dataset folders and hub ids; files are read whole)."""
     test_size: float = 0.1
     """Held-out share (<1) or count (>=1) of distinct prompts when there is no eval_path; 0 for none."""
+    unusable: Literal["drop", "error"] = "drop"
+    """Rows with no comparison (chosen == rejected, or every completion tied under loss.ties=drop): `drop` skips
+    and counts them (a warning), `error` stops at the first, naming its row. No usable row at all is an error."""
     k: int | None = None
     """Require exactly K completions per row (rows with another K are an error); None accepts any K >= 2."""
     limit: int | None = None
@@ -76,6 +90,9 @@ class RewardDataConfig:
 
 @dataclass
 class RewardLossConfig:
+    RANGES: ClassVar = {"tie_param": "> 0", "margin_scale": ">= 0", "center_coef": ">= 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     ties: Literal["drop", "rao_kupper", "davidson"] = "drop"
     """Tied completions: no comparison (`drop`), or a tie-aware likelihood (Rao-Kupper or Davidson)."""
     tie_param: float = 1.5
@@ -90,6 +107,9 @@ class RewardLossConfig:
 
 @dataclass
 class RewardEvalConfig:
+    RANGES: ClassVar = {"batch_size": ">= 1", "calibration_bins": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     batch_size: int | None = None
     """Prompts per evaluation forward pass on each process; None uses train.per_device_batch_size."""
     calibration_bins: int = 10
@@ -105,7 +125,13 @@ class RewardUncertaintyConfig:
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(HubOptions):
+    RUN_PATHS: ClassVar = {"output_dir": "reward", "model.name_or_path": "sft", "data.path": "export/kwise",
+                           "data.eval_path": "export/kwise"}  # fmt: skip
+    """With `run=runs/x`: trains on runs/x/sft with the export runs/x/export/kwise (its test split held out)."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): base model runs/x/sft, data runs/x/export/kwise (train, test split held
+    out), output_dir runs/x/reward."""
     output_dir: str = ""
     """Run folder: adapter + score head (or full model), tokenizer, reward_stats.json, eval.json, checkpoints."""
     seed: int = 42
@@ -121,9 +147,11 @@ class RewardConfig:
     uncertainty: RewardUncertaintyConfig = field(default_factory=RewardUncertaintyConfig)
 
     def validate(self) -> None:
-        require(self, "output_dir", "data.path")
+        require(self, "output_dir", "model.name_or_path", "data.path")
         if self.loss.ties == "rao_kupper" and self.loss.tie_param <= 1:
-            raise ConfigError(f"'loss.tie_param' must be > 1 for Rao-Kupper (theta), got {self.loss.tie_param}")
+            raise ConfigError(
+                f"'loss.tie_param' must be > 1 for Rao-Kupper (theta), got {self.loss.tie_param}", key="loss.tie_param"
+            )
         if self.loss.ties == "davidson" and self.loss.tie_param <= 0:
             raise ConfigError(f"'loss.tie_param' must be > 0 for Davidson (nu), got {self.loss.tie_param}")
         if self.data.k is not None and self.data.k < 2:
@@ -145,12 +173,15 @@ def main(argv: list[str]) -> int:
 
 def load_data(cfg: RewardConfig) -> tuple[list[dict], list[dict]]:
     """(train rankings, held-out rankings): eval_path if set, else a seeded split by prompt."""
-    d = cfg.data
+    d, log = cfg.data, rlog.get()
     rankings = rdata.load_rankings(d.path, d.split, d.limit, d.k)
     if d.eval_path:
         split = d.eval_split if os.path.isdir(d.eval_path) or d.eval_path.startswith("builtin:") else "train"
-        return rankings, rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
-    return rdata.split_by_prompt(rankings, d.test_size, cfg.seed)
+        held = rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
+    else:  # split first, so the held-out prompts do not depend on which rows are dropped
+        rankings, held = rdata.split_by_prompt(rankings, d.test_size, cfg.seed)
+    train = rdata.drop_unusable(rankings, cfg.loss.ties, d.unusable, "data.path", log)
+    return train, rdata.drop_unusable(held, cfg.loss.ties, d.unusable, "data.eval_path", log, required=False)
 
 
 def reference_texts(cfg: RewardConfig, train_rankings: list[dict]) -> tuple[list[dict], str]:
@@ -264,6 +295,7 @@ def train(cfg: RewardConfig) -> dict:
     train_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in train_rankings]
     eval_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in eval_rankings]
     ks = sorted({len(e["input_ids"]) for e in train_set})
+    rlog.announce_builtins(log, "reward", cfg)
     log.info(
         f"reward: {len(train_set)} train rankings (K {ks[0]}-{ks[-1]}), {len(eval_set)} held out, {world} process(es)"
     )
@@ -396,7 +428,12 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
     manifest.write(
         cfg.output_dir,
         "reward",
-        inputs={"model": cfg.model.name_or_path, "base": rmodel.base_path(cfg.model), "data": cfg.data.path},
+        inputs={
+            "model": manifest.where(cfg.model.name_or_path),
+            "base": rmodel.base_path(cfg.model),
+            "data": manifest.where(cfg.data.path),
+            "eval_data": manifest.where(cfg.data.eval_path),
+        },  # fmt: skip
         outputs={
             "model": ".",
             "adapter" if is_adapter else "weights": ".",

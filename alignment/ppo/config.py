@@ -12,12 +12,13 @@ the k samples of a prompt (no value adapter); the clipped update is the same.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from alignment.config import (
     AdapterConfig,
     CheckpointConfig,
     ConfigError,
+    HubOptions,
     ModelConfig,
     TrackingConfig,
     require,
@@ -26,7 +27,10 @@ from alignment.config import (
 
 @dataclass
 class PPODataConfig:
-    path: str = "builtin:reviews-prompts"
+    RANGES: ClassVar = {"limit": ">= 1", "max_prompt_length": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
+    path: str = ""
     """Prompt rows (`prompt`: a string or a message list, or `messages` minus the final answers): a
     jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-prompts`."""
     split: str = "train"
@@ -49,6 +53,9 @@ class ValueConfig:
 
 @dataclass
 class PPORewardConfig:
+    RANGES: ClassVar = {"batch_size": ">= 1", "max_length": ">= 2"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     path: str | None = None
     """A reward-stage run folder. Carried as an adapter on the policy's base when it was trained on that base,
     else loaded as a separate model (any base or tokenizer)."""
@@ -71,6 +78,9 @@ class PPORewardConfig:
 
 @dataclass
 class RolloutConfig:
+    RANGES: ClassVar = {"per_device_batch_size": ">= 1", "response_length": ">= 1", "temperature": "> 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     per_device_batch_size: int = 8
     """Episodes (sampled responses) per update on each process: batch / samples_per_prompt prompts."""
     samples_per_prompt: int = 1
@@ -88,6 +98,12 @@ class RolloutConfig:
 
 @dataclass
 class PPOAlgoConfig:
+    RANGES: ClassVar = {
+        "epochs": ">= 1", "num_minibatches": ">= 1", "gradient_accumulation_steps": ">= 1", "cliprange": "> 0",
+        "cliprange_value": "> 0", "vf_coef": ">= 0", "gamma": "[0, 1]", "lam": "[0, 1]",
+    }  # fmt: skip
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     epochs: int = 4
     """Passes over each rollout batch."""
     num_minibatches: int = 1
@@ -133,6 +149,9 @@ class LossConfig:
 
 @dataclass
 class KLConfig:
+    RANGES: ClassVar = {"coef": ">= 0", "target": "> 0", "horizon": "> 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     mode: Literal["reward", "loss"] = "reward"
     """Where the KL to the reference enters: `reward` subtracts coef * (per-token estimator, summed) from each
     score (RLOO's and PPO's form; with k1 its optimum is exactly pi_ref * exp(r / coef) / Z); `loss` (rloo and
@@ -152,6 +171,12 @@ class KLConfig:
 
 @dataclass
 class PPOTrainConfig:
+    RANGES: ClassVar = {
+        "total_episodes": ">= 1", "learning_rate": "> 0", "warmup_ratio": "[0, 1]", "weight_decay": ">= 0",
+        "adam_eps": "> 0", "max_grad_norm": ">= 0", "log_steps": ">= 1", "sample_steps": ">= 0", "sample_rows": ">= 1",
+    }  # fmt: skip
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     total_episodes: int = 1024
     """Episodes (sampled responses) over all processes; updates = ceil(total / (batch * processes))."""
     learning_rate: float = 1e-5
@@ -180,7 +205,16 @@ class PPOTrainConfig:
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(HubOptions):
+    RUN_PATHS: ClassVar = {
+        "output_dir": "ppo",
+        "model.name_or_path": "sft",
+        "reward.path": ("reward", "reward.function"),
+    }
+    """With `run=runs/x`: the base runs/x/sft, the reward model runs/x/reward (unless reward.function is set)."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): base model runs/x/sft, reward.path runs/x/reward (unless
+    reward.function is set), output_dir runs/x/ppo."""
     output_dir: str = ""
     """Run folder: policy adapter (top level), tokenizer, optional merged/, checkpoints, metrics.jsonl and
     manifest.json."""
@@ -225,7 +259,8 @@ class PPOConfig:
         if r.per_device_batch_size % per_step:
             raise ConfigError(
                 f"'rollout.per_device_batch_size' ({r.per_device_batch_size}) must be divisible by "
-                f"ppo.num_minibatches * ppo.gradient_accumulation_steps ({per_step})"
+                f"ppo.num_minibatches * ppo.gradient_accumulation_steps ({per_step})",
+                key="rollout.per_device_batch_size",
             )
         for key, value in [
             ("rollout.per_device_batch_size", r.per_device_batch_size),

@@ -37,6 +37,7 @@ from alignment.runtime.logprobs import (
     logprobs_from_logits,
     response_logprobs_from_hidden,
 )
+from alignment.runtime.models import portable_base
 
 # What PEFT names a sequence-classification head in `modules_to_save` (it adds both for SEQ_CLS).
 HEAD_NAMES = frozenset({"score", "classifier"})
@@ -403,6 +404,7 @@ class PPOModel(nn.Module):
         config = copy.deepcopy(self.peft.peft_config["policy"])
         config.inference_mode = True
         config.save_pretrained(folder)
+        portable_base(folder)  # the SFT base in the same run folder is recorded as sft/merged
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in weights.items()},
             os.path.join(folder, "adapter_model.safetensors"),

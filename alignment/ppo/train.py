@@ -35,6 +35,7 @@ from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
 from alignment.ppo.rewards import RewardSource, load_source
 from alignment.ppo.rollout import Scores, encode_prompts, sample, score
 from alignment.runtime import adapters, loop, manifest, models, optim
+from alignment.runtime import logging as rlog
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
 from alignment.runtime.generation import Responses, decode, left_pad
@@ -63,6 +64,7 @@ def train(cfg: PPOConfig) -> dict:
 
     # 3. Reward: adapter on this base, separate model, or function; and its normalisation.
     reward = load_source(cfg.reward, base_path, device)
+    rlog.announce_builtins(log, "ppo", cfg)
     log.info(f"ppo: reward from {cfg.reward.function or cfg.reward.path} ({reward.kind}), "
              f"normalisation: {reward.normalize}")  # fmt: skip
 
@@ -468,7 +470,11 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
         manifest.write(
             cfg.output_dir,
             "ppo",
-            inputs={"model": base_path, "reward": c.function or os.path.abspath(c.path), "data": cfg.data.path},
+            inputs={
+                "model": base_path,
+                "reward": c.function or os.path.abspath(c.path),
+                "data": manifest.where(cfg.data.path),
+            },  # fmt: skip
             outputs=outputs,
             metrics=final,
             extra={"algorithm": cfg.algorithm, **extra, "world_size": accelerator.num_processes},

@@ -10,6 +10,7 @@ import os
 
 from alignment.config import AdapterConfig, UserError
 from alignment.runtime.accelerator import local_loading
+from alignment.runtime.models import portable_base
 
 
 def apply(model, cfg: AdapterConfig, task_type: str = "CAUSAL_LM"):
@@ -77,6 +78,7 @@ def save(accelerator, model, folder: str, tokenizer=None) -> None:
     if accelerator.is_main_process:
         os.makedirs(folder, exist_ok=True)
         unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+        portable_base(folder)  # a base in the same run folder is recorded as sft/merged: the run can move
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
     accelerator.wait_for_everyone()

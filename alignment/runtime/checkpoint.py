@@ -9,6 +9,7 @@ valid.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -58,13 +59,19 @@ def save(accelerator, output_dir: str, step: int, state: dict, keep_last: int) -
         os.makedirs(root, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(tmp, safe_serialization=True)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(tmp, safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            with open(os.path.join(tmp, STATE_FILE), "w") as f:
+                json.dump({"step": step, **state}, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        # A full disk mid-write: the half-written temp folder goes, the last complete checkpoint stays.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(e, root) from None
     if accelerator.is_main_process:
-        with open(os.path.join(tmp, STATE_FILE), "w") as f:
-            json.dump({"step": step, **state}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
         for old in list_checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
@@ -72,6 +79,22 @@ def save(accelerator, output_dir: str, step: int, state: dict, keep_last: int) -
     accelerator.wait_for_everyone()
     _fault_injection(step)
     return final
+
+
+def write_error(e: Exception, folder: str) -> Exception:
+    """An OSError naming `folder` for a failed write (torch and safetensors wrap the OS's error in a
+    RuntimeError whose text never says the disk is full), or `e` itself when it is not a write failure."""
+    if isinstance(e, OSError):
+        return e if e.filename else OSError(e.errno, e.strerror, folder)
+    text = str(e).lower()
+    if not any(word in text for word in ("write", "space", "read-only", "permission")):
+        return e
+    try:
+        full = shutil.disk_usage(folder if os.path.isdir(folder) else os.path.dirname(folder) or ".").free < 2**20
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full or "space" in text else errno.EROFS if "read-only" in text else errno.EIO
+    return OSError(code, os.strerror(code), folder)
 
 
 def load(accelerator, path: str) -> dict:

@@ -42,26 +42,50 @@ def _builtin(path: str, split: str, key: str) -> list[dict]:
     raise UserError(f"{key}: unknown built-in dataset '{path}' (have builtin:reviews-sft, builtin:reviews-prompts)")
 
 
+# Compressed data under a text name (`data.jsonl` that is really gzip) would otherwise be a UnicodeDecodeError.
+MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+
+
+def check_text_file(path: str) -> None:
+    """UserError naming `path` when a file that should be text is compressed or an archive."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    for magic, kind in MAGIC.items():
+        if head.startswith(magic):
+            raise UserError(f"{path}: is {kind}-compressed, not plain text; decompress it first (or name it .parquet)")
+
+
+def _text_lines(path: str):
+    """(line number, line) of a UTF-8 text file; a UserError naming the file and line for bytes that are not UTF-8."""
+    check_text_file(path)
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                yield i, raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(
+                    f"{path}:{i}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})"
+                ) from None
+
+
 def _file(path: str) -> list[dict]:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".jsonl":
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}:{i}: expected a JSON object per line")
-                rows.append(row)
+        for i, line in _text_lines(path):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{i}: expected a JSON object per line")
+            rows.append(row)
         return rows
     if ext == ".json":
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            data = json.loads("".join(line for _, line in _text_lines(path)))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -72,6 +96,9 @@ def _file(path: str) -> list[dict]:
     if ext in (".parquet", ".csv"):
         import pandas as pd
 
+        if ext == ".csv":
+            for _ in _text_lines(path):  # names the line of a non-UTF-8 byte (pandas would not)
+                pass
         try:
             frame = pd.read_parquet(path) if ext == ".parquet" else pd.read_csv(path, keep_default_na=False)
         except Exception as e:  # pandas raises many types for a damaged file

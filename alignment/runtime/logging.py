@@ -49,5 +49,17 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
+def announce_builtins(log: logging.Logger, stage: str, cfg) -> None:
+    """A stage's first log line says when it runs on embedded data or the embedded tiny model (never silently).
+
+    Stages call it just before their first log line, once their inputs have loaded: a user mistake found while
+    loading stays the one line on stderr."""
+    from alignment.config import builtins_in
+
+    found = builtins_in(cfg)
+    if found:
+        log.info(f"{stage}: using built-in {', '.join(found)} (named in the config; not your own model or data)")
+
+
 def get() -> logging.Logger:
     return _LOGGER

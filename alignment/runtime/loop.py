@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from alignment.config import save_config, to_dict
+from alignment.config import check_output_dir, save_config, to_dict
 from alignment.runtime import accelerator as acc
 from alignment.runtime import checkpoint, manifest
 from alignment.runtime import logging as rlog
@@ -66,16 +66,16 @@ class Run:
 
 def start(name: str, cfg, gradient_accumulation_steps: int) -> Run:
     """How every training stage begins: the Accelerator (DDP, ZeRO-2/3, CPU fixes), logging, the same seed on
-    every process (identical adapter init), the checkpoint to resume from, and the resolved config beside the
-    outputs (written by the main process)."""
+    every process (identical adapter init) and the checkpoint to resume from. Nothing is written yet: the
+    resolved config goes beside the outputs in `resume`, once data and model have loaded, so a run that fails
+    on its inputs leaves output_dir as it was."""
     from accelerate.utils import set_seed
 
+    check_output_dir(cfg.output_dir)
     accelerator = acc.make_accelerator(gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
     log = rlog.setup(accelerator.is_main_process)
     set_seed(cfg.seed)
     resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     return Run(name, cfg, accelerator, log, resume_from)
 
 
@@ -87,12 +87,14 @@ def resume(run: Run) -> dict:
     controller), {} on a fresh start. Call it after `optim.setup`, before the first step.
     """
     state: dict = {}
+    cfg = run.cfg
+    if run.accelerator.is_main_process:  # the first write to output_dir: every input has loaded by now
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     run.run_id = new_run_id()
     if run.resume_from:
         state = checkpoint.load(run.accelerator, run.resume_from)
         run.step, run.run_id = state.pop("step"), state.pop("run_id")
         run.log.info(f"{run.name}: resumed from {run.resume_from} at step {run.step}")
-    cfg = run.cfg
     run.tracker = Tracker(run.accelerator, cfg.tracking, cfg.output_dir, to_dict(cfg), run.run_id, step=run.step)
     return state
 
@@ -225,5 +227,11 @@ def memory_metrics(accelerator) -> dict[str, float]:
 
 
 def finish(run: Run) -> None:
-    """End tracking and tear down the process group cleanly (every process calls it)."""
+    """Publish the outputs when `push_to_hub` says so (main process), end tracking and tear down the process group
+    cleanly (every process calls it)."""
+    if run.accelerator.is_main_process and getattr(run.cfg, "push_to_hub", False):
+        from alignment.runtime import hub
+
+        url = hub.push(run.cfg.output_dir, run.cfg.hub_model_id, private=run.cfg.hub_private)
+        run.log.info(f"{run.name}: pushed {run.cfg.output_dir} to {url}")
     acc.finish(run.accelerator)

@@ -39,6 +39,14 @@ def peak_memory_gb() -> dict:
     return out
 
 
+def where(path: str | None) -> str | None:
+    """A path as a manifest records an input: absolute when it exists here (a run folder says exactly what it read,
+    wherever it was run from); hub ids, `builtin:` names and URLs as given."""
+    if path and os.path.exists(path):
+        return os.path.abspath(path)
+    return path
+
+
 def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dict, extra: dict | None = None) -> dict:
     """Write `output_dir/manifest.json` atomically; returns what was written. `extra` keys go at the top level."""
     path = os.path.join(output_dir, "manifest.json")
@@ -56,6 +64,10 @@ def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dic
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, default=str)
     os.replace(tmp, path)
+    if "adapter" in outputs or "weights" in outputs:  # a trained model: its README is a model card
+        from alignment.runtime import card
+
+        card.write(output_dir, json.loads(json.dumps(data, default=str)))
     return data
 
 

@@ -65,8 +65,39 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right"):
 
 
 def adapter_base(path: str) -> str:
+    """The base an adapter folder records, resolved: a path relative to the run folder holding the adapter
+    (`sft/merged` for runs/x/reward: how runs record a base inside the run, so the folder can move) becomes that
+    folder; a hub id, a `builtin:` name or an absolute path is returned as recorded."""
     with open(os.path.join(path, "adapter_config.json")) as f:
-        return json.load(f)["base_model_name_or_path"]
+        recorded = json.load(f)["base_model_name_or_path"]
+    if recorded and not os.path.isabs(recorded) and not recorded.startswith("builtin:"):
+        local = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), recorded))
+        if os.path.exists(local):
+            return local
+    return recorded
+
+
+def portable_base(folder: str) -> str | None:
+    """Rewrite `folder/adapter_config.json`'s base relative to the run folder holding the adapter when the base lies
+    in it (runs/x/reward -> `sft/merged`), so copying or moving the run keeps it loadable: this framework resolves
+    it from the run folder, and so does PEFT run from there (it resolves a relative base from the working
+    directory). Returns the absolute base (for the manifest), or None when the folder holds no adapter."""
+    config_path = os.path.join(folder, "adapter_config.json")
+    if not os.path.isfile(config_path):
+        return None
+    with open(config_path) as f:
+        config = json.load(f)
+    recorded = config.get("base_model_name_or_path")
+    if not recorded or not os.path.isabs(recorded) or not os.path.exists(recorded):
+        return recorded  # a hub id (or a base that only exists elsewhere): as is
+    run = os.path.dirname(os.path.abspath(folder))
+    if os.path.commonpath([os.path.abspath(recorded), run]) == run:
+        config["base_model_name_or_path"] = os.path.relpath(recorded, run)
+        tmp = config_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        os.replace(tmp, config_path)
+    return recorded
 
 
 def load_causal_lm(cfg: ModelConfig, name_or_path: str | None = None, device_map=None):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from alignment.config import TrackingConfig
+from alignment.config import TrackingConfig, UserError
 
 
 def new_run_id() -> str:
@@ -75,19 +75,40 @@ def _plain(value):
 
 
 def _truncate_after(path: str, step: int) -> None:
-    """Keep only lines with step <= `step` (all lines when starting fresh at step 0 removes the file)."""
+    """Keep only lines with step <= `step` (starting fresh at step 0 removes the file), rewritten atomically.
+
+    A last line torn by a crash mid-write (no newline, not JSON) is dropped: the run resumes from a
+    checkpoint that precedes it anyway.
+    """
     if not os.path.exists(path):
         return
     if step == 0:
         os.remove(path)
         return
-    with open(path) as f:
-        lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    with open(path, "w") as f:
-        f.writelines(lines)
+    kept = [line for line, row in _rows(path) if row.get("step", 0) <= step]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(line if line.endswith("\n") else line + "\n" for line in kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _rows(path: str) -> list[tuple[str, dict]]:
+    """(line, parsed) of a jsonl log; a torn last line is left out, a bad line elsewhere is a UserError."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line for line in f if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # torn by a crash while it was written
+            raise UserError(f"{path}:{i + 1}: not valid JSON; remove or repair the line to resume") from None
+        out.append((line, row if isinstance(row, dict) else {}))
+    return out
 
 
 def read_metrics(output_dir: str) -> list[dict]:
-    path = os.path.join(output_dir, "metrics.jsonl")
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [row for _, row in _rows(os.path.join(output_dir, "metrics.jsonl"))]

@@ -13,7 +13,7 @@ import copy
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from alignment.config import ConfigError, require
 
@@ -31,7 +31,9 @@ def check_range(cfg, key: str, low=None, high=None, low_open: bool = False, pref
     if bad:
         lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
         hi = "" if high is None else f"<= {high:g}"
-        raise ConfigError(f"'{prefix}{key}' must be {' and '.join(p for p in (lo, hi) if p)}, got {value}")
+        raise ConfigError(
+            f"'{prefix}{key}' must be {' and '.join(p for p in (lo, hi) if p)}, got {value}", key=prefix + key
+        )
 
 
 def redacted(cfg):
@@ -47,6 +49,10 @@ def redacted(cfg):
 
 @dataclass
 class ExportConfig:
+    RUN_PATHS: ClassVar = {"store": "rankings.db", "output_dir": "export"}
+    """With `run=runs/x`: reads runs/x/rankings.db, writes runs/x/export (where the reward stage reads)."""
+    run: str = ""
+    """Run folder (runs/x): store runs/x/rankings.db, output_dir runs/x/export."""
     store: str = ""
     """Ranking store to read (SQLite file or postgresql:// URL); from a rank config: its store."""
     output_dir: str = ""
@@ -99,6 +105,10 @@ class ExportConfig:
 
 @dataclass
 class RankConfig:
+    RUN_PATHS: ClassVar = {"output_dir": ""}
+    """With `run=runs/x`: output_dir is runs/x (the store runs/x/rankings.db, exports runs/x/export)."""
+    run: str = ""
+    """Run folder (runs/x), the same key every stage takes: output_dir defaults to it."""
     output_dir: str = ""
     """Run folder (runs/x): the store defaults to output_dir/rankings.db, exports go to output_dir/export, and
     `rank serve` saves its resolved config (password-free) as output_dir/rank/config.yaml."""
@@ -177,6 +187,10 @@ class RankConfig:
 
 @dataclass
 class UsersConfig:
+    RUN_PATHS: ClassVar = {"store": "rankings.db"}
+    """With `run=runs/x`: the store runs/x/rankings.db."""
+    run: str = ""
+    """Run folder (runs/x): store defaults to runs/x/rankings.db."""
     store: str = ""
     """Ranking store (SQLite file or postgresql:// URL); from a rank config: its store."""
     role: Literal["annotator", "admin"] = "annotator"
@@ -193,6 +207,10 @@ class UsersConfig:
 
 @dataclass
 class StatusConfig:
+    RUN_PATHS: ClassVar = {"store": "rankings.db"}
+    """With `run=runs/x`: the store runs/x/rankings.db."""
+    run: str = ""
+    """Run folder (runs/x): store defaults to runs/x/rankings.db."""
     store: str = ""
     """Ranking store (SQLite file or postgresql:// URL); from a rank config: its store."""
     annotators_per_task: int | None = None
@@ -207,6 +225,10 @@ class StatusConfig:
 
 @dataclass
 class ImportConfig:
+    RUN_PATHS: ClassVar = {"store": "rankings.db"}
+    """With `run=runs/x`: the store runs/x/rankings.db."""
+    run: str = ""
+    """Run folder (runs/x): store defaults to runs/x/rankings.db."""
     path: str = ""
     """What to import: a jsonl/json/parquet/csv file or a `datasets` folder (also given as the first argument)."""
     store: str = ""
@@ -236,6 +258,10 @@ class ImportConfig:
 
 @dataclass
 class AnnotateConfig:
+    RUN_PATHS: ClassVar = {"store": "rankings.db"}
+    """With `run=runs/x`: the store runs/x/rankings.db."""
+    run: str = ""
+    """Run folder (runs/x): store defaults to runs/x/rankings.db."""
     users: list[str] = field(default_factory=list)
     """Accounts the scripted annotators log in as, one thread each (e.g. users=bot1,bot2)."""
     score: str = ""

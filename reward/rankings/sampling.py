@@ -20,12 +20,13 @@ import gc
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from tqdm.auto import tqdm
 
 from alignment.cli import parse_stage_args
-from alignment.config import ModelConfig, UserError, require, save_config
+from alignment.config import ModelConfig, check_output_dir, require, save_config
 from alignment.runtime import logging as rlog
 from alignment.runtime import manifest, models
 from alignment.runtime.accelerator import finish, make_accelerator
@@ -38,6 +39,17 @@ from reward.rankings.store import open_store
 
 @dataclass
 class SampleConfig:
+    RANGES: ClassVar = {
+        "limit": ">= 1", "repeats": ">= 1", "k": ">= 2", "max_new_tokens": ">= 1", "temperature": "> 0",
+        "top_p": "(0, 1]", "top_k": ">= 0", "batch_size": ">= 1",
+    }  # fmt: skip
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    RUN_PATHS: ClassVar = {"output_dir": "sample", "store": "rankings.db", "model.name_or_path": "sft"}
+    """With `run=runs/x`: samples from runs/x/sft into runs/x/rankings.db."""
+
+    run: str = ""
+    """Run folder of the pipeline (runs/x): model defaults to runs/x/sft, store to runs/x/rankings.db, output_dir
+    to runs/x/sample."""
     output_dir: str = ""
     """Run folder: config.yaml, manifest.json and, by default, the store `rankings.db`."""
     store: str = ""
@@ -45,7 +57,7 @@ class SampleConfig:
     seed: int = 42
     """Base seed; each batch's samples are seeded from it and the batch's prompts."""
     model: ModelConfig = field(default_factory=ModelConfig)
-    prompts: str = "builtin:reviews-prompts"
+    prompts: str = ""
     """Prompt rows: jsonl/json/parquet/csv, a datasets folder, a hub id or `builtin:reviews-prompts`."""
     split: str = "train"
     """Split of `prompts` for dataset folders and hub ids."""
@@ -70,15 +82,7 @@ class SampleConfig:
     acquisition: active.AcquisitionConfig = field(default_factory=active.AcquisitionConfig)
 
     def validate(self) -> None:
-        require(self, "output_dir")
-        if self.k < 2:
-            raise UserError(f"k must be at least 2 to rank, got {self.k}")
-        checks = [("temperature", self.temperature > 0, "> 0"), ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-                  ("top_k", self.top_k >= 0, ">= 0"), ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
-                  ("batch_size", self.batch_size >= 1, ">= 1"), ("repeats", self.repeats >= 1, ">= 1")]  # fmt: skip
-        for key, ok, want in checks:
-            if not ok:
-                raise UserError(f"'{key}' must be {want}, got {getattr(self, key)}")
+        require(self, "output_dir", "model.name_or_path", "prompts")
         self.acquisition.check(self.k)
 
     def store_url(self) -> str:
@@ -110,6 +114,13 @@ def complete(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, devi
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
+def check_store(url: str) -> None:
+    """One line now rather than after the sampling: a malformed URL, a file that is not a database, a server that
+    cannot be reached. A new SQLite file is only created when the tasks are written."""
+    if "://" in url or os.path.exists(url):
+        open_store(url, create=False).close()
+
+
 def sample(cfg: SampleConfig) -> dict:
     # 1. Runtime and inputs (with acquisition, the reward model's posterior first: a missing one is one line).
     posterior = active.load_posterior(cfg.acquisition)
@@ -118,17 +129,21 @@ def sample(cfg: SampleConfig) -> dict:
     prompts = load_prompts(cfg.prompts, cfg.split, cfg.limit, key="prompts")
     jobs = [(p, r) for r in range(cfg.repeats) for p in prompts]
     mine = jobs[accelerator.process_index :: accelerator.num_processes]
+    check_output_dir(cfg.output_dir)
     if accelerator.is_main_process:
-        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+        check_store(cfg.store_url())
 
     # 2. Model: an SFT run folder resolves to its merged model (or base + adapter).
     model_path = models.stage_model_path(models.resolve_path(cfg.model.name_or_path))
     model = models.load_causal_lm(cfg.model, name_or_path=model_path).to(accelerator.device).eval()
     tokenizer = models.load_tokenizer(ModelConfig(**{**vars(cfg.model), "name_or_path": model_path}))
     n = cfg.acquisition.candidates if cfg.acquisition.active else cfg.k
+    rlog.announce_builtins(log, "sample", cfg)
     log.info(
         f"sample: {len(jobs)} prompts x {n} completions from {model_path} on {accelerator.num_processes} process(es)"
     )
+    if accelerator.is_main_process:  # the first write: prompts and model have loaded
+        save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
 
     # 3. Sample this process's share.
     results = []
@@ -187,8 +202,9 @@ def write_all(cfg: SampleConfig, gathered: list, model_path: str, posterior, log
     new = store.count_tasks() - before
     store.close()
     metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
-    manifest.write(cfg.output_dir, "sample", inputs={"model": model_path, "prompts": cfg.prompts},
-                   outputs={"store": cfg.store_url()}, metrics=metrics)  # fmt: skip
+    manifest.write(cfg.output_dir, "sample", inputs={"model": manifest.where(model_path),
+                   "prompts": manifest.where(cfg.prompts)}, outputs={"store": manifest.where(cfg.store_url())},
+                   metrics=metrics)  # fmt: skip
     if skipped:
         log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or {cfg.k} identical ones")
     log.info(f"sample: {new} new tasks ({len(added)} total for these prompts) in {cfg.store_url()}")
@@ -227,8 +243,9 @@ def write_chosen(cfg: SampleConfig, gathered: list, model_path: str, posterior, 
                "priority_max": max((c.score for c in choices), default=None),
                "priority_min": min((c.score for c in choices), default=None)}  # fmt: skip
     metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
-    manifest.write(cfg.output_dir, "sample", inputs={"model": model_path, "prompts": cfg.prompts,
-                   "reward": acq.reward or None}, outputs={"store": cfg.store_url()}, metrics=metrics,
+    manifest.write(cfg.output_dir, "sample", inputs={"model": manifest.where(model_path),
+                   "prompts": manifest.where(cfg.prompts), "reward": manifest.where(acq.reward or None)},
+                   outputs={"store": manifest.where(cfg.store_url())}, metrics=metrics,
                    extra={"acquisition": summary})  # fmt: skip
     if skipped:
         log.warning(f"sample: skipped {skipped} prompt(s) with fewer than {cfg.k} distinct non-empty candidates")

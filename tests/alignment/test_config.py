@@ -17,11 +17,13 @@ def write(tmp_path, text):
 
 def test_yaml_and_overrides_resolve_to_typed_values(tmp_path):
     path = write(tmp_path, "output_dir: out\ndata:\n  path: d.jsonl\ntrain:\n  learning_rate: 1e-4\n")
-    cfg = load_config(SFTConfig, path, ["train.per_device_batch_size=4", "adapter.target_modules=q_proj,v_proj"])
+    cfg = load_config(SFTConfig, path, ["train.per_device_batch_size=4", "adapter.target_modules=q_proj,v_proj",
+                                        "model.name_or_path=builtin:tiny-llama"])  # fmt: skip
     assert cfg.train.learning_rate == 1e-4  # YAML reads 1e-4 as a string; it must become a float
     assert cfg.train.per_device_batch_size == 4
     assert cfg.adapter.target_modules == ["q_proj", "v_proj"]
     assert cfg.model.name_or_path == "builtin:tiny-llama"
+    assert SFTConfig().model.name_or_path == ""  # built-in models only when named
 
 
 @pytest.mark.parametrize(
@@ -38,7 +40,7 @@ def test_yaml_and_overrides_resolve_to_typed_values(tmp_path):
     ],
 )
 def test_bad_overrides_name_the_key(tmp_path, override, message):
-    path = write(tmp_path, "output_dir: out\ndata:\n  path: d.jsonl\n")
+    path = write(tmp_path, "output_dir: out\nmodel:\n  name_or_path: m\ndata:\n  path: d.jsonl\n")
     with pytest.raises(ConfigError) as err:
         load_config(SFTConfig, path, [override])
     assert message in str(err.value)
@@ -53,7 +55,7 @@ def test_unknown_yaml_key_names_the_file(tmp_path):
 
 def test_missing_required_value_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="missing required value 'data.path'"):
-        load_config(SFTConfig, write(tmp_path, "output_dir: out\n"))
+        load_config(SFTConfig, write(tmp_path, "output_dir: out\nmodel:\n  name_or_path: builtin:tiny-llama\n"))
     with pytest.raises(ConfigError, match=r"c\.yaml:2: not valid YAML"):
         load_config(SFTConfig, write(tmp_path, "a: 1\n b: [\n"))
     with pytest.raises(ConfigError, match="config file not found"):

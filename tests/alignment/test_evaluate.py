@@ -93,7 +93,7 @@ def test_judge_errors_name_the_key():
 )
 def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        load_config(EvalConfig, None, ["output_dir=out", *overrides])
+        load_config(EvalConfig, None, ["output_dir=out", "data.path=p.jsonl", *overrides])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,7 +188,11 @@ def test_default_reference_is_the_base_a_policy_was_trained_from(sft_dir, untrai
 @pytest.mark.slow
 def test_bad_judge_is_one_line_error(tmp_path):
     r = run_cli(
-        "eval", f"output_dir={tmp_path}", "policies={base: builtin:tiny-llama}", "judge=alignment.assets.nope:gold"
+        "eval",
+        f"output_dir={tmp_path}",
+        "policies={base: builtin:tiny-llama}",
+        "judge=alignment.assets.nope:gold",
+        "data.path=builtin:reviews-prompts",
     )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0, r.stderr

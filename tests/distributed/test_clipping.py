@@ -54,6 +54,8 @@ def test_zero2_clips_at_max_grad_norm_and_not_at_all_with_0(tmp_path, stage, ran
         # centring the rewards (TRL's center_rewards_coefficient) gives the first step a gradient well above 1
         else [
             f"data.path={rankings}",
+            "data.eval_path=null",
+            "model.name_or_path=builtin:tiny-llama",
             "data.test_size=0",
             "data.max_length=32",
             "data.reference_size=2",

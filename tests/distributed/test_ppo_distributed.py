@@ -18,7 +18,8 @@ def reward_dir(tmp_path_factory, builtin_model):
     """A short reward run on the builtin base, so PPO carries it as an adapter on the same base."""
     out = tmp_path_factory.mktemp("reward")
     r = run_cli("reward", "configs/reward.yaml", f"output_dir={out}", "train.max_steps=6", "data.reference_size=16",
-                "train.log_steps=3", env=ENV)  # fmt: skip
+                "train.log_steps=3", "model.name_or_path=builtin:tiny-llama", "data.path=builtin:reviews-rankings",
+                "data.eval_path=null", env=ENV)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return str(out)
 

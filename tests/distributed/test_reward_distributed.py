@@ -37,7 +37,7 @@ def data(tmp_path_factory):
 def single(tmp_path_factory, data):
     out = tmp_path_factory.mktemp("single")
     cmd = [sys.executable, "-m", "alignment", "reward", f"output_dir={out}", f"data.path={data}",
-           "train.per_device_batch_size=8", *COMMON]  # fmt: skip
+           "model.name_or_path=builtin:tiny-llama", "train.per_device_batch_size=8", *COMMON]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return str(out)
@@ -66,7 +66,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(kind, tmp_path, data
     args, env = launch_args(kind, tmp_path)
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
     cmd = [accelerate, "launch", *args, "-m", "alignment", "reward", f"output_dir={out}", f"data.path={data}",
-           "train.per_device_batch_size=4", *COMMON]  # fmt: skip
+           "model.name_or_path=builtin:tiny-llama", "train.per_device_batch_size=4", *COMMON]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 

@@ -21,7 +21,7 @@ def test_sft_run_folder_resolves_to_its_merged_model(tmp_path, monkeypatch):
     # Absolute: adapter_config.json records it, and it must load from any working directory.
     assert path == str(run / "merged") and os.path.isabs(path)
     assert M.load_tokenizer(ModelConfig(name_or_path="sft")).pad_token_id is not None
-    assert M.base_path(ModelConfig()) == src
+    assert M.base_path(ModelConfig(name_or_path="builtin:tiny-llama")) == src
 
 
 def test_adapter_only_sft_folder_is_a_user_error(tmp_path):

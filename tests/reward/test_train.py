@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 def run_stage(*overrides, env=None, check=True):
-    cmd = [sys.executable, "-m", "alignment", "reward", *overrides]
+    # the built-in base unless a test names another (built-in models are used only when named)
+    cmd = [sys.executable, "-m", "alignment", "reward", "model.name_or_path=builtin:tiny-llama", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -216,7 +217,8 @@ def test_bad_row_exits_2_with_one_line(tmp_path):
     proc = run_stage(f"output_dir={tmp_path / 'out'}", f"data.path={path}", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {path}:3: 3 ranks for 4 completions"
-    proc = run_stage(f"output_dir={tmp_path / 'out'}", "loss.ties=rao_kupper", "loss.tie_param=0.5", check=False)
+    proc = run_stage(f"output_dir={tmp_path / 'out'}", f"data.path={path}", "loss.ties=rao_kupper", "loss.tie_param=0.5",
+                     check=False)  # fmt: skip
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "loss.tie_param" in proc.stderr
 
 

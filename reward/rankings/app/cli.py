@@ -25,7 +25,17 @@ import socket
 import sys
 
 from alignment.cli import parse_stage_args
-from alignment.config import ConfigError, UserError, from_dict, load_config, save_config, to_dict
+from alignment.config import (
+    ConfigError,
+    UserError,
+    apply_overrides,
+    apply_run,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+    validated,
+)
 from reward.rankings.config import (
     AnnotateConfig,
     ExportConfig,
@@ -107,21 +117,15 @@ def load_command(cls: type, config: str | None, overrides: list[str]):
 
 
 def _merge(cls: type, base: dict, overrides: list[str], source: str):
-    import yaml
-
+    """`cls` from what the rank config gave (`base`) and this command's overrides; errors name their origin."""
     data = dict(base)
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        try:
-            data[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            data[key.strip()] = raw
-    cfg = from_dict(cls, data, source=source)
-    try:
-        cfg.validate()
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    return cfg
+    origins = apply_overrides(cls, data, overrides)
+    if any(o.split("=", 1)[0].strip() == "run" for o in overrides):
+        for key in getattr(cls, "RUN_PATHS", {}):  # run= given here beats what the rank config derived
+            if key not in origins:
+                data.pop(key, None)
+        apply_run(cls, data)
+    return validated(from_dict(cls, data, source=source), origins, source)
 
 
 def parse(prog: str, cls: type, argv: list[str], doc: str, positional: int = 0):

@@ -40,7 +40,7 @@ def stages(tmp_path_factory):
                 "train.max_steps=10", "train.log_steps=5", env=ENV)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     r = run_cli("reward", "configs/reward.yaml", f"output_dir={reward}", f"model.name_or_path={sft}",
-                "train.max_steps=10", "data.reference_size=32", "train.log_steps=5", env=ENV)  # fmt: skip
+                "data.path=builtin:reviews-rankings", "data.eval_path=null", "train.max_steps=10", "data.reference_size=32", "train.log_steps=5", env=ENV)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return str(sft), str(reward)
 

@@ -49,7 +49,7 @@ def test_choose_takes_the_rule_best_then_a_random_share_of_the_rest():
 
 def test_write_chosen_stores_k_valid_candidates_with_priorities(tmp_path):
     """The main process's step of `rlhf sample` with acquisition: the random rule needs no reward model."""
-    cfg = load_config(SampleConfig, None, [f"output_dir={tmp_path}", "k=2", "acquisition.method=random",
+    cfg = load_config(SampleConfig, None, [f"output_dir={tmp_path}", "model.name_or_path=builtin:tiny-llama", "prompts=builtin:reviews-prompts", "k=2", "acquisition.method=random",
                                            "acquisition.candidates=4", "acquisition.budget=3", "seed=5"])  # fmt: skip
     gathered = [
         (f"prompt {i}", texts, 100 + i, 0)
@@ -81,12 +81,29 @@ def test_write_chosen_stores_k_valid_candidates_with_priorities(tmp_path):
 
 def test_missing_reward_is_one_line_naming_the_key(tmp_path):
     with pytest.raises(UserError, match="'acquisition.reward' is required for acquisition.method=dopt"):
-        load_config(SampleConfig, None, [f"output_dir={tmp_path}", "acquisition.method=dopt"])
+        load_config(
+            SampleConfig,
+            None,
+            [
+                f"output_dir={tmp_path}",
+                "model.name_or_path=builtin:tiny-llama",
+                "prompts=builtin:reviews-prompts",
+                "acquisition.method=dopt",
+            ],
+        )
     with pytest.raises(UserError, match="'acquisition.candidates' must be >= k = 4"):
         load_config(
-            SampleConfig, None, [f"output_dir={tmp_path}", "acquisition.method=random", "acquisition.candidates=3"]
+            SampleConfig,
+            None,
+            [
+                f"output_dir={tmp_path}",
+                "model.name_or_path=builtin:tiny-llama",
+                "prompts=builtin:reviews-prompts",
+                "acquisition.method=random",
+                "acquisition.candidates=3",
+            ],
         )
-    cfg = load_config(SampleConfig, None, [f"output_dir={tmp_path}", "acquisition.method=uncertainty",
+    cfg = load_config(SampleConfig, None, [f"output_dir={tmp_path}", "model.name_or_path=builtin:tiny-llama", "prompts=builtin:reviews-prompts", "acquisition.method=uncertainty",
                                            f"acquisition.reward={tmp_path / 'nowhere'}"])  # fmt: skip
     with pytest.raises(UserError, match="acquisition.reward: '.*nowhere' does not exist"):
         sample(cfg)

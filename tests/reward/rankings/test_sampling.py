@@ -34,6 +34,7 @@ def test_sample_fills_the_store_once(tmp_path, sft_dir):
         "sample",
         f"output_dir={tmp_path}",
         f"model.name_or_path={sft_dir}",
+        "prompts=builtin:reviews-prompts",
         "k=3",
         "limit=5",
         "repeats=2",
