@@ -64,7 +64,6 @@ def train(cfg: PPOConfig) -> dict:
 
     # 3. Reward: adapter on this base, separate model, or function; and its normalisation.
     reward = load_source(cfg.reward, base_path, device)
-    rlog.announce_builtins(log, "ppo", cfg)
     log.info(f"ppo: reward from {cfg.reward.function or cfg.reward.path} ({reward.kind}), "
              f"normalisation: {reward.normalize}")  # fmt: skip
 
@@ -171,6 +170,7 @@ def learning_rate(cfg: PPOConfig) -> float:
 def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
     """The model on one frozen base: the policy adapter, the value adapter + head (PPO only), the reward adapter
     if any."""
+    rlog.announce_builtins(log, "ppo", cfg)
     if cfg.value.init_from_reward and reward.kind != "adapter":
         raise UserError("value.init_from_reward: the reward model is not an adapter on this base")
     model_cfg = dataclasses.replace(cfg.model, name_or_path=base_path, gradient_checkpointing=False)
