@@ -8,12 +8,13 @@ pass; an optimizer step is `train.gradient_accumulation_steps` micro-batches on 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from alignment.config import (
     AdapterConfig,
     CheckpointConfig,
     ConfigError,
+    HubOptions,
     ModelConfig,
     TrackingConfig,
     TrainConfig,
@@ -23,7 +24,7 @@ from alignment.config import (
 
 @dataclass
 class DPODataConfig:
-    path: str = "builtin:reviews-rankings"
+    path: str = ""
     """K-wise rankings (`prompt`, `completions`, `ranks`) or TRL preference rows (`prompt`/`chosen`/`rejected`,
     strings or message lists, optional `chosen_probability` soft label): a jsonl/json/parquet/csv file, a
     `datasets` folder, a hub id, or `builtin:reviews-rankings`."""
@@ -72,7 +73,13 @@ class DPOEvalConfig:
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(HubOptions):
+    RUN_PATHS: ClassVar = {"output_dir": "dpo", "model.name_or_path": "sft", "data.path": "export/kwise",
+                           "data.eval_path": "export/kwise"}  # fmt: skip
+    """With `run=runs/x`: trains on runs/x/sft (also the reference) with the export runs/x/export/kwise (its test
+    split held out)."""
+    run: str = ""
+    """Run folder of the pipeline (runs/x): base model runs/x/sft, data runs/x/export/kwise, output_dir runs/x/dpo."""
     output_dir: str = ""
     """Run folder: the policy adapter, tokenizer, config.yaml, metrics.jsonl, eval.json, manifest.json, checkpoints."""
     seed: int = 42
@@ -91,7 +98,7 @@ class DPOConfig:
     """Also save the policy merged into the base under output_dir/merged (a standalone model)."""
 
     def validate(self) -> None:
-        require(self, "output_dir", "data.path")
+        require(self, "output_dir", "model.name_or_path", "data.path")
         if not self.loss.beta > 0:
             raise ConfigError(f"'loss.beta' must be > 0, got {self.loss.beta}")
         if self.loss.ties == "davidson" and self.loss.type != "plackett_luce":

@@ -298,7 +298,11 @@ def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report
     manifest.write(
         cfg.output_dir,
         "dpo",
-        inputs={"model": base_path, "data": cfg.data.path, "eval_data": cfg.data.eval_path},
+        inputs={
+            "model": manifest.where(base_path),
+            "data": manifest.where(cfg.data.path),
+            "eval_data": manifest.where(cfg.data.eval_path),
+        },
         outputs=outputs,
         metrics={**loop.last_metrics(cfg.output_dir, ("train/", "rewards/", "logps/")), **report},
         extra={

@@ -22,7 +22,7 @@ from tests.distributed.test_reward_distributed import launch_args
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMMON = ["adapter.alpha=64", "train.learning_rate=5e-3", "train.max_steps=4", "train.log_steps=2",
+COMMON = ["model.name_or_path=builtin:tiny-llama", "adapter.alpha=64", "train.learning_rate=5e-3", "train.max_steps=4", "train.log_steps=2",
           "data.max_length=48", "data.max_prompt_length=16", "data.test_size=6", "loss.type=plackett_luce", "seed=5"]  # fmt: skip
 
 

@@ -146,4 +146,7 @@ def test_metrics_are_means_per_comparison_and_per_informative_prompt():
 def test_config_mistakes_name_the_key(override, message):
     extra = ["loss.type=sigmoid"] if "davidson" in override else []
     with pytest.raises(ConfigError, match=message):
-        load_config(DPOConfig, overrides=["output_dir=x", override, *extra])
+        load_config(
+            DPOConfig,
+            overrides=["output_dir=x", "model.name_or_path=m", "data.path=builtin:reviews-rankings", override, *extra],
+        )
