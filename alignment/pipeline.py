@@ -1,16 +1,17 @@
-"""`rlhf pipeline CONFIG`: SFT, sampling, ranking, export, reward training and PPO, in order.
+"""`rlhf pipeline CONFIG`: SFT, sampling, ranking, export, reward training and the policy stage, in order.
 
     rlhf pipeline configs/pipeline.yaml                       # the tiny default, scripted annotators
     rlhf pipeline configs/pipeline.yaml annotators.kind=people  # serve the ranking app and wait for people
     rlhf pipeline configs/pipeline.yaml from_stage=reward      # resume after the ranking
     rlhf pipeline configs/pipeline.yaml rounds=2               # iterated RLHF: sample again from the new policy
     rlhf pipeline configs/pipeline.yaml rounds=3 acquisition.method=dopt   # active ranking: see below
+    rlhf pipeline configs/pipeline.yaml method=dpo             # or rloo, grpo (default ppo): the policy stage
 
 Each stage runs as its own process (under `accelerate launch` when `launch` names a config) and
 reads and writes the run folder:
 
-    output_dir/{sft,sample,export,reward,ppo}/  rankings.db  logs/<stage>.log    (round 1)
-    output_dir/round-N/{sample,export,reward,ppo}/                              (rounds 2, 3, ...)
+    output_dir/{sft,sample,export,reward,<method>}/  rankings.db  logs/<stage>.log    (round 1)
+    output_dir/round-N/{sample,export,reward,<method>}/                              (rounds 2, 3, ...)
 
 With scripted annotators the ranking server is started and annotators rank through its HTTP API
 by a hidden score with Plackett-Luce noise; with people the server runs until the configured
@@ -100,10 +101,21 @@ class PipelineConfig:
     """Reward stage YAML."""
     reward: list[str] = field(default_factory=list)
     """Extra key=value overrides for the reward stage."""
+    method: Literal["ppo", "rloo", "grpo", "dpo"] = "ppo"
+    """Policy optimisation of each round: `ppo`, `rloo` or `grpo` (`rlhf ppo` with that algorithm, against the
+    round's reward model), or `dpo` (`rlhf dpo`, straight from the exported rankings). Output: <round>/<method>/."""
     ppo_config: str = "configs/ppo.yaml"
-    """PPO stage YAML."""
+    """PPO stage YAML (method=ppo)."""
+    rloo_config: str = "configs/rloo.yaml"
+    """Online stage YAML for method=rloo."""
+    grpo_config: str = "configs/grpo.yaml"
+    """Online stage YAML for method=grpo."""
     ppo: list[str] = field(default_factory=list)
-    """Extra key=value overrides for PPO."""
+    """Extra key=value overrides for the online stage (ppo, rloo, grpo)."""
+    dpo_config: str = "configs/dpo.yaml"
+    """DPO stage YAML (method=dpo)."""
+    dpo: list[str] = field(default_factory=list)
+    """Extra key=value overrides for DPO."""
     annotators: AnnotatorsConfig = field(default_factory=AnnotatorsConfig)
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
     host: str = "127.0.0.1"
@@ -262,13 +274,27 @@ def reward_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list
 
 
 def ppo_args(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str) -> list[str]:
-    return [stage_config(cfg.ppo_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
+    config = {"ppo": cfg.ppo_config, "rloo": cfg.rloo_config, "grpo": cfg.grpo_config}[cfg.method]
+    return [stage_config(config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
             f"reward.path={reward_dir}", f"seed={cfg.seed}", *cfg.ppo]  # fmt: skip
+
+
+def dpo_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
+    return [stage_config(cfg.dpo_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
+            f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.dpo]  # fmt: skip
+
+
+def policy_stage(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str, export_dir: str):
+    """(stage command, its arguments) of the round's policy optimisation, by `method`."""
+    if cfg.method == "dpo":
+        return "dpo", dpo_args(cfg, out, sft_dir, os.path.join(export_dir, "kwise"))
+    return "ppo", ppo_args(cfg, out, sft_dir, reward_dir)
 
 
 def check_stages(cfg: PipelineConfig, out: str) -> None:
     """Load every stage's config (YAML + the pipeline's and the user's overrides) before the first stage runs, so
     a bad PPO override is one line naming `pipeline stage ppo` now, not after SFT has trained."""
+    from alignment.dpo.config import DPOConfig
     from alignment.ppo.config import PPOConfig
     from alignment.sft import SFTConfig
     from reward.rankings.config import ExportConfig
@@ -282,8 +308,10 @@ def check_stages(cfg: PipelineConfig, out: str) -> None:
         "sample": (SampleConfig, sample_args(cfg, os.path.join(out, "sample"), store, sft_dir, 1, None)),
         "export": (ExportConfig, export_args(cfg, os.path.join(out, "export"), store)),
         "reward": (RewardConfig, reward_args(cfg, os.path.join(out, "reward"), sft_dir, kwise)),
-        "ppo": (PPOConfig, ppo_args(cfg, os.path.join(out, "ppo"), sft_dir, os.path.join(out, "reward"))),
     }
+    command, args = policy_stage(cfg, os.path.join(out, cfg.method), sft_dir, os.path.join(out, "reward"),
+                                 os.path.join(out, "export"))  # fmt: skip
+    stages[cfg.method] = (DPOConfig if command == "dpo" else PPOConfig, args)
     for name, (cls, args) in stages.items():
         path = args[0] if args and "=" not in args[0] else None
         load_config(cls, path, args[1:] if path else args, label=f"pipeline stage {name}")
@@ -306,7 +334,7 @@ def run(cfg: PipelineConfig, show=print) -> dict:
     for rnd in range(1, cfg.rounds + 1):
         first = rnd == 1
         rdir = out if first else os.path.join(out, f"round-{rnd}")
-        paths = {s: os.path.join(rdir, s) for s in ("sample", "export", "reward", "ppo")}
+        paths = {s: os.path.join(rdir, s) for s in ("sample", "export", "reward", cfg.method)}
 
         # 2. Sample K completions per prompt from the current policy into the (shared) store; with acquisition,
         #    M candidates each, of which the previous round's reward model chooses what people rank.
@@ -337,9 +365,11 @@ def run(cfg: PipelineConfig, show=print) -> dict:
         if cfg.to_stage == "reward":
             results["rounds"].append(paths)
             continue
-        # 6. PPO on one frozen base (the SFT model) against this round's reward model.
-        runner.run(f"round-{rnd}/ppo", "ppo", ppo_args(cfg, paths["ppo"], sft_dir, paths["reward"]), train=True)
-        policy = paths["ppo"]
+        # 6. The policy on one frozen base (the SFT model): PPO, RLOO or GRPO against this round's reward model,
+        #    or DPO from the exported rankings.
+        command, args = policy_stage(cfg, paths[cfg.method], sft_dir, paths["reward"], paths["export"])
+        runner.run(f"round-{rnd}/{cfg.method}", command, args, train=True)
+        policy = paths[cfg.method]
         results["rounds"].append(paths)
     results["sft"] = sft_dir
     results["policy"] = policy

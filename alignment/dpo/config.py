@@ -24,6 +24,10 @@ from alignment.config import (
 
 @dataclass
 class DPODataConfig:
+    RANGES: ClassVar = {"test_size": ">= 0", "k": ">= 2", "limit": ">= 1", "max_length": ">= 2",
+                        "max_prompt_length": ">= 1", "max_completion_length": ">= 1"}  # fmt: skip
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     path: str = ""
     """K-wise rankings (`prompt`, `completions`, `ranks`) or TRL preference rows (`prompt`/`chosen`/`rejected`,
     strings or message lists, optional `chosen_probability` soft label): a jsonl/json/parquet/csv file, a
@@ -50,6 +54,9 @@ class DPODataConfig:
 
 @dataclass
 class DPOLossConfig:
+    RANGES: ClassVar = {"beta": "> 0", "tie_param": "> 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     type: Literal["sigmoid", "ipo", "plackett_luce"] = "plackett_luce"
     """`sigmoid` (DPO), `ipo`, or `plackett_luce` (listwise DPO over a whole ranking). sigmoid and ipo use
     every strict pair of a K-wise ranking; at K = 2 all three see the same pair (and PL equals sigmoid)."""
@@ -68,6 +75,9 @@ class DPOLossConfig:
 
 @dataclass
 class DPOEvalConfig:
+    RANGES: ClassVar = {"batch_size": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
     batch_size: int | None = None
     """Prompts per evaluation forward pass on each process; None uses train.per_device_batch_size."""
 
@@ -99,23 +109,19 @@ class DPOConfig(HubOptions):
 
     def validate(self) -> None:
         require(self, "output_dir", "model.name_or_path", "data.path")
-        if not self.loss.beta > 0:
-            raise ConfigError(f"'loss.beta' must be > 0, got {self.loss.beta}")
         if self.loss.ties == "davidson" and self.loss.type != "plackett_luce":
-            raise ConfigError("'loss.ties=davidson' needs loss.type=plackett_luce (sigmoid and ipo drop ties)")
-        if self.loss.ties == "davidson" and not self.loss.tie_param > 0:
-            raise ConfigError(f"'loss.tie_param' must be > 0 for Davidson (nu), got {self.loss.tie_param}")
+            raise ConfigError(
+                "'loss.ties=davidson' needs loss.type=plackett_luce (sigmoid and ipo drop ties)", key="loss.ties"
+            )
         if self.adapter.method not in ("lora", "ia3"):
             raise ConfigError(
                 f"'adapter.method' must be lora or ia3 for DPO (the reference is the base with the adapter off), "
-                f"got '{self.adapter.method}'"
+                f"got '{self.adapter.method}'",
+                key="adapter.method",
             )
-        if self.data.k is not None and self.data.k < 2:
-            raise ConfigError(f"'data.k' must be >= 2, got {self.data.k}")
         d = self.data
-        if d.max_prompt_length < 1 or d.max_length <= d.max_prompt_length:
+        if d.max_length <= d.max_prompt_length:
             raise ConfigError(
-                f"'data.max_length' ({d.max_length}) must exceed 'data.max_prompt_length' ({d.max_prompt_length}) >= 1"
+                f"'data.max_length' ({d.max_length}) must exceed 'data.max_prompt_length' ({d.max_prompt_length})",
+                key="data.max_length",
             )
-        if d.max_completion_length is not None and d.max_completion_length < 1:
-            raise ConfigError(f"'data.max_completion_length' must be >= 1, got {d.max_completion_length}")
