@@ -122,7 +122,9 @@ def test_policy_adapter_loads_through_peft_in_a_fresh_process(kwise_run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     plain, tuned, ids = json.loads(proc.stdout.strip().splitlines()[-1])
     assert max(abs(a - b) for a, b in zip(plain, tuned)) > 1e-4
-    ours = models.load_causal_lm(load_config(DPOConfig, overrides=["output_dir=x"]).model, kwise_run).eval()
+    ours = models.load_causal_lm(
+        load_config(DPOConfig, overrides=["output_dir=x", *COMMON[:1], "data.path=x"]).model, kwise_run
+    ).eval()
     with torch.no_grad():
         assert ours(torch.tensor([ids])).logits[0, -1].tolist() == pytest.approx(tuned, abs=1e-5)
 
@@ -174,7 +176,7 @@ def test_bad_rows_exit_2_with_one_line(tmp_path):
     rows = [{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "b", "rejected": "c",
             "chosen_probability": 2}]  # fmt: skip
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    proc = run_stage(f"output_dir={tmp_path / 'out'}", f"data.path={path}", check=False)
+    proc = run_stage(f"output_dir={tmp_path / 'out'}", f"data.path={path}", *COMMON, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1] == f"error: {path}:2: 'chosen_probability' must be a number in [0, 1], got 2", lines
