@@ -74,7 +74,14 @@ def test_chat_prompts_and_bad_rows(tmp_path, sft_dir):
 @pytest.mark.distributed
 def test_sample_shards_prompts_over_two_processes(tmp_path, sft_dir):
     r = accelerate_launch(
-        "ddp", "sample", f"output_dir={tmp_path}", f"model.name_or_path={sft_dir}", "limit=6", "k=2", "max_new_tokens=8"
+        "ddp",
+        "sample",
+        f"output_dir={tmp_path}",
+        f"model.name_or_path={sft_dir}",
+        "prompts=builtin:reviews-prompts",
+        "limit=6",
+        "k=2",
+        "max_new_tokens=8",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "on 2 process(es)" in r.stderr
