@@ -41,6 +41,7 @@ from alignment.config import (
 )
 from alignment.runtime import adapters, loop, manifest, optim
 from alignment.runtime import logging as rlog
+from alignment.runtime.accelerator import local_loading
 from alignment.runtime.data import load_rows
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
@@ -462,7 +463,8 @@ def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict
     """
     from reward import uncertainty
 
-    model, tokenizer = rmodel.load_reward_model(cfg.output_dir, device=run.accelerator.device)
+    with local_loading():  # main process alone: no collective zero.Init under ZeRO-3
+        model, tokenizer = rmodel.load_reward_model(cfg.output_dir, device=run.accelerator.device)
     k = max((len(r["completions"]) for r in train_rankings), default=2)
     batch_size = (cfg.eval.batch_size or cfg.train.per_device_batch_size) * k  # texts, not prompts
     posterior = uncertainty.fit_laplace(
