@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,6 +56,21 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600, cwd=REPO) -
     )
 
 
+def run_stage(stage: str, *overrides: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`run_cli(stage, ...)` that fails the test with the command and its stderr tail unless `check=False`."""
+    proc = run_cli(stage, *overrides, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{stage} {' '.join(overrides)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def write_jsonl(path, rows) -> str:
+    """Rows as JSON lines at `path`; returns the path as a string (what data.path overrides take)."""
+    with open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return str(path)
+
+
 def accelerate_launch(
     mode: str, *args: str, env: dict | None = None, timeout: int = 900
 ) -> subprocess.CompletedProcess:
@@ -69,12 +85,12 @@ def accelerate_launch(
         cmd = base + ["--config_file", f"launch/{mode}.yaml", "--num_processes", "2"]
         extra["DS_ACCELERATOR"] = "cpu"
     full_env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
-    full_env.update({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "MASTER_PORT": str(_free_port()), **extra})
+    full_env.update({"PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "MASTER_PORT": str(free_port()), **extra})
     cmd += ["--main_process_port", full_env["MASTER_PORT"], "-m", "alignment", *args]
     return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:

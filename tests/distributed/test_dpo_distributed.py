@@ -8,16 +8,13 @@ off, under ZeRO-3 too (partitioned weights gathered for it), or reference log-pr
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from reward.rankings import synthetic
-from tests.distributed.test_reward_distributed import launch_args
+from tests.distributed.launch import assert_same_adapter, launch_stage
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -59,22 +56,13 @@ def single(tmp_path_factory, data):
 )
 def test_two_processes_equal_one_with_the_same_global_batch(kind, precompute, tmp_path, data, single):
     out = tmp_path / "run"
-    args, env = launch_args(kind, tmp_path)
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    cmd = [accelerate, "launch", *args, "-m", "alignment", "dpo", f"output_dir={out}", f"data.path={data}",
-           "train.per_device_batch_size=4", f"loss.precompute_ref={str(precompute).lower()}", *COMMON]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    proc = launch_stage(kind, "dpo", f"output_dir={out}", f"data.path={data}", "train.per_device_batch_size=4",
+                        f"loss.precompute_ref={str(precompute).lower()}", *COMMON)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2
-    # Saved once, gathered whole (ZeRO-3 partitions live weights across the ranks).
-    want = load_file(os.path.join(single, "adapter_model.safetensors"))
-    got = load_file(str(out / "adapter_model.safetensors"))
-    assert want.keys() == got.keys()
-    for key in want:
-        assert got[key].shape == want[key].shape, key
-        torch.testing.assert_close(got[key], want[key], rtol=1e-3, atol=1e-4, msg=key)
+    assert_same_adapter(out, single)
     # The logged step metrics are over the whole global batch; evaluation covers every held-out prompt once.
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     reference = [json.loads(line) for line in open(os.path.join(single, "metrics.jsonl"))]

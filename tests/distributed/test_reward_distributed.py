@@ -7,15 +7,13 @@ average or a partitioned save shows up as a different model.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from reward.rankings import synthetic
+from tests.distributed.launch import assert_same_adapter, launch_stage
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -43,42 +41,16 @@ def single(tmp_path_factory, data):
     return str(out)
 
 
-def launch_args(kind: str, tmp_path) -> tuple[list[str], dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
-    if kind == "ddp":
-        return ["--config_file", os.path.join(ROOT, "launch", "ddp_cpu.yaml")], {**env, "ACCELERATE_USE_CPU": "true"}
-    # DeepSpeed on CPU: DS_ACCELERATOR=cpu and no ACCELERATE_USE_CPU (that silently drops DeepSpeed).
-    stage = {"zero2": 2, "zero3": 3}[kind]
-    ds_json = os.path.join(ROOT, "launch", f"ds_zero{stage}.json")
-    if not os.path.isfile(ds_json):
-        ds_json = str(tmp_path / f"ds_zero{stage}.json")
-        with open(ds_json, "w") as f:
-            json.dump({"zero_optimization": {"stage": stage}, "gradient_clipping": "auto",
-                       "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
-                       "gradient_accumulation_steps": "auto"}, f)  # fmt: skip
-    return ["--use_deepspeed", "--deepspeed_config_file", ds_json, "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no"], {**env, "DS_ACCELERATOR": "cpu"}  # fmt: skip
-
-
 @pytest.mark.parametrize("kind", ["ddp", "zero2", "zero3"])
 def test_two_processes_equal_one_with_the_same_global_batch(kind, tmp_path, data, single):
     out = tmp_path / "run"
-    args, env = launch_args(kind, tmp_path)
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or "accelerate"
-    cmd = [accelerate, "launch", *args, "-m", "alignment", "reward", f"output_dir={out}", f"data.path={data}",
-           "model.name_or_path=builtin:tiny-llama", "train.per_device_batch_size=4", *COMMON]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    proc = launch_stage(kind, "reward", f"output_dir={out}", f"data.path={data}",
+                        "model.name_or_path=builtin:tiny-llama", "train.per_device_batch_size=4", *COMMON)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2
-    # Saved once, gathered whole (ZeRO-3 partitions live weights across the ranks).
-    want = load_file(os.path.join(single, "adapter_model.safetensors"))
-    got = load_file(str(out / "adapter_model.safetensors"))
-    assert want.keys() == got.keys()
-    for key in want:
-        assert got[key].shape == want[key].shape, key
-        torch.testing.assert_close(got[key], want[key], rtol=1e-3, atol=1e-4, msg=key)
+    assert_same_adapter(out, single)
     # Evaluation covers every held-out prompt exactly once across the two ranks.
     report = json.loads((out / "eval.json").read_text())
     reference = json.loads(open(os.path.join(single, "eval.json")).read())

@@ -1,7 +1,5 @@
 """Preference rows -> rankings -> batches: both schemas, implicit prompts, bad rows named by file:row."""
 
-import json
-
 import pytest
 import torch
 
@@ -9,12 +7,7 @@ from alignment.config import UserError
 from alignment.runtime import tiny
 from reward import data as D
 from reward.rankings import synthetic
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
+from tests.conftest import write_jsonl
 
 KWISE = {
     "prompt": "Review of the cafe:",

@@ -14,24 +14,15 @@ from safetensors.torch import load_file
 from reward import data as D
 from reward.model import load_reward_model, score_texts
 from reward.rankings import synthetic
+from tests.conftest import run_stage as run_any_stage
+from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.slow
 
 
 def run_stage(*overrides, env=None, check=True):
     # the built-in base unless a test names another (built-in models are used only when named)
-    cmd = [sys.executable, "-m", "alignment", "reward", "model.name_or_path=builtin:tiny-llama", *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def write_jsonl(path, rows):
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    return str(path)
+    return run_any_stage("reward", "model.name_or_path=builtin:tiny-llama", *overrides, env=env, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from alignment.config import load_config
 from alignment.dpo.config import DPOConfig
 from reward.rankings import synthetic
+from tests.conftest import run_stage as run_any_stage
+from tests.conftest import write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -28,17 +30,7 @@ TRL_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "reward
 
 
 def run_stage(*overrides, env=None, check=True):
-    cmd = [sys.executable, "-m", "alignment", "dpo", *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def write_jsonl(path, rows):
-    with open(path, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    return str(path)
+    return run_any_stage("dpo", *overrides, env=env, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -11,11 +10,7 @@ import pytest
 from alignment.config import UserError
 from reward.rankings.app.cli import main
 from reward.rankings.store import open_store
-
-
-def write_jsonl(path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+from tests.conftest import write_jsonl
 
 
 def test_imports_completions_with_model_names_shown_and_dedupes_like_sample(tmp_path, capsys):
