@@ -17,7 +17,6 @@ and resumable `checkpoints/`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -39,7 +38,7 @@ from alignment.config import (
     TrainConfig,
     require,
 )
-from alignment.runtime import adapters, loop, manifest, optim
+from alignment.runtime import adapters, files, loop, manifest, optim
 from alignment.runtime import logging as rlog
 from alignment.runtime.accelerator import local_loading
 from alignment.runtime.data import load_rows
@@ -422,9 +421,9 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
     adapters.save(accelerator, model, cfg.output_dir, tokenizer)
     if not accelerator.is_main_process:
         return
-    _write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
+    files.write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
     if report:
-        _write_json(os.path.join(cfg.output_dir, "eval.json"), report)
+        files.write_json(os.path.join(cfg.output_dir, "eval.json"), report)
     is_adapter = adapters.is_peft(accelerator.unwrap_model(model))
     manifest.write(
         cfg.output_dir,
@@ -475,12 +474,5 @@ def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict
     data["outputs"]["uncertainty"] = uncertainty.FILE
     data["uncertainty"] = {"method": "laplace-last-layer", "comparisons": posterior.comparisons,
                            "prior_precision": posterior.prior_precision, "dim": int(posterior.weight.shape[0])}  # fmt: skip
-    _write_json(os.path.join(cfg.output_dir, "manifest.json"), data)
+    files.write_json(os.path.join(cfg.output_dir, "manifest.json"), data)
     run.log.info(f"reward: uncertainty of the head from {posterior.comparisons} comparisons ({uncertainty.FILE})")
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)

@@ -17,7 +17,6 @@ the tokenizer, `eval.json`, `config.yaml`, `metrics.jsonl`, `manifest.json` and 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import torch
@@ -28,7 +27,7 @@ from alignment.config import UserError
 from alignment.dpo import data as ddata
 from alignment.dpo import losses
 from alignment.dpo.config import DPOConfig, DPOLossConfig
-from alignment.runtime import adapters, loop, manifest, models, optim
+from alignment.runtime import adapters, files, loop, manifest, models, optim
 from alignment.runtime.logprobs import logprobs_from_logits
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
@@ -286,10 +285,7 @@ def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report
         return
     outputs = {"adapter": ".", "model": "."}
     if report:
-        path = os.path.join(cfg.output_dir, "eval.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(path + ".tmp", path)
+        files.write_json(os.path.join(cfg.output_dir, "eval.json"), report)
         outputs["eval"] = "eval.json"
     if cfg.save_merged:
         merged = os.path.join(cfg.output_dir, "merged")

@@ -11,6 +11,8 @@ import os
 
 import yaml
 
+from alignment.runtime import files
+
 # The hyperparameters a reader looks for first, by dotted config key (those a stage has).
 KEY_SETTINGS = (
     "adapter.method", "adapter.r", "adapter.alpha", "policy.r", "policy.alpha", "train.learning_rate",
@@ -86,10 +88,7 @@ def write(output_dir: str, manifest: dict) -> str:
         lines += [f"| `{k}` | {v:.4g} |" for k, v in sorted(metrics.items())]
     lines += ["", "## Load it", "", LOAD.get(stage, "").format(folder=output_dir.rstrip("/"), base=base), ""]
     path = os.path.join(output_dir, "README.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, path)
+    files.write_atomic(path, "\n".join(lines))
     return path
 
 

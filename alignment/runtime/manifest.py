@@ -7,6 +7,8 @@ import os
 import platform
 import time
 
+from alignment.runtime import files
+
 
 def versions() -> dict:
     import importlib.metadata as md
@@ -60,10 +62,7 @@ def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dic
         "peak_memory_gb": peak_memory_gb(),
         **(extra or {}),
     }
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
+    files.write_json(path, data, default=str)
     if "adapter" in outputs or "weights" in outputs:  # a trained model: its README is a model card
         from alignment.runtime import card
 

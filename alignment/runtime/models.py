@@ -8,7 +8,7 @@ import os
 import torch
 
 from alignment.config import ModelConfig, UserError
-from alignment.runtime import tiny
+from alignment.runtime import files, tiny
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -93,10 +93,7 @@ def portable_base(folder: str) -> str | None:
     run = os.path.dirname(os.path.abspath(folder))
     if os.path.commonpath([os.path.abspath(recorded), run]) == run:
         config["base_model_name_or_path"] = os.path.relpath(recorded, run)
-        tmp = config_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-        os.replace(tmp, config_path)
+        files.write_json(config_path, config, indent=2, sort_keys=True)
     return recorded
 
 

@@ -11,6 +11,7 @@ import json
 import os
 
 from alignment.config import TrackingConfig, UserError
+from alignment.runtime import files
 
 
 def new_run_id() -> str:
@@ -86,12 +87,7 @@ def _truncate_after(path: str, step: int) -> None:
         os.remove(path)
         return
     kept = [line for line, row in _rows(path) if row.get("step", 0) <= step]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(line if line.endswith("\n") else line + "\n" for line in kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    files.write_atomic(path, "".join(line if line.endswith("\n") else line + "\n" for line in kept), fsync=True)
 
 
 def _rows(path: str) -> list[tuple[str, dict]]:
