@@ -46,8 +46,8 @@ ONLINE = [f"reward.monitor={GOLD_BATCH}", "train.total_episodes=2048"]
 """RLOO's and GRPO's demo settings: gold watched as for PPO; half PPO's episodes, so the demo with every method stays
 under 10 minutes on 2 cores (PPO's gold on its rollouts levels off by update ~20 of its 64)."""
 DPO = ["loss.beta=0.1", "train.learning_rate=2e-3", "train.epochs=2"]
-"""The demo's DPO settings, the same for the pairwise and the K-wise loss (a fair comparison): at configs/dpo.yaml's
-5e-4 for one epoch the policy barely leaves SFT on the tiny model's 385 training rankings."""
+"""The demo's DPO settings, the same for the pairwise and the K-wise loss (a fair comparison): 4x configs/dpo.yaml's
+learning rate and 2 epochs over the 385 training rankings (the first setting tried: K-wise DPO won 78.8% over SFT)."""
 
 
 @dataclass
