@@ -228,8 +228,8 @@ def methods_section(methods: dict) -> str:
 ## Methods compared
 
 Every method starts from the same SFT model and learns from the same rankings: PPO, RLOO and GRPO online
-against the reward model trained on them, DPO offline straight from them (pairwise: every ordered pair of a
-ranking; K-wise: the whole ranking at once, Plackett-Luce). One `rlhf eval` run scores them all on the same
+against the reward model trained on them, DPO offline straight from them (pairwise: each ranking as its
+better-worse pairs; K-wise: the whole ranking at once, Plackett-Luce). One `rlhf eval` run scores them all on the same
 held-out prompts with the same random draws; the win rate is over SFT's completion of the same draw (ties
 half, ± standard error), the gain is over SFT's mean gold reward, the KL is to the SFT model (the reference of
 every method). Training time is the wall time of the method's own stage (the reward model, which the online
