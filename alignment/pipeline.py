@@ -143,6 +143,8 @@ class Runner:
         self.cfg = cfg
         self.show = show
         self.logs = os.path.join(cfg.output_dir, "logs")
+        self.seconds: dict[str, float] = {}
+        """Wall time of every stage run so far, by name (e.g. `round-1/ppo`)."""
         os.makedirs(self.logs, exist_ok=True)
 
     def command(self, stage: str, args: list[str], train: bool) -> list[str]:
@@ -168,6 +170,7 @@ class Runner:
                 f"stage '{name}' failed (exit {proc.returncode}): {tail[0] if tail else ''} (log: {log_path})"
             )
         took = time.time() - start
+        self.seconds[name] = took
         self.show(f"{name}: done in {took:.0f}s")
         return took
 
@@ -291,6 +294,17 @@ def policy_stage(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str, e
     return "ppo", ppo_args(cfg, out, sft_dir, reward_dir)
 
 
+def train_policy(cfg: PipelineConfig, paths: dict, out: str, name: str, show=print) -> float:
+    """One more policy stage (`cfg.method` with `cfg`'s overrides) from a finished round: the SFT base, that round's
+    export (`paths["export"]`) and reward model (`paths["reward"]`), written to `out`. Returns its wall time in s.
+
+    `rlhf demo` trains every method from the same rankings this way, each beside the round's own policy.
+    """
+    sft_dir = os.path.join(os.path.abspath(cfg.output_dir), "sft")
+    command, args = policy_stage(cfg, out, sft_dir, paths["reward"], paths["export"])
+    return Runner(cfg, show).run(name, command, args, train=True)
+
+
 def check_stages(cfg: PipelineConfig, out: str) -> None:
     """Load every stage's config (YAML + the pipeline's and the user's overrides) before the first stage runs, so
     a bad PPO override is one line naming `pipeline stage ppo` now, not after SFT has trained."""
@@ -373,5 +387,6 @@ def run(cfg: PipelineConfig, show=print) -> dict:
         results["rounds"].append(paths)
     results["sft"] = sft_dir
     results["policy"] = policy
+    results["seconds"] = runner.seconds
     show(f"pipeline: done; final policy {policy}")
     return results

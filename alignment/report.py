@@ -156,6 +156,90 @@ def results_table(s: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Methods side by side (`rlhf demo`: every method trained from the same rankings, evaluated in one eval run)
+
+
+def method_figures(evaluation: dict, names: list[str], seconds: dict, against: str = "sft", by: str = "judge") -> dict:
+    """name -> {gold, gold_std, gold_gain, win_rate, win_rate_stderr, kl, seconds, samples} from an eval.json dict.
+
+    `names`: the policies to report (in eval.json's `policies`); `against`: the policy they are compared with
+    (its gold is the gain's zero); `by`: the score (`judge`: the hidden gold); `seconds`: training wall time per
+    name. A figure the evaluation lacks is None.
+    """
+    policies = evaluation.get("policies", {})
+    base = policies.get(against, {}).get(by)
+    wins = {w["policy"]: w for w in evaluation.get("win_rates", []) if (w["against"], w["by"]) == (against, by)}
+    out = {}
+    for name in names:
+        m, w = policies.get(name, {}), wins.get(name, {})
+        gold = m.get(by)
+        out[name] = {
+            "gold": gold,
+            "gold_std": m.get(f"{by}_std"),
+            "gold_gain": gold - base if _finite(gold) and _finite(base) else None,
+            "win_rate": w.get("win_rate"),
+            "win_rate_stderr": w.get("stderr"),
+            "kl": m.get("kl"),
+            "seconds": seconds.get(name),
+            "samples": m.get("samples"),
+        }
+    return out
+
+
+def _method_cells(name: str, m: dict) -> list[str]:
+    win = _fmt(m.get("win_rate"), ".1%") + (
+        f" ± {m['win_rate_stderr']:.1%}" if _finite(m.get("win_rate_stderr")) else ""
+    )
+    return [
+        m.get("label", name),
+        win,
+        _fmt(m.get("gold"), ".2f") + (f" ({m['gold_gain']:+.2f})" if _finite(m.get("gold_gain")) else ""),
+        _fmt(m.get("kl"), ".2f"),
+        _fmt(m.get("seconds"), ".0f", " s"),
+    ]
+
+
+METHOD_COLUMNS = ["method", "gold win rate over SFT", "gold reward (gain)", "KL to SFT (nats)", "training time"]
+
+
+def methods_table(methods: dict) -> str:
+    """A markdown table of `method_figures` rows (with optional `label` and `trained_on` per method)."""
+    with_data = any(m.get("trained_on") for m in methods.values())
+    header = METHOD_COLUMNS[:1] + (["trains on"] if with_data else []) + METHOD_COLUMNS[1:]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, m in methods.items():
+        cells = _method_cells(name, m)
+        if with_data:
+            cells.insert(1, m.get("trained_on") or "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def methods_text(methods: dict) -> list[str]:
+    """The same rows as plain aligned text for the terminal (no `trains on` column)."""
+    rows = [METHOD_COLUMNS] + [_method_cells(name, m) for name, m in methods.items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(METHOD_COLUMNS))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def methods_section(methods: dict) -> str:
+    """The report's `Methods compared` section around `methods_table`."""
+    return f"""
+## Methods compared
+
+Every method starts from the same SFT model and learns from the same rankings: PPO, RLOO and GRPO online
+against the reward model trained on them, DPO offline straight from them (pairwise: each ranking as its
+better-worse pairs; K-wise: the whole ranking at once, Plackett-Luce). One `rlhf eval` run scores them all on the same
+held-out prompts with the same random draws; the win rate is over SFT's completion of the same draw (ties
+half, ± standard error), the gain is over SFT's mean gold reward, the KL is to the SFT model (the reference of
+every method). Training time is the wall time of the method's own stage (the reward model, which the online
+methods also need, is trained once before them).
+
+{methods_table(methods)}
+"""
+
+
+# ----------------------------------------------------------------------------------------------
 # Plots
 
 
@@ -260,29 +344,43 @@ def plot_training(
     return path
 
 
-def plot_gold(s: dict, path: str) -> str:
-    """Bars of mean gold reward, SFT vs PPO, with standard errors, and the gold win rate in the title."""
+def plot_gold(s: dict, path: str, methods: dict | None = None) -> str:
+    """Bars of mean gold reward with standard errors: SFT vs PPO (the win rate in the title), or, given `methods`
+    (`method_figures` rows), SFT and every method with its win rate over SFT above its bar."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    values = [s.get("gold_sft"), s.get("gold_ppo")]
-    if not all(_finite(v) for v in values):
-        _empty(ax, "Gold reward on held-out prompts", "no gold reward for SFT and PPO")
+    n = s.get("samples") or 0
+    bars = [("SFT", s.get("gold_sft"), s.get("gold_sft_std"), None)]
+    if methods:
+        bars += [
+            (m.get("label", name), m.get("gold"), m.get("gold_std"), m.get("win_rate")) for name, m in methods.items()
+        ]
     else:
-        n = s.get("samples") or 0
-        errors = [s.get(k) / math.sqrt(n) if _finite(s.get(k)) and n else 0.0 for k in ("gold_sft_std", "gold_ppo_std")]
-        bars = ax.bar(["SFT", "PPO"], values, yerr=errors, capsize=6, color=["tab:gray", "tab:orange"])
-        for bar, value, error in zip(bars, values, errors):  # above the error bar, not on it
+        bars.append(("PPO", s.get("gold_ppo"), s.get("gold_ppo_std"), None))
+    fig, ax = plt.subplots(figsize=(5.5 + 0.8 * max(len(bars) - 2, 0), 4.5))
+    labels = [b[0] for b in bars]
+    values = [b[1] for b in bars]
+    if not all(_finite(v) for v in values):
+        _empty(ax, "Gold reward on held-out prompts", "no gold reward for " + ", ".join(labels))
+    else:
+        errors = [b[2] / math.sqrt(n) if _finite(b[2]) and n else 0.0 for b in bars]
+        colors = ["tab:gray"] + [f"C{i + 1}" for i in range(len(bars) - 1)] if methods else ["tab:gray", "tab:orange"]
+        drawn = ax.bar(labels, values, yerr=errors, capsize=6, color=colors)
+        for bar, (_, value, _, win), error in zip(drawn, bars, errors):  # above the error bar, not on it
             y = value + error if value >= 0 else value - error
-            ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 4 if value >= 0 else -12),
-                        textcoords="offset points", ha="center")  # fmt: skip
+            text = f"{value:.2f}" + (f"\nwin {win:.0%}" if _finite(win) else "")
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 4 if value >= 0 else -12),
+                        textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
         ax.axhline(0, color="black", lw=0.8)
         ax.set_ylabel("mean gold reward" + (" (± standard error)" if n else ""))
         win = s.get("gold_win_rate")
-        ax.set_title(
-            "Gold reward on held-out prompts" + (f"\ngold win rate of PPO over SFT: {win:.0%}" if _finite(win) else "")
-        )
+        title = "Gold reward on held-out prompts"
+        if methods:
+            title += "\n(win: gold win rate over SFT, same random draws)"
+        elif _finite(win):
+            title += f"\ngold win rate of PPO over SFT: {win:.0%}"
+        ax.set_title(title)
         low, high = min(0, *values), max(0, *values)
-        pad = 0.25 * (high - low or 1)
+        pad = (0.35 if methods else 0.25) * (high - low or 1)
         ax.set_ylim(low - (pad if low < 0 else 0), high + pad)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -306,13 +404,17 @@ def gold_from_samples(samples: list[dict], gold: str) -> dict:
     return {step: sum(v) / len(v) for step, v in by_step.items()}
 
 
-def write_report(run_dir: str, figures: dict, folders: dict | None = None, gold: str | None = None) -> str:
+def write_report(
+    run_dir: str, figures: dict, folders: dict | None = None, gold: str | None = None, methods: dict | None = None
+) -> str:
     """Write run_dir/report.md and its three PNG plots; returns the report's path.
 
     `figures`: numbers the caller measured (see FIGURE_KEYS); `accuracy_ceiling` is the one the folders
     cannot supply. Given values win over what the folders say. `folders`: see FOLDERS. `gold`: a judge
     `module:function` (as in `rlhf eval`); when PPO logged no gold score, the overoptimisation view scores
-    the sample completions PPO logged (ppo/samples.jsonl) with it, at the updates that logged some.
+    the sample completions PPO logged (ppo/samples.jsonl) with it, at the updates that logged some. `methods`:
+    `method_figures` rows (with `label`, `trained_on`) of methods trained from the same rankings: a comparison
+    table, and their bars in gold_reward.png.
     """
     unknown = sorted(set(figures) - set(FIGURE_KEYS))
     if unknown:
@@ -336,7 +438,7 @@ def write_report(run_dir: str, figures: dict, folders: dict | None = None, gold:
 
     plots = {
         "overoptimization.png": plot_overoptimization(ppo_rows, os.path.join(run_dir, "overoptimization.png")),
-        "gold_reward.png": plot_gold(s, os.path.join(run_dir, "gold_reward.png")),
+        "gold_reward.png": plot_gold(s, os.path.join(run_dir, "gold_reward.png"), methods),
         "training.png": plot_training(
             sft_rows,
             reward_rows,
@@ -356,8 +458,8 @@ Gold reward is the hidden preference the scripted annotators ranked by, measured
 (topics no stage trained on). The win rate compares PPO's and SFT's completions drawn with the same
 random numbers, prompt by prompt; ties count half. The accuracy ceiling is what a perfect model of the
 gold preference would score against the noisy annotators' labels.
-
-## Gold reward, SFT vs PPO
+{methods_section(methods) if methods else ""}
+## Gold reward, {"SFT vs every method" if methods else "SFT vs PPO"}
 
 ![gold reward]({os.path.basename(plots["gold_reward.png"])})
 

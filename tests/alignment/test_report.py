@@ -149,3 +149,70 @@ def test_empty_run_folder_still_writes_a_report(tmp_path):
 def test_unknown_figure_is_named():
     with pytest.raises(ValueError, match="gold_winrate"):
         write_report("/nonexistent", {"gold_winrate": 0.7})
+
+
+def comparison_eval():
+    """An eval.json of SFT and three methods, as the demo's one evaluation writes it."""
+    policy = lambda name, gold, kl: {"policy": name, "judge": gold, "judge_std": 1.0, "kl": kl, "samples": 100}  # noqa: E731
+    win = lambda name, rate, by="judge": {"policy": name, "against": "sft", "by": by, "win_rate": rate, "stderr": 0.02}  # noqa: E731
+    return {
+        "policies": {
+            "sft": policy("sft", 0.1, 0.0),
+            "ppo": policy("ppo", 1.6, 3.0),
+            "dpo": policy("dpo", 1.1, 1.5),
+            "grpo": {"policy": "grpo", "samples": 100},
+        },  # fmt: skip
+        "win_rates": [
+            win("ppo", 0.84),
+            win("ppo", 0.95, by="reward"),
+            win("dpo", 0.72),
+            {**win("dpo", 0.6), "against": "ppo"},
+        ],  # fmt: skip
+    }
+
+
+def test_method_figures_read_each_method_against_sft():
+    from alignment.report import method_figures
+
+    m = method_figures(comparison_eval(), ["ppo", "dpo", "grpo"], {"ppo": 106.0, "dpo": 40.5})
+    assert list(m) == ["ppo", "dpo", "grpo"]
+    assert m["ppo"] == {"gold": 1.6, "gold_std": 1.0, "gold_gain": pytest.approx(1.5), "win_rate": 0.84,
+                        "win_rate_stderr": 0.02, "kl": 3.0, "seconds": 106.0, "samples": 100}  # fmt: skip
+    assert m["dpo"]["win_rate"] == 0.72  # over SFT by the judge, not over PPO nor by the reward model
+    assert m["dpo"]["gold_gain"] == pytest.approx(1.0)
+    # a method the evaluation has no gold or win rate for reads as None, not an error
+    assert m["grpo"]["gold"] is None and m["grpo"]["gold_gain"] is None and m["grpo"]["win_rate"] is None
+    assert m["grpo"]["seconds"] is None
+
+
+def test_methods_table_in_markdown_and_text():
+    from alignment.report import method_figures, methods_table, methods_text
+
+    m = method_figures(comparison_eval(), ["ppo", "grpo"], {"ppo": 106.0})
+    m["ppo"].update(label="PPO", trained_on="online samples")
+    table = methods_table(m).splitlines()
+    assert table[0] == (
+        "| method | trains on | gold win rate over SFT | gold reward (gain) | KL to SFT (nats) | training time |"
+    )
+    assert table[2] == "| PPO | online samples | 84.0% ± 2.0% | 1.60 (+1.50) | 3.00 | 106 s |"
+    assert table[3] == "| grpo |  | n/a | n/a | n/a | n/a |"
+    text = methods_text(m)
+    assert text[0].split("  ")[0] == "method" and "trains on" not in text[0]
+    assert text[1].split() == ["PPO", "84.0%", "±", "2.0%", "1.60", "(+1.50)", "3.00", "106", "s"]
+    column = text[0].index("gold reward")  # aligned columns
+    assert text[1][column:].startswith("1.60 (+1.50)") and text[2][column:].startswith("n/a")
+
+
+def test_report_with_methods_has_the_comparison(tmp_path):
+    from alignment.report import method_figures
+
+    make_run(tmp_path)
+    evaluation = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    m = method_figures(evaluation, ["ppo"], {"ppo": 99.0})
+    m["ppo"].update(label="PPO", trained_on="online samples")
+    text = open(write_report(str(tmp_path), {}, methods=m)).read()
+    assert (
+        "## Methods compared" in text and "| PPO | online samples | 77.0% ± 4.0% | 1.84 (+1.72) | 4.20 | 99 s |" in text
+    )
+    assert "| Gold win rate, PPO over SFT (ties half) | 77.0% ± 4.0% |" in text  # the PPO headline as before
+    assert_pngs(tmp_path)
