@@ -28,20 +28,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import peak_rss_mb  # noqa: E402
+
 TRL_VENV = os.path.join(ROOT, "benchmarks", ".venv", "trl-0.29.1")
 QWEN_VOCAB = 151_936
 TRL_PACKAGES = ["trl==0.29.1", "transformers", "peft", "accelerate", "psutil"]
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,17 +195,7 @@ def worker_trl(args, work: str) -> dict:
 
 
 def run_worker(python: str, side: str, args, work: str) -> dict:
-    cmd = [python, os.path.abspath(__file__), "--worker", side, "--work", work, *sys.argv[1:]]
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": str(args.threads),
-    }
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return harness.run_worker(os.path.abspath(__file__), side, work, args.threads, python=python)
 
 
 def main() -> None:

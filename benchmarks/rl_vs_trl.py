@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from benchmarks.ppo_vs_trl import peak_rss_mb, save_base  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import peak_rss_mb  # noqa: E402
+from benchmarks.ppo_vs_trl import save_base  # noqa: E402
 
 K = 4  # samples per prompt
 
@@ -102,13 +103,8 @@ def worker_trl(args, work: str, algorithm: str) -> dict:
 
 
 def run_worker(side: str, algorithm: str, args, work: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{side}-{algorithm}", "--work", work, *sys.argv[1:]]
-    env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(args.threads),
-           "PYTHONPATH": ROOT}  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} {algorithm} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = harness.run_worker(os.path.abspath(__file__), f"{side}-{algorithm}", work, args.threads,
+                                env={"PYTHONPATH": ROOT}, label=f"{side} {algorithm}")  # fmt: skip
     result["episodes_per_second"] = result["episodes"] / result["loop_seconds"]
     return result
 
