@@ -125,6 +125,11 @@ class PPOAlgoConfig:
     logits_chunk_size: int = 1024
     """Response positions per LM-head call in scoring and training: only this many positions' vocabulary-wide
     logits exist at a time (never [batch, sequence, vocabulary])."""
+    old_logprobs_from_update: bool = True
+    """RLOO/GRPO with one optimizer step per rollout (`epochs` 1, one minibatch; with kl.mode = reward also one
+    micro-batch): take the rollout policy's log-probs from the update's own forward pass, detached, instead of a
+    scoring pass first. The policy scored is the one about to be trained, so the numbers are the same (ratio
+    exactly 1) and a forward pass per rollout is saved, as TRL's GRPO does; false scores first."""
     checkpoint_roles: list[str] = field(default_factory=lambda: ["policy", "value"])
     """With `model.gradient_checkpointing`: the training passes (policy, value) that recompute their activations
     in the backward pass; the others keep them (faster, more memory)."""

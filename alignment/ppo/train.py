@@ -98,13 +98,17 @@ def train(cfg: PPOConfig) -> dict:
         t_generated = time.time()
         # 6c. Score: log-probs, reference, values (PPO), rewards in the first epoch's micro-batches; normalise, penalise.
         orders = minibatch_orders(cfg, update, device)
+        # With one optimizer step per rollout, RLOO/GRPO take the policy's log-probs from the update's forward.
+        fused = old_logprobs_from_update(cfg)
         exp = score_rollout(
-            cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer
+            cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer, fused
         )
-        # 6d. Advantages: PPO's GAE over the values [B, T]; RLOO/GRPO's group baseline on KL-penalised scores [B].
-        advantages, returns = estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
+        # 6d. Advantages: PPO's GAE over the values [B, T]; RLOO/GRPO's group baseline on KL-penalised scores [B]
+        # (fused with kl.mode = reward: in the update, once its forward pass has the log-probs).
+        waits = fused and cfg.kl.mode == "reward"
+        advantages, returns = (None, None) if waits else estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
         # 6e. Epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
-        loss_fn = update_loss(cfg, accelerator, model, exp, advantages, returns, kl_ctl.value)
+        loss_fn = update_loss(cfg, accelerator, model, exp, advantages, returns, kl_ctl.value, fused)
         stats = policy_update(cfg, accelerator, model, optimizer, scheduler, orders, loss_fn)
         t_end = time.time()
         # 6f. Metrics over all processes, KL coefficient update, samples, checkpoint.
@@ -232,13 +236,14 @@ def minibatch_orders(cfg: PPOConfig, update: int, device) -> list[torch.Tensor]:
 
 
 def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order: torch.Tensor, reward: RewardSource,
-                  prompts: list, tokenizer) -> Experience:  # fmt: skip
+                  prompts: list, tokenizer, fused: bool = False) -> Experience:  # fmt: skip
     """Log-probs, reference, values and (adapter) rewards in the micro-batches of `order`, the reward
     source's scores normalised and penalised for a missing EOS, the per-token KL to the reference, and the
-    monitor's score."""
+    monitor's score. `fused`: no policy pass; the update's forward fills log-probs, entropy and KL
+    (`from_update`)."""
     r = cfg.rollout
     scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter",
-                   with_values=cfg.algorithm == "ppo")  # fmt: skip
+                   with_values=cfg.algorithm == "ppo", with_policy=not fused)  # fmt: skip
     prompt_texts = completions = None
     if reward.needs_text:
         prompt_texts = [prompt_text(tokenizer, p) for p in prompts]
@@ -289,13 +294,38 @@ def group_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) 
     return advantages[rank * B : (rank + 1) * B]
 
 
-def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, advantages, returns, beta: float):
+def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, advantages, returns, beta: float,
+                fused: bool = False):  # fmt: skip
     """The algorithm's loss of one micro-batch: a function (rows, minibatch rows) -> (loss, {statistic: float})."""
     if cfg.algorithm == "ppo":
         return lambda rows, minibatch: ppo_loss(
             accelerator, model, exp, rows, advantages, returns, cfg.ppo, cfg.rollout.temperature
         )
-    return lambda rows, minibatch: group_loss(cfg, accelerator, model, exp, rows, minibatch, advantages, beta)
+    return lambda rows, minibatch: group_loss(cfg, accelerator, model, exp, rows, minibatch, advantages, beta, fused)
+
+
+def old_logprobs_from_update(cfg: PPOConfig) -> bool:
+    """Whether the rollout policy's log-probs come from the update's forward pass (`ppo.old_logprobs_from_update`):
+    RLOO/GRPO with one optimizer step per rollout, where every forward pass of the update runs the weights the
+    rollout was sampled with. With kl.mode = reward the advantages need those log-probs before the loss, so the
+    update must be one micro-batch holding every row."""
+    p = cfg.ppo
+    one_step = p.epochs == 1 and p.num_minibatches == 1
+    if not p.old_logprobs_from_update or cfg.algorithm == "ppo" or not one_step:
+        return False
+    return cfg.kl.mode == "loss" or p.gradient_accumulation_steps == 1
+
+
+def from_update(cfg: PPOConfig, accelerator, exp: Experience, rows, logprobs, entropy, advantages, beta: float):
+    """Fill the rollout's log-probs, entropy and KL of `rows` from the update's forward pass (detached: the same
+    numbers a scoring pass gives, so the ratio is exactly 1); returns the advantages, computed here when they
+    waited for these log-probs (kl.mode = reward: one micro-batch holds every row)."""
+    old = exp.scored
+    old.logprobs[rows], old.entropy[rows] = logprobs.detach(), entropy
+    exp.kl[rows] = (
+        L.kl_per_token(old.logprobs[rows], old.ref_logprobs[rows], cfg.kl.estimator) * (exp.rollout.response_mask[rows])
+    )
+    return group_advantages(cfg, accelerator, exp, beta) if advantages is None else advantages
 
 
 def ppo_loss(accelerator, model, exp: Experience, rows, advantages, returns, p: PPOAlgoConfig, temperature: float):
@@ -338,14 +368,17 @@ def split_value_pass(accelerator, model) -> bool:
     return not shared and accelerator.distributed_type == DistributedType.NO
 
 
-def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, advantages, beta: float):
+def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, advantages, beta: float,
+               fused: bool = False):  # fmt: skip
     """RLOO/GRPO (loss, statistics) of rows `rows` of minibatch `minibatch`: the clipped surrogate with one
-    advantage per sequence, tokens weighed by `loss.aggregation`, plus beta * k3 KL per token with kl.mode = loss."""
+    advantage per sequence, tokens weighed by `loss.aggregation`, plus beta * k3 KL per token with kl.mode = loss.
+    `fused`: this forward pass also gives the rollout's log-probs (`from_update`)."""
     rollout, old, mask = exp.rollout, exp.scored, exp.rollout.response_mask[rows]
     ids, attn = rollout.sequences(rows)
-    logprobs = model(
-        ids, attn, role="policy_logprobs", prompt_width=rollout.prompt_width, temperature=cfg.rollout.temperature
-    )[0]
+    logprobs, entropy, _ = model(ids, attn, role="policy_logprobs", prompt_width=rollout.prompt_width,
+                                 temperature=cfg.rollout.temperature, with_entropy=fused)  # fmt: skip
+    if fused:
+        advantages = from_update(cfg, accelerator, exp, rows, logprobs, entropy, advantages, beta)
     total_tokens, scale = None, 1.0
     if cfg.loss.aggregation == "token_mean":
         # the optimizer step's token mean: its real tokens over micro-batches and processes; the backward pass
