@@ -96,19 +96,15 @@ def train(cfg: PPOConfig) -> dict:
         rollout = sample(accelerator, model, queries.to(device), query_mask.to(device), r.response_length,
                          r.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id if r.stop_at_eos else None)  # fmt: skip
         t_generated = time.time()
-        # 6c. Score: log-probs, reference, values (PPO), rewards in the first epoch's micro-batches; normalise, penalise.
+        # 6c. Score: log-probs (or from the update: old_logprobs_from_update), reference, values, rewards; normalise.
         orders = minibatch_orders(cfg, update, device)
-        # With one optimizer step per rollout, RLOO/GRPO take the policy's log-probs from the update's forward.
-        fused = old_logprobs_from_update(cfg)
         exp = score_rollout(
-            cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer, fused
+            cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer
         )
-        # 6d. Advantages: PPO's GAE over the values [B, T]; RLOO/GRPO's group baseline on KL-penalised scores [B]
-        # (fused with kl.mode = reward: in the update, once its forward pass has the log-probs).
-        waits = fused and cfg.kl.mode == "reward"
-        advantages, returns = (None, None) if waits else estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
+        # 6d. Advantages: PPO's GAE over the values [B, T]; RLOO/GRPO's group baseline on KL-penalised scores [B].
+        advantages, returns = estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
         # 6e. Epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
-        loss_fn = update_loss(cfg, accelerator, model, exp, advantages, returns, kl_ctl.value, fused)
+        loss_fn = update_loss(cfg, accelerator, model, exp, advantages, returns, kl_ctl.value)
         stats = policy_update(cfg, accelerator, model, optimizer, scheduler, orders, loss_fn)
         t_end = time.time()
         # 6f. Metrics over all processes, KL coefficient update, samples, checkpoint.
@@ -220,6 +216,8 @@ class Experience:
     """Per-token KL estimate to the reference, zero on padding."""
     monitor: float | None = None
     """Mean `reward.monitor` score of the rollout (watched, never optimised)."""
+    from_update: bool = False
+    """Log-probs, entropy and KL are filled by the update's forward pass (`old_logprobs_from_update`)."""
 
 
 def micro_batch_size(cfg: PPOConfig) -> int:
@@ -236,12 +234,12 @@ def minibatch_orders(cfg: PPOConfig, update: int, device) -> list[torch.Tensor]:
 
 
 def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order: torch.Tensor, reward: RewardSource,
-                  prompts: list, tokenizer, fused: bool = False) -> Experience:  # fmt: skip
+                  prompts: list, tokenizer) -> Experience:  # fmt: skip
     """Log-probs, reference, values and (adapter) rewards in the micro-batches of `order`, the reward
     source's scores normalised and penalised for a missing EOS, the per-token KL to the reference, and the
-    monitor's score. `fused`: no policy pass; the update's forward fills log-probs, entropy and KL
-    (`from_update`)."""
-    r = cfg.rollout
+    monitor's score. With `old_logprobs_from_update` there is no policy pass: the update's first forward pass
+    fills log-probs, entropy and KL (`from_update`)."""
+    r, fused = cfg.rollout, old_logprobs_from_update(cfg)
     scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter",
                    with_values=cfg.algorithm == "ppo", with_policy=not fused)  # fmt: skip
     prompt_texts = completions = None
@@ -254,7 +252,7 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
         scores = L.penalize_no_eos(scores, rollout.contains_eos, r.missing_eos_penalty)
     kl = L.kl_per_token(scored.logprobs, scored.ref_logprobs, cfg.kl.estimator) * rollout.response_mask
     monitor = reward.monitored(prompt_texts, completions)
-    return Experience(rollout, prompts, scored, raw, scores, kl, monitor)
+    return Experience(rollout, prompts, scored, raw, scores, kl, monitor, fused)
 
 
 def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,7 +267,10 @@ def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torc
 
 
 def estimate_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float):
-    """(advantages, returns): PPO's per-token GAE and returns [B, T], or RLOO's / GRPO's [B] and None."""
+    """(advantages, returns): PPO's per-token GAE and returns [B, T], or RLOO's / GRPO's [B] and None; (None, None)
+    while they wait for log-probs the update's forward pass gives (`from_update`, kl.mode = reward)."""
+    if exp.from_update and cfg.kl.mode == "reward":
+        return None, None
     if cfg.algorithm == "ppo":
         return gae_advantages(exp, beta, cfg.ppo)
     return group_advantages(cfg, accelerator, exp, beta), None
@@ -294,14 +295,13 @@ def group_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) 
     return advantages[rank * B : (rank + 1) * B]
 
 
-def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, advantages, returns, beta: float,
-                fused: bool = False):  # fmt: skip
+def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, advantages, returns, beta: float):
     """The algorithm's loss of one micro-batch: a function (rows, minibatch rows) -> (loss, {statistic: float})."""
     if cfg.algorithm == "ppo":
         return lambda rows, minibatch: ppo_loss(
             accelerator, model, exp, rows, advantages, returns, cfg.ppo, cfg.rollout.temperature
         )
-    return lambda rows, minibatch: group_loss(cfg, accelerator, model, exp, rows, minibatch, advantages, beta, fused)
+    return lambda rows, minibatch: group_loss(cfg, accelerator, model, exp, rows, minibatch, advantages, beta)
 
 
 def old_logprobs_from_update(cfg: PPOConfig) -> bool:
@@ -368,16 +368,15 @@ def split_value_pass(accelerator, model) -> bool:
     return not shared and accelerator.distributed_type == DistributedType.NO
 
 
-def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, advantages, beta: float,
-               fused: bool = False):  # fmt: skip
+def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, advantages, beta: float):
     """RLOO/GRPO (loss, statistics) of rows `rows` of minibatch `minibatch`: the clipped surrogate with one
     advantage per sequence, tokens weighed by `loss.aggregation`, plus beta * k3 KL per token with kl.mode = loss.
-    `fused`: this forward pass also gives the rollout's log-probs (`from_update`)."""
+    With `exp.from_update` this forward pass also gives the rollout's log-probs (`from_update`)."""
     rollout, old, mask = exp.rollout, exp.scored, exp.rollout.response_mask[rows]
     ids, attn = rollout.sequences(rows)
     logprobs, entropy, _ = model(ids, attn, role="policy_logprobs", prompt_width=rollout.prompt_width,
-                                 temperature=cfg.rollout.temperature, with_entropy=fused)  # fmt: skip
-    if fused:
+                                 temperature=cfg.rollout.temperature, with_entropy=exp.from_update)  # fmt: skip
+    if exp.from_update:
         advantages = from_update(cfg, accelerator, exp, rows, logprobs, entropy, advantages, beta)
     total_tokens, scale = None, 1.0
     if cfg.loss.aggregation == "token_mean":
