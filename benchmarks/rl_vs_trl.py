@@ -7,10 +7,11 @@ Both sides run in the project's venv (TRL 1.16 ships both trainers), each in its
 after the other, on the same model files (a random-init Llama with the builtin 640-token tokenizer), the
 same prompts, the same Python reward function (`reward` below), k = 4 samples per prompt, 8 completions
 per optimizer step, one optimizer step per generation batch (TRL's `num_iterations=1`; ours `ppo.epochs=1`,
-one minibatch), the same response length, temperature, learning rate and KL coefficient (RLOO: the KL as a
-reward penalty on both sides; GRPO: TRL's k3 term in the loss, ours `kl.mode=loss`). The policy is a LoRA
-adapter (r=16 on every linear layer) and the reference the base with the adapter off on both sides.
-Threads: `--threads` (default 1). Peak memory is each process's peak RSS (getrusage). Episodes/s is
+one minibatch, where ours and TRL's GRPO take the old log-probs from the training forward; TRL's RLOO scores
+them first, for its KL reward), the same response length, temperature, learning rate and KL coefficient
+(RLOO: the KL as a reward penalty on both sides; GRPO: TRL's k3 term in the loss, ours `kl.mode=loss`). The
+policy is a LoRA adapter (r=16 on every linear layer) and the reference the base with the adapter off on
+both sides. Threads: `--threads` (default 1). Peak memory is each process's peak RSS (getrusage). Episodes/s is
 completions over the training-loop time (ours: the sum of the update times it logs; TRL: `trainer.train()`).
 """
 
@@ -135,7 +136,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rl-vs-trl-") as work:
         prepare(args, work)
         print(f"{args.batch} completions per step (k = {K}), response length {args.response_length}, "
-              f"{args.episodes} episodes, CPU fp32, {args.threads} thread(s)")  # fmt: skip
+              f"{args.episodes} episodes, CPU fp32, {args.threads} thread(s); "
+              f"load average {harness.load_average():.1f} at the start", flush=True)  # fmt: skip
         for algorithm in args.algorithms.split(","):
             ours = run_worker("ours", algorithm, args, work)
             trl = run_worker("trl", algorithm, args, work)
@@ -143,7 +145,8 @@ def main() -> None:
                 print(f"  {name:<32} {r['episodes']:>4} episodes  {r['episodes_per_second']:6.2f} episodes/s  "
                       f"peak RSS {r['peak_rss_mb']:8.0f} MB")  # fmt: skip
             print(f"{algorithm}: episodes/s ratio (ours / TRL) {ours['episodes_per_second'] / trl['episodes_per_second']:.2f}x, "
-                  f"memory ratio {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")  # fmt: skip
+                  f"memory ratio {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x; load average {harness.load_average():.1f}",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
