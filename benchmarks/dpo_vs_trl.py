@@ -17,16 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+sys.path.insert(0, ROOT)
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import peak_rss_mb  # noqa: E402
 
 
 def prepare(args, work: str) -> int:
@@ -103,13 +100,7 @@ def worker_trl(args, work: str) -> dict:
 
 
 def run_worker(side: str, args, work: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--work", work, *sys.argv[1:]]
-    env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
-           "OMP_NUM_THREADS": str(args.threads)}  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return harness.run_worker(os.path.abspath(__file__), side, work, args.threads, env={"CUDA_VISIBLE_DEVICES": ""})
 
 
 def main() -> None:

@@ -28,20 +28,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import peak_rss_mb  # noqa: E402
+
 TRL_VENV = os.path.join(ROOT, "benchmarks", ".venv", "trl-0.29.1")
 QWEN_VOCAB = 151_936
 TRL_PACKAGES = ["trl==0.29.1", "transformers", "peft", "accelerate", "psutil"]
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,14 +136,14 @@ def ensure_trl_venv() -> str:
 # Workers (each in a fresh process; print one JSON line)
 
 
-def worker_ours(args, work: str, shared: bool = False) -> dict:
+def worker_ours(args, work: str, shared: bool = False, checkpointed: bool = False) -> dict:
     sys.path.insert(0, ROOT)
     from alignment.config import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import train
     from alignment.runtime.tracking import read_metrics
 
-    out = os.path.join(work, "ours-shared" if shared else "ours")
+    out = os.path.join(work, "ours-shared" if shared else "ours-checkpointed" if checkpointed else "ours")
     cfg = load_config(PPOConfig, None, [
         f"output_dir={out}", f"model.name_or_path={os.path.join(work, 'base')}", "model.dtype=float32",
         f"reward.path={os.path.join(work, 'reward')}", f"data.path={os.path.join(work, 'prompts.jsonl')}",
@@ -153,7 +152,7 @@ def worker_ours(args, work: str, shared: bool = False) -> dict:
         "rollout.temperature=0.7", "ppo.epochs=4", "ppo.num_minibatches=1", "ppo.gradient_accumulation_steps=1",
         f"train.total_episodes={args.episodes}", "train.learning_rate=3e-6", "train.sample_steps=0",
         "kl.coef=0.05", f"value.share_with_policy={str(shared).lower()}",
-        f"model.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
+        f"model.gradient_checkpointing={str(args.gradient_checkpointing or checkpointed).lower()}",
     ])  # fmt: skip
     train(cfg)
     rows = read_metrics(out)
@@ -196,17 +195,7 @@ def worker_trl(args, work: str) -> dict:
 
 
 def run_worker(python: str, side: str, args, work: str) -> dict:
-    cmd = [python, os.path.abspath(__file__), "--worker", side, "--work", work, *sys.argv[1:]]
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": str(args.threads),
-    }
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return harness.run_worker(os.path.abspath(__file__), side, work, args.threads, python=python)
 
 
 def main() -> None:
@@ -228,8 +217,19 @@ def main() -> None:
         help="shipped: the Llama above; qwen-vocab: Qwen2.5's 151,936-way vocabulary on a small trunk",
     )
     parser.add_argument("--skip-shared", action="store_true", help="do not run the shared policy+value variant")
+    parser.add_argument(
+        "--ours-checkpointed",
+        action="store_true",
+        help="also run ours with model.gradient_checkpointing=true (policy and value passes recomputed), TRL as is",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="TREE",
+        help="also run ours from another source tree of this project (e.g. `git archive COMMIT | tar -x -C TREE`), "
+        "same settings: a before/after in one run",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each run (the same for both)")
-    parser.add_argument("--worker", choices=["ours", "ours-shared", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ours", "ours-shared", "ours-checkpointed", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -239,34 +239,49 @@ def main() -> None:
         if args.worker == "trl":
             result = worker_trl(args, args.work)
         else:
-            result = worker_ours(args, args.work, shared=args.worker == "ours-shared")
+            result = worker_ours(args, args.work, args.worker == "ours-shared", args.worker == "ours-checkpointed")
         print(json.dumps(result))
         return
+    report(args, run_all(args))
 
+
+def run_all(args) -> list[tuple[str, dict]]:
+    """(label, result) of every side asked for, each in its own process, one after the other."""
     trl_python = ensure_trl_venv()
+    print(f"load average {harness.load_average():.1f} at the start", flush=True)
     with tempfile.TemporaryDirectory(prefix="ppo-vs-trl-") as work:
         prepare(args, work)
-        ours = run_worker(sys.executable, "ours", args, work)
-        shared = None if args.skip_shared else run_worker(sys.executable, "ours-shared", args, work)
-        trl = run_worker(trl_python, "trl", args, work)
-    rows = []
-    runs = [("rlhf ppo (one base, 3 adapters)", ours), ("rlhf ppo, policy+value shared", shared),
-            ("trl 0.29.1 PPO + peft_config", trl)]  # fmt: skip
-    runs = [(name, r) for name, r in runs if r is not None]
-    for name, r in runs:
-        eps = r["episodes"] / r["loop_seconds"]
-        r["episodes_per_second"] = eps
-        rows.append(
-            f"  {name:<34} {r['episodes']:>4} episodes  {eps:6.2f} episodes/s  peak RSS {r['peak_rss_mb']:8.0f} MB"
-        )
+        runs = [("rlhf ppo (one base, 3 adapters)", run_worker(sys.executable, "ours", args, work))]
+        if args.ours_checkpointed:
+            runs.append(("rlhf ppo, checkpointed", run_worker(sys.executable, "ours-checkpointed", args, work)))
+        if not args.skip_shared:
+            runs.append(("rlhf ppo, policy+value shared", run_worker(sys.executable, "ours-shared", args, work)))
+        if args.before:
+            tree = os.path.abspath(args.before)
+            # the other tree's script knows only the shared options
+            argv = [a for a in sys.argv[1:] if a not in ("--before", args.before, "--ours-checkpointed")]
+            before = harness.run_worker(os.path.join(tree, "benchmarks", "ppo_vs_trl.py"), "ours", work, args.threads,
+                                        argv=argv, cwd=tree, label="before")  # fmt: skip
+            runs.append((f"rlhf ppo, before ({os.path.basename(tree)})", before))
+        runs.append(("trl 0.29.1 PPO + peft_config", run_worker(trl_python, "trl", args, work)))
+    return runs
+
+
+def report(args, runs: list[tuple[str, dict]]) -> None:
+    """One row per side, then each of ours against TRL: memory and episodes/s ratios."""
     print(
-        f"shape {args.shape}, load average {os.getloadavg()[0]:.1f} at the end, batch {args.batch}, response length {args.response_length}, {args.episodes} episodes, 4 PPO epochs, CPU fp32"
+        f"shape {args.shape}, load average {harness.load_average():.1f} at the end, batch {args.batch}, "
+        f"response length {args.response_length}, {args.episodes} episodes, 4 PPO epochs, CPU fp32"
         + (", gradient checkpointing on both sides" if args.gradient_checkpointing else "")
     )
-    print("\n".join(rows))
-    for label, r in [("ours", ours), ("ours, shared policy+value", shared)][: 1 if shared is None else 2]:
-        print(f"memory ratio ({label} / TRL peft): {r['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")
-        print(f"episodes/s ratio ({label} / TRL peft): {r['episodes_per_second'] / trl['episodes_per_second']:.2f}x")
+    for name, r in runs:
+        r["episodes_per_second"] = r["episodes"] / r["loop_seconds"]
+        print(f"  {name:<40} {r['episodes']:>4} episodes  {r['episodes_per_second']:6.2f} episodes/s  "
+              f"peak RSS {r['peak_rss_mb']:8.0f} MB")  # fmt: skip
+    trl = runs[-1][1]
+    for name, r in runs[:-1]:
+        print(f"{name} / TRL peft: memory {r['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x, "
+              f"episodes/s {r['episodes_per_second'] / trl['episodes_per_second']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ Both sides run in the project's venv (TRL 1.16 ships both trainers), each in its
 after the other, on the same model files (a random-init Llama with the builtin 640-token tokenizer), the
 same prompts, the same Python reward function (`reward` below), k = 4 samples per prompt, 8 completions
 per optimizer step, one optimizer step per generation batch (TRL's `num_iterations=1`; ours `ppo.epochs=1`,
-one minibatch), the same response length, temperature, learning rate and KL coefficient (RLOO: the KL as a
-reward penalty on both sides; GRPO: TRL's k3 term in the loss, ours `kl.mode=loss`). The policy is a LoRA
-adapter (r=16 on every linear layer) and the reference the base with the adapter off on both sides.
-Threads: `--threads` (default 1). Peak memory is each process's peak RSS (getrusage). Episodes/s is
+one minibatch, where ours and TRL's GRPO take the old log-probs from the training forward; TRL's RLOO scores
+them first, for its KL reward), the same response length, temperature, learning rate and KL coefficient
+(RLOO: the KL as a reward penalty on both sides; GRPO: TRL's k3 term in the loss, ours `kl.mode=loss`). The
+policy is a LoRA adapter (r=16 on every linear layer) and the reference the base with the adapter off on
+both sides. Threads: `--threads` (default 1). Peak memory is each process's peak RSS (getrusage). Episodes/s is
 completions over the training-loop time (ours: the sum of the update times it logs; TRL: `trainer.train()`).
 """
 
@@ -19,14 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from benchmarks.ppo_vs_trl import peak_rss_mb, save_base  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import peak_rss_mb  # noqa: E402
+from benchmarks.ppo_vs_trl import save_base  # noqa: E402
 
 K = 4  # samples per prompt
 
@@ -102,13 +104,8 @@ def worker_trl(args, work: str, algorithm: str) -> dict:
 
 
 def run_worker(side: str, algorithm: str, args, work: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{side}-{algorithm}", "--work", work, *sys.argv[1:]]
-    env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(args.threads),
-           "PYTHONPATH": ROOT}  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} {algorithm} run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = harness.run_worker(os.path.abspath(__file__), f"{side}-{algorithm}", work, args.threads,
+                                env={"PYTHONPATH": ROOT}, label=f"{side} {algorithm}")  # fmt: skip
     result["episodes_per_second"] = result["episodes"] / result["loop_seconds"]
     return result
 
@@ -139,7 +136,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rl-vs-trl-") as work:
         prepare(args, work)
         print(f"{args.batch} completions per step (k = {K}), response length {args.response_length}, "
-              f"{args.episodes} episodes, CPU fp32, {args.threads} thread(s)")  # fmt: skip
+              f"{args.episodes} episodes, CPU fp32, {args.threads} thread(s); "
+              f"load average {harness.load_average():.1f} at the start", flush=True)  # fmt: skip
         for algorithm in args.algorithms.split(","):
             ours = run_worker("ours", algorithm, args, work)
             trl = run_worker("trl", algorithm, args, work)
@@ -147,7 +145,8 @@ def main() -> None:
                 print(f"  {name:<32} {r['episodes']:>4} episodes  {r['episodes_per_second']:6.2f} episodes/s  "
                       f"peak RSS {r['peak_rss_mb']:8.0f} MB")  # fmt: skip
             print(f"{algorithm}: episodes/s ratio (ours / TRL) {ours['episodes_per_second'] / trl['episodes_per_second']:.2f}x, "
-                  f"memory ratio {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")  # fmt: skip
+                  f"memory ratio {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x; load average {harness.load_average():.1f}",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

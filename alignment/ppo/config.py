@@ -124,7 +124,14 @@ class PPOAlgoConfig:
     """PPO: normalise advantages to mean 0, std 1 over each process's rollout batch (RLOO/GRPO: see grpo.scale)."""
     logits_chunk_size: int = 1024
     """Response positions per LM-head call in scoring and training: only this many positions' vocabulary-wide
-    logits exist at a time (never [batch, sequence, vocabulary])."""
+    logits exist at a time (never [batch, sequence, vocabulary]; on CPU also at most 4M logits, 27 positions of
+    a 151,936-way vocabulary). Passes with under 4M logits in all keep them for the backward pass; larger ones
+    recompute each chunk there."""
+    old_logprobs_from_update: bool = True
+    """RLOO/GRPO with one optimizer step per rollout (`epochs` 1, one minibatch; with kl.mode = reward also one
+    micro-batch): take the rollout policy's log-probs from the update's own forward pass, detached, instead of a
+    scoring pass first. The policy scored is the one about to be trained, so the numbers are the same (ratio
+    exactly 1) and a forward pass per rollout is saved, as TRL's GRPO does; false scores first."""
     checkpoint_roles: list[str] = field(default_factory=lambda: ["policy", "value"])
     """With `model.gradient_checkpointing`: the training passes (policy, value) that recompute their activations
     in the backward pass; the others keep them (faster, more memory)."""

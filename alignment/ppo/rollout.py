@@ -61,6 +61,7 @@ def score(
     temperature: float,
     with_reward: bool,
     with_values: bool = True,
+    with_policy: bool = True,
 ) -> Scores:
     """Score every episode in micro-batches of `micro_batch` rows taken in `order`.
 
@@ -68,6 +69,7 @@ def score(
     a training micro-batch: the first minibatch of every update then reproduces these log-probs bit for
     bit (ratio 1, approxkl 0), which batch-shape-dependent kernels would otherwise break. Log-probs and
     values come from the same call the training pass makes (`policy_logprobs`), so from the same kernels.
+    `with_policy` False leaves log-probs and entropy at zero for the update's first forward pass to fill.
     """
     B, T = rollout.responses.shape
     P = rollout.prompt_width
@@ -79,11 +81,12 @@ def score(
         rows = order[start : start + micro_batch]
         ids, mask = rollout.sequences(rows)
         kw = {"prompt_width": P, "temperature": temperature, "with_entropy": True}
-        # chunked over response positions: no [b, P + T, V] logits, the same call the training pass makes
-        logprobs, entropy, v = model(ids, mask, role="policy_logprobs", with_values=with_values, **kw)
-        out["logprobs"][rows], out["entropy"][rows] = logprobs, entropy
-        if with_values:
-            values[rows] = v.float()
+        if with_policy:
+            # chunked over response positions: no [b, P + T, V] logits, the same call the training pass makes
+            logprobs, entropy, v = model(ids, mask, role="policy_logprobs", with_values=with_values, **kw)
+            out["logprobs"][rows], out["entropy"][rows] = logprobs, entropy
+            if with_values:
+                values[rows] = v.float()
         out["ref_logprobs"][rows] = model(ids, mask, role="reference_logprobs", **kw)[0]
         if with_reward:
             rewards[rows] = model(ids, mask, role="reward").float()

@@ -96,7 +96,7 @@ def train(cfg: PPOConfig) -> dict:
         rollout = sample(accelerator, model, queries.to(device), query_mask.to(device), r.response_length,
                          r.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id if r.stop_at_eos else None)  # fmt: skip
         t_generated = time.time()
-        # 6c. Score: log-probs, reference, values (PPO), rewards in the first epoch's micro-batches; normalise, penalise.
+        # 6c. Score: log-probs (or from the update: old_logprobs_from_update), reference, values, rewards; normalise.
         orders = minibatch_orders(cfg, update, device)
         exp = score_rollout(
             cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer
@@ -216,6 +216,8 @@ class Experience:
     """Per-token KL estimate to the reference, zero on padding."""
     monitor: float | None = None
     """Mean `reward.monitor` score of the rollout (watched, never optimised)."""
+    from_update: bool = False
+    """Log-probs, entropy and KL are filled by the update's forward pass (`old_logprobs_from_update`)."""
 
 
 def micro_batch_size(cfg: PPOConfig) -> int:
@@ -235,10 +237,11 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
                   prompts: list, tokenizer) -> Experience:  # fmt: skip
     """Log-probs, reference, values and (adapter) rewards in the micro-batches of `order`, the reward
     source's scores normalised and penalised for a missing EOS, the per-token KL to the reference, and the
-    monitor's score."""
-    r = cfg.rollout
+    monitor's score. With `old_logprobs_from_update` there is no policy pass: the update's first forward pass
+    fills log-probs, entropy and KL (`from_update`)."""
+    r, fused = cfg.rollout, old_logprobs_from_update(cfg)
     scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter",
-                   with_values=cfg.algorithm == "ppo")  # fmt: skip
+                   with_values=cfg.algorithm == "ppo", with_policy=not fused)  # fmt: skip
     prompt_texts = completions = None
     if reward.needs_text:
         prompt_texts = [prompt_text(tokenizer, p) for p in prompts]
@@ -249,7 +252,7 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
         scores = L.penalize_no_eos(scores, rollout.contains_eos, r.missing_eos_penalty)
     kl = L.kl_per_token(scored.logprobs, scored.ref_logprobs, cfg.kl.estimator) * rollout.response_mask
     monitor = reward.monitored(prompt_texts, completions)
-    return Experience(rollout, prompts, scored, raw, scores, kl, monitor)
+    return Experience(rollout, prompts, scored, raw, scores, kl, monitor, fused)
 
 
 def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,7 +267,10 @@ def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torc
 
 
 def estimate_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float):
-    """(advantages, returns): PPO's per-token GAE and returns [B, T], or RLOO's / GRPO's [B] and None."""
+    """(advantages, returns): PPO's per-token GAE and returns [B, T], or RLOO's / GRPO's [B] and None; (None, None)
+    while they wait for log-probs the update's forward pass gives (`from_update`, kl.mode = reward)."""
+    if exp.from_update and cfg.kl.mode == "reward":
+        return None, None
     if cfg.algorithm == "ppo":
         return gae_advantages(exp, beta, cfg.ppo)
     return group_advantages(cfg, accelerator, exp, beta), None
@@ -296,6 +302,30 @@ def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, advantages,
             accelerator, model, exp, rows, advantages, returns, cfg.ppo, cfg.rollout.temperature
         )
     return lambda rows, minibatch: group_loss(cfg, accelerator, model, exp, rows, minibatch, advantages, beta)
+
+
+def old_logprobs_from_update(cfg: PPOConfig) -> bool:
+    """Whether the rollout policy's log-probs come from the update's forward pass (`ppo.old_logprobs_from_update`):
+    RLOO/GRPO with one optimizer step per rollout, where every forward pass of the update runs the weights the
+    rollout was sampled with. With kl.mode = reward the advantages need those log-probs before the loss, so the
+    update must be one micro-batch holding every row."""
+    p = cfg.ppo
+    one_step = p.epochs == 1 and p.num_minibatches == 1
+    if not p.old_logprobs_from_update or cfg.algorithm == "ppo" or not one_step:
+        return False
+    return cfg.kl.mode == "loss" or p.gradient_accumulation_steps == 1
+
+
+def from_update(cfg: PPOConfig, accelerator, exp: Experience, rows, logprobs, entropy, advantages, beta: float):
+    """Fill the rollout's log-probs, entropy and KL of `rows` from the update's forward pass (detached: the same
+    numbers a scoring pass gives, so the ratio is exactly 1); returns the advantages, computed here when they
+    waited for these log-probs (kl.mode = reward: one micro-batch holds every row)."""
+    old = exp.scored
+    old.logprobs[rows], old.entropy[rows] = logprobs.detach(), entropy
+    exp.kl[rows] = (
+        L.kl_per_token(old.logprobs[rows], old.ref_logprobs[rows], cfg.kl.estimator) * (exp.rollout.response_mask[rows])
+    )
+    return group_advantages(cfg, accelerator, exp, beta) if advantages is None else advantages
 
 
 def ppo_loss(accelerator, model, exp: Experience, rows, advantages, returns, p: PPOAlgoConfig, temperature: float):
@@ -340,12 +370,14 @@ def split_value_pass(accelerator, model) -> bool:
 
 def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, advantages, beta: float):
     """RLOO/GRPO (loss, statistics) of rows `rows` of minibatch `minibatch`: the clipped surrogate with one
-    advantage per sequence, tokens weighed by `loss.aggregation`, plus beta * k3 KL per token with kl.mode = loss."""
+    advantage per sequence, tokens weighed by `loss.aggregation`, plus beta * k3 KL per token with kl.mode = loss.
+    With `exp.from_update` this forward pass also gives the rollout's log-probs (`from_update`)."""
     rollout, old, mask = exp.rollout, exp.scored, exp.rollout.response_mask[rows]
     ids, attn = rollout.sequences(rows)
-    logprobs = model(
-        ids, attn, role="policy_logprobs", prompt_width=rollout.prompt_width, temperature=cfg.rollout.temperature
-    )[0]
+    logprobs, entropy, _ = model(ids, attn, role="policy_logprobs", prompt_width=rollout.prompt_width,
+                                 temperature=cfg.rollout.temperature, with_entropy=exp.from_update)  # fmt: skip
+    if exp.from_update:
+        advantages = from_update(cfg, accelerator, exp, rows, logprobs, entropy, advantages, beta)
     total_tokens, scale = None, 1.0
     if cfg.loss.aggregation == "token_mean":
         # the optimizer step's token mean: its real tokens over micro-batches and processes; the backward pass

@@ -76,6 +76,17 @@ LOGITS_CHUNK_SIZE = 1024
 """Positions per LM-head call: a 151,936-way float32 chunk of 1024 positions is 0.6 GB (vs 3 GB for 8 x 640)."""
 
 
+CPU_CHUNK_LOGITS = 1 << 22
+"""On CPU a chunk holds at most this many logits (16 MiB of float32: 27 positions of a 151,936-way vocabulary).
+The head's matmul costs the same per position there whatever the chunk, while a chunk's [n, V] temporaries
+(logits, softmax, their gradients) are the training pass's memory peak. Elsewhere `chunk_size` alone decides:
+an accelerator wants large matmuls."""
+CHECKPOINT_MIN_LOGITS = 1 << 22
+"""Logits of a whole pass (16 MiB of float32) from which the training pass recomputes each chunk's in the
+backward pass rather than keeping them all: below, with a small vocabulary, recomputing costs time and saves
+little."""
+
+
 def _chunk_stats(head, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool):
     """[n, 1 or 2]: log-prob of `tokens` [n] (and entropy) under softmax(head(hidden [n, H]) / temperature)."""
     z = _fp32(head(hidden)) / temperature
@@ -93,18 +104,23 @@ def hidden_logprobs(hidden: torch.Tensor, head, tokens: torch.Tensor, temperatur
 
     hidden [B, T, H] where hidden[:, t] predicts tokens[:, t] (the caller shifts); head: the LM head module
     (H -> V, LoRA or not). Equal to `logprobs_from_logits(head(hidden), ...)` within float rounding, but
-    only `chunk_size` positions' logits exist at a time. With grad on, each chunk is recomputed in the
-    backward pass (activation checkpointing of the head): autograd keeps the hidden states, not the logits.
+    only `chunk_size` positions' logits (on CPU at most CPU_CHUNK_LOGITS) exist at a time. With grad on and
+    at least CHECKPOINT_MIN_LOGITS logits in the pass, each chunk is recomputed in the backward pass
+    (activation checkpointing of the head): autograd keeps the hidden states, not the logits.
     """
     B, T, H = hidden.shape
     flat, flat_tokens = hidden.reshape(B * T, H), tokens.reshape(B * T)
     grad = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    vocab = getattr(head, "out_features", None)
+    if hidden.device.type == "cpu" and vocab:
+        chunk_size = min(chunk_size, max(1, CPU_CHUNK_LOGITS // vocab))
     chunks = []
     for start in range(0, B * T, max(1, chunk_size)):
         args = (head, flat[start : start + chunk_size], flat_tokens[start : start + chunk_size], temperature,
                 with_entropy)  # fmt: skip
+        recompute = grad and (vocab is None or B * T * vocab >= CHECKPOINT_MIN_LOGITS)
         # non-reentrant: it tracks gradients to the head's parameters too (a LoRA on lm_head)
-        chunks.append(checkpoint(_chunk_stats, *args, use_reentrant=False) if grad else _chunk_stats(*args))
+        chunks.append(checkpoint(_chunk_stats, *args, use_reentrant=False) if recompute else _chunk_stats(*args))
     stats = torch.cat(chunks).reshape(B, T, -1) if chunks else hidden.new_zeros(B, T, 2, dtype=torch.float32)
     return stats[..., 0], (stats[..., 1] if with_entropy else None)
 

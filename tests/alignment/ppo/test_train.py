@@ -174,6 +174,36 @@ def test_rloo_and_grpo_train_the_policy_without_a_value_adapter(tmp_path, stages
     assert_saved_policy_is_the_trained_one(out, os.path.join(sft, "merged"), trained)
 
 
+@pytest.mark.parametrize(("algorithm", "micro_batches"), [("rloo", 1), ("grpo", 2)])
+def test_old_logprobs_from_the_update_equal_a_scoring_pass(tmp_path, stages, algorithm, micro_batches):
+    """One optimizer step per rollout: the log-probs taken from the update's forward pass (no scoring pass) give
+    the same run bit for bit as scoring first: weights, every metric (ratio 1, KL, entropy), samples. RLOO puts the
+    KL in the reward (its advantages wait for the forward pass); GRPO's k3 term sits in the loss (2 micro-batches)."""
+    from alignment.config import load_config
+    from alignment.ppo.config import PPOConfig
+    from alignment.ppo.train import old_logprobs_from_update
+
+    sft, reward = stages
+    config, *extra = GROUP[algorithm]
+    runs = {}
+    for fused in (True, False):
+        out = tmp_path / str(fused)
+        cfg = load_config(PPOConfig, config, [
+            *PPO[1:], *extra, "rollout.samples_per_prompt=4", f"output_dir={out}", f"model.name_or_path={sft}",
+            f"reward.path={reward}", "train.total_episodes=16", "train.learning_rate=5e-3", "ppo.epochs=1",
+            "ppo.num_minibatches=1", f"ppo.gradient_accumulation_steps={micro_batches}",
+            f"ppo.old_logprobs_from_update={str(fused).lower()}",
+        ])  # fmt: skip
+        assert old_logprobs_from_update(cfg) == fused
+        train_on_one_thread(cfg)
+        rows = [{k: v for k, v in x.items() if not k.startswith(("time/", "memory/"))} for x in lines(out)]
+        runs[fused] = rows, adapter_tensors(out), lines(out, "samples.jsonl")
+    (rows, weights, samples), (ref_rows, ref_weights, ref_samples) = runs[True], runs[False]
+    assert rows == ref_rows and samples == ref_samples
+    assert all(x["val/ratio_first_minibatch"] == 1.0 for x in rows) and rows[-1]["objective/kl"] != 0.0
+    assert weights.keys() == ref_weights.keys() and all(torch.equal(weights[k], ref_weights[k]) for k in weights)
+
+
 @pytest.mark.parametrize("algorithm", ["ppo", *GROUP])
 def test_kill_after_checkpoint_then_resume_equals_uninterrupted_run(tmp_path, stages, algorithm):
     sft, reward = stages

@@ -59,8 +59,11 @@ def _head(H=6, V=11, seed=3, bias=True):
     return torch.nn.Linear(H, V, bias=bias).double()
 
 
+@pytest.mark.parametrize("recompute", [True, False])
 @pytest.mark.parametrize("chunk", [1, 4, 5, 100])
-def test_hidden_logprobs_and_entropy_equal_full_logits_with_gradients(chunk):
+def test_hidden_logprobs_and_entropy_equal_full_logits_with_gradients(chunk, recompute, monkeypatch):
+    # chunks recomputed in the backward pass (large logits) or kept (a small vocabulary): the same numbers
+    monkeypatch.setattr(LP, "CHECKPOINT_MIN_LOGITS", 0 if recompute else 1 << 22)
     B, T, H, temp = 3, 5, 6, 0.7
     head = _head(H)
     hidden = _rand(B, T, H, seed=2).requires_grad_(True)
@@ -134,3 +137,17 @@ def test_policy_logprobs_of_a_saved_llama_equal_its_full_logits(tmp_path):
     assert not LP.chunkable(model)
     lp_full, _ = LP.policy_logprobs(model, ids, attn, P, temperature=0.7)
     torch.testing.assert_close(lp_full, lp)
+
+
+def test_cpu_chunks_hold_at_most_cpu_chunk_logits(monkeypatch):
+    """On CPU a large vocabulary shrinks the chunk (its [n, V] temporaries are the memory peak): same numbers."""
+    head, calls = _head(), []
+    head.register_forward_hook(lambda module, args, out: calls.append(out.shape[0]))
+    hidden, tokens = _rand(3, 5, 6, seed=2), torch.randint(0, 11, (3, 5))
+    full, _ = LP.hidden_logprobs(hidden, head, tokens, 0.7, chunk_size=100)
+    assert calls == [15]
+    monkeypatch.setattr(LP, "CPU_CHUNK_LOGITS", 4 * 11 + 3)  # 4 positions of an 11-way vocabulary
+    calls.clear()
+    capped, _ = LP.hidden_logprobs(hidden, head, tokens, 0.7, chunk_size=100)
+    assert calls == [4, 4, 4, 3]
+    torch.testing.assert_close(capped, full, rtol=0, atol=1e-12)
