@@ -3,6 +3,8 @@
     nice -n 5 python benchmarks/active_learning_curve.py --ci     # N=120 rankings in rounds of B=30, 3 seeds
     nice -n 5 python benchmarks/active_learning_curve.py          # N=432 (the demo's 428, in rounds of 48), 3 seeds
 
+It reads the demo's SFT model in runs/tiny/sft (configs/reward.yaml's base): `rlhf sft configs/sft.yaml` first.
+
 The demo's world, with the pieces `rlhf pipeline rounds=R acquisition.method=...` runs: review prompts,
 M candidate reviews per prompt (from the corpus generator the SFT data comes from), scripted annotators
 who rank K of them by the demo's hidden gold preference (alignment/assets/gold.py) with Plackett-Luce
@@ -209,9 +211,8 @@ def plot(path: str, means: list[dict], ceilings: list[float], args, seeds: list[
         ax.set_ylabel(f"reward model {label}")
         ax.set_title(f"mean of {count} seeds")
         ax.legend()
-    fig.suptitle(
-        f"active vs random ranking on the demo's gold preference, mean of {seeds} seeds (M = {args.candidates})"
-    )
+    fig.suptitle(f"active vs random ranking on the demo's gold preference (N = {args.rankings}, B = {args.batch}, "
+                 f"M = {args.candidates}, K = {args.k})")  # fmt: skip
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -220,9 +221,11 @@ def plot(path: str, means: list[dict], ceilings: list[float], args, seeds: list[
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ci", action="store_true", help="CI size: N=120, B=30, pool 240, 120 held out")
-    parser.add_argument("--methods", default="random,dopt:tokens,dopt",
+    parser.add_argument("--methods", default="random,delta_ucb:tokens,dopt:tokens",
                         help="comma-separated rules, random first; rule:tokens reads the bag-of-tokens surrogate")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--random-from", help="comma-separated logs of earlier runs: reuse their random curves "
+                        "(the same seed trains the same models on CPU) instead of training random again")  # fmt: skip
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--rankings", type=int, default=432, help="N, rankings in all")
     parser.add_argument("--batch", type=int, default=48, help="B, rankings per round")
@@ -248,19 +251,22 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def from_log(args, methods: list[str]) -> tuple[dict, list[int]]:
+def from_log(args, methods: list[str], logs: str | None = None) -> tuple[dict, list[int]]:
     """Curves of the seeds earlier runs (their printed output, --from-log, comma-separated files) completed."""
     import re
 
     found: dict = {}
-    for path in args.from_log.split(","):
+    for path in (logs or args.from_log).split(","):
         with open(path) as f:
             for line in f:
                 m = re.match(r"\s*seed (\d+) ([\w:]+)\s+(\d+) rankings: held-out accuracy ([\d.]+)(?:; noiseless ([\d.]+))?",
                              line)  # fmt: skip
                 if m and m.group(2) in methods:
                     point = (int(m.group(3)), float(m.group(4)), float(m.group(5)) if m.group(5) else None)
-                    found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), []).append(point)
+                    points = found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), {})
+                    if point[2] is not None or point[0] not in points:  # a point twice: the one with both measures
+                        points[point[0]] = point
+    found = {s: {x: [p for _, p in sorted(c.items())] for x, c in by.items()} for s, by in found.items()}
     seeds = [s for s, c in sorted(found.items()) if all(c.get(x, [(0, 0)])[-1][0] >= args.rankings for x in methods)]
     return {x: [found[s][x] for s in seeds] for x in methods}, seeds
 
@@ -275,12 +281,25 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.from_log}: no seed completed every rule")
         report(args, methods, curves, [ceilings_of(world(args, s)["held"]) for s in seeds], 0.0)
         return 0
+    if not os.path.isdir(os.path.join("runs", "tiny", "sft")):  # configs/reward.yaml's base (run: runs/tiny)
+        raise SystemExit("runs/tiny/sft does not exist here: from the repository root, train the demo's SFT model "
+                         "first (rlhf sft configs/sft.yaml)")  # fmt: skip
     curves, ceilings = {m: [] for m in methods}, []
+    reused = {}
+    if args.random_from:
+        found, seeds = from_log(args, ["random"], args.random_from)
+        reused = dict(zip(seeds, found["random"]))
     with tempfile.TemporaryDirectory(prefix="active-curve-") as scratch:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             data = world(args, seed)
             ceilings.append(ceilings_of(data["held"]))
             for method in methods:
+                if method == "random" and seed in reused:  # the reward stage is deterministic for a seed on CPU
+                    curves[method].append(reused[seed])
+                    for n, acc, clean in reused[seed]:
+                        print(f"  seed {seed} random       {n:4d} rankings: held-out accuracy {acc:.4f}"
+                              + (f"; noiseless {clean:.4f}" if clean is not None else "") + " (from --random-from)")  # fmt: skip
+                    continue
                 curves[method].append(run(args, data, method, seed, os.path.join(scratch, f"s{seed}")))
     report(args, methods, curves, ceilings, time.time() - started)
     return 0
@@ -308,7 +327,7 @@ def report(args, methods: list[str], curves: dict, ceilings: list[tuple], second
         print(f"{label} (mean over seeds; the gold reward itself: {best:.4f}) at rankings "
               + ", ".join(str(n) for n, _ in mean["random"]))  # fmt: skip
         for method, curve in mean.items():
-            print(f"  {method:<13}" + "  ".join(f"{a:.4f}" for _, a in curve))
+            print(f"  {method:<17}" + "  ".join(f"{a:.4f}" for _, a in curve))
         target = mean["random"][-1][1]
         for method in methods[1:]:
             n = needed(mean[method], target)
