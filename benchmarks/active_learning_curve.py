@@ -3,6 +3,8 @@
     nice -n 5 python benchmarks/active_learning_curve.py --ci     # N=120 rankings in rounds of B=30, 3 seeds
     nice -n 5 python benchmarks/active_learning_curve.py          # N=432 (the demo's 428, in rounds of 48), 3 seeds
 
+It reads the demo's SFT model in runs/tiny/sft (configs/reward.yaml's base): `rlhf sft configs/sft.yaml` first.
+
 The demo's world, with the pieces `rlhf pipeline rounds=R acquisition.method=...` runs: review prompts,
 M candidate reviews per prompt (from the corpus generator the SFT data comes from), scripted annotators
 who rank K of them by the demo's hidden gold preference (alignment/assets/gold.py) with Plackett-Luce
@@ -13,9 +15,17 @@ rankings of random K-subsets), and the next B tasks chosen from the unranked pro
 the code `rlhf sample` uses (reward/rankings/active.py: the reward folder's uncertainty.safetensors,
 features of the candidates, reward/acquisition.py), until N rankings.
 
-Prints both curves (mean over seeds), the noise ceiling (the gold reward's own accuracy on the held-out
-rankings) and the ratio: rankings the active rule needs to reach random's final accuracy, over random's
-N (lower is better; the issue aims at <= 1/3). Writes the plot (--plot, default docs/active_learning_curve.png).
+Rules (--methods): `random` first, then any acquisition rule, `rule:tokens` with the bag-of-tokens
+surrogate (`acquisition.features=tokens`) instead of the reward model's head posterior. Every rule gets
+the same seeds, the same first batch, the same pool and budget; nothing is tuned on the held-out set.
+
+Two measures per point: eval.json's held-out accuracy (the annotators' noisy held-out rankings, as the
+reward stage reports it) and its noiseless expectation (the probability a Plackett-Luce annotator agrees
+with the model on each held-out pair, from the gold reward: the same pairs without the label draw).
+Prints the curves (mean over seeds), what the gold reward itself scores on each (the ceiling) and the
+ratio: rankings the active rule needs to reach random's final accuracy, over random's N (lower is
+better; the issue aims at <= 1/3). Writes the plot (--plot, default docs/active_learning_curve.png).
+--from-log a.log,b.log re-reports (and plots) the seeds earlier runs completed, --first-seed runs later seeds.
 The policy's gold win rate is not measured here: one PPO run per point would multiply the cost by ~10.
 """
 
@@ -69,6 +79,15 @@ def rank_row(prompt: str, texts: list[str], rng: random.Random, who: str) -> dic
     return {"prompt": prompt, "completions": texts, "ranks": ranks, "annotator": who}
 
 
+def ceilings_of(rows: list[dict]) -> tuple[float, float]:
+    """(the gold reward's accuracy on the held-out rankings, its noiseless expectation: mean of sigmoid(|gold gap|))."""
+    gaps = []
+    for r in rows:
+        g = [gold_reward(t) for t in r["completions"]]
+        gaps += [abs(g[i] - g[j]) for i in range(len(g)) for j in range(i + 1, len(g))]
+    return ceiling(rows), float(torch.sigmoid(torch.tensor(gaps, dtype=torch.float64)).mean())
+
+
 def ceiling(rows: list[dict]) -> float:
     """Accuracy of the gold reward itself on the held-out rankings (ties in gold count 1/2)."""
     right = pairs = 0.0
@@ -80,6 +99,31 @@ def ceiling(rows: list[dict]) -> float:
                     pairs += 1
                     right += 1.0 if g[i] > g[j] else 0.5 if g[i] == g[j] else 0.0
     return right / max(pairs, 1)
+
+
+def gold_accuracy(folder: str, rows: list[dict]) -> float:
+    """The held-out accuracy without the annotators' noise: the mean over held-out pairs of the probability
+    that a Plackett-Luce annotator agrees with the model's order, sigmoid(sign(predicted gap) * gold gap)
+    (a predicted tie counts 1/2); the expectation that eval.json's accuracy samples once."""
+    from reward import uncertainty
+    from reward.model import load_reward_model
+
+    model, tokenizer = load_reward_model(folder)
+    prompts = [r["prompt"] for r in rows for _ in r["completions"]]
+    texts = [c for r in rows for c in r["completions"]]
+    _, predicted = uncertainty.features(model, tokenizer, prompts, texts, batch_size=64,
+                                        max_length=active.reward_max_length(folder))  # fmt: skip
+    gold = torch.tensor([gold_reward(t) for t in texts], dtype=torch.float64)
+    total = count = 0.0
+    start = 0
+    for r in rows:
+        k = len(r["completions"])
+        s, g = predicted[start : start + k].double(), gold[start : start + k]
+        upper = torch.ones(k, k, dtype=torch.bool).triu(1)
+        total += float(torch.sigmoid(torch.sign(s[:, None] - s[None, :]) * (g[:, None] - g[None, :]))[upper].sum())
+        count += int(upper.sum())
+        start += k
+    return total / max(count, 1)
 
 
 def write_jsonl(path: str, rows: list[dict]) -> str:
@@ -100,9 +144,12 @@ def train_reward(args, folder: str, train_path: str, held_path: str, seed: int) 
 
 
 def choose(args, method: str, folder: str, pool: list, open_: list[int], seed: int) -> list[tuple[int, list[int]]]:
-    """(pool index, K chosen candidates) of the next B tasks, as `rlhf sample` chooses them."""
-    acq = active.AcquisitionConfig(method=method, candidates=args.candidates, reward=folder, budget=args.batch,
-                                   beta=args.beta, samples=args.samples, seed=seed)  # fmt: skip
+    """(pool index, K chosen candidates) of the next B tasks, as `rlhf sample` chooses them.
+
+    method: a rule, or rule:features (`dopt:tokens` is acquisition.method=dopt acquisition.features=tokens)."""
+    rule, _, feats = method.partition(":")
+    acq = active.AcquisitionConfig(method=rule, candidates=args.candidates, reward=folder, budget=args.batch,
+                                   beta=args.beta, samples=args.samples, seed=seed, features=feats or "head")  # fmt: skip
     rows = [pool[i] for i in open_]
     valid = torch.tensor([active.valid_candidates(texts) for _, texts in rows])
     keep = [j for j in range(len(rows)) if int(valid[j].sum()) >= args.k]
@@ -130,13 +177,14 @@ def run(args, data: dict, method: str, seed: int, scratch: str) -> list[tuple[in
             open_.remove(i)
         round_ += 1
         # Round 1 (the same random batch for every rule) is trained once per seed and shared.
-        name = "first" if round_ == 1 else f"{method}-{round_}"
+        name = "first" if round_ == 1 else f"{method.replace(':', '-')}-{round_}"
         folder = os.path.join(scratch, name)
         if not os.path.isfile(os.path.join(folder, "eval.json")):
             train_reward(args, folder, write_jsonl(os.path.join(scratch, f"{name}.jsonl"), rows), held_path, seed)
         with open(os.path.join(folder, "eval.json")) as f:
-            curve.append((len(rows), float(json.load(f)["accuracy"])))
-        print(f"  seed {seed} {method:<12} {len(rows):4d} rankings: held-out accuracy {curve[-1][1]:.4f}", flush=True)
+            curve.append((len(rows), float(json.load(f)["accuracy"]), gold_accuracy(folder, data["held"])))
+        print(f"  seed {seed} {method:<12} {len(rows):4d} rankings: held-out accuracy {curve[-1][1]:.4f}; "
+              f"noiseless {curve[-1][2]:.4f}", flush=True)  # fmt: skip
         if len(rows) >= args.rankings:
             return curve
         picks = choose(args, method, folder, pool, open_, seed * 1000 + round_)[: args.rankings - len(rows)]
@@ -144,20 +192,27 @@ def run(args, data: dict, method: str, seed: int, scratch: str) -> list[tuple[in
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def plot(path: str, mean: dict, best: float, args, seeds: int) -> None:
+MEASURES = ("held-out accuracy", "noiseless accuracy")
+
+
+def plot(path: str, means: list[dict], ceilings: list[float], args, seeds: list[int]) -> None:
+    """One panel per measure (eval.json's held-out accuracy; its noiseless expectation where measured)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, curve in mean.items():
-        ax.plot([n for n, _ in curve], [a for _, a in curve], marker="o", label=method)
-    ax.axhline(best, color="grey", linestyle="--", label="noise ceiling (gold)")
-    ax.set_xlabel(f"rankings (K = {args.k})")
-    ax.set_ylabel("reward model held-out accuracy")
-    ax.set_title(f"active vs random ranking, mean of {seeds} seeds (M = {args.candidates})")
-    ax.legend()
+    fig, axes = plt.subplots(1, len(means), figsize=(6 * len(means), 4), squeeze=False)
+    for ax, mean, best, label, count in zip(axes[0], means, ceilings, MEASURES, seeds):
+        for method, curve in mean.items():
+            ax.plot([n for n, _ in curve], [a for _, a in curve], marker="o", label=method)
+        ax.axhline(best, color="grey", linestyle="--", label="gold reward itself (ceiling)")
+        ax.set_xlabel(f"rankings (K = {args.k})")
+        ax.set_ylabel(f"reward model {label}")
+        ax.set_title(f"mean of {count} seeds")
+        ax.legend()
+    fig.suptitle(f"active vs random ranking on the demo's gold preference (N = {args.rankings}, B = {args.batch}, "
+                 f"M = {args.candidates}, K = {args.k})")  # fmt: skip
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -166,8 +221,12 @@ def plot(path: str, mean: dict, best: float, args, seeds: int) -> None:
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ci", action="store_true", help="CI size: N=120, B=30, pool 240, 120 held out")
-    parser.add_argument("--methods", default="random,dopt", help="comma-separated rules, random first")
+    parser.add_argument("--methods", default="random,delta_ucb:tokens,dopt:tokens",
+                        help="comma-separated rules, random first; rule:tokens reads the bag-of-tokens surrogate")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--random-from", help="comma-separated logs of earlier runs: reuse their random curves "
+                        "(the same seed trains the same models on CPU) instead of training random again")  # fmt: skip
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--rankings", type=int, default=432, help="N, rankings in all")
     parser.add_argument("--batch", type=int, default=48, help="B, rankings per round")
     parser.add_argument("--pool", type=int, default=864, help="prompts to choose from")
@@ -185,23 +244,29 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     if args.ci:
         args.rankings, args.batch, args.pool, args.held_out = 120, 30, 240, 120
     methods = args.methods.split(",")
-    if methods[0] != "random" or any(m not in active.METHODS for m in methods):
-        parser.error(f"--methods: 'random' first, then any of {', '.join(active.METHODS)}")
+    if methods[0] != "random" or any(
+        m.partition(":")[0] not in active.METHODS or m.partition(":")[2] not in ("", "head", "tokens") for m in methods
+    ):
+        parser.error(f"--methods: 'random' first, then any of {', '.join(active.METHODS)}, optionally with :tokens")
     return args
 
 
-def from_log(args, methods: list[str]) -> tuple[dict, list[int]]:
-    """Curves of the seeds an earlier run (its printed output in --from-log) completed for every rule."""
+def from_log(args, methods: list[str], logs: str | None = None) -> tuple[dict, list[int]]:
+    """Curves of the seeds earlier runs (their printed output, --from-log, comma-separated files) completed."""
     import re
 
     found: dict = {}
-    with open(args.from_log) as f:
-        for line in f:
-            m = re.match(r"\s*seed (\d+) (\w+)\s+(\d+) rankings: held-out accuracy ([\d.]+)", line)
-            if m and m.group(2) in methods:
-                found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), []).append(
-                    (int(m.group(3)), float(m.group(4)))
-                )
+    for path in (logs or args.from_log).split(","):
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"\s*seed (\d+) ([\w:]+)\s+(\d+) rankings: held-out accuracy ([\d.]+)(?:; noiseless ([\d.]+))?",
+                             line)  # fmt: skip
+                if m and m.group(2) in methods:
+                    point = (int(m.group(3)), float(m.group(4)), float(m.group(5)) if m.group(5) else None)
+                    points = found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), {})
+                    if point[2] is not None or point[0] not in points:  # a point twice: the one with both measures
+                        points[point[0]] = point
+    found = {s: {x: [p for _, p in sorted(c.items())] for x, c in by.items()} for s, by in found.items()}
     seeds = [s for s, c in sorted(found.items()) if all(c.get(x, [(0, 0)])[-1][0] >= args.rankings for x in methods)]
     return {x: [found[s][x] for s in seeds] for x in methods}, seeds
 
@@ -214,38 +279,63 @@ def main(argv: list[str] | None = None) -> int:
         curves, seeds = from_log(args, methods)
         if not seeds:
             raise SystemExit(f"{args.from_log}: no seed completed every rule")
-        report(args, methods, curves, [ceiling(world(args, s)["held"]) for s in seeds], 0.0)
+        report(args, methods, curves, [ceilings_of(world(args, s)["held"]) for s in seeds], 0.0)
         return 0
+    if not os.path.isdir(os.path.join("runs", "tiny", "sft")):  # configs/reward.yaml's base (run: runs/tiny)
+        raise SystemExit("runs/tiny/sft does not exist here: from the repository root, train the demo's SFT model "
+                         "first (rlhf sft configs/sft.yaml)")  # fmt: skip
     curves, ceilings = {m: [] for m in methods}, []
+    reused = {}
+    if args.random_from:
+        found, seeds = from_log(args, ["random"], args.random_from)
+        reused = dict(zip(seeds, found["random"]))
     with tempfile.TemporaryDirectory(prefix="active-curve-") as scratch:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             data = world(args, seed)
-            ceilings.append(ceiling(data["held"]))
+            ceilings.append(ceilings_of(data["held"]))
             for method in methods:
+                if method == "random" and seed in reused:  # the reward stage is deterministic for a seed on CPU
+                    curves[method].append(reused[seed])
+                    for n, acc, clean in reused[seed]:
+                        print(f"  seed {seed} random       {n:4d} rankings: held-out accuracy {acc:.4f}"
+                              + (f"; noiseless {clean:.4f}" if clean is not None else "") + " (from --random-from)")  # fmt: skip
+                    continue
                 curves[method].append(run(args, data, method, seed, os.path.join(scratch, f"s{seed}")))
     report(args, methods, curves, ceilings, time.time() - started)
     return 0
 
 
-def report(args, methods: list[str], curves: dict, ceilings: list[float], seconds: float) -> None:
-    """Mean curves over seeds, the ratio against random's final accuracy, and the plot."""
-    mean = {
-        m: [(cs[0][i][0], sum(c[i][1] for c in cs) / len(cs)) for i in range(len(cs[0]))] for m, cs in curves.items()
-    }
-    best = sum(ceilings) / len(ceilings)
+def report(args, methods: list[str], curves: dict, ceilings: list[tuple], seconds: float) -> None:
+    """Mean curves over seeds per measure, the ratio against random's final accuracy, and the plot."""
     print(f"N={args.rankings} rankings in rounds of {args.batch}, pool {args.pool} prompts x M={args.candidates}, "
-          f"K={args.k}, {len(ceilings)} seeds, {seconds:.0f}s; noise ceiling {best:.4f}")  # fmt: skip
-    print("held-out accuracy (mean over seeds) at rankings " + ", ".join(str(n) for n, _ in mean["random"]))
-    for method, curve in mean.items():
-        print(f"  {method:<13}" + "  ".join(f"{a:.4f}" for _, a in curve))
-    target = mean["random"][-1][1]
-    for method in methods[1:]:
-        n = needed(mean[method], target)
-        per_seed = [needed(c, r[-1][1]) / args.rankings for c, r in zip(curves[method], curves["random"])]
-        print(f"ratio: {method} needs {n:.0f} rankings to reach random's final accuracy {target:.4f}: "
-              f"{n / args.rankings:.2f}x random's {args.rankings} (per seed: "
-              + ", ".join(f"{x:.2f}" for x in per_seed) + ")")  # fmt: skip
-    plot(args.plot, mean, best, args, len(ceilings))
+          f"K={args.k}, {len(ceilings)} seeds, {seconds:.0f}s")  # fmt: skip
+    means, bests, counts = [], [], []
+    n_seeds = len(ceilings)
+    for index, label in enumerate(MEASURES, start=1):
+        # The seeds that measured it (an older log has no noiseless measure).
+        have = [s for s in range(n_seeds) if all(p[index] is not None for cs in curves.values() for p in cs[s])]
+        if not have:
+            continue
+        per_seed = {m: [[(p[0], p[index]) for p in cs[s]] for s in have] for m, cs in curves.items()}
+        mean = {m: [(cs[0][i][0], sum(c[i][1] for c in cs) / len(cs)) for i in range(len(cs[0]))]
+                for m, cs in per_seed.items()}  # fmt: skip
+        best = sum(ceilings[s][index - 1] for s in have) / len(have)
+        means.append(mean)
+        bests.append(best)
+        counts.append(len(have))
+        label = f"{label}, {len(have)} seeds"
+        print(f"{label} (mean over seeds; the gold reward itself: {best:.4f}) at rankings "
+              + ", ".join(str(n) for n, _ in mean["random"]))  # fmt: skip
+        for method, curve in mean.items():
+            print(f"  {method:<17}" + "  ".join(f"{a:.4f}" for _, a in curve))
+        target = mean["random"][-1][1]
+        for method in methods[1:]:
+            n = needed(mean[method], target)
+            ratios = [needed(c, r[-1][1]) / args.rankings for c, r in zip(per_seed[method], per_seed["random"])]
+            print(f"ratio ({label}): {method} needs {n:.0f} rankings to reach random's final {target:.4f}: "
+                  f"{n / args.rankings:.2f}x random's {args.rankings} (per seed: "
+                  + ", ".join(f"{x:.2f}" for x in ratios) + ")")  # fmt: skip
+    plot(args.plot, means, bests, args, counts)
     print(f"plot: {args.plot}")
 
 

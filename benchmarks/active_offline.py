@@ -13,6 +13,15 @@ temperature some prompts give near-identical candidates, others very different o
 reward is r* = w* . phi; a scripted annotator ranks the K shown candidates by Plackett-Luce with
 temperature 1 (the demo's annotator model), so every pair follows Bradley-Terry on r*.
 
+Other worlds (`--world`): `reviews` is the demo's (review prompts, M reviews each from the corpus generator,
+the hidden gold reward as r*) with as features what the score head of `--model` reads, frozen; `tokens` is
+the demo's with the hashed bag-of-token counts of `acquisition.features=tokens` as features: the gold
+reward counts words, so there the linear head is the right model and the curves bound what selection can
+gain on the demo world at all.
+
+    python benchmarks/active_offline.py --world tokens --pool 240 --held-out 500 --start 30 --batch 30 --budget 120 --seeds 5
+    python benchmarks/active_offline.py --world tokens --pool 864 --held-out 500 --start 48 --batch 48 --budget 432
+
 The loop, per rule and seed: rank `--start` random tasks; then in rounds, fit the reward head (MAP
 Bradley-Terry, Newton's method, prior precision 1: the reward model on fixed features), take its
 last-layer Laplace posterior (reward.uncertainty), choose the next `--batch` tasks and their K of M
@@ -79,7 +88,13 @@ def reviews_world(args, seed: int) -> dict:
             f"{reviews.prompt_for(rng.choice(reviews.TOPICS))[:-1]} {rng.choice(reviews.NOUNS)}:" for _ in range(n)
         ]
         candidates = [[" " + reviews.review(rng) for _ in range(args.candidates)] for _ in range(n)]
-        phi, _ = U.candidate_features(model, tokenizer, texts, candidates, batch_size=64, max_length=96)
+        if args.world == "tokens":  # the acquisition.features=tokens surrogate's features: no forward pass
+            from reward.rankings.active import token_features
+
+            flat = token_features(tokenizer, [c for row in candidates for c in row], args.token_dim)
+            phi = flat.reshape(n, args.candidates, -1)
+        else:
+            phi, _ = U.candidate_features(model, tokenizer, texts, candidates, batch_size=64, max_length=96)
         gold = torch.tensor([[gold_reward(c) for c in row] for row in candidates], dtype=torch.float64)
         return phi.double(), gold
 
@@ -109,29 +124,6 @@ def annotate(r_true: torch.Tensor, tasks: torch.Tensor, chosen: torch.Tensor, g:
         order = [task * m + subset[i] for i in (r_true[task, subset] + gumbel).argsort(descending=True).tolist()]
         pairs += [(order[i], order[j]) for i in range(len(order)) for j in range(i + 1, len(order))]
     return pairs
-
-
-def fit_head(x: torch.Tensor, w: torch.Tensor, prior: float, steps: int = 50) -> torch.Tensor:
-    """MAP of the Bradley-Terry head on winner-minus-loser differences x [P, d]: Newton's method with backtracking
-    (a plain Newton step overshoots on the large-margin pairs that active rules like to pick)."""
-
-    def loss(v):
-        return float(torch.nn.functional.softplus(-(x @ v)).sum() + prior / 2 * v.square().sum())
-
-    eye = torch.eye(x.shape[1], dtype=torch.float64)
-    current = loss(w)
-    for _ in range(steps):
-        p = torch.sigmoid(x @ w)
-        grad = x.T @ (1 - p) - prior * w
-        hess = x.T @ (x * (p * (1 - p))[:, None]) + prior * eye
-        step, size = torch.linalg.solve(hess, grad), 1.0
-        while loss(w + size * step) > current and size > 1e-6:
-            size /= 2
-        w = w + size * step
-        previous, current = current, loss(w)
-        if previous - current < 1e-10 * max(1.0, abs(current)):
-            break
-    return w
 
 
 def held_out_accuracy(world: dict, w: torch.Tensor) -> float:
@@ -164,7 +156,7 @@ def run(args, world: dict, method: str, seed: int) -> list[tuple[int, float]]:
         pairs += annotate(r_true, first, chosen, g)
         done += len(first)
         index = torch.tensor(pairs)
-        w = fit_head(flat[index[:, 0]] - flat[index[:, 1]], w, args.prior)
+        w = U.fit_map(flat[index[:, 0]] - flat[index[:, 1]], args.prior, w)  # warm start from the last round
         curve.append((done, held_out_accuracy(world, w)))
         if done >= args.budget:
             return curve
@@ -240,7 +232,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         default="rule",
         help="which prompts are ranked: the rule's highest scores, or random (the rule picks K of M only)",
     )
-    parser.add_argument("--world", choices=("linear", "reviews"), default="linear", help="see the docstring")
+    parser.add_argument("--world", choices=("linear", "reviews", "tokens"), default="linear", help="see the docstring")
+    parser.add_argument("--token-dim", type=int, default=1024, help="tokens world: hashed bag-of-tokens width")
     parser.add_argument(
         "--model", default="builtin:tiny-llama", help="reviews world: whose features (reward folder or base)"
     )
@@ -267,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     curves, ceilings = {x: [] for x in methods}, []
     for seed in range(args.seeds):
-        world = (linear_world if args.world == "linear" else reviews_world)(args, seed)
+        world = (linear_world if args.world == "linear" else reviews_world)(args, seed)  # reviews, tokens: the demo
         ceilings.append(ceiling(world))
         for method in methods:
             curves[method].append(run(args, world, method, seed))

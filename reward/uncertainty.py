@@ -38,6 +38,12 @@ Why this one (over an ensemble of score heads, the other cheap option):
   uses draws of the head from this posterior (:func:`sample_heads`), and accepts any other
   ensemble's scores where a user has one (`reward.acquisition.disagreement`).
 
+A surrogate on fixed features (`acquisition.features=tokens`): the same posterior, but of a linear
+Bradley-Terry model on hashed bag-of-token counts (:func:`token_counts`) whose head is fitted here
+(:func:`fit_map`, :func:`fit_surrogate`) rather than read from the reward model. The head's own
+features are re-learnt by each round's training (LoRA, and in the tiny config the embeddings in full),
+so its posterior describes features the next round's model no longer has; token counts do not move.
+
 The math is in pure functions over tensors (shapes in their docstrings); :func:`features` and
 :func:`fit_laplace` are the model side, on a model from `reward.model.load_reward_model`.
 """
@@ -187,6 +193,61 @@ def sample_scores(posterior: Laplace, features: torch.Tensor, n: int, seed: int,
     ]
     out = torch.cat(blocks, 1) if blocks else heads.new_zeros((n, 0, features.shape[1]))
     return out + posterior.bias
+
+
+def token_counts(token_ids: list[list[int]], dim: int) -> torch.Tensor:
+    """[N, dim] float32 hashed bag of tokens: entry (n, t mod dim) counts token t in text n.
+
+    The features of the `tokens` surrogate: a linear Bradley-Terry model on them is what a reward model
+    that learns its embeddings can learn first (which tokens make a text better), and they do not move
+    when the reward model is retrained. Hashing (t mod dim) bounds the d x d posterior whatever the vocabulary.
+    """
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    out = torch.zeros(len(token_ids), dim)
+    for n, ids in enumerate(token_ids):
+        if ids:
+            out[n].index_add_(0, torch.tensor(ids, dtype=torch.long) % dim, torch.ones(len(ids)))
+    return out
+
+
+def fit_map(
+    x: torch.Tensor, prior_precision: float, weight: torch.Tensor | None = None, steps: int = 50
+) -> torch.Tensor:
+    """[d] float64 MAP head of Bradley-Terry on winner-minus-loser differences x [P, d] under N(0, 1/lambda I).
+
+    Minimises sum_k softplus(-w . x_k) + lambda/2 |w|^2 by Newton's method with backtracking (a plain Newton
+    step overshoots on separable, large-margin pairs), from `weight` (default 0).
+    """
+    x = x.double()
+    w = x.new_zeros(x.shape[1]) if weight is None else weight.double().clone()
+
+    def loss(v):
+        return float(torch.nn.functional.softplus(-(x @ v)).sum() + prior_precision / 2 * v.square().sum())
+
+    eye = torch.eye(x.shape[1], dtype=torch.float64, device=x.device)
+    current = loss(w)
+    for _ in range(steps):
+        p = torch.sigmoid(x @ w)
+        grad = x.T @ (1 - p) - prior_precision * w
+        hess = x.T @ (x * (p * (1 - p))[:, None]) + prior_precision * eye
+        step, size = torch.linalg.solve(hess, grad), 1.0
+        while loss(w + size * step) > current and size > 1e-6:
+            size /= 2
+        w = w + size * step
+        previous, current = current, loss(w)
+        if previous - current < 1e-10 * max(1.0, abs(current)):
+            break
+    return w
+
+
+def fit_surrogate(features: torch.Tensor, pairs: torch.Tensor, prior_precision: float = 1.0) -> Laplace:
+    """Laplace posterior of a linear Bradley-Terry model fitted (MAP) on features [N, d] and pairs [P, 2] = (better, worse).
+
+    Unlike :func:`laplace`, whose mean is a trained head, this fits the head itself: the `tokens` surrogate.
+    """
+    weight = fit_map(features[pairs[:, 0]] - features[pairs[:, 1]], prior_precision)
+    return laplace(features, pairs, weight, 0.0, prior_precision)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,14 @@ rankings no rule chose, which keep the data from covering only what the model al
 Only distinct, non-empty candidates can be chosen (the first of repeated texts); a prompt with fewer
 than K of them is skipped and counted, as `rlhf sample` does without acquisition. `random` needs no
 reward model (a baseline for rounds: same M, same budget).
+
+What the rules read (`acquisition.features`): `head` is the reward model's own posterior, the Laplace
+approximation of its score head on the features the head reads (uncertainty.safetensors). `tokens` is a
+surrogate: a linear Bradley-Terry model on hashed bag-of-token counts of the completions, fitted (MAP +
+Laplace) at sampling time on the rankings the reward model was trained on (its config.yaml's data.path).
+The head's features are re-learnt by every round's training (the LoRA and, in the tiny config, the
+embeddings), so a posterior on them describes a model the next round no longer has; token counts stay put,
+and which tokens make a text better is what such a reward model learns first. Costs no forward pass.
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ class AcquisitionConfig:
     """Seed of the random rule, the random share and the posterior draws; None uses the stage's seed."""
     random_share: float = 0.0
     """Share of the budget drawn uniformly from the prompts the rule did not choose (K uniform of M)."""
+    features: Literal["head", "tokens"] = "head"
+    """What the rule's posterior is over: `head`, the reward model's score head (uncertainty.safetensors);
+    `tokens`, a bag-of-tokens surrogate fitted on the reward model's training rankings (see the module docstring)."""
+    token_dim: int = 1024
+    """features=tokens: hashed bag-of-tokens width d (the posterior is d x d float64)."""
+    prior_precision: float = 1.0
+    """features=tokens: the surrogate's Gaussian prior precision (> 0)."""
 
     def check(self, k: int) -> None:
         """One-line UserError naming the key, for any out-of-range setting."""
@@ -58,6 +73,8 @@ class AcquisitionConfig:
             ("beta", self.beta >= 0, ">= 0"),
             ("samples", self.samples >= 2, ">= 2"),
             ("random_share", 0 <= self.random_share <= 1, "in [0, 1]"),
+            ("token_dim", 1 <= self.token_dim <= 8192, "in [1, 8192] (a d x d float64 posterior)"),
+            ("prior_precision", self.prior_precision > 0, "> 0"),
         ]
         for key, ok, want in checks:
             if not ok:
@@ -85,6 +102,8 @@ def load_posterior(acq: AcquisitionConfig):
         return None
     if not os.path.isdir(acq.reward):
         raise UserError(f"acquisition.reward: '{acq.reward}' does not exist (a reward run folder)")
+    if acq.features == "tokens":
+        return token_surrogate(acq)
     try:
         return uncertainty.load(acq.reward)
     except UserError as e:
@@ -111,6 +130,56 @@ def reward_max_length(folder: str, default: int = 1024) -> int:
         return default
 
 
+def reward_data_path(folder: str) -> str:
+    """The rankings the reward run in `folder` was trained on (its config.yaml's data.path)."""
+    import yaml
+
+    try:
+        with open(os.path.join(folder, "config.yaml")) as f:
+            path = (yaml.safe_load(f) or {}).get("data", {}).get("path")
+    except (OSError, yaml.YAMLError, AttributeError) as e:
+        raise UserError(f"acquisition.reward: cannot read {folder}/config.yaml ({type(e).__name__})") from None
+    if not isinstance(path, str) or not path:
+        raise UserError(f"acquisition.reward: {folder}/config.yaml names no data.path (needed by features=tokens)")
+    return path
+
+
+def completion_text(completion) -> str:
+    """A completion as text: itself, or a conversational completion's message contents joined."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, (list, tuple)):
+        return " ".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in completion)
+    return str(completion)
+
+
+def token_features(tokenizer, completions: list, dim: int) -> torch.Tensor:
+    """[N, dim] hashed bag-of-token counts of the completions (the `tokens` surrogate's features)."""
+    from reward import uncertainty
+
+    ids = [tokenizer(completion_text(c), add_special_tokens=False)["input_ids"] for c in completions]
+    return uncertainty.token_counts(ids, dim)
+
+
+def token_surrogate(acq: AcquisitionConfig):
+    """The `tokens` surrogate's posterior, fitted on the reward run's training rankings with its tokenizer."""
+    from transformers import AutoTokenizer
+
+    from reward import uncertainty
+    from reward.data import load_rankings
+
+    path = reward_data_path(acq.reward)
+    try:
+        rows = load_rankings(path, "train", key="acquisition.reward's data.path")
+        _, completions, pairs = uncertainty.comparisons(rows)
+    except UserError as e:
+        raise UserError(f"acquisition.features=tokens: {e}") from None
+    if not len(pairs):
+        raise UserError(f"acquisition.features=tokens: '{path}' holds no comparisons to fit the surrogate on")
+    phi = token_features(AutoTokenizer.from_pretrained(acq.reward), completions, acq.token_dim)
+    return uncertainty.fit_surrogate(phi, pairs, acq.prior_precision)
+
+
 @torch.no_grad()
 def features(acq: AcquisitionConfig, rows: list[tuple], device, batch_size: int = 16) -> list[torch.Tensor]:
     """[M, d] float32 features of each row's candidates (rows: (prompt, texts, ...)) under the reward model."""
@@ -119,6 +188,11 @@ def features(acq: AcquisitionConfig, rows: list[tuple], device, batch_size: int 
 
     if not rows:
         return []
+    if acq.features == "tokens":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(acq.reward)
+        return [token_features(tokenizer, list(r[1]), acq.token_dim) for r in rows]
     model, tokenizer = load_reward_model(acq.reward, device=device)
     phi, _ = uncertainty.candidate_features(model, tokenizer, [r[0] for r in rows], [list(r[1]) for r in rows],
                                             batch_size, reward_max_length(acq.reward))  # fmt: skip

@@ -238,6 +238,7 @@ def write_chosen(cfg: SampleConfig, gathered: list, model_path: str, posterior, 
     store.close()
     skipped = len(gathered) - len(rows)
     summary = {"method": acq.method, "reward": acq.reward or None, "candidates": acq.candidates,
+               "features": acq.features if acq.needs_reward else None,
                "prompts": len(gathered), "budget": acq.budget, "chosen_by_rule": sum(c.pick == "rule" for c in choices),
                "chosen_at_random": sum(c.pick == "random" for c in choices),
                "priority_max": max((c.score for c in choices), default=None),

@@ -28,10 +28,12 @@ def manifest(path):
     return json.loads((path / "manifest.json").read_text())
 
 
-def test_three_rounds_of_active_ranking(tmp_path):
+@pytest.mark.parametrize("features", ["head", "tokens"])
+def test_three_rounds_of_active_ranking(tmp_path, features):
+    """features=tokens: the surrogate is fitted on the previous round's export (a dataset folder) at sampling."""
     out = tmp_path / "run"
     r = run_cli("pipeline", "configs/pipeline.yaml", f"output_dir={out}", "rounds=3", "to_stage=reward",
-                "acquisition.method=dopt", *TINY, timeout=1800)  # fmt: skip
+                "acquisition.method=dopt", f"acquisition.features={features}", *TINY, timeout=1800)  # fmt: skip
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert not (out / "ppo").exists() and "ppo: running" not in r.stdout  # to_stage=reward: no PPO
     rounds = [out, out / "round-2", out / "round-3"]
@@ -51,7 +53,7 @@ def test_three_rounds_of_active_ranking(tmp_path):
         if i == 1:  # no reward model yet: random, with the same M and budget
             assert sample["acquisition"]["method"] == "random" and sample["inputs"]["reward"] is None
         else:  # the previous round's reward model chose
-            assert sample["acquisition"]["method"] == "dopt"
+            assert sample["acquisition"]["method"] == "dopt" and sample["acquisition"]["features"] == features
             assert sample["inputs"]["reward"] == str(rounds[i - 2] / "reward")
             assert {method for *_, method, _ in tasks} == {"dopt"}
             assert len({priority for _, priority, *_ in tasks}) > 1

@@ -30,6 +30,43 @@ def test_two_dimensional_example_by_hand():
     assert U.pair_variances(cov)[0, 1, 1].item() == pytest.approx(0.0, abs=1e-12)
 
 
+def test_token_counts_by_hand():
+    # dim 4: token 1 and token 5 share bucket 1 (5 mod 4), token 7 is bucket 3; an empty text is all zeros.
+    counts = U.token_counts([[1, 5, 1], [], [7, 0]], 4)
+    assert counts.tolist() == [[0, 3, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]]
+    assert U.token_counts([], 3).shape == (0, 3)
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        U.token_counts([[1]], 0)
+
+
+def test_fit_map_by_hand_and_at_a_stationary_point():
+    # One pair, x = 1, lambda = 1: the MAP solves w = sigmoid(-w) (the gradient of softplus(-w) + w^2 / 2 is 0);
+    # by bisection on that equation w = 0.4013...
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mid < 1 / (1 + math.exp(mid)) else (lo, mid)
+    assert U.fit_map(torch.tensor([[1.0]]), 1.0).item() == pytest.approx(lo, abs=1e-9)
+    # Separable, large-margin data: backtracking keeps Newton stable; the gradient vanishes at the optimum.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    x = x * torch.sign(x @ torch.tensor([3.0, -2.0, 0.0, 1.0], dtype=torch.float64))[:, None] * 5
+    w = U.fit_map(x, 0.5)
+    grad = x.T @ torch.sigmoid(-(x @ w)) - 0.5 * w
+    assert grad.abs().max().item() < 1e-6
+
+
+def test_fit_surrogate_is_the_laplace_posterior_at_the_map_head():
+    phi = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    pairs = torch.tensor([[0, 1], [2, 1], [0, 1]])
+    post = U.fit_surrogate(phi, pairs, 2.0)
+    w = U.fit_map((phi[pairs[:, 0]] - phi[pairs[:, 1]]).double(), 2.0)
+    torch.testing.assert_close(post.weight, w)
+    assert post.bias == 0.0 and post.comparisons == 3 and post.prior_precision == 2.0
+    naive = naive_fisher(phi, pairs, w, 2.0, torch.ones(3))
+    torch.testing.assert_close(U.covariance(post), torch.linalg.inv(naive))
+
+
 def naive_fisher(phi, pairs, weight, prior, pair_weights):
     h = torch.eye(phi.shape[1], dtype=torch.float64) * prior
     for (a, b), w in zip(pairs.tolist(), pair_weights.tolist()):
