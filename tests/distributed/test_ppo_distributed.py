@@ -57,11 +57,10 @@ def test_two_process_ppo(tmp_path, mode, reward_dir, builtin_model):
         assert not torch.allclose(base(ids).logits, policy(ids).logits, atol=1e-5)
 
 
-# GRPO shares PPO's launch paths (tested above under all three); ZeRO-3, where generation and the group gather are
-# most delicate, runs in CI and DDP / ZeRO-2 with RLHF_EXTENDED_TESTS=1.
+# GRPO on PPO's launch paths, under all three: groups of k samples gathered across ranks.
 @pytest.mark.parametrize(
     "mode",
-    [pytest.param("ddp", marks=pytest.mark.extended), pytest.param("zero2", marks=pytest.mark.extended), "zero3"],
+    ["ddp", "zero2", "zero3"],
 )
 def test_two_process_grpo(tmp_path, mode, reward_dir, builtin_model):
     """GRPO on two processes: the batch std is taken over both processes' scores, the token mean over both
