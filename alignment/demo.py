@@ -17,7 +17,6 @@ SFT on held-out prompts by the hidden gold preference; the report puts the metho
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -29,6 +28,7 @@ from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig,
 from alignment.pipeline import AnnotatorsConfig, PipelineConfig, check_stages, train_policy
 from alignment.pipeline import run as run_pipeline
 from alignment.report import method_figures, methods_text, summary, write_report
+from alignment.runtime import files
 from alignment.runtime.functions import load_scorer
 from reward.model import completion_text
 
@@ -194,8 +194,7 @@ def compare(cfg: DemoConfig, sft: str, paths: dict, seconds: dict, started: floa
     headline = summary(out, figures)
     headline["minutes"] = (time.time() - started) / 60
     headline["methods"] = methods
-    with open(os.path.join(out, "demo.json"), "w") as f:
-        json.dump(headline, f, indent=1)
+    files.write_json(os.path.join(out, "demo.json"), headline)
     show(f"demo: report {report}")
     summarize(headline, show)
     return headline

@@ -40,7 +40,7 @@ from alignment.config import (
     save_config,
     to_dict,
 )
-from alignment.runtime import data, generation, logprobs, manifest, models
+from alignment.runtime import data, files, generation, logprobs, manifest, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
 from alignment.runtime.functions import load_scorer
@@ -365,17 +365,12 @@ def policy_metrics(name: str, path: str, run: dict, kl: list[float] | None) -> d
 
 def write_outputs(cfg: EvalConfig, result: dict, samples: list[dict]) -> None:
     out = cfg.output_dir
-    with open(os.path.join(out, "eval.jsonl"), "w") as f:
-        for m in result["policies"].values():
-            f.write(json.dumps({"kind": "policy", **m}) + "\n")
-        for w in result["win_rates"]:
-            f.write(json.dumps({"kind": "win_rate", **w}) + "\n")
-    with open(os.path.join(out, "eval.json"), "w") as f:
-        json.dump({**result, "config": to_dict(cfg)}, f, indent=1)
-    with open(os.path.join(out, "samples.jsonl"), "w") as f:
-        f.writelines(json.dumps(s) + "\n" for s in samples)
-    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
-        f.write(json.dumps({"step": 0, **flat_metrics(result)}) + "\n")
+    rows = [{"kind": "policy", **m} for m in result["policies"].values()]
+    rows += [{"kind": "win_rate", **w} for w in result["win_rates"]]
+    files.write_atomic(os.path.join(out, "eval.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+    files.write_json(os.path.join(out, "eval.json"), {**result, "config": to_dict(cfg)})
+    files.write_atomic(os.path.join(out, "samples.jsonl"), "".join(json.dumps(s) + "\n" for s in samples))
+    files.write_atomic(os.path.join(out, "metrics.jsonl"), json.dumps({"step": 0, **flat_metrics(result)}) + "\n")
 
 
 def flat_metrics(result: dict) -> dict:
