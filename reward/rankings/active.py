@@ -144,18 +144,10 @@ def reward_data_path(folder: str) -> str:
     return path
 
 
-def completion_text(completion) -> str:
-    """A completion as text: itself, or a conversational completion's message contents joined."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, (list, tuple)):
-        return " ".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in completion)
-    return str(completion)
-
-
 def token_features(tokenizer, completions: list, dim: int) -> torch.Tensor:
     """[N, dim] hashed bag-of-token counts of the completions (the `tokens` surrogate's features)."""
     from reward import uncertainty
+    from reward.model import completion_text
 
     ids = [tokenizer(completion_text(c), add_special_tokens=False)["input_ids"] for c in completions]
     return uncertainty.token_counts(ids, dim)
