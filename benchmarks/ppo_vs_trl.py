@@ -10,7 +10,9 @@ beside transformers 5.24. Each side runs in its own fresh process, one after the
 files (a random-init Llama: hidden 1024, 8 layers, intermediate 2048, the builtin 640-token tokenizer),
 the same prompts, batch, response length, PPO epochs, temperature and episodes:
 (a) ours: one frozen base carrying policy, value and reward LoRA adapters; reference = adapters off;
-(a') the same with `value.share_with_policy=true` (one adapter and one backbone pass for policy and value);
+(a') the same with `value.share_with_policy=true`: one adapter and one backbone pass for policy and value (the
+     trunk TRL's classic `AutoModelForCausalLMWithValueHead` shared), whose first minibatch's pass also gives the
+     rollout's log-probs and values (`ppo.old_logprobs_from_update`), so there is no policy scoring pass;
 (b) TRL with `peft_config` (its lightest setup): policy base + LoRA (reference = adapter off), plus a
     full reward model and a full, fully trained value model (TRL's PPO has no value/reward adapters).
 Both use `--threads` torch threads (default 1: on shared CPU cores, extra threads spin against other
@@ -279,9 +281,13 @@ def report(args, runs: list[tuple[str, dict]]) -> None:
         print(f"  {name:<40} {r['episodes']:>4} episodes  {r['episodes_per_second']:6.2f} episodes/s  "
               f"peak RSS {r['peak_rss_mb']:8.0f} MB")  # fmt: skip
     trl = runs[-1][1]
+    memory_aim = 0.35 if args.shape == "shipped" else 0.3  # issue 16's acceptance at each shape
     for name, r in runs[:-1]:
-        print(f"{name} / TRL peft: memory {r['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x, "
-              f"episodes/s {r['episodes_per_second'] / trl['episodes_per_second']:.2f}x")  # fmt: skip
+        memory, speed = r["peak_rss_mb"] / trl["peak_rss_mb"], r["episodes_per_second"] / trl["episodes_per_second"]
+        aims = f"memory <= {memory_aim}x: {'yes' if memory <= memory_aim else 'no'}"
+        if args.shape == "shipped":
+            aims += f", episodes/s >= 1.5x: {'yes' if speed >= 1.5 else 'no'}"
+        print(f"{name} / TRL peft: memory {memory:.2f}x, episodes/s {speed:.2f}x ({aims})")
 
 
 if __name__ == "__main__":

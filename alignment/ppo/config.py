@@ -128,10 +128,13 @@ class PPOAlgoConfig:
     a 151,936-way vocabulary). Passes with under 4M logits in all keep them for the backward pass; larger ones
     recompute each chunk there."""
     old_logprobs_from_update: bool = True
-    """RLOO/GRPO with one optimizer step per rollout (`epochs` 1, one minibatch; with kl.mode = reward also one
-    micro-batch): take the rollout policy's log-probs from the update's own forward pass, detached, instead of a
-    scoring pass first. The policy scored is the one about to be trained, so the numbers are the same (ratio
-    exactly 1) and a forward pass per rollout is saved, as TRL's GRPO does; false scores first."""
+    """Take the rollout policy's log-probs (PPO: and values) from the update's own on-policy forward pass, detached,
+    instead of a scoring pass first, where that pass covers what the advantages need: RLOO/GRPO with one optimizer
+    step per rollout (`epochs` 1, one minibatch; with kl.mode = reward also one micro-batch); PPO with
+    `value.share_with_policy` and one micro-batch per epoch (`num_minibatches` 1, `gradient_accumulation_steps` 1),
+    whose first pass gives log-probs and values for GAE. The policy scored is the one about to be trained, so the
+    numbers are the same (ratio exactly 1, the same run bit for bit) and a forward pass per rollout is saved, as
+    TRL's GRPO does; false scores first."""
     checkpoint_roles: list[str] = field(default_factory=lambda: ["policy", "value"])
     """With `model.gradient_checkpointing`: the training passes (policy, value) that recompute their activations
     in the backward pass; the others keep them (faster, more memory)."""

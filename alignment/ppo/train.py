@@ -102,9 +102,9 @@ def train(cfg: PPOConfig) -> dict:
             cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer
         )
         # 6d. Advantages: PPO's GAE over the values [B, T]; RLOO/GRPO's group baseline on KL-penalised scores [B].
-        advantages, returns = estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
+        exp.advantages, exp.returns = estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
         # 6e. Epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
-        loss_fn = update_loss(cfg, accelerator, model, exp, advantages, returns, kl_ctl.value)
+        loss_fn = update_loss(cfg, accelerator, model, exp, kl_ctl.value)
         stats = policy_update(cfg, accelerator, model, optimizer, scheduler, orders, loss_fn)
         t_end = time.time()
         # 6f. Metrics over all processes, KL coefficient update, samples, checkpoint.
@@ -217,7 +217,12 @@ class Experience:
     monitor: float | None = None
     """Mean `reward.monitor` score of the rollout (watched, never optimised)."""
     from_update: bool = False
-    """Log-probs, entropy and KL are filled by the update's forward pass (`old_logprobs_from_update`)."""
+    """Log-probs, entropy, KL (and PPO's values) are filled by the update's first forward pass
+    (`old_logprobs_from_update`)."""
+    advantages: torch.Tensor | None = None
+    """PPO's [B, T] or RLOO's / GRPO's [B]; None until the log-probs they need are in (`from_update`)."""
+    returns: torch.Tensor | None = None
+    """PPO's value targets [B, T]."""
 
 
 def micro_batch_size(cfg: PPOConfig) -> int:
@@ -238,7 +243,7 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
     """Log-probs, reference, values and (adapter) rewards in the micro-batches of `order`, the reward
     source's scores normalised and penalised for a missing EOS, the per-token KL to the reference, and the
     monitor's score. With `old_logprobs_from_update` there is no policy pass: the update's first forward pass
-    fills log-probs, entropy and KL (`from_update`)."""
+    fills log-probs, entropy, KL and PPO's values (`from_update`)."""
     r, fused = cfg.rollout, old_logprobs_from_update(cfg)
     scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter",
                    with_values=cfg.algorithm == "ppo", with_policy=not fused)  # fmt: skip
@@ -268,9 +273,15 @@ def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torc
 
 def estimate_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float):
     """(advantages, returns): PPO's per-token GAE and returns [B, T], or RLOO's / GRPO's [B] and None; (None, None)
-    while they wait for log-probs the update's forward pass gives (`from_update`, kl.mode = reward)."""
-    if exp.from_update and cfg.kl.mode == "reward":
+    while they wait for what the update's forward pass gives (`from_update`: PPO's log-probs and values, the group
+    methods' log-probs with kl.mode = reward)."""
+    if exp.from_update and (cfg.algorithm == "ppo" or cfg.kl.mode == "reward"):
         return None, None
+    return advantages_of(cfg, accelerator, exp, beta)
+
+
+def advantages_of(cfg: PPOConfig, accelerator, exp: Experience, beta: float):
+    """`estimate_advantages` once every number it reads is in."""
     if cfg.algorithm == "ppo":
         return gae_advantages(exp, beta, cfg.ppo)
     return group_advantages(cfg, accelerator, exp, beta), None
@@ -295,57 +306,71 @@ def group_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) 
     return advantages[rank * B : (rank + 1) * B]
 
 
-def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, advantages, returns, beta: float):
-    """The algorithm's loss of one micro-batch: a function (rows, minibatch rows) -> (loss, {statistic: float})."""
+def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, beta: float):
+    """The algorithm's loss of one micro-batch: a function (rows, minibatch rows, on_policy) -> (loss, {statistic:
+    float}); `on_policy` is true in the first minibatch, whose passes run the weights the rollout was sampled with."""
     if cfg.algorithm == "ppo":
-        return lambda rows, minibatch: ppo_loss(
-            accelerator, model, exp, rows, advantages, returns, cfg.ppo, cfg.rollout.temperature
-        )
-    return lambda rows, minibatch: group_loss(cfg, accelerator, model, exp, rows, minibatch, advantages, beta)
+        return lambda rows, minibatch, on_policy: ppo_loss(cfg, accelerator, model, exp, rows, on_policy, beta)
+    return lambda rows, minibatch, on_policy: group_loss(cfg, accelerator, model, exp, rows, minibatch, beta)
 
 
 def old_logprobs_from_update(cfg: PPOConfig) -> bool:
-    """Whether the rollout policy's log-probs come from the update's forward pass (`ppo.old_logprobs_from_update`):
-    RLOO/GRPO with one optimizer step per rollout, where every forward pass of the update runs the weights the
-    rollout was sampled with. With kl.mode = reward the advantages need those log-probs before the loss, so the
-    update must be one micro-batch holding every row."""
+    """Whether the rollout's log-probs come from the update's forward pass (`ppo.old_logprobs_from_update`), which
+    needs every pass that fills them to run the weights the rollout was sampled with, and the advantages to wait
+    for them where they need them:
+    - RLOO/GRPO with one optimizer step per rollout (every pass of the update is on-policy); with kl.mode = reward
+      the advantages need the log-probs, so one micro-batch holds every row;
+    - PPO with policy and value on one adapter (one pass gives log-probs and values) and one micro-batch holding
+      every row: the first minibatch's pass gives every number GAE and the whitening over the batch read."""
     p = cfg.ppo
-    one_step = p.epochs == 1 and p.num_minibatches == 1
-    if not p.old_logprobs_from_update or cfg.algorithm == "ppo" or not one_step:
+    if not p.old_logprobs_from_update:
         return False
-    return cfg.kl.mode == "loss" or p.gradient_accumulation_steps == 1
+    one_micro_batch = p.num_minibatches == 1 and p.gradient_accumulation_steps == 1
+    if cfg.algorithm == "ppo":
+        return cfg.value.share_with_policy and one_micro_batch
+    if p.epochs != 1 or p.num_minibatches != 1:
+        return False
+    return cfg.kl.mode == "loss" or one_micro_batch
 
 
-def from_update(cfg: PPOConfig, accelerator, exp: Experience, rows, logprobs, entropy, advantages, beta: float):
-    """Fill the rollout's log-probs, entropy and KL of `rows` from the update's forward pass (detached: the same
-    numbers a scoring pass gives, so the ratio is exactly 1); returns the advantages, computed here when they
-    waited for these log-probs (kl.mode = reward: one micro-batch holds every row)."""
+def from_update(cfg: PPOConfig, accelerator, exp: Experience, rows, logprobs, entropy, values, beta: float) -> None:
+    """Fill the rollout's log-probs, entropy, KL (and PPO's values) of `rows` from the update's on-policy forward
+    pass (detached: the same numbers a scoring pass gives, so the ratio is exactly 1), then the advantages where
+    they waited for them (one micro-batch holds every row)."""
     old = exp.scored
-    old.logprobs[rows], old.entropy[rows] = logprobs.detach(), entropy
+    old.logprobs[rows], old.entropy[rows] = logprobs.detach(), entropy.detach()
+    if values is not None:
+        old.values[rows] = values.detach().float()
     exp.kl[rows] = (
         L.kl_per_token(old.logprobs[rows], old.ref_logprobs[rows], cfg.kl.estimator) * (exp.rollout.response_mask[rows])
     )
-    return group_advantages(cfg, accelerator, exp, beta) if advantages is None else advantages
+    if exp.advantages is None:
+        exp.advantages, exp.returns = advantages_of(cfg, accelerator, exp, beta)
 
 
-def ppo_loss(accelerator, model, exp: Experience, rows, advantages, returns, p: PPOAlgoConfig, temperature: float):
+def ppo_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, on_policy: bool, beta: float):
     """(loss, per-micro-batch statistics) of rows `rows`: the clipped policy surrogate plus `vf_coef` times the
     clipped value loss.
 
     With a value adapter of its own on one process, the value pass is back-propagated here, before the policy
     pass runs, and the returned loss is the policy's alone: only one pass's activations are alive at a time,
-    and the gradients are those of the summed loss (the two passes train disjoint parameters)."""
+    and the gradients are those of the summed loss (the two passes train disjoint parameters). With
+    `exp.from_update` (one adapter for both) the first minibatch's pass also gives the rollout's numbers."""
+    p, fill = cfg.ppo, exp.from_update and on_policy
     rollout, old, mask, P = exp.rollout, exp.scored, exp.rollout.response_mask[rows], exp.rollout.prompt_width
     ids, attn = rollout.sequences(rows)
     vf_loss = vf_clipfrac = torch.zeros((), device=mask.device)
     split = split_value_pass(accelerator, model)
     if split:
         values = model(ids, attn, role="value")[:, P - 1 : -1]
-        vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], returns[rows], mask, p.cliprange_value)
+        vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], exp.returns[rows], mask, p.cliprange_value)
         accelerator.backward(p.vf_coef * vf_loss)
         del values  # its graph is gone with the backward; the policy pass starts from here
-    logprobs, _, values = model(ids, attn, role="policy_logprobs", prompt_width=P, temperature=temperature,
-                                with_values=not split)  # fmt: skip
+    logprobs, entropy, values = model(ids, attn, role="policy_logprobs", prompt_width=P,
+                                      temperature=cfg.rollout.temperature, with_values=not split, with_entropy=fill)  # fmt: skip
+    if fill:
+        from_update(cfg, accelerator, exp, rows, logprobs, entropy, values, beta)
+    advantages, returns = exp.advantages, exp.returns
     pg_loss, clipfrac, approxkl, ratio = L.policy_loss(
         logprobs, old.logprobs[rows], advantages[rows], mask, p.cliprange
     )
@@ -368,7 +393,7 @@ def split_value_pass(accelerator, model) -> bool:
     return not shared and accelerator.distributed_type == DistributedType.NO
 
 
-def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, advantages, beta: float):
+def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, beta: float):
     """RLOO/GRPO (loss, statistics) of rows `rows` of minibatch `minibatch`: the clipped surrogate with one
     advantage per sequence, tokens weighed by `loss.aggregation`, plus beta * k3 KL per token with kl.mode = loss.
     With `exp.from_update` this forward pass also gives the rollout's log-probs (`from_update`)."""
@@ -376,8 +401,9 @@ def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, miniba
     ids, attn = rollout.sequences(rows)
     logprobs, entropy, _ = model(ids, attn, role="policy_logprobs", prompt_width=rollout.prompt_width,
                                  temperature=cfg.rollout.temperature, with_entropy=exp.from_update)  # fmt: skip
-    if exp.from_update:
-        advantages = from_update(cfg, accelerator, exp, rows, logprobs, entropy, advantages, beta)
+    if exp.from_update:  # one optimizer step per rollout: every pass is on-policy
+        from_update(cfg, accelerator, exp, rows, logprobs, entropy, None, beta)
+    advantages = exp.advantages
     total_tokens, scale = None, 1.0
     if cfg.loss.aggregation == "token_mean":
         # the optimizer step's token mean: its real tokens over micro-batches and processes; the backward pass
@@ -410,7 +436,7 @@ class UpdateStats(NamedTuple):
 def policy_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, orders: list[torch.Tensor],
                   loss_fn) -> UpdateStats:  # fmt: skip
     """`ppo.epochs` passes over the rollout, epoch e in `orders[e]`; each minibatch is one optimizer step of
-    `ppo.gradient_accumulation_steps` micro-batches, each micro-batch's loss from `loss_fn(rows, minibatch)`."""
+    `ppo.gradient_accumulation_steps` micro-batches, each micro-batch's loss from `loss_fn(rows, minibatch, on_policy)`."""
     p, micro = cfg.ppo, micro_batch_size(cfg)
     mb = cfg.rollout.per_device_batch_size // p.num_minibatches
     sums, first, norms = {}, {}, []
@@ -420,7 +446,7 @@ def policy_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, orde
             for a in range(p.gradient_accumulation_steps):
                 rows = minibatch[a * micro : (a + 1) * micro]
                 with accelerator.accumulate(model):
-                    loss, got = loss_fn(rows, minibatch)
+                    loss, got = loss_fn(rows, minibatch, epoch == 0 and m == 0)
                     norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, cfg.train.max_grad_norm)
                 norms += [norm] if norm is not None else []
                 for k, v in got.items():

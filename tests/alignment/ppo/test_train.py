@@ -174,25 +174,28 @@ def test_rloo_and_grpo_train_the_policy_without_a_value_adapter(tmp_path, stages
     assert_saved_policy_is_the_trained_one(out, os.path.join(sft, "merged"), trained)
 
 
-@pytest.mark.parametrize(("algorithm", "micro_batches"), [("rloo", 1), ("grpo", 2)])
+@pytest.mark.parametrize(("algorithm", "micro_batches"), [("rloo", 1), ("grpo", 2), ("ppo", 1)])
 def test_old_logprobs_from_the_update_equal_a_scoring_pass(tmp_path, stages, algorithm, micro_batches):
-    """One optimizer step per rollout: the log-probs taken from the update's forward pass (no scoring pass) give
-    the same run bit for bit as scoring first: weights, every metric (ratio 1, KL, entropy), samples. RLOO puts the
-    KL in the reward (its advantages wait for the forward pass); GRPO's k3 term sits in the loss (2 micro-batches)."""
+    """The rollout's log-probs taken from the update's forward pass (no scoring pass) give the same run bit for bit
+    as scoring first: weights, every metric (ratio 1, KL, entropy, values), samples. RLOO and GRPO take one
+    optimizer step per rollout; RLOO puts the KL in the reward (its advantages wait for the forward pass); GRPO's k3
+    term sits in the loss (2 micro-batches). PPO with policy and value on one adapter takes its log-probs and values
+    from the first minibatch's pass, then GAE, then 2 epochs."""
     from alignment.config import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import old_logprobs_from_update
 
     sft, reward = stages
-    config, *extra = GROUP[algorithm]
+    config, *extra = GROUP.get(algorithm, [PPO[0], "value.share_with_policy=true"])
     runs = {}
     for fused in (True, False):
         out = tmp_path / str(fused)
+        k = 1 if algorithm == "ppo" else 4
         cfg = load_config(PPOConfig, config, [
-            *PPO[1:], *extra, "rollout.samples_per_prompt=4", f"output_dir={out}", f"model.name_or_path={sft}",
-            f"reward.path={reward}", "train.total_episodes=16", "train.learning_rate=5e-3", "ppo.epochs=1",
-            "ppo.num_minibatches=1", f"ppo.gradient_accumulation_steps={micro_batches}",
-            f"ppo.old_logprobs_from_update={str(fused).lower()}",
+            *PPO[1:], *extra, f"rollout.samples_per_prompt={k}", f"output_dir={out}", f"model.name_or_path={sft}",
+            f"reward.path={reward}", "train.total_episodes=16", "train.learning_rate=5e-3",
+            f"ppo.epochs={2 if algorithm == 'ppo' else 1}", "ppo.num_minibatches=1",
+            f"ppo.gradient_accumulation_steps={micro_batches}", f"ppo.old_logprobs_from_update={str(fused).lower()}",
         ])  # fmt: skip
         assert old_logprobs_from_update(cfg) == fused
         train_on_one_thread(cfg)
