@@ -110,7 +110,7 @@ def generate(
     max_new_tokens even when every row stopped early (the same [B, T] shape on every call).
     """
     context = nullcontext(model) if accelerator is None else unwrapped_for_generation(model, accelerator)
-    with context as unwrapped:
+    with context as unwrapped, few_row_linears_on_cpu():
         out = unwrapped.generate(input_ids=queries, attention_mask=query_mask, generation_config=config)
     n = config.num_return_sequences or 1
     if n > 1:
@@ -128,6 +128,39 @@ def generate(
         mask = response_mask(responses, eos_id)
         contains_eos = has_eos(responses, eos_id)
     return Responses(queries, query_mask, responses, mask, contains_eos)
+
+
+FEW_ROWS = 64
+"""Rows (batch x new positions) up to which a CPU float32 linear layer runs as (W @ x^T)^T during sampling."""
+
+
+@contextmanager
+def few_row_linears_on_cpu():
+    """Run `torch.nn.functional.linear` on CPU float32 inputs of at most FEW_ROWS rows as (W @ x^T)^T while sampling.
+
+    A decode step multiplies a few rows (one per sequence) by every weight matrix, so sampling is bound by reading
+    the weights. MKL's x @ W^T path reads them at about two thirds of the speed of W @ x^T for such inputs (8 rows
+    x 1024 x 1024, one thread: 686 vs 463 us; level from ~300 rows). Same products, summed in another order:
+    samples may differ from the plain path in the last bits of the logits, which is sampling noise (every
+    log-prob PPO and DPO train on is scored again by a teacher-forced pass). Gradients are never taken here.
+    """
+    functional = torch.nn.functional
+    linear = functional.linear
+
+    def few_rows_first(input, weight, bias=None):
+        rows = input.numel() // max(input.shape[-1], 1) if input.dim() >= 2 else FEW_ROWS + 1
+        if input.device.type != "cpu" or input.dtype != torch.float32 or rows > FEW_ROWS or min(weight.shape) < 256:
+            return linear(input, weight, bias)
+        out = torch.mm(weight, input.reshape(rows, input.shape[-1]).t()).t().contiguous()
+        if bias is not None:
+            out += bias
+        return out.reshape(*input.shape[:-1], weight.shape[0])
+
+    functional.linear = few_rows_first
+    try:
+        yield
+    finally:
+        functional.linear = linear
 
 
 @contextmanager

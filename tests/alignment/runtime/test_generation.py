@@ -56,3 +56,24 @@ def test_sampling_ignores_the_models_own_generation_config(tiny_llama_dir):
     assert len({tuple(r) for r in out.responses[:8].tolist()}) > 1  # top_k=1 would make all 8 the same
     ids, attention = out.sequences(slice(0, 2))
     assert ids.shape == (2, 9) and attention[:, :3].tolist() == query_mask[:1].expand(2, -1).tolist()
+
+
+def test_few_row_linears_equal_the_plain_layer_and_are_undone():
+    """The sampling-time linear for few rows on CPU (W @ x^T, transposed back) gives x @ W^T + b within float32
+    rounding, in the input's shape, contiguous; many rows, small weights and other dtypes take the plain path
+    unchanged; leaving the block puts the plain function back."""
+    F, plain = torch.nn.functional, torch.nn.functional.linear
+    gen = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(512, 384, generator=gen), torch.randn(512, generator=gen)
+    few, many = torch.randn(2, 3, 384, generator=gen), torch.randn(G.FEW_ROWS + 1, 384, generator=gen)
+    small = torch.randn(16, 384, generator=gen)  # a LoRA A matrix: the plain path is faster there
+    with G.few_row_linears_on_cpu():
+        assert F.linear is not plain
+        out = F.linear(few, weight, bias)
+        assert out.shape == (2, 3, 512) and out.is_contiguous()
+        torch.testing.assert_close(out, plain(few, weight, bias), rtol=1e-5, atol=1e-4)
+        assert torch.equal(F.linear(few, weight), F.linear(few, weight, None))
+        assert torch.equal(F.linear(many, weight, bias), plain(many, weight, bias))
+        assert torch.equal(F.linear(few, small), plain(few, small))
+        assert torch.equal(F.linear(few.double(), weight.double()), plain(few.double(), weight.double()))
+    assert F.linear is plain
