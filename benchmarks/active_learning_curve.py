@@ -485,10 +485,12 @@ def report(args, methods: list[str], curves: dict, ceilings: list[tuple], second
 
 def report_policy(args, methods: list[str], policy: dict) -> dict | None:
     """Print the policy's gold win rate over SFT against rankings (mean over the seeds with every rule's point, then
-    each seed); returns its plot panel, None without policy points."""
-    mean = mean_win_rates(policy, methods)
-    if not any(mean.values()):
+    each seed); returns its plot panel, None without random's policy points. The rules without any (--methods may
+    name rules the log has accuracies of only) are left out of it, so they do not empty the paired mean."""
+    methods = [m for m in methods if any(m in by for by in policy.values())]
+    if "random" not in methods:
         return None
+    mean = mean_win_rates(policy, methods)
     print(f"policy gold win rate over SFT (PPO {args.policy_episodes} episodes on each round's reward model, "
           f"{args.eval_samples} draws x 6 held-out prompts), mean over seeds [seeds] at rankings "
           + ", ".join(str(p[0]) for p in mean["random"]))  # fmt: skip
