@@ -163,7 +163,9 @@ POLICY_LINE = re.compile(
 
 
 def policy_point(args, folder: str, scratch: str, seed: int) -> dict:
-    """PPO against one round's reward model, then its gold win rate over SFT: {"win_rate", "stderr", "gold", "kl"}.
+    """PPO against one round's reward model, then its gold win rate over SFT: {"win_rate", "stderr", "gold", "kl",
+    "runs"}; with --policy-seeds S, S PPO runs (seeds seed, seed + 1000, ...) on the same reward model, averaged
+    (combine_runs): one PPO run's own spread is what a single point cannot tell from a better reward model.
 
     Kept in the reward folder (policy.json): round 1's reward model is shared by every rule of a seed, and PPO and
     the evaluation are deterministic for a seed on CPU, so its point is trained once and read by the others."""
@@ -171,14 +173,31 @@ def policy_point(args, folder: str, scratch: str, seed: int) -> dict:
     if os.path.isfile(done):
         with open(done) as f:
             return json.load(f)
-    policy = os.path.join(scratch, "policy")
-    shutil.rmtree(policy, ignore_errors=True)
-    train_policy(args, folder, policy, seed)
-    point = gold_win_rate(args, folder, policy, os.path.join(scratch, "policy-eval"), seed)
-    shutil.rmtree(policy, ignore_errors=True)
+    runs = []
+    for j in range(args.policy_seeds):
+        policy = os.path.join(scratch, "policy")
+        shutil.rmtree(policy, ignore_errors=True)
+        train_policy(args, folder, policy, seed + 1000 * j)
+        # The evaluation's seed stays the benchmark's: every policy of a seed is compared on the same SFT draws.
+        runs.append(gold_win_rate(args, folder, policy, os.path.join(scratch, "policy-eval"), seed))
+        shutil.rmtree(policy, ignore_errors=True)
+    point = combine_runs(runs)
     with open(done, "w") as f:
         json.dump(point, f)
     return point
+
+
+def combine_runs(runs: list[dict]) -> dict:
+    """The mean of S PPO runs' points. Its stderr: over the runs (sample std / sqrt(S): PPO's and the evaluation's
+    noise) when S > 1; the evaluation's own (384 paired draws) for one run. `runs`: each run's win rate."""
+    n = len(runs)
+    mean = {
+        k: sum(r[k] for r in runs) / n if all(r[k] is not None for r in runs) else None
+        for k in ("win_rate", "gold", "kl")
+    }
+    rates = [r["win_rate"] for r in runs]
+    spread = (sum((x - mean["win_rate"]) ** 2 for x in rates) / max(n - 1, 1)) ** 0.5 / n**0.5
+    return {**mean, "stderr": spread if n > 1 else runs[0]["stderr"], "runs": rates}
 
 
 def train_policy(args, folder: str, out: str, seed: int) -> None:
@@ -215,8 +234,10 @@ def gold_win_rate(args, folder: str, policy: str, out: str, seed: int) -> dict:
 def policy_line(seed: int, method: str, n: int, point: dict, episodes: int) -> str:
     """The log line of a policy point (POLICY_LINE reads it back)."""
     kl = f"; KL {point['kl']:.2f}" if point.get("kl") is not None else ""
+    runs = point.get("runs", [])
+    each = f"; {len(runs)} PPO seeds: " + " ".join(f"{x:.4f}" for x in runs) if len(runs) > 1 else ""
     return (f"  seed {seed} {method:<12} {n:4d} rankings: policy gold win rate over SFT {point['win_rate']:.4f} ± "
-            f"{point['stderr']:.4f} (PPO {episodes} episodes; gold reward {point['gold']:.3f}{kl})")  # fmt: skip
+            f"{point['stderr']:.4f} (PPO {episodes} episodes; gold reward {point['gold']:.3f}{kl}{each})")  # fmt: skip
 
 
 def parse_policy_lines(lines, methods: list[str], episodes: int) -> dict:
@@ -349,6 +370,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                         "--policy; default: every round")  # fmt: skip
     parser.add_argument("--policy-episodes", type=int, default=2048,
                         help="PPO episodes per policy (the demo's: 4096); --from-log reports these runs' points")  # fmt: skip
+    parser.add_argument("--policy-seeds", type=int, default=1, help="PPO runs (seeds) per policy point, averaged")
     parser.add_argument("--eval-samples", type=int, default=64, help="draws per held-out prompt (6) in the "
                         "policy's evaluation against SFT (the demo's 64: 384 pairs)")  # fmt: skip
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "active_learning_curve.png"))
@@ -366,8 +388,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     args.policy_at = policy_rounds(parser, args)
     if args.policy and args.random_from and not args.from_log:
         parser.error("--random-from cannot be used with --policy: random's policies need its reward models trained")
-    if args.policy_episodes < 1 or args.eval_samples < 1:
-        parser.error("--policy-episodes and --eval-samples must be >= 1")
+    if min(args.policy_episodes, args.eval_samples, args.policy_seeds) < 1:
+        parser.error("--policy-episodes, --policy-seeds and --eval-samples must be >= 1")
     return args
 
 

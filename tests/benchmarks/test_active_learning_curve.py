@@ -51,3 +51,19 @@ def test_mean_win_rates_pair_the_seeds_every_rule_measured():
     # 30: seeds 0 and 1 (both rules); 60: seed 0 only, so random's 60 is 0.7, not (0.7 + 0.9) / 2.
     assert mean == {"random": [(30, 0.5, 2), (60, 0.7, 1)], "a": [(30, 0.5, 2), (60, 0.8, 1)]}
     assert curve.mean_win_rates({}, ["random"]) == {"random": []}
+
+
+def test_combine_runs_averages_ppo_seeds_and_takes_their_spread_as_the_stderr():
+    runs = [
+        {"win_rate": 0.6, "stderr": 0.02, "gold": 1.0, "kl": 2.0},
+        {"win_rate": 0.7, "stderr": 0.02, "gold": 2.0, "kl": None},
+        {"win_rate": 0.8, "stderr": 0.02, "gold": 3.0, "kl": 4.0},
+    ]
+    point = curve.combine_runs(runs)
+    assert point["runs"] == [0.6, 0.7, 0.8] and point["kl"] is None  # a run without KL: no mean KL
+    assert abs(point["win_rate"] - 0.7) < 1e-12 and abs(point["gold"] - 2.0) < 1e-12
+    assert abs(point["stderr"] - 0.1 / 3**0.5) < 1e-12  # sample std 0.1 over sqrt(3)
+    one = curve.combine_runs(runs[:1])  # one run: the evaluation's own stderr
+    assert one == {"win_rate": 0.6, "stderr": 0.02, "gold": 1.0, "kl": 2.0, "runs": [0.6]}
+    line = curve.policy_line(0, "random", 30, point, 2048)
+    assert line.endswith("; 3 PPO seeds: 0.6000 0.7000 0.8000)") and curve.POLICY_LINE.match(line)
