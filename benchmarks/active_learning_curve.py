@@ -253,15 +253,20 @@ def parse_policy_lines(lines, methods: list[str], episodes: int) -> dict:
 
 
 def mean_win_rates(points: dict, methods: list[str]) -> dict:
-    """{rule: [(rankings, mean win rate, seeds)]}: at each number of rankings, the mean over the seeds that measured
-    it for every rule in `methods` (paired: the rules' means are over the same seeds), in order of rankings."""
+    """{rule: [(rankings, mean win rate, seeds, standard error over the seeds)]}: at each number of rankings, the mean
+    over the seeds that measured it for every rule in `methods` (paired: the rules' means are over the same seeds),
+    in order of rankings. The standard error (sample std / sqrt(seeds); 0 for one seed) is the spread the plot shows:
+    seeds differ in world, reward model and PPO run, far more than one evaluation's own stderr."""
     counts = sorted({n for by in points.values() for curve in by.values() for n in curve})
     out: dict = {m: [] for m in methods}
     for n in counts:
         seeds = [s for s, by in points.items() if all(n in by.get(m, {}) for m in methods)]
         for m in methods:
             if seeds:
-                out[m].append((n, sum(points[s][m][n][0] for s in seeds) / len(seeds), len(seeds)))
+                rates = [points[s][m][n][0] for s in seeds]
+                mean = sum(rates) / len(rates)
+                spread = (sum((x - mean) ** 2 for x in rates) / max(len(rates) - 1, 1)) ** 0.5 / len(rates) ** 0.5
+                out[m].append((n, mean, len(seeds), spread))
     return out
 
 
@@ -318,6 +323,17 @@ def run(args, data: dict, method: str, seed: int, scratch: str) -> tuple[list[tu
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def differences(points: dict, method: str) -> dict:
+    """{seed: {method: {rankings: (its win rate - random's, 0)}}} where a seed has both: the paired comparison, as
+    every rule of a seed shares the world, the first batch and the PPO seed (mean_win_rates averages it)."""
+    out: dict = {}
+    for seed, by in points.items():
+        both = set(by.get(method, {})) & set(by.get("random", {}))
+        if both:
+            out[seed] = {method: {n: (by[method][n][0] - by["random"][n][0], 0.0) for n in both}}
+    return out
+
+
 MEASURES = ("held-out accuracy", "noiseless accuracy")
 
 
@@ -332,8 +348,9 @@ def plot(path: str, panels: list[dict], args) -> None:
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        for method, curve in panel["mean"].items():
-            ax.plot([p[0] for p in curve], [p[1] for p in curve], marker="o", label=method)
+        for method, curve in panel["mean"].items():  # (n, y) or (n, y, standard error: drawn as a bar)
+            errors = [p[2] for p in curve] if curve and len(curve[0]) > 2 else None
+            ax.errorbar([p[0] for p in curve], [p[1] for p in curve], yerr=errors, marker="o", capsize=3, label=method)
         ax.axhline(panel["line"][0], color="grey", linestyle="--", label=panel["line"][1])
         ax.set_xlabel(f"rankings (K = {args.k})")
         ax.set_ylabel(panel["ylabel"])
@@ -514,17 +531,21 @@ def report_policy(args, methods: list[str], policy: dict) -> dict | None:
         return None
     mean = mean_win_rates(policy, methods)
     print(f"policy gold win rate over SFT (PPO {args.policy_episodes} episodes on each round's reward model, "
-          f"{args.eval_samples} draws x 6 held-out prompts), mean over seeds [seeds] at rankings "
+          f"{args.eval_samples} draws x 6 held-out prompts), mean ± stderr over seeds [seeds] at rankings "
           + ", ".join(str(p[0]) for p in mean["random"]))  # fmt: skip
     for method, curve in mean.items():
-        print(f"  {method:<17}" + "  ".join(f"{p[1]:.4f} [{p[2]}]" for p in curve))
+        print(f"  {method:<17}" + "  ".join(f"{p[1]:.4f} ± {p[3]:.4f} [{p[2]}]" for p in curve))
+    for method in methods[1:]:
+        paired = mean_win_rates(differences(policy, method), [method])[method]
+        print(f"  {method} - random, paired by seed: "
+              + "  ".join(f"{n}: {d:+.4f} ± {se:.4f} [{k}]" for n, d, k, se in paired))  # fmt: skip
     for seed, by in sorted(policy.items()):
         for method in methods:
             points = sorted(by.get(method, {}).items())
             print(f"  seed {seed} {method:<17}" + "  ".join(f"{n}: {w:.4f} ± {se:.4f}" for n, (w, se) in points))
-    return {"mean": {m: [(p[0], p[1]) for p in c] for m, c in mean.items()}, "line": (0.5, "SFT against itself"),
+    return {"mean": {m: [(p[0], p[1], p[3]) for p in c] for m, c in mean.items()}, "line": (0.5, "SFT against itself"),
             "ylabel": "policy's gold win rate over SFT",
-            "title": f"PPO {args.policy_episodes} episodes; mean of the seeds with every rule"}  # fmt: skip
+            "title": f"PPO {args.policy_episodes} episodes; mean ± stderr over seeds"}  # fmt: skip
 
 
 if __name__ == "__main__":

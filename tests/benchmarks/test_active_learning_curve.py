@@ -49,7 +49,9 @@ def test_mean_win_rates_pair_the_seeds_every_rule_measured():
     }
     mean = curve.mean_win_rates(points, ["random", "a"])
     # 30: seeds 0 and 1 (both rules); 60: seed 0 only, so random's 60 is 0.7, not (0.7 + 0.9) / 2.
-    assert mean == {"random": [(30, 0.5, 2), (60, 0.7, 1)], "a": [(30, 0.5, 2), (60, 0.8, 1)]}
+    # The spread over the seeds: 0.6 and 0.4 have sample std sqrt(0.02), over sqrt(2) seeds 0.1; one seed: 0.
+    rounded = {m: [(n, round(w, 12), k, round(se, 12)) for n, w, k, se in c] for m, c in mean.items()}
+    assert rounded == {"random": [(30, 0.5, 2, 0.1), (60, 0.7, 1, 0.0)], "a": [(30, 0.5, 2, 0.1), (60, 0.8, 1, 0.0)]}
     assert curve.mean_win_rates({}, ["random"]) == {"random": []}
 
 
@@ -67,3 +69,13 @@ def test_combine_runs_averages_ppo_seeds_and_takes_their_spread_as_the_stderr():
     assert one == {"win_rate": 0.6, "stderr": 0.02, "gold": 1.0, "kl": 2.0, "runs": [0.6]}
     line = curve.policy_line(0, "random", 30, point, 2048)
     assert line.endswith("; 3 PPO seeds: 0.6000 0.7000 0.8000)") and curve.POLICY_LINE.match(line)
+
+
+def test_differences_pair_each_rule_with_random_on_the_same_seed():
+    points = {
+        0: {"random": {30: (0.6, 0.02), 60: (0.7, 0.02)}, "a": {30: (0.6, 0.02), 60: (0.8, 0.02)}},
+        1: {"random": {60: (0.5, 0.02)}},  # no point of `a`: no difference
+    }
+    diff = curve.differences(points, "a")
+    assert list(diff) == [0] and diff[0]["a"][30] == (0.0, 0.0)
+    assert abs(diff[0]["a"][60][0] - 0.1) < 1e-12
