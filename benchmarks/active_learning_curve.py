@@ -33,11 +33,14 @@ that round's reward model for --policy-episodes (2048 by default, half the demo'
 off by ~1300 episodes), then the demo's evaluation (`alignment.evaluate.evaluate`: the policy against SFT on the 6
 held-out review prompts, --eval-samples draws each, judged by the hidden gold reward; ties count 1/2). Round 1's
 point is shared by every rule of a seed (the same reward model). It answers the question the accuracy cannot: does
-a better reward model here make a better policy. The lines go to the same output, so --from-log re-reports them
-(the points of --policy-episodes only) and the plot gets a third panel.
+a better reward model here make a better policy. One PPO run's own spread is of the size of the differences between
+reward models here, so --policy-seeds S averages S PPO runs per point (and prints each). The report adds each rule
+minus random paired by seed. The lines go to the same output, so --from-log re-reports them (the points of
+--policy-episodes only) and the plot gets a third panel (mean ± standard error over seeds).
 
     nice -n 19 python benchmarks/active_learning_curve.py --ci --methods random,delta_ucb:tokens \
-        --policy --policy-at 30,60,120 --first-seed 0 --seeds 1 | tee -a docs/active_learning_curve.log
+        --policy --policy-at 30,60,120 --first-seed 0 --seeds 1 > run.log 2>&1
+    grep "rankings: " run.log >> docs/active_learning_curve.log      # the lines --from-log reads
 """
 
 from __future__ import annotations
