@@ -160,9 +160,9 @@ def train_reward(args, folder: str, train_path: str, held_path: str, seed: int) 
 
 POLICY_LINE = re.compile(
     r"\s*seed (\d+) ([\w:]+)\s+(\d+) rankings: policy gold win rate over SFT ([\d.]+) ± ([\d.]+) "
-    r"\(PPO (\d+) episodes"
+    r"\(PPO (\d+) episodes(?:.*?; (\d+) PPO seeds:)?"
 )
-"""A policy point as run() prints it: seed, rule, rankings, win rate, its stderr, PPO episodes."""
+"""A policy point as run() prints it: seed, rule, rankings, win rate, its stderr, PPO episodes, PPO runs (if > 1)."""
 
 
 def policy_point(args, folder: str, scratch: str, seed: int) -> dict:
@@ -243,13 +243,14 @@ def policy_line(seed: int, method: str, n: int, point: dict, episodes: int) -> s
             f"{point['stderr']:.4f} (PPO {episodes} episodes; gold reward {point['gold']:.3f}{kl}{each})")  # fmt: skip
 
 
-def parse_policy_lines(lines, methods: list[str], episodes: int) -> dict:
-    """{seed: {rule: {rankings: (win rate, stderr)}}} from log lines: the rules in `methods`, PPO runs of `episodes`
-    only (a log may hold runs of other lengths); a point logged twice keeps the last."""
+def parse_policy_lines(lines, methods: list[str], episodes: int, ppo_seeds: int = 1) -> dict:
+    """{seed: {rule: {rankings: (win rate, stderr)}}} from log lines: the rules in `methods`, points of `ppo_seeds`
+    PPO runs of `episodes` each only (a log may hold other settings: a mean of 3 PPO runs is not paired with one
+    run's point); a point logged twice keeps the last."""
     found: dict = {}
     for line in lines:
         m = POLICY_LINE.match(line)
-        if m and m.group(2) in methods and int(m.group(6)) == episodes:
+        if m and m.group(2) in methods and int(m.group(6)) == episodes and int(m.group(7) or 1) == ppo_seeds:
             found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), {})[int(m.group(3))] = (
                 float(m.group(4)), float(m.group(5)))  # fmt: skip
     return found
@@ -390,7 +391,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                         "--policy; default: every round")  # fmt: skip
     parser.add_argument("--policy-episodes", type=int, default=2048,
                         help="PPO episodes per policy (the demo's: 4096); --from-log reports these runs' points")  # fmt: skip
-    parser.add_argument("--policy-seeds", type=int, default=1, help="PPO runs (seeds) per policy point, averaged")
+    parser.add_argument(
+        "--policy-seeds",
+        type=int,
+        default=1,
+        help="PPO runs (seeds) per policy point, averaged; --from-log reports the points of this many",
+    )
     parser.add_argument("--eval-samples", type=int, default=64, help="draws per held-out prompt (6) in the "
                         "policy's evaluation against SFT (the demo's 64: 384 pairs)")  # fmt: skip
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "active_learning_curve.png"))
@@ -456,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     if args.from_log:
         curves, seeds = from_log(args, methods)
-        policy = parse_policy_lines(read_lines(args.from_log), methods, args.policy_episodes)
+        policy = parse_policy_lines(read_lines(args.from_log), methods, args.policy_episodes, args.policy_seeds)
         if not seeds and not policy:
             raise SystemExit(f"{args.from_log}: no seed completed every rule")
         report(args, methods, curves, [ceilings_of(world(args, s)["held"]) for s in seeds], 0.0, policy)

@@ -69,6 +69,10 @@ def test_combine_runs_averages_ppo_seeds_and_takes_their_spread_as_the_stderr():
     assert one == {"win_rate": 0.6, "stderr": 0.02, "gold": 1.0, "kl": 2.0, "runs": [0.6]}
     line = curve.policy_line(0, "random", 30, point, 2048)
     assert line.endswith("; 3 PPO seeds: 0.6000 0.7000 0.8000)") and curve.POLICY_LINE.match(line)
+    # A mean of 3 PPO runs is read only when asked for, never paired with (or over) one run's point.
+    single = curve.policy_line(0, "random", 30, one, 2048)
+    assert curve.parse_policy_lines([single, line], ["random"], 2048) == {0: {"random": {30: (0.6, 0.02)}}}
+    assert curve.parse_policy_lines([single, line], ["random"], 2048, 3) == {0: {"random": {30: (0.7, 0.0577)}}}
 
 
 def test_differences_pair_each_rule_with_random_on_the_same_seed():
