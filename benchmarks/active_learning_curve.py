@@ -552,9 +552,10 @@ def report_policy(args, methods: list[str], policy: dict) -> dict | None:
         for method in methods:
             points = sorted(by.get(method, {}).items())
             print(f"  seed {seed} {method:<17}" + "  ".join(f"{n}: {w:.4f} ± {se:.4f}" for n, (w, se) in points))
+    seeds = ", ".join(str(s) for s, by in sorted(policy.items()) if all(by.get(m) for m in methods))
     return {"mean": {m: [(p[0], p[1], p[3]) for p in c] for m, c in mean.items()}, "line": (0.5, "SFT against itself"),
             "ylabel": "policy's gold win rate over SFT",
-            "title": f"PPO {args.policy_episodes} episodes; mean ± stderr over seeds"}  # fmt: skip
+            "title": f"PPO {args.policy_episodes} episodes; mean ± stderr over seeds {seeds}"}  # fmt: skip
 
 
 if __name__ == "__main__":
