@@ -1,7 +1,7 @@
 """Active vs random ranking: the reward model's held-out accuracy against the number of rankings.
 
-    nice -n 5 python benchmarks/active_learning_curve.py --ci     # N=120 rankings in rounds of B=30, 3 seeds
-    nice -n 5 python benchmarks/active_learning_curve.py          # N=432 (the demo's 428, in rounds of 48), 3 seeds
+    nice -n 19 python benchmarks/active_learning_curve.py --ci     # N=120 rankings in rounds of B=30, 3 seeds
+    nice -n 19 python benchmarks/active_learning_curve.py          # N=432 (the demo's 428, in rounds of 48), 3 seeds
 
 It reads the demo's SFT model in runs/tiny/sft (configs/reward.yaml's base): `rlhf sft configs/sft.yaml` first.
 
@@ -26,7 +26,21 @@ Prints the curves (mean over seeds), what the gold reward itself scores on each 
 ratio: rankings the active rule needs to reach random's final accuracy, over random's N (lower is
 better; the issue aims at <= 1/3). Writes the plot (--plot, default docs/active_learning_curve.png).
 --from-log a.log,b.log re-reports (and plots) the seeds earlier runs completed, --first-seed runs later seeds.
-The policy's gold win rate is not measured here: one PPO run per point would multiply the cost by ~10.
+
+The policy's gold win rate against rankings (--policy, at the rounds --policy-at names; a PPO run per point, so
+only where asked): the demo's PPO stage (configs/ppo.yaml on runs/tiny/sft, `alignment.ppo.train.train`) against
+that round's reward model for --policy-episodes (2048 by default, half the demo's 4096: the demo's PPO gold levels
+off by ~1300 episodes), then the demo's evaluation (`alignment.evaluate.evaluate`: the policy against SFT on the 6
+held-out review prompts, --eval-samples draws each, judged by the hidden gold reward; ties count 1/2). Round 1's
+point is shared by every rule of a seed (the same reward model). It answers the question the accuracy cannot: does
+a better reward model here make a better policy. One PPO run's own spread is of the size of the differences between
+reward models here, so --policy-seeds S averages S PPO runs per point (and prints each). The report adds each rule
+minus random paired by seed. The lines go to the same output, so --from-log re-reports them (the points of
+--policy-episodes only) and the plot gets a third panel (mean ± standard error over seeds).
+
+    nice -n 19 python benchmarks/active_learning_curve.py --ci --methods random,delta_ucb:tokens \
+        --policy --policy-at 30,60,120 --first-seed 0 --seeds 1 > run.log 2>&1
+    grep "rankings: " run.log >> docs/active_learning_curve.log      # the lines --from-log reads
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -143,6 +158,122 @@ def train_reward(args, folder: str, train_path: str, held_path: str, seed: int) 
     train(load_config(RewardConfig, os.path.join(ROOT, "configs", "reward.yaml"), overrides))
 
 
+POLICY_LINE = re.compile(
+    r"\s*seed (\d+) ([\w:]+)\s+(\d+) rankings: policy gold win rate over SFT ([\d.]+) ± ([\d.]+) "
+    r"\(PPO (\d+) episodes(?:.*?; (\d+) PPO seeds:)?"
+)
+"""A policy point as run() prints it: seed, rule, rankings, win rate, its stderr, PPO episodes, PPO runs (if > 1)."""
+
+
+def policy_point(args, folder: str, scratch: str, seed: int) -> dict:
+    """PPO against one round's reward model, then its gold win rate over SFT: {"win_rate", "stderr", "gold", "kl",
+    "runs"}; with --policy-seeds S, S PPO runs (seeds seed, seed + 1000, ...) on the same reward model, averaged
+    (combine_runs): one PPO run's own spread is what a single point cannot tell from a better reward model.
+
+    Kept in the reward folder (policy.json): round 1's reward model is shared by every rule of a seed, and PPO and
+    the evaluation are deterministic for a seed on CPU, so its point is trained once and read by the others."""
+    done = os.path.join(folder, "policy.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    runs = []
+    for j in range(args.policy_seeds):
+        policy = os.path.join(scratch, "policy")
+        shutil.rmtree(policy, ignore_errors=True)
+        train_policy(args, folder, policy, seed + 1000 * j)
+        # The evaluation's seed stays the benchmark's: every policy of a seed is compared on the same SFT draws.
+        runs.append(gold_win_rate(args, folder, policy, os.path.join(scratch, "policy-eval"), seed))
+        shutil.rmtree(policy, ignore_errors=True)
+    point = combine_runs(runs)
+    with open(done, "w") as f:
+        json.dump(point, f)
+    return point
+
+
+def combine_runs(runs: list[dict]) -> dict:
+    """The mean of S PPO runs' points. Its stderr: over the runs (sample std / sqrt(S): PPO's and the evaluation's
+    noise) when S > 1; the evaluation's own (384 paired draws) for one run. `runs`: each run's win rate."""
+    n = len(runs)
+    mean = {
+        k: sum(r[k] for r in runs) / n if all(r[k] is not None for r in runs) else None
+        for k in ("win_rate", "gold", "kl")
+    }
+    rates = [r["win_rate"] for r in runs]
+    spread = (sum((x - mean["win_rate"]) ** 2 for x in rates) / max(n - 1, 1)) ** 0.5 / n**0.5
+    return {**mean, "stderr": spread if n > 1 else runs[0]["stderr"], "runs": rates}
+
+
+def train_policy(args, folder: str, out: str, seed: int) -> None:
+    """The demo's PPO stage (configs/ppo.yaml on the SFT base, the gold watched on rollouts, never trained on) against
+    the reward model in `folder`, for --policy-episodes episodes (the demo's 4096 is the default's cost x2)."""
+    from alignment.config import load_config
+    from alignment.demo import GOLD_BATCH
+    from alignment.ppo.config import PPOConfig
+    from alignment.ppo.train import train
+
+    overrides = [f"output_dir={out}", f"reward.path={folder}", f"reward.monitor={GOLD_BATCH}", f"seed={seed}",
+                 f"train.total_episodes={args.policy_episodes}", "train.sample_steps=0", "checkpoint.save_steps=0",
+                 "tracking.wandb=false"]  # fmt: skip
+    train(load_config(PPOConfig, os.path.join(ROOT, "configs", "ppo.yaml"), overrides))
+
+
+def gold_win_rate(args, folder: str, policy: str, out: str, seed: int) -> dict:
+    """The demo's evaluation of `policy` against SFT on the held-out review prompts (--eval-samples draws of each of
+    the 6): the gold reward's win rate (ties 1/2) and its stderr, the policy's mean gold reward and KL to SFT."""
+    from alignment.demo import GOLD
+    from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, evaluate
+
+    shutil.rmtree(out, ignore_errors=True)
+    sft = os.path.join("runs", "tiny", "sft")
+    result = evaluate(EvalConfig(output_dir=out, seed=seed, policies={"sft": sft, "policy": policy}, reference=sft,
+                                 reward_model=folder, judge=GOLD,
+                                 data=EvalDataConfig(path="builtin:reviews-prompts", split="test"),
+                                 generation=EvalGenerationConfig(num_samples=args.eval_samples)))  # fmt: skip
+    rate = next(w for w in result["win_rates"] if w["policy"] == "policy" and w["by"] == "judge")
+    mine = result["policies"]["policy"]
+    return {"win_rate": rate["win_rate"], "stderr": rate["stderr"], "gold": mine["judge"], "kl": mine.get("kl")}
+
+
+def policy_line(seed: int, method: str, n: int, point: dict, episodes: int) -> str:
+    """The log line of a policy point (POLICY_LINE reads it back)."""
+    kl = f"; KL {point['kl']:.2f}" if point.get("kl") is not None else ""
+    runs = point.get("runs", [])
+    each = f"; {len(runs)} PPO seeds: " + " ".join(f"{x:.4f}" for x in runs) if len(runs) > 1 else ""
+    return (f"  seed {seed} {method:<12} {n:4d} rankings: policy gold win rate over SFT {point['win_rate']:.4f} ± "
+            f"{point['stderr']:.4f} (PPO {episodes} episodes; gold reward {point['gold']:.3f}{kl}{each})")  # fmt: skip
+
+
+def parse_policy_lines(lines, methods: list[str], episodes: int, ppo_seeds: int = 1) -> dict:
+    """{seed: {rule: {rankings: (win rate, stderr)}}} from log lines: the rules in `methods`, points of `ppo_seeds`
+    PPO runs of `episodes` each only (a log may hold other settings: a mean of 3 PPO runs is not paired with one
+    run's point); a point logged twice keeps the last."""
+    found: dict = {}
+    for line in lines:
+        m = POLICY_LINE.match(line)
+        if m and m.group(2) in methods and int(m.group(6)) == episodes and int(m.group(7) or 1) == ppo_seeds:
+            found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), {})[int(m.group(3))] = (
+                float(m.group(4)), float(m.group(5)))  # fmt: skip
+    return found
+
+
+def mean_win_rates(points: dict, methods: list[str]) -> dict:
+    """{rule: [(rankings, mean win rate, seeds, standard error over the seeds)]}: at each number of rankings, the mean
+    over the seeds that measured it for every rule in `methods` (paired: the rules' means are over the same seeds),
+    in order of rankings. The standard error (sample std / sqrt(seeds); 0 for one seed) is the spread the plot shows:
+    seeds differ in world, reward model and PPO run, far more than one evaluation's own stderr."""
+    counts = sorted({n for by in points.values() for curve in by.values() for n in curve})
+    out: dict = {m: [] for m in methods}
+    for n in counts:
+        seeds = [s for s, by in points.items() if all(n in by.get(m, {}) for m in methods)]
+        for m in methods:
+            if seeds:
+                rates = [points[s][m][n][0] for s in seeds]
+                mean = sum(rates) / len(rates)
+                spread = (sum((x - mean) ** 2 for x in rates) / max(len(rates) - 1, 1)) ** 0.5 / len(rates) ** 0.5
+                out[m].append((n, mean, len(seeds), spread))
+    return out
+
+
 def choose(args, method: str, folder: str, pool: list, open_: list[int], seed: int) -> list[tuple[int, list[int]]]:
     """(pool index, K chosen candidates) of the next B tasks, as `rlhf sample` chooses them.
 
@@ -161,15 +292,16 @@ def choose(args, method: str, folder: str, pool: list, open_: list[int], seed: i
     return [(open_[keep[c.row]], c.chosen) for c in picks]
 
 
-def run(args, data: dict, method: str, seed: int, scratch: str) -> list[tuple[int, float]]:
-    """[(rankings so far, held-out accuracy)] for one rule and seed."""
+def run(args, data: dict, method: str, seed: int, scratch: str) -> tuple[list[tuple], dict]:
+    """[(rankings so far, held-out accuracy, noiseless accuracy)] for one rule and seed, and with --policy
+    {rankings: policy point} at the rounds --policy-at names."""
     pool, rng = data["pool"], random.Random(f"{seed}|order")
     os.makedirs(scratch, exist_ok=True)
     held_path = write_jsonl(os.path.join(scratch, "held.jsonl"), data["held"])
     open_ = list(range(len(pool)))
     first = rng.sample(open_, args.batch)  # the same first batch for every rule
     picks = [(i, sorted(random.Random(f"{seed}|first|{i}").sample(range(args.candidates), args.k))) for i in first]
-    rows, curve, round_ = [], [], 0
+    rows, curve, wins, round_ = [], [], {}, 0
     while True:
         for i, chosen in picks:
             prompt, texts = pool[i]
@@ -185,31 +317,48 @@ def run(args, data: dict, method: str, seed: int, scratch: str) -> list[tuple[in
             curve.append((len(rows), float(json.load(f)["accuracy"]), gold_accuracy(folder, data["held"])))
         print(f"  seed {seed} {method:<12} {len(rows):4d} rankings: held-out accuracy {curve[-1][1]:.4f}; "
               f"noiseless {curve[-1][2]:.4f}", flush=True)  # fmt: skip
+        if args.policy and (not args.policy_at or len(rows) in args.policy_at):
+            wins[len(rows)] = policy_point(args, folder, scratch, seed)
+            print(policy_line(seed, method, len(rows), wins[len(rows)], args.policy_episodes), flush=True)
         if len(rows) >= args.rankings:
-            return curve
+            return curve, wins
         picks = choose(args, method, folder, pool, open_, seed * 1000 + round_)[: args.rankings - len(rows)]
         if round_ > 1:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def differences(points: dict, method: str) -> dict:
+    """{seed: {method: {rankings: (its win rate - random's, 0)}}} where a seed has both: the paired comparison, as
+    every rule of a seed shares the world, the first batch and the PPO seed (mean_win_rates averages it)."""
+    out: dict = {}
+    for seed, by in points.items():
+        both = set(by.get(method, {})) & set(by.get("random", {}))
+        if both:
+            out[seed] = {method: {n: (by[method][n][0] - by["random"][n][0], 0.0) for n in both}}
+    return out
+
+
 MEASURES = ("held-out accuracy", "noiseless accuracy")
 
 
-def plot(path: str, means: list[dict], ceilings: list[float], args, seeds: list[int]) -> None:
-    """One panel per measure (eval.json's held-out accuracy; its noiseless expectation where measured)."""
+def plot(path: str, panels: list[dict], args) -> None:
+    """One panel per measure: the reward model's accuracies (with the gold reward's as the ceiling) and, with policy
+    points, the policy's gold win rate over SFT (SFT against itself: 0.5). A panel: mean {rule: [(n, y)]}, line
+    (y, label), ylabel, title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(means), figsize=(6 * len(means), 4), squeeze=False)
-    for ax, mean, best, label, count in zip(axes[0], means, ceilings, MEASURES, seeds):
-        for method, curve in mean.items():
-            ax.plot([n for n, _ in curve], [a for _, a in curve], marker="o", label=method)
-        ax.axhline(best, color="grey", linestyle="--", label="gold reward itself (ceiling)")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for method, curve in panel["mean"].items():  # (n, y) or (n, y, standard error: drawn as a bar)
+            errors = [p[2] for p in curve] if curve and len(curve[0]) > 2 else None
+            ax.errorbar([p[0] for p in curve], [p[1] for p in curve], yerr=errors, marker="o", capsize=3, label=method)
+        ax.axhline(panel["line"][0], color="grey", linestyle="--", label=panel["line"][1])
         ax.set_xlabel(f"rankings (K = {args.k})")
-        ax.set_ylabel(f"reward model {label}")
-        ax.set_title(f"mean of {count} seeds")
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel["title"])
         ax.legend()
     fig.suptitle(f"active vs random ranking on the demo's gold preference (N = {args.rankings}, B = {args.batch}, "
                  f"M = {args.candidates}, K = {args.k})")  # fmt: skip
@@ -236,6 +385,20 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="reward stage epochs (the pipeline's)")
     parser.add_argument("--beta", type=float, default=1.0, help="delta_ucb's exploration weight")
     parser.add_argument("--samples", type=int, default=32, help="disagreement's posterior draws")
+    parser.add_argument("--policy", action="store_true", help="also train the demo's PPO policy against the reward "
+                        "model of the rounds --policy-at names and measure its gold win rate over SFT")  # fmt: skip
+    parser.add_argument("--policy-at", default="", help="comma-separated numbers of rankings (rounds' ends) for "
+                        "--policy; default: every round")  # fmt: skip
+    parser.add_argument("--policy-episodes", type=int, default=2048,
+                        help="PPO episodes per policy (the demo's: 4096); --from-log reports these runs' points")  # fmt: skip
+    parser.add_argument(
+        "--policy-seeds",
+        type=int,
+        default=1,
+        help="PPO runs (seeds) per policy point, averaged; --from-log reports the points of this many",
+    )
+    parser.add_argument("--eval-samples", type=int, default=64, help="draws per held-out prompt (6) in the "
+                        "policy's evaluation against SFT (the demo's 64: 384 pairs)")  # fmt: skip
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "active_learning_curve.png"))
     parser.add_argument(
         "--from-log", help="instead of running: report and plot the seeds an earlier run's output completed"
@@ -248,24 +411,46 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         m.partition(":")[0] not in active.METHODS or m.partition(":")[2] not in ("", "head", "tokens") for m in methods
     ):
         parser.error(f"--methods: 'random' first, then any of {', '.join(active.METHODS)}, optionally with :tokens")
+    args.policy_at = policy_rounds(parser, args)
+    if args.policy and args.random_from and not args.from_log:
+        parser.error("--random-from cannot be used with --policy: random's policies need its reward models trained")
+    if min(args.policy_episodes, args.eval_samples, args.policy_seeds) < 1:
+        parser.error("--policy-episodes, --policy-seeds and --eval-samples must be >= 1")
     return args
+
+
+def policy_rounds(parser: argparse.ArgumentParser, args) -> set[int]:
+    """--policy-at as a set of rankings, each the end of a round (B, 2B, ..., N); empty: every round."""
+    rounds = [*range(args.batch, args.rankings, args.batch), args.rankings]
+    try:
+        wanted = {int(x) for x in args.policy_at.split(",") if x.strip()}
+    except ValueError:
+        parser.error(f"--policy-at: comma-separated numbers of rankings, got '{args.policy_at}'")
+    bad = sorted(wanted - set(rounds))
+    if bad:
+        parser.error(f"--policy-at: {bad[0]} is not the end of a round ({', '.join(map(str, rounds))})")
+    return wanted
+
+
+def read_lines(logs: str) -> list[str]:
+    lines: list[str] = []
+    for path in logs.split(","):
+        with open(path) as f:
+            lines += f.readlines()
+    return lines
 
 
 def from_log(args, methods: list[str], logs: str | None = None) -> tuple[dict, list[int]]:
     """Curves of the seeds earlier runs (their printed output, --from-log, comma-separated files) completed."""
-    import re
-
     found: dict = {}
-    for path in (logs or args.from_log).split(","):
-        with open(path) as f:
-            for line in f:
-                m = re.match(r"\s*seed (\d+) ([\w:]+)\s+(\d+) rankings: held-out accuracy ([\d.]+)(?:; noiseless ([\d.]+))?",
-                             line)  # fmt: skip
-                if m and m.group(2) in methods:
-                    point = (int(m.group(3)), float(m.group(4)), float(m.group(5)) if m.group(5) else None)
-                    points = found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), {})
-                    if point[2] is not None or point[0] not in points:  # a point twice: the one with both measures
-                        points[point[0]] = point
+    for line in read_lines(logs or args.from_log):
+        m = re.match(r"\s*seed (\d+) ([\w:]+)\s+(\d+) rankings: held-out accuracy ([\d.]+)(?:; noiseless ([\d.]+))?",
+                     line)  # fmt: skip
+        if m and m.group(2) in methods:
+            point = (int(m.group(3)), float(m.group(4)), float(m.group(5)) if m.group(5) else None)
+            points = found.setdefault(int(m.group(1)), {}).setdefault(m.group(2), {})
+            if point[2] is not None or point[0] not in points:  # a point twice: the one with both measures
+                points[point[0]] = point
     found = {s: {x: [p for _, p in sorted(c.items())] for x, c in by.items()} for s, by in found.items()}
     seeds = [s for s, c in sorted(found.items()) if all(c.get(x, [(0, 0)])[-1][0] >= args.rankings for x in methods)]
     return {x: [found[s][x] for s in seeds] for x in methods}, seeds
@@ -277,14 +462,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     if args.from_log:
         curves, seeds = from_log(args, methods)
-        if not seeds:
+        policy = parse_policy_lines(read_lines(args.from_log), methods, args.policy_episodes, args.policy_seeds)
+        if not seeds and not policy:
             raise SystemExit(f"{args.from_log}: no seed completed every rule")
-        report(args, methods, curves, [ceilings_of(world(args, s)["held"]) for s in seeds], 0.0)
+        report(args, methods, curves, [ceilings_of(world(args, s)["held"]) for s in seeds], 0.0, policy)
         return 0
     if not os.path.isdir(os.path.join("runs", "tiny", "sft")):  # configs/reward.yaml's base (run: runs/tiny)
         raise SystemExit("runs/tiny/sft does not exist here: from the repository root, train the demo's SFT model "
                          "first (rlhf sft configs/sft.yaml)")  # fmt: skip
-    curves, ceilings = {m: [] for m in methods}, []
+    curves, ceilings, policy = {m: [] for m in methods}, [], {}
     reused = {}
     if args.random_from:
         found, seeds = from_log(args, ["random"], args.random_from)
@@ -300,16 +486,19 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  seed {seed} random       {n:4d} rankings: held-out accuracy {acc:.4f}"
                               + (f"; noiseless {clean:.4f}" if clean is not None else "") + " (from --random-from)")  # fmt: skip
                     continue
-                curves[method].append(run(args, data, method, seed, os.path.join(scratch, f"s{seed}")))
-    report(args, methods, curves, ceilings, time.time() - started)
+                curve, wins = run(args, data, method, seed, os.path.join(scratch, f"s{seed}"))
+                curves[method].append(curve)
+                policy.setdefault(seed, {})[method] = {n: (w["win_rate"], w["stderr"]) for n, w in wins.items()}
+    report(args, methods, curves, ceilings, time.time() - started, policy)
     return 0
 
 
-def report(args, methods: list[str], curves: dict, ceilings: list[tuple], seconds: float) -> None:
-    """Mean curves over seeds per measure, the ratio against random's final accuracy, and the plot."""
+def report(args, methods: list[str], curves: dict, ceilings: list[tuple], seconds: float, policy: dict) -> None:
+    """Mean curves over seeds per measure, the ratio against random's final accuracy, the policy's win rates, and the
+    plot."""
     print(f"N={args.rankings} rankings in rounds of {args.batch}, pool {args.pool} prompts x M={args.candidates}, "
           f"K={args.k}, {len(ceilings)} seeds, {seconds:.0f}s")  # fmt: skip
-    means, bests, counts = [], [], []
+    panels = []
     n_seeds = len(ceilings)
     for index, label in enumerate(MEASURES, start=1):
         # The seeds that measured it (an older log has no noiseless measure).
@@ -320,9 +509,8 @@ def report(args, methods: list[str], curves: dict, ceilings: list[tuple], second
         mean = {m: [(cs[0][i][0], sum(c[i][1] for c in cs) / len(cs)) for i in range(len(cs[0]))]
                 for m, cs in per_seed.items()}  # fmt: skip
         best = sum(ceilings[s][index - 1] for s in have) / len(have)
-        means.append(mean)
-        bests.append(best)
-        counts.append(len(have))
+        panels.append({"mean": mean, "line": (best, "gold reward itself (ceiling)"), "title": f"mean of {len(have)} seeds",
+                       "ylabel": f"reward model {label}"})  # fmt: skip
         label = f"{label}, {len(have)} seeds"
         print(f"{label} (mean over seeds; the gold reward itself: {best:.4f}) at rankings "
               + ", ".join(str(n) for n, _ in mean["random"]))  # fmt: skip
@@ -335,8 +523,39 @@ def report(args, methods: list[str], curves: dict, ceilings: list[tuple], second
             print(f"ratio ({label}): {method} needs {n:.0f} rankings to reach random's final {target:.4f}: "
                   f"{n / args.rankings:.2f}x random's {args.rankings} (per seed: "
                   + ", ".join(f"{x:.2f}" for x in ratios) + ")")  # fmt: skip
-    plot(args.plot, means, bests, args, counts)
-    print(f"plot: {args.plot}")
+    panel = report_policy(args, methods, policy)
+    if panel:
+        panels.append(panel)
+    if panels:
+        plot(args.plot, panels, args)
+        print(f"plot: {args.plot}")
+
+
+def report_policy(args, methods: list[str], policy: dict) -> dict | None:
+    """Print the policy's gold win rate over SFT against rankings (mean over the seeds with every rule's point, then
+    each seed); returns its plot panel, None without random's policy points. The rules without any (--methods may
+    name rules the log has accuracies of only) are left out of it, so they do not empty the paired mean."""
+    methods = [m for m in methods if any(m in by for by in policy.values())]
+    if "random" not in methods:
+        return None
+    mean = mean_win_rates(policy, methods)
+    print(f"policy gold win rate over SFT (PPO {args.policy_episodes} episodes on each round's reward model, "
+          f"{args.eval_samples} draws x 6 held-out prompts), mean ± stderr over seeds [seeds] at rankings "
+          + ", ".join(str(p[0]) for p in mean["random"]))  # fmt: skip
+    for method, curve in mean.items():
+        print(f"  {method:<17}" + "  ".join(f"{p[1]:.4f} ± {p[3]:.4f} [{p[2]}]" for p in curve))
+    for method in methods[1:]:
+        paired = mean_win_rates(differences(policy, method), [method])[method]
+        print(f"  {method} - random, paired by seed: "
+              + "  ".join(f"{n}: {d:+.4f} ± {se:.4f} [{k}]" for n, d, k, se in paired))  # fmt: skip
+    for seed, by in sorted(policy.items()):
+        for method in methods:
+            points = sorted(by.get(method, {}).items())
+            print(f"  seed {seed} {method:<17}" + "  ".join(f"{n}: {w:.4f} ± {se:.4f}" for n, (w, se) in points))
+    seeds = ", ".join(str(s) for s, by in sorted(policy.items()) if all(by.get(m) for m in methods))
+    return {"mean": {m: [(p[0], p[1], p[3]) for p in c] for m, c in mean.items()}, "line": (0.5, "SFT against itself"),
+            "ylabel": "policy's gold win rate over SFT",
+            "title": f"PPO {args.policy_episodes} episodes; mean ± stderr over seeds {seeds}"}  # fmt: skip
 
 
 if __name__ == "__main__":
