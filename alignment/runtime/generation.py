@@ -110,7 +110,9 @@ def generate(
     max_new_tokens even when every row stopped early (the same [B, T] shape on every call).
     """
     context = nullcontext(model) if accelerator is None else unwrapped_for_generation(model, accelerator)
-    with context as unwrapped, few_row_linears_on_cpu():
+    # on an accelerator the swap would only add a Python call to every layer of every decode step
+    few_rows = few_row_linears_on_cpu() if queries.device.type == "cpu" else nullcontext()
+    with context as unwrapped, few_rows:
         out = unwrapped.generate(input_ids=queries, attention_mask=query_mask, generation_config=config)
     n = config.num_return_sequences or 1
     if n > 1:
