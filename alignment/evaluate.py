@@ -40,11 +40,12 @@ from alignment.config import (
     save_config,
     to_dict,
 )
-from alignment.runtime import data, files, generation, logprobs, manifest, models
+from alignment.runtime import data, files, generation, health, logprobs, manifest, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
 from alignment.runtime.functions import load_scorer
 from alignment.runtime.generation import Responses, generate, generation_config, left_pad, position_ids_from_mask
+from alignment.runtime.health import HealthConfig
 from reward.model import load_reward_model, score_texts
 
 
@@ -112,6 +113,8 @@ class EvalConfig:
     generation: EvalGenerationConfig = field(default_factory=EvalGenerationConfig)
     table_rows: int = 6
     """Prompts shown in the side-by-side sample table (first sample of each)."""
+    health: HealthConfig = field(default_factory=HealthConfig)
+    """Guardrails: each policy's samples against the first policy's (EOS rate, broken characters) and the KL budget."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> None:
@@ -294,7 +297,12 @@ def evaluate(cfg: EvalConfig) -> dict:
             run["scores"]["judge"] = [judge(t, p) for t, p in zip(run["texts"], prompt_strings)]
 
     # 5. Metrics per policy, and win rates per pair by every score there is.
-    policies = {name: policy_metrics(name, cfg.policies[name], run, kl.get(name)) for name, run in runs.items()}
+    policies = {
+        name: policy_metrics(name, cfg.policies[name], run, kl.get(name), g.max_new_tokens)
+        for name, run in runs.items()
+    }
+    for line in health_warnings(cfg, policies, first):
+        log.warning(f"eval: {line}")
     win_rates = [
         {"policy": a, "against": b, "by": by, **win_rate(runs[a]["scores"][by], runs[b]["scores"][by])}
         for a, b in pairs
@@ -351,16 +359,28 @@ def kl_to_reference(cfg: EvalConfig, runs: dict, reference: str, device, log) ->
     return kl
 
 
-def policy_metrics(name: str, path: str, run: dict, kl: list[float] | None) -> dict:
-    """Mean and std of every score, the KL and the length; the share of samples that ended with EOS."""
+def policy_metrics(name: str, path: str, run: dict, kl: list[float] | None, limit: int) -> dict:
+    """Mean and std of every score, the KL and the length; the health of the samples (`health.MEASURES`: EOS rate,
+    share at the length `limit`, broken characters, repetition, distinct bigrams) and their entropy estimate."""
     m = {"policy": name, "path": path, "samples": len(run["texts"])}
     for key, values in run["scores"].items():
         m[key], m[f"{key}_std"] = mean_std(values)
     if kl is not None:
         m["kl"], m["kl_std"] = mean_std(kl)
     m["length"], m["length_std"] = mean_std([float(n) for n in run["lengths"]])
-    m["eos_rate"] = sum(run["ended"]) / len(run["ended"])
+    m.update(health.completion_health(run["texts"], run["ended"], run["lengths"], limit))
+    if run["logprobs"] is not None:  # E[-log pi(y | x)] over its own samples: the entropy per completion, in nats
+        m["entropy"] = -float(run["logprobs"].double().mean())
     return m
+
+
+def health_warnings(cfg: EvalConfig, policies: dict, first: str) -> list[str]:
+    """The guardrails' lines for every policy against the first one's samples (usually SFT) and the KL budget."""
+    lines = []
+    for name, m in policies.items():
+        reference = policies[first] if name != first else None
+        lines += [f"{name}: {line}" for line in health.warnings_for(m, reference, cfg.health, m.get("kl")).values()]
+    return lines
 
 
 def write_outputs(cfg: EvalConfig, result: dict, samples: list[dict]) -> None:
@@ -419,6 +439,7 @@ def format_results(result: dict, samples: list[dict], table_rows: int, num_sampl
                 f"  {w['policy']} over {w['against']} by {w['by']}: {w['win_rate']:.3f} ± {w['stderr']:.3f}"
                 f"  ({w['wins']} wins, {w['ties']} ties, {w['losses']} losses)"
             )
+    lines += ["", "health of the samples:", *(f"  {line}" for line in health.text_table(health.table(policies)))]
     if table_rows > 0:
         lines += ["", "samples (first draw per prompt):"]
         names = list(policies)

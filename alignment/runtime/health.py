@@ -1,0 +1,227 @@
+"""Health of sampled completions: the measures every policy stage and `rlhf eval` report, and the guardrails.
+
+A policy is not judged by its reward alone: DPO can win on gold while a third of its completions never
+end, carry broken bytes or loop. These measures look at the samples themselves, beside the reference's:
+
+| measure | name in metrics | what it catches |
+| --- | --- | --- |
+| EOS rate | `completions/eos_rate` | share of completions that end with EOS: a policy that forgot how to stop |
+| length limit | `completions/clipped_ratio` | share cut at the length limit without EOS (TRL GRPO's name) |
+| length | `completions/mean_length` | mean tokens per completion (EOS included) |
+| broken characters | `completions/broken_rate` | share with U+FFFD: byte-level tokens that form no UTF-8 character |
+| repetition | `completions/repeated_ngram_rate` | share with a word 3-gram seen 3 or more times in the completion |
+| diversity | `completions/distinct_2` | distinct word bigrams over all bigrams of the batch (Li et al. 2016) |
+| KL | `objective/kl` | KL to the reference, nats per completion |
+
+Guardrails (`Thresholds`, one documented set for every stage) turn a measure that crosses its threshold
+against the reference into a one-line warning; `HealthConfig.stop_on_kl` stops a run over its KL budget.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+BROKEN = "\ufffd"
+"""What a byte-level tokenizer's decoder writes for bytes that form no UTF-8 character."""
+NGRAM, REPEATS = 3, 3
+"""A completion repeats itself when one word NGRAM-gram occurs REPEATS times or more in it."""
+
+MEASURES = {
+    "eos_rate": "share of completions that end with EOS",
+    "clipped_ratio": "share cut at the length limit without EOS",
+    "mean_length": "mean tokens per completion",
+    "broken_rate": "share with a broken character (U+FFFD)",
+    "repeated_ngram_rate": f"share with a word {NGRAM}-gram repeated {REPEATS}+ times",
+    "distinct_2": "distinct word bigrams / all word bigrams",
+}
+"""Every completion measure by its short name; metrics files carry them as `completions/<name>`."""
+
+
+@dataclass
+class HealthConfig:
+    """Guardrails of a policy stage: warnings against the reference's samples, and an opt-in stop on KL."""
+
+    RANGES: ClassVar = {
+        "kl_budget": "> 0",
+        "eos_drop": "[0, 1]",
+        "broken_rise": "[0, 1]",
+        "logp_drop": "> 0",
+        "samples": ">= 0",
+        "temperature": "> 0",
+    }
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
+    kl_budget: float = 10.0
+    """KL to the reference (nats per completion) above which a run warns: far from where the reward or the
+    preferences describe anything."""
+    stop_on_kl: bool = False
+    """Stop training (saving the policy as it is) once the KL exceeds `kl_budget`."""
+    eos_drop: float = 0.10
+    """Warn when the EOS rate falls this far (a share) below the reference's."""
+    broken_rise: float = 0.01
+    """Warn when the broken-character rate rises this far (a share) above the reference's."""
+    logp_drop: float = 5.0
+    """DPO: warn when the chosen completions' mean log-prob falls this many nats below its start (likelihood
+    displacement: probability leaves the preferred answers too, for text nobody ranked)."""
+    samples: int = 64
+    """DPO: completions the policy (and once the reference) samples at each evaluation and at the end, one per
+    held-out prompt in turn (0: none)."""
+    temperature: float = 0.7
+    """DPO: their sampling temperature (as `rlhf eval` and the online stages' rollouts)."""
+
+
+def repeats_itself(text: str, n: int = NGRAM, times: int = REPEATS) -> bool:
+    """Whether one word n-gram occurs `times` or more in `text`."""
+    words = text.split()
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return bool(grams) and max(grams.values()) >= times
+
+
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Distinct word n-grams over all word n-grams of `texts` (1.0 when there are none)."""
+    grams = [tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+def completion_health(texts: Sequence[str], ended: Sequence[bool], lengths: Sequence[int], limit: int) -> dict:
+    """The measures of MEASURES over a batch: decoded `texts`, whether each `ended` with EOS, its `lengths` in tokens
+    (EOS included) and the length `limit` the sampler stopped at."""
+    n = max(len(texts), 1)
+    return {
+        "eos_rate": sum(bool(e) for e in ended) / n,
+        "clipped_ratio": sum(not e and int(k) >= limit for e, k in zip(ended, lengths)) / n,
+        "mean_length": sum(int(k) for k in lengths) / n,
+        "broken_rate": sum(BROKEN in t for t in texts) / n,
+        "repeated_ngram_rate": sum(repeats_itself(t) for t in texts) / n,
+        "distinct_2": distinct_n(texts),
+    }
+
+
+def metric_names(health: dict, prefix: str = "completions/") -> dict:
+    """`{prefix}<measure>` for every measure of `health` (the names in metrics.jsonl and W&B)."""
+    return {f"{prefix}{name}": value for name, value in health.items()}
+
+
+def warnings_for(health: dict, reference: dict | None, cfg: HealthConfig, kl: float | None = None) -> dict[str, str]:
+    """Guardrail -> its one line, for every guardrail `health` crosses against the `reference`'s measures (and the KL
+    budget); {} when all hold."""
+    out = {}
+    if reference:
+        drop = reference["eos_rate"] - health["eos_rate"]
+        if drop > cfg.eos_drop:
+            out["eos_rate"] = (
+                f"EOS rate {health['eos_rate']:.2f} is {drop:.2f} below the reference's {reference['eos_rate']:.2f}"
+                f" (threshold {cfg.eos_drop:.2f}): completions run to the length limit"
+            )
+        rise = health["broken_rate"] - reference["broken_rate"]
+        if rise > cfg.broken_rise:
+            out["broken_rate"] = (
+                f"broken-character rate {health['broken_rate']:.3f} is {rise:.3f} above the reference's"
+                f" {reference['broken_rate']:.3f} (threshold {cfg.broken_rise:.3f}): byte tokens that form no text"
+            )
+    if kl is not None and kl > cfg.kl_budget:
+        out["kl"] = f"KL to the reference {kl:.2f} nats is over the budget of {cfg.kl_budget:g} (health.kl_budget)"
+    return out
+
+
+def logp_warning(chosen_logps: float, start: float | None, cfg: HealthConfig) -> str | None:
+    """DPO's likelihood-displacement guardrail: a line when the chosen log-prob fell more than `logp_drop`."""
+    if start is None or start - chosen_logps <= cfg.logp_drop:
+        return None
+    return (
+        f"chosen log-prob {chosen_logps:.2f} fell {start - chosen_logps:.2f} nats below its start {start:.2f}"
+        f" (threshold {cfg.logp_drop:g}): probability leaves the preferred completions too"
+    )
+
+
+class Guardrails:
+    """A training stage's guardrails over its run: the first health it measures is the reference's (PPO's first
+    rollout comes from the initial policy, which is the reference; DPO samples the reference itself), each guardrail
+    warns in one line when it trips and again only after it cleared, and `check` says when to stop (`stop_on_kl`)."""
+
+    def __init__(self, stage: str, cfg: HealthConfig, log):
+        self.stage, self.cfg, self.log = stage, cfg, log
+        self.reference: dict | None = None
+        self.logp_start: float | None = None
+        self.tripped: set[str] = set()
+
+    def check(self, metrics: dict, step: int) -> bool:
+        """Warn for what `metrics` (one log's `completions/*`, `objective/kl`, DPO's `logps/chosen`) trips; returns
+        whether the run should stop (KL over the budget with `stop_on_kl`)."""
+        measures = {k.removeprefix("completions/"): v for k, v in metrics.items() if k.startswith("completions/")}
+        checked = set()
+        if measures and self.reference is None:
+            self.reference = measures
+        elif measures:
+            checked |= {"eos_rate", "broken_rate"}
+        kl = metrics.get("objective/kl")
+        checked |= {"kl"} if kl is not None else set()
+        lines = warnings_for(measures, self.reference if "eos_rate" in checked else None, self.cfg, kl)
+        if metrics.get("logps/chosen") is not None:
+            checked.add("logps")
+            self.logp_start = metrics["logps/chosen"] if self.logp_start is None else self.logp_start
+            line = logp_warning(metrics["logps/chosen"], self.logp_start, self.cfg)
+            lines.update({"logps": line} if line else {})
+        for key in sorted(set(lines) - self.tripped):
+            self.log.warning(f"{self.stage}: warning at step {step}: {lines[key]}")
+        self.tripped = (self.tripped - checked) | set(lines)
+        stop = self.cfg.stop_on_kl and "kl" in lines
+        if stop:
+            self.log.warning(f"{self.stage}: stopping at step {step}: the KL is over its budget (health.stop_on_kl)")
+        return stop
+
+    def state_dict(self) -> dict:
+        return {"reference": self.reference, "logp_start": self.logp_start, "tripped": sorted(self.tripped)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reference, self.logp_start = state.get("reference"), state.get("logp_start")
+        self.tripped = set(state.get("tripped", []))
+
+
+def is_healthy(
+    health: dict, reference: dict, kl: float | None, kl_budget: float, eos_points: float = 0.05, broken_points=0.01
+) -> bool:
+    """The acceptance bar of the worlds benchmark: EOS rate within `eos_points` of the reference's, broken-character
+    rate at most the reference's + `broken_points`, KL under the budget."""
+    return (
+        reference["eos_rate"] - health["eos_rate"] <= eos_points
+        and health["broken_rate"] - reference["broken_rate"] <= broken_points
+        and (kl is None or kl < kl_budget)
+    )
+
+
+COLUMNS = [
+    ("eos_rate", "EOS", ".0%"),
+    ("clipped_ratio", "at limit", ".0%"),
+    ("mean_length", "length", ".1f"),
+    ("broken_rate", "broken", ".1%"),
+    ("repeated_ngram_rate", "repeats", ".1%"),
+    ("distinct_2", "distinct-2", ".2f"),
+    ("kl", "KL", ".2f"),
+    ("entropy", "entropy", ".1f"),
+]
+"""The health table's columns: (key in a policy's measures, header, format)."""
+
+
+def table(policies: dict[str, dict]) -> list[list[str]]:
+    """The health table, a header row then a row per policy (`name -> measures`); n/a where a measure is missing."""
+    rows = [["policy", *(header for _, header, _ in COLUMNS)]]
+    for name, m in policies.items():
+        cells = [format(m[key], spec) if isinstance(m.get(key), (int, float)) else "n/a" for key, _, spec in COLUMNS]
+        rows.append([m.get("label", name), *cells])
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> list[str]:
+    """`table` rows as aligned plain-text lines."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """`table` rows as a markdown table."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])

@@ -1,0 +1,80 @@
+"""The health measures against hand counts, and the guardrails' one-line warnings."""
+
+import logging
+
+import pytest
+
+from alignment.runtime import health
+from alignment.runtime.health import Guardrails, HealthConfig
+
+
+def test_completion_health_counts_by_hand():
+    texts = ["the food was good.", "\ufffd the view", "a b c a b c a b c", "short"]
+    ended = [True, False, True, False]
+    lengths = [6, 8, 9, 3]
+    h = health.completion_health(texts, ended, lengths, limit=8)
+    assert h["eos_rate"] == 0.5
+    assert h["clipped_ratio"] == 0.25  # the second: no EOS and at the limit; the fourth stopped short of it
+    assert h["mean_length"] == pytest.approx(26 / 4)
+    assert h["broken_rate"] == 0.25
+    assert h["repeated_ngram_rate"] == 0.25  # "a b c" three times
+    bigrams = [("the", "food"), ("food", "was"), ("was", "good."), ("\ufffd", "the"), ("the", "view")]
+    bigrams += [("a", "b"), ("b", "c"), ("c", "a")] * 2 + [("a", "b"), ("b", "c")]
+    assert h["distinct_2"] == pytest.approx(len(set(bigrams)) / len(bigrams))
+
+
+def test_repetition_and_distinct_n_edges():
+    assert not health.repeats_itself("a b c a b c")  # twice is not a loop
+    assert health.repeats_itself("x a b c a b c a b c y")
+    assert health.distinct_n([]) == 1.0 and health.distinct_n(["one"]) == 1.0
+    assert health.completion_health([], [], [], 4)["eos_rate"] == 0.0
+
+
+def test_warnings_name_each_crossed_guardrail():
+    cfg = HealthConfig(kl_budget=8.0)
+    ref = {"eos_rate": 1.0, "broken_rate": 0.02}
+    assert health.warnings_for({"eos_rate": 0.95, "broken_rate": 0.025}, ref, cfg, kl=3.0) == {}
+    lines = health.warnings_for({"eos_rate": 0.55, "broken_rate": 0.08}, ref, cfg, kl=17.4)
+    assert set(lines) == {"eos_rate", "broken_rate", "kl"}
+    assert "EOS rate 0.55 is 0.45 below the reference's 1.00" in lines["eos_rate"]
+    assert "17.40 nats is over the budget of 8" in lines["kl"]
+    assert all("\n" not in line for line in lines.values())
+
+
+def measures(eos: float = 1.0, broken: float = 0.0) -> dict:
+    return {"completions/eos_rate": eos, "completions/broken_rate": broken, "completions/mean_length": 10.0}
+
+
+def test_guardrails_warn_once_per_crossing_and_stop_on_kl(caplog):
+    log = logging.getLogger("test-guardrails")
+    guard = Guardrails("ppo", HealthConfig(kl_budget=5.0, stop_on_kl=True), log)
+    with caplog.at_level(logging.WARNING, logger="test-guardrails"):
+        assert not guard.check(measures(), 1)  # the first health measured is the reference's
+        assert not guard.check({**measures(eos=0.7), "objective/kl": 2.0}, 2)
+        assert not guard.check({**measures(eos=0.6), "objective/kl": 3.0}, 3)  # still tripped: no second line
+        assert not guard.check({**measures(eos=0.95), "objective/kl": 3.0}, 4)  # cleared
+        assert not guard.check({**measures(eos=0.5), "objective/kl": 3.0}, 5)  # tripped again: a line again
+        assert guard.check({**measures(), "objective/kl": 6.0}, 6)  # over the budget: stop
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(":")[1] for line in lines if "EOS" in line] == [" warning at step 2", " warning at step 5"]
+    assert any("KL to the reference 6.00 nats is over the budget of 5" in line for line in lines)
+    assert any(line.startswith("ppo: stopping at step 6") for line in lines)
+
+
+def test_guardrails_watch_the_chosen_log_prob_and_resume(caplog):
+    guard = Guardrails("dpo", HealthConfig(logp_drop=3.0), logging.getLogger("test-logp"))
+    with caplog.at_level(logging.WARNING, logger="test-logp"):
+        guard.check({"logps/chosen": -20.0}, 10)
+        guard.check({"logps/chosen": -22.0}, 20)
+        again = Guardrails("dpo", HealthConfig(logp_drop=3.0), logging.getLogger("test-logp"))
+        again.load_state_dict(guard.state_dict())  # a resumed run keeps the start it measured against
+        again.check({"logps/chosen": -24.5}, 30)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "fell 4.50 nats below its start -20.00" in lines[0], lines
+
+
+def test_health_table_has_a_row_per_policy():
+    rows = health.table({"sft": {"eos_rate": 1.0, "kl": 0.0}, "dpo": {"eos_rate": 0.84, "label": "DPO"}})
+    assert rows[0][:3] == ["policy", "EOS", "at limit"]
+    assert rows[1][:2] == ["sft", "100%"] and rows[2][:2] == ["DPO", "84%"] and rows[2][-2] == "n/a"
+    assert health.markdown_table(rows).splitlines()[1].startswith("| --- |")
