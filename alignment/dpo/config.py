@@ -20,6 +20,7 @@ from alignment.config import (
     TrainConfig,
     require,
 )
+from alignment.runtime.health import HealthConfig
 
 
 @dataclass
@@ -54,7 +55,7 @@ class DPODataConfig:
 
 @dataclass
 class DPOLossConfig:
-    RANGES: ClassVar = {"beta": "> 0", "tie_param": "> 0"}
+    RANGES: ClassVar = {"beta": "> 0", "tie_param": "> 0", "sft_weight": ">= 0"}
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
 
     type: Literal["sigmoid", "ipo", "plackett_luce"] = "plackett_luce"
@@ -68,6 +69,9 @@ class DPOLossConfig:
     """Davidson nu (> 0): how likely ties are at equal reward."""
     length_normalize: bool = False
     """Use the mean log-prob per completion token instead of the sum (TRL's IPO and `sigmoid_norm` do)."""
+    sft_weight: float = 0.0
+    """Weight of an NLL term on each prompt's best-ranked completion (mean per token; RPO, TRL's `rpo_alpha`): keeps
+    the preferred answers likely while the preference loss pushes the others down (0: plain DPO)."""
     precompute_ref: bool = False
     """Compute the reference log-probs of every training completion once before training (one pass with
     adapters off), instead of a reference forward pass in every step."""
@@ -104,6 +108,9 @@ class DPOConfig(HubOptions):
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: DPOEvalConfig = field(default_factory=DPOEvalConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    """Guardrails: the policy's own samples against the reference's (EOS rate, broken characters, KL budget) at each
+    evaluation and at the end, and the chosen log-prob over training."""
     save_merged: bool = False
     """Also save the policy merged into the base under output_dir/merged (a standalone model)."""
 

@@ -330,6 +330,20 @@ def ranking_pair_loss(
     return RankingLoss(losses, count > 0, beta * s.detach())
 
 
+def best_completion_nll(
+    logps: torch.Tensor, tokens: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Mean negative log-likelihood per token of each prompt's best-ranked completions (all of a tie for first):
+    RPO's NLL term (Pang et al. 2024; TRL's `rpo_alpha`), which keeps the preferred answers likely while the
+    preference loss pushes the others down. logps [B, K] summed sequence log-probs (with gradient), tokens [B, K]
+    their completion token counts, ranks / valid [B, K] -> [B] (0 for a prompt with no valid completion)."""
+    valid = valid.bool()
+    best = ranks.masked_fill(~valid, torch.iinfo(ranks.dtype).max).min(-1, keepdim=True).values
+    chosen = valid & (ranks == best)
+    per_token = -_fp32(logps) / tokens.clamp(min=1).to(_fp32(logps).dtype)
+    return torch.where(chosen, per_token, 0.0).sum(-1) / chosen.sum(-1).clamp(min=1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Metrics under TRL's names, over strict comparisons (sums per prompt, so callers reduce over processes)
 

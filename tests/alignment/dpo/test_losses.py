@@ -331,3 +331,21 @@ def test_ranking_metrics_match_loop_and_trl_definitions_for_pairs():
     assert m["logps/chosen"] == pytest.approx(c.mean().item()) and m["logps/rejected"] == pytest.approx(r.mean().item())
     empty = D.metric_means(D.ranking_metric_sums(c[:1, None].expand(1, 2), c[:1, None].expand(1, 2), torch.tensor([[1, 1]])))  # fmt: skip
     assert math.isnan(empty["rewards/accuracies"])
+
+
+def test_best_completion_nll_is_the_mean_token_nll_of_the_top_ranked():
+    from alignment.dpo.losses import best_completion_nll
+
+    logps = torch.tensor([[-6.0, -2.0, -9.0], [-4.0, -8.0, 0.0], [-3.0, -3.0, 0.0]], requires_grad=True)
+    tokens = torch.tensor([[3.0, 2.0, 3.0], [4.0, 2.0, 1.0], [1.0, 3.0, 1.0]])
+    ranks = torch.tensor([[1, 2, 3], [2, 1, 9], [1, 1, 9]])  # row 2: a tie for first; padding holds anything
+    valid = torch.tensor([[True, True, True], [True, True, False], [True, True, False]])
+    got = best_completion_nll(logps, tokens, ranks, valid)
+    naive = []
+    for b in range(3):
+        best = min(r for r, v in zip(ranks[b].tolist(), valid[b].tolist()) if v)
+        picks = [i for i in range(3) if valid[b, i] and ranks[b, i] == best]
+        naive.append(sum(-logps[b, i].item() / tokens[b, i].item() for i in picks) / len(picks))
+    assert got.tolist() == pytest.approx(naive)
+    got.sum().backward()
+    assert logps.grad[0, 1] == pytest.approx(0.0) and logps.grad[0, 0] == pytest.approx(-1 / 3)
