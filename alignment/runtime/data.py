@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from alignment.assets import reviews
+from alignment.assets import worlds
 from alignment.config import UserError
 
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
@@ -35,11 +35,15 @@ def load_rows(path: str, split: str = "train", limit: int | None = None, key: st
 def _builtin(path: str, split: str, key: str) -> list[dict]:
 
     name = path.split(":", 1)[1]
-    if name == "reviews-sft":
-        return reviews.sft_rows(2000, seed=0 if split == "train" else 1)
-    if name == "reviews-prompts":
-        return reviews.prompts(split)
-    raise UserError(f"{key}: unknown built-in dataset '{path}' (have builtin:reviews-sft, builtin:reviews-prompts)")
+    world, _, kind = name.rpartition("-")
+    if world in worlds.WORLDS and kind == "sft":
+        return worlds.WORLDS[world].sft_rows(2000, seed=0 if split == "train" else 1)
+    if world in worlds.WORLDS and kind == "prompts":
+        return worlds.WORLDS[world].prompts(split)
+    raise UserError(
+        f"{key}: unknown built-in dataset '{path}' (have builtin:<world>-sft and builtin:<world>-prompts for the "
+        f"worlds {', '.join(worlds.WORLDS)})"
+    )
 
 
 # Compressed data under a text name (`data.jsonl` that is really gzip) would otherwise be a UnicodeDecodeError.

@@ -11,7 +11,7 @@ from alignment.config import ConfigError, UserError
 
 
 def load_function(spec: str, key: str) -> Callable:
-    """The callable named by `module:function`, or a one-line ConfigError naming the config `key`."""
+    """The callable named by `module:function` (or `module:object.attribute`), or a one-line ConfigError naming `key`."""
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
         raise ConfigError(f"{key}: '{spec}' is not of the form package.module:function")
@@ -19,7 +19,9 @@ def load_function(spec: str, key: str) -> Callable:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ConfigError(f"{key}: cannot import '{module_name}' ({e})") from None
-    fn = getattr(module, name, None)
+    fn = module
+    for part in name.split("."):  # `module:object.method` names a bound method (e.g. a world's gold)
+        fn = getattr(fn, part, None)
     if not callable(fn):
         raise ConfigError(f"{key}: '{module_name}' has no function '{name}'")
     return fn

@@ -1,4 +1,4 @@
-"""`builtin:tiny-llama`: a small Llama and its tokenizer, built offline and cached on disk.
+"""`builtin:tiny-llama` (and `builtin:tiny-llama@<world>`): a small Llama and its tokenizer, built offline and cached.
 
 The model is written with `save_pretrained` and every stage loads it back through the ordinary
 `from_pretrained` path, so the demo and the tests exercise exactly what a hub model goes through.
@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 
-from alignment.assets import reviews
+from alignment.assets import reviews, worlds
 from alignment.config import UserError
 
 BUILTIN_PREFIX = "builtin:"
@@ -39,19 +39,23 @@ def is_builtin(name: str) -> bool:
 
 
 def resolve(name: str) -> str:
-    """Map `builtin:<size>` to its cached folder, building it the first time; other names pass through."""
+    """Map `builtin:<size>` (the reviews world's) or `builtin:<size>@<world>` to its cached folder, building it the
+    first time; other names pass through."""
     if not is_builtin(name):
         return name
-    size = name[len(BUILTIN_PREFIX) :]
+    size, _, world = name[len(BUILTIN_PREFIX) :].partition("@")
     if size not in SIZES:
         raise UserError(f"unknown built-in model '{name}'; available: {', '.join('builtin:' + s for s in SIZES)}")
-    path = os.path.join(cache_root(), f"{size}-{VERSION}")
+    if world and world not in worlds.WORLDS:
+        raise UserError(f"unknown world in built-in model '{name}'; worlds: {', '.join(worlds.WORLDS)}")
+    world = world or "reviews"
+    path = os.path.join(cache_root(), f"{size}-{VERSION}" if world == "reviews" else f"{size}@{world}-{VERSION}")
     if not os.path.exists(os.path.join(path, "config.json")):
-        build(size, path)
+        build(size, path, worlds.WORLDS[world])
     return path
 
 
-def build_tokenizer(vocab_size: int = 640):
+def build_tokenizer(vocab_size: int = 640, corpus: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -66,7 +70,7 @@ def build_tokenizer(vocab_size: int = 640):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(reviews.corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus or reviews.corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
@@ -74,19 +78,19 @@ def build_tokenizer(vocab_size: int = 640):
     return fast
 
 
-def pretrain(model, tokenizer, steps: int = 300, batch_size: int = 32, lr: float = 3e-3) -> None:
-    """A short language-model pretraining on the shipped corpus, so the base "knows" the language.
+def pretrain(model, tokenizer, world=None, steps: int = 300, batch_size: int = 32, lr: float = 3e-3) -> None:
+    """A short language-model pretraining on the world's text (default: reviews), so the base "knows" the language.
 
-    Reviews and bare titles as separate documents (never "title: review"): the prompt/answer format
+    Completions and bare prompts as separate documents (never "title: review"): the prompt/answer format
     is what SFT teaches, as it would on a real pretrained model.
     """
     import random
 
     import torch
 
+    world = world or worlds.WORLDS["reviews"]
     rng = random.Random(0)
-    texts = [reviews.review(rng) for _ in range(steps * batch_size // 2)]
-    texts += [reviews.prompt_for(rng.choice(reviews.TOPICS)) for _ in range(steps * batch_size // 8)]
+    texts = world.documents(rng, steps * batch_size // 2, steps * batch_size // 8)
     rng.shuffle(texts)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - s / steps)
@@ -106,12 +110,13 @@ def pretrain(model, tokenizer, steps: int = 300, batch_size: int = 32, lr: float
     model.eval()
 
 
-def build(size: str, path: str) -> None:
-    """Build and save model + tokenizer to `path` atomically (safe when several ranks race)."""
+def build(size: str, path: str, world=None) -> None:
+    """Build and save a world's model + tokenizer (default: reviews) to `path` atomically (safe when ranks race)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tokenizer()
+    world = world or worlds.WORLDS["reviews"]
+    tokenizer = build_tokenizer(world.vocab_size, world.corpus())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=512,
@@ -124,7 +129,7 @@ def build(size: str, path: str) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
-        pretrain(model, tokenizer)
+        pretrain(model, tokenizer, world)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{size}-", dir=os.path.dirname(path))
     model.save_pretrained(tmp)
