@@ -27,6 +27,7 @@ budget. `to_stage=reward` stops each round after the reward model (rankings in r
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from alignment.cli import parse_stage_args
-from alignment.config import UserError, check_output_dir, load_config, require
+from alignment.config import ConfigError, UserError, check_output_dir, load_config, require
 from alignment.runtime.functions import load_scorer
 from reward.rankings.active import AcquisitionConfig
 from reward.rankings.annotator import ScriptedAnnotator
@@ -49,7 +50,13 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclass
 class AnnotatorsConfig:
-    RANGES: ClassVar = {"count": ">= 1", "temperature": ">= 0", "per_task": ">= 1", "rankings": ">= 0"}
+    RANGES: ClassVar = {
+        "count": ">= 1",
+        "temperature": ">= 0",
+        "per_task": ">= 1",
+        "rankings": ">= 0",
+        "careless": ">= 0",
+    }
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
 
     kind: Literal["scripted", "people"] = "scripted"
@@ -60,6 +67,8 @@ class AnnotatorsConfig:
     """Scripted annotators' hidden preference: `module:function` of (completion) or (prompt, completion)."""
     temperature: float = 1.0
     """Plackett-Luce noise of scripted annotators (0 = always the true order)."""
+    careless: int = 0
+    """Scripted annotators (the last ones of `count`) who rank at random: what gold tasks and reliability catch."""
     per_task: int = 1
     """Distinct annotators per task (overlap makes agreement measurable)."""
     rankings: int = 0
@@ -125,6 +134,12 @@ class PipelineConfig:
 
     def validate(self) -> None:
         require(self, "output_dir")
+        if self.annotators.careless > self.annotators.count:
+            raise ConfigError(
+                f"'annotators.careless' ({self.annotators.careless}) exceeds 'annotators.count' "
+                f"({self.annotators.count})",
+                key="annotators.careless",
+            )
         if self.acquisition.reward:
             raise UserError("'acquisition.reward' is set by the pipeline (the previous round's reward model)")
 
@@ -195,12 +210,20 @@ def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=prin
     with RankServer(store=store_url, annotators_per_task=cfg.annotators.per_task, log_path=log) as server:
         show(f"rank: server {server.url}, {len(names)} scripted annotators")
 
+        a = cfg.annotators
+        careless = set(range(a.count - a.careless, a.count))
+
+        def owner(task_id: int) -> int:
+            return random.Random(f"{cfg.seed}:owner:{task_id}").randrange(a.count)
+
         def work(i: int) -> None:
             # One task, one ranking (per_task 1): every annotator shares the seed, so a task's ranks are
-            # the same whichever thread leases it and the run is reproducible. With overlap they differ.
-            seed = cfg.seed + (i if cfg.annotators.per_task > 1 else 0)
+            # the same whichever thread leases it and the run is reproducible. With overlap they differ. Annotators
+            # who differ (careless ones) rank only the tasks a hash gives them, for the same reason.
+            seed = cfg.seed + (i if a.per_task > 1 else 0)
+            owns = (lambda task_id: owner(task_id) == i) if careless and a.per_task == 1 else None
             annotator = ScriptedAnnotator(
-                server.url, names[i], cfg.annotators.password, judge, cfg.annotators.temperature, seed=seed
+                server.url, names[i], a.password, judge, a.temperature, seed=seed, careless=i in careless, owns=owns
             )
             saved[i] = annotator.run()
             annotator.close()

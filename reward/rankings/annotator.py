@@ -48,10 +48,17 @@ class ScriptedAnnotator:
         seed: int = 0,
         timeout: float = 30.0,
         retries: int = 8,
+        careless: bool = False,
+        owns: Callable[[int], bool] | None = None,
     ):
         self.username, self.password = username, password
         self.score, self.temperature = score, temperature
         self.seed = seed
+        self.careless = careless
+        """Rank at random, whatever the score says (a careless annotator, for agreement and reliability checks)."""
+        self.owns = owns
+        """Which task ids this annotator ranks (None: any); it skips the others, so a pool whose annotators differ
+        still gives every task to the same annotator whichever thread leases it first."""
         self.retries = retries
         self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
         self.token: str | None = None
@@ -91,10 +98,13 @@ class ScriptedAnnotator:
     def rank(self, task: dict) -> list[int]:
         """Ranks aligned to completion positions, as the submit API expects."""
         by_pos = sorted(task["completions"], key=lambda c: c["position"])
-        scores = [float(self.score(task["prompt"], c["text"])) for c in by_pos]
         # Noise drawn from (seed, task), not from a stream: which annotator of a pool with one seed
         # draws a task depends on thread timing, and the ranks (hence the whole run) must not.
         rng = random.Random(f"{self.seed}:{task['task_id']}")
+        if self.careless:
+            order = rng.sample(range(len(by_pos)), len(by_pos))
+            return [order.index(i) + 1 for i in range(len(by_pos))]
+        scores = [float(self.score(task["prompt"], c["text"])) for c in by_pos]
         return plackett_luce_ranks(scores, self.temperature, rng)
 
     def submit(self, task_id: int, ranks: list[int], key: str | None = None) -> httpx.Response:
@@ -126,6 +136,9 @@ class ScriptedAnnotator:
                 time.sleep(poll_seconds)
                 continue
             idle_since = None
+            if self.owns is not None and not self.owns(task["task_id"]):
+                self._post(f"/api/tasks/{task['task_id']}/skip").raise_for_status()
+                continue
             resp = self.submit(task["task_id"], self.rank(task))
             if resp.status_code == 200:
                 saved += 1
