@@ -21,7 +21,9 @@ import math
 import os
 import time
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
+from alignment.assets import worlds
 from alignment.cli import parse_stage_args
 from alignment.config import ConfigError, require
 from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, evaluate
@@ -29,11 +31,8 @@ from alignment.pipeline import AnnotatorsConfig, PipelineConfig, check_stages, t
 from alignment.pipeline import run as run_pipeline
 from alignment.report import method_figures, methods_text, summary, write_report
 from alignment.runtime import files
-from alignment.runtime.functions import load_scorer
 from reward.model import completion_text
 
-GOLD = "alignment.assets.gold:gold_reward"
-GOLD_BATCH = "alignment.assets.gold:gold"  # the same preference as a (prompts, completions) batch function
 METHODS = {
     "ppo": ("PPO", "online samples scored by the reward model (policy + value adapters)"),
     "rloo": ("RLOO", "online samples scored by the reward model, 4 per prompt (leave-one-out baseline)"),
@@ -42,12 +41,39 @@ METHODS = {
     "dpo_kwise": ("DPO (K-wise)", "the rankings whole (listwise Plackett-Luce DPO loss)"),
 }
 """Method name -> (label, what it trains on); every one starts from the same SFT model and the same rankings."""
-ONLINE = [f"reward.monitor={GOLD_BATCH}", "train.total_episodes=2048"]
-"""RLOO's and GRPO's demo settings: gold watched as for PPO; half PPO's episodes, so the demo with every method stays
-under 10 minutes on 2 cores (PPO's gold on its rollouts levels off by update ~20 of its 64)."""
+ONLINE = ["train.total_episodes=2048"]
+"""RLOO's and GRPO's demo settings: half PPO's episodes, so the demo with every method stays under 10 minutes on
+2 cores (PPO's gold on its rollouts levels off by update ~20 of its 64)."""
 DPO = ["loss.beta=0.1", "train.learning_rate=2e-3", "train.epochs=2"]
 """The demo's DPO settings, the same for the pairwise and the K-wise loss (a fair comparison): 4x configs/dpo.yaml's
 learning rate and 2 epochs over the 385 training rankings (the first setting tried: K-wise DPO won 78.8% over SFT)."""
+
+
+@dataclass
+class DemoAnnotatorsConfig:
+    """The scripted annotators; each setting left unset is the world's."""
+
+    RANGES: ClassVar = {"count": ">= 1", "temperature": ">= 0", "careless": ">= 0", "per_task": ">= 1"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
+    count: int | None = None
+    """Scripted annotators ranking in parallel (default: the world's)."""
+    temperature: float | None = None
+    """Their Plackett-Luce noise (0: always the gold order; default: the world's)."""
+    careless: int | None = None
+    """How many of them rank at random (default: the world's)."""
+    per_task: int = 1
+    """Distinct annotators per task."""
+
+    def resolve(self, world: worlds.World) -> AnnotatorsConfig:
+        pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
+        return AnnotatorsConfig(
+            count=pick(self.count, world.annotators),
+            score=world.spec(),
+            temperature=pick(self.temperature, world.temperature),
+            careless=pick(self.careless, world.careless),
+            per_task=self.per_task,
+        )
 
 
 @dataclass
@@ -56,15 +82,17 @@ class DemoConfig:
     """Run folder; report.md and the plots are written here."""
     seed: int = 42
     """Seed of every stage."""
-    annotators: AnnotatorsConfig = field(default_factory=lambda: AnnotatorsConfig(count=3, temperature=1.0))
-    sample: list[str] = field(default_factory=lambda: ["repeats=24", "k=4", "max_new_tokens=40"])
-    """Overrides for the sampling stage."""
+    world: str = "reviews"
+    """The world (alignment/assets/worlds.py): its base model, data, hidden gold, annotators, K and lengths."""
+    annotators: DemoAnnotatorsConfig = field(default_factory=DemoAnnotatorsConfig)
+    sample: list[str] = field(default_factory=list)
+    """Overrides for the sampling stage (after the world's prompts, K, repeats and lengths)."""
     sft: list[str] = field(default_factory=list)
     """Overrides for SFT."""
     reward: list[str] = field(default_factory=lambda: ["train.epochs=3"])
     """Overrides for the reward stage."""
-    ppo: list[str] = field(default_factory=lambda: [f"reward.monitor={GOLD_BATCH}"])
-    """Overrides for PPO (gold is watched on every rollout, never trained on: the overoptimisation view)."""
+    ppo: list[str] = field(default_factory=list)
+    """Overrides for PPO (the world's gold is watched on every rollout, never trained on: the overoptimisation view)."""
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     """Policy methods trained from the same rankings and compared: ppo, rloo, grpo, dpo (pairwise), dpo_kwise."""
     rloo: list[str] = field(default_factory=lambda: list(ONLINE))
@@ -80,6 +108,7 @@ class DemoConfig:
 
     def validate(self) -> None:
         require(self, "output_dir")
+        worlds.get(self.world)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods or len(set(self.methods)) < len(self.methods):
             raise ConfigError(
@@ -95,38 +124,56 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def noise_ceiling(export_dir: str, temperature: float) -> float | None:
+def world_overrides(world: worlds.World) -> dict[str, list[str]]:
+    """Each stage's overrides that put it in `world`: its base, data, gold and lengths; nothing a method tunes."""
+    rollout = world.rollout_tokens or world.max_new_tokens
+    prompts = f"data.path=builtin:{world.name}-prompts"
+    lengths = [f"data.max_prompt_length={world.max_prompt_tokens}"]
+    online = [prompts, *lengths, f"rollout.response_length={rollout}", f"reward.monitor={world.spec(batch=True)}"]
+    completion = world.max_prompt_tokens + world.max_new_tokens
+    sft = [f"model.name_or_path={world.model}", f"data.path=builtin:{world.name}-sft", f"data.max_length={completion}"]
+    sample = [f"prompts=builtin:{world.name}-prompts", f"repeats={world.repeats()}", f"k={world.k}"]
+    sample.append(f"max_new_tokens={world.max_new_tokens}")
+    dpo = [*lengths, f"data.max_length={completion}"]
+    return {"sft": sft, "sample": sample, "reward": [f"data.max_length={completion}"], "online": online, "dpo": dpo}
+
+
+def noise_ceiling(export_dir: str, world: worlds.World, annotators: AnnotatorsConfig) -> float | None:
     """Best held-out pairwise accuracy any reward model can reach under the annotators' noise.
 
     A pair whose gold scores differ by d is labelled the right way round with probability
     sigmoid(d / T) (Plackett-Luce on two items), so the best predictor (the gold order) agrees with
-    the label that often; equal gold scores are coin flips.
+    the label that often; equal gold scores are coin flips, and so is every pair of a careless annotator.
     """
     import datasets
 
     path = os.path.join(export_dir, "pairwise")
-    if not os.path.isdir(path) or temperature <= 0:
+    if not os.path.isdir(path) or annotators.temperature <= 0:
         return None
-
-    gold = load_scorer(GOLD, "gold")
     test = datasets.load_from_disk(path)["test"]
     if len(test) == 0:
         return None
+    careless = {f"annotator-{i + 1}" for i in range(annotators.count - annotators.careless, annotators.count)}
     total = 0.0
     for row in test:
-        d = abs(gold(completion_text(row["chosen"])) - gold(completion_text(row["rejected"])))
-        total += 1 / (1 + math.exp(-d / temperature))
+        if row.get("annotator") in careless:
+            total += 0.5
+            continue
+        chosen, rejected = completion_text(row["chosen"]), completion_text(row["rejected"])
+        d = abs(world.gold_reward(chosen, row["prompt"]) - world.gold_reward(rejected, row["prompt"]))
+        total += 1 / (1 + math.exp(-d / annotators.temperature))
     return total / len(test)
 
 
 def method_pipeline(pipe: PipelineConfig, cfg: DemoConfig, name: str) -> PipelineConfig:
-    """The pipeline config whose policy stage is method `name` (not ppo) with the demo's overrides for it."""
+    """The pipeline config whose policy stage is method `name` (not ppo) with the world's and the demo's overrides."""
+    overrides = world_overrides(worlds.get(cfg.world))
     if name in ("rloo", "grpo"):
-        return replace(pipe, method=name, ppo=list(getattr(cfg, name)))
+        return replace(pipe, method=name, ppo=[*overrides["online"], *getattr(cfg, name)])
     # Both DPO losses read the K-wise export (configs/dpo.yaml's data) in the same batches of rankings and optimizer
     # steps: the pairwise one expands each ranking into its strict pairs, so only the loss differs.
     loss = "loss.type=sigmoid" if name == "dpo" else "loss.type=plackett_luce"
-    return replace(pipe, method="dpo", dpo=[loss, *getattr(cfg, name)])
+    return replace(pipe, method="dpo", dpo=[loss, *overrides["dpo"], *getattr(cfg, name)])
 
 
 def demo(cfg: DemoConfig) -> dict:
@@ -138,15 +185,17 @@ def demo(cfg: DemoConfig) -> dict:
 
     # 1. The pipeline (SFT -> sample -> rank -> export -> reward -> PPO); without ppo it stops at the reward model.
     #    Every other method's stage config is checked first, so a bad override fails before SFT trains.
-    show(f"demo: run folder {out}")
+    world = worlds.get(cfg.world)
+    overrides = world_overrides(world)
+    show(f"demo: world {world.name} ({world.gold_kind}; {world.about}), run folder {out}")
     pipe = PipelineConfig(
         output_dir=out,
         seed=cfg.seed,
-        annotators=cfg.annotators,
-        sample=cfg.sample,
-        sft=cfg.sft,
-        reward=cfg.reward,
-        ppo=cfg.ppo,
+        annotators=cfg.annotators.resolve(world),
+        sample=[*overrides["sample"], *cfg.sample],
+        sft=[*overrides["sft"], *cfg.sft],
+        reward=[*overrides["reward"], *cfg.reward],
+        ppo=[*overrides["online"], *cfg.ppo],
         to_stage="ppo" if "ppo" in cfg.methods else "reward",
     )
     others = {name: method_pipeline(pipe, cfg, name) for name in cfg.methods if name != "ppo"}
@@ -171,6 +220,7 @@ def compare(cfg: DemoConfig, sft: str, paths: dict, seconds: dict, started: floa
     out = os.path.abspath(cfg.output_dir)
     # 3. One evaluation of every policy against SFT on held-out prompts, by the hidden gold preference and the
     #    reward model; common random draws, so adding policies leaves each one's samples (and PPO's figures) as is.
+    world = worlds.get(cfg.world)
     show(f"eval: SFT vs {', '.join(cfg.methods)} on held-out prompts")
     evaluation = evaluate(
         EvalConfig(
@@ -179,9 +229,13 @@ def compare(cfg: DemoConfig, sft: str, paths: dict, seconds: dict, started: floa
             policies={"sft": sft, **{name: paths[name] for name in cfg.methods}},
             reference=sft,  # every method's reference: KL is measured to the model it started from
             reward_model=paths["reward"],
-            judge=GOLD,
-            data=EvalDataConfig(path="builtin:reviews-prompts", split="test"),
-            generation=EvalGenerationConfig(num_samples=cfg.eval_samples),
+            judge=world.spec(),
+            data=EvalDataConfig(
+                path=f"builtin:{world.name}-prompts", split="test", max_prompt_length=world.max_prompt_tokens
+            ),
+            generation=EvalGenerationConfig(
+                num_samples=cfg.eval_samples, max_new_tokens=world.eval_tokens or world.max_new_tokens
+            ),
         )
     )
 
@@ -189,8 +243,8 @@ def compare(cfg: DemoConfig, sft: str, paths: dict, seconds: dict, started: floa
     methods = method_figures(evaluation, cfg.methods, seconds)
     for name, m in methods.items():
         m["label"], m["trained_on"] = METHODS[name]
-    figures = {"accuracy_ceiling": noise_ceiling(paths["export"], cfg.annotators.temperature)}
-    report = write_report(out, figures, gold=GOLD, methods=methods)
+    figures = {"accuracy_ceiling": noise_ceiling(paths["export"], world, cfg.annotators.resolve(world))}
+    report = write_report(out, figures, gold=world.spec(), methods=methods)
     headline = summary(out, figures)
     headline["minutes"] = (time.time() - started) / 60
     headline["methods"] = methods

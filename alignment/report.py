@@ -23,6 +23,7 @@ import math
 import os
 
 from alignment.evaluate import load_judge
+from alignment.runtime import health
 
 # Keys of `figures` (all optional): numbers the caller measured that are not in the folders, and overrides.
 FIGURE_KEYS = {
@@ -182,8 +183,30 @@ def method_figures(evaluation: dict, names: list[str], seconds: dict, against: s
             "kl": m.get("kl"),
             "seconds": seconds.get(name),
             "samples": m.get("samples"),
+            **{key: m[key] for key in HEALTH_KEYS if key in m},
         }
     return out
+
+
+HEALTH_KEYS = (*health.MEASURES, "entropy")
+"""The health measures `rlhf eval` gives each policy (alignment/runtime/health.py), carried into the methods' rows."""
+
+
+def health_section(evaluation: dict, methods: dict, against: str = "sft") -> str:
+    """The report's health table: SFT's samples and every method's, side by side, with the thresholds that warn."""
+    reference = evaluation.get("policies", {}).get(against, {})
+    rows = health.table({"SFT": {k: reference.get(k) for k in (*HEALTH_KEYS, "kl")}, **methods})
+    return f"""
+## Health of the samples
+
+A win rate does not say whether a policy still writes text: the same held-out completions, measured beside SFT's
+(alignment/runtime/health.py). EOS: share that end; at limit: share cut at the length limit; broken: share with a
+U+FFFD (bytes that form no character); repeats: share with a word 3-gram seen 3 times; distinct-2: distinct word
+bigrams over all; KL to SFT and entropy in nats per completion. `rlhf eval` warns in one line when a policy's EOS rate
+falls more than 10 points below SFT's, its broken rate rises more than 1 point, or its KL passes the budget (10).
+
+{health.markdown_table(rows)}
+"""
 
 
 def _method_cells(name: str, m: dict) -> list[str]:
@@ -435,6 +458,7 @@ def write_report(
                 f" ({len(per_step)} updates, ppo/samples.jsonl)."
             )
     s = summary(run_dir, figures, folders)
+    evaluation = read_json(stage_file(run_dir, folders, "eval", "eval.json"))
 
     plots = {
         "overoptimization.png": plot_overoptimization(ppo_rows, os.path.join(run_dir, "overoptimization.png")),
@@ -458,7 +482,7 @@ Gold reward is the hidden preference the scripted annotators ranked by, measured
 (topics no stage trained on). The win rate compares PPO's and SFT's completions drawn with the same
 random numbers, prompt by prompt; ties count half. The accuracy ceiling is what a perfect model of the
 gold preference would score against the noisy annotators' labels.
-{methods_section(methods) if methods else ""}
+{methods_section(methods) if methods else ""}{health_section(evaluation, methods) if methods else ""}
 ## Gold reward, {"SFT vs every method" if methods else "SFT vs PPO"}
 
 ![gold reward]({os.path.basename(plots["gold_reward.png"])})
