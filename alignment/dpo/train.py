@@ -25,7 +25,7 @@ from accelerate.utils import gather_object
 from alignment.cli import parse_stage_args
 from alignment.config import UserError
 from alignment.dpo import data as ddata
-from alignment.dpo import losses
+from alignment.dpo import losses, samples
 from alignment.dpo.config import DPOConfig, DPOLossConfig
 from alignment.runtime import adapters, files, loop, manifest, models, optim
 from alignment.runtime.logprobs import logprobs_from_logits
@@ -96,16 +96,27 @@ def ranking_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, ranks
 def batch_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, batch: dict) -> losses.RankingLoss:
     """The batch's per-prompt losses; a soft-labelled pair (probability p < 1 that the first completion is better)
     costs p * loss(ranks) + (1 - p) * loss(reversed ranks): exactly `dpo_loss` with chosen_probability p for
-    sigmoid and IPO, and the same for Plackett-Luce, which is sigmoid DPO at K = 2."""
+    sigmoid and IPO, and the same for Plackett-Luce, which is sigmoid DPO at K = 2. With `sft_weight`, plus that
+    times the NLL per token of the best-ranked completion (RPO)."""
     device = logps.device
     ranks, valid, p = batch["ranks"].to(device), batch["valid"].to(device), batch["probability"].to(device)
     result = ranking_loss(c, logps, ref, ranks, valid)
-    if not bool((p < 1).any()):
-        return result
-    reversed_ranks = torch.where(valid, ranks.max(-1, keepdim=True).values + 1 - ranks, ranks)
-    flipped = ranking_loss(c, logps, ref, reversed_ranks, valid)
-    p = p.to(result.losses.dtype)
-    return result._replace(losses=p * result.losses + (1 - p) * flipped.losses)
+    if bool((p < 1).any()):
+        reversed_ranks = torch.where(valid, ranks.max(-1, keepdim=True).values + 1 - ranks, ranks)
+        flipped = ranking_loss(c, logps, ref, reversed_ranks, valid)
+        p = p.to(result.losses.dtype)
+        result = result._replace(losses=p * result.losses + (1 - p) * flipped.losses)
+    if c.sft_weight > 0:
+        tokens = torch.ones_like(logps) if c.length_normalize else completion_tokens(batch, device)
+        nll = losses.best_completion_nll(logps, tokens, ranks, valid)
+        result = result._replace(losses=result.losses + c.sft_weight * nll.to(result.losses.dtype))
+    return result
+
+
+def completion_tokens(batch: dict, device) -> torch.Tensor:
+    """Completion tokens of every completion of the batch, [B, K_max] (0 at padding slots)."""
+    flat = batch["completion_mask"][:, 1:].sum(-1).to(device=device, dtype=torch.float32)
+    return rdata.to_grid(flat, batch["slot"].to(device), *batch["ranks"].shape)
 
 
 def batch_sums(c: DPOLossConfig, result: losses.RankingLoss, logps, ref, batch: dict) -> dict[str, float]:
@@ -170,10 +181,7 @@ def train(cfg: DPOConfig) -> dict:
     run = loop.start("dpo", cfg, t.gradient_accumulation_steps)
     accelerator, log = run.accelerator, run.log
     rank, world, accumulation = accelerator.process_index, accelerator.num_processes, t.gradient_accumulation_steps
-    ks = sorted({len(e["input_ids"]) for e in train_set})
-    log.info(
-        f"dpo: {len(train_set)} train rankings (K {ks[0]}-{ks[-1]}), {len(eval_set)} held out, {world} process(es)"
-    )
+    data = describe_data(log, train_set, eval_set, informative, world)
 
     # 3. Model: the base with the policy adapter (the reference is the base with it off), optimizer, schedule.
     model = build_policy(cfg, base_path)
@@ -188,6 +196,10 @@ def train(cfg: DPOConfig) -> dict:
     eval_bs = cfg.eval.batch_size or t.per_device_batch_size
     if c.precompute_ref:
         precompute_reference(accelerator, model, train_set, eval_bs, tokenizer.pad_token_id, c.length_normalize)
+
+    # 4b. Guardrails: the reference's own samples once, the policy's at every evaluation (DPO never samples).
+    watch = samples.Watch(cfg.health, run, model, tokenizer, eval_set or train_set, cfg.seed)
+    run.tracker.log(watch.start(), step=run.step)
 
     # 5. Train: per micro-batch, one policy pass (+ one reference pass) over all completions, the ranking loss.
     stream = IndexStream(len(train_set), cfg.seed)
@@ -217,20 +229,20 @@ def train(cfg: DPOConfig) -> dict:
             metrics = window_metrics(window, accelerator, scheduler, epoch, grad_norm)
             run.tracker.log(metrics, step=done)
             run.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['rewards/accuracies']:.2f}")
+            watch.check(metrics, done)
             window.reset()
-        if loop.due(done, t.eval_steps, steps) and eval_set:
-            run.tracker.log(evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id), step=done)
+        if loop.due(done, t.eval_steps, steps):
+            held_out = evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id)
+            run.tracker.log({**held_out, **watch.look(done)}, step=done)
         loop.save_checkpoint(run, done, steps)
 
-    # 6. Evaluate on the held-out prompts.
-    report = evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id)
-    if report:
-        run.tracker.log(report, step=steps)
+    # 6. Evaluate on the held-out prompts; the health of the policy's own samples.
+    report = {**evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id), **watch.look(steps)}
+    run.tracker.log(report, step=steps)
+    if "eval/loss" in report:
         log.info(f"dpo: held-out loss {report['eval/loss']:.4f}, accuracy {report['eval/rewards/accuracies']:.3f}")
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, eval.json, optional merged model, manifest.
-    data = {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks,
-            "informative": sum(informative)}  # fmt: skip
     save(cfg, run, model, tokenizer, base_path, report, {"steps": steps, "data": data})
     loop.finish(run)
     return report
@@ -248,6 +260,15 @@ def load_examples(cfg: DPOConfig, tokenizer) -> tuple[list[dict], list[dict], li
     if not any(informative):
         raise UserError(f"{cfg.data.path}: no training row carries a preference (every ranking is one tie)")
     return train_set, eval_set, informative
+
+
+def describe_data(log, train_set: list[dict], eval_set: list[dict], informative: list[bool], world: int) -> dict:
+    """Log what the run trains on; returns it for the manifest."""
+    ks = sorted({len(e["input_ids"]) for e in train_set})
+    log.info(
+        f"dpo: {len(train_set)} train rankings (K {ks[0]}-{ks[-1]}), {len(eval_set)} held out, {world} process(es)"
+    )
+    return {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks, "informative": sum(informative)}
 
 
 def build_policy(cfg: DPOConfig, base_path: str):

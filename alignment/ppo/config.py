@@ -23,6 +23,7 @@ from alignment.config import (
     TrackingConfig,
     require,
 )
+from alignment.runtime.health import HealthConfig
 
 
 @dataclass
@@ -247,6 +248,8 @@ class PPOConfig(HubOptions):
     kl: KLConfig = field(default_factory=KLConfig)
     train: PPOTrainConfig = field(default_factory=PPOTrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    """Guardrails on the rollouts against the first update's (the reference's): warnings, an opt-in stop on KL."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     save_merged: bool = False
     """Also save the policy merged into the base under output_dir/merged."""

@@ -34,7 +34,7 @@ from alignment.ppo.config import PPOAlgoConfig, PPOConfig
 from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
 from alignment.ppo.rewards import RewardSource, load_source
 from alignment.ppo.rollout import Scores, encode_prompts, sample, score
-from alignment.runtime import adapters, loop, manifest, models, optim
+from alignment.runtime import adapters, health, loop, manifest, models, optim
 from alignment.runtime import logging as rlog
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
@@ -79,9 +79,11 @@ def train(cfg: PPOConfig) -> dict:
     # 5. Resume: weights, optimizer, schedule, RNG (Accelerate) + KL coefficient, running stats, run id.
     kl_ctl = L.kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
     state = loop.resume(run)
+    guard = health.Guardrails("ppo", cfg.health, log)
     if state:
         kl_ctl.load_state_dict(state["kl_controller"])
         reward.moments.load_state_dict(state["score_moments"])
+        guard.load_state_dict(state.get("health", {}))
 
     # 6. Train: `updates` rounds of rollout + PPO epochs.
     stream = IndexStream(len(encoded), cfg.seed)
@@ -106,23 +108,21 @@ def train(cfg: PPOConfig) -> dict:
         # 6e. Epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
         loss_fn = update_loss(cfg, accelerator, model, exp, kl_ctl.value)
         stats = policy_update(cfg, accelerator, model, optimizer, scheduler, orders, loss_fn)
-        t_end = time.time()
-        # 6f. Metrics over all processes, KL coefficient update, samples, checkpoint.
+        times = (t_start, t_generated, time.time())
+        # 6f. Metrics over all processes (health, guardrails), KL coefficient update, samples, checkpoint.
         metrics = collect_metrics(cfg, accelerator, exp, stats, kl_ctl.value)
-        metrics.update({
-            "train/learning_rate": scheduler.get_last_lr()[0], "train/episodes": step * batch_global,
-            "time/generation_share": (t_generated - t_start) / max(t_end - t_start, 1e-9),
-            "time/episodes_per_second": batch_global / max(t_end - t_start, 1e-9),
-        })  # fmt: skip
+        metrics.update(progress_metrics(scheduler, step, batch_global, times))
         kl_ctl.update(metrics["objective/kl"], batch_global)
         if loop.due(step, cfg.train.log_steps, updates, final=True):
             run.tracker.log(metrics, step=step)
+        stop = guard.check(metrics, step)
         if cfg.train.sample_steps and (step % cfg.train.sample_steps == 0 or step == 1):
             log_samples(run, tokenizer, exp, min(cfg.train.sample_rows, len(indices)), step)
         run.bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
-        loop.save_checkpoint(
-            run, step, updates, kl_controller=kl_ctl.state_dict(), score_moments=reward.moments.state_dict()
-        )
+        extras = {"kl_controller": kl_ctl.state_dict(), "score_moments": reward.moments.state_dict()}
+        loop.save_checkpoint(run, step, updates, **extras, health=guard.state_dict())
+        if stop:
+            break
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model, manifest.
     extra = {"updates": updates, "episodes": updates * batch_global, "reward_kind": reward.kind}
@@ -214,6 +214,8 @@ class Experience:
     """[B] what is optimised: normalised, minus the missing-EOS penalty."""
     kl: torch.Tensor
     """Per-token KL estimate to the reference, zero on padding."""
+    texts: list[str]
+    """The decoded completions."""
     monitor: float | None = None
     """Mean `reward.monitor` score of the rollout (watched, never optimised)."""
     from_update: bool = False
@@ -247,17 +249,16 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
     r, fused = cfg.rollout, old_logprobs_from_update(cfg)
     scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter",
                    with_values=cfg.algorithm == "ppo", with_policy=not fused)  # fmt: skip
-    prompt_texts = completions = None
-    if reward.needs_text:
-        prompt_texts = [prompt_text(tokenizer, p) for p in prompts]
-        completions = decode(tokenizer, rollout.responses, rollout.response_mask)
+    # the texts: what a text reward scores and what the health measures read
+    completions = decode(tokenizer, rollout.responses, rollout.response_mask)
+    prompt_texts = [prompt_text(tokenizer, p) for p in prompts] if reward.needs_text else None
     raw = reward.raw_scores(scored.reward_scores, prompts, prompt_texts, completions, accelerator.device)
     scores = reward.normalized(raw, accelerator)
     if r.stop_at_eos and r.missing_eos_penalty is not None:
         scores = L.penalize_no_eos(scores, rollout.contains_eos, r.missing_eos_penalty)
     kl = L.kl_per_token(scored.logprobs, scored.ref_logprobs, cfg.kl.estimator) * rollout.response_mask
     monitor = reward.monitored(prompt_texts, completions)
-    return Experience(rollout, prompts, scored, raw, scores, kl, monitor, fused)
+    return Experience(rollout, prompts, scored, raw, scores, kl, completions, monitor, fused)
 
 
 def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -489,6 +490,7 @@ def collect_metrics(cfg: PPOConfig, accelerator, exp: Experience, stats: UpdateS
         local.update(
             {"reward_std": group_std.mean().item(), "frac_reward_zero_std": (group_std == 0).float().mean().item()}
         )
+    local = {**local, **rollout_health(cfg, exp)}
     metrics = loop.reduce_metrics(accelerator, local, reduction="mean")
     num_eos = accelerator.reduce(exp.rollout.contains_eos.sum().to(accelerator.device), reduction="sum")
     return {
@@ -497,6 +499,28 @@ def collect_metrics(cfg: PPOConfig, accelerator, exp: Experience, stats: UpdateS
         "objective/kl_coef": beta,
         **loop.memory_metrics(accelerator),
     }
+
+
+def progress_metrics(scheduler, step: int, batch: int, times: tuple[float, float, float]) -> dict:
+    """The learning rate, episodes so far, the share of the update spent sampling and its throughput; `times`: when
+    the update started, its sampling ended and its optimisation ended."""
+    started, generated, ended = times
+    seconds = max(ended - started, 1e-9)
+    return {
+        "train/learning_rate": scheduler.get_last_lr()[0],
+        "train/episodes": step * batch,
+        "time/generation_share": (generated - started) / seconds,
+        "time/episodes_per_second": batch / seconds,
+    }
+
+
+def rollout_health(cfg: PPOConfig, exp: Experience) -> dict:
+    """The rollout's completion health (`completions/*`: EOS rate, share at the length limit, mean length, broken
+    characters, repetition, distinct bigrams) from its decoded texts."""
+    rollout = exp.rollout
+    lengths = rollout.response_mask.sum(-1).tolist()
+    measures = health.completion_health(exp.texts, rollout.contains_eos.tolist(), lengths, cfg.rollout.response_length)
+    return health.metric_names(measures)
 
 
 def log_samples(run: loop.Run, tokenizer, exp: Experience, n: int, step: int) -> None:

@@ -13,13 +13,26 @@ _LOGGER = logging.getLogger("rlhf")
 def setup(main_process: bool = True) -> logging.Logger:
     """Configure the `rlhf` logger: INFO on the main process, warnings only elsewhere."""
     if not _LOGGER.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _BarAwareHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
         _LOGGER.addHandler(handler)
         _LOGGER.propagate = False
     _LOGGER.setLevel(logging.INFO if main_process else logging.WARNING)
     quiet_libraries()
     return _LOGGER
+
+
+class _BarAwareHandler(logging.StreamHandler):
+    """Writes each record on a line of its own above a running progress bar (tqdm clears and redraws it), so a warning
+    in the middle of training is one clean line, not text glued into the bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # as logging.StreamHandler does: a broken stream must not end the run
+            self.handleError(record)
 
 
 def quiet_libraries() -> None:

@@ -1,0 +1,78 @@
+"""Guardrails in real runs: each stage driven over a threshold prints its one-line warning, and `stop_on_kl` stops.
+
+RLOO against rewards that pay for not stopping and for broken bytes (the failures DPO showed on other CPUs), then
+the KL budget with `health.stop_on_kl`; DPO at a high learning rate, watched through its own samples and its chosen
+log-probs."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+ENV = {"OMP_NUM_THREADS": "1"}
+RLOO = [
+    "configs/rloo.yaml", "run=", "model.name_or_path=builtin:tiny-llama", "reward.path=null",
+    "data.path=builtin:reviews-prompts", "rollout.per_device_batch_size=16", "rollout.response_length=16",
+    "rollout.temperature=1.0", "train.learning_rate=2e-2", "train.lr_from_beta=null", "kl.coef=0.01",
+    "train.sample_steps=0", "checkpoint.save_steps=0",
+]  # fmt: skip
+
+
+def runaway(prompts: list[str], completions: list[str]) -> list[float]:
+    """Pays for every word and more for every broken character: a policy that learns it stops ending and breaks."""
+    return [len(c.split()) + 3.0 * c.count("\ufffd") for c in completions]
+
+
+def metrics(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def warnings_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ": warning at step " in line]
+
+
+def test_rloo_warns_when_completions_stop_ending_and_break(tmp_path):
+    out = tmp_path / "rloo"
+    r = run_cli("ppo", *RLOO, f"output_dir={out}", "reward.function=tests.alignment.test_guardrails:runaway",
+                "rollout.missing_eos_penalty=null", "train.total_episodes=320", "health.kl_budget=1000", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = metrics(out)
+    first, last = rows[0], rows[-1]
+    for name in ("completions/eos_rate", "completions/clipped_ratio", "completions/broken_rate",
+                 "completions/mean_length", "completions/repeated_ngram_rate", "completions/distinct_2"):  # fmt: skip
+        assert name in last, name
+    assert last["completions/eos_rate"] < first["completions/eos_rate"] - 0.1, (first, last)
+    found = warnings_in(r.stderr)
+    assert any("EOS rate" in line and "below the reference's" in line for line in found), r.stderr[-3000:]
+    assert any("broken-character rate" in line for line in found), r.stderr[-3000:]
+    assert all(line.count("\n") == 0 and line.startswith("[") for line in found)
+
+
+def test_stop_on_kl_ends_the_run_over_its_budget_and_saves_the_policy(tmp_path):
+    out = tmp_path / "rloo"
+    r = run_cli("ppo", *RLOO, f"output_dir={out}", "reward.function=tests.alignment.test_guardrails:runaway",
+                "train.total_episodes=640", "health.kl_budget=0.5", "health.stop_on_kl=true", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert any("KL to the reference" in line and "over the budget of 0.5" in line for line in warnings_in(r.stderr))
+    assert "ppo: stopping at step" in r.stderr
+    steps = [row["step"] for row in metrics(out)]
+    assert max(steps) < 40 and (out / "adapter_model.safetensors").is_file()
+
+
+def test_dpo_watches_its_own_samples_and_the_chosen_log_prob(tmp_path):
+    out = tmp_path / "dpo"
+    r = run_cli("dpo", "configs/dpo.yaml", "run=", "model.name_or_path=builtin:tiny-llama", f"output_dir={out}",
+                "data.path=builtin:reviews-rankings", "data.eval_path=null", "data.limit=96", "train.learning_rate=2e-2",
+                "train.epochs=2", "train.log_steps=4", "train.eval_steps=12", "health.logp_drop=0.5",
+                "health.samples=16", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = metrics(out)
+    assert any("reference/completions/eos_rate" in row for row in rows)
+    looked = [row for row in rows if "completions/eos_rate" in row]
+    assert len(looked) >= 2 and all("objective/kl" in row for row in looked)
+    assert any("chosen log-prob" in line and "below its start" in line for line in warnings_in(r.stderr))
+    final = json.loads((out / "eval.json").read_text())
+    assert "completions/broken_rate" in final and final["objective/kl"] > 0
