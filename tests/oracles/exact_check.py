@@ -1,0 +1,127 @@
+"""The exact-optimum check: one method, run by its stage with its SHIPPED config, on one exact instance at one beta.
+
+Online methods (PPO, RLOO, GRPO) run `configs/<method>.yaml` with the instance's reward function; DPO runs
+`configs/dpo.yaml` on preference data drawn from the reference and labelled exactly (pairs with Bradley-Terry
+probabilities, or K-wise Plackett-Luce rankings). Only what describes the task is overridden, never a
+hyperparameter: the base, the data, the response length, the sampling temperature of the objective (1), the
+instance's missing-EOS penalty and beta. The saved policy is then scored exactly (tests/oracles/exact.py): the
+share of the achievable gain J* - J(ref) it reached and its KL to the optimal policy pi*.
+
+    from tests.oracles.exact_check import run
+    result = run("rloo", instance("sparse"), beta=0.5, seed=1, root=tmp_path)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from tests.oracles import exact
+from tests.oracles.instances import Instance
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+METHODS = ("ppo", "rloo", "grpo", "dpo", "dpo_kwise")
+BETAS = (0.1, 0.5, 1.0)
+PAIRS_PER_PROMPT = 256
+"""Preference data for DPO per prompt: pairs (pairwise) or rankings of K = 4 (K-wise), drawn from the reference."""
+KWISE_K = 4
+
+
+@dataclass
+class Result:
+    method: str
+    instance: str
+    beta: float
+    seed: int
+    fraction: float
+    """(J(pi) - J(ref)) / (J* - J(ref))."""
+    kl_to_optimum: float
+    """KL(pi || pi*) in nats, mean over prompts."""
+    kl: float
+    """KL(pi || ref)."""
+
+    def line(self) -> str:
+        return (
+            f"{self.method:9s} {self.instance:9s} beta {self.beta:<4} seed {self.seed}: gain reached "
+            f"{self.fraction:6.1%}  KL(pi || pi*) {self.kl_to_optimum:.4f}  KL(pi || ref) {self.kl:.3f}"
+        )
+
+
+def logprobs(base_dir: str, prompts, responses, policy_dir: str | None = None) -> torch.Tensor:
+    """[P, N] float64 log-probs of every enumerated response under the base (or base + adapter)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float64)
+    if policy_dir is not None:
+        model = PeftModel.from_pretrained(model, policy_dir).to(torch.float64)
+    return exact.sequence_logprobs(exact.causal_lm_logits_fn(model.eval()), prompts, responses, eos_token_id=1)
+
+
+def stage_overrides(method: str, inst: Instance, base: str, data: str, out: str, beta: float, seed: int) -> list[str]:
+    """What describes the task, for the method's shipped config: nothing it tunes."""
+    common = [f"output_dir={out}", f"seed={seed}", f"model.name_or_path={base}", "run=", "checkpoint.save_steps=0"]
+    if method in ("dpo", "dpo_kwise"):
+        loss = "sigmoid" if method == "dpo" else "plackett_luce"
+        return [*common, f"data.path={data}", "data.eval_path=null", "data.test_size=0",
+                f"data.max_completion_length={inst.length}", "data.max_prompt_length=8", "data.max_length=16",
+                f"loss.type={loss}", f"loss.beta={beta}", "loss.precompute_ref=true"]  # fmt: skip
+    return [*common, f"reward.function={inst.reward_spec}", "reward.path=null", "reward.monitor=null",
+            f"data.path={data}", f"rollout.response_length={inst.length}", "rollout.temperature=1.0",
+            f"rollout.missing_eos_penalty={inst.eos_penalty}", f"kl.coef={beta}", "train.sample_steps=0"]  # fmt: skip
+
+
+def preference_data(method: str, inst: Instance, tokenizer, ref_logp, rewards, seed: int, folder) -> str:
+    """Exactly labelled preference rows drawn from the reference: pairs (dpo) or K-wise rankings (dpo_kwise)."""
+    texts = exact.response_texts(tokenizer, inst.responses(), eos_token_id=1)
+    path = str(folder / f"{method}-{seed}.jsonl")
+    if method == "dpo":
+        pairs = exact.sample_pairs(ref_logp, rewards, PAIRS_PER_PROMPT, seed=seed)
+        return exact.write_pairwise_dataset(path, inst.prompts, texts, pairs)
+    rankings = exact.sample_rankings(ref_logp, rewards, KWISE_K, PAIRS_PER_PROMPT, seed=seed)
+    return exact.write_ranking_dataset(path, inst.prompts, texts, rankings)
+
+
+def run(method: str, inst: Instance, beta: float, seed: int, root, threads: int = 1) -> Result:
+    """Train `method` on `inst` at `beta` with its shipped config and score the saved policy exactly."""
+    from alignment.config import load_config
+
+    folder = root / inst.name
+    if not (folder / "base").is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        inst.build(folder)
+    from transformers import AutoTokenizer
+
+    base = str(folder / "base")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    responses, prompts = inst.responses(), inst.prompt_ids(tokenizer)
+    rewards = inst.rewards(tokenizer)
+    ref_logp = logprobs(base, prompts, responses)
+    out = str(root / f"{method}-{inst.name}-{beta}-{seed}")
+    if method in ("dpo", "dpo_kwise"):
+        from alignment.dpo.config import DPOConfig as Config
+        from alignment.dpo.train import train
+
+        data = preference_data(method, inst, tokenizer, ref_logp, rewards, seed, root)
+        config = os.path.join(ROOT, "configs", "dpo.yaml")
+    else:
+        from alignment.ppo.config import PPOConfig as Config
+        from alignment.ppo.train import train
+
+        data, config = str(folder / "prompts.jsonl"), os.path.join(ROOT, "configs", f"{method}.yaml")
+    cfg = load_config(Config, config, stage_overrides(method, inst, base, data, out, beta, seed))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # a tiny model: threads only add synchronisation
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(previous)
+    start = exact.evaluate(ref_logp, ref_logp, rewards, beta)
+    logp = logprobs(base, prompts, responses, out)
+    end = exact.evaluate(logp, ref_logp, rewards, beta)
+    optimum = exact.optimal_logprobs(ref_logp, rewards, beta)
+    kl_to_optimum = exact.exact_kl(logp, optimum).mean().item()
+    fraction = exact.gain_fraction(end.objective, start.objective, end.optimum)
+    return Result(method, inst.shape, beta, seed, fraction, kl_to_optimum, end.kl)
