@@ -308,31 +308,102 @@ def test_failed_writes_are_one_line_naming_the_folder(capsys, tmp_path, monkeypa
     assert_one_line(code, err, words, str(out))
 
 
-def test_full_disk_during_a_checkpoint_keeps_the_last_one_and_names_the_folder(tmp_path, monkeypatch):
-    """torch reports a full disk as a RuntimeError that never says so; the checkpoint names the folder, removes
-    its half-written temp folder, and the previous checkpoint stays complete."""
-    from alignment.runtime import checkpoint
+# A real full disk: training stages run as a user runs them (a fresh `python -m alignment` process) on a tmpfs
+# too small for their checkpoints. torch's zip writer fails with "unexpected pos" on the 2 MB disk, safetensors
+# with a SafetensorError on the 1.5 MB one.
+TINY_DPO = ["model.name_or_path=builtin:tiny-llama", "data.path=builtin:reviews-rankings", "data.eval_path=null"]
+FULL_DISK_STAGES = {
+    "sft": ["sft", "configs/sft.yaml", "data.limit=256", "data.eval_size=32"],
+    "dpo": ["dpo", "configs/dpo.yaml", *TINY_DPO, "data.limit=64"],
+}
+FULL_DISK_STEPS = ["train.max_steps=8", "checkpoint.save_steps=2"]
 
-    class FakeAccelerator:  # the only stand-in: Accelerate's save_state, failing the way torch.save does
-        is_main_process = True
 
-        def wait_for_everyone(self):
-            pass
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The stage's run on an ordinary disk, once per stage: what a resumed run must equal bit for bit."""
+    from tests.conftest import run_stage
 
-        def save_state(self, path, safe_serialization=True):
-            os.makedirs(path, exist_ok=True)
-            write(__import__("pathlib").Path(path) / "model.safetensors", b"\0" * 10)
-            if path.endswith("step-2"):
-                raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
-                                   "file data/0: file write failed")  # fmt: skip
+    done: dict[str, str] = {}
 
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: type("U", (), {"free": 0})())
-    checkpoint.save(FakeAccelerator(), str(tmp_path), 1, {"run_id": "x"}, keep_last=2)
-    with pytest.raises(OSError) as err:
-        checkpoint.save(FakeAccelerator(), str(tmp_path), 2, {"run_id": "x"}, keep_last=2)
-    assert err.value.errno == errno.ENOSPC and err.value.filename == checkpoint.checkpoint_dir(str(tmp_path))
-    assert sorted(os.listdir(checkpoint.checkpoint_dir(str(tmp_path)))) == ["step-1"]
-    assert checkpoint.resolve_resume("auto", str(tmp_path)).endswith("step-1")
+    def get(stage: str) -> str:
+        if stage not in done:
+            out = str(tmp_path_factory.mktemp(f"uninterrupted-{stage}") / stage)
+            run_stage(*FULL_DISK_STAGES[stage], *FULL_DISK_STEPS, f"output_dir={out}")
+            done[stage] = out
+        return done[stage]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, size", [("sft", "2m"), ("sft", "1536k"), ("dpo", "2m")])
+def test_a_full_disk_during_training_is_one_line_and_resumes_bit_exactly(small_disk, uninterrupted, stage, size):
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import run_cli
+
+    disk = small_disk(size)
+    out = os.path.join(disk.path, stage)
+    args = [*FULL_DISK_STAGES[stage], *FULL_DISK_STEPS, f"output_dir={out}"]
+    proc = run_cli(*args)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = f"error: {out}/checkpoints: no space left on the device (or quota); free space and rerun with "
+    assert errors == [line + "checkpoint.resume=auto"], proc.stderr[-3000:]
+    assert disk.leftovers() == [] and os.listdir(os.path.join(out, "checkpoints")) == ["step-2"]
+
+    disk.resize("64m")  # the operator frees space; the run goes on from its last complete checkpoint
+    proc = run_cli(*args, "checkpoint.resume=auto")
+    assert proc.returncode == 0 and "resumed from" in proc.stderr, proc.stderr[-3000:]
+    resumed = load_file(os.path.join(out, "adapter_model.safetensors"))
+    reference = load_file(os.path.join(uninterrupted(stage), "adapter_model.safetensors"))
+    assert resumed.keys() == reference.keys() and all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_the_ranking_store_on_a_full_disk_is_one_line_and_imports_nothing(capsys, tmp_path, small_disk):
+    from reward.rankings.store import open_store
+
+    disk = small_disk("2m")
+    store_path = os.path.join(disk.path, "rankings.db")
+    open_store(store_path).close()
+    rows = [{"prompt": f"p{i} " + "x" * 1000, "completions": [f"a{i}", f"b{i}"]} for i in range(200)]  # 200 kB
+    tasks = jsonl(tmp_path / "tasks.jsonl", rows)
+    disk.fill(leave_bytes=64 * 1024)
+    code, err = rlhf(capsys, "rank", "import", tasks, f"store={store_path}")
+    assert_one_line(code, err, store_path, "disk holding the ranking store is full", "nothing was saved")
+    os.remove(os.path.join(disk.path, "filler"))
+    store = open_store(store_path, create=False)
+    assert store.count_tasks() == 0  # one transaction: nothing half-imported
+    store.close()
+    code, err = rlhf(capsys, "rank", "import", tasks, f"store={store_path}")
+    assert code == 0, err
+
+
+def test_an_export_on_a_full_disk_is_one_line_and_keeps_the_export_of_before(capsys, tmp_path, small_disk):
+    from reward.rankings.store import open_store
+    from tests.reward.rankings.conftest import add_tasks
+
+    store_path = str(tmp_path / "rankings.db")
+    store = open_store(store_path)
+    ann = store.add_user("ann", password="pw-ann")
+    add_tasks(store, 40, k=3, prefix="x" * 400)
+    while (view := store.next_task(ann, 1, 60)) is not None:
+        store.submit(ann, view.task_id, [1, 2, 3], f"k-{view.task_id}", 1)
+    store.close()
+    disk = small_disk("4m")
+    out = os.path.join(disk.path, "export")
+    code, err = rlhf(capsys, "rank", "export", f"store={store_path}", f"output_dir={out}", "formats=[datasets,jsonl]")
+    assert code == 0, err
+    before = sorted(os.listdir(out))
+    kwise = open(os.path.join(out, "kwise_train.jsonl")).read()
+    disk.fill(leave_bytes=16 * 1024)
+    code, err = rlhf(capsys, "rank", "export", f"store={store_path}", f"output_dir={out}", "formats=[datasets,jsonl]")
+    err = "\n".join(line for line in err.splitlines() if not line.startswith("Saving the dataset"))  # progress
+    assert_one_line(code, err, f"{out}: no space left on the device", absent=("checkpoint.resume",))
+    assert sorted(os.listdir(out)) == before and disk.leftovers() == []
+    assert open(os.path.join(out, "kwise_train.jsonl")).read() == kwise
 
 
 def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
