@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select
@@ -30,7 +31,7 @@ class UserInfo:
 
 
 class Accounts:
-    """Mixed into Store (which provides `_tx` and `_audit`)."""
+    """Mixed into Store (which provides `_tx`, `_conn`, `_serialize` and `_audit`)."""
 
     def add_user(self, name: str, role: str = "annotator", password: str | None = None) -> int:
         if role not in ROLES:
@@ -171,22 +172,31 @@ class Accounts:
     # ------------------------------------------------------------------------------------------
     # Failed logins, counted in the database so every server process (and worker) shares one budget
 
-    def login_failure_times(self, client: str, username: str, since: float) -> tuple[list[float], list[float]]:
-        """Times of failures since `since`: (for this client and user name, for this client)."""
+    def reserve_login_attempt(
+        self, client: str, username: str, now: float, since: float, wait: Callable[[list[float], list[float]], float]
+    ) -> float:
+        """Count and record a login attempt atomically (every worker and process shares the budget): `wait(pair
+        times, client times)` of the failures since `since` decides; 0 records this attempt as a failure (a
+        success clears it) before the password is checked, more is the wait and nothing is recorded.
+
+        SQLite write transactions hold the database's write lock from BEGIN IMMEDIATE, PostgreSQL's take a
+        per-client advisory lock, so no two attempts of a client count the same failures.
+        """
         ch, uh = _digest(client), _digest(username)
-        with self._conn() as c:
+        with self._conn(write=True) as c:
+            self._serialize(c, "login", ch)
             rows = c.execute(
                 select(LoginFailure.username, LoginFailure.at)
                 .where(LoginFailure.client == ch, LoginFailure.at > since)
                 .order_by(LoginFailure.at)
             ).all()
-        return [at for u, at in rows if u == uh], [at for _, at in rows]
-
-    def record_login_failure(self, client: str, username: str, at: float, forget_before: float) -> None:
-        with self._conn(write=True) as c:
-            c.execute(insert(LoginFailure).values(client=_digest(client), username=_digest(username), at=at))
+            seconds = wait([at for u, at in rows if u == uh], [at for _, at in rows])
+            if seconds > 0:
+                return seconds
+            c.execute(insert(LoginFailure).values(client=ch, username=uh, at=now))
             # Keep the table to one window's worth of rows.
-            c.execute(delete(LoginFailure).where(LoginFailure.at <= forget_before))
+            c.execute(delete(LoginFailure).where(LoginFailure.at <= since))
+            return 0.0
 
     def clear_login_failures(self, client: str, username: str) -> None:
         with self._conn(write=True) as c:
