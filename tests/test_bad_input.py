@@ -16,6 +16,8 @@ import socket
 
 import pytest
 
+from tests.reward.rankings.conftest import local_client
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -286,6 +288,33 @@ def test_rank_inputs(capsys, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# User names from the safe alphabet, hosts the server answers
+
+
+@pytest.mark.parametrize(
+    "name, needles",
+    [
+        ("\u0430nn", ["user name '\\u0430nn' is not allowed", "ASCII letters, digits"]),  # Cyrillic a
+        ("r\xf6\xf6t", ["user name 'r\\xf6\\xf6t' is not allowed"]),
+        ("ann\u200b", ["'ann\\u200b'"]),
+        ("Ann", ["user name 'Ann' is taken by 'ann'"]),
+    ],
+)
+def test_look_alike_user_names_are_one_line(capsys, tmp_path, name, needles):
+    store = str(tmp_path / "rankings.db")
+    code, err = rlhf(capsys, "rank", "users", "add", "ann", f"store={store}", "password=pw-ann")
+    assert code == 0, err
+    code, err = rlhf(capsys, "rank", "users", "add", name, f"store={store}", "password=pw-x1")
+    assert_one_line(code, err, *needles)
+
+
+def test_allowed_hosts_that_serve_nothing_are_one_line(capsys, tmp_path):
+    for value, needle in (("[]", "must not be empty"), ("[evil*.com]", "'evil*.com' is not a host name")):
+        code, err = rlhf(capsys, "rank", "serve", f"store={tmp_path / 'r.db'}", f"allowed_hosts={value}")
+        assert_one_line(code, err, "allowed_hosts", needle)
+
+
+# ----------------------------------------------------------------------------------------------
 # Writes that fail: a full disk, a read-only folder
 
 
@@ -422,7 +451,6 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
 
 
 def test_json_api_bad_bodies_are_4xx_with_one_line_detail(tmp_path):
-    from fastapi.testclient import TestClient
 
     from reward.rankings.app.server import create_app
     from reward.rankings.config import RankConfig
@@ -431,7 +459,7 @@ def test_json_api_bad_bodies_are_4xx_with_one_line_detail(tmp_path):
     store = open_store(str(tmp_path / "r.db"))
     store.add_user("ann", password="pw-ann")
     task = store.add_task("p?", [{"text": "a"}, {"text": "b"}], {})
-    client = TestClient(create_app(RankConfig(store=store.url, annotators_per_task=1), store=store))
+    client = local_client(create_app(RankConfig(store=store.url, annotators_per_task=1), store=store))
     token = client.post("/api/login", json={"username": "ann", "password": "pw-ann"}).json()["token"]
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     client.post("/api/tasks/next", headers=auth)

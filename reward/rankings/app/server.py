@@ -83,8 +83,9 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(cfg.forwarded_allow_ips))
-    if list(cfg.allowed_hosts) != ["*"]:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
+    hosts = cfg.hosts_served()  # by default the hosts the server is bound to: no DNS rebinding to a loopback server
+    if hosts != ["*"]:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_kb * 1024)
     app.add_middleware(SecurityHeaders)
     _error_handlers(app)

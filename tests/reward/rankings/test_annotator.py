@@ -6,12 +6,10 @@ import math
 import random
 from collections import Counter
 
-from fastapi.testclient import TestClient
-
 from reward.rankings.annotator import ScriptedAnnotator, plackett_luce_ranks
 from reward.rankings.app.server import create_app
 from reward.rankings.config import RankConfig
-from tests.reward.rankings.conftest import add_tasks
+from tests.reward.rankings.conftest import add_tasks, local_client
 
 
 def test_zero_temperature_is_the_score_order():
@@ -39,7 +37,7 @@ def test_scripted_annotator_ranks_every_task_through_the_api(store):
     bot = ScriptedAnnotator(
         "http://testserver", "bot", "pw-bot", lambda p, t: len(t) + int(t.split()[1]), temperature=0
     )
-    bot.http = TestClient(app)
+    bot.http = local_client(app)
     assert bot.run() == 5
     rows = store.rankings()
     assert len(rows) == 5 and all(r["ranks"] == [3, 2, 1] for r in rows)

@@ -7,11 +7,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fastapi.testclient import TestClient
 
 from reward.rankings.app.ratelimit import LoginLimiter
 from reward.rankings.app.server import create_app
 from reward.rankings.config import RankConfig
+from tests.reward.rankings.conftest import local_client
 
 
 class Clock:
@@ -70,7 +70,7 @@ def test_the_app_answers_429_on_the_api_and_a_notice_on_the_form(store, tmp_path
     store.add_user("ann", password="pw-ann")
     cfg = RankConfig(store=store.url, output_dir=str(tmp_path / "run"), login_max_failures=3)
     app = create_app(cfg, store=store)
-    api = TestClient(app)
+    api = local_client(app)
     for _ in range(3):
         assert api.post("/api/login", json={"username": "ann", "password": "guess"}).status_code == 401
     r = api.post("/api/login", json={"username": "ann", "password": "pw-ann"})  # even the right one waits
