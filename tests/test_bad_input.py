@@ -199,24 +199,38 @@ def kwise(prompt: str, completions: list[str], ranks: list[int]) -> dict:
     return {"prompt": prompt, "completions": completions, "ranks": ranks}
 
 
-@pytest.mark.parametrize(
-    "rows, extra, needles",
-    [
-        ([{"prompt": "p", "chosen": "same", "rejected": "same"}] * 3, [], ["no usable comparison in 3 rows",
-                                                                            "3 with identical completions"]),
-        ([kwise(f"p{i}", ["a", "b", "c"], [1, 1, 1]) for i in range(4)], [], ["4 with every completion tied"]),
-        ([kwise("p", ["a", "b"], [1, 2]), {"prompt": "q", "chosen": "x", "rejected": "x"}], ["data.unusable=error"],
-         ["d.jsonl:2", "identical"]),
-        ([kwise("p", ["a", "b", "c"], [1, 2, 3]), kwise("q", ["a", "b"], [1, 2])], ["data.k=3"], ["d.jsonl:2", "K=3"]),
-        ([{"prompt": "p", "chosen": "a"}], [], ["d.jsonl:1", "'rejected'"]),
-        ([kwise("p", ["a", "b"], [1, "x"])], [], ["d.jsonl:1", "ranks"]),
-    ],
-)  # fmt: skip
-def test_reward_data(capsys, tmp_path, rows, extra, needles):
+PAIR = {"prompt": "p", "chosen": "a good answer", "rejected": "a bad answer"}
+SAME = {"prompt": "q", "chosen": "x", "rejected": "x"}
+PREFERENCE_DATA = [
+    # (rows, extra overrides, text the line must hold): data that carries no preference or breaks its shape
+    ([SAME] * 3, [], ["no usable comparison in 3 rows", "3 with identical completions"]),
+    ([kwise(f"p{i}", ["a", "b", "c"], [1, 1, 1]) for i in range(4)], [], ["4 with every completion tied"]),
+    ([kwise("p", ["a", "b"], [1, 2]), SAME], ["data.unusable=error"], ["d.jsonl:2", "identical (chosen == rejected)"]),
+    ([kwise("p", ["a", "a", "b"], [1, 2, 3])], ["data.unusable=error"], ["d.jsonl:1", "1 and 2 are identical but"]),
+    ([kwise("p", [" a", "a "], [1, 2])], [], ["no usable comparison in 1 rows"]),  # the same text, spaced
+    ([kwise("p", ["a", "b", "c"], [1, 2, 3]), kwise("q", ["a", "b"], [1, 2])], ["data.k=3"], ["d.jsonl:2", "K=3"]),
+    ([PAIR], ["data.k=3"], ["d.jsonl:1", "expected K=3 completions (data.k), got a chosen/rejected pair"]),
+    ([kwise("p", ["a", "b", "c"], [1, 2, 3]), kwise("q", ["a", "b"], [1, 2])], ["data.k=2"], ["d.jsonl:1", "got 3"]),
+    ([{"prompt": "p", "chosen": "a"}], [], ["d.jsonl:1", "'rejected'"]),
+    ([kwise("p", ["a", " "], [1, 2])], [], ["d.jsonl:1", "completion 2 is empty"]),
+    ([{"prompt": "p", "chosen": "a", "rejected": ""}], [], ["d.jsonl:1", "'rejected' is missing, empty"]),
+    ([kwise("p", ["a", "b"], [1, "x"])], [], ["d.jsonl:1", "ranks must be integers"]),
+    ([kwise("p", ["a", "b", "c"], [1, 2])], [], ["d.jsonl:1", "2 ranks for 3 completions"]),
+]
+STAGE_DATA_ARGS = {
+    "reward": ["reward", "configs/reward.yaml"],
+    "dpo": ["dpo", "configs/dpo.yaml", "loss.type=sigmoid"],
+}
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+@pytest.mark.parametrize("rows, extra, needles", PREFERENCE_DATA, ids=[str(i) for i in range(len(PREFERENCE_DATA))])
+def test_preference_data(capsys, tmp_path, stage, rows, extra, needles):
+    """The reward stage and DPO read rankings through one loader and refuse the same rows with the same line."""
     data = jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
-    code, err = rlhf(capsys, "reward", "configs/reward.yaml", f"output_dir={out}", f"data.path={data}",
-                     "data.eval_path=null", "data.test_size=0", "model.name_or_path=builtin:tiny-llama", *extra)  # fmt: skip
+    args = [f"output_dir={out}", f"data.path={data}", "data.eval_path=null", "data.test_size=0"]
+    code, err = rlhf(capsys, *STAGE_DATA_ARGS[stage], *args, "model.name_or_path=builtin:tiny-llama", *extra)
     assert_one_line(code, err, *needles)
     assert not out.exists()
 

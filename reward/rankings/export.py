@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from alignment.config import UserError, save_config
 from alignment.runtime import files, manifest
+from reward.preference import no_preference
 from reward.rankings.agreement import consensus_ranks
 from reward.rankings.config import ExportConfig, redacted
 from reward.rankings.store import open_store, safe_url
@@ -125,6 +126,9 @@ def build_rows(rankings: list[dict], cfg: ExportConfig) -> tuple[list[dict], lis
             "seeds": [s if s is not None else -1 for s in r["seeds"]],
             "task_meta": json.dumps(r["task_meta"], sort_keys=True),
         }
+        if no_preference(r["completions"], list(ranks)) is not None:
+            # kept (a tie-aware loss learns from ties) but counted: the reward stage and DPO drop it under ties=drop
+            counts["kwise_rows_without_preference"] += 1
         kwise.append(
             {
                 "prompt": prompt,
