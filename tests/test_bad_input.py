@@ -301,6 +301,38 @@ def test_rank_inputs(capsys, tmp_path):
     assert_one_line(code, err, "already in use")
 
 
+SLOW = pytest.mark.slow  # `rank annotate` starts a server process, or retries a closed port for seconds
+UNREACHABLE_PG = "postgresql://u:secret@127.0.0.1:1/rankings"  # nothing listens on port 1
+ANNOTATE = ["annotate", "users=bot", "score=alignment.assets.gold:gold_reward", "password=pw-bot"]
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["status"], ["none.db: ranking store not found"]),
+        (["export", "output_dir={tmp}/out"], ["none.db: ranking store not found"]),
+        (["users", "list"], ["none.db: ranking store not found"]),
+        (["users", "token", "bob"], ["none.db: ranking store not found"]),
+        (["serve"], ["none.db: ranking store not found"]),
+        pytest.param(ANNOTATE, ["server for this run exited (code 2)", "none.db: ranking store not found"], marks=SLOW),
+        (["status", f"store={UNREACHABLE_PG}"], ["cannot open the ranking store", "Connection refused"]),
+        (["users", "add", "bob", f"store={UNREACHABLE_PG}", "password=pw-bob"], ["cannot open the ranking store"]),
+        (["import", "{tasks}", f"store={UNREACHABLE_PG}"], ["u:***@127.0.0.1:1", "cannot open the ranking store"]),
+        (["export", f"store={UNREACHABLE_PG}", "output_dir={tmp}/out"], ["cannot open the ranking store"]),
+        pytest.param([*ANNOTATE, f"store={UNREACHABLE_PG}"], ["exited (code 2)", "u:***@127.0.0.1:1"], marks=SLOW),
+        pytest.param([*ANNOTATE, "url=http://127.0.0.1:9"], ["cannot log in", "cannot reach the ranking"], marks=SLOW),
+    ],
+)
+def test_a_missing_or_unreachable_store_or_server_is_one_line_on_every_rank_command(capsys, tmp_path, args, needles):
+    tasks = jsonl(tmp_path / "tasks.jsonl", [{"prompt": "p", "completions": ["a", "b"]}])
+    args = [a.format(tmp=tmp_path, tasks=tasks) for a in args]
+    if not any(a.startswith("store=") for a in args):
+        args.append(f"store={tmp_path / 'none.db'}")
+    code, err = rlhf(capsys, "rank", *args)
+    assert_one_line(code, err, *needles, absent=("secret",))
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # User names from the safe alphabet, hosts the server answers
 
