@@ -73,20 +73,21 @@ def run(argv: list[str]) -> int:
     return module.main(rest) or 0
 
 
-# A full disk, a read-only mount or a folder the user may not write: the user's to fix, so one line, not a traceback.
-WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-
-
 def write_error_line(e: OSError) -> str:
-    """One line naming the folder a write failed in (the command's output folder when the OS did not say)."""
+    """One line naming the folder a write failed in (the command's output folder when nothing said which)."""
     target = str(e.filename or (OUTPUT_DIRS[-1] if OUTPUT_DIRS else "the output folder"))
     folder = target if not e.filename or os.path.isdir(target) else os.path.dirname(target) or "."
+    what = "" if target == folder else f" while writing {target}"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        what = "" if target == folder else f" while writing {target}"
-        return f"{folder}: no space left on the device (or quota){what}; free space and rerun (checkpoint.resume=auto)"
+        # A training stage continues from its last complete checkpoint; anything else is simply rerun.
+        resumable = any(os.path.isdir(os.path.join(d, "checkpoints")) for d in OUTPUT_DIRS)
+        rerun = "rerun with checkpoint.resume=auto" if resumable else "rerun"
+        return f"{folder}: no space left on the device (or quota){what}; free space and {rerun}"
     if e.errno == errno.EROFS:
-        return f"{folder}: read-only file system; choose a writable output_dir"
-    return f"{folder}: permission denied writing {target}; choose a writable output_dir"
+        return f"{folder}: read-only file system{what}; choose a writable folder"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{folder}: permission denied{what}; choose a folder you may write"
+    return f"{folder}: {e.strerror.lower() if e.strerror else 'write failed'}{what}; check the disk and rerun"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,16 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
-    except OSError as e:
-        if e.errno not in WRITE_ERRORS:
-            raise
-        print(f"error: {write_error_line(e)}", file=sys.stderr)
-        code = 2
     except BrokenPipeError:  # `rlhf sft --help | head`
         code = 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except Exception as e:
+        # A full disk, a quota, a read-only mount or a folder the user may not write, raised by whichever
+        # library wrote (OSError, torch, safetensors, SQLite): the user's to fix, so one line, not a traceback.
+        from alignment.runtime.files import disk_error
+
+        # the OS's own file name when it gave one; else the output folder, whose free space tells a full disk
+        output_dir = OUTPUT_DIRS[-1] if OUTPUT_DIRS else None
+        error = disk_error(e, None if isinstance(e, OSError) and e.filename else output_dir)
+        if error is None:
+            raise
+        print(f"error: {write_error_line(error)}", file=sys.stderr)
+        code = 2
     sys.exit(code)
 
 

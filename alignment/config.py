@@ -544,10 +544,11 @@ def check_output_dir(path: str, key: str = "output_dir") -> None:
 
 
 def save_config(cfg: Any, path: str) -> None:
-    """Write the resolved config as YAML (what the run actually used)."""
+    """Write the resolved config as YAML (what the run actually used), atomically."""
+    from alignment.runtime import files
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    files.write_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from alignment.config import (
     TrainConfig,
     require,
 )
-from alignment.runtime import adapters, loop, manifest, models, optim
+from alignment.runtime import adapters, files, loop, manifest, models, optim
 from alignment.runtime import logging as rlog
 from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
@@ -259,7 +259,8 @@ def ready_for_scoring(folder: str, tokenizer) -> None:
     config = AutoConfig.from_pretrained(folder)
     config.num_labels = 1
     config.pad_token_id = tokenizer.pad_token_id
-    config.save_pretrained(folder)
+    with files.staged(folder) as tmp:
+        config.save_pretrained(tmp)
 
 
 def _save_for_next_stage(cfg: SFTConfig, tokenizer) -> str:

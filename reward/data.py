@@ -14,12 +14,14 @@ pairwise rows become K = 2 rankings (chosen_probability None: a hard label; alwa
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import torch
 
 from alignment.config import UserError
 from alignment.runtime.data import load_rows
+from reward import preference
 from reward.model import encode_text, pad
 from reward.rankings import synthetic
 
@@ -39,38 +41,51 @@ def load_rankings(
     return [to_ranking(row, f"{path}:{i + 1}", k) for i, row in enumerate(rows)]
 
 
+def load_split(d, ties: str, seed: int, stage: str, log=None) -> tuple[list[dict], list[dict]]:
+    """(train rankings, held-out rankings) for a stage's data config `d` (path, split, limit, k, eval_path,
+    eval_split, test_size, unusable): eval_path if set, else a seeded split by prompt. Rankings that carry no
+    preference (see reward/preference.py) are then dropped and counted, or refused with `d.unusable=error`."""
+    rankings = load_rankings(d.path, d.split, d.limit, d.k)
+    if d.eval_path:
+        split = d.eval_split if os.path.isdir(d.eval_path) or d.eval_path.startswith("builtin:") else "train"
+        held = load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
+    else:  # split first, so the held-out prompts do not depend on which rows are dropped
+        rankings, held = split_by_prompt(rankings, d.test_size, seed)
+    train = drop_unusable(rankings, ties, d.unusable, "data.path", log, stage=stage)
+    return train, drop_unusable(held, ties, d.unusable, "data.eval_path", log, required=False, stage=stage)
+
+
 def comparisons(ranking: dict, ties: str = "drop") -> int:
-    """How many comparisons a ranking gives the loss: pairs of different texts ranked apart (or tied, when the loss
-    models ties). chosen == rejected, or every completion tied under `ties=drop`, gives none."""
-    texts = [json.dumps(c, sort_keys=True) if not isinstance(c, str) else c.strip() for c in ranking["completions"]]
-    ranks = ranking["ranks"]
-    k = len(texts)
-    return sum(
-        texts[i] != texts[j] and (ranks[i] != ranks[j] or ties != "drop") for i in range(k) for j in range(i + 1, k)
-    )
+    """How many comparisons a ranking gives the loss (reward/preference.py)."""
+    return preference.comparisons(ranking["completions"], ranking["ranks"], ties)
 
 
-def drop_unusable(rankings: list[dict], ties: str, mode: str, key: str, log=None, required: bool = True) -> list[dict]:
-    """The rankings that hold at least one comparison. The others (identical texts, or all tied) are dropped and
-    counted (`mode="drop"`, a warning) or the first is an error naming its row (`mode="error"`); nothing left is
-    an error with the counts when `required` (training data), a warning otherwise (held-out data)."""
-    kept, identical, tied = [], 0, 0
+def drop_unusable(
+    rankings: list[dict], ties: str, mode: str, key: str, log=None, required: bool = True, stage: str = "reward"
+) -> list[dict]:
+    """The rankings that carry a preference. The others (identical texts, or all tied) are dropped and counted
+    (`mode="drop"`, a warning) or the first is an error naming its row (`mode="error"`); nothing left is an error
+    with the counts when `required` (training data), a warning otherwise (held-out data)."""
+    kept, dropped = [], {preference.IDENTICAL: 0, preference.TIED: 0}
     for r in rankings:
-        if comparisons(r, ties):
+        found = preference.no_preference(r["completions"], r["ranks"], ties)
+        if found is None:
             kept.append(r)
             continue
-        same = comparisons({**r, "ranks": list(range(len(r["ranks"])))}, ties) == 0
         if mode == "error":
-            why = "its completions are identical (chosen == rejected)" if same else "every completion is tied"
-            raise UserError(f"{r['where']}: no comparison to learn from: {why} (data.unusable=drop skips such rows)")
-        identical += same
-        tied += not same
-    dropped = identical + tied
-    counts = f"{identical} with identical completions (chosen == rejected), {tied} with every completion tied"
+            raise UserError(
+                f"{r['where']}: no preference to learn from: {found[1]} (data.unusable=drop skips such rows)"
+            )
+        dropped[found[0]] += 1
+    counts = (
+        f"{dropped[preference.IDENTICAL]} with identical completions (chosen == rejected, or one text ranked apart "
+        f"from itself), {dropped[preference.TIED]} with every completion tied"
+    )
     if rankings and not kept and required:
         raise UserError(f"{key}: no usable comparison in {len(rankings)} rows ({counts})")
-    if dropped and log is not None:
-        log.warning(f"reward: {key}: dropped {dropped} of {len(rankings)} rows without a comparison ({counts})")
+    if sum(dropped.values()) and log is not None:
+        n = sum(dropped.values())
+        log.warning(f"{stage}: {key}: dropped {n} of {len(rankings)} rows without a preference ({counts})")
     return kept
 
 
@@ -88,7 +103,7 @@ def is_text(value) -> bool:
 def to_ranking(row: dict, where: str, k: int | None = None) -> dict:
     """One row of either schema as a ranking, or a UserError naming `where` (file:row) and the fault."""
     if "completions" in row or "ranks" in row:
-        prompt, completions, ranks, margin = _kwise(row, where, k)
+        prompt, completions, ranks, margin = _kwise(row, where)
     elif "chosen" in row or "rejected" in row:
         prompt, completions, ranks, margin = _pairwise(row, where)
     else:
@@ -96,6 +111,9 @@ def to_ranking(row: dict, where: str, k: int | None = None) -> dict:
         raise UserError(
             f"{where}: expected 'prompt'+'completions'+'ranks' or 'chosen'+'rejected' columns, found: {found}"
         )
+    if k is not None and len(completions) != k:
+        what = "a chosen/rejected pair" if len(completions) == 2 and "chosen" in row else f"{len(completions)}"
+        raise UserError(f"{where}: expected K={k} completions (data.k), got {what}")
     if prompt is None or not (isinstance(prompt, str) or is_text(prompt)):
         raise UserError(f"{where}: 'prompt' is missing or not a string/message list")
     if isinstance(prompt, list) and not all(isinstance(c, list) for c in completions):
@@ -123,19 +141,14 @@ def _chosen_probability(row: dict, where: str) -> float | None:
     return float(p)
 
 
-def _kwise(row: dict, where: str, k: int | None) -> tuple:
+def _kwise(row: dict, where: str) -> tuple:
     """(prompt, completions, ranks, no margin) of a K-wise row, checked."""
     completions, ranks = row.get("completions"), row.get("ranks")
     if not isinstance(completions, list) or not isinstance(ranks, list):
         raise UserError(f"{where}: 'completions' and 'ranks' must both be lists")
     if len(completions) < 2:
         raise UserError(f"{where}: needs at least 2 completions to rank, got {len(completions)}")
-    if k is not None and len(completions) != k:
-        raise UserError(f"{where}: expected K={k} completions (data.k), got {len(completions)}")
-    if len(ranks) != len(completions):
-        raise UserError(f"{where}: {len(ranks)} ranks for {len(completions)} completions")
-    if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks):
-        raise UserError(f"{where}: ranks must be integers >= 1 (1 = best), got {ranks}")
+    preference.check_ranks(ranks, len(completions), where)
     for i, c in enumerate(completions):
         if not is_text(c):
             raise UserError(f"{where}: completion {i + 1} is empty or not a string/message list")

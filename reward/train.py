@@ -172,16 +172,9 @@ def main(argv: list[str]) -> int:
 
 
 def load_data(cfg: RewardConfig) -> tuple[list[dict], list[dict]]:
-    """(train rankings, held-out rankings): eval_path if set, else a seeded split by prompt."""
-    d, log = cfg.data, rlog.get()
-    rankings = rdata.load_rankings(d.path, d.split, d.limit, d.k)
-    if d.eval_path:
-        split = d.eval_split if os.path.isdir(d.eval_path) or d.eval_path.startswith("builtin:") else "train"
-        held = rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
-    else:  # split first, so the held-out prompts do not depend on which rows are dropped
-        rankings, held = rdata.split_by_prompt(rankings, d.test_size, cfg.seed)
-    train = rdata.drop_unusable(rankings, cfg.loss.ties, d.unusable, "data.path", log)
-    return train, rdata.drop_unusable(held, cfg.loss.ties, d.unusable, "data.eval_path", log, required=False)
+    """(train rankings, held-out rankings): eval_path if set, else a seeded split by prompt; rankings without a
+    preference dropped or refused (data.unusable)."""
+    return rdata.load_split(cfg.data, cfg.loss.ties, cfg.seed, "reward", rlog.get())
 
 
 def reference_texts(cfg: RewardConfig, train_rankings: list[dict]) -> tuple[list[dict], str]:

@@ -58,6 +58,7 @@ import tempfile
 import torch
 
 from alignment.config import UserError
+from alignment.runtime import files
 from reward.model import encode_text, pad, scores
 
 FILE = "uncertainty.safetensors"
@@ -263,13 +264,10 @@ def save(posterior: Laplace, folder: str) -> str:
     path = os.path.join(folder, FILE)
     fd, tmp = tempfile.mkstemp(prefix=f".{FILE}.", dir=folder)
     os.close(fd)
-    try:
+    with files.writing(folder, tmp):  # a full disk leaves no temp file and names the folder
         tensors = {"weight": posterior.weight.cpu(), "cholesky": posterior.cholesky.cpu().contiguous()}
         save_file(tensors, tmp, metadata={"method": "laplace-last-layer", "meta": json.dumps(meta)})
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

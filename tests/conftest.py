@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -96,6 +97,51 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class SmallDisk:
+    """A real tmpfs of a given size mounted on a folder: writes past it fail as they do on a full disk."""
+
+    def __init__(self, path, size: str):
+        self.path = str(path)
+        self.size = size
+
+    def resize(self, size: str) -> None:
+        """Grow (or shrink) the disk in place, files kept: what an operator does after a full-disk failure."""
+        subprocess.run(["mount", "-o", f"remount,size={size}", self.path], check=True, capture_output=True)
+        self.size = size
+
+    def fill(self, leave_bytes: int) -> None:
+        """Take all but about `leave_bytes` of the free space with a file of zeros."""
+        free = shutil.disk_usage(self.path).free
+        with open(os.path.join(self.path, "filler"), "ab") as f:
+            f.write(b"\0" * max(free - leave_bytes, 0))
+
+    def leftovers(self) -> list[str]:
+        """Temporary files or folders anywhere on the disk (what a failed write must not leave)."""
+        return [os.path.join(d, n) for d, dirs, names in os.walk(self.path) for n in dirs + names if ".tmp" in n]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk("2m")` mounts a real tmpfs of that size (unmounted after the test). Skips where mounting is not
+    permitted (not root, or a container without the capability): the full-disk tests need a real full disk."""
+    mounted: list[SmallDisk] = []
+
+    def mount(size: str) -> SmallDisk:
+        if not hasattr(os, "geteuid") or os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(SmallDisk(path, size))
+        return mounted[-1]
+
+    yield mount
+    for disk in mounted:
+        subprocess.run(["umount", "-l", disk.path], capture_output=True)
 
 
 def pytest_collection_modifyitems(config, items):

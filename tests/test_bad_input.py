@@ -16,6 +16,8 @@ import socket
 
 import pytest
 
+from tests.reward.rankings.conftest import local_client
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -197,24 +199,38 @@ def kwise(prompt: str, completions: list[str], ranks: list[int]) -> dict:
     return {"prompt": prompt, "completions": completions, "ranks": ranks}
 
 
-@pytest.mark.parametrize(
-    "rows, extra, needles",
-    [
-        ([{"prompt": "p", "chosen": "same", "rejected": "same"}] * 3, [], ["no usable comparison in 3 rows",
-                                                                            "3 with identical completions"]),
-        ([kwise(f"p{i}", ["a", "b", "c"], [1, 1, 1]) for i in range(4)], [], ["4 with every completion tied"]),
-        ([kwise("p", ["a", "b"], [1, 2]), {"prompt": "q", "chosen": "x", "rejected": "x"}], ["data.unusable=error"],
-         ["d.jsonl:2", "identical"]),
-        ([kwise("p", ["a", "b", "c"], [1, 2, 3]), kwise("q", ["a", "b"], [1, 2])], ["data.k=3"], ["d.jsonl:2", "K=3"]),
-        ([{"prompt": "p", "chosen": "a"}], [], ["d.jsonl:1", "'rejected'"]),
-        ([kwise("p", ["a", "b"], [1, "x"])], [], ["d.jsonl:1", "ranks"]),
-    ],
-)  # fmt: skip
-def test_reward_data(capsys, tmp_path, rows, extra, needles):
+PAIR = {"prompt": "p", "chosen": "a good answer", "rejected": "a bad answer"}
+SAME = {"prompt": "q", "chosen": "x", "rejected": "x"}
+PREFERENCE_DATA = [
+    # (rows, extra overrides, text the line must hold): data that carries no preference or breaks its shape
+    ([SAME] * 3, [], ["no usable comparison in 3 rows", "3 with identical completions"]),
+    ([kwise(f"p{i}", ["a", "b", "c"], [1, 1, 1]) for i in range(4)], [], ["4 with every completion tied"]),
+    ([kwise("p", ["a", "b"], [1, 2]), SAME], ["data.unusable=error"], ["d.jsonl:2", "identical (chosen == rejected)"]),
+    ([kwise("p", ["a", "a", "b"], [1, 2, 3])], ["data.unusable=error"], ["d.jsonl:1", "1 and 2 are identical but"]),
+    ([kwise("p", [" a", "a "], [1, 2])], [], ["no usable comparison in 1 rows"]),  # the same text, spaced
+    ([kwise("p", ["a", "b", "c"], [1, 2, 3]), kwise("q", ["a", "b"], [1, 2])], ["data.k=3"], ["d.jsonl:2", "K=3"]),
+    ([PAIR], ["data.k=3"], ["d.jsonl:1", "expected K=3 completions (data.k), got a chosen/rejected pair"]),
+    ([kwise("p", ["a", "b", "c"], [1, 2, 3]), kwise("q", ["a", "b"], [1, 2])], ["data.k=2"], ["d.jsonl:1", "got 3"]),
+    ([{"prompt": "p", "chosen": "a"}], [], ["d.jsonl:1", "'rejected'"]),
+    ([kwise("p", ["a", " "], [1, 2])], [], ["d.jsonl:1", "completion 2 is empty"]),
+    ([{"prompt": "p", "chosen": "a", "rejected": ""}], [], ["d.jsonl:1", "'rejected' is missing, empty"]),
+    ([kwise("p", ["a", "b"], [1, "x"])], [], ["d.jsonl:1", "ranks must be integers"]),
+    ([kwise("p", ["a", "b", "c"], [1, 2])], [], ["d.jsonl:1", "2 ranks for 3 completions"]),
+]
+STAGE_DATA_ARGS = {
+    "reward": ["reward", "configs/reward.yaml"],
+    "dpo": ["dpo", "configs/dpo.yaml", "loss.type=sigmoid"],
+}
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+@pytest.mark.parametrize("rows, extra, needles", PREFERENCE_DATA, ids=[str(i) for i in range(len(PREFERENCE_DATA))])
+def test_preference_data(capsys, tmp_path, stage, rows, extra, needles):
+    """The reward stage and DPO read rankings through one loader and refuse the same rows with the same line."""
     data = jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
-    code, err = rlhf(capsys, "reward", "configs/reward.yaml", f"output_dir={out}", f"data.path={data}",
-                     "data.eval_path=null", "data.test_size=0", "model.name_or_path=builtin:tiny-llama", *extra)  # fmt: skip
+    args = [f"output_dir={out}", f"data.path={data}", "data.eval_path=null", "data.test_size=0"]
+    code, err = rlhf(capsys, *STAGE_DATA_ARGS[stage], *args, "model.name_or_path=builtin:tiny-llama", *extra)
     assert_one_line(code, err, *needles)
     assert not out.exists()
 
@@ -285,6 +301,65 @@ def test_rank_inputs(capsys, tmp_path):
     assert_one_line(code, err, "already in use")
 
 
+SLOW = pytest.mark.slow  # `rank annotate` starts a server process, or retries a closed port for seconds
+UNREACHABLE_PG = "postgresql://u:secret@127.0.0.1:1/rankings"  # nothing listens on port 1
+ANNOTATE = ["annotate", "users=bot", "score=alignment.assets.gold:gold_reward", "password=pw-bot"]
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["status"], ["none.db: ranking store not found"]),
+        (["export", "output_dir={tmp}/out"], ["none.db: ranking store not found"]),
+        (["users", "list"], ["none.db: ranking store not found"]),
+        (["users", "token", "bob"], ["none.db: ranking store not found"]),
+        (["serve"], ["none.db: ranking store not found"]),
+        pytest.param(ANNOTATE, ["server for this run exited (code 2)", "none.db: ranking store not found"], marks=SLOW),
+        (["status", f"store={UNREACHABLE_PG}"], ["cannot open the ranking store", "Connection refused"]),
+        (["users", "add", "bob", f"store={UNREACHABLE_PG}", "password=pw-bob"], ["cannot open the ranking store"]),
+        (["import", "{tasks}", f"store={UNREACHABLE_PG}"], ["u:***@127.0.0.1:1", "cannot open the ranking store"]),
+        (["export", f"store={UNREACHABLE_PG}", "output_dir={tmp}/out"], ["cannot open the ranking store"]),
+        pytest.param([*ANNOTATE, f"store={UNREACHABLE_PG}"], ["exited (code 2)", "u:***@127.0.0.1:1"], marks=SLOW),
+        pytest.param([*ANNOTATE, "url=http://127.0.0.1:9"], ["cannot log in", "cannot reach the ranking"], marks=SLOW),
+    ],
+)
+def test_a_missing_or_unreachable_store_or_server_is_one_line_on_every_rank_command(capsys, tmp_path, args, needles):
+    tasks = jsonl(tmp_path / "tasks.jsonl", [{"prompt": "p", "completions": ["a", "b"]}])
+    args = [a.format(tmp=tmp_path, tasks=tasks) for a in args]
+    if not any(a.startswith("store=") for a in args):
+        args.append(f"store={tmp_path / 'none.db'}")
+    code, err = rlhf(capsys, "rank", *args)
+    assert_one_line(code, err, *needles, absent=("secret",))
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# User names from the safe alphabet, hosts the server answers
+
+
+@pytest.mark.parametrize(
+    "name, needles",
+    [
+        ("\u0430nn", ["user name '\\u0430nn' is not allowed", "ASCII letters, digits"]),  # Cyrillic a
+        ("r\xf6\xf6t", ["user name 'r\\xf6\\xf6t' is not allowed"]),
+        ("ann\u200b", ["'ann\\u200b'"]),
+        ("Ann", ["user name 'Ann' is taken by 'ann'"]),
+    ],
+)
+def test_look_alike_user_names_are_one_line(capsys, tmp_path, name, needles):
+    store = str(tmp_path / "rankings.db")
+    code, err = rlhf(capsys, "rank", "users", "add", "ann", f"store={store}", "password=pw-ann")
+    assert code == 0, err
+    code, err = rlhf(capsys, "rank", "users", "add", name, f"store={store}", "password=pw-x1")
+    assert_one_line(code, err, *needles)
+
+
+def test_allowed_hosts_that_serve_nothing_are_one_line(capsys, tmp_path):
+    for value, needle in (("[]", "must not be empty"), ("[evil*.com]", "'evil*.com' is not a host name")):
+        code, err = rlhf(capsys, "rank", "serve", f"store={tmp_path / 'r.db'}", f"allowed_hosts={value}")
+        assert_one_line(code, err, "allowed_hosts", needle)
+
+
 # ----------------------------------------------------------------------------------------------
 # Writes that fail: a full disk, a read-only folder
 
@@ -308,31 +383,102 @@ def test_failed_writes_are_one_line_naming_the_folder(capsys, tmp_path, monkeypa
     assert_one_line(code, err, words, str(out))
 
 
-def test_full_disk_during_a_checkpoint_keeps_the_last_one_and_names_the_folder(tmp_path, monkeypatch):
-    """torch reports a full disk as a RuntimeError that never says so; the checkpoint names the folder, removes
-    its half-written temp folder, and the previous checkpoint stays complete."""
-    from alignment.runtime import checkpoint
+# A real full disk: training stages run as a user runs them (a fresh `python -m alignment` process) on a tmpfs
+# too small for their checkpoints. torch's zip writer fails with "unexpected pos" on the 2 MB disk, safetensors
+# with a SafetensorError on the 1.5 MB one.
+TINY_DPO = ["model.name_or_path=builtin:tiny-llama", "data.path=builtin:reviews-rankings", "data.eval_path=null"]
+FULL_DISK_STAGES = {
+    "sft": ["sft", "configs/sft.yaml", "data.limit=256", "data.eval_size=32"],
+    "dpo": ["dpo", "configs/dpo.yaml", *TINY_DPO, "data.limit=64"],
+}
+FULL_DISK_STEPS = ["train.max_steps=8", "checkpoint.save_steps=2"]
 
-    class FakeAccelerator:  # the only stand-in: Accelerate's save_state, failing the way torch.save does
-        is_main_process = True
 
-        def wait_for_everyone(self):
-            pass
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The stage's run on an ordinary disk, once per stage: what a resumed run must equal bit for bit."""
+    from tests.conftest import run_stage
 
-        def save_state(self, path, safe_serialization=True):
-            os.makedirs(path, exist_ok=True)
-            write(__import__("pathlib").Path(path) / "model.safetensors", b"\0" * 10)
-            if path.endswith("step-2"):
-                raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
-                                   "file data/0: file write failed")  # fmt: skip
+    done: dict[str, str] = {}
 
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: type("U", (), {"free": 0})())
-    checkpoint.save(FakeAccelerator(), str(tmp_path), 1, {"run_id": "x"}, keep_last=2)
-    with pytest.raises(OSError) as err:
-        checkpoint.save(FakeAccelerator(), str(tmp_path), 2, {"run_id": "x"}, keep_last=2)
-    assert err.value.errno == errno.ENOSPC and err.value.filename == checkpoint.checkpoint_dir(str(tmp_path))
-    assert sorted(os.listdir(checkpoint.checkpoint_dir(str(tmp_path)))) == ["step-1"]
-    assert checkpoint.resolve_resume("auto", str(tmp_path)).endswith("step-1")
+    def get(stage: str) -> str:
+        if stage not in done:
+            out = str(tmp_path_factory.mktemp(f"uninterrupted-{stage}") / stage)
+            run_stage(*FULL_DISK_STAGES[stage], *FULL_DISK_STEPS, f"output_dir={out}")
+            done[stage] = out
+        return done[stage]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, size", [("sft", "2m"), ("sft", "1536k"), ("dpo", "2m")])
+def test_a_full_disk_during_training_is_one_line_and_resumes_bit_exactly(small_disk, uninterrupted, stage, size):
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import run_cli
+
+    disk = small_disk(size)
+    out = os.path.join(disk.path, stage)
+    args = [*FULL_DISK_STAGES[stage], *FULL_DISK_STEPS, f"output_dir={out}"]
+    proc = run_cli(*args)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = f"error: {out}/checkpoints: no space left on the device (or quota); free space and rerun with "
+    assert errors == [line + "checkpoint.resume=auto"], proc.stderr[-3000:]
+    assert disk.leftovers() == [] and os.listdir(os.path.join(out, "checkpoints")) == ["step-2"]
+
+    disk.resize("64m")  # the operator frees space; the run goes on from its last complete checkpoint
+    proc = run_cli(*args, "checkpoint.resume=auto")
+    assert proc.returncode == 0 and "resumed from" in proc.stderr, proc.stderr[-3000:]
+    resumed = load_file(os.path.join(out, "adapter_model.safetensors"))
+    reference = load_file(os.path.join(uninterrupted(stage), "adapter_model.safetensors"))
+    assert resumed.keys() == reference.keys() and all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_the_ranking_store_on_a_full_disk_is_one_line_and_imports_nothing(capsys, tmp_path, small_disk):
+    from reward.rankings.store import open_store
+
+    disk = small_disk("2m")
+    store_path = os.path.join(disk.path, "rankings.db")
+    open_store(store_path).close()
+    rows = [{"prompt": f"p{i} " + "x" * 1000, "completions": [f"a{i}", f"b{i}"]} for i in range(200)]  # 200 kB
+    tasks = jsonl(tmp_path / "tasks.jsonl", rows)
+    disk.fill(leave_bytes=64 * 1024)
+    code, err = rlhf(capsys, "rank", "import", tasks, f"store={store_path}")
+    assert_one_line(code, err, store_path, "disk holding the ranking store is full", "nothing was saved")
+    os.remove(os.path.join(disk.path, "filler"))
+    store = open_store(store_path, create=False)
+    assert store.count_tasks() == 0  # one transaction: nothing half-imported
+    store.close()
+    code, err = rlhf(capsys, "rank", "import", tasks, f"store={store_path}")
+    assert code == 0, err
+
+
+def test_an_export_on_a_full_disk_is_one_line_and_keeps_the_export_of_before(capsys, tmp_path, small_disk):
+    from reward.rankings.store import open_store
+    from tests.reward.rankings.conftest import add_tasks
+
+    store_path = str(tmp_path / "rankings.db")
+    store = open_store(store_path)
+    ann = store.add_user("ann", password="pw-ann")
+    add_tasks(store, 40, k=3, prefix="x" * 400)
+    while (view := store.next_task(ann, 1, 60)) is not None:
+        store.submit(ann, view.task_id, [1, 2, 3], f"k-{view.task_id}", 1)
+    store.close()
+    disk = small_disk("4m")
+    out = os.path.join(disk.path, "export")
+    code, err = rlhf(capsys, "rank", "export", f"store={store_path}", f"output_dir={out}", "formats=[datasets,jsonl]")
+    assert code == 0, err
+    before = sorted(os.listdir(out))
+    kwise = open(os.path.join(out, "kwise_train.jsonl")).read()
+    disk.fill(leave_bytes=16 * 1024)
+    code, err = rlhf(capsys, "rank", "export", f"store={store_path}", f"output_dir={out}", "formats=[datasets,jsonl]")
+    err = "\n".join(line for line in err.splitlines() if not line.startswith("Saving the dataset"))  # progress
+    assert_one_line(code, err, f"{out}: no space left on the device", absent=("checkpoint.resume",))
+    assert sorted(os.listdir(out)) == before and disk.leftovers() == []
+    assert open(os.path.join(out, "kwise_train.jsonl")).read() == kwise
 
 
 def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
@@ -351,7 +497,6 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
 
 
 def test_json_api_bad_bodies_are_4xx_with_one_line_detail(tmp_path):
-    from fastapi.testclient import TestClient
 
     from reward.rankings.app.server import create_app
     from reward.rankings.config import RankConfig
@@ -360,7 +505,7 @@ def test_json_api_bad_bodies_are_4xx_with_one_line_detail(tmp_path):
     store = open_store(str(tmp_path / "r.db"))
     store.add_user("ann", password="pw-ann")
     task = store.add_task("p?", [{"text": "a"}, {"text": "b"}], {})
-    client = TestClient(create_app(RankConfig(store=store.url, annotators_per_task=1), store=store))
+    client = local_client(create_app(RankConfig(store=store.url, annotators_per_task=1), store=store))
     token = client.post("/api/login", json={"username": "ann", "password": "pw-ann"}).json()["token"]
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     client.post("/api/tasks/next", headers=auth)

@@ -41,8 +41,13 @@ class DPODataConfig:
     """Split of eval_path to evaluate on (dataset folders and hub ids; files are read whole)."""
     test_size: float = 0.1
     """Held-out share (<1) or count (>=1) of distinct prompts when there is no eval_path; 0 for none."""
+    unusable: Literal["drop", "error"] = "drop"
+    """Rows with no preference (chosen == rejected, a text ranked apart from itself, or every completion tied
+    under loss.ties=drop): `drop` skips and counts them (a warning), `error` stops at the first, naming its row.
+    No usable row at all is an error."""
     k: int | None = None
-    """Require exactly K completions per row; None accepts any K >= 2."""
+    """Require exactly K completions per row (rows with another K, pairs included, are an error); None accepts
+    any K >= 2."""
     limit: int | None = None
     """Use only the first N rows (quick runs)."""
     max_length: int = 512

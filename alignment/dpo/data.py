@@ -12,8 +12,6 @@ A completion's log-prob is taken over its own tokens only (`completion_mask`), n
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from alignment.config import UserError
@@ -23,13 +21,11 @@ from reward import data as rdata
 from reward.model import completion_text
 
 
-def load_data(d, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train rankings, held-out rankings) for a DPODataConfig `d`: eval_path if set, else a seeded split by prompt."""
-    rankings = rdata.load_rankings(d.path, d.split, d.limit, d.k)
-    if d.eval_path:
-        split = d.eval_split if os.path.isdir(d.eval_path) or d.eval_path.startswith("builtin:") else "train"
-        return rankings, rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
-    return rdata.split_by_prompt(rankings, d.test_size, seed)
+def load_data(d, ties: str, seed: int, log=None) -> tuple[list[dict], list[dict]]:
+    """(train rankings, held-out rankings) for a DPODataConfig `d`: eval_path if set, else a seeded split by
+    prompt; rankings without a preference (chosen == rejected, all tied under ties=drop) dropped or refused
+    (`d.unusable`), by the same rule as the reward stage."""
+    return rdata.load_split(d, ties, seed, "dpo", log)
 
 
 def encode_completion(tokenizer, completion, limit: int) -> list[int]:

@@ -28,6 +28,7 @@ from alignment.dpo import data as ddata
 from alignment.dpo import losses, samples
 from alignment.dpo.config import DPOConfig, DPOLossConfig
 from alignment.runtime import adapters, files, loop, manifest, models, optim
+from alignment.runtime import logging as rlog
 from alignment.runtime.logprobs import logprobs_from_logits
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
@@ -250,7 +251,7 @@ def train(cfg: DPOConfig) -> dict:
 
 def load_examples(cfg: DPOConfig, tokenizer) -> tuple[list[dict], list[dict], list[bool]]:
     """(train examples, held-out examples, whether each train example carries a preference)."""
-    train_rankings, eval_rankings = ddata.load_data(cfg.data, cfg.seed)
+    train_rankings, eval_rankings = ddata.load_data(cfg.data, cfg.loss.ties, cfg.seed, rlog.get())
     if cfg.loss.type == "plackett_luce":
         for r in train_rankings + eval_rankings:
             ddata.check_plackett_luce(r, cfg.loss.ties)

@@ -34,7 +34,7 @@ from alignment.ppo.config import PPOAlgoConfig, PPOConfig
 from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
 from alignment.ppo.rewards import RewardSource, load_source
 from alignment.ppo.rollout import Scores, encode_prompts, sample, score
-from alignment.runtime import adapters, health, loop, manifest, models, optim
+from alignment.runtime import adapters, files, health, loop, manifest, models, optim
 from alignment.runtime import logging as rlog
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
@@ -541,8 +541,9 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3: every process calls it
     final = loop.last_metrics(cfg.output_dir) if accelerator.is_main_process else {}
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_policy(cfg.output_dir, state_dict)
-        tokenizer.save_pretrained(cfg.output_dir)
+        with files.staged(cfg.output_dir) as tmp:  # a full disk leaves no half-written adapter
+            accelerator.unwrap_model(model).save_policy(tmp, state_dict, run_folder=cfg.output_dir)
+            tokenizer.save_pretrained(tmp)
         outputs = {"adapter": ".", "model": "."}
         if cfg.save_merged:
             merged = os.path.join(cfg.output_dir, "merged")

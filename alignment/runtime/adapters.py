@@ -6,9 +6,8 @@ merged into a standalone model for the next stage.
 
 from __future__ import annotations
 
-import os
-
 from alignment.config import AdapterConfig, UserError
+from alignment.runtime import files
 from alignment.runtime.accelerator import local_loading
 from alignment.runtime.models import portable_base
 
@@ -76,11 +75,11 @@ def save(accelerator, model, folder: str, tokenizer=None) -> None:
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3: every rank calls it
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
-        os.makedirs(folder, exist_ok=True)
-        unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
-        portable_base(folder)  # a base in the same run folder is recorded as sft/merged: the run can move
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
+        with files.staged(folder) as tmp:  # a full disk leaves the files of before, not half an adapter
+            unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            portable_base(tmp, run_folder=folder)  # a base in the same run folder is recorded as sft/merged
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
     accelerator.wait_for_everyone()
 
 
@@ -97,6 +96,7 @@ def merge_to(adapter_folder: str, base_path: str, out_folder: str, dtype, tokeni
     with local_loading():
         base = auto_class.from_pretrained(base_path, dtype=dtype)
         merged = PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
-    merged.save_pretrained(out_folder, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out_folder)
+    with files.staged(out_folder) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)

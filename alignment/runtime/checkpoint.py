@@ -9,7 +9,6 @@ valid.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import shutil
 import signal
 
 from alignment.config import UserError
+from alignment.runtime import files
 
 STATE_FILE = "trainer_state.json"
 PATTERN = re.compile(r"^step-(\d+)$")
@@ -51,7 +51,12 @@ def resolve_resume(resume: str | None, output_dir: str) -> str | None:
 
 
 def save(accelerator, output_dir: str, step: int, state: dict, keep_last: int) -> str:
-    """Write checkpoint `step-<step>` atomically; every rank must call this."""
+    """Write checkpoint `step-<step>` atomically; every rank must call this.
+
+    A write that fails on any process (a full disk: whatever library raised it) fails the checkpoint on every
+    process: the temp folder goes, the last complete checkpoint stays, and an OSError naming the checkpoints
+    folder is raised everywhere (no process is left waiting at a barrier for one that gave up).
+    """
     root = checkpoint_dir(output_dir)
     final = os.path.join(root, f"step-{step}")
     tmp = os.path.join(root, f".tmp-step-{step}")
@@ -59,18 +64,21 @@ def save(accelerator, output_dir: str, step: int, state: dict, keep_last: int) -
         os.makedirs(root, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
+    failed: BaseException | None = None
     try:
         accelerator.save_state(tmp, safe_serialization=True)
-        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
                 json.dump({"step": step, **state}, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())
-    except (OSError, RuntimeError) as e:
-        # A full disk mid-write: the half-written temp folder goes, the last complete checkpoint stays.
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(e, root) from None
+    except Exception as e:
+        failed = e
+    error = _agree(accelerator, failed, root)  # judged before the cleanup frees what the failed write took
+    if error is not None:
+        if accelerator.is_main_process:
+            files.remove(tmp)
+        raise error from failed
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
@@ -81,20 +89,21 @@ def save(accelerator, output_dir: str, step: int, state: dict, keep_last: int) -
     return final
 
 
-def write_error(e: Exception, folder: str) -> Exception:
-    """An OSError naming `folder` for a failed write (torch and safetensors wrap the OS's error in a
-    RuntimeError whose text never says the disk is full), or `e` itself when it is not a write failure."""
-    if isinstance(e, OSError):
-        return e if e.filename else OSError(e.errno, e.strerror, folder)
-    text = str(e).lower()
-    if not any(word in text for word in ("write", "space", "read-only", "permission")):
-        return e
-    try:
-        full = shutil.disk_usage(folder if os.path.isdir(folder) else os.path.dirname(folder) or ".").free < 2**20
-    except OSError:
-        full = False
-    code = errno.ENOSPC if full or "space" in text else errno.EROFS if "read-only" in text else errno.EIO
-    return OSError(code, os.strerror(code), folder)
+def _agree(accelerator, failed: BaseException | None, folder: str) -> BaseException | None:
+    """What every process raises after a checkpoint write: None when all succeeded, else this process's own
+    error (a failed write as an OSError naming `folder`) or, on a process that wrote its part, the other's."""
+    error = None if failed is None else files.disk_error(failed, folder) or failed
+    code = 0 if error is None else error.errno if isinstance(error, OSError) and error.errno else -1
+    if accelerator.num_processes > 1:  # also the barrier after the write
+        import torch
+
+        codes = accelerator.gather(torch.tensor([code], device=accelerator.device)).tolist()
+        code = next((c for c in codes if c > 0), min(codes))
+    if error is not None or code == 0:
+        return error
+    if code > 0:
+        return OSError(code, os.strerror(code), folder)
+    return RuntimeError(f"{folder}: another process failed to write its part of the checkpoint")
 
 
 def load(accelerator, path: str) -> dict:

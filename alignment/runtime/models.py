@@ -77,11 +77,12 @@ def adapter_base(path: str) -> str:
     return recorded
 
 
-def portable_base(folder: str) -> str | None:
+def portable_base(folder: str, run_folder: str | None = None) -> str | None:
     """Rewrite `folder/adapter_config.json`'s base relative to the run folder holding the adapter when the base lies
     in it (runs/x/reward -> `sft/merged`), so copying or moving the run keeps it loadable: this framework resolves
     it from the run folder, and so does PEFT run from there (it resolves a relative base from the working
-    directory). Returns the absolute base (for the manifest), or None when the folder holds no adapter."""
+    directory). `run_folder`: where the adapter will live when `folder` is a temp folder it is written through.
+    Returns the absolute base (for the manifest), or None when the folder holds no adapter."""
     config_path = os.path.join(folder, "adapter_config.json")
     if not os.path.isfile(config_path):
         return None
@@ -90,7 +91,7 @@ def portable_base(folder: str) -> str | None:
     recorded = config.get("base_model_name_or_path")
     if not recorded or not os.path.isabs(recorded) or not os.path.exists(recorded):
         return recorded  # a hub id (or a base that only exists elsewhere): as is
-    run = os.path.dirname(os.path.abspath(folder))
+    run = os.path.dirname(os.path.abspath(run_folder or folder))
     if os.path.commonpath([os.path.abspath(recorded), run]) == run:
         config["base_model_name_or_path"] = os.path.relpath(recorded, run)
         files.write_json(config_path, config, indent=2, sort_keys=True)

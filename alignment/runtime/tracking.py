@@ -49,8 +49,7 @@ class Tracker:
         if not self.accelerator.is_main_process:
             return
         metrics = {k: _plain(v) for k, v in metrics.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        files.append_lines(self.path, [json.dumps({"step": step, **metrics})])
         if self.cfg.wandb:
             self.accelerator.log(metrics, step=step)
 
@@ -58,9 +57,10 @@ class Tracker:
         """A table of samples: a W&B Table and lines in samples.jsonl."""
         if not self.accelerator.is_main_process:
             return
-        with open(self.samples_path, "a") as f:
-            for row in rows:
-                f.write(json.dumps({"step": step, "table": name, **dict(zip(columns, map(_plain, row)))}) + "\n")
+        files.append_lines(
+            self.samples_path,
+            [json.dumps({"step": step, "table": name, **dict(zip(columns, map(_plain, row)))}) for row in rows],
+        )
         if self.cfg.wandb:
             import wandb
 

@@ -168,9 +168,13 @@ def run_scripted(cfg) -> dict:
         _create_missing(cfg, password)
     server = None
     if not cfg.url:
-        from reward.rankings.app.process import RankServer
+        from reward.rankings.app.process import RankServer, ServerFailed
 
-        server = RankServer(store=cfg.store, annotators_per_task=cfg.annotators_per_task, log_level="warning").start()
+        try:
+            server = RankServer(store=cfg.store, annotators_per_task=cfg.annotators_per_task, log_level="warning")
+            server.start()
+        except ServerFailed as e:  # the server's own line: a missing or unreachable store, a bad setting
+            raise UserError(str(e)) from None
     url = cfg.url or server.url
     bots = [
         ScriptedAnnotator(url, name, password, lambda p, t: score(t, p), cfg.temperature, seed=cfg.seed + i)
@@ -220,14 +224,27 @@ def _login(bot: ScriptedAnnotator, url: str) -> None:
 
     try:
         bot.login()
-    except httpx.HTTPStatusError as e:
-        raise UserError(f"user '{bot.username}' cannot log in at {url} (HTTP {e.response.status_code})") from None
-    except httpx.TransportError as e:
-        raise UserError(f"cannot reach the ranking server at {url} ({e.__class__.__name__})") from None
+    except httpx.HTTPError as e:
+        raise UserError(f"user '{bot.username}' cannot log in at {url}: {http_error_line(e)}") from None
 
 
 def _work(bot: ScriptedAnnotator, max_tasks, errors: list[str]) -> None:
     try:
         bot.run(max_tasks=max_tasks)
     except httpx.HTTPError as e:
-        errors.append(f"annotator '{bot.username}': {e}")
+        errors.append(f"annotator '{bot.username}' stopped: {http_error_line(e)}")
+
+
+def http_error_line(e: httpx.HTTPError) -> str:
+    """One line for a failed request: the server's own `detail` (or the first line of its answer) with the status,
+    or why the server could not be reached."""
+    if isinstance(e, httpx.HTTPStatusError):
+        r = e.response
+        try:
+            detail = r.json().get("detail")
+        except ValueError:
+            detail = None
+        said = " ".join(str(detail or r.text or r.reason_phrase).split())[:300]
+        return f"HTTP {r.status_code}: {said}"
+    reason = " ".join(str(e).split())[:200] or e.__class__.__name__
+    return f"cannot reach the ranking server ({e.__class__.__name__}: {reason})"

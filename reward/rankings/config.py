@@ -10,8 +10,10 @@ then overridable with `key=value`. Numeric settings are range-checked when a con
 from __future__ import annotations
 
 import copy
+import ipaddress
 import math
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -34,6 +36,47 @@ def check_range(cfg, key: str, low=None, high=None, low_open: bool = False, pref
         raise ConfigError(
             f"'{prefix}{key}' must be {' and '.join(p for p in (lo, hi) if p)}, got {value}", key=prefix + key
         )
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def bound_hosts(host: str) -> list[str]:
+    """The Host headers a server listening on `host` is reached by: the loopback names for a loopback address,
+    this machine's names and their addresses for a wildcard (0.0.0.0, ::), the name or address itself otherwise.
+    A Host header names an IPv6 address in brackets ([::1])."""
+    name = host.strip("[]").lower()
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    if name == "localhost" or (ip is not None and ip.is_loopback):
+        return sorted({_host_header(name), *LOOPBACK_HOSTS})
+    if ip is not None and ip.is_unspecified:
+        names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+        for machine in list(names):
+            try:
+                names |= {info[4][0] for info in socket.getaddrinfo(machine, None)}
+            except OSError:
+                pass  # a name this machine cannot resolve: the name itself still counts
+        return sorted({*map(_host_header, names), *LOOPBACK_HOSTS})
+    return [_host_header(name)]
+
+
+def _host_header(name: str) -> str:
+    return f"[{name}]" if ":" in name else name
+
+
+def check_hosts(hosts: list[str]) -> None:
+    """ConfigError unless `hosts` is a non-empty list of host names, `*`, or `*.domain` patterns."""
+    if not hosts:
+        why = "leave it out for the hosts the server is bound to, or use ['*'] to allow any host"
+        raise ConfigError(f"'allowed_hosts' must not be empty ({why})", key="allowed_hosts")
+    for pattern in hosts:
+        if pattern != "*" and ("*" in pattern[1:] or (pattern.startswith("*") and not pattern.startswith("*."))):
+            raise ConfigError(
+                f"'allowed_hosts': '{pattern}' is not a host name, '*' or '*.domain'", key="allowed_hosts"
+            )
 
 
 def redacted(cfg):
@@ -143,8 +186,9 @@ class RankConfig:
     """The window failed logins are counted over."""
     forwarded_allow_ips: list[str] = field(default_factory=list)
     """Proxies trusted to set X-Forwarded-For/-Proto (IPs or CIDRs, `*` for any); empty trusts none (the peer is the client)."""
-    allowed_hosts: list[str] = field(default_factory=lambda: ["*"])
-    """Host headers served (e.g. [rank.example.org]); others get 400. `*` allows any."""
+    allowed_hosts: list[str] | None = None
+    """Host headers served (e.g. [rank.example.org], `*.example.org`); others get 400. None: the hosts the server
+    is bound to (`host`: 127.0.0.1, localhost and [::1] on loopback; this machine's names on 0.0.0.0). ["*"]: any."""
     docs: bool = False
     """Serve the OpenAPI schema and /api/docs (off: they map the API for anyone who can reach the server)."""
     max_body_kb: int = 1024
@@ -170,12 +214,16 @@ class RankConfig:
         check_range(self, "login_window_seconds", 0, 86400, low_open=True)
         check_range(self, "max_body_kb", 1, 1024 * 1024)
         check_range(self, "workers", 1, 64)
-        if not self.allowed_hosts:
-            raise ConfigError("'allowed_hosts' must not be empty (use ['*'] to allow any host)")
+        if self.allowed_hosts is not None:
+            check_hosts(self.allowed_hosts)
         self.export.check(prefix="export.")
 
     def store_url(self) -> str:
         return self.store or os.path.join(self.output_dir, "rankings.db")
+
+    def hosts_served(self) -> list[str]:
+        """The Host headers the app answers: `allowed_hosts`, or by default the hosts it is bound to."""
+        return list(self.allowed_hosts) if self.allowed_hosts is not None else bound_hosts(self.host)
 
     def export_config(self) -> ExportConfig:
         """The export this rank config describes: its section, reading its store, writing output_dir/export."""

@@ -14,7 +14,8 @@ import time
 from collections import defaultdict
 
 from alignment.config import UserError, save_config
-from alignment.runtime import manifest
+from alignment.runtime import files, manifest
+from reward.preference import no_preference
 from reward.rankings.agreement import consensus_ranks
 from reward.rankings.config import ExportConfig, redacted
 from reward.rankings.store import open_store, safe_url
@@ -125,6 +126,9 @@ def build_rows(rankings: list[dict], cfg: ExportConfig) -> tuple[list[dict], lis
             "seeds": [s if s is not None else -1 for s in r["seeds"]],
             "task_meta": json.dumps(r["task_meta"], sort_keys=True),
         }
+        if no_preference(r["completions"], list(ranks)) is not None:
+            # kept (a tie-aware loss learns from ties) but counted: the reward stage and DPO drop it under ties=drop
+            counts["kwise_rows_without_preference"] += 1
         kwise.append(
             {
                 "prompt": prompt,
@@ -147,7 +151,9 @@ def build_rows(rankings: list[dict], cfg: ExportConfig) -> tuple[list[dict], lis
     return kwise, pairwise, dict(counts)
 
 
-def _write(rows: list[dict], test_ids: set[int], schema: str, cfg: ExportConfig) -> dict:
+def _write(rows: list[dict], test_ids: set[int], schema: str, cfg: ExportConfig, into: str) -> dict:
+    """Write one schema's splits into the folder `into` (a staging folder); the paths reported are where the
+    files will be once moved into cfg.output_dir."""
     from datasets import Dataset, DatasetDict
 
     splits = {
@@ -158,20 +164,17 @@ def _write(rows: list[dict], test_ids: set[int], schema: str, cfg: ExportConfig)
     dd = DatasetDict({name: Dataset.from_list(data) for name, data in splits.items() if data})
     written = {}
     if "datasets" in cfg.formats:
-        path = os.path.join(cfg.output_dir, schema)
-        dd.save_to_disk(path)
-        written["datasets"] = path
+        dd.save_to_disk(os.path.join(into, schema))
+        written["datasets"] = os.path.join(cfg.output_dir, schema)
     for name, ds in dd.items():
         if "jsonl" in cfg.formats:
-            path = os.path.join(cfg.output_dir, f"{schema}_{name}.jsonl")
-            with open(path, "w") as f:
+            with open(os.path.join(into, f"{schema}_{name}.jsonl"), "w") as f:
                 for row in splits[name]:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            written[f"jsonl_{name}"] = path
+            written[f"jsonl_{name}"] = os.path.join(cfg.output_dir, f"{schema}_{name}.jsonl")
         if "parquet" in cfg.formats:
-            path = os.path.join(cfg.output_dir, f"{schema}_{name}.parquet")
-            ds.to_parquet(path)
-            written[f"parquet_{name}"] = path
+            ds.to_parquet(os.path.join(into, f"{schema}_{name}.parquet"))
+            written[f"parquet_{name}"] = os.path.join(cfg.output_dir, f"{schema}_{name}.parquet")
     return {"rows": {name: len(data) for name, data in splits.items()}, "written": written}
 
 
@@ -193,14 +196,14 @@ def export(cfg: ExportConfig, store=None) -> dict:
             f"{safe_url(cfg.store)}: every ranking was filtered out ({counts}); check min_annotators/drop_flagged"
         )
     test_ids = split_prompts([r["_prompt_id"] for r in kwise], cfg.test_size, cfg.seed)
-    os.makedirs(cfg.output_dir, exist_ok=True)
+    if "pairwise" in cfg.schemas and not pairwise:
+        raise UserError(f"{safe_url(cfg.store)}: no preference pairs (all completions tied?); try ties=random")
     outputs = {}
-    if "kwise" in cfg.schemas:
-        outputs["kwise"] = _write(kwise, test_ids, "kwise", cfg)
-    if "pairwise" in cfg.schemas:
-        if not pairwise:
-            raise UserError(f"{safe_url(cfg.store)}: no preference pairs (all completions tied?); try ties=random")
-        outputs["pairwise"] = _write(pairwise, test_ids, "pairwise", cfg)
+    # Staged: a full disk leaves the export of before (or none), never a half-written dataset folder.
+    with files.staged(cfg.output_dir) as tmp:
+        for schema, rows in (("kwise", kwise), ("pairwise", pairwise)):
+            if schema in cfg.schemas:
+                outputs[schema] = _write(rows, test_ids, schema, cfg, tmp)
     save_config(redacted(cfg), os.path.join(cfg.output_dir, "config.yaml"))
     store_url = safe_url(cfg.store)
     return manifest.write(

@@ -9,8 +9,8 @@ Accepted rows (jsonl/json/parquet/csv files or a `datasets` folder, read by alig
 Any row may carry a `priority` (a finite number; default the `priority` key, 0): the ranking app serves
 tasks of higher priority first.
 Prompts are strings or message lists; conversational completions ([{"role": "assistant", "content"}])
-become their text. The same rules as `rlhf sample`: a task whose completions are not at least two
-distinct non-empty texts is skipped and counted, and a task already in the store (same prompt and
+become their text. The same rules as `rlhf sample`: a task whose completions are not distinct non-empty
+texts (an empty one, or the same text twice) is skipped and counted, and a task already in the store (same prompt and
 completion texts, in any order) is not added twice. Every row is checked before anything is written;
 a bad row is one line naming file:row, and then nothing is imported (one transaction).
 """
@@ -21,10 +21,12 @@ import math
 
 from alignment.config import UserError
 from alignment.runtime.data import load_rows
+from reward.preference import check_ranks, distinct_and_nonempty
 from reward.rankings.config import ImportConfig
 from reward.rankings.store import canonical_prompt, open_store, task_key
 
 FORMATS = ("completions", "pairwise", "kwise")
+SKIPPED = "an empty completion or the same completion twice"
 
 
 def detect_format(row: dict, where: str) -> str:
@@ -86,9 +88,7 @@ def task_from_row(row: dict, fmt: str, where: str, cfg: ImportConfig) -> dict:
             for i, c in enumerate(items)
         ]
         if fmt == "kwise":
-            ranks = row.get("ranks")
-            if not isinstance(ranks, list) or len(ranks) != len(items):
-                raise UserError(f"{where}: 'ranks' must be a list with one rank per completion")
+            ranks = check_ranks(row.get("ranks"), len(items), where)
             meta.update(source_ranks=list(ranks), source_annotator=str(row.get("annotator", "")))
     if isinstance(row.get("meta"), dict) and fmt == "completions":
         meta["row_meta"] = row["meta"]
@@ -106,9 +106,8 @@ def _priority(row: dict, where: str, cfg: ImportConfig) -> float:
 
 
 def usable(task: dict) -> bool:
-    """`rlhf sample`'s rule: at least two distinct completions, none empty."""
-    texts = [c["text"] for c in task["completions"]]
-    return len(set(texts)) >= 2 and all(t.strip() for t in texts)
+    """`rlhf sample`'s rule: no completion empty, no two the same (a duplicate card cannot be ranked honestly)."""
+    return distinct_and_nonempty([c["text"] for c in task["completions"]])
 
 
 def read_tasks(cfg: ImportConfig) -> tuple[list[dict], int]:
@@ -138,7 +137,7 @@ def import_tasks(cfg: ImportConfig) -> dict:
         summary = f"dry run: {len(tasks)} tasks would be imported ({duplicates_in_file} repeated in the file), {skipped} skipped"
         return {"tasks": len(tasks), "new": new, "skipped": skipped, "summary": summary}
     if not tasks:
-        raise UserError(f"{cfg.path}: no usable rows ({skipped} skipped: fewer than 2 distinct non-empty completions)")
+        raise UserError(f"{cfg.path}: no usable rows ({skipped} skipped: {SKIPPED})")
     store = open_store(cfg.store, create=True)
     try:
         before = store.count_tasks()
@@ -148,6 +147,6 @@ def import_tasks(cfg: ImportConfig) -> dict:
         store.close()
     summary = (
         f"imported {new} new tasks from {cfg.path} ({len(tasks) - new} already in the store or repeated; "
-        f"{skipped} skipped: fewer than 2 distinct non-empty completions)"
+        f"{skipped} skipped: {SKIPPED})"
     )
     return {"tasks": len(tasks), "new": new, "skipped": skipped, "summary": summary}

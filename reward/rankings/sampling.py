@@ -33,6 +33,7 @@ from alignment.runtime.accelerator import finish, make_accelerator
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import encode_prompt
 from alignment.runtime.generation import decode, generate, generation_config, left_pad
+from reward.preference import distinct_and_nonempty
 from reward.rankings import active
 from reward.rankings.store import open_store
 
@@ -187,14 +188,14 @@ def gen_settings(cfg: SampleConfig) -> dict:
 
 
 def write_all(cfg: SampleConfig, gathered: list, model_path: str, posterior, log) -> set:
-    """Every prompt's K completions as a task (skipping prompts with an empty or only identical completions)."""
+    """Every prompt's K completions as a task (skipping prompts with an empty completion or the same one twice)."""
     store = open_store(cfg.store_url())
     before = store.count_tasks()
     skipped, added = 0, set()
     for prompt, texts, seed, repeat in gathered:
-        # Nothing to rank between identical completions, and an empty one is not a valid row for the
-        # reward stage (it rejects empty text): skip the prompt this time and count it.
-        if len(set(texts)) < 2 or any(not t.strip() for t in texts):
+        # Two identical cards cannot be ranked honestly (ranked apart, the reward stage and DPO drop the ranking
+        # as contradicting itself), and an empty one is not a valid row for them: skip the prompt and count it.
+        if not distinct_and_nonempty(texts):
             skipped += 1
             continue
         completions = completion_rows(texts, model_path, gen_settings(cfg), seed)
@@ -206,7 +207,7 @@ def write_all(cfg: SampleConfig, gathered: list, model_path: str, posterior, log
                    "prompts": manifest.where(cfg.prompts)}, outputs={"store": manifest.where(cfg.store_url())},
                    metrics=metrics)  # fmt: skip
     if skipped:
-        log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or {cfg.k} identical ones")
+        log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or the same completion twice")
     log.info(f"sample: {new} new tasks ({len(added)} total for these prompts) in {cfg.store_url()}")
     return added
 

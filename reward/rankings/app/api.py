@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from reward.rankings.app.render import view_json
 from reward.rankings.app.security import SESSION_COOKIE, authed, bearer, client_address
-from reward.rankings.store import check_id
+from reward.rankings.store import UserInfo, check_id
 
 router = APIRouter(prefix="/api")
 
@@ -48,30 +48,30 @@ def _state(request: Request):
     return request.app.state
 
 
-def login_throttled(request: Request, username: str) -> int:
-    """Seconds the caller must wait before trying `username` (0: go ahead)."""
-    return math.ceil(_state(request).login_limiter.retry_after(client_address(request), username))
+def attempt_login(request: Request, username: str, password: str) -> tuple[UserInfo | None, int]:
+    """(the user, 0) for the right password; (None, 0) for a wrong one or an unknown name (the same work);
+    (None, seconds to wait) when the throttle refuses, and then no password is checked at all.
 
-
-def check_login(request: Request, username: str, password: str):
-    """The user, or None after recording the failure (the same work for unknown and known names)."""
-    state = _state(request)
+    The check is reserved with the throttle before it runs (counted as a failure until it succeeds), so a
+    burst of concurrent guesses gets at most the configured number of checks, on every worker together.
+    """
+    state, client = _state(request), client_address(request)
+    wait = math.ceil(state.login_limiter.reserve(client, username))
+    if wait > 0:
+        return None, wait
     user = state.store.authenticate(username, password)
-    if user is None:
-        state.login_limiter.failed(client_address(request), username)
-    else:
-        state.login_limiter.succeeded(client_address(request), username)
-    return user
+    if user is not None:
+        state.login_limiter.succeeded(client, username)
+    return user, 0
 
 
 @router.post("/login")
 def login(body: LoginBody, request: Request):
-    wait = login_throttled(request, body.username)
+    user, wait = attempt_login(request, body.username, body.password)
     if wait > 0:
         raise HTTPException(
             status_code=429, detail=f"too many failed logins; try again in {wait} s", headers={"Retry-After": str(wait)}
         )
-    user = check_login(request, body.username, body.password)
     if user is None:
         raise HTTPException(status_code=401, detail="wrong user name or password")
     cfg = _state(request).cfg

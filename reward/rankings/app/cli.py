@@ -180,7 +180,12 @@ def serve(argv: list[str]) -> int:
     if cfg.output_dir:
         save_config(redacted(cfg), os.path.join(cfg.output_dir, "rank", "config.yaml"))
     os.environ[CONFIG_ENV] = json.dumps(to_dict(cfg))
-    print(f"ranking app on http://{cfg.host}:{cfg.port}/ (store {safe_url(cfg.store_url())}, N={n})", flush=True)
+    hosts = ", ".join(cfg.hosts_served())
+    print(
+        f"ranking app on http://{cfg.host}:{cfg.port}/ (store {safe_url(cfg.store_url())}, N={n}; "
+        f"Host headers served: {hosts}, see allowed_hosts)",
+        flush=True,
+    )
     uvicorn.run(
         "reward.rankings.app.server:app_from_env",
         factory=True,

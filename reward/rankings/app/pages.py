@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
 from alignment.config import UserError
-from reward.rankings.app.api import check_login, login_throttled
+from reward.rankings.app.api import attempt_login
 from reward.rankings.app.render import guidelines_html, view_json
 from reward.rankings.app.security import (
     LOGIN_CSRF_COOKIE,
@@ -91,9 +91,9 @@ def login_submit(
     if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
         raise HTTPException(status_code=403, detail="missing or wrong CSRF token; reload the login page")
     store, cfg = request.app.state.store, request.app.state.cfg
-    if login_throttled(request, username) > 0:
+    user, wait = attempt_login(request, username, password)
+    if wait > 0:
         return RedirectResponse("/login?error=throttled&next=" + quote(_safe_next(next)), status_code=303)
-    user = check_login(request, username, password)
     if user is None:
         return RedirectResponse("/login?error=1&next=" + quote(_safe_next(next)), status_code=303)
     token, _ = store.create_token(user.name, kind="session", ttl_seconds=cfg.session_hours * 3600)

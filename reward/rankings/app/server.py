@@ -26,7 +26,7 @@ from reward.rankings.app import admin, api, pages
 from reward.rankings.app.middleware import BodyLimit, SecurityHeaders
 from reward.rankings.app.ratelimit import LoginLimiter
 from reward.rankings.config import RankConfig
-from reward.rankings.store import Conflict, InvalidRanking, NotFound, Store, open_store, redact
+from reward.rankings.store import Conflict, InvalidRanking, NotFound, Store, StoreFull, open_store, redact
 
 HERE = os.path.dirname(__file__)
 CONFIG_ENV = "RLHF_RANK_CONFIG"
@@ -83,8 +83,9 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(cfg.forwarded_allow_ips))
-    if list(cfg.allowed_hosts) != ["*"]:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(cfg.allowed_hosts))
+    hosts = cfg.hosts_served()  # by default the hosts the server is bound to: no DNS rebinding to a loopback server
+    if hosts != ["*"]:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_kb * 1024)
     app.add_middleware(SecurityHeaders)
     _error_handlers(app)
@@ -123,6 +124,13 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRanking)
     async def _invalid(request: Request, exc: InvalidRanking):
         return error(422, "invalid", str(exc))
+
+    @app.exception_handler(StoreFull)
+    async def _store_full(request: Request, exc: StoreFull):
+        # 507 Insufficient Storage: nothing was saved, and the client may retry with the same key later. The
+        # operator's log line names the store; the client's says what happened, not where the files are.
+        log.error("%s", exc)
+        return error(507, "store_full", "the server's disk is full: nothing was saved; retry once space is freed")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

@@ -2,7 +2,7 @@
 
 from reward.rankings.store.accounts import ROLES, UserInfo
 from reward.rankings.store.engine import redact
-from reward.rankings.store.errors import Conflict, InvalidRanking, NotFound
+from reward.rankings.store.errors import Conflict, InvalidRanking, NotFound, StoreFull
 from reward.rankings.store.store import Store, canonical_prompt, open_store, safe_url, task_key
 from reward.rankings.store.work import FLAG_KINDS, TaskView, check_id, normalize_ranks
 
@@ -13,6 +13,7 @@ __all__ = [
     "InvalidRanking",
     "NotFound",
     "Store",
+    "StoreFull",
     "TaskView",
     "UserInfo",
     "canonical_prompt",

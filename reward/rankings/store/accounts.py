@@ -4,8 +4,10 @@ failed-login counts the login throttle shares between server processes."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select
@@ -18,6 +20,25 @@ from reward.rankings.store.models import LoginFailure, Ranking, Token, User
 from reward.rankings.store.sql import Raw
 
 ROLES = ("annotator", "admin")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""The safe alphabet of user names: ASCII letters and digits, then also '.', '_', '-'; 1-64 characters."""
+
+
+def check_name(name) -> str:
+    """`name` if it is a safe user name, else a UserError that shows it escaped (`ascii`), so a look-alike is seen.
+
+    Only ASCII letters, digits, '.', '_' and '-': a Cyrillic 'а' (U+0430) looks like 'a', and accents, spaces,
+    invisible or right-to-left characters would let one account pass for another on the admin page, in the
+    agreement tables and in exports. Names also differ in more than case (`add_user`).
+    """
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        shown = ascii(name)
+        shown = shown if len(shown) <= 90 else shown[:90] + "..."
+        raise UserError(
+            f"user name {shown} is not allowed: use 1-64 ASCII letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 @dataclass
@@ -30,16 +51,20 @@ class UserInfo:
 
 
 class Accounts:
-    """Mixed into Store (which provides `_tx` and `_audit`)."""
+    """Mixed into Store (which provides `_tx`, `_conn`, `_serialize` and `_audit`)."""
 
     def add_user(self, name: str, role: str = "annotator", password: str | None = None) -> int:
+        """A new user; `name` must be a safe name (`check_name`) that no user has, ignoring case."""
         if role not in ROLES:
             raise UserError(f"role must be one of {', '.join(ROLES)}, got '{role}'")
-        if not name or len(name) > 64 or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-            raise UserError(f"user name '{name}' must be 1-64 letters, digits, '-', '_' or '.'")
+        check_name(name)
         with self._tx(write=True) as s:
-            if s.scalar(select(User.id).where(User.name == name)) is not None:
+            self._serialize(s, "user", name.lower())  # the look-up and the insert of one name, one at a time
+            taken = s.scalar(select(User.name).where(func.lower(User.name) == name.lower()))
+            if taken == name:
                 raise UserError(f"user '{name}' already exists (use set-password to change the password)")
+            if taken is not None:
+                raise UserError(f"user name '{name}' is taken by '{taken}' (names are compared ignoring case)")
             u = User(
                 name=name,
                 role=role,
@@ -171,22 +196,31 @@ class Accounts:
     # ------------------------------------------------------------------------------------------
     # Failed logins, counted in the database so every server process (and worker) shares one budget
 
-    def login_failure_times(self, client: str, username: str, since: float) -> tuple[list[float], list[float]]:
-        """Times of failures since `since`: (for this client and user name, for this client)."""
+    def reserve_login_attempt(
+        self, client: str, username: str, now: float, since: float, wait: Callable[[list[float], list[float]], float]
+    ) -> float:
+        """Count and record a login attempt atomically (every worker and process shares the budget): `wait(pair
+        times, client times)` of the failures since `since` decides; 0 records this attempt as a failure (a
+        success clears it) before the password is checked, more is the wait and nothing is recorded.
+
+        SQLite write transactions hold the database's write lock from BEGIN IMMEDIATE, PostgreSQL's take a
+        per-client advisory lock, so no two attempts of a client count the same failures.
+        """
         ch, uh = _digest(client), _digest(username)
-        with self._conn() as c:
+        with self._conn(write=True) as c:
+            self._serialize(c, "login", ch)
             rows = c.execute(
                 select(LoginFailure.username, LoginFailure.at)
                 .where(LoginFailure.client == ch, LoginFailure.at > since)
                 .order_by(LoginFailure.at)
             ).all()
-        return [at for u, at in rows if u == uh], [at for _, at in rows]
-
-    def record_login_failure(self, client: str, username: str, at: float, forget_before: float) -> None:
-        with self._conn(write=True) as c:
-            c.execute(insert(LoginFailure).values(client=_digest(client), username=_digest(username), at=at))
+            seconds = wait([at for u, at in rows if u == uh], [at for _, at in rows])
+            if seconds > 0:
+                return seconds
+            c.execute(insert(LoginFailure).values(client=ch, username=uh, at=now))
             # Keep the table to one window's worth of rows.
-            c.execute(delete(LoginFailure).where(LoginFailure.at <= forget_before))
+            c.execute(delete(LoginFailure).where(LoginFailure.at <= since))
+            return 0.0
 
     def clear_login_failures(self, client: str, username: str) -> None:
         with self._conn(write=True) as c:

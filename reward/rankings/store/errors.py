@@ -19,3 +19,8 @@ class NotFound(UserError, LookupError):
 
 class InvalidRanking(ValueError):
     """Ranks that do not fit the task (wrong length, values, ties when not allowed); HTTP 422."""
+
+
+class StoreFull(UserError):
+    """The disk (or quota) holding the store is full, so a write could not be committed and nothing was saved;
+    HTTP 507 (one line and exit 2 in the CLI). Clients retry with the same idempotency key once space is freed."""

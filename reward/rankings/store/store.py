@@ -7,6 +7,7 @@ reports.py.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -21,8 +22,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from alignment.config import UserError
+from alignment.runtime.files import disk_error
 from reward.rankings.store.accounts import Accounts
 from reward.rankings.store.engine import make_engine, migrate, redact
+from reward.rankings.store.errors import StoreFull
 from reward.rankings.store.group import GroupCommit
 from reward.rankings.store.models import AuditLog, Completion, Lease, Prompt, Setting, Task
 from reward.rankings.store.reports import Reports
@@ -101,16 +104,34 @@ class Store(Accounts, Reports, Work):
     @contextmanager
     def _tx(self, write: bool = False) -> Iterator[Session]:
         """An ORM transaction that commits on normal exit (for writes on SQLite: a unit of the group commit)."""
-        if write and self._group is not None:
-            with self._group.unit() as conn:
-                with Session(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint") as s:
-                    yield s
-                    s.commit()
-            return
-        with Session(self.engine, expire_on_commit=False) as s:
-            s.connection(execution_options={"write": write})
-            yield s
-            s.commit()
+        with self._full_disk():
+            if write and self._group is not None:
+                with self._group.unit() as conn:
+                    with Session(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint") as s:
+                        yield s
+                        s.commit()
+                return
+            with Session(self.engine, expire_on_commit=False) as s:
+                s.connection(execution_options={"write": write})
+                yield s
+                s.commit()
+
+    @contextmanager
+    def _full_disk(self) -> Iterator[None]:
+        """A transaction that fails because the store's disk is full (SQLite: "database or disk is full",
+        PostgreSQL: "could not extend file") raises StoreFull, one line that says so; other errors pass."""
+        try:
+            yield
+        except DBAPIError as e:
+            folder = os.path.dirname(self.engine.url.database or "") if self.engine.dialect.name == "sqlite" else None
+            error = disk_error(e.orig or e, folder or None)
+            if error is None or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            reason = str(e.orig or e).strip().splitlines()[0]
+            raise StoreFull(
+                f"{safe_url(self.url)}: the disk holding the ranking store is full ({redact(reason)}); nothing was "
+                "saved: free space and retry"
+            ) from None
 
     @contextmanager
     def _conn(self, write: bool = False, durable: bool = True) -> Iterator[Connection]:
@@ -118,22 +139,31 @@ class Store(Accounts, Reports, Work):
 
         durable=False (leases): PostgreSQL commits it without waiting for its WAL flush; see engine.py.
         """
-        if write and self._group is not None:
-            with self._group.unit() as conn:
-                yield conn
-            return
-        with self.engine.connect() as conn:
-            if not write and self.engine.dialect.name == "postgresql":
-                # A read needs no transaction on PostgreSQL (one statement sees one snapshot anyway):
-                # autocommit saves the BEGIN and COMMIT round trips.
-                conn.execution_options(isolation_level="AUTOCOMMIT")
-                yield conn
+        with self._full_disk():
+            if write and self._group is not None:
+                with self._group.unit() as conn:
+                    yield conn
                 return
-            conn.execution_options(write=write, durable=durable)
-            with conn.begin():
-                if not durable and self.engine.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                yield conn
+            with self.engine.connect() as conn:
+                if not write and self.engine.dialect.name == "postgresql":
+                    # A read needs no transaction on PostgreSQL (one statement sees one snapshot anyway):
+                    # autocommit saves the BEGIN and COMMIT round trips.
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                    yield conn
+                    return
+                conn.execution_options(write=write, durable=durable)
+                with conn.begin():
+                    if not durable and self.engine.dialect.name == "postgresql":
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                    yield conn
+
+    def _serialize(self, conn, kind: str, key: str) -> None:
+        """Hold (kind, key) until this write transaction ends, so a read-then-write on that key (count, then
+        insert) cannot interleave with another process's. SQLite needs nothing: its write transactions already
+        run one at a time (BEGIN IMMEDIATE, and one group commit per process); PostgreSQL takes an advisory lock."""
+        if self.engine.dialect.name == "postgresql":
+            digest = hashlib.sha256(f"{kind}\0{key}".encode("utf-8", "surrogatepass")).digest()
+            conn.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True))))
 
     def _audit(self, s, user_id: int | None, action: str, **detail: Any) -> None:
         """Append to the audit log in the caller's transaction (an ORM Session or a Core Connection)."""

@@ -22,6 +22,14 @@ def add_tasks(store, n: int, k: int = 3, prefix: str = "prompt") -> list[int]:
     ]
 
 
+def local_client(app, **options):
+    """A TestClient for `app` that calls it as a browser on this machine does (Host: 127.0.0.1): by default the app
+    serves only the hosts it is bound to, and TestClient's own `testserver` is not one of them."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1", **options)
+
+
 @pytest.fixture
 def store(tmp_path):
     s = open_store(str(tmp_path / "rank.db"))

@@ -6,12 +6,12 @@ import math
 import random
 from collections import Counter
 
-from fastapi.testclient import TestClient
+import pytest
 
 from reward.rankings.annotator import ScriptedAnnotator, plackett_luce_ranks
 from reward.rankings.app.server import create_app
 from reward.rankings.config import RankConfig
-from tests.reward.rankings.conftest import add_tasks
+from tests.reward.rankings.conftest import add_tasks, local_client
 
 
 def test_zero_temperature_is_the_score_order():
@@ -39,7 +39,7 @@ def test_scripted_annotator_ranks_every_task_through_the_api(store):
     bot = ScriptedAnnotator(
         "http://testserver", "bot", "pw-bot", lambda p, t: len(t) + int(t.split()[1]), temperature=0
     )
-    bot.http = TestClient(app)
+    bot.http = local_client(app)
     assert bot.run() == 5
     rows = store.rankings()
     assert len(rows) == 5 and all(r["ranks"] == [3, 2, 1] for r in rows)
@@ -67,3 +67,35 @@ def test_noise_depends_on_the_task_and_seed_not_on_who_draws_it():
     assert forward == backward
     assert len({tuple(r) for r in forward}) > 1  # really noisy at this temperature
     assert [bot("three", 8).rank(task(i)) for i in range(40)] != forward  # another seed, other noise
+
+
+@pytest.mark.slow  # real server processes, and the client's retries against a closed port
+def test_a_run_whose_server_cannot_start_or_be_reached_is_one_line_with_the_servers_own_words(tmp_path, store):
+    from alignment.config import UserError
+    from reward.rankings.annotator import run_scripted
+    from reward.rankings.app.process import RankServer
+    from reward.rankings.config import AnnotateConfig
+
+    def annotate(**settings):
+        cfg = AnnotateConfig(users=["bot"], score="alignment.assets.gold:gold_reward", password="pw-bot", **settings)
+        with pytest.raises(UserError) as err:
+            run_scripted(cfg)
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    missing = str(tmp_path / "none.db")
+    assert annotate(store=missing) == (
+        f"the ranking server for this run exited (code 2): {missing}: ranking store not found "
+        "(run `rlhf sample` first, or check the path)"
+    )
+    assert annotate(store=store.url, url="http://127.0.0.1:9").startswith(
+        "user 'bot' cannot log in at http://127.0.0.1:9: cannot reach the ranking server (ConnectError"
+    )
+    store.add_user("bot", password="other-pw")
+    with RankServer(store=store.url, login_max_failures=1) as server:
+        assert annotate(store=store.url, url=server.url) == (
+            f"user 'bot' cannot log in at {server.url}: HTTP 401: wrong user name or password"
+        )
+        assert annotate(store=store.url, url=server.url).startswith(
+            f"user 'bot' cannot log in at {server.url}: HTTP 429: too many failed logins; try again in"
+        )

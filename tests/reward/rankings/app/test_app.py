@@ -9,14 +9,14 @@ from fastapi.testclient import TestClient
 
 from reward.rankings.app.server import create_app
 from reward.rankings.config import RankConfig
-from tests.reward.rankings.conftest import add_tasks
+from tests.reward.rankings.conftest import add_tasks, local_client
 
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
 
 def browser_login(app, name, password) -> tuple[TestClient, str]:
     """A TestClient logged in through the login form; returns it and its CSRF token."""
-    client = TestClient(app)
+    client = local_client(app)
     page = client.get("/login")
     login_csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     r = client.post("/login", data={"username": name, "password": password, "csrf_token": login_csrf, "next": "/rank"})
@@ -26,7 +26,7 @@ def browser_login(app, name, password) -> tuple[TestClient, str]:
 
 
 def api_login(app, name, password) -> tuple[TestClient, dict]:
-    client = TestClient(app)
+    client = local_client(app)
     r = client.post("/api/login", json={"username": name, "password": password})
     assert r.status_code == 200
     return client, {"Authorization": f"Bearer {r.json()['token']}"}
@@ -34,7 +34,7 @@ def api_login(app, name, password) -> tuple[TestClient, dict]:
 
 def test_unauthenticated_requests_are_refused(app, store):
     add_tasks(store, 1)
-    anon = TestClient(app)
+    anon = local_client(app)
     r = anon.get("/rank", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert anon.get("/admin", follow_redirects=False).status_code == 303
@@ -47,7 +47,7 @@ def test_unauthenticated_requests_are_refused(app, store):
 
 
 def test_login_form_needs_its_csrf_cookie_and_session_cookie_is_httponly_strict(app):
-    client = TestClient(app)
+    client = local_client(app)
     r = client.post("/login", data={"username": "ann", "password": "pw-ann", "csrf_token": "forged"})
     assert r.status_code == 403
     page = client.get("/login")
@@ -86,7 +86,7 @@ def test_model_output_is_rendered_as_text_never_markup(app, store):
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     # The only scripts on the page are our own static file.
     assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/static/rank.js" defer>']
-    js = TestClient(app).get("/static/rank.js").text
+    js = local_client(app).get("/static/rank.js").text
     assert "innerHTML" not in js.replace("never innerHTML", "") and "insertAdjacentHTML" not in js
 
 
@@ -241,7 +241,7 @@ def test_admin_page_manages_people(app, store):
         "tokens of &#39;carol&#39; revoked" in admin.post("/admin/users/carol/revoke", data={"csrf_token": csrf}).text
     )
     assert admin.post("/admin/users/carol/deactivate", data={"csrf_token": csrf}).status_code == 200
-    assert TestClient(app).post("/api/login", json={"username": "carol", "password": "pw-carol"}).status_code == 401
+    assert local_client(app).post("/api/login", json={"username": "carol", "password": "pw-carol"}).status_code == 401
     # an admin cannot lock themselves out; a forged form changes nothing
     assert admin.post("/admin/users/root/deactivate", data={"csrf_token": csrf}).status_code == 400
     assert admin.post("/admin/users/bob/deactivate", data={"csrf_token": "forged"}).status_code == 403

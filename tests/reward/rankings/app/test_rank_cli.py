@@ -11,7 +11,7 @@ import yaml
 from alignment.config import UserError
 from reward.rankings.app.cli import main
 from reward.rankings.store import open_store
-from tests.reward.rankings.conftest import add_tasks
+from tests.reward.rankings.conftest import add_tasks, local_client
 
 
 def rank_yaml(tmp_path, **extra) -> str:
@@ -62,7 +62,6 @@ def test_one_rank_config_for_status_export_users_and_the_admin_export(tmp_path, 
 
 
 def test_status_and_server_agree_on_completeness(tmp_path, capsys):
-    from fastapi.testclient import TestClient
 
     from reward.rankings.app.server import create_app
     from reward.rankings.config import RankConfig
@@ -70,7 +69,7 @@ def test_status_and_server_agree_on_completeness(tmp_path, capsys):
     store = seeded(tmp_path, n_tasks=2)
     store.add_user("root", role="admin", password="pw-root")
     app = create_app(RankConfig(store=store.url, annotators_per_task=3), store=store)
-    client = TestClient(app)
+    client = local_client(app)
     token = client.post("/api/login", json={"username": "root", "password": "pw-root"}).json()["token"]
     server_view = client.get("/api/admin/stats", headers={"Authorization": f"Bearer {token}"}).json()["overview"]
     assert main(["status", f"store={store.url}", "json=true"]) == 0

@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
 from reward.rankings.app.server import create_app
 from reward.rankings.config import RankConfig
 from tests.reward.rankings.app.test_app import api_login, browser_login
-from tests.reward.rankings.conftest import add_tasks
+from tests.reward.rankings.conftest import add_tasks, local_client
 
 # (method, path template, body, {role: expected status}); {task} is a task ann holds, {other} one nobody
 # holds, {ranking} ann's ranking, {bob_ranking} bob's, {flag} a flag.
@@ -77,7 +76,7 @@ def world(store, tmp_path):
     store.add_user("root", role="admin", password="pw-root")
     t1, t2, t3 = add_tasks(store, 3)
     app = create_app(RankConfig(store=store.url, output_dir=str(tmp_path / "run"), annotators_per_task=2), store=store)
-    clients = {"anon": TestClient(app)}
+    clients = {"anon": local_client(app)}
     for name in ("ann", "bob", "root"):
         client, auth = api_login(app, name, "pw-" + name)
         client.headers.update(auth)

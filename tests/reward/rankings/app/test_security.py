@@ -16,7 +16,7 @@ from reward.rankings.config import ExportConfig, RankConfig
 from reward.rankings.export import build_rows
 from reward.rankings.store import Conflict, open_store, redact
 from tests.reward.rankings.app.test_app import api_login, browser_login
-from tests.reward.rankings.conftest import add_tasks
+from tests.reward.rankings.conftest import add_tasks, local_client
 
 SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy")
 
@@ -138,7 +138,7 @@ def test_serve_prints_and_saves_no_password_and_admin_export_error_hides_it(pg_u
 
 def test_x_forwarded_for_is_ignored_unless_the_proxy_is_configured(store):
     store.add_user("ann", password="pw-ann")
-    plain = TestClient(create_app(RankConfig(store=store.url, login_max_failures=2), store=store))
+    plain = local_client(create_app(RankConfig(store=store.url, login_max_failures=2), store=store))
     for i in range(2):
         headers = {"X-Forwarded-For": f"10.0.0.{i}"}
         assert plain.post("/api/login", json={"username": "ann", "password": "x"}, headers=headers).status_code == 401
@@ -146,7 +146,7 @@ def test_x_forwarded_for_is_ignored_unless_the_proxy_is_configured(store):
     assert r.status_code == 429  # a made-up address does not buy new guesses
     # behind a configured proxy (TestClient's peer is "testclient"), the forwarded address is the client
     cfg = RankConfig(store=store.url, login_max_failures=2, forwarded_allow_ips=["testclient"])
-    proxied = TestClient(create_app(cfg, store=store))
+    proxied = local_client(create_app(cfg, store=store))
     r = proxied.post(
         "/api/login", json={"username": "ann", "password": "pw-ann"}, headers={"X-Forwarded-For": "10.1.1.1"}
     )
@@ -158,7 +158,7 @@ def test_login_throttle_is_shared_by_every_server_process(tmp_path):
     db = str(tmp_path / "shared.db")
     first, second = open_store(db), open_store(db)
     first.add_user("ann", password="pw-ann")
-    workers = [TestClient(create_app(RankConfig(store=db, login_max_failures=3), store=s)) for s in (first, second)]
+    workers = [local_client(create_app(RankConfig(store=db, login_max_failures=3), store=s)) for s in (first, second)]
     for i in range(3):
         assert workers[i % 2].post("/api/login", json={"username": "ann", "password": "x"}).status_code == 401
     for w in workers:
@@ -202,7 +202,7 @@ def test_password_change_revokes_every_token_and_cli_tokens_expire(app, store, t
         (expires,) = c.execute(text("SELECT expires_at FROM tokens WHERE kind = 'api' ORDER BY id DESC")).first()
     assert expires is not None  # 720 hours by default: no token lives forever
     bearer = {"Authorization": f"Bearer {token}"}
-    client = TestClient(app)
+    client = local_client(app)
     assert client.get("/api/me", headers=bearer).status_code == 200
     assert main(["users", "revoke", "bob", f"store={store.url}"]) == 0
     assert client.get("/api/me", headers=bearer).status_code == 401
@@ -221,7 +221,7 @@ def test_logout_needs_csrf_and_api_logout_with_a_cookie_revokes_it(app):
     assert r.status_code == 403 and "rlhf_session" not in r.headers.get("set-cookie", "")
     assert client.get("/rank", follow_redirects=False).status_code == 200
     # a cross-site request carries no SameSite=Strict cookie: nothing is cleared either
-    anon = TestClient(app)
+    anon = local_client(app)
     r = anon.post("/logout", data={}, follow_redirects=False)
     assert r.status_code == 303 and "set-cookie" not in r.headers
     # the JSON logout with the session cookie (and its CSRF header) really ends the session
@@ -251,7 +251,7 @@ def test_an_oversized_body_is_refused_before_it_is_read(app):
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
         "path": "/api/login", "raw_path": b"/api/login", "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
                     (b"content-length", str(64 * 1024 * 1024).encode())],
         "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {},
     }  # fmt: skip
@@ -313,7 +313,7 @@ def test_security_headers_on_every_response_even_a_crash(app, store):
     def boom():
         raise RuntimeError("secret internals")
 
-    client = TestClient(app, raise_server_exceptions=False)
+    client = local_client(app, raise_server_exceptions=False)
     responses = [
         client.get("/boom"),
         client.get("/login"),
@@ -348,10 +348,10 @@ def test_guidelines_markdown_is_sanitised(store, tmp_path):
 
 
 def test_api_docs_are_off_unless_enabled(store):
-    client = TestClient(create_app(RankConfig(store=store.url), store=store))
+    client = local_client(create_app(RankConfig(store=store.url), store=store))
     assert client.get("/api/docs").status_code == 404 and client.get("/api/openapi.json").status_code == 404
     assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 404
-    on = TestClient(create_app(RankConfig(store=store.url, docs=True), store=store))
+    on = local_client(create_app(RankConfig(store=store.url, docs=True), store=store))
     assert on.get("/api/docs").status_code == 200 and on.get("/api/openapi.json").status_code == 200
 
 
@@ -361,3 +361,63 @@ def test_allowed_hosts(store):
     assert client.get("/login").status_code == 200
     r = client.get("/login", headers={"Host": "evil.example"})
     assert r.status_code == 400 and all(h in r.headers for h in SECURITY_HEADERS)
+
+
+LOOPBACK_NAMES = ["127.0.0.1:8000", "localhost", "localhost:8000", "[::1]:8000"]
+
+
+@pytest.mark.parametrize(
+    "host, served, refused",
+    [
+        ("127.0.0.1", LOOPBACK_NAMES, ["evil.example", "testserver", "10.0.0.1", "127.0.0.1.evil.example", "[::2]"]),
+        ("::1", ["[::1]", "127.0.0.1"], ["evil.example"]),
+        ("rank.example.org", ["rank.example.org:443", "RANK.example.org"], ["localhost", "127.0.0.1", "evil.x"]),
+    ],
+)
+def test_by_default_only_the_hosts_the_server_is_bound_to_are_served(store, host, served, refused):
+    """A loopback server answers no other Host (a DNS-rebinding page cannot reach it through a name it controls)."""
+    client = local_client(create_app(RankConfig(store=store.url, host=host), store=store))
+    for name in served:
+        assert client.get("/login", headers={"Host": name}).status_code == 200, name
+    for name in refused:
+        r = client.get("/login", headers={"Host": name})
+        assert r.status_code == 400 and all(h in r.headers for h in SECURITY_HEADERS), name
+
+
+def test_allowed_hosts_opens_the_server_to_any_host_or_a_list(store):
+    anyone = local_client(create_app(RankConfig(store=store.url, allowed_hosts=["*"]), store=store))
+    assert anyone.get("/login", headers={"Host": "evil.example"}).status_code == 200
+    listed = local_client(create_app(RankConfig(store=store.url, allowed_hosts=["*.example.org"]), store=store))
+    assert listed.get("/login", headers={"Host": "rank.example.org"}).status_code == 200
+    assert listed.get("/login", headers={"Host": "127.0.0.1"}).status_code == 400  # a list replaces the default
+
+
+def test_a_wildcard_bind_serves_this_machines_names_and_loopback():
+    import socket
+
+    from reward.rankings.config import bound_hosts
+
+    hosts = bound_hosts("0.0.0.0")
+    assert {"127.0.0.1", "localhost", "[::1]", socket.gethostname().lower()} <= set(hosts) and "*" not in hosts
+    assert bound_hosts("10.1.2.3") == ["10.1.2.3"] and bound_hosts("fe80::1") == ["[fe80::1]"]
+
+
+@pytest.mark.parametrize("hosts, needle", [([], "must not be empty"), (["evil*.com"], "'evil\\*.com' is not a host")])
+def test_allowed_hosts_that_match_nothing_or_badly_are_refused_when_the_config_loads(hosts, needle):
+    with pytest.raises(UserError, match=needle):
+        RankConfig(store="x.db", allowed_hosts=hosts).validate()
+
+
+def test_look_alike_user_names_are_refused_on_the_admin_page_and_the_api(app, store):
+    admin, csrf = browser_login(app, "root", "pw-root")
+    page = admin.post("/admin/users", data={"csrf_token": csrf, "name": "\u0430nn", "password": "pw-x1"})
+    assert page.status_code == 400 and "user name &#39;\\u0430nn&#39; is not allowed" in page.text
+    api, auth = api_login(app, "root", "pw-root")
+    r = api.post("/api/admin/users", json={"name": "ANN", "password": "pw-x1"}, headers=auth)
+    assert (
+        r.status_code == 400
+        and r.json()["detail"] == "user name 'ANN' is taken by 'ann' (names are compared ignoring case)"
+    )
+    r = api.post("/api/admin/users", json={"name": "r\xf6\xf6t", "password": "pw-x1"}, headers=auth)
+    assert r.status_code == 400 and r.json()["detail"].startswith("user name 'r\\xf6\\xf6t' is not allowed")
+    assert sorted(u["name"] for u in store.list_users()) == ["ann", "bob", "root"]
