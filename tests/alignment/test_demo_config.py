@@ -2,7 +2,8 @@
 
 import pytest
 
-from alignment.demo import METHODS, DemoConfig, method_pipeline
+from alignment.assets import worlds
+from alignment.demo import METHODS, DemoConfig, method_pipeline, world_overrides
 from alignment.pipeline import PipelineConfig
 
 
@@ -29,10 +30,12 @@ def test_every_method_by_default_and_each_stage_config():
     assert cfg.methods == ["ppo", "rloo", "grpo", "dpo", "dpo_kwise"] == list(METHODS)
     pipe = PipelineConfig(output_dir="/runs/demo", ppo=["reward.monitor=x:y"])
     rloo = method_pipeline(pipe, cfg, "rloo")
-    assert (rloo.method, rloo.ppo) == ("rloo", cfg.rloo) and pipe.method == "ppo"  # the pipeline's own is untouched
+    world = world_overrides(worlds.get(cfg.world))
+    # the world's data, lengths and gold first, then the demo's settings for the method
+    assert (rloo.method, rloo.ppo) == ("rloo", [*world["online"], *cfg.rloo]) and pipe.method == "ppo"
     assert method_pipeline(pipe, cfg, "grpo").method == "grpo"
     pairwise, kwise = method_pipeline(pipe, cfg, "dpo"), method_pipeline(pipe, cfg, "dpo_kwise")
     assert pairwise.method == kwise.method == "dpo"
     assert (pairwise.dpo[0], kwise.dpo[0]) == ("loss.type=sigmoid", "loss.type=plackett_luce")
     # the same data (the K-wise export), batches and settings for both: the comparison is of the loss only
-    assert pairwise.dpo[1:] == kwise.dpo[1:] == cfg.dpo == cfg.dpo_kwise
+    assert pairwise.dpo[1:] == kwise.dpo[1:] == [*world["dpo"], *cfg.dpo] and cfg.dpo == cfg.dpo_kwise
