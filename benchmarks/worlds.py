@@ -67,7 +67,7 @@ def cell(runs: list[tuple[dict, dict]], method: str, budget: float) -> dict:
         spread = math.sqrt(sum((w - mean) ** 2 for w in wins) / (len(wins) - 1) / len(wins))
     else:
         spread = rows[0][0]["win_rate_stderr"]
-    average = lambda key, rs=rows: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+    average = lambda key: sum(m[key] for m, _ in rows) / len(rows)  # noqa: E731
     sft = [s for _, s in rows]
     return {
         "win_rate": mean, "stderr": spread, "wins": wins, "gain": average("gold_gain"), "kl": average("kl"),
