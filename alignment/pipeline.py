@@ -72,9 +72,13 @@ class AnnotatorsConfig:
 class PipelineConfig:
     RANGES: ClassVar = {"rounds": ">= 1", "num_processes": ">= 1", "port": "[1, 65535]"}
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    RUN_PATHS: ClassVar = {"output_dir": ""}
+    """With `run=runs/x`: every stage reads and writes runs/x."""
 
+    run: str = ""
+    """Run folder for every stage (the key every stage takes); output_dir defaults to it."""
     output_dir: str = ""
-    """Run folder for every stage."""
+    """Run folder for every stage (an explicit output_dir wins over run)."""
     seed: int = 42
     """Seed passed to every stage."""
     rounds: int = 1

@@ -217,14 +217,15 @@ class PPOTrainConfig:
 @dataclass
 class PPOConfig(HubOptions):
     RUN_PATHS: ClassVar = {
-        "output_dir": "ppo",
+        "output_dir": "{algorithm}",
         "model.name_or_path": "sft",
         "reward.path": ("reward", "reward.function"),
     }
-    """With `run=runs/x`: the base runs/x/sft, the reward model runs/x/reward (unless reward.function is set)."""
+    """With `run=runs/x`: the base runs/x/sft, the reward model runs/x/reward (unless reward.function is set), the
+    output runs/x/<algorithm> (runs/x/ppo, runs/x/rloo, runs/x/grpo)."""
     run: str = ""
     """Run folder of the pipeline (runs/x): base model runs/x/sft, reward.path runs/x/reward (unless
-    reward.function is set), output_dir runs/x/ppo."""
+    reward.function is set), output_dir runs/x/<algorithm> (ppo, rloo or grpo)."""
     output_dir: str = ""
     """Run folder: policy adapter (top level), tokenizer, optional merged/, checkpoints, metrics.jsonl and
     manifest.json."""
