@@ -29,7 +29,7 @@ from alignment.pipeline import AnnotatorsConfig, PipelineConfig, check_stages, t
 from alignment.pipeline import run as run_pipeline
 from alignment.report import method_figures, methods_text, summary, write_report
 from alignment.runtime import files
-from alignment.runtime.functions import load_scorer
+from alignment.runtime.functions import load_item_function
 from reward.model import completion_text
 
 GOLD = "alignment.assets.gold:gold_reward"
@@ -108,13 +108,14 @@ def noise_ceiling(export_dir: str, temperature: float) -> float | None:
     if not os.path.isdir(path) or temperature <= 0:
         return None
 
-    gold = load_scorer(GOLD, "gold")
+    gold = load_item_function(GOLD, "gold")
     test = datasets.load_from_disk(path)["test"]
     if len(test) == 0:
         return None
     total = 0.0
     for row in test:
-        d = abs(gold(completion_text(row["chosen"])) - gold(completion_text(row["rejected"])))
+        prompt = str(row["prompt"])
+        d = abs(gold(prompt, completion_text(row["chosen"])) - gold(prompt, completion_text(row["rejected"])))
         total += 1 / (1 + math.exp(-d / temperature))
     return total / len(test)
 

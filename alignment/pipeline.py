@@ -29,16 +29,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from alignment.cli import parse_stage_args
 from alignment.config import UserError, check_output_dir, load_config, require
-from alignment.runtime.functions import load_scorer
+from alignment.runtime.functions import check_function, load_item_function
 from reward.rankings.active import AcquisitionConfig
-from reward.rankings.annotator import ScriptedAnnotator
+from reward.rankings.annotator import ScriptedAnnotator, rank_in_parallel
 from reward.rankings.app.process import RankServer
 from reward.rankings.store import open_store
 
@@ -57,7 +56,8 @@ class AnnotatorsConfig:
     count: int = 3
     """Scripted annotators ranking in parallel."""
     score: str = "alignment.assets.gold:gold_reward"
-    """Scripted annotators' hidden preference: `module:function` of (completion) or (prompt, completion)."""
+    """Scripted annotators' hidden preference: `module:function`, f(prompt, completion) -> float (higher = better),
+    arguments by name (the prompt may be left out)."""
     temperature: float = 1.0
     """Plackett-Luce noise of scripted annotators (0 = always the true order)."""
     per_task: int = 1
@@ -131,6 +131,8 @@ class PipelineConfig:
         require(self, "output_dir")
         if self.acquisition.reward:
             raise UserError("'acquisition.reward' is set by the pipeline (the previous round's reward model)")
+        if self.annotators.kind == "scripted":  # last: it imports and calls the user's code
+            check_function(self.annotators.score, "annotators.score")
 
 
 def main(argv: list[str]) -> int:
@@ -182,11 +184,7 @@ class Runner:
 def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=print) -> int:
     """Start the real ranking server and let scripted annotators rank every open task through its API."""
 
-    score = load_scorer(cfg.annotators.score, "annotators.score")
-
-    def judge(prompt, text):  # the annotator client calls score(prompt, completion)
-        return score(text, prompt)
-
+    judge = load_item_function(cfg.annotators.score, "annotators.score")
     store = open_store(store_url)
     names = [f"annotator-{i + 1}" for i in range(cfg.annotators.count)]
     existing = {u["name"] for u in store.list_users()}
@@ -195,25 +193,22 @@ def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=prin
             store.add_user(name, "annotator", cfg.annotators.password)
     store.close()
     log = os.path.join(cfg.output_dir, "logs", "rank-server.log")
-    saved = [0] * len(names)
     with RankServer(store=store_url, annotators_per_task=cfg.annotators.per_task, log_path=log) as server:
         show(f"rank: server {server.url}, {len(names)} scripted annotators")
-
-        def work(i: int) -> None:
-            # One task, one ranking (per_task 1): every annotator shares the seed, so a task's ranks are
-            # the same whichever thread leases it and the run is reproducible. With overlap they differ.
-            seed = cfg.seed + (i if cfg.annotators.per_task > 1 else 0)
-            annotator = ScriptedAnnotator(
-                server.url, names[i], cfg.annotators.password, judge, cfg.annotators.temperature, seed=seed
+        # One task, one ranking (per_task 1): every annotator shares the seed, so a task's ranks are
+        # the same whichever thread leases it and the run is reproducible. With overlap they differ.
+        a = cfg.annotators
+        bots = [
+            ScriptedAnnotator(
+                server.url, name, a.password, judge, a.temperature, seed=cfg.seed + (i if a.per_task > 1 else 0)
             )
-            saved[i] = annotator.run()
-            annotator.close()
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(names))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            for i, name in enumerate(names)
+        ]
+        try:
+            saved = rank_in_parallel(bots)
+        finally:
+            for bot in bots:
+                bot.close()
     return sum(saved)
 
 

@@ -30,6 +30,7 @@ MATRIX = [
      {"anon": 401, "csrf-less": 403, "bob": 409}),
     ("POST", "/api/tasks/{task}/flag", {"kind": "unsafe"}, {"anon": 401, "csrf-less": 403, "bob": 409}),
     ("POST", "/api/tasks/{other}/flag", {"kind": "unsafe"}, {"ann": 409}),
+    ("POST", "/api/tasks/{task}/release", {}, {"anon": 401, "csrf-less": 403, "bob": 409}),
     ("POST", "/api/tasks/{other}/skip", {}, {"anon": 401, "csrf-less": 403, "bob": 200}),
     ("POST", "/api/rankings/{ranking}/undo", {}, {"anon": 401, "csrf-less": 403, "bob": 404, "root": 404, "ann": 200}),
     ("POST", "/api/logout", {}, {"anon": 401, "csrf-less": 403}),
