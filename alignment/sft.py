@@ -229,7 +229,7 @@ def train(cfg: SFTConfig) -> dict:
 def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, extra: dict) -> None:
     """The adapter (or full weights) + tokenizer, the merged model for the next stages, and the manifest."""
     accelerator = run.accelerator
-    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer, run=cfg.run)
     if not accelerator.is_main_process:
         return
     outputs = {"adapter" if adapters.is_peft(accelerator.unwrap_model(model)) else "weights": "."}
@@ -237,6 +237,7 @@ def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, ex
     manifest.write(
         cfg.output_dir,
         "sft",
+        run=cfg.run,
         inputs={
             "model": manifest.where(cfg.model.name_or_path),
             "base": manifest.where(models.resolve_path(cfg.model.name_or_path)),

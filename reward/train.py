@@ -418,7 +418,7 @@ def window_metrics(window: loop.Window, accelerator, t: TrainConfig, scheduler, 
 def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report: dict, extra: dict) -> None:
     """Adapter + score head (or the full model) + tokenizer, reward_stats.json, eval.json and the manifest."""
     accelerator = run.accelerator
-    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer, run=cfg.run)
     if not accelerator.is_main_process:
         return
     files.write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
@@ -428,6 +428,7 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
     manifest.write(
         cfg.output_dir,
         "reward",
+        run=cfg.run,
         inputs={
             "model": manifest.where(cfg.model.name_or_path),
             "base": rmodel.base_path(cfg.model),

@@ -280,7 +280,7 @@ def window_metrics(window: loop.Window, accelerator, scheduler, epoch: float, gr
 def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report: dict, extra: dict) -> None:
     """The policy adapter + tokenizer, eval.json, the merged model if asked, and the manifest."""
     accelerator = run.accelerator
-    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer, run=cfg.run)
     if not accelerator.is_main_process:
         return
     outputs = {"adapter": ".", "model": "."}
@@ -294,6 +294,7 @@ def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report
     manifest.write(
         cfg.output_dir,
         "dpo",
+        run=cfg.run,
         inputs={
             "model": manifest.where(base_path),
             "data": manifest.where(cfg.data.path),

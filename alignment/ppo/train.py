@@ -517,7 +517,7 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3: every process calls it
     final = loop.last_metrics(cfg.output_dir) if accelerator.is_main_process else {}
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_policy(cfg.output_dir, state_dict)
+        accelerator.unwrap_model(model).save_policy(cfg.output_dir, state_dict, run=cfg.run)
         tokenizer.save_pretrained(cfg.output_dir)
         outputs = {"adapter": ".", "model": "."}
         if cfg.save_merged:
@@ -528,6 +528,7 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
         manifest.write(
             cfg.output_dir,
             "ppo",
+            run=cfg.run,
             inputs={
                 "model": base_path,
                 "reward": c.function or os.path.abspath(c.path),
