@@ -72,6 +72,10 @@ def start(name: str, cfg, gradient_accumulation_steps: int) -> Run:
     from accelerate.utils import set_seed
 
     check_output_dir(cfg.output_dir)
+    if getattr(cfg, "push_to_hub", False):  # before anything loads or trains: a run must not end in a failed push
+        from alignment.runtime import hub
+
+        hub.preflight(cfg.hub_model_id)
     accelerator = acc.make_accelerator(gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
     if accelerator.device.type == "cpu":
         return_freed_memory_to_os()
@@ -265,9 +269,11 @@ def memory_metrics(accelerator) -> dict[str, float]:
 def finish(run: Run) -> None:
     """Publish the outputs when `push_to_hub` says so (main process), end tracking and tear down the process group
     cleanly (every process calls it)."""
-    if run.accelerator.is_main_process and getattr(run.cfg, "push_to_hub", False):
-        from alignment.runtime import hub
+    try:
+        if run.accelerator.is_main_process and getattr(run.cfg, "push_to_hub", False):
+            from alignment.runtime import hub
 
-        url = hub.push(run.cfg.output_dir, run.cfg.hub_model_id, private=run.cfg.hub_private)
-        run.log.info(f"{run.name}: pushed {run.cfg.output_dir} to {url}")
-    acc.finish(run.accelerator)
+            url = hub.push_or_explain(run.cfg.output_dir, run.cfg.hub_model_id, private=run.cfg.hub_private)
+            run.log.info(f"{run.name}: pushed {run.cfg.output_dir} to {url}")
+    finally:
+        acc.finish(run.accelerator)
