@@ -286,7 +286,16 @@ def dpo_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[st
             f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.dpo]  # fmt: skip
 
 
-def policy_stage(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str, export_dir: str):
+def needs_reward(cfg: PipelineConfig, rnd: int) -> bool:
+    """Whether round `rnd` trains a reward model: the online methods train against it and `to_stage=reward` asks for
+    it; with method=dpo only active ranking does, choosing the next round's tasks with it (a DPO round never reads
+    it, and it would take half the round's time)."""
+    if cfg.method != "dpo" or cfg.to_stage == "reward":
+        return True
+    return cfg.acquisition.needs_reward and rnd < cfg.rounds
+
+
+def policy_stage(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str | None, export_dir: str):
     """(stage command, its arguments) of the round's policy optimisation, by `method`."""
     if cfg.method == "dpo":
         return "dpo", dpo_args(cfg, out, sft_dir, os.path.join(export_dir, "kwise"))
@@ -369,18 +378,20 @@ def run(cfg: PipelineConfig, show=print) -> dict:
         if not first or start_at <= 3:
             runner.run(f"round-{rnd}/export", "rank", ["export", *export_args(cfg, paths["export"], store_url)])
 
-        # 5. Reward model on the SFT model, held-out split by prompt from the export.
-        if not first or start_at <= 4:
+        # 5. Reward model on the SFT model, held-out split by prompt from the export (only when something reads it).
+        if not needs_reward(cfg, rnd):
+            paths.pop("reward")
+        elif not first or start_at <= 4:
             kwise = os.path.join(paths["export"], "kwise")
             runner.run(f"round-{rnd}/reward", "reward", reward_args(cfg, paths["reward"], sft_dir, kwise), train=True)
 
-        reward = paths["reward"]
+        reward = paths.get("reward")
         if cfg.to_stage == "reward":
             results["rounds"].append(paths)
             continue
         # 6. The policy on one frozen base (the SFT model): PPO, RLOO or GRPO against this round's reward model,
         #    or DPO from the exported rankings.
-        command, args = policy_stage(cfg, paths[cfg.method], sft_dir, paths["reward"], paths["export"])
+        command, args = policy_stage(cfg, paths[cfg.method], sft_dir, reward, paths["export"])
         runner.run(f"round-{rnd}/{cfg.method}", command, args, train=True)
         policy = paths[cfg.method]
         results["rounds"].append(paths)
