@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from alignment.config import OUTPUT_DIRS, UserError, describe, load_config
+from alignment.config import OUTPUT_DIRS, UserError, load_config, resolve_unchecked
 
 COMMANDS = {
     "sft": ("alignment.sft", "supervised fine-tuning (stage 1)"),
@@ -34,22 +34,39 @@ USAGE = (
 
 
 def parse_stage_args(prog: str, cfg_cls: type, argv: list[str], doc: str = ""):
-    """Parse `[CONFIG.yaml] [key=value ...] [--help]` into a validated `cfg_cls`; None after --help."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(f"usage: {prog} [CONFIG.yaml] [key=value ...]\n")
-        if doc:
-            print(doc.strip() + "\n")
-        print("config keys (YAML or dotted key=value overrides):")
-        print("\n".join(describe(cfg_cls)))
-        return None
+    """Parse `[CONFIG.yaml] [key=value ...] [--help]` into a validated `cfg_cls`; None after --help (which shows the
+    values the config file and overrides give, when there are any)."""
+    wants_help = any(a in ("-h", "--help") for a in argv)
     path = None
-    rest = list(argv)
+    rest = [a for a in argv if a not in ("-h", "--help")]
     if rest and "=" not in rest[0]:
         path = rest.pop(0)
     for item in rest:
         if "=" not in item:
             raise UserError(f"unexpected argument '{item}': give at most one CONFIG.yaml, then key=value overrides")
+    if wants_help:
+        values = resolve_unchecked(cfg_cls, path, rest) if path or rest else None
+        print_help(prog, cfg_cls, doc, values, path, rest)
+        return None
     return load_config(cfg_cls, path, rest)
+
+
+def print_help(prog: str, cfg_cls: type, doc: str = "", values=None, path: str | None = None, overrides=()) -> None:
+    """Usage, the command's docstring, every config key with its value and meaning, and the user-function signature
+    where the command takes one."""
+    from alignment.config import all_keys
+    from alignment.runtime.functions import FUNCTION_KEYS, HELP
+    from alignment.usage import describe
+
+    print(f"usage: {prog} [CONFIG.yaml] [key=value ...]\n")
+    if doc:
+        print(doc.strip() + "\n")
+    given = " and ".join(([path] if path else []) + (["the overrides"] if overrides else []))
+    source = f"values from {given}, then the defaults" if given else "values are the defaults"
+    print(f"config keys (YAML or dotted key=value overrides; {source}):")
+    print("\n".join(describe(cfg_cls, values)))
+    if set(all_keys(cfg_cls)) & set(FUNCTION_KEYS):
+        print("\n" + HELP)
 
 
 def run(argv: list[str]) -> int:
@@ -96,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # `rlhf sft --help | head`: an OSError too, so caught before the write errors
+        sys.stdout = open(os.devnull, "w")  # the interpreter's final flush would hit the closed pipe again
+        code = 0
     except OSError as e:
         if e.errno not in WRITE_ERRORS:
             raise
         print(f"error: {write_error_line(e)}", file=sys.stderr)
         code = 2
-    except BrokenPipeError:  # `rlhf sft --help | head`
-        code = 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

@@ -234,13 +234,24 @@ def load_config(cls: type, path: str | None = None, overrides: list[str] | None 
     an override (`override 'train.learning_rate=-1': ...`), prefixed by `label` when a program passed the
     overrides (`pipeline stage sft: override '...'`).
     """
+    cfg, origins = _resolve(cls, path, overrides or [], label)
+    return validated(cfg, origins, path, label)
+
+
+def resolve_unchecked(cls: type, path: str | None = None, overrides: list[str] | None = None) -> Any:
+    """`cls` from the YAML and overrides with `run` applied and every type checked, but not `validate()`d: what
+    `--help` shows as the values a config file gives (a file may leave a required key to the command line)."""
+    return _resolve(cls, path, overrides or [])[0]
+
+
+def _resolve(cls: type, path: str | None, overrides: list[str], label: str = "") -> tuple[Any, dict[str, str]]:
     data = read_yaml(path) if path is not None else {}
     from_dict(cls, data, source=path or "config")  # the file alone: its errors name the file
     file_run = data.get("run")
-    origins = apply_overrides(cls, data, overrides or [], label)
+    origins = apply_overrides(cls, data, overrides, label)
     rebase_run(data, file_run, origins)
     apply_run(cls, data)
-    return validated(from_dict(cls, data, source=path or "config"), origins, path, label)
+    return from_dict(cls, data, source=path or "config"), origins
 
 
 # ----------------------------------------------------------------------------------------------
@@ -597,7 +608,7 @@ def save_config(cfg: Any, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# --help: every key with its default and docstring
+# Field docstrings: what --help prints beside each key (alignment/usage.py)
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -626,18 +637,3 @@ def _own_field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
-
-
-def describe(cls: type, prefix: str = "") -> list[str]:
-    """Lines `key = default  doc` for every (nested) field of `cls`."""
-    lines = []
-    docs = field_docs(cls)
-    instance = cls()
-    for f in dataclasses.fields(cls):
-        value = getattr(instance, f.name)
-        if dataclasses.is_dataclass(value):
-            lines.extend(describe(type(value), prefix=f"{prefix}{f.name}."))
-            continue
-        default = "" if value in ("", None) else value
-        lines.append(f"  {prefix}{f.name} = {default!s:<14} {docs.get(f.name, '')}".rstrip())
-    return lines

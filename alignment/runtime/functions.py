@@ -39,6 +39,13 @@ SIGNATURES = {
     ITEM: "f(prompt: str, completion: str) -> float",
     BATCH: "f(prompts: list[str], completions: list[str]) -> list[float]",
 }
+FUNCTION_KEYS = ("score", "judge", "annotators.score", "reward.function", "reward.monitor")
+"""Config keys that name a user function (their commands' --help prints HELP)."""
+HELP = """user functions (module:function; the module comes from the installed packages or the working directory):
+  per item   (score, annotators.score, judge):  f(prompt: str, completion: str) -> float, higher = better
+  per batch  (reward.function, reward.monitor): f(prompts: list[str], completions: list[str]) -> list[float]
+  Arguments are passed by name, so parameters must be named so (the prompt may be left out; **kwargs is allowed).
+  Checked when the config loads: a probe call must return finite numbers, or the command stops with one line."""
 PROBE = ("Write a short review of the cafe.", " The coffee was great and the staff were kind.")
 """A known prompt and completion every function is called on once when its config loads."""
 

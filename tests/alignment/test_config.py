@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from alignment.config import ConfigError, describe, field_docs, load_config
+from alignment.config import ConfigError, field_docs, load_config
 from alignment.sft import SFTConfig, SFTDataConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,6 +70,8 @@ def test_missing_required_value_and_bad_yaml(tmp_path):
 
 
 def test_every_field_is_documented():
+    from alignment.usage import describe
+
     lines = describe(SFTConfig)
     assert any(line.strip().startswith("train.learning_rate") for line in lines)
     from alignment import config
