@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import os
 import sys
 
@@ -106,8 +107,34 @@ def write_error_line(e: OSError) -> str:
     return f"{folder}: permission denied writing {target}; choose a writable output_dir"
 
 
+QUIET_ENV = {
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # a bar per dataset saved or loaded: most of `rlhf rank export`
+    "DATASETS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",  # the fork warning of tokenizers once the ranking server or a loader forks
+}
+"""Third-party settings the command line starts with; a value the user already set in the environment wins."""
+
+
+def quiet_third_party() -> None:
+    """Keep third-party chatter out of a command's terminal: our progress bars and closing lines are the output.
+
+    Done here, at the command-line entry point, never on import or inside a library call. DeepSpeed's logger is
+    created at import with its own handler and level (so a level set beforehand is reset); a filter on it survives
+    that, and drops its warnings, such as "Setting accelerator to CPU" printed inside a progress bar.
+    """
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    logging.getLogger("DeepSpeed").addFilter(_errors_only)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party()
     try:
         code = run(argv)
     except UserError as e:

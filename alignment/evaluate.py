@@ -372,6 +372,18 @@ def write_outputs(cfg: EvalConfig, result: dict, samples: list[dict]) -> None:
     files.write_json(os.path.join(out, "eval.json"), {**result, "config": to_dict(cfg)})
     files.write_atomic(os.path.join(out, "samples.jsonl"), "".join(json.dumps(s) + "\n" for s in samples))
     files.write_atomic(os.path.join(out, "metrics.jsonl"), json.dumps({"step": 0, **flat_metrics(result)}) + "\n")
+    manifest.write(  # last: like every stage's, a manifest says the folder is complete
+        out,
+        "eval",
+        inputs={
+            **result["inputs"],
+            "reference": result["reference"],
+            "judge": cfg.judge,
+            "data": manifest.where(cfg.data.path),
+        },
+        outputs={"eval": "eval.json", "rows": "eval.jsonl", "samples": "samples.jsonl", "metrics": "metrics.jsonl"},
+        metrics=flat_metrics(result),
+    )
 
 
 def flat_metrics(result: dict) -> dict:
@@ -429,5 +441,5 @@ def format_results(result: dict, samples: list[dict], table_rows: int, num_sampl
                 score = "  ".join(f"{k} {s[name][k]:.2f}" for k in ("reward", "judge") if k in s[name])
                 text = textwrap.shorten(s[name]["completion"].strip() or "(empty)", 100, placeholder=" ...")
                 lines.append(f"    {name:<{width}} [{score}] {text}" if score else f"    {name:<{width}} {text}")
-    lines.append(f"\nwrote {os.path.join(result['output_dir'], 'eval.jsonl')} and eval.json")
+    lines.append(f"\neval: done; wrote {result['output_dir']} (eval.json, eval.jsonl, samples.jsonl, manifest.json)")
     return "\n".join(lines)

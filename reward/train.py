@@ -345,10 +345,6 @@ def train(cfg: RewardConfig) -> dict:
     if eval_set:
         report = evaluation(cfg, eval_set, predict(accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id))
         run.tracker.log(flat_metrics(report), step=steps)
-        log.info(
-            f"reward: held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, "
-            f"ECE {report['ece']:.3f}, reward-length correlation {report['length_correlation']:.2f}"
-        )
     stats = reward_stats(cfg, accelerator, model, tokenizer, train_rankings, eval_bs)
 
     # 7. Save: adapter + score head (or full model) + tokenizer, stats, eval report, manifest.
@@ -358,7 +354,11 @@ def train(cfg: RewardConfig) -> dict:
     if cfg.uncertainty.enabled and accelerator.is_main_process:
         save_uncertainty(cfg, run, train_rankings)
     accelerator.wait_for_everyone()
-    loop.finish(run)
+    held_out = (
+        f"; held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, ECE {report['ece']:.3f}, "
+        f"reward-length correlation {report['length_correlation']:.2f}"
+    )
+    loop.finish(run, f"{steps} steps" + (held_out if report else ""))
     return report
 
 
@@ -452,7 +452,6 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
             "reward_stats": stats,
         },  # fmt: skip
     )
-    run.log.info(f"reward: wrote {cfg.output_dir}")
 
 
 def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict]) -> None:

@@ -226,13 +226,13 @@ def train(cfg: DPOConfig) -> dict:
     report = evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id)
     if report:
         run.tracker.log(report, step=steps)
-        log.info(f"dpo: held-out loss {report['eval/loss']:.4f}, accuracy {report['eval/rewards/accuracies']:.3f}")
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, eval.json, optional merged model, manifest.
     data = {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks,
             "informative": sum(informative)}  # fmt: skip
     save(cfg, run, model, tokenizer, base_path, report, {"steps": steps, "data": data})
-    loop.finish(run)
+    held_out = f", held-out loss {report['eval/loss']:.3f}, accuracy {report['eval/rewards/accuracies']:.3f}"
+    loop.finish(run, f"{cfg.loss.type}, {steps} steps" + (held_out if report else ""))
     return report
 
 
@@ -309,4 +309,3 @@ def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report
             "train_seconds": run.train_seconds,
         },  # fmt: skip
     )
-    run.log.info(f"dpo: wrote {cfg.output_dir}")

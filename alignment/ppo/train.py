@@ -127,7 +127,7 @@ def train(cfg: PPOConfig) -> dict:
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model, manifest.
     extra = {"updates": updates, "episodes": updates * batch_global, "reward_kind": reward.kind}
     final = save(cfg, run, model, tokenizer, base_path, extra)
-    loop.finish(run)
+    loop.finish(run, ppo_summary(cfg, extra, final))
     return {"metrics": final, "model": accelerator.unwrap_model(model)}
 
 
@@ -510,6 +510,14 @@ def log_samples(run: loop.Run, tokenizer, exp: Experience, n: int, step: int) ->
 # Saving
 
 
+def ppo_summary(cfg: PPOConfig, extra: dict, final: dict) -> str:
+    """The figures of the closing line: the method, how much it trained, and the last update's score and KL."""
+    figures = f"{cfg.algorithm}, {extra['updates']} updates ({extra['episodes']} episodes)"
+    if "objective/scores" in final:
+        figures += f"; last update: score {final['objective/scores']:.3f}, KL {final['objective/kl']:.3f} nats"
+    return figures
+
+
 def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra: dict) -> dict:
     """The policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model and the manifest;
     returns the last logged metrics."""
@@ -538,6 +546,5 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
             metrics=final,
             extra={"algorithm": cfg.algorithm, **extra, "world_size": accelerator.num_processes},
         )
-        run.log.info(f"ppo: wrote {cfg.output_dir}")
     del state_dict
     return final

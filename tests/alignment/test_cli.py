@@ -108,3 +108,40 @@ def test_commands_that_take_a_user_function_print_its_signature(capsys):
     for argv in (["ppo", "--help"], ["eval", "--help"], ["pipeline", "--help"], ["rank", "annotate", "--help"]):
         assert "f(prompt: str, completion: str) -> float" in help_of(capsys, *argv), argv
     assert "f(prompt: str" not in help_of(capsys, "sft", "--help")
+
+
+@pytest.mark.slow  # imports DeepSpeed three times
+def test_the_command_line_quiets_third_party_output_and_importing_changes_nothing(tmp_path):
+    """DeepSpeed's "Setting accelerator to CPU" warning (printed inside progress bars) and datasets' bars are silenced
+    by the command-line entry point only: importing the packages sets no environment variable, and a user's own
+    setting wins."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, sys; before = dict(os.environ)\n"
+        "import alignment.cli, alignment.config, alignment.runtime.loop, reward.rankings.export\n"
+        "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+        "if sys.argv[1] == 'cli': alignment.cli.quiet_third_party()\n"
+        "from deepspeed.accelerator import get_accelerator; get_accelerator()\n"
+        "print(os.environ.get('HF_DATASETS_DISABLE_PROGRESS_BARS'), os.environ.get('DATASETS_VERBOSITY'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in cli.QUIET_ENV and k != "DS_ACCELERATOR"}
+
+    def run(mode: str, **extra: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, mode],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout + proc.stderr
+
+    library = run("library")
+    assert "Setting accelerator to CPU" in library  # what a library call leaves alone
+    quiet = run("cli")
+    assert "Setting accelerator" not in quiet and "1 error" in quiet
+    assert "1 info" in run("cli", DATASETS_VERBOSITY="info")  # the user's environment wins

@@ -179,6 +179,17 @@ def test_eval_compares_sft_with_itself_an_adapter_and_the_base(tmp_path, sft_dir
 
     assert [s["sft"]["judge"] for s in samples] == [gold_reward(s["sft"]["completion"]) for s in samples]
     assert "win rates" in r.stdout and "Review of the" in r.stdout
+    # Like every stage: a manifest of what it read and wrote, and one closing line.
+    written = json.loads((out / "manifest.json").read_text())
+    assert written["stage"] == "eval" and written["inputs"]["judge"] == "alignment.assets.gold:gold_reward"
+    assert written["outputs"]["eval"] == "eval.json" and written["metrics"] == full_metrics(full)
+    assert r.stdout.strip().splitlines()[-1].startswith(f"eval: done; wrote {out}")
+
+
+def full_metrics(result: dict) -> dict:
+    from alignment.evaluate import flat_metrics
+
+    return flat_metrics(result)
 
 
 @pytest.mark.slow

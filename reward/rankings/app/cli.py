@@ -309,10 +309,10 @@ def export_cmd(argv: list[str]) -> int:
     print(f"exporting rankings from {safe_url(cfg.store)} ...", flush=True)
     manifest = export(cfg)
     for schema, out in manifest["outputs"].items():
-        print(f"{schema}: {out['rows']} -> {', '.join(out['written'].values())}")
-    print(
-        f"prompts train/test: {manifest['prompts']['train']}/{manifest['prompts']['test']}; {cfg.output_dir}/manifest.json"
-    )
+        rows = ", ".join(f"{n} {split}" for split, n in out["rows"].items())
+        print(f"  {schema}: {rows} rows -> {', '.join(out['written'].values())}")
+    prompts = manifest["prompts"]
+    print(f"export: done; {prompts['train']} train / {prompts['test']} test prompts; wrote {cfg.output_dir}")
     return 0
 
 
@@ -342,5 +342,5 @@ def annotate(argv: list[str]) -> int:
     result = run_scripted(cfg)
     for name, count in result["per_annotator"].items():
         print(f"{name}: {count} rankings")
-    print(f"{result['rankings']} rankings in {result['seconds']:.1f} s through {result['url']}")
+    print(f"annotate: done in {result['seconds']:.1f} s; {result['rankings']} rankings through {result['url']}")
     return 0
