@@ -43,6 +43,7 @@ MATRIX = [
     ("GET", "/api/admin/export.zip", None, {"anon": 401, "ann": 403, "root": 200}),
     ("GET", "/", None, {"anon": 303}),
     ("GET", "/login", None, {"anon": 200}),
+    ("GET", "/favicon.ico", None, {"anon": 200}),
     ("POST", "/login", {}, {"anon": 403}),  # no login CSRF cookie
     ("POST", "/logout", {}, {"anon": 303, "csrf-less": 403}),
     ("GET", "/rank", None, {"anon": 303, "csrf-less": 200}),
