@@ -83,7 +83,7 @@ REWARD_ADAPTER = """from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 tok = AutoTokenizer.from_pretrained("{me}")
 base = AutoModelForSequenceClassification.from_pretrained("{base}", num_labels=1, pad_token_id=tok.pad_token_id)
-model = PeftModel.from_pretrained(base, "{me}").eval()"""
+model = PeftModel.from_pretrained(base, "{me}").eval()  # the trained score head comes with the adapter"""
 
 REWARD_WEIGHTS = """from transformers import AutoModelForSequenceClassification, AutoTokenizer
 tok = AutoTokenizer.from_pretrained("{me}")

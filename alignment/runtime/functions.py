@@ -9,9 +9,11 @@ Per batch: PPO's `reward.function` and `reward.monitor` (TRL's reward-function c
 
     def reward(prompts: list[str], completions: list[str], **kwargs) -> list[float]: ...   # one per completion
 
-Prompt first, as in TRL. The arguments are passed by NAME (`prompt=`, `completion=`; `prompts=`, `completions=`), as
-TRL passes them, so what a function gets is decided by its parameter names, never by their order. A function may
+Prompt first, as in TRL. The arguments are passed by NAME (`prompt=`, `completion=`; `prompts=`, `completions=`),
+as TRL passes them, so what a function gets is decided by its parameter names, never by their order. A function may
 leave the prompt out (`def score(completion)`) or take `**kwargs`; parameters with other names must have defaults.
+`prompt` is text: PPO and eval pass a chat prompt as the model saw it (through its chat template); the ranking app,
+which has no tokenizer, passes its messages' contents separated by blank lines.
 
 Checked when the config loads, before anything trains: the module imports (from the installed packages or the
 working directory, so `rlhf ... score=mymodule:fn` finds ./mymodule.py as `python -m` would), the parameters are

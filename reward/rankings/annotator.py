@@ -41,6 +41,14 @@ def plackett_luce_ranks(scores: list[float], temperature: float, rng: random.Ran
     return ranks
 
 
+def prompt_as_text(prompt) -> str:
+    """What a score function gets as `prompt`: text as is; a chat prompt (the server has no tokenizer to apply the
+    model's chat template) as its messages' contents, separated by blank lines."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n\n".join(str(m.get("content", "")) for m in prompt)
+
+
 class ScriptedAnnotator:
     def __init__(
         self,
@@ -95,7 +103,8 @@ class ScriptedAnnotator:
     def rank(self, task: dict) -> list[int]:
         """Ranks aligned to completion positions, as the submit API expects."""
         by_pos = sorted(task["completions"], key=lambda c: c["position"])
-        scores = [float(self.score(task["prompt"], c["text"])) for c in by_pos]
+        prompt = prompt_as_text(task["prompt"])
+        scores = [float(self.score(prompt, c["text"])) for c in by_pos]
         # Noise drawn from (seed, task), not from a stream: which annotator of a pool with one seed
         # draws a task depends on thread timing, and the ranks (hence the whole run) must not.
         rng = random.Random(f"{self.seed}:{task['task_id']}")
