@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import os
 import sys
 
-from alignment.config import OUTPUT_DIRS, UserError, describe, load_config
+from alignment.config import OUTPUT_DIRS, UserError, load_config, resolve_unchecked
 
 COMMANDS = {
     "sft": ("alignment.sft", "supervised fine-tuning (stage 1)"),
@@ -34,22 +35,39 @@ USAGE = (
 
 
 def parse_stage_args(prog: str, cfg_cls: type, argv: list[str], doc: str = ""):
-    """Parse `[CONFIG.yaml] [key=value ...] [--help]` into a validated `cfg_cls`; None after --help."""
-    if any(a in ("-h", "--help") for a in argv):
-        print(f"usage: {prog} [CONFIG.yaml] [key=value ...]\n")
-        if doc:
-            print(doc.strip() + "\n")
-        print("config keys (YAML or dotted key=value overrides):")
-        print("\n".join(describe(cfg_cls)))
-        return None
+    """Parse `[CONFIG.yaml] [key=value ...] [--help]` into a validated `cfg_cls`; None after --help (which shows the
+    values the config file and overrides give, when there are any)."""
+    wants_help = any(a in ("-h", "--help") for a in argv)
     path = None
-    rest = list(argv)
+    rest = [a for a in argv if a not in ("-h", "--help")]
     if rest and "=" not in rest[0]:
         path = rest.pop(0)
     for item in rest:
         if "=" not in item:
             raise UserError(f"unexpected argument '{item}': give at most one CONFIG.yaml, then key=value overrides")
+    if wants_help:
+        values = resolve_unchecked(cfg_cls, path, rest) if path or rest else None
+        print_help(prog, cfg_cls, doc, values, path, rest)
+        return None
     return load_config(cfg_cls, path, rest)
+
+
+def print_help(prog: str, cfg_cls: type, doc: str = "", values=None, path: str | None = None, overrides=()) -> None:
+    """Usage, the command's docstring, every config key with its value and meaning, and the user-function signature
+    where the command takes one."""
+    from alignment.config import all_keys
+    from alignment.runtime.functions import FUNCTION_KEYS, HELP
+    from alignment.usage import describe
+
+    print(f"usage: {prog} [CONFIG.yaml] [key=value ...]\n")
+    if doc:
+        print(doc.strip() + "\n")
+    given = " and ".join(([path] if path else []) + (["the overrides"] if overrides else []))
+    source = f"values from {given}, then the defaults" if given else "values are the defaults"
+    print(f"config keys (YAML or dotted key=value overrides; {source}):")
+    print("\n".join(describe(cfg_cls, values)))
+    if set(all_keys(cfg_cls)) & set(FUNCTION_KEYS):
+        print("\n" + HELP)
 
 
 def run(argv: list[str]) -> int:
@@ -90,14 +108,41 @@ def write_error_line(e: OSError) -> str:
     return f"{folder}: {e.strerror.lower() if e.strerror else 'write failed'}{what}; check the disk and rerun"
 
 
+QUIET_ENV = {
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # a bar per dataset saved or loaded: most of `rlhf rank export`
+    "DATASETS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",  # the fork warning of tokenizers once the ranking server or a loader forks
+}
+"""Third-party settings the command line starts with; a value the user already set in the environment wins."""
+
+
+def quiet_third_party() -> None:
+    """Keep third-party chatter out of a command's terminal: our progress bars and closing lines are the output.
+
+    Done here, at the command-line entry point, never on import or inside a library call. DeepSpeed's logger is
+    created at import with its own handler and level (so a level set beforehand is reset); a filter on it survives
+    that, and drops its warnings, such as "Setting accelerator to CPU" printed inside a progress bar.
+    """
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    logging.getLogger("DeepSpeed").addFilter(_errors_only)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party()
     try:
         code = run(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
     except BrokenPipeError:  # `rlhf sft --help | head`
+        sys.stdout = open(os.devnull, "w")  # the interpreter's final flush would hit the closed pipe again
         code = 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

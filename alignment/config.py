@@ -234,17 +234,32 @@ def load_config(cls: type, path: str | None = None, overrides: list[str] | None 
     an override (`override 'train.learning_rate=-1': ...`), prefixed by `label` when a program passed the
     overrides (`pipeline stage sft: override '...'`).
     """
+    cfg, origins = _resolve(cls, path, overrides or [], label)
+    return validated(cfg, origins, path, label)
+
+
+def resolve_unchecked(cls: type, path: str | None = None, overrides: list[str] | None = None) -> Any:
+    """`cls` from the YAML and overrides with `run` applied and every type checked, but not `validate()`d: what
+    `--help` shows as the values a config file gives (a file may leave a required key to the command line)."""
+    return _resolve(cls, path, overrides or [])[0]
+
+
+def _resolve(cls: type, path: str | None, overrides: list[str], label: str = "") -> tuple[Any, dict[str, str]]:
     data = read_yaml(path) if path is not None else {}
     from_dict(cls, data, source=path or "config")  # the file alone: its errors name the file
-    origins = apply_overrides(cls, data, overrides or [], label)
+    file_run = data.get("run")
+    origins = apply_overrides(cls, data, overrides, label)
+    rebase_run(data, file_run, origins)
     apply_run(cls, data)
-    return validated(from_dict(cls, data, source=path or "config"), origins, path, label)
+    return from_dict(cls, data, source=path or "config"), origins
 
 
 # ----------------------------------------------------------------------------------------------
 # `run=runs/x`: one key that chains the stages. A stage config declares which of its keys live in the run
 # folder (`RUN_PATHS: ClassVar = {"model.name_or_path": "sft", "output_dir": "reward"}`); with `run` set, each
-# such key the YAML and the overrides leave unset becomes run/<that folder>. Explicit keys always win.
+# such key the YAML and the overrides leave unset becomes run/<that folder>. A folder may name another key of the
+# config in braces (`"output_dir": "{algorithm}"`: runs/x/rloo for algorithm=rloo). Explicit keys always win, with
+# one exception: a path the YAML file sets inside its own run folder moves with `run=` (see `rebase_run`).
 
 
 def apply_run(cls: type, data: dict) -> None:
@@ -258,8 +273,50 @@ def apply_run(cls: type, data: dict) -> None:
             if _get_dotted(data, unless):
                 continue
         if not _has_dotted(data, key):
-            value = {k: _join(run, v) for k, v in sub.items()} if isinstance(sub, dict) else _join(run, sub)
+            if isinstance(sub, dict):
+                value = {k: _join(run, _fill(cls, data, v)) for k, v in sub.items()}
+            else:
+                value = _join(run, _fill(cls, data, sub))
             _set_dotted(data, key, value)
+
+
+def rebase_run(data: dict, file_run: Any, origins: dict[str, str]) -> None:
+    """When an override moves `run` away from the YAML file's own run folder, move every path the file sets inside
+    that folder with it (`output_dir: runs/tiny/rloo` becomes runs/mine/rloo under run=runs/mine).
+
+    A shipped or copied YAML that spells out a run-derived path must not pin the stage to the old run: `run=` moves
+    the whole chain. Values given as overrides are the user's own and stay as given.
+    """
+    run = data.get("run")
+    if "run" not in origins or not isinstance(file_run, str) or not file_run or not isinstance(run, str) or not run:
+        return
+    old = os.path.normpath(file_run)
+    if old == os.path.normpath(run):
+        return
+
+    def moved(value: Any, key: str) -> Any:
+        if key in origins:
+            return value
+        if isinstance(value, dict):
+            return {k: moved(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [moved(v, key) for v in value]
+        if isinstance(value, str) and value and os.path.normpath(value) == old:
+            return run
+        if isinstance(value, str) and os.path.normpath(value).startswith(old + os.sep):
+            return os.path.join(run, os.path.relpath(os.path.normpath(value), old))
+        return value
+
+    for key in [k for k in data if k != "run"]:
+        data[key] = moved(data[key], key)
+
+
+def _fill(cls: type, data: dict, sub: str) -> str:
+    """`sub` with `{key}` replaced by that top-level key's value in `data`, else its default in `cls`."""
+    if "{" not in sub:
+        return sub
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return sub.format_map({**defaults, **{k: v for k, v in data.items() if not isinstance(v, dict)}})
 
 
 def _join(run: str, sub: str) -> str:
@@ -552,7 +609,7 @@ def save_config(cfg: Any, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# --help: every key with its default and docstring
+# Field docstrings: what --help prints beside each key (alignment/usage.py)
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -581,18 +638,3 @@ def _own_field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
-
-
-def describe(cls: type, prefix: str = "") -> list[str]:
-    """Lines `key = default  doc` for every (nested) field of `cls`."""
-    lines = []
-    docs = field_docs(cls)
-    instance = cls()
-    for f in dataclasses.fields(cls):
-        value = getattr(instance, f.name)
-        if dataclasses.is_dataclass(value):
-            lines.extend(describe(type(value), prefix=f"{prefix}{f.name}."))
-            continue
-        default = "" if value in ("", None) else value
-        lines.append(f"  {prefix}{f.name} = {default!s:<14} {docs.get(f.name, '')}".rstrip())
-    return lines

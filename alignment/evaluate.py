@@ -43,7 +43,7 @@ from alignment.config import (
 from alignment.runtime import data, files, generation, health, logprobs, manifest, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
-from alignment.runtime.functions import load_scorer
+from alignment.runtime.functions import check_function, load_item_function
 from alignment.runtime.generation import Responses, generate, generation_config, left_pad, position_ids_from_mask
 from alignment.runtime.health import HealthConfig
 from reward.model import load_reward_model, score_texts
@@ -101,8 +101,8 @@ class EvalConfig:
     reward_model: str | None = None
     """A reward-stage run folder; its score of every completion gives `reward` and reward win rates."""
     judge: str | None = None
-    """Python score `module:function`, called per completion as f(completion) or f(completion, prompt) -> float;
-    e.g. `alignment.assets.gold:gold_reward`."""
+    """Python score `module:function`, called per completion as f(prompt, completion) -> float with its arguments
+    by name (the prompt may be left out); e.g. `alignment.assets.gold:gold_reward`."""
     pairs: list[list[str]] = field(default_factory=list)
     """Win-rate pairs [[a, b], ...] (rate of a over b); default: every other policy against the first."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -129,6 +129,7 @@ class EvalConfig:
         for i, pair in enumerate(self.pairs):
             if len(pair) != 2 or any(name not in self.policies for name in pair):
                 raise ConfigError(f"'pairs[{i}]' must name two policies of {sorted(self.policies)}, got {pair}")
+        check_function(self.judge, "judge")  # last: it imports and calls the user's code
 
 
 def main(argv: list[str]) -> int:
@@ -164,8 +165,8 @@ def base_of(name: str, key: str) -> str:
 
 
 def load_judge(spec: str):
-    """f(completion, prompt) -> float from `module:function`, whichever of the two signatures it has."""
-    return load_scorer(spec, "judge")
+    """`judge(prompt, completion) -> float` from `module:function` (alignment/runtime/functions.py)."""
+    return load_item_function(spec, "judge")
 
 
 def load_prompts(cfg: EvalConfig) -> list:
@@ -294,7 +295,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         del reward_model
     if judge:
         for run in runs.values():
-            run["scores"]["judge"] = [judge(t, p) for t, p in zip(run["texts"], prompt_strings)]
+            run["scores"]["judge"] = [judge(p, t) for t, p in zip(run["texts"], prompt_strings)]
 
     # 5. Metrics per policy, and win rates per pair by every score there is.
     policies = {
@@ -391,6 +392,18 @@ def write_outputs(cfg: EvalConfig, result: dict, samples: list[dict]) -> None:
     files.write_json(os.path.join(out, "eval.json"), {**result, "config": to_dict(cfg)})
     files.write_atomic(os.path.join(out, "samples.jsonl"), "".join(json.dumps(s) + "\n" for s in samples))
     files.write_atomic(os.path.join(out, "metrics.jsonl"), json.dumps({"step": 0, **flat_metrics(result)}) + "\n")
+    manifest.write(  # last: like every stage's, a manifest says the folder is complete
+        out,
+        "eval",
+        inputs={
+            **result["inputs"],
+            "reference": result["reference"],
+            "judge": cfg.judge,
+            "data": manifest.where(cfg.data.path),
+        },
+        outputs={"eval": "eval.json", "rows": "eval.jsonl", "samples": "samples.jsonl", "metrics": "metrics.jsonl"},
+        metrics=flat_metrics(result),
+    )
 
 
 def flat_metrics(result: dict) -> dict:
@@ -449,5 +462,5 @@ def format_results(result: dict, samples: list[dict], table_rows: int, num_sampl
                 score = "  ".join(f"{k} {s[name][k]:.2f}" for k in ("reward", "judge") if k in s[name])
                 text = textwrap.shorten(s[name]["completion"].strip() or "(empty)", 100, placeholder=" ...")
                 lines.append(f"    {name:<{width}} [{score}] {text}" if score else f"    {name:<{width}} {text}")
-    lines.append(f"\nwrote {os.path.join(result['output_dir'], 'eval.jsonl')} and eval.json")
+    lines.append(f"\neval: done; wrote {result['output_dir']} (eval.json, eval.jsonl, samples.jsonl, manifest.json)")
     return "\n".join(lines)

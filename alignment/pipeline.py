@@ -30,16 +30,15 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from alignment.cli import parse_stage_args
 from alignment.config import ConfigError, UserError, check_output_dir, load_config, require
-from alignment.runtime.functions import load_scorer
+from alignment.runtime.functions import check_function, load_item_function
 from reward.rankings.active import AcquisitionConfig
-from reward.rankings.annotator import ScriptedAnnotator
+from reward.rankings.annotator import ScriptedAnnotator, rank_in_parallel
 from reward.rankings.app.process import RankServer
 from reward.rankings.store import open_store
 
@@ -64,7 +63,8 @@ class AnnotatorsConfig:
     count: int = 3
     """Scripted annotators ranking in parallel."""
     score: str = "alignment.assets.gold:gold_reward"
-    """Scripted annotators' hidden preference: `module:function` of (completion) or (prompt, completion)."""
+    """Scripted annotators' hidden preference: `module:function`, f(prompt, completion) -> float (higher = better),
+    arguments by name (the prompt may be left out)."""
     temperature: float = 1.0
     """Plackett-Luce noise of scripted annotators (0 = always the true order)."""
     careless: int = 0
@@ -81,9 +81,13 @@ class AnnotatorsConfig:
 class PipelineConfig:
     RANGES: ClassVar = {"rounds": ">= 1", "num_processes": ">= 1", "port": "[1, 65535]"}
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    RUN_PATHS: ClassVar = {"output_dir": ""}
+    """With `run=runs/x`: every stage reads and writes runs/x."""
 
+    run: str = ""
+    """Run folder for every stage (the key every stage takes); output_dir defaults to it."""
     output_dir: str = ""
-    """Run folder for every stage."""
+    """Run folder for every stage (an explicit output_dir wins over run)."""
     seed: int = 42
     """Seed passed to every stage."""
     rounds: int = 1
@@ -142,6 +146,8 @@ class PipelineConfig:
             )
         if self.acquisition.reward:
             raise UserError("'acquisition.reward' is set by the pipeline (the previous round's reward model)")
+        if self.annotators.kind == "scripted":  # last: it imports and calls the user's code
+            check_function(self.annotators.score, "annotators.score")
 
 
 def main(argv: list[str]) -> int:
@@ -193,11 +199,7 @@ class Runner:
 def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=print) -> int:
     """Start the real ranking server and let scripted annotators rank every open task through its API."""
 
-    score = load_scorer(cfg.annotators.score, "annotators.score")
-
-    def judge(prompt, text):  # the annotator client calls score(prompt, completion)
-        return score(text, prompt)
-
+    judge = load_item_function(cfg.annotators.score, "annotators.score")
     store = open_store(store_url)
     names = [f"annotator-{i + 1}" for i in range(cfg.annotators.count)]
     existing = {u["name"] for u in store.list_users()}
@@ -206,33 +208,37 @@ def rank_with_scripted_annotators(cfg: PipelineConfig, store_url: str, show=prin
             store.add_user(name, "annotator", cfg.annotators.password)
     store.close()
     log = os.path.join(cfg.output_dir, "logs", "rank-server.log")
-    saved = [0] * len(names)
     with RankServer(store=store_url, annotators_per_task=cfg.annotators.per_task, log_path=log) as server:
         show(f"rank: server {server.url}, {len(names)} scripted annotators")
-
+        # One task, one ranking (per_task 1): every annotator shares the seed, so a task's ranks are
+        # the same whichever thread leases it and the run is reproducible. With overlap they differ. Annotators
+        # who differ (careless ones) rank only the tasks a hash of (seed, task) gives them, for the same reason.
         a = cfg.annotators
         careless = set(range(a.count - a.careless, a.count))
 
-        def owner(task_id: int) -> int:
-            return random.Random(f"{cfg.seed}:owner:{task_id}").randrange(a.count)
+        def owns(i: int):
+            if not careless or a.per_task > 1:
+                return None
+            return lambda task_id: random.Random(f"{cfg.seed}:owner:{task_id}").randrange(a.count) == i
 
-        def work(i: int) -> None:
-            # One task, one ranking (per_task 1): every annotator shares the seed, so a task's ranks are
-            # the same whichever thread leases it and the run is reproducible. With overlap they differ. Annotators
-            # who differ (careless ones) rank only the tasks a hash gives them, for the same reason.
-            seed = cfg.seed + (i if a.per_task > 1 else 0)
-            owns = (lambda task_id: owner(task_id) == i) if careless and a.per_task == 1 else None
-            annotator = ScriptedAnnotator(
-                server.url, names[i], a.password, judge, a.temperature, seed=seed, careless=i in careless, owns=owns
+        bots = [
+            ScriptedAnnotator(
+                server.url,
+                name,
+                a.password,
+                judge,
+                a.temperature,
+                seed=cfg.seed + (i if a.per_task > 1 else 0),
+                careless=i in careless,
+                owns=owns(i),
             )
-            saved[i] = annotator.run()
-            annotator.close()
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(names))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            for i, name in enumerate(names)
+        ]
+        try:
+            saved = rank_in_parallel(bots)
+        finally:
+            for bot in bots:
+                bot.close()
     return sum(saved)
 
 
@@ -310,7 +316,16 @@ def dpo_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[st
             f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.dpo]  # fmt: skip
 
 
-def policy_stage(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str, export_dir: str):
+def needs_reward(cfg: PipelineConfig, rnd: int) -> bool:
+    """Whether round `rnd` trains a reward model: the online methods train against it and `to_stage=reward` asks for
+    it; with method=dpo only active ranking does, choosing the next round's tasks with it (a DPO round never reads
+    it, and it would take half the round's time)."""
+    if cfg.method != "dpo" or cfg.to_stage == "reward":
+        return True
+    return cfg.acquisition.needs_reward and rnd < cfg.rounds
+
+
+def policy_stage(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str | None, export_dir: str):
     """(stage command, its arguments) of the round's policy optimisation, by `method`."""
     if cfg.method == "dpo":
         return "dpo", dpo_args(cfg, out, sft_dir, os.path.join(export_dir, "kwise"))
@@ -393,18 +408,20 @@ def run(cfg: PipelineConfig, show=print) -> dict:
         if not first or start_at <= 3:
             runner.run(f"round-{rnd}/export", "rank", ["export", *export_args(cfg, paths["export"], store_url)])
 
-        # 5. Reward model on the SFT model, held-out split by prompt from the export.
-        if not first or start_at <= 4:
+        # 5. Reward model on the SFT model, held-out split by prompt from the export (only when something reads it).
+        if not needs_reward(cfg, rnd):
+            paths.pop("reward")
+        elif not first or start_at <= 4:
             kwise = os.path.join(paths["export"], "kwise")
             runner.run(f"round-{rnd}/reward", "reward", reward_args(cfg, paths["reward"], sft_dir, kwise), train=True)
 
-        reward = paths["reward"]
+        reward = paths.get("reward")
         if cfg.to_stage == "reward":
             results["rounds"].append(paths)
             continue
         # 6. The policy on one frozen base (the SFT model): PPO, RLOO or GRPO against this round's reward model,
         #    or DPO from the exported rankings.
-        command, args = policy_stage(cfg, paths[cfg.method], sft_dir, paths["reward"], paths["export"])
+        command, args = policy_stage(cfg, paths[cfg.method], sft_dir, reward, paths["export"])
         runner.run(f"round-{rnd}/{cfg.method}", command, args, train=True)
         policy = paths[cfg.method]
         results["rounds"].append(paths)

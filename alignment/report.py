@@ -423,7 +423,7 @@ def gold_from_samples(samples: list[dict], gold: str) -> dict:
     by_step: dict = {}
     for row in samples:
         if isinstance(row.get("completion"), str) and "step" in row:
-            by_step.setdefault(row["step"], []).append(judge(row["completion"], str(row.get("prompt", ""))))
+            by_step.setdefault(row["step"], []).append(judge(str(row.get("prompt", "")), row["completion"]))
     return {step: sum(v) / len(v) for step, v in by_step.items()}
 
 

@@ -214,7 +214,6 @@ def train(cfg: SFTConfig) -> dict:
     eval_metrics = evaluate(accelerator, model, eval_set, t.per_device_batch_size, tokenizer.pad_token_id)
     if eval_metrics:
         run.tracker.log(eval_metrics, step=steps)
-        log.info(f"sft: eval loss {eval_metrics['eval/loss']:.4f}, perplexity {eval_metrics['eval/perplexity']:.2f}")
 
     # 6. Save: adapter (or full weights) + tokenizer, merged model, manifest.
     seen = gather_object([seen_first_epoch])
@@ -222,14 +221,17 @@ def train(cfg: SFTConfig) -> dict:
             "first_epoch_seen_per_rank": [len(s) for s in seen],
             "first_epoch_overlap": len(set.intersection(*map(set, seen))) if world > 1 else 0}  # fmt: skip
     save(cfg, run, model, tokenizer, eval_metrics, {"steps": steps, "data": data})
-    loop.finish(run)
+    figures = f"{steps} steps"
+    if eval_metrics:
+        figures += f", eval loss {eval_metrics['eval/loss']:.3f} (perplexity {eval_metrics['eval/perplexity']:.2f})"
+    loop.finish(run, figures)
     return eval_metrics
 
 
 def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, extra: dict) -> None:
     """The adapter (or full weights) + tokenizer, the merged model for the next stages, and the manifest."""
     accelerator = run.accelerator
-    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer, run=cfg.run)
     if not accelerator.is_main_process:
         return
     outputs = {"adapter" if adapters.is_peft(accelerator.unwrap_model(model)) else "weights": "."}
@@ -237,6 +239,7 @@ def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, ex
     manifest.write(
         cfg.output_dir,
         "sft",
+        run=cfg.run,
         inputs={
             "model": manifest.where(cfg.model.name_or_path),
             "base": manifest.where(models.resolve_path(cfg.model.name_or_path)),
@@ -247,7 +250,6 @@ def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, ex
         metrics={**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics},
         extra={**extra, "train_seconds": run.train_seconds, "world_size": accelerator.num_processes},
     )
-    run.log.info(f"sft: wrote {cfg.output_dir}")
 
 
 def ready_for_scoring(folder: str, tokenizer) -> None:

@@ -206,12 +206,12 @@ def combine_runs(runs: list[dict]) -> dict:
 def train_policy(args, folder: str, out: str, seed: int) -> None:
     """The demo's PPO stage (configs/ppo.yaml on the SFT base, the gold watched on rollouts, never trained on) against
     the reward model in `folder`, for --policy-episodes episodes (the demo's 4096 is the default's cost x2)."""
+    from alignment.assets.worlds import WORLDS
     from alignment.config import load_config
-    from alignment.demo import GOLD_BATCH
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import train
 
-    overrides = [f"output_dir={out}", f"reward.path={folder}", f"reward.monitor={GOLD_BATCH}", f"seed={seed}",
+    overrides = [f"output_dir={out}", f"reward.path={folder}", f"reward.monitor={WORLDS['reviews'].spec(batch=True)}", f"seed={seed}",
                  f"train.total_episodes={args.policy_episodes}", "train.sample_steps=0", "checkpoint.save_steps=0",
                  "tracking.wandb=false"]  # fmt: skip
     train(load_config(PPOConfig, os.path.join(ROOT, "configs", "ppo.yaml"), overrides))
@@ -220,13 +220,13 @@ def train_policy(args, folder: str, out: str, seed: int) -> None:
 def gold_win_rate(args, folder: str, policy: str, out: str, seed: int) -> dict:
     """The demo's evaluation of `policy` against SFT on the held-out review prompts (--eval-samples draws of each of
     the 6): the gold reward's win rate (ties 1/2) and its stderr, the policy's mean gold reward and KL to SFT."""
-    from alignment.demo import GOLD
+    from alignment.assets.worlds import WORLDS
     from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, evaluate
 
     shutil.rmtree(out, ignore_errors=True)
     sft = os.path.join("runs", "tiny", "sft")
     result = evaluate(EvalConfig(output_dir=out, seed=seed, policies={"sft": sft, "policy": policy}, reference=sft,
-                                 reward_model=folder, judge=GOLD,
+                                 reward_model=folder, judge=WORLDS["reviews"].spec(),
                                  data=EvalDataConfig(path="builtin:reviews-prompts", split="test"),
                                  generation=EvalGenerationConfig(num_samples=args.eval_samples)))  # fmt: skip
     rate = next(w for w in result["win_rates"] if w["policy"] == "policy" and w["by"] == "judge")

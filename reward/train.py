@@ -338,10 +338,6 @@ def train(cfg: RewardConfig) -> dict:
     if eval_set:
         report = evaluation(cfg, eval_set, predict(accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id))
         run.tracker.log(flat_metrics(report), step=steps)
-        log.info(
-            f"reward: held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, "
-            f"ECE {report['ece']:.3f}, reward-length correlation {report['length_correlation']:.2f}"
-        )
     stats = reward_stats(cfg, accelerator, model, tokenizer, train_rankings, eval_bs)
 
     # 7. Save: adapter + score head (or full model) + tokenizer, stats, eval report, manifest.
@@ -351,7 +347,11 @@ def train(cfg: RewardConfig) -> dict:
     if cfg.uncertainty.enabled and accelerator.is_main_process:
         save_uncertainty(cfg, run, train_rankings)
     accelerator.wait_for_everyone()
-    loop.finish(run)
+    held_out = (
+        f"; held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, ECE {report['ece']:.3f}, "
+        f"reward-length correlation {report['length_correlation']:.2f}"
+    )
+    loop.finish(run, f"{steps} steps" + (held_out if report else ""))
     return report
 
 
@@ -411,7 +411,7 @@ def window_metrics(window: loop.Window, accelerator, t: TrainConfig, scheduler, 
 def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report: dict, extra: dict) -> None:
     """Adapter + score head (or the full model) + tokenizer, reward_stats.json, eval.json and the manifest."""
     accelerator = run.accelerator
-    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer, run=cfg.run)
     if not accelerator.is_main_process:
         return
     files.write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
@@ -421,6 +421,7 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
     manifest.write(
         cfg.output_dir,
         "reward",
+        run=cfg.run,
         inputs={
             "model": manifest.where(cfg.model.name_or_path),
             "base": rmodel.base_path(cfg.model),
@@ -444,7 +445,6 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
             "reward_stats": stats,
         },  # fmt: skip
     )
-    run.log.info(f"reward: wrote {cfg.output_dir}")
 
 
 def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict]) -> None:

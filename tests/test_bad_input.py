@@ -19,6 +19,7 @@ import pytest
 from tests.reward.rankings.conftest import local_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FUNCS = "tests.alignment.runtime.test_functions"
 
 
 @pytest.fixture(autouse=True)
@@ -109,6 +110,22 @@ CONFIG_CASES = [
     (["rank", "annotate", "configs/rank.yaml", "users=a", "score=m:f", "temperature=-1"], ["'temperature'"]),
     (["rank", "users", "token", "bob", "configs/rank.yaml", "token_hours=0"], ["'token_hours'"]),
     (["rank", "users", "add", "configs/rank.yaml"], ["needs a user NAME"]),
+    # user functions: one signature (alignment/runtime/functions.py), checked when the config loads
+    (
+        ["rank", "annotate", "configs/rank.yaml", "users=a", f"score={FUNCS}:text_and_context"],
+        ["score: ", "text_and_context(text, context) must be f(prompt: str, completion: str) -> float"],
+    ),
+    (
+        ["rank", "annotate", "configs/rank.yaml", "users=a", f"score={FUNCS}:raises"],
+        ["score: ", "raised KeyError", "probe call"],
+    ),
+    (["pipeline", "configs/pipeline.yaml", f"annotators.score={FUNCS}:unnamed"], ["annotators.score: ", "(a, b)"]),
+    (
+        ["ppo", "configs/ppo.yaml", "reward.function=alignment.assets.gold:gold_reward"],
+        ["reward.function: ", "gold_reward(completion) must be f(prompts: list[str], completions: list[str])"],
+    ),
+    (["ppo", "configs/ppo.yaml", "reward.monitor=no_such_module:f"], ["reward.monitor: cannot import"]),
+    (["eval", "configs/eval.yaml", "judge=alignment.assets.gold:gold"], ["judge: ", "gold(prompts, completions)"]),
     (["rank", "servee"], ["unknown rank command 'servee'", "serve"]),
     (["sfy"], ["unknown command 'sfy'", "sft"]),
 ]

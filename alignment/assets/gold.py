@@ -12,9 +12,11 @@ from __future__ import annotations
 from alignment.assets.reviews import NEGATIVE_SET, POSITIVE_SET
 
 
-def gold_reward(text: str) -> float:
-    """The hidden preference: positive words minus negative words, with a mild cap on length."""
-    words = text.lower().replace(",", " ").replace(".", " ").split()
+def gold_reward(completion: str) -> float:
+    """The hidden preference: positive words minus negative words, with a mild cap on length.
+
+    A per-item score (alignment/runtime/functions.py) that leaves the prompt out: it judges the completion alone."""
+    words = completion.lower().replace(",", " ").replace(".", " ").split()
     joined = " ".join(words)
     score = sum(w in POSITIVE_SET for w in words) - sum(w in NEGATIVE_SET for w in words)
     score += sum(p in joined for p in POSITIVE_SET if " " in p) - sum(p in joined for p in NEGATIVE_SET if " " in p)
@@ -22,5 +24,5 @@ def gold_reward(text: str) -> float:
 
 
 def gold(prompts: list[str], completions: list[str]) -> list[float]:
-    """`gold_reward` of each completion, as a batch reward function `f(prompts, completions)`."""
+    """`gold_reward` of each completion, as a batch reward function `f(prompts, completions) -> list[float]`."""
     return [gold_reward(c) for c in completions]

@@ -245,7 +245,8 @@ def train(cfg: DPOConfig) -> dict:
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, eval.json, optional merged model, manifest.
     save(cfg, run, model, tokenizer, base_path, report, {"steps": steps, "data": data})
-    loop.finish(run)
+    held_out = f", held-out loss {report['eval/loss']:.3f}, accuracy {report['eval/rewards/accuracies']:.3f}"
+    loop.finish(run, f"{cfg.loss.type}, {steps} steps" + (held_out if report else ""))
     return report
 
 
@@ -302,7 +303,7 @@ def window_metrics(window: loop.Window, accelerator, scheduler, epoch: float, gr
 def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report: dict, extra: dict) -> None:
     """The policy adapter + tokenizer, eval.json, the merged model if asked, and the manifest."""
     accelerator = run.accelerator
-    adapters.save(accelerator, model, cfg.output_dir, tokenizer)
+    adapters.save(accelerator, model, cfg.output_dir, tokenizer, run=cfg.run)
     if not accelerator.is_main_process:
         return
     outputs = {"adapter": ".", "model": "."}
@@ -316,6 +317,7 @@ def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report
     manifest.write(
         cfg.output_dir,
         "dpo",
+        run=cfg.run,
         inputs={
             "model": manifest.where(base_path),
             "data": manifest.where(cfg.data.path),
@@ -330,4 +332,3 @@ def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report
             "train_seconds": run.train_seconds,
         },  # fmt: skip
     )
-    run.log.info(f"dpo: wrote {cfg.output_dir}")

@@ -23,6 +23,7 @@ from alignment.config import (
     TrackingConfig,
     require,
 )
+from alignment.runtime.functions import check_function
 from alignment.runtime.health import HealthConfig
 
 
@@ -63,8 +64,8 @@ class PPORewardConfig:
     separate: bool = False
     """Load `path` as its own model even when it could ride on the policy's base as an adapter."""
     function: str | None = None
-    """Programmatic reward `module:function`, called as function(prompts, completions) with lists of strings,
-    returning one float per completion. Excludes `path`."""
+    """Programmatic reward `module:function`: f(prompts, completions) -> list[float], lists of strings passed by
+    name (TRL's convention; `**kwargs` allowed), one float per completion. Excludes `path`."""
     monitor: str | None = None
     """A `module:function` like `function`, scored on every rollout and logged as `objective/monitor`, never
     trained on: a metric you trust (a gold preference, a safety classifier) to watch the proxy against."""
@@ -218,14 +219,15 @@ class PPOTrainConfig:
 @dataclass
 class PPOConfig(HubOptions):
     RUN_PATHS: ClassVar = {
-        "output_dir": "ppo",
+        "output_dir": "{algorithm}",
         "model.name_or_path": "sft",
         "reward.path": ("reward", "reward.function"),
     }
-    """With `run=runs/x`: the base runs/x/sft, the reward model runs/x/reward (unless reward.function is set)."""
+    """With `run=runs/x`: the base runs/x/sft, the reward model runs/x/reward (unless reward.function is set), the
+    output runs/x/<algorithm> (runs/x/ppo, runs/x/rloo, runs/x/grpo)."""
     run: str = ""
     """Run folder of the pipeline (runs/x): base model runs/x/sft, reward.path runs/x/reward (unless
-    reward.function is set), output_dir runs/x/ppo."""
+    reward.function is set), output_dir runs/x/<algorithm> (ppo, rloo or grpo)."""
     output_dir: str = ""
     """Run folder: policy adapter (top level), tokenizer, optional merged/, checkpoints, metrics.jsonl and
     manifest.json."""
@@ -302,6 +304,8 @@ class PPOConfig(HubOptions):
         for key, adapter in [("policy", self.policy), ("value.adapter", self.value.adapter)]:
             if adapter.method != "lora":
                 raise ConfigError(f"'{key}.method' must be lora for one-base PPO, got '{adapter.method}'")
+        check_function(self.reward.function, "reward.function", batch=True)  # last: they run the user's code
+        check_function(self.reward.monitor, "reward.monitor", batch=True)
 
     def _validate_algorithm(self) -> None:
         """The group settings: k >= 2 dividing the batch for rloo/grpo; no value adapter; the KL's form and beta."""

@@ -386,7 +386,9 @@ class PPOModel(nn.Module):
 
     # -- saving --------------------------------------------------------------------------------
 
-    def save_policy(self, folder: str, state_dict: dict | None = None, run_folder: str | None = None) -> None:
+    def save_policy(
+        self, folder: str, state_dict: dict | None = None, run_folder: str | None = None, run: str | None = None
+    ) -> None:
         """Save the policy adapter so `PeftModel.from_pretrained(base, folder)` loads it as its default adapter.
 
         `state_dict` is the full model state (e.g. gathered from ZeRO-3 shards); default: the live weights.
@@ -405,7 +407,7 @@ class PPOModel(nn.Module):
         config = copy.deepcopy(self.peft.peft_config["policy"])
         config.inference_mode = True
         config.save_pretrained(folder)
-        portable_base(folder, run_folder)  # the SFT base in the same run folder is recorded as sft/merged
+        portable_base(folder, run, run_folder)  # the SFT base in the run folder `run` is recorded as sft/merged
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in weights.items()},
             os.path.join(folder, "adapter_model.safetensors"),

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alignment.config import ConfigError, UserError
+from alignment.config import ConfigError
 from alignment.ppo import losses as L
 from alignment.ppo.config import PPORewardConfig
 from alignment.runtime import models, tiny
 from alignment.runtime.accelerator import local_loading
-from alignment.runtime.functions import load_function
+from alignment.runtime.functions import load_batch_function
 from reward.model import load_reward_model, read_stats, score_texts
 
 
@@ -36,18 +36,9 @@ def reward_kind(path: str | None, function: str | None, base_path: str, separate
     return "adapter" if same else "model"
 
 
-def call_function(fn, spec: str, prompts: list[str], completions: list[str]) -> torch.Tensor:
-    """Scores [B] (float32) from a reward function, checked: one finite number per completion."""
-    out = fn(prompts, completions)
-    try:
-        scores = torch.as_tensor([float(x) for x in out], dtype=torch.float32)
-    except (TypeError, ValueError):
-        raise UserError(f"reward.function: {spec} must return a list of numbers, got {type(out).__name__}") from None
-    if scores.numel() != len(completions):
-        raise UserError(f"reward.function: {spec} returned {scores.numel()} scores for {len(completions)} completions")
-    if not torch.isfinite(scores).all():
-        raise UserError(f"reward.function: {spec} returned a non-finite score")
-    return scores
+def call_function(fn, prompts: list[str], completions: list[str]) -> torch.Tensor:
+    """Scores [B] (float32) from a checked batch function (`load_batch_function`: one finite number per completion)."""
+    return torch.tensor(fn(prompts, completions), dtype=torch.float32)
 
 
 @dataclass
@@ -77,14 +68,14 @@ class RewardSource:
         """Mean `reward.monitor` score of a rollout; None without a monitor."""
         if self.monitor is None:
             return None
-        return call_function(self.monitor, self.cfg.monitor, prompt_texts, completions).mean().item()
+        return call_function(self.monitor, prompt_texts, completions).mean().item()
 
     def raw_scores(self, adapter_scores, prompts: list, prompt_texts: list[str], completions: list[str], device):
         """Scores [B] of a rollout: the reward adapter's (already computed), the separate model's or the function's."""
         if self.kind == "adapter":
             return adapter_scores
         if self.kind == "function":
-            return call_function(self.function, self.cfg.function, prompt_texts, completions).to(device)
+            return call_function(self.function, prompt_texts, completions).to(device)
         c = self.cfg
         return torch.tensor(
             score_texts(self.model, self.tokenizer, prompts, completions, c.batch_size, c.max_length), device=device
@@ -106,9 +97,9 @@ def load_source(c: PPORewardConfig, base_path: str, device) -> RewardSource:
     normalize = c.normalize if c.normalize != "auto" else ("none" if kind == "function" else "stats")
     source = RewardSource(c, kind, normalize, stats=read_stats(c.path) if normalize == "stats" else None)
     if kind == "function":
-        source.function = load_function(c.function, "reward.function")
+        source.function = load_batch_function(c.function, "reward.function")
     if c.monitor:
-        source.monitor = load_function(c.monitor, "reward.monitor")
+        source.monitor = load_batch_function(c.monitor, "reward.monitor")
     if kind == "model":
         with local_loading():  # one full copy per process, outside DeepSpeed
             source.model, source.tokenizer = load_reward_model(c.path, device=device)

@@ -127,7 +127,7 @@ def train(cfg: PPOConfig) -> dict:
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model, manifest.
     extra = {"updates": updates, "episodes": updates * batch_global, "reward_kind": reward.kind}
     final = save(cfg, run, model, tokenizer, base_path, extra)
-    loop.finish(run)
+    loop.finish(run, ppo_summary(cfg, extra, final))
     return {"metrics": final, "model": accelerator.unwrap_model(model)}
 
 
@@ -534,6 +534,14 @@ def log_samples(run: loop.Run, tokenizer, exp: Experience, n: int, step: int) ->
 # Saving
 
 
+def ppo_summary(cfg: PPOConfig, extra: dict, final: dict) -> str:
+    """The figures of the closing line: the method, how much it trained, and the last update's score and KL."""
+    figures = f"{cfg.algorithm}, {extra['updates']} updates ({extra['episodes']} episodes)"
+    if "objective/scores" in final:
+        figures += f"; last update: score {final['objective/scores']:.3f}, KL {final['objective/kl']:.3f} nats"
+    return figures
+
+
 def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra: dict) -> dict:
     """The policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model and the manifest;
     returns the last logged metrics."""
@@ -542,7 +550,7 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
     final = loop.last_metrics(cfg.output_dir) if accelerator.is_main_process else {}
     if accelerator.is_main_process:
         with files.staged(cfg.output_dir) as tmp:  # a full disk leaves no half-written adapter
-            accelerator.unwrap_model(model).save_policy(tmp, state_dict, run_folder=cfg.output_dir)
+            accelerator.unwrap_model(model).save_policy(tmp, state_dict, run_folder=cfg.output_dir, run=cfg.run)
             tokenizer.save_pretrained(tmp)
         outputs = {"adapter": ".", "model": "."}
         if cfg.save_merged:
@@ -553,6 +561,7 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
         manifest.write(
             cfg.output_dir,
             "ppo",
+            run=cfg.run,
             inputs={
                 "model": base_path,
                 "reward": c.function or os.path.abspath(c.path),
@@ -562,6 +571,5 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
             metrics=final,
             extra={"algorithm": cfg.algorithm, **extra, "world_size": accelerator.num_processes},
         )
-        run.log.info(f"ppo: wrote {cfg.output_dir}")
     del state_dict
     return final

@@ -70,14 +70,15 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def save(accelerator, model, folder: str, tokenizer=None) -> None:
-    """Save what was trained (adapter or full weights) from a prepared model, gathering ZeRO-3 shards."""
+def save(accelerator, model, folder: str, tokenizer=None, run: str | None = None) -> None:
+    """Save what was trained (adapter or full weights) from a prepared model, gathering ZeRO-3 shards; an adapter's
+    base is recorded so the run folder `run` can move (`models.portable_base`)."""
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3: every rank calls it
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         with files.staged(folder) as tmp:  # a full disk leaves the files of before, not half an adapter
             unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            portable_base(tmp, run_folder=folder)  # a base in the same run folder is recorded as sft/merged
+            portable_base(tmp, run, run_folder=folder)  # a base in the run folder is recorded as sft/merged
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
     accelerator.wait_for_everyone()

@@ -217,6 +217,13 @@ def truncate_after_eos(responses: torch.Tensor, eos_token_id: int, pad_token_id:
     return torch.where(response_mask(responses, eos_token_id), responses, torch.full_like(responses, pad_token_id))
 
 
+def drop_cut_character(text: str, cut: bool) -> str:
+    """`text` without the U+FFFD at its end when the length limit `cut` it: a byte-level tokenizer spreads one
+    character over several tokens, and the limit may fall between them, leaving bytes that decode to replacement
+    characters. What people rank should not show them; a response that ended by itself keeps what it produced."""
+    return text.rstrip("\ufffd") if cut else text
+
+
 def decode(tokenizer, responses: torch.Tensor, mask: torch.Tensor) -> list[str]:
     """Response texts without padding, EOS or other special tokens (what text rewards and people see)."""
     return tokenizer.batch_decode(

@@ -8,6 +8,10 @@ staged depends on where the adapter's base lives:
   since a base path means nothing on another machine.
 Either way the tokenizer, the model card (README.md), config.yaml, manifest.json and the reward stage's
 reward_stats.json / eval.json go along; checkpoints, logs and metrics stay.
+
+`preflight` runs before a stage trains (a token, and a hub that answers and accepts it), so a missing token or
+network costs one line, not a training run; a push that fails after training is one line too, the output folder
+kept as it is, with the command that retries it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import shutil
 import tempfile
 
+from alignment.config import UserError
 from alignment.runtime import models, tiny
 
 KEEP = ("README.md", "config.yaml", "manifest.json", "reward_stats.json", "eval.json")
@@ -81,3 +86,38 @@ def push(folder: str, repo_id: str, private: bool = True) -> str:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return f"https://huggingface.co/{repo_id}"
+
+
+def preflight(repo_id: str) -> None:
+    """Before any training: a Hugging Face token, and a hub that answers and accepts it; else one line (UserError)."""
+    from huggingface_hub import HfApi, constants, get_token
+
+    where = f"push_to_hub to {repo_id}"
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f"{where}: HF_HUB_OFFLINE is set; unset it or set push_to_hub=false (nothing was trained)")
+    token = get_token()
+    if not token:
+        raise UserError(f"{where}: no Hugging Face token; set HF_TOKEN or run `hf auth login` (nothing was trained)")
+    try:
+        HfApi().whoami(token=token)
+    except Exception as e:  # network, DNS, TLS, proxy or HTTP errors: each the user's to fix, none a bug here
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise UserError(f"{where}: the hub refused the token (HTTP {status}) (nothing was trained)") from None
+        raise UserError(f"{where}: cannot reach the Hugging Face Hub ({_reason(e)}) (nothing was trained)") from None
+
+
+def push_or_explain(folder: str, repo_id: str, private: bool = True) -> str:
+    """`push`, with a failure as one line (UserError) that says the trained folder is kept and how to retry."""
+    try:
+        return push(folder, repo_id, private)
+    except Exception as e:
+        retry = f"python -c \"from alignment.runtime import hub; hub.push('{folder}', '{repo_id}')\""
+        raise UserError(
+            f"push_to_hub to {repo_id} failed ({_reason(e)}); the trained model is kept in {folder} (retry: {retry})"
+        ) from None
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__

@@ -27,7 +27,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -62,6 +62,8 @@ class Run:
     """The progress bar while `progress` runs (for `bar.set_postfix`)."""
     train_seconds: float = 0.0
     """Wall time of the loop, set when `progress` ends."""
+    started: float = field(default_factory=time.time)
+    """When the stage began (`start`), for the summary line `finish` prints."""
 
 
 def start(name: str, cfg, gradient_accumulation_steps: int) -> Run:
@@ -72,6 +74,10 @@ def start(name: str, cfg, gradient_accumulation_steps: int) -> Run:
     from accelerate.utils import set_seed
 
     check_output_dir(cfg.output_dir)
+    if getattr(cfg, "push_to_hub", False):  # before anything loads or trains: a run must not end in a failed push
+        from alignment.runtime import hub
+
+        hub.preflight(cfg.hub_model_id)
     accelerator = acc.make_accelerator(gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
     if accelerator.device.type == "cpu":
         return_freed_memory_to_os()
@@ -262,12 +268,23 @@ def memory_metrics(accelerator) -> dict[str, float]:
     return {"memory/peak_gb": float(accelerator.gather(local).max())}
 
 
-def finish(run: Run) -> None:
+def finish(run: Run, summary: str = "") -> None:
     """Publish the outputs when `push_to_hub` says so (main process), end tracking and tear down the process group
-    cleanly (every process calls it)."""
-    if run.accelerator.is_main_process and getattr(run.cfg, "push_to_hub", False):
-        from alignment.runtime import hub
+    cleanly (every process calls it), then the stage's one closing line: its time, `summary` (the figures that
+    matter) and where it wrote."""
+    pushed = ""
+    try:
+        if run.accelerator.is_main_process and getattr(run.cfg, "push_to_hub", False):
+            from alignment.runtime import hub
 
-        url = hub.push(run.cfg.output_dir, run.cfg.hub_model_id, private=run.cfg.hub_private)
-        run.log.info(f"{run.name}: pushed {run.cfg.output_dir} to {url}")
-    acc.finish(run.accelerator)
+            url = hub.push_or_explain(run.cfg.output_dir, run.cfg.hub_model_id, private=run.cfg.hub_private)
+            pushed = f", pushed to {url}"
+    finally:
+        acc.finish(run.accelerator)
+    run.log.info(summary_line(run.name, time.time() - run.started, summary, run.cfg.output_dir + pushed))
+
+
+def summary_line(stage: str, seconds: float, figures: str, wrote: str) -> str:
+    """`ppo: done in 34 s; score 1.60, KL 2.98 nats; wrote runs/x/ppo`: how every stage ends."""
+    took = f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    return f"{stage}: done in {took}" + (f"; {figures}" if figures else "") + f"; wrote {wrote}"

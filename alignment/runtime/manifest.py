@@ -49,8 +49,17 @@ def where(path: str | None) -> str | None:
     return path
 
 
-def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dict, extra: dict | None = None) -> dict:
-    """Write `output_dir/manifest.json` atomically; returns what was written. `extra` keys go at the top level."""
+def write(
+    output_dir: str,
+    stage: str,
+    inputs: dict,
+    outputs: dict,
+    metrics: dict,
+    extra: dict | None = None,
+    run: str | None = None,
+) -> dict:
+    """Write `output_dir/manifest.json` atomically; returns what was written. `extra` keys go at the top level. A
+    trained model also gets its card (README.md), whose loading lines are relative to the run folder `run`."""
     path = os.path.join(output_dir, "manifest.json")
     data = {
         "stage": stage,
@@ -66,7 +75,7 @@ def write(output_dir: str, stage: str, inputs: dict, outputs: dict, metrics: dic
     if "adapter" in outputs or "weights" in outputs:  # a trained model: its README is a model card
         from alignment.runtime import card
 
-        card.write(output_dir, json.loads(json.dumps(data, default=str)))
+        card.write(output_dir, json.loads(json.dumps(data, default=str)), run)
     return data
 
 

@@ -64,38 +64,68 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right"):
     return tok
 
 
-def adapter_base(path: str) -> str:
-    """The base an adapter folder records, resolved: a path relative to the run folder holding the adapter
-    (`sft/merged` for runs/x/reward: how runs record a base inside the run, so the folder can move) becomes that
-    folder; a hub id, a `builtin:` name or an absolute path is returned as recorded."""
-    with open(os.path.join(path, "adapter_config.json")) as f:
-        recorded = json.load(f)["base_model_name_or_path"]
-    if recorded and not os.path.isabs(recorded) and not recorded.startswith("builtin:"):
-        local = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), recorded))
-        if os.path.exists(local):
-            return local
-    return recorded
+# ----------------------------------------------------------------------------------------------
+# Runs that travel: an adapter records a base inside its run folder relative to that folder (`sft/merged`), and a
+# base outside it as an absolute path or a hub id, so the run folder can be moved, copied or uploaded.
 
 
-def portable_base(folder: str, run_folder: str | None = None) -> str | None:
-    """Rewrite `folder/adapter_config.json`'s base relative to the run folder holding the adapter when the base lies
-    in it (runs/x/reward -> `sft/merged`), so copying or moving the run keeps it loadable: this framework resolves
-    it from the run folder, and so does PEFT run from there (it resolves a relative base from the working
-    directory). `run_folder`: where the adapter will live when `folder` is a temp folder it is written through.
-    Returns the absolute base (for the manifest), or None when the folder holds no adapter."""
-    config_path = os.path.join(folder, "adapter_config.json")
-    if not os.path.isfile(config_path):
+def run_root(output_dir: str, run: str | None = None) -> str:
+    """The run folder (absolute) that the stage output `output_dir` belongs to: the stage's `run` when the output
+    lies inside it (runs/x for runs/x/round-2/ppo), else the folder holding the output."""
+    out = os.path.abspath(output_dir)
+    if run and os.path.commonpath([out, os.path.abspath(run)]) == os.path.abspath(run):
+        return os.path.abspath(run)
+    return os.path.dirname(out)
+
+
+def recorded_base(folder: str) -> str | None:
+    """`base_model_name_or_path` as `folder/adapter_config.json` records it; None when the folder holds no adapter."""
+    path = os.path.join(folder, "adapter_config.json")
+    if not os.path.isfile(path):
         return None
-    with open(config_path) as f:
-        config = json.load(f)
-    recorded = config.get("base_model_name_or_path")
-    if not recorded or not os.path.isabs(recorded) or not os.path.exists(recorded):
-        return recorded  # a hub id (or a base that only exists elsewhere): as is
-    run = os.path.dirname(os.path.abspath(run_folder or folder))
-    if os.path.commonpath([os.path.abspath(recorded), run]) == run:
-        config["base_model_name_or_path"] = os.path.relpath(recorded, run)
-        files.write_json(config_path, config, indent=2, sort_keys=True)
+    with open(path) as f:
+        return json.load(f).get("base_model_name_or_path")
+
+
+def adapter_base(path: str) -> str:
+    """The base an adapter folder records, resolved: a path relative to the run folder (`sft/merged`) becomes that
+    folder, looked up from the adapter's folder upwards (runs/x for runs/x/reward and runs/x/round-2/reward), so the
+    run can move; a hub id, a `builtin:` name or an absolute path is returned as recorded."""
+    recorded = recorded_base(path) or ""
+    if recorded and not os.path.isabs(recorded) and not recorded.startswith("builtin:"):
+        node = os.path.dirname(os.path.abspath(path))
+        while True:
+            local = os.path.normpath(os.path.join(node, recorded))
+            if os.path.exists(local):
+                return local
+            if os.path.dirname(node) == node:
+                break
+            node = os.path.dirname(node)
     return recorded
+
+
+def portable_base(folder: str, run: str | None = None, run_folder: str | None = None) -> str | None:
+    """Rewrite `folder/adapter_config.json`'s base so the run folder can move: relative to the run folder
+    (`run_root`) when the base lies inside it (runs/x/reward -> `sft/merged`), absolute when it is a local folder
+    outside (a base given as `../own/model` is resolved from the working directory the stage ran in), as is for a
+    hub id. This framework resolves a relative base from the run folder, and so does PEFT run from there (it
+    resolves it from the working directory). `run_folder`: where the adapter will live when `folder` is a temp folder it
+    is written through. Returns the absolute base, or None when the folder holds no adapter."""
+    recorded = recorded_base(folder)
+    if not recorded or recorded.startswith("builtin:"):
+        return recorded
+    local = os.path.abspath(recorded)  # relative: from the working directory, where the stage loaded it
+    if not os.path.exists(local):
+        return recorded  # a hub id (or a base that only exists elsewhere): as is
+    root = run_root(run_folder or folder, run)
+    portable = os.path.relpath(local, root) if os.path.commonpath([local, root]) == root else local
+    if portable != recorded:
+        config_path = os.path.join(folder, "adapter_config.json")
+        with open(config_path) as f:
+            config = json.load(f)
+        config["base_model_name_or_path"] = portable
+        files.write_json(config_path, config, indent=2, sort_keys=True)
+    return local
 
 
 def load_causal_lm(cfg: ModelConfig, name_or_path: str | None = None, device_map=None):

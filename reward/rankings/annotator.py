@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
 
 import httpx
 
-ScoreFn = Callable[[object, str], float]
+from alignment.config import UserError
+
+ScoreFn = Callable[[str, str], float]
+"""score(prompt, completion) -> float, higher = better (alignment/runtime/functions.py)."""
 
 
 def plackett_luce_ranks(scores: list[float], temperature: float, rng: random.Random) -> list[int]:
@@ -35,6 +39,14 @@ def plackett_luce_ranks(scores: list[float], temperature: float, rng: random.Ran
     for place, i in enumerate(order):
         ranks[i] = place + 1
     return ranks
+
+
+def prompt_as_text(prompt) -> str:
+    """What a score function gets as `prompt`: text as is; a chat prompt (the server has no tokenizer to apply the
+    model's chat template) as its messages' contents, separated by blank lines."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n\n".join(str(m.get("content", "")) for m in prompt)
 
 
 class ScriptedAnnotator:
@@ -104,7 +116,8 @@ class ScriptedAnnotator:
         if self.careless:
             order = rng.sample(range(len(by_pos)), len(by_pos))
             return [order.index(i) + 1 for i in range(len(by_pos))]
-        scores = [float(self.score(task["prompt"], c["text"])) for c in by_pos]
+        prompt = prompt_as_text(task["prompt"])
+        scores = [float(self.score(prompt, c["text"])) for c in by_pos]
         return plackett_luce_ranks(scores, self.temperature, rng)
 
     def submit(self, task_id: int, ranks: list[int], key: str | None = None) -> httpx.Response:
@@ -114,8 +127,19 @@ class ScriptedAnnotator:
             self.acknowledged.append({**resp.json(), "idempotency_key": key})
         return resp
 
-    def run(self, max_tasks: int | None = None, poll_seconds: float = 0.2, max_idle_seconds: float = 3600) -> int:
-        """Rank until the server has nothing left for this annotator (or max_tasks); returns rankings saved.
+    def release(self, task_id: int) -> None:
+        """Give a leased task back (not a skip: it may come back to this annotator), so a failure leaves none held."""
+        self._post(f"/api/tasks/{task_id}/release")
+
+    def run(
+        self,
+        max_tasks: int | None = None,
+        poll_seconds: float = 0.2,
+        max_idle_seconds: float = 3600,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Rank until the server has nothing left for this annotator (or max_tasks, or `stop` is set); returns
+        rankings saved. If scoring or submitting a task fails, the task is released before the error propagates.
 
         "Nothing free right now" is not "done": a task another annotator holds comes back when they
         submit (if it still needs rankings) or their lease expires, so wait while `available` > 0.
@@ -124,7 +148,7 @@ class ScriptedAnnotator:
             self.login()
         saved = 0
         idle_since = None
-        while max_tasks is None or saved < max_tasks:
+        while (max_tasks is None or saved < max_tasks) and not (stop is not None and stop.is_set()):
             reply = self._next()
             task = reply["task"]
             if task is None:
@@ -139,13 +163,60 @@ class ScriptedAnnotator:
             if self.owns is not None and not self.owns(task["task_id"]):
                 self._post(f"/api/tasks/{task['task_id']}/skip").raise_for_status()
                 continue
+            saved += self._rank_and_submit(task)
+        return saved
+
+    def _rank_and_submit(self, task: dict) -> int:
+        """1 when the ranking was saved, 0 when the task went to someone else; on any failure the lease goes back."""
+        try:
             resp = self.submit(task["task_id"], self.rank(task))
-            if resp.status_code == 200:
-                saved += 1
-            elif resp.status_code != 409:
+            if resp.status_code != 409:
                 # 409 (lease lost, task complete) is the normal race of many annotators; anything else is a bug.
                 resp.raise_for_status()
-        return saved
+        except BaseException:
+            try:
+                self.release(task["task_id"])
+            except httpx.HTTPError:
+                pass  # the lease expires on its own; the original error is what the user needs to see
+            raise
+        return int(resp.status_code == 200)
+
+
+def rank_in_parallel(bots: list[ScriptedAnnotator], max_tasks: int | None = None) -> list[int]:
+    """Each annotator ranks in its own thread until nothing is left; returns rankings saved per annotator.
+
+    The first failure (the score function raising, the server refusing) stops the others after their current task,
+    every lease is given back, and it is raised as one line (UserError) once all threads have ended: never a
+    traceback per thread, never a run that "succeeds" with the tasks still leased.
+    """
+    stop = threading.Event()
+    errors: list[str] = []
+    saved = [0] * len(bots)
+
+    def work(i: int) -> None:
+        try:
+            saved[i] = bots[i].run(max_tasks=max_tasks, stop=stop)
+        except Exception as e:  # reported below, once, as one line
+            errors.append(f"annotator '{bots[i].username}': {_one_line(e)}")
+            stop.set()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(bots))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise UserError(f"{errors[0]} (tasks released; nothing else was ranked after it)")
+    return saved
+
+
+def _one_line(e: Exception) -> str:
+    if isinstance(e, UserError):  # already says which key and function
+        return str(e)
+    if isinstance(e, httpx.HTTPError):
+        return http_error_line(e)
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def run_scripted(cfg) -> dict:
@@ -155,12 +226,10 @@ def run_scripted(cfg) -> dict:
     A wrong password, an unknown account or an unreachable server is one line (UserError).
     """
     import os
-    import threading
 
-    from alignment.config import UserError
-    from alignment.runtime.functions import load_scorer
+    from alignment.runtime.functions import load_item_function
 
-    score = load_scorer(cfg.score, "score")
+    score = load_item_function(cfg.score, "score")
     password = cfg.password or os.environ.get("RLHF_RANK_PASSWORD")
     if not password:
         raise UserError("the annotators' password: give password=... or set $RLHF_RANK_PASSWORD")
@@ -177,26 +246,19 @@ def run_scripted(cfg) -> dict:
             raise UserError(str(e)) from None
     url = cfg.url or server.url
     bots = [
-        ScriptedAnnotator(url, name, password, lambda p, t: score(t, p), cfg.temperature, seed=cfg.seed + i)
+        ScriptedAnnotator(url, name, password, score, cfg.temperature, seed=cfg.seed + i)
         for i, name in enumerate(cfg.users)
     ]
-    errors: list[str] = []
     started = time.monotonic()
     try:
         for bot in bots:
             _login(bot, url)
-        threads = [threading.Thread(target=_work, args=(bot, cfg.max_tasks, errors)) for bot in bots]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        rank_in_parallel(bots, cfg.max_tasks)
     finally:
         for bot in bots:
             bot.close()
         if server is not None:
             server.stop()
-    if errors:
-        raise UserError(errors[0])
     counts = {bot.username: len(bot.acknowledged) for bot in bots}
     return {
         "per_annotator": counts,
@@ -220,19 +282,10 @@ def _create_missing(cfg, password: str) -> None:
 
 
 def _login(bot: ScriptedAnnotator, url: str) -> None:
-    from alignment.config import UserError
-
     try:
         bot.login()
     except httpx.HTTPError as e:
         raise UserError(f"user '{bot.username}' cannot log in at {url}: {http_error_line(e)}") from None
-
-
-def _work(bot: ScriptedAnnotator, max_tasks, errors: list[str]) -> None:
-    try:
-        bot.run(max_tasks=max_tasks)
-    except httpx.HTTPError as e:
-        errors.append(f"annotator '{bot.username}' stopped: {http_error_line(e)}")
 
 
 def http_error_line(e: httpx.HTTPError) -> str:

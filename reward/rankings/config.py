@@ -313,7 +313,8 @@ class AnnotateConfig:
     users: list[str] = field(default_factory=list)
     """Accounts the scripted annotators log in as, one thread each (e.g. users=bot1,bot2)."""
     score: str = ""
-    """Their hidden preference: `module:function` of (completion) or (completion, prompt), higher = better."""
+    """Their hidden preference: `module:function`, f(prompt, completion) -> float (higher = better), arguments by
+    name (the prompt may be left out); e.g. `alignment.assets.gold:gold_reward`."""
     temperature: float = 1.0
     """Plackett-Luce noise (0: always the score order)."""
     seed: int = 0
@@ -333,6 +334,8 @@ class AnnotateConfig:
     """Rankings per annotator at most; None ranks until nothing is left."""
 
     def validate(self) -> None:
+        from alignment.runtime.functions import check_function
+
         require(self, "score")
         if not self.users:
             raise ConfigError("missing required value 'users' (e.g. users=bot1,bot2)")
@@ -341,3 +344,4 @@ class AnnotateConfig:
         check_range(self, "temperature", 0)
         check_range(self, "annotators_per_task", 1, MAX_N)
         check_range(self, "max_tasks", 1)
+        check_function(self.score, "score")  # last: it imports and calls the user's code

@@ -32,7 +32,7 @@ from alignment.runtime import manifest, models
 from alignment.runtime.accelerator import finish, make_accelerator
 from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import encode_prompt
-from alignment.runtime.generation import decode, generate, generation_config, left_pad
+from alignment.runtime.generation import decode, drop_cut_character, generate, generation_config, left_pad
 from reward.preference import distinct_and_nonempty
 from reward.rankings import active
 from reward.rankings.store import open_store
@@ -112,6 +112,9 @@ def complete(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, devi
     torch.manual_seed(seed)
     out = generate(model, queries.to(device), query_mask.to(device), config)
     texts = decode(tokenizer, out.responses, out.response_mask)
+    # people see what is stored: no half character where the length limit cut one (the eval's broken-character rate
+    # is measured on the raw decode, elsewhere)
+    texts = [drop_cut_character(t, not ended) for t, ended in zip(texts, out.contains_eos.tolist())]
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 

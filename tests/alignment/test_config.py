@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from alignment.config import ConfigError, describe, field_docs, load_config
+from alignment.config import ConfigError, field_docs, load_config
 from alignment.sft import SFTConfig, SFTDataConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -17,8 +17,15 @@ def write(tmp_path, text):
 
 def test_yaml_and_overrides_resolve_to_typed_values(tmp_path):
     path = write(tmp_path, "output_dir: out\ndata:\n  path: d.jsonl\ntrain:\n  learning_rate: 1e-4\n")
-    cfg = load_config(SFTConfig, path, ["train.per_device_batch_size=4", "adapter.target_modules=q_proj,v_proj",
-                                        "model.name_or_path=builtin:tiny-llama"])  # fmt: skip
+    cfg = load_config(
+        SFTConfig,
+        path,
+        [
+            "train.per_device_batch_size=4",
+            "adapter.target_modules=q_proj,v_proj",
+            "model.name_or_path=builtin:tiny-llama",
+        ],
+    )
     assert cfg.train.learning_rate == 1e-4  # YAML reads 1e-4 as a string; it must become a float
     assert cfg.train.per_device_batch_size == 4
     assert cfg.adapter.target_modules == ["q_proj", "v_proj"]
@@ -63,6 +70,8 @@ def test_missing_required_value_and_bad_yaml(tmp_path):
 
 
 def test_every_field_is_documented():
+    from alignment.usage import describe
+
     lines = describe(SFTConfig)
     assert any(line.strip().startswith("train.learning_rate") for line in lines)
     from alignment import config
@@ -112,3 +121,70 @@ def test_ppo_memory_settings_are_checked():
         load_config(PPOConfig, None, [*base, "ppo.logits_chunk_size=0"])
     with pytest.raises(ConfigError, match="'ppo.checkpoint_roles': unknown role 'reward'"):
         load_config(PPOConfig, None, [*base, "ppo.checkpoint_roles=[policy, reward]"])
+
+
+def strings(value):
+    """Every string in a (nested) resolved config: dataclass, dict or list."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def run_configs(path: str, run: str) -> list:
+    """Every config a shipped YAML resolves to under `run=`: for configs/rank.yaml, each rank command's."""
+    cls = stage_class(path)
+    if os.path.basename(path) != "rank.yaml":
+        return [load_config(cls, path, [f"run={run}"])]
+    from reward.rankings.app.cli import load_command
+    from reward.rankings.config import AnnotateConfig, ExportConfig, ImportConfig, StatusConfig, UsersConfig
+
+    extra = {ImportConfig: ["path=t.jsonl"], AnnotateConfig: ["users=a", "score=alignment.assets.gold:gold_reward"]}
+    return [
+        load_command(c, path, [f"run={run}", *extra.get(c, [])])
+        for c in (cls, ExportConfig, StatusConfig, UsersConfig, ImportConfig, AnnotateConfig)
+    ]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))), ids=os.path.basename)
+def test_every_shipped_config_follows_run(path, tmp_path):
+    """`run=` moves the whole chain: every run-derived key of every shipped YAML lands in the new run folder, and no
+    value anywhere still points into the YAML's own run folder (a YAML that spells out `output_dir: runs/tiny/rloo`
+    would otherwise write into another run)."""
+    import yaml
+
+    from alignment.config import read_yaml
+
+    own_run = read_yaml(path).get("run") or read_yaml(path).get("output_dir")
+    run = str(tmp_path / "mine")
+    for cfg in run_configs(path, run):
+        for key, sub in getattr(type(cfg), "RUN_PATHS", {}).items():
+            value = cfg
+            for part in key.split("."):
+                value = getattr(value, part)
+            if isinstance(sub, tuple) and not value:  # reward.path when reward.function replaces it
+                continue
+            for v in value.values() if isinstance(value, dict) else [value]:
+                assert os.path.commonpath([run, os.path.abspath(v)]) == run, f"{type(cfg).__name__}.{key} = {v}"
+        stale = [s for s in strings(cfg) if own_run and own_run in s]
+        assert not stale, f"{os.path.basename(path)}: still points into {own_run}: {stale}"
+    if read_yaml(path).get("algorithm"):
+        assert cfg.output_dir == os.path.join(run, yaml.safe_load(open(path))["algorithm"])
+
+
+def test_run_moves_yaml_paths_inside_its_own_run_only(tmp_path):
+    """A path the YAML sets inside its own run follows `run=`; one outside it, or given as an override, stays."""
+    path = write(
+        tmp_path,
+        "run: runs/a\noutput_dir: runs/a/out\ndata:\n  path: other/d.jsonl\nmodel:\n  name_or_path: runs/ab/m\n",
+    )
+    cfg = load_config(SFTConfig, path, ["run=runs/b"])
+    assert (cfg.output_dir, cfg.data.path, cfg.model.name_or_path) == ("runs/b/out", "other/d.jsonl", "runs/ab/m")
+    cfg = load_config(SFTConfig, path, ["run=runs/b", "output_dir=runs/a/out"])
+    assert cfg.output_dir == "runs/a/out"
+    assert load_config(SFTConfig, path).output_dir == "runs/a/out"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from alignment.config import ConfigError, UserError, load_config
+from alignment.config import ConfigError, load_config
 from alignment.evaluate import EvalConfig, load_judge, sequence_logprobs, win_rate
 from alignment.runtime.generation import Responses, has_eos, left_pad
 from tests.conftest import run_cli
@@ -62,14 +62,19 @@ def test_sequence_logprobs_match_a_naive_unpadded_loop(tiny_llama_dir):
 
 
 def prompt_aware(completion: str, prompt: str) -> int:
-    """A two-argument judge: the order of its arguments shows in the result."""
+    """A two-argument judge whose parameters come completion first: passed by name, the order cannot swap them."""
     return len(completion) - 10 * len(prompt)
 
 
-def test_judge_takes_completion_or_completion_and_prompt():
-    assert load_judge("alignment.assets.gold:gold_reward")("the food was great.", "Review of the cafe:") == 1.0
+def wordy(prompt: str, completion: str) -> str:
+    """Named right, but returns text, not a number."""
+    return completion
+
+
+def test_judge_takes_prompt_and_completion_by_name():
+    assert load_judge("alignment.assets.gold:gold_reward")("Review of the cafe:", "the food was great.") == 1.0
     judge = load_judge(f"{__name__}:prompt_aware")
-    assert judge("abcd", "x") == -6.0
+    assert judge("x", "abcd") == -6.0
 
 
 def test_judge_errors_name_the_key():
@@ -77,8 +82,8 @@ def test_judge_errors_name_the_key():
         load_judge("alignment.nope:f")
     with pytest.raises(ConfigError, match="has no function 'nope'"):
         load_judge("alignment.assets.reviews:nope")
-    with pytest.raises(UserError, match="must return a number"):
-        load_judge("alignment.assets.reviews:prompt_for")("the food was great.", "p")
+    with pytest.raises(ConfigError, match="must return a number"):
+        load_judge(f"{__name__}:wordy")
 
 
 @pytest.mark.parametrize(
@@ -174,6 +179,17 @@ def test_eval_compares_sft_with_itself_an_adapter_and_the_base(tmp_path, sft_dir
 
     assert [s["sft"]["judge"] for s in samples] == [gold_reward(s["sft"]["completion"]) for s in samples]
     assert "win rates" in r.stdout and "Review of the" in r.stdout
+    # Like every stage: a manifest of what it read and wrote, and one closing line.
+    written = json.loads((out / "manifest.json").read_text())
+    assert written["stage"] == "eval" and written["inputs"]["judge"] == "alignment.assets.gold:gold_reward"
+    assert written["outputs"]["eval"] == "eval.json" and written["metrics"] == full_metrics(full)
+    assert r.stdout.strip().splitlines()[-1].startswith(f"eval: done; wrote {out}")
+
+
+def full_metrics(result: dict) -> dict:
+    from alignment.evaluate import flat_metrics
+
+    return flat_metrics(result)
 
 
 @pytest.mark.slow

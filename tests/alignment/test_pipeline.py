@@ -43,3 +43,20 @@ def test_a_bad_dpo_override_names_the_pipeline_stage_before_anything_runs(tmp_pa
         check_stages(cfg, str(tmp_path))
     assert "\n" not in str(err.value)
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides, rounds_with_reward",
+    [
+        (["method=ppo", "rounds=2"], [1, 2]),  # online methods train against it
+        (["method=dpo", "rounds=2"], []),  # nothing reads it
+        (["method=dpo", "rounds=3", "acquisition.method=dopt"], [1, 2]),  # it picks rounds 2 and 3's tasks
+        (["method=dpo", "rounds=2", "acquisition.method=random"], []),  # random acquisition needs none
+        (["method=dpo", "rounds=2", "to_stage=reward"], [1, 2]),  # asked for
+    ],
+)
+def test_a_round_trains_a_reward_model_only_when_something_uses_it(tmp_path, overrides, rounds_with_reward):
+    from alignment.pipeline import needs_reward
+
+    cfg = pipeline(tmp_path, *overrides)
+    assert [r for r in range(1, cfg.rounds + 1) if needs_reward(cfg, r)] == rounds_with_reward

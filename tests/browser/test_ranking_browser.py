@@ -1,7 +1,8 @@
 """Real browser (Playwright + Debian's Chromium): log in, rank by keyboard and by drag, submit, find it in the export;
 undo, the lease countdown, imported tasks with model names and Markdown, admin user management.
 
-`python tests/browser/test_ranking_browser.py docs/ranking_page.png` regenerates the README screenshot.
+`python tests/browser/test_ranking_browser.py docs/img` regenerates the screenshots in docs/img (the ranking and admin
+pages at a desktop's and a phone's width).
 """
 
 from __future__ import annotations
@@ -306,41 +307,162 @@ def test_admin_manages_people_from_the_page(browser, tmp_path):
         dana.close()
 
 
-def take_screenshot(path: str) -> None:
-    """The ranking page with a realistic task, for the README."""
+# ----------------------------------------------------------------------------------------------
+# The restyled pages: buttons that look like buttons, no jump, no replacement characters, a sane per-hour figure,
+# a favicon, nothing refused by the CSP; at a phone's width and a desktop's. The README's screenshots come from here.
+
+WIDTHS = {"narrow": 390, "wide": 1280}
+SKY = [
+    "Sunlight is scattered by the molecules in the air, and blue light is scattered much more than red because it "
+    "has a shorter wavelength. So away from the sun we mostly see scattered blue light.",
+    "The sky is blue because it reflects the ocean.",
+    "Rayleigh scattering: its strength grows as 1/wavelength^4, so blue light is scattered about five times more "
+    "than red.",
+    "Because blue is the colour of the atmosphere's gas \ufffd\ufffd mostly nitrogen.",
+]
+SHOWCASE = [
+    ("Explain in two sentences why the sky is blue.", SKY),
+    (
+        "Describe a caf\u00e9 you like in one sentence.",
+        [
+            "A small caf\ufffd with warm light and good coffee.",
+            "It is a place.",
+            "Cozy, quiet, and the espresso is excellent.",
+        ],
+    ),
+]
+FILLER = [(f"Name a colour, please ({i}).", [f"red {i}", f"blue {i}", f"green {i}"]) for i in range(24)]
+
+
+def showcase(tmp_path):
+    """A server where a scripted annotator ranked 20 tasks in a burst and bob flagged one; then the showcase tasks
+    (one with invalid bytes in a completion), served first: the ranking page opens on the sky question, and the
+    admin page has every table filled."""
+    from reward.rankings.annotator import ScriptedAnnotator
+    from reward.rankings.store import open_store
+
+    srv, db = make_server(tmp_path, FILLER, annotators_per_task=1, seed=3)
+    srv.start()
+    store = open_store(db)
+    store.add_user("bot1", password="pw-bot1")
+    store.add_user("bob", password="pw-bob")
+    bot = ScriptedAnnotator(srv.url, "bot1", "pw-bot1", lambda prompt, completion: len(completion), temperature=0)
+    bot.run(max_tasks=20)
+    bot.close()
+    bob = store.authenticate("bob", "pw-bob")
+    view = store.next_task(bob.id, 1, 600)
+    store.flag(bob.id, view.task_id, "all_bad", "none of these answers the question")
+    for i, (prompt, texts) in enumerate(SHOWCASE):
+        store.add_task(prompt, [{"text": t, "model": "tiny"} for t in texts], priority=10 - i)
+    store.close()
+    return srv
+
+
+def buttons_look_like_buttons(page, selector: str) -> None:
+    """Every button matched has a border, padding and a pointer, and no two in one row touch."""
+    styles = page.eval_on_selector_all(
+        selector,
+        "bs => bs.map(b => { const s = getComputedStyle(b); const r = b.getBoundingClientRect();"
+        " return [parseFloat(s.borderTopWidth), parseFloat(s.paddingLeft), s.cursor, r.left, r.right, r.top]; })",
+    )
+    assert styles, selector
+    for border, padding, cursor, *_ in styles:
+        assert border >= 1 and padding >= 6 and cursor == "pointer", (selector, border, padding, cursor)
+    by_row: dict = {}
+    for *_, left, right, top in styles:
+        by_row.setdefault(round(top), []).append((left, right))
+    for boxes in by_row.values():
+        boxes.sort()
+        assert all(b[0] - a[1] >= 4 for a, b in zip(boxes, boxes[1:])), (selector, boxes)
+
+
+def no_sideways_scroll(page, width: int) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def watch(page) -> dict:
+    """Failed requests (a missing favicon, any 404) and console errors (a CSP refusal) while the page is open."""
+    seen: dict = {"bad": [], "errors": []}
+    page.on("response", lambda r: seen["bad"].append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+    return seen
+
+
+@pytest.mark.parametrize("width", ["narrow", "wide"])
+def test_the_restyled_pages(browser, tmp_path, width):
+    from playwright.sync_api import expect
+
+    w = WIDTHS[width]
+    srv = showcase(tmp_path)
+    try:
+        page = browser.new_page(viewport={"width": w, "height": 900})
+        seen = watch(page)
+        login(page, srv.url)
+        assert page.get_attribute("link[rel=icon]", "href") == "/static/favicon.svg"
+        buttons_look_like_buttons(page, "#renew, #submit, #skip-form button")
+        # invalid bytes in a completion are marked, never shown as U+FFFD (server-rendered here)
+        assert "\ufffd" not in page.text_content("#rank-app") and page.locator("#cards .bad-bytes").count() >= 1
+        top = page.evaluate("document.querySelector('#prompt').getBoundingClientRect().top")
+        first = page.get_attribute("#rank-app", "data-task-id")
+        page.click("#submit")
+        expect(page.locator("#rank-app")).not_to_have_attribute("data-task-id", first)
+        page.wait_for_selector("#undo:not([hidden])")
+        # the save status and Undo appear in a row kept for them: nothing below moves
+        assert page.evaluate("document.querySelector('#prompt').getBoundingClientRect().top") == top
+        buttons_look_like_buttons(page, "#undo, #renew")
+        assert "\ufffd" not in page.text_content("#rank-app") and page.locator("#cards .bad-bytes").count() >= 1
+        no_sideways_scroll(page, w)
+        page.goto(srv.url + "/favicon.ico")
+        assert not seen["bad"] and not seen["errors"], seen
+        page.close()
+
+        admin = browser.new_page(viewport={"width": w, "height": 900})
+        seen = watch(admin)
+        login(admin, srv.url, "root", first="#add-user", path="/admin")
+        buttons_look_like_buttons(admin, "#flags button")
+        buttons_look_like_buttons(admin, "tr[data-user=ann] button")
+        buttons_look_like_buttons(admin, "tr[data-user=bot1] button")
+        # 20 scripted rankings in a second or two: counted over the 15-minute floor, not extrapolated to 70,000/h
+        per_hour = admin.locator("#annotators tr", has_text="bot1").locator(".per-hour").text_content()
+        assert float(per_hour.replace(",", "")) == pytest.approx(20 * 4, abs=1)
+        no_sideways_scroll(admin, w)
+        assert not seen["bad"] and not seen["errors"], seen
+        admin.close()
+    finally:
+        srv.stop()
+
+
+def take_screenshots(folder: str) -> None:
+    """docs/img/{ranking,admin}_page{,_narrow}.png: the showcase at a desktop's and a phone's width."""
     import tempfile
     from pathlib import Path
 
     from playwright.sync_api import sync_playwright
 
-    tasks = [
-        (
-            "Explain in two sentences why the sky is blue.",
-            [
-                "Sunlight is scattered by the molecules in the air, and blue light is scattered much more than red "
-                "because it has a shorter wavelength. So when we look at the sky away from the sun, we mostly see "
-                "that scattered blue light.",
-                "The sky is blue because it reflects the ocean.",
-                "Rayleigh scattering: scattering strength grows as 1/wavelength^4, so blue (short) light is "
-                "scattered about five times more than red.",
-                "Because blue is the color of the atmosphere's gas.",
-            ],
-        )
-    ]
-    with tempfile.TemporaryDirectory() as tmp:
-        srv, _ = make_server(Path(tmp), tasks, annotators_per_task=1, seed=3)
-        with srv, sync_playwright() as p:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = b.new_page(viewport={"width": 1100, "height": 900}, device_scale_factor=1)
-            login(page, srv.url)
-            # Rank it the way a careful annotator would, with the keyboard, and leave the focus ring visible.
-            for place, start in enumerate(["Sunlight", "Rayleigh", "Because blue", "The sky is blue"]):
-                page.locator("#cards .card", has_text=start).focus()
-                page.keyboard.press(str(place + 1))
-            page.locator("#cards .card", has_text="Rayleigh").focus()
-            page.screenshot(path=path, full_page=True)
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        srv = showcase(Path(tmp))
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            for width, w in WIDTHS.items():
+                suffix = "" if width == "wide" else "_narrow"
+                page = b.new_page(viewport={"width": w, "height": 900}, device_scale_factor=1)
+                login(page, srv.url)
+                # Rank the way a careful annotator would, with the keyboard, and leave the focus ring visible.
+                for place, start in enumerate(["Sunlight", "Rayleigh", "Because blue", "The sky is blue"]):
+                    page.locator("#cards .card", has_text=start).focus()
+                    page.keyboard.press(str(place + 1))
+                page.locator("#cards .card", has_text="Rayleigh").focus()
+                page.screenshot(path=os.path.join(folder, f"ranking_page{suffix}.png"), full_page=True)
+                page.close()
+                admin = b.new_page(viewport={"width": w, "height": 900}, device_scale_factor=1)
+                login(admin, srv.url, "root", first="#add-user", path="/admin")
+                admin.screenshot(path=os.path.join(folder, f"admin_page{suffix}.png"), full_page=True)
+                admin.close()
+        finally:
             b.close()
+            srv.stop()
 
 
 if __name__ == "__main__":
-    take_screenshot(sys.argv[1] if len(sys.argv) > 1 else "docs/ranking_page.png")
+    take_screenshots(sys.argv[1] if len(sys.argv) > 1 else "docs/img")

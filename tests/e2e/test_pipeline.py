@@ -29,6 +29,9 @@ def test_two_rounds_then_resume_from_reward(tmp_path):
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     for folder in (out / "sft", out / "reward", out / "ppo", out / "round-2" / "reward", out / "round-2" / "ppo"):
         assert (folder / "manifest.json").is_file(), folder
+    # Round 2's adapters record the SFT base relative to the run folder (not round-2/): the run can move.
+    for folder in (out / "round-2" / "reward", out / "round-2" / "ppo"):
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "sft/merged"
     # Round 2 sampled from round 1's policy, and every ranking of both rounds stayed in the one store.
     assert manifest(out / "round-2" / "sample")["inputs"]["model"].endswith("ppo")
     with sqlite3.connect(out / "rankings.db") as db:
@@ -52,3 +55,15 @@ def test_a_failing_stage_is_one_line_naming_it_and_its_log(tmp_path):
     assert r.returncode == 2
     assert "stage 'sft' failed (exit 2): error: data.path: 'missing.jsonl' does not exist" in r.stderr
     assert "logs/sft.log" in r.stderr
+
+
+def test_dpo_rounds_train_no_reward_model(tmp_path):
+    """method=dpo: SFT, sampling, ranking, export and DPO, and no reward model, which nothing would read."""
+    out = tmp_path / "run"
+    tiny = [t for t in TINY if not t.startswith(("reward=", "ppo="))]
+    dpo = "dpo=[train.max_steps=2,checkpoint.save_steps=0]"
+    r = run_cli("pipeline", "configs/pipeline.yaml", f"run={out}", "method=dpo", dpo, *tiny, timeout=900)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert (out / "dpo" / "manifest.json").is_file() and (out / "export" / "kwise").is_dir()
+    assert not (out / "reward").exists() and "reward: running" not in r.stdout
+    assert json.loads((out / "dpo" / "adapter_config.json").read_text())["base_model_name_or_path"] == "sft/merged"

@@ -151,6 +151,15 @@ def renew(task_id: int, request: Request):
     return ok({"ok": True, "lease_seconds": state.cfg.lease_seconds, "expires_at": until})
 
 
+@router.post("/tasks/{task_id}/release")
+def release(task_id: int, request: Request):
+    """Give the task back without skipping it (409 if you do not hold it)."""
+    user = authed(request, write=True)
+    if not _state(request).store.release(user.id, task_id):
+        return JSONResponse({"error": "not_held", "detail": "you do not hold this task"}, status_code=409)
+    return ok({"ok": True})
+
+
 @router.post("/tasks/{task_id}/skip")
 def skip(task_id: int, request: Request):
     user = authed(request, write=True)

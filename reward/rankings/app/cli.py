@@ -24,7 +24,7 @@ import os
 import socket
 import sys
 
-from alignment.cli import parse_stage_args
+from alignment.cli import print_help
 from alignment.config import (
     ConfigError,
     UserError,
@@ -32,6 +32,7 @@ from alignment.config import (
     apply_run,
     from_dict,
     load_config,
+    resolve_unchecked,
     save_config,
     to_dict,
     validated,
@@ -95,10 +96,11 @@ def _derived(cls: type, rank: RankConfig) -> dict:
     return out
 
 
-def load_command(cls: type, config: str | None, overrides: list[str]):
-    """`cls` from the rank config file (what this command needs of it), then this command's overrides."""
+def load_command(cls: type, config: str | None, overrides: list[str], check: bool = True):
+    """`cls` from the rank config file (what this command needs of it), then this command's overrides; with
+    `check` false, type-checked but not validated (what --help shows)."""
     if cls is RankConfig or config is None:
-        return load_config(cls, config, overrides)
+        return load_config(cls, config, overrides) if check else resolve_unchecked(cls, config, overrides)
     own = {f.name for f in dataclasses.fields(cls)}
     # Overrides of the keys that mean the same in the rank config also settle what the file leaves out
     # (not output_dir: the run folder there, the export folder for `rank export`).
@@ -113,10 +115,10 @@ def load_command(cls: type, config: str | None, overrides: list[str]):
             close = difflib.get_close_matches(key, sorted(own), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (keys: {', '.join(sorted(own))})"
             raise ConfigError(f"override '{item}': unknown key '{key}' for this command{hint}")
-    return _merge(cls, base, overrides, config)
+    return _merge(cls, base, overrides, config, check)
 
 
-def _merge(cls: type, base: dict, overrides: list[str], source: str):
+def _merge(cls: type, base: dict, overrides: list[str], source: str, check: bool = True):
     """`cls` from what the rank config gave (`base`) and this command's overrides; errors name their origin."""
     data = dict(base)
     origins = apply_overrides(cls, data, overrides)
@@ -125,15 +127,17 @@ def _merge(cls: type, base: dict, overrides: list[str], source: str):
             if key not in origins:
                 data.pop(key, None)
         apply_run(cls, data)
-    return validated(from_dict(cls, data, source=source), origins, source)
+    cfg = from_dict(cls, data, source=source)
+    return validated(cfg, origins, source) if check else cfg
 
 
 def parse(prog: str, cls: type, argv: list[str], doc: str, positional: int = 0):
     """(config or None after --help, the positional arguments)."""
+    config, extra, overrides = _split([a for a in argv if a not in ("-h", "--help")])
     if any(a in ("-h", "--help") for a in argv):
-        parse_stage_args(prog, cls, ["--help"], doc)
+        values = load_command(cls, config, overrides, check=False) if config or overrides else None
+        print_help(prog, cls, doc, values, config, overrides)
         return None, []
-    config, extra, overrides = _split(argv)
     if len(extra) > positional:
         raise UserError(f"unexpected argument '{extra[positional]}': give CONFIG.yaml, then key=value overrides")
     return load_command(cls, config, overrides), extra
@@ -222,7 +226,7 @@ def _password(cfg: UsersConfig, name: str) -> str:
 def users(argv: list[str]) -> int:
     doc = "Manage annotators and admins: " + " | ".join(USER_ACTIONS) + " (NAME after the action)."
     if not argv or argv[0] in ("-h", "--help"):
-        parse_stage_args("rlhf rank users ACTION [NAME]", UsersConfig, ["--help"], doc)
+        print_help("rlhf rank users ACTION [NAME]", UsersConfig, doc)
         return 0
     action, rest = argv[0], argv[1:]
     if action not in USER_ACTIONS:
@@ -310,18 +314,17 @@ def export_cmd(argv: list[str]) -> int:
     print(f"exporting rankings from {safe_url(cfg.store)} ...", flush=True)
     manifest = export(cfg)
     for schema, out in manifest["outputs"].items():
-        print(f"{schema}: {out['rows']} -> {', '.join(out['written'].values())}")
-    print(
-        f"prompts train/test: {manifest['prompts']['train']}/{manifest['prompts']['test']}; {cfg.output_dir}/manifest.json"
-    )
+        rows = ", ".join(f"{n} {split}" for split, n in out["rows"].items())
+        print(f"  {schema}: {rows} rows -> {', '.join(out['written'].values())}")
+    prompts = manifest["prompts"]
+    print(f"export: done; {prompts['train']} train / {prompts['test']} test prompts; wrote {cfg.output_dir}")
     return 0
 
 
 def import_cmd(argv: list[str]) -> int:
     doc = "Add tasks (a prompt and K completions) from a file or datasets folder; the first argument may be the path."
     if any(a in ("-h", "--help") for a in argv):
-        parse_stage_args("rlhf rank import [PATH]", ImportConfig, ["--help"], doc)
-        return 0
+        return parse("rlhf rank import [PATH]", ImportConfig, argv, doc, positional=1)[0] or 0
     config, extra, overrides = _split(argv)
     if len(extra) > 1:
         raise UserError(f"unexpected argument '{extra[1]}': give PATH, CONFIG.yaml, then key=value overrides")
@@ -344,5 +347,5 @@ def annotate(argv: list[str]) -> int:
     result = run_scripted(cfg)
     for name, count in result["per_annotator"].items():
         print(f"{name}: {count} rankings")
-    print(f"{result['rankings']} rankings in {result['seconds']:.1f} s through {result['url']}")
+    print(f"annotate: done in {result['seconds']:.1f} s; {result['rankings']} rankings through {result['url']}")
     return 0

@@ -10,7 +10,7 @@ import secrets
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
 from alignment.config import UserError
@@ -39,6 +39,15 @@ prompt**, is it **clear and concise**?
 - The lease countdown shows how long the task stays yours; it renews while you work, or press **Renew**.
 - **Skip** a task you cannot judge. **Flag** it if a response is unsafe, all are bad, or it cannot be ranked.
 """
+
+
+FAVICON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "favicon.svg")
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon():
+    """The icon at the path browsers and tools ask for by default (the pages also link /static/favicon.svg)."""
+    return FileResponse(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
 
 
 def _render(request: Request, name: str, user, status_code: int = 200, **ctx) -> HTMLResponse:

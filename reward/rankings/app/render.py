@@ -10,8 +10,10 @@ default allowlist. The browser renders the result only through an allowlist of e
 from __future__ import annotations
 
 import functools
+import re
 
 import nh3
+from markupsafe import Markup, escape
 
 from reward.rankings.store import TaskView
 
@@ -60,3 +62,15 @@ def view_json(view: TaskView, markdown: bool) -> dict:
     if markdown:
         data["completions"] = [{**c, "html": model_html(c["text"])} for c in data["completions"]]
     return data
+
+
+REPLACEMENT = "\ufffd"
+BAD_BYTES = Markup('<span class="bad-bytes" title="bytes of the model\'s output that are not valid text">?</span>')
+"""What a U+FFFD in model text is shown as: marked, so no one reads a replacement character as the model's text."""
+
+
+def marked(text) -> Markup:
+    """Jinja filter: `text` escaped (or, if already Markup, the sanitised HTML as is) with every run of U+FFFD shown
+    as one marked `?` (rank.js marks the pages it renders itself the same way)."""
+    html = text if isinstance(text, Markup) else escape(text)
+    return Markup(re.sub(REPLACEMENT + "+", str(BAD_BYTES), str(html)))

@@ -25,6 +25,7 @@ from alignment.config import UserError, from_dict
 from reward.rankings.app import admin, api, pages
 from reward.rankings.app.middleware import BodyLimit, SecurityHeaders
 from reward.rankings.app.ratelimit import LoginLimiter
+from reward.rankings.app.render import marked
 from reward.rankings.config import RankConfig
 from reward.rankings.store import Conflict, InvalidRanking, NotFound, Store, StoreFull, open_store, redact
 
@@ -74,6 +75,7 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
     templates = Jinja2Templates(directory=os.path.join(HERE, "templates"))
     # Jinja2Templates autoescapes .html; assert it, because every model output goes through these templates.
     assert templates.env.autoescape is True or callable(templates.env.autoescape)
+    templates.env.filters["marked"] = marked
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static")
 

@@ -203,6 +203,18 @@ class Work:
                 raise NotFound(f"no task {task_id}")
             return None
 
+    def release(self, user_id: int, task_id: int) -> bool:
+        """Give back the user's lease on a task without skipping it (it may be offered to them again): what a
+        scripted annotator does when its scoring function fails. False when they do not hold it; NotFound for no
+        such task."""
+        check_id("task", task_id)
+        with self._conn(write=True, durable=False) as c:
+            if Raw(c).run("release", task=task_id, user=user_id) == 1:
+                return True
+            if c.scalar(select(Lease.task_id).where(Lease.task_id == task_id)) is None:
+                raise NotFound(f"no task {task_id}")
+            return False
+
     def _candidates(self, c: Connection, user_id: int, n_per_task: int, now: float, limit: int = 32) -> list[tuple]:
         """(id, priority) of free tasks this user may rank: fullest first (so overlap sets complete early), then
         highest priority (the acquisition score), then oldest.

@@ -7,7 +7,7 @@ import pytest
 from alignment.assets import worlds
 from alignment.assets.worlds import WORLDS
 from alignment.runtime.data import load_rows
-from alignment.runtime.functions import load_function, load_scorer
+from alignment.runtime.functions import load_batch_function, load_item_function
 
 
 def completion_of(row: dict) -> tuple:
@@ -33,13 +33,13 @@ def test_each_world_has_data_prompts_and_a_gold_with_room(name):
     assert len(rows) == 2000 and all(("prompt" in r and "completion" in r) or "messages" in r for r in rows)
     train, test = load_rows(f"builtin:{name}-prompts", "train"), load_rows(f"builtin:{name}-prompts", "test")
     assert train and test and not {str(r["prompt"]) for r in train} & {str(r["prompt"]) for r in test}
-    gold = load_scorer(world.spec(), "judge")
-    scores = [gold(c, p) for p, c in map(completion_of, rows[:400])]
+    gold = load_item_function(world.spec(), "judge")
+    scores = [gold(p, c) for p, c in map(completion_of, rows[:400])]
     # SFT is neutral-ish and varied: a policy has room above SFT's mean, and rankings carry signal
     assert statistics.pstdev(scores) > 0.5 and max(scores) > statistics.mean(scores) + 1.0
-    batch = load_function(world.spec(batch=True), "reward.function")
+    batch = load_batch_function(world.spec(batch=True), "reward.function")
     prompts, completions = zip(*map(completion_of, rows[:5]))
-    assert batch(list(prompts), list(completions)) == [gold(c, p) for p, c in zip(prompts, completions)]
+    assert batch(list(prompts), list(completions)) == [gold(p, c) for p, c in zip(prompts, completions)]
     assert world.repeats() * len(train) >= world.tasks
 
 

@@ -7,7 +7,12 @@ from alignment.config import ConfigError, load_config
 from alignment.ppo.config import PPOConfig
 from alignment.ppo.train import learning_rate
 
-REQUIRED = ["output_dir=out", "model.name_or_path=m", "reward.function=m:f", "data.path=prompts.jsonl"]
+REQUIRED = [
+    "output_dir=out",
+    "model.name_or_path=m",
+    "reward.function=alignment.assets.gold:gold",
+    "data.path=prompts.jsonl",
+]
 
 
 def load(*overrides):

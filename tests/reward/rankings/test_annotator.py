@@ -99,3 +99,75 @@ def test_a_run_whose_server_cannot_start_or_be_reached_is_one_line_with_the_serv
         assert annotate(store=store.url, url=server.url).startswith(
             f"user 'bot' cannot log in at {server.url}: HTTP 429: too many failed logins; try again in"
         )
+
+
+def test_a_failing_score_stops_every_annotator_with_one_line_and_releases_its_leases(store):
+    """The score raising on the third task: rank_in_parallel raises one UserError naming the annotator and the
+    error, the other annotator stops after its current task, and no task is left leased (not skipped either: the
+    same accounts can rank them once the function is fixed)."""
+    import pytest
+
+    from alignment.config import UserError
+    from reward.rankings.annotator import rank_in_parallel
+
+    add_tasks(store, 12, k=3)
+    for name in ("bot1", "bot2"):
+        store.add_user(name, password="pw-" + name)
+    app = create_app(RankConfig(store=store.url, annotators_per_task=1), store=store)
+    seen = []
+
+    def score(prompt, completion):
+        seen.append(prompt)
+        if len(set(seen)) > 2:
+            raise ValueError("this topic is unknown")
+        return float(len(completion))
+
+    bots = []
+    for name in ("bot1", "bot2"):
+        bot = ScriptedAnnotator("http://testserver", name, "pw-" + name, score, temperature=0)
+        bot.http = local_client(app)
+        bots.append(bot)
+    with pytest.raises(UserError) as err:
+        rank_in_parallel(bots)
+    assert "\n" not in str(err.value) and "annotator 'bot" in str(err.value)
+    assert "ValueError: this topic is unknown" in str(err.value)
+    overview = store.overview(1)
+    assert overview["leased_now"] == 0
+    assert overview["rankings"] < 12
+    assert all(a["skips"] == 0 for a in store.annotator_rows())
+    # fixed, the same accounts rank what is left
+    for bot in bots:
+        bot.score = lambda prompt, completion: float(len(completion))
+    assert sum(rank_in_parallel(bots)) == 12 - overview["rankings"]
+
+
+def test_rank_annotate_with_a_raising_score_exits_2_with_one_line(tmp_path):
+    """`rlhf rank annotate` on a score that passes the probe but raises on real tasks: exit 2, one line, no
+    traceback (per thread or otherwise), no task left leased."""
+    from reward.rankings.store import open_store
+    from tests.conftest import run_cli
+
+    (tmp_path / "flaky.py").write_text(
+        "def score(prompt, completion):\n    if 'answer 1' in completion:\n        raise RuntimeError('flaky')\n"
+        "    return 1.0\n"
+    )
+    store = open_store(str(tmp_path / "rank.db"))
+    add_tasks(store, 4, k=3)
+    store.close()
+    proc = run_cli(
+        "rank",
+        "annotate",
+        "store=rank.db",
+        "users=b1,b2",
+        "score=flaky:score",
+        "create_users=true",
+        "password=pw-bots",
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "score: flaky:score raised RuntimeError: flaky" in proc.stderr
+    store = open_store(str(tmp_path / "rank.db"))
+    assert store.overview(1)["leased_now"] == 0
+    store.close()

@@ -198,6 +198,24 @@
     return node;
   }
 
+  // Model text as text nodes, each run of U+FFFD (bytes that are not valid text) shown as one marked "?", as the
+  // server's `marked` filter does: people never read a replacement character as part of a response.
+  function appendMarked(to, text) {
+    String(text).split(/\uFFFD+/).forEach((part, i) => {
+      if (i > 0) {
+        const mark = el("span", "bad-bytes", "?");
+        mark.title = "bytes of the model's output that are not valid text";
+        to.append(mark);
+      }
+      if (part) to.append(document.createTextNode(part));
+    });
+  }
+  function textBlock(text) {
+    const box = el("div", "text");
+    appendMarked(box, text);
+    return box;
+  }
+
   function render(task, progress) {
     if (progress) {
       document.getElementById("p-ranked").textContent = String(progress.ranked);
@@ -219,11 +237,11 @@
     if (task.is_chat) {
       task.prompt.forEach((m) => {
         const msg = el("div", "msg");
-        msg.append(el("span", "role", m.role), el("div", "text", m.content));
+        msg.append(el("span", "role", m.role), textBlock(m.content));
         prompt.append(msg);
       });
     } else {
-      prompt.append(el("div", "text", task.prompt));
+      prompt.append(textBlock(task.prompt));
     }
     list.replaceChildren();
     task.completions.forEach((c, i) => {
@@ -236,7 +254,7 @@
       rank.setAttribute("aria-hidden", "true");
       card.append(rank);
       if (c.model) card.append(el("span", "model", c.model));
-      card.append(c.html !== undefined ? markdownNode(c.html) : el("div", "text", c.text));
+      card.append(c.html !== undefined ? markdownNode(c.html) : textBlock(c.text));
       if (allowTies) {
         const label = el("label", "tie");
         const box = el("input", "tie-box");
@@ -283,7 +301,7 @@
     "H1", "H2", "H3", "H4", "H5", "H6", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD"]);
   function copySafe(from, to) {
     from.childNodes.forEach((node) => {
-      if (node.nodeType === Node.TEXT_NODE) to.append(document.createTextNode(node.textContent));
+      if (node.nodeType === Node.TEXT_NODE) appendMarked(to, node.textContent);
       else if (node.nodeType === Node.ELEMENT_NODE) {
         const keep = ALLOWED.has(node.tagName);
         const copy = keep ? document.createElement(node.tagName.toLowerCase()) : document.createDocumentFragment();

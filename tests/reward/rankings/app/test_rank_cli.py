@@ -121,7 +121,13 @@ def test_store_mistakes_are_one_line_and_exit_2_on_every_command(tmp_path, capsy
         "malformed url": "store=postgresql://bob:s3cr3t@host:notaport/db",
         "unsupported url": "store=mysql://bob:s3cr3t@host/db",
     }
-    commands = [["serve"], ["status"], ["export"], ["users", "list"], ["annotate", "users=a", "score=len"]]
+    commands = [
+        ["serve"],
+        ["status"],
+        ["export"],
+        ["users", "list"],
+        ["annotate", "users=a", "score=len"],
+    ]
     for what, store in cases.items():
         for cmd in commands:
             extra = [f"output_dir={tmp_path / 'out'}"] if cmd == ["export"] else []
@@ -148,7 +154,14 @@ def test_annotate_dry_runs_a_campaign_through_a_real_server(tmp_path, capsys):
     store = seeded(tmp_path, n_tasks=6)
     store.close()
     config = rank_yaml(tmp_path)
-    args = ["annotate", config, "users=bot1,bot2", "score=builtins:len", "temperature=0", "password=pw-bot"]
+    args = [
+        "annotate",
+        config,
+        "users=bot1,bot2",
+        "score=alignment.assets.gold:gold_reward",
+        "temperature=0",
+        "password=pw-bot",
+    ]
     with pytest.raises(UserError, match="bot1"):
         main(args)  # the accounts do not exist yet
     assert main([*args, "create_users=true"]) == 0
@@ -157,6 +170,6 @@ def test_annotate_dry_runs_a_campaign_through_a_real_server(tmp_path, capsys):
     store = open_store(str(tmp_path / "run" / "rankings.db"))
     rows = store.rankings()
     assert len(rows) == 12 and {r["annotator"] for r in rows} == {"bot1", "bot2"}
-    # temperature 0 and len(): the longest completion ("answer 2 to ...", same length) ties broken by position
+    # temperature 0 and the gold score, equal for these neutral texts ("answer 2 to ..."): ties broken by position
     assert all(r["ranks"] == [1, 2, 3] for r in rows)
     store.close()

@@ -29,6 +29,7 @@ MATRIX = [
      {"anon": 401, "csrf-less": 403, "bob": 409}),
     ("POST", "/api/tasks/{task}/flag", {"kind": "unsafe"}, {"anon": 401, "csrf-less": 403, "bob": 409}),
     ("POST", "/api/tasks/{other}/flag", {"kind": "unsafe"}, {"ann": 409}),
+    ("POST", "/api/tasks/{task}/release", {}, {"anon": 401, "csrf-less": 403, "bob": 409}),
     ("POST", "/api/tasks/{other}/skip", {}, {"anon": 401, "csrf-less": 403, "bob": 200}),
     ("POST", "/api/rankings/{ranking}/undo", {}, {"anon": 401, "csrf-less": 403, "bob": 404, "root": 404, "ann": 200}),
     ("POST", "/api/logout", {}, {"anon": 401, "csrf-less": 403}),
@@ -41,6 +42,7 @@ MATRIX = [
     ("GET", "/api/admin/export.zip", None, {"anon": 401, "ann": 403, "root": 200}),
     ("GET", "/", None, {"anon": 303}),
     ("GET", "/login", None, {"anon": 200}),
+    ("GET", "/favicon.ico", None, {"anon": 200}),
     ("POST", "/login", {}, {"anon": 403}),  # no login CSRF cookie
     ("POST", "/logout", {}, {"anon": 303, "csrf-less": 403}),
     ("GET", "/rank", None, {"anon": 303, "csrf-less": 200}),
