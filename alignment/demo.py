@@ -41,12 +41,6 @@ METHODS = {
     "dpo_kwise": ("DPO (K-wise)", "the rankings whole (listwise Plackett-Luce DPO loss)"),
 }
 """Method name -> (label, what it trains on); every one starts from the same SFT model and the same rankings."""
-ONLINE = ["train.total_episodes=2048"]
-"""RLOO's and GRPO's demo settings: half PPO's episodes, so the demo with every method stays under 10 minutes on
-2 cores (PPO's gold on its rollouts levels off by update ~20 of its 64)."""
-DPO = ["loss.beta=0.1", "train.learning_rate=2e-3", "train.epochs=2"]
-"""The demo's DPO settings, the same for the pairwise and the K-wise loss (a fair comparison): 4x configs/dpo.yaml's
-learning rate and 2 epochs over the 385 training rankings (the first setting tried: K-wise DPO won 78.8% over SFT)."""
 
 
 @dataclass
@@ -95,13 +89,13 @@ class DemoConfig:
     """Overrides for PPO (the world's gold is watched on every rollout, never trained on: the overoptimisation view)."""
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     """Policy methods trained from the same rankings and compared: ppo, rloo, grpo, dpo (pairwise), dpo_kwise."""
-    rloo: list[str] = field(default_factory=lambda: list(ONLINE))
+    rloo: list[str] = field(default_factory=list)
     """Overrides for RLOO (configs/rloo.yaml), on the pipeline's reward model."""
-    grpo: list[str] = field(default_factory=lambda: list(ONLINE))
+    grpo: list[str] = field(default_factory=list)
     """Overrides for GRPO (configs/grpo.yaml), on the pipeline's reward model."""
-    dpo: list[str] = field(default_factory=lambda: list(DPO))
+    dpo: list[str] = field(default_factory=list)
     """Overrides for pairwise DPO (configs/dpo.yaml, loss.type=sigmoid: every pair of each K-wise ranking)."""
-    dpo_kwise: list[str] = field(default_factory=lambda: list(DPO))
+    dpo_kwise: list[str] = field(default_factory=list)
     """Overrides for K-wise DPO (configs/dpo.yaml, loss.type=plackett_luce: each ranking whole)."""
     eval_samples: int = 64
     """Completions per held-out prompt for the final comparison (6 prompts: 384 pairs, win-rate stderr ~2%)."""

@@ -62,8 +62,8 @@ PRAISED = {"food", "staff", "service", "music", "view", "coffee"}
 
 
 def contrast_gold(prompt: str, text: str) -> float:
-    """An interaction of two features: each clause's sentiment times the side of the aspect it is about (praise the
-    food, criticise the price), so neither sentiment nor topic alone predicts it."""
+    """An interaction of two features: each clause's sentiment counts 1.5 times on a praised aspect (the food) and
+    -0.5 times on the others (the price), so what a positive word is worth depends on the noun beside it."""
     score = 0.0
     for clause in re.split(r",| and ", text.lower()):
         words = words_of(clause)
@@ -71,7 +71,7 @@ def contrast_gold(prompt: str, text: str) -> float:
         if noun is None:
             continue
         polarity = sum(w in reviews.POSITIVE for w in words) - sum(w in reviews.NEGATIVE for w in words)
-        score += polarity if noun in PRAISED else -polarity
+        score += 1.5 * polarity if noun in PRAISED else -0.5 * polarity
     return score - 0.05 * max(0, len(words_of(text)) - 24)
 
 
@@ -259,15 +259,15 @@ WORLDS: dict[str, World] = {
         ),
         World(
             "reviews_contrast",
-            "pairs (K=2), low noise, a smaller vocabulary",
+            "pairs (K=2: 1200 of them), low noise, a smaller vocabulary",
             "interaction of two features",
             "reviews",
             contrast_gold,
             vocab_size=400,
             k=2,
             temperature=0.5,
-            rollout_tokens=24,
-            eval_tokens=32,
+            max_new_tokens=56,
+            tasks=1200,
         ),
         World(
             "recipes_format",
@@ -299,7 +299,7 @@ WORLDS: dict[str, World] = {
             vocab_size=500,
             k=5,
             temperature=0.5,
-            max_new_tokens=48,
+            max_new_tokens=56,
         ),
         World(
             "support_chat",
@@ -322,6 +322,7 @@ WORLDS: dict[str, World] = {
             k=2,
             rollout_tokens=24,
             eval_tokens=32,
+            tasks=1200,
         ),
     ]
 }

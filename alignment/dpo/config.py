@@ -60,7 +60,7 @@ class DPODataConfig:
 
 @dataclass
 class DPOLossConfig:
-    RANGES: ClassVar = {"beta": "> 0", "tie_param": "> 0", "sft_weight": ">= 0"}
+    RANGES: ClassVar = {"beta": "> 0", "tie_param": "> 0", "sft_weight": ">= 0", "off_support_weight": ">= 0"}
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
 
     type: Literal["sigmoid", "ipo", "plackett_luce"] = "plackett_luce"
@@ -77,9 +77,24 @@ class DPOLossConfig:
     sft_weight: float = 0.0
     """Weight of an NLL term on each prompt's best-ranked completion (mean per token; RPO, TRL's `rpo_alpha`): keeps
     the preferred answers likely while the preference loss pushes the others down (0: plain DPO)."""
+    off_support_weight: float = 0.0
+    """Weight of a term that keeps the probability the policy gives tokens no training completion contains at most
+    the reference's, per position (mean nats of the rise): DPO's likelihood displacement sends probability there
+    (broken bytes, words from nowhere). 0 on data that uses every token. Needs a reference pass every step."""
     precompute_ref: bool = False
     """Compute the reference log-probs of every training completion once before training (one pass with
     adapters off), instead of a reference forward pass in every step."""
+
+
+@dataclass
+class DPOTrainConfig(TrainConfig):
+    RANGES: ClassVar = {**TrainConfig.RANGES, "lr_from_beta": "> 0"}
+    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+
+    lr_from_beta: float | None = 0.3
+    """The learning rate is learning_rate * lr_from_beta / loss.beta: the log-ratios DPO must reach scale as r / beta
+    and Adam's steps as the learning rate, so the same share of the way is covered at every beta (at the default
+    beta the rate is learning_rate itself). null: learning_rate whatever beta."""
 
 
 @dataclass
@@ -109,7 +124,7 @@ class DPOConfig(HubOptions):
     """The policy adapter (LoRA or IA3: the reference is the base with it switched off)."""
     data: DPODataConfig = field(default_factory=DPODataConfig)
     loss: DPOLossConfig = field(default_factory=DPOLossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: DPOTrainConfig = field(default_factory=DPOTrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     eval: DPOEvalConfig = field(default_factory=DPOEvalConfig)

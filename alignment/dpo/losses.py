@@ -344,6 +344,33 @@ def best_completion_nll(
     return torch.where(chosen, per_token, 0.0).sum(-1) / chosen.sum(-1).clamp(min=1)
 
 
+def log_mass(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log of the probability softmax(logits) puts on the tokens of the bool mask `tokens` [V]: [..., V] -> [...].
+
+    -inf-free: an empty mask gives the finite stand-in for log 0."""
+    logits = _fp32(logits)
+    return torch.logsumexp(logits.masked_fill(~tokens, _LOG_ZERO), -1) - torch.logsumexp(logits, -1)
+
+
+def off_support_rise(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per completion, the mean over its tokens of how far the policy's log-mass on tokens no training completion
+    contains rises above the reference's (0 where it does not): policy, reference, mask [N, T] -> [N].
+
+    DPO only constrains the probability of the completions it sees; pushing the rejected ones down frees probability
+    that a network shares out through its hidden states, and on a real vocabulary much of it lands on tokens nobody
+    ranked (likelihood displacement): broken bytes, words from nowhere. The term keeps that mass at most where the
+    reference had it, and is exactly 0 on data whose completions use every token the policy can emit."""
+    rise = torch.relu(policy - reference.detach()) * mask
+    return rise.sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def mean_over_completions(per_completion: torch.Tensor, slot: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per prompt, the mean of a per-completion value over its completions: [N] (flat rows), slot [N] (its place in
+    the [B * K] grid), valid [B, K] -> [B]."""
+    grid = per_completion.new_zeros(valid.numel()).index_put((slot,), per_completion).view(valid.shape)
+    return torch.where(valid, grid, 0.0).sum(-1) / valid.sum(-1).clamp(min=1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Metrics under TRL's names, over strict comparisons (sums per prompt, so callers reduce over processes)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import NamedTuple
 
 import torch
 from accelerate.utils import gather_object
@@ -46,26 +47,43 @@ def main(argv: list[str]) -> int:
 # Log-probs of every completion in a batch: policy (adapter on) and reference (adapter off)
 
 
-def completion_logps(model, batch: dict, device, average: bool) -> torch.Tensor:
-    """Sequence log-probs [B, K_max] of every completion from one forward pass (summed, or with `average`
-    the mean per completion token); 0 at padding slots."""
+class Scored(NamedTuple):
+    """One forward pass over a batch's completions."""
+
+    logps: torch.Tensor
+    """[B, K_max] sequence log-probs (summed, or the mean per token), 0 at padding slots."""
+    off_support: torch.Tensor | None
+    """[N, T - 1] log of the probability each position gives tokens that no training completion contains (None
+    unless asked for): where likelihood displacement sends probability nobody ranked."""
+
+
+def completion_logps(model, batch: dict, device, average: bool, unseen: torch.Tensor | None = None) -> Scored:
+    """Sequence log-probs [B, K_max] of every completion from one forward pass (summed, or with `average` the mean per
+    completion token), and with `unseen` (a bool mask over the vocabulary) each position's log-mass on those tokens."""
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    token_logps = logprobs_from_logits(logits[:, :-1], ids[:, 1:])  # logits[:, t] predict token t + 1
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # [:, t] predicts t + 1
+    token_logps = logprobs_from_logits(logits, ids[:, 1:])
     flat = losses.sequence_logps(token_logps, batch["completion_mask"][:, 1:].to(device), average)
-    return rdata.to_grid(flat, batch["slot"].to(device), *batch["ranks"].shape)
+    off = None
+    if unseen is not None:
+        off = losses.log_mass(logits, unseen.to(device))
+    return Scored(rdata.to_grid(flat, batch["slot"].to(device), *batch["ranks"].shape), off)
 
 
 @torch.no_grad()
-def reference_logps(peft_model, batch: dict, device, average: bool) -> torch.Tensor:
-    """The same under the reference (the base with the policy adapter off), or the batch's precomputed ones.
+def reference_logps(peft_model, batch: dict, device, average: bool, unseen: torch.Tensor | None = None) -> Scored:
+    """The same under the reference (the base with the policy adapter off), or the batch's precomputed log-probs
+    (when no off-support mass is asked for: that needs the reference's whole distribution at every position).
 
     peft_model: the unwrapped PeftModel (`accelerator.unwrap_model`, once: it is slow); no gradient flows, so
     DDP's wrapper is not needed, and under ZeRO-3 its hooks still gather the partitioned weights."""
-    if "ref_logps" in batch:
-        return batch["ref_logps"].to(device)
+    if "ref_logps" in batch and unseen is None:
+        return Scored(batch["ref_logps"].to(device), None)
     with peft_model.disable_adapter():
-        return completion_logps(peft_model, batch, device, average)
+        scored = completion_logps(peft_model, batch, device, average, unseen)
+    if "ref_logps" in batch:
+        return scored._replace(logps=batch["ref_logps"].to(device))
+    return scored
 
 
 @torch.no_grad()
@@ -76,7 +94,7 @@ def precompute_reference(accelerator, model, examples: list[dict], batch_size: i
         len(examples), batch_size, accelerator.process_index, accelerator.num_processes
     ):
         batch = ddata.collate([examples[i] for i in indices], pad_id, weights)
-        grid = reference_logps(accelerator.unwrap_model(model), batch, accelerator.device, average).cpu()
+        grid = reference_logps(accelerator.unwrap_model(model), batch, accelerator.device, average).logps.cpu()
         mine += [(i, grid[b, : len(examples[i]["input_ids"])].tolist()) for b, i in enumerate(indices) if weights[b]]
     found = dict(gather_object(mine) if accelerator.num_processes > 1 else mine)
     for i, e in enumerate(examples):
@@ -112,6 +130,21 @@ def batch_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, batch: 
         nll = losses.best_completion_nll(logps, tokens, ranks, valid)
         result = result._replace(losses=result.losses + c.sft_weight * nll.to(result.losses.dtype))
     return result
+
+
+def micro_batch_loss(c: DPOLossConfig, model, peft_model, batch: dict, device, unseen: torch.Tensor | None):
+    """(per-prompt losses, policy log-probs [B, K], reference log-probs [B, K]) of one micro-batch: the reference pass
+    with the adapter off (or the precomputed log-probs), the policy pass, the ranking loss, and with `unseen` the
+    off-support term."""
+    ref = reference_logps(peft_model, batch, device, c.length_normalize, unseen)
+    scored = completion_logps(model, batch, device, c.length_normalize, unseen)
+    result = batch_loss(c, scored.logps, ref.logps, batch)
+    if unseen is not None:
+        mask = batch["completion_mask"][:, 1:].to(device)
+        rise = losses.off_support_rise(scored.off_support, ref.off_support, mask)
+        per_prompt = losses.mean_over_completions(rise, batch["slot"].to(device), batch["valid"].to(device))
+        result = result._replace(losses=result.losses + c.off_support_weight * per_prompt.to(result.losses.dtype))
+    return result, scored.logps, ref.logps
 
 
 def completion_tokens(batch: dict, device) -> torch.Tensor:
@@ -157,8 +190,8 @@ def evaluate(cfg: DPOConfig, accelerator, model, examples: list[dict], batch_siz
         len(examples), batch_size, accelerator.process_index, accelerator.num_processes
     ):
         batch = ddata.collate([examples[i] for i in indices], pad_id, weights)
-        ref = reference_logps(peft_model, batch, accelerator.device, average)
-        logps = completion_logps(model, batch, accelerator.device, average)
+        ref = reference_logps(peft_model, batch, accelerator.device, average).logps
+        logps = completion_logps(model, batch, accelerator.device, average).logps
         sums = batch_sums(cfg.loss, batch_loss(cfg.loss, logps, ref, batch), logps, ref, batch)
         totals = {k: totals.get(k, 0.0) + v for k, v in sums.items()}
     model.train()
@@ -186,9 +219,12 @@ def train(cfg: DPOConfig) -> dict:
 
     # 3. Model: the base with the policy adapter (the reference is the base with it off), optimizer, schedule.
     model = build_policy(cfg, base_path)
+    unseen = unseen_tokens(train_set, model.get_output_embeddings().weight.shape[0]) if c.off_support_weight else None
     trainable, total = adapters.count_parameters(model)
-    log.info(f"dpo: training {trainable:,} of {total:,} parameters ({cfg.adapter.method}, {c.type}, beta {c.beta})")
+    log.info(f"dpo: training {trainable:,} of {total:,} parameters ({cfg.adapter.method}, {c.type}, beta {c.beta}, "
+             f"learning rate {learning_rate(cfg):g})")  # fmt: skip
     steps = total_steps(len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, accumulation)
+    t = dataclasses.replace(t, learning_rate=learning_rate(cfg))
     model, optimizer, scheduler = optim.setup(accelerator, model, t, steps, t.per_device_batch_size)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step. Precomputed
@@ -217,9 +253,7 @@ def train(cfg: DPOConfig) -> dict:
                                   tokenizer.pad_token_id)  # fmt: skip
             with accelerator.accumulate(model):
                 # 5b. Reference and policy log-probs [B, K]; 5c. per-prompt losses; 5d. optimise.
-                ref = reference_logps(peft_model, batch, accelerator.device, c.length_normalize)
-                logps = completion_logps(model, batch, accelerator.device, c.length_normalize)
-                result = batch_loss(c, logps, ref, batch)
+                result, logps, ref = micro_batch_loss(c, model, peft_model, batch, accelerator.device, unseen)
                 loss = (result.losses * result.informative).sum() * scale
                 grad_norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, t.max_grad_norm)
             window.add(**batch_sums(c, result, logps.detach(), ref, batch))
@@ -240,13 +274,15 @@ def train(cfg: DPOConfig) -> dict:
     # 6. Evaluate on the held-out prompts; the health of the policy's own samples.
     report = {**evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id), **watch.look(steps)}
     run.tracker.log(report, step=steps)
-    if "eval/loss" in report:
-        log.info(f"dpo: held-out loss {report['eval/loss']:.4f}, accuracy {report['eval/rewards/accuracies']:.3f}")
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, eval.json, optional merged model, manifest.
     save(cfg, run, model, tokenizer, base_path, report, {"steps": steps, "data": data})
-    held_out = f", held-out loss {report['eval/loss']:.3f}, accuracy {report['eval/rewards/accuracies']:.3f}"
-    loop.finish(run, f"{cfg.loss.type}, {steps} steps" + (held_out if report else ""))
+    summary = f"{cfg.loss.type}, {steps} steps"
+    if "eval/loss" in report:
+        summary += f", held-out loss {report['eval/loss']:.3f}, accuracy {report['eval/rewards/accuracies']:.3f}"
+    if "completions/eos_rate" in report:
+        summary += f"; samples end {report['completions/eos_rate']:.0%}, KL {report['objective/kl']:.2f}"
+    loop.finish(run, summary)
     return report
 
 
@@ -271,6 +307,22 @@ def describe_data(log, train_set: list[dict], eval_set: list[dict], informative:
         f"dpo: {len(train_set)} train rankings (K {ks[0]}-{ks[-1]}), {len(eval_set)} held out, {world} process(es)"
     )
     return {"train_rankings": len(train_set), "eval_rankings": len(eval_set), "k": ks, "informative": sum(informative)}
+
+
+def learning_rate(cfg: DPOConfig) -> float:
+    """`train.learning_rate`, times lr_from_beta / loss.beta when the rule is on."""
+    pivot = cfg.train.lr_from_beta
+    return cfg.train.learning_rate if pivot is None else cfg.train.learning_rate * pivot / cfg.loss.beta
+
+
+def unseen_tokens(examples: list[dict], vocab_size: int) -> torch.Tensor | None:
+    """Bool mask [V] of the tokens no training completion contains (the off-support term's set; EOS always counts as
+    seen); None when every token is seen (the term is then exactly 0)."""
+    unseen = torch.ones(vocab_size, dtype=torch.bool)
+    for e in examples:
+        for ids in e["input_ids"]:
+            unseen[torch.tensor(ids[e["prompt_length"] :], dtype=torch.long)] = False
+    return unseen if bool(unseen.any()) else None
 
 
 def build_policy(cfg: DPOConfig, base_path: str):

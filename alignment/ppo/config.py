@@ -201,7 +201,7 @@ class PPOTrainConfig:
     """AdamW weight decay."""
     adam_eps: float = 1e-5
     """AdamW epsilon."""
-    lr_from_beta: float | None = 0.5
+    lr_from_beta: float | None = 0.25
     """Above this KL coefficient the learning rate is learning_rate * lr_from_beta / kl.coef (initial coef):
     the KL-regularised objective's curvature grows with beta and its optimum moves closer to the reference,
     so a fixed step overshoots it. null: learning_rate whatever beta."""

@@ -24,8 +24,9 @@ from tests.oracles.instances import Instance
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METHODS = ("ppo", "rloo", "grpo", "dpo", "dpo_kwise")
 BETAS = (0.1, 0.5, 1.0)
-PAIRS_PER_PROMPT = 256
-"""Preference data for DPO per prompt: pairs (pairwise) or rankings of K = 4 (K-wise), drawn from the reference."""
+PREFERENCES = 1024
+"""Preference data for DPO per instance, shared out over its prompts: pairs (pairwise) or rankings of K = 4
+(K-wise), drawn from the reference and labelled exactly."""
 KWISE_K = 4
 
 
@@ -76,11 +77,12 @@ def stage_overrides(method: str, inst: Instance, base: str, data: str, out: str,
 def preference_data(method: str, inst: Instance, tokenizer, ref_logp, rewards, seed: int, folder) -> str:
     """Exactly labelled preference rows drawn from the reference: pairs (dpo) or K-wise rankings (dpo_kwise)."""
     texts = exact.response_texts(tokenizer, inst.responses(), eos_token_id=1)
-    path = str(folder / f"{method}-{seed}.jsonl")
+    path = str(folder / f"{method}-{inst.name}-{seed}.jsonl")
+    per_prompt = PREFERENCES // len(inst.prompts)
     if method == "dpo":
-        pairs = exact.sample_pairs(ref_logp, rewards, PAIRS_PER_PROMPT, seed=seed)
+        pairs = exact.sample_pairs(ref_logp, rewards, per_prompt, seed=seed)
         return exact.write_pairwise_dataset(path, inst.prompts, texts, pairs)
-    rankings = exact.sample_rankings(ref_logp, rewards, KWISE_K, PAIRS_PER_PROMPT, seed=seed)
+    rankings = exact.sample_rankings(ref_logp, rewards, KWISE_K, per_prompt, seed=seed)
     return exact.write_ranking_dataset(path, inst.prompts, texts, rankings)
 
 

@@ -48,6 +48,7 @@ def test_gold_rules_by_hand():
     assert w["reviews"].gold_reward("the food was great and the staff were rude.") == 0.0
     assert w["reviews_contrast"].gold_reward("the food was great and the price was awful.") == 2.0
     assert w["reviews_contrast"].gold_reward("the food was awful and the price was great.") == -2.0
+    assert w["reviews_contrast"].gold_reward("the price was great and the room was great.") == -1.0
     assert (
         w["recipes_format"].gold_reward("first chop the onions, mix the rice, then bake the eggs, serve it warm.") == 6
     )
