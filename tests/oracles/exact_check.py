@@ -24,7 +24,7 @@ from tests.oracles.instances import Instance
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METHODS = ("ppo", "rloo", "grpo", "dpo", "dpo_kwise")
 BETAS = (0.1, 0.5, 1.0)
-PREFERENCES = 1024
+PREFERENCES = 2048
 """Preference data for DPO per instance, shared out over its prompts: pairs (pairwise) or rankings of K = 4
 (K-wise), drawn from the reference and labelled exactly."""
 KWISE_K = 4

@@ -4,7 +4,8 @@ Each instance is a random tiny Llama over a word vocabulary of 5-9 tokens (pad, 
 of different lengths, responses of at most 2-4 tokens, and a reward of one kind:
 
 - `dense`: every word of the response is worth a seeded amount that depends on the prompt's last word;
-- `sparse`: 2 points for one seeded target response per prompt (words that fit before an EOS), nothing for any other;
+- `sparse`: 1 point when the response holds the prompt's seeded target word, nothing otherwise (a binary reward
+  most responses miss);
 - `length`: seeded word values minus a cost per word, so the best responses are short but not empty;
 - `eos`: every word earns, and a response that does not end (no EOS within the limit) loses `eos_penalty`.
 
@@ -93,8 +94,7 @@ class Instance:
         if self.kind == "dense":
             return {(last, w): round(rng.uniform(-1, 1), 3) for last in words for w in words}
         if self.kind == "sparse":
-            # the target fits before an EOS: a sparse reward, not a trap where ending costs the only point there is
-            return {p: tuple(rng.choice(words) for _ in range(rng.randint(1, self.length - 1))) for p in self.prompts}
+            return {p: rng.choice(words) for p in self.prompts}
         if self.kind == "length":
             return {w: round(rng.uniform(0, 1.2), 3) for w in words} | {"cost": 0.5}
         return {w: round(rng.uniform(0.1, 0.6), 3) for w in words}
@@ -106,7 +106,7 @@ class Instance:
             last = prompt.split()[-1]
             return sum(self.values[(last, w)] for w in words if w in self.words)
         if self.kind == "sparse":
-            return 2.0 if tuple(words) == self.values[prompt] else 0.0
+            return 1.0 if self.values[prompt] in words else 0.0
         if self.kind == "length":
             return sum(self.values[w] for w in words if w in self.words) - self.values["cost"] * len(words)
         return sum(self.values[w] for w in words if w in self.words)

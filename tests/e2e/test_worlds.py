@@ -1,0 +1,34 @@
+"""The worlds benchmark's CI-sized subset: `python benchmarks/worlds.py` on the demo's world (its run shared with the
+demo test) and one more world of another domain, K, noise and vocabulary, with the shipped defaults. Every cell must
+beat SFT (win rate >= 60%) and be healthy beside SFT's samples, as on the whole family (README, docs/worlds.md)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SECOND = "weather_length"
+"""The second world in CI: another domain and vocabulary, K = 5, precise annotators, a length target."""
+
+
+def test_the_shipped_defaults_hold_on_two_worlds(demo_run):
+    root = demo_run[0].parent  # the demo test's run is the reviews world at seed 42: read, not trained again
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/worlds.py", "--worlds", "reviews", SECOND, "--seeds", "42", "--out", str(root),
+         "--json", str(root / "worlds.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=2400, env={**os.environ, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    print(proc.stdout[-4000:])
+    cells = json.loads((root / "worlds.json").read_text())["cells"]
+    for world, methods in cells.items():
+        for method, cell in methods.items():
+            assert cell["win_rate"] >= 0.60, (world, method, cell)
+            assert cell["healthy"], (world, method, cell)
+    assert "Traceback" not in proc.stderr and "acceptance:" in proc.stdout, proc.stderr[-2000:]
+    assert "| weather_length | PPO |" in proc.stdout
