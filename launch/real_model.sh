@@ -8,7 +8,7 @@
 #
 # Every training stage resumes from its own last checkpoint (checkpoint.resume=auto in the configs),
 # so re-running the same command after a crash continues where it stopped. Estimated time and memory
-# per stage are in the README ("Real models, many GPUs").
+# per stage are in docs/gpus.md ("The whole pipeline on GPUs").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,4 +1,4 @@
-"""The README's Stages table, run literally in order (tiny settings appended), chains by the run folder.
+"""The Stages table of docs/stages.md, run literally in order (tiny settings appended), chains by the run folder.
 
 Each command is the table's, from a folder holding a copy of configs/: `run: runs/tiny` in every config is
 the only link between the stages. The ranking step is the scripted annotator through the real server
@@ -32,9 +32,9 @@ TINY = {
 }  # fmt: skip
 
 
-def readme_commands() -> dict[str, list[str]]:
+def stage_table_commands() -> dict[str, list[str]]:
     """The Stages table's commands (`rlhf ...` in backticks in the command column), by stage."""
-    text = open(os.path.join(REPO, "README.md")).read()
+    text = open(os.path.join(REPO, "docs/stages.md")).read()
     table = text[text.index("## Stages") :].split("\n\n")[2]
     found = {}
     for row in table.splitlines()[2:]:
@@ -49,7 +49,7 @@ def chained(tmp_path_factory):
     """The Stages table's commands, in order, from a folder holding a copy of configs/; returns that folder."""
     root = tmp_path_factory.mktemp("stages")
     shutil.copytree(os.path.join(REPO, "configs"), root / "configs")
-    table = readme_commands()
+    table = stage_table_commands()
     steps = [("sft", table["SFT"][0]), ("sample", table["sample"][0]), ("annotate", table["rank"][1][:3]),
              ("export", table["export"][0]), ("reward", table["reward"][0]), ("ppo", table["PPO"][0]),
              ("eval", table["eval"][0])]  # fmt: skip
@@ -60,7 +60,7 @@ def chained(tmp_path_factory):
     return root
 
 
-def test_readme_stages_chain_through_the_run_folder(chained):
+def test_the_stages_table_chains_through_the_run_folder(chained):
     tmp_path = chained
     run = tmp_path / "runs" / "tiny"
 
@@ -91,7 +91,7 @@ def test_readme_stages_chain_through_the_run_folder(chained):
     assert result["inputs"]["reward_model"] == at("reward")
 
 
-def test_a_copied_run_loads_with_peft_and_the_readme_lines_and_scores_the_same(chained, tmp_path, monkeypatch):
+def test_a_copied_run_loads_with_peft_and_the_docs_lines_and_scores_the_same(chained, tmp_path, monkeypatch):
     import torch
     from peft import AutoPeftModelForCausalLM
 
@@ -123,15 +123,15 @@ def test_a_copied_run_loads_with_peft_and_the_readme_lines_and_scores_the_same(c
     # PEFT's auto class on the SFT adapter (its base is the built-in model's folder, recorded absolute)
     assert torch.allclose(logits(AutoPeftModelForCausalLM.from_pretrained(str(moved / "sft"))), framework["sft"])
 
-    # the README's lines, verbatim but for where the run folder now is
-    readme = open(os.path.join(REPO, "README.md")).read()
-    code = readme.split("<!-- loading-lines -->")[1].split("```python")[1].split("```")[0]
+    # the loading lines of docs/runs.md, verbatim but for where the run folder now is
+    page = open(os.path.join(REPO, "docs/runs.md")).read()
+    code = page.split("<!-- loading-lines -->")[1].split("```python")[1].split("```")[0]
     code = code.replace('"runs/tiny"', repr(str(moved))).replace(
         'prompt, completion = "Review of the cafe:", " Great coffee and friendly staff."', ""
     )
     monkeypatch.chdir(tmp_path)
     scope = {"prompt": prompt, "completion": completion}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, "docs/runs.md", "exec"), scope)
     assert scope["score"] == pytest.approx(framework_score, abs=1e-5)
     assert torch.allclose(logits(scope["policy"]), framework["ppo"], atol=1e-5)
     assert torch.allclose(logits(scope["policy_too"]), framework["ppo"], atol=1e-5)
