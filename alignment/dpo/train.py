@@ -218,11 +218,8 @@ def train(cfg: DPOConfig) -> dict:
     data = describe_data(log, train_set, eval_set, informative, world)
 
     # 3. Model: the base with the policy adapter (the reference is the base with it off), optimizer, schedule.
-    model = build_policy(cfg, base_path)
+    model = build_policy(cfg, base_path, log)
     unseen = unseen_tokens(train_set, model.get_output_embeddings().weight.shape[0]) if c.off_support_weight else None
-    trainable, total = adapters.count_parameters(model)
-    log.info(f"dpo: training {trainable:,} of {total:,} parameters ({cfg.adapter.method}, {c.type}, beta {c.beta}, "
-             f"learning rate {learning_rate(cfg):g})")  # fmt: skip
     steps = total_steps(len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, accumulation)
     t = dataclasses.replace(t, learning_rate=learning_rate(cfg))
     model, optimizer, scheduler = optim.setup(accelerator, model, t, steps, t.per_device_batch_size)
@@ -325,13 +322,18 @@ def unseen_tokens(examples: list[dict], vocab_size: int) -> torch.Tensor | None:
     return unseen if bool(unseen.any()) else None
 
 
-def build_policy(cfg: DPOConfig, base_path: str):
+def build_policy(cfg: DPOConfig, base_path: str, log=None):
     """The base (dropout off: policy and reference must see the same network) with the trainable policy adapter."""
     model = models.load_causal_lm(dataclasses.replace(cfg.model, name_or_path=base_path))
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    return adapters.apply(model, cfg.adapter)
+    model = adapters.apply(model, cfg.adapter)
+    if log is not None:
+        trainable, total = adapters.count_parameters(model)
+        what = f"{cfg.adapter.method}, {cfg.loss.type}, beta {cfg.loss.beta}, learning rate {learning_rate(cfg):g}"
+        log.info(f"dpo: training {trainable:,} of {total:,} parameters ({what})")
+    return model
 
 
 def step_prompts(stream: IndexStream, informative: list[bool], micro_steps, batch_size: int, world: int) -> int:
