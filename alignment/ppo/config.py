@@ -96,6 +96,10 @@ class RolloutConfig:
     """End a response at its first EOS (kept, tokens after it are padding and carry no loss)."""
     missing_eos_penalty: float | None = 1.0
     """Subtracted from the (normalised) score of a response with no EOS; None for no penalty."""
+    broken_text_penalty: float | None = 1.0
+    """Subtracted from the (normalised) score of a response whose tokens decode to a broken character (U+FFFD: bytes
+    that form no text); None for no penalty. A reward model has rarely seen such bytes, and can score them high: on
+    the recipe world PPO learned to open a third of its answers with one (benchmarks/worlds.py)."""
 
 
 @dataclass

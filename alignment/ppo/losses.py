@@ -107,6 +107,12 @@ def penalize_no_eos(scores: torch.Tensor, contains_eos: torch.Tensor, penalty: f
     return torch.where(contains_eos.bool(), scores, scores - penalty)
 
 
+def penalize(scores: torch.Tensor, flagged: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Subtract `penalty` from the score of every flagged response: scores [B], flagged [B] bool -> [B]."""
+    scores = _fp32(scores)
+    return torch.where(flagged.bool(), scores - penalty, scores)
+
+
 def compute_rewards(
     scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float | torch.Tensor
 ) -> torch.Tensor:

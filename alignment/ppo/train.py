@@ -211,7 +211,7 @@ class Experience:
     raw_scores: torch.Tensor
     """[B] the reward source's scores."""
     scores: torch.Tensor
-    """[B] what is optimised: normalised, minus the missing-EOS penalty."""
+    """[B] what is optimised: normalised, minus the missing-EOS and broken-text penalties."""
     kl: torch.Tensor
     """Per-token KL estimate to the reference, zero on padding."""
     texts: list[str]
@@ -256,6 +256,9 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
     scores = reward.normalized(raw, accelerator)
     if r.stop_at_eos and r.missing_eos_penalty is not None:
         scores = L.penalize_no_eos(scores, rollout.contains_eos, r.missing_eos_penalty)
+    if r.broken_text_penalty is not None:
+        broken = torch.tensor([health.BROKEN in text for text in completions], device=scores.device)
+        scores = L.penalize(scores, broken, r.broken_text_penalty)
     kl = L.kl_per_token(scored.logprobs, scored.ref_logprobs, cfg.kl.estimator) * rollout.response_mask
     monitor = reward.monitored(prompt_texts, completions)
     return Experience(rollout, prompts, scored, raw, scores, kl, completions, monitor, fused)

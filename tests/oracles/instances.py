@@ -101,12 +101,12 @@ class Instance:
 
     def score(self, prompt: str, completion: str) -> float:
         """The reward function's value of a completion's words (the EOS is not in the text: the stage's penalty)."""
-        words = completion.split()
+        words = completion.split()  # a prompt that is not the instance's (a stage's probe call) scores 0
         if self.kind == "dense":
-            last = prompt.split()[-1]
-            return sum(self.values[(last, w)] for w in words if w in self.words)
+            last = (prompt.split() or [""])[-1]
+            return sum(self.values.get((last, w), 0.0) for w in words)
         if self.kind == "sparse":
-            return 1.0 if self.values[prompt] in words else 0.0
+            return 1.0 if self.values.get(prompt) in words else 0.0
         if self.kind == "length":
             return sum(self.values[w] for w in words if w in self.words) - self.values["cost"] * len(words)
         return sum(self.values[w] for w in words if w in self.words)

@@ -467,3 +467,11 @@ def test_k3_loss_term_follows_the_reverse_kl_per_state_on_policy():
     (g_fwd,) = torch.autograd.grad((pi[:, None] * forward * mask).sum(), theta)
     torch.testing.assert_close(g_k3, g_rev, atol=1e-12, rtol=0)
     assert (g_k3 - g_fwd).norm() > 0.1 * g_fwd.norm()
+
+
+def test_penalize_subtracts_only_from_flagged_responses():
+    from alignment.ppo.losses import penalize
+
+    scores = torch.tensor([1.0, 2.0, -0.5])
+    out = penalize(scores, torch.tensor([False, True, True]), 1.5)
+    assert out.tolist() == [1.0, 0.5, -2.0]
