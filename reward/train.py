@@ -86,6 +86,9 @@ class RewardDataConfig:
     """SFT-style {prompt, completion} rows whose rewards give reward_stats.json; None uses training completions."""
     reference_size: int = 512
     """How many reference texts to score for reward_stats.json."""
+    annotator_weights: Literal["equal", "estimated"] = "equal"
+    """Each training ranking's weight in the loss: `equal`, or `estimated`: its row's `annotator_weight` (written by
+    `rlhf rank export` from each annotator's estimated reliability), scaled to mean 1, so careless rankings count less."""
 
 
 @dataclass
@@ -181,6 +184,7 @@ def load_data(cfg: RewardConfig) -> tuple[list[dict], list[dict]]:
     else:  # split first, so the held-out prompts do not depend on which rows are dropped
         rankings, held = rdata.split_by_prompt(rankings, d.test_size, cfg.seed)
     train = rdata.drop_unusable(rankings, cfg.loss.ties, d.unusable, "data.path", log)
+    train = rdata.apply_annotator_weights(train, d.annotator_weights)
     return train, rdata.drop_unusable(held, cfg.loss.ties, d.unusable, "data.eval_path", log, required=False)
 
 
@@ -385,7 +389,8 @@ def batch_loss(c: RewardLossConfig, model, batch: dict, device) -> tuple[torch.T
         margins = losses.rank_gap_margins(ranks, c.margin_scale)
     elif c.margin == "given":
         margins = batch["margins"].to(device) * c.margin_scale
-    return grid, losses.kwise_loss(grid, ranks, valid, margins, c.ties, c.tie_param, c.center_coef)
+    weights = batch["loss_weights"].to(device)
+    return grid, losses.kwise_loss(grid, ranks, valid, margins, c.ties, c.tie_param, c.center_coef, weights)
 
 
 def batch_stats(grid: torch.Tensor, batch: dict) -> dict[str, float]:

@@ -28,8 +28,10 @@ def load_data(d, seed: int) -> tuple[list[dict], list[dict]]:
     rankings = rdata.load_rankings(d.path, d.split, d.limit, d.k)
     if d.eval_path:
         split = d.eval_split if os.path.isdir(d.eval_path) or d.eval_path.startswith("builtin:") else "train"
-        return rankings, rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
-    return rdata.split_by_prompt(rankings, d.test_size, seed)
+        held = rdata.load_rankings(d.eval_path, split, None, d.k, key="data.eval_path")
+    else:
+        rankings, held = rdata.split_by_prompt(rankings, d.test_size, seed)
+    return rdata.apply_annotator_weights(rankings, d.annotator_weights), held
 
 
 def encode_completion(tokenizer, completion, limit: int) -> list[int]:
@@ -66,6 +68,7 @@ def encode(tokenizer, ranking: dict, d) -> dict:
         "ranks": list(ranking["ranks"]),
         "chosen_probability": ranking.get("chosen_probability"),
         "margin": None,
+        "weight": 1.0 if ranking.get("weight") is None else ranking["weight"],
     }
 
 

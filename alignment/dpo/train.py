@@ -207,7 +207,8 @@ def train(cfg: DPOConfig) -> dict:
                 ref = reference_logps(peft_model, batch, accelerator.device, c.length_normalize)
                 logps = completion_logps(model, batch, accelerator.device, c.length_normalize)
                 result = batch_loss(c, logps, ref, batch)
-                loss = (result.losses * result.informative).sum() * scale
+                weights = batch["loss_weights"].to(result.losses.device, result.losses.dtype)  # annotators' (1: equal)
+                loss = (result.losses * result.informative * weights).sum() * scale
                 grad_norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, t.max_grad_norm)
             window.add(**batch_sums(c, result, logps.detach(), ref, batch))
         window.steps += 1
