@@ -51,12 +51,15 @@ def admin_stats(store, n: int) -> dict:
     for key in ("pairwise_agreement", "kendall_tau", "krippendorff_alpha"):
         if agreement[key] is not None and math.isnan(agreement[key]):
             agreement[key] = None
+    from reward.rankings.app.quality import quality_stats
+
     return {
         "overview": store.overview(n),
         "annotators": store.annotator_rows(),
         "agreement": agreement,
         "flags": store.flags(),
         "users": store.list_users(),
+        "quality": quality_stats(store),  # gold accuracy, reliability, pauses, campaigns (app/quality.py)
     }
 
 

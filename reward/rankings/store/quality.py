@@ -51,6 +51,19 @@ def gold_accuracy(answers: list[tuple[list[int], list[int]]]) -> tuple[float | N
     return (credit / pairs if pairs else None), len(answers)
 
 
+def gold_task(task: dict, where: str, by: int | None = None) -> dict:
+    """A task for `Store.add_tasks` that is gold: its `ranks` checked (1 = best, ties share, one strict pair at
+    least) and kept as the known answer; UserError starting with `where` otherwise."""
+    k = len(task.get("completions") or [])
+    try:
+        ranks = normalize_ranks(task.get("ranks"), k, allow_ties=True)
+    except InvalidRanking as e:
+        raise UserError(f"{where}{e}") from None
+    if len(set(ranks)) < 2:
+        raise UserError(f"{where}the known answer ties every completion: nothing to check people against")
+    return {**task, "gold": ranks, "by": by, "meta": dict(task.get("meta") or {})}
+
+
 class Quality:
     """Mixed into Store (which provides `_tx`, `_conn`, `_audit`, `add_tasks`, settings)."""
 
@@ -124,17 +137,9 @@ class Quality:
         """Gold tasks ({"prompt", "completions": [{"text"}...], "ranks": known answer, "meta"?}), one transaction.
 
         The answer is checked (1 = best, ties share, at least one strict pair) and kept in `gold_answers`."""
-        prepared = []
-        for i, t in enumerate(tasks):
-            where = f"gold task {i + 1}: " if len(tasks) > 1 else "gold task: "
-            k = len(t.get("completions") or [])
-            try:
-                ranks = normalize_ranks(t.get("ranks"), k, allow_ties=True)
-            except InvalidRanking as e:
-                raise UserError(f"{where}{e}") from None
-            if len(set(ranks)) < 2:
-                raise UserError(f"{where}the known answer ties every completion: nothing to check people against")
-            prepared.append({**t, "gold": ranks, "by": by, "meta": dict(t.get("meta") or {})})
+        prepared = [
+            gold_task(t, f"gold task {i + 1}: " if len(tasks) > 1 else "gold task: ", by) for i, t in enumerate(tasks)
+        ]
         ids = self.add_tasks(prepared)
         self.log(by, "gold_add", tasks=len(ids))
         return ids

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from reward.rankings.config import ExportConfig
 from reward.rankings.export import export
 from reward.rankings.simulate import SimAnnotator, rank_in_store
@@ -12,6 +14,7 @@ from tests.reward.rankings.conftest import add_tasks
 from tests.reward.rankings.store.test_quality import by_text_number, campaign_tasks, gold_tasks
 
 
+@pytest.mark.slow  # a store ranked by four people, three exports and the reliability fit: seconds
 def test_gold_and_campaigns_stay_out_and_every_row_carries_its_annotators_weight(store, tmp_path):
     add_tasks(store, 30, k=3, prefix="train")
     store.create_campaign("final", campaign_tasks(5), annotators_per_task=3, meta={})
@@ -54,3 +57,37 @@ def test_gold_and_campaigns_stay_out_and_every_row_carries_its_annotators_weight
 
 def read(path) -> list[dict]:
     return [json.loads(line) for line in open(path)]
+
+
+def test_build_rows_leaves_gold_and_unasked_campaigns_out_and_weighs_rows():
+    from reward.rankings.export import build_rows
+
+    def ranking(i, annotator, **kind):
+        return {
+            "ranking_id": i,
+            "task_id": i,
+            "prompt_id": i,
+            "prompt": f"p{i}",
+            "is_chat": False,
+            "completions": ["a", "b"],
+            "models": ["", ""],
+            "seeds": [None, None],
+            "ranks": [1, 2],
+            "order_shown": [0, 1],
+            "annotator": annotator,
+            "seconds": 1.0,
+            "task_meta": {},
+            "flags": [],
+            "flag_confirmed": False,
+            "campaign": None,
+            "gold": False,
+            **kind,
+        }
+
+    rows = [ranking(1, "ann"), ranking(2, "x"), ranking(3, "ann", gold=True), ranking(4, "ann", campaign="final")]
+    kwise, pairwise, counts = build_rows(rows, ExportConfig(store="s", output_dir="o"), {"ann": 1.5, "x": 0.0})
+    assert [(r["task_id"], r["annotator_weight"]) for r in kwise] == [(1, 1.5), (2, 0.0)]
+    assert [p["annotator_weight"] for p in pairwise] == [1.5, 0.0]
+    assert counts["gold_rankings_left_out"] == 1 and counts["campaign_rankings_left_out"] == 1
+    asked = build_rows(rows, ExportConfig(store="s", output_dir="o", campaigns=["final"]), {})[0]
+    assert [r["task_id"] for r in asked] == [1, 2, 4] and asked[2]["annotator_weight"] == 1.0

@@ -15,19 +15,24 @@ from tests.reward.rankings.conftest import add_tasks
 
 def campaign_tasks(n: int, policies=("a", "b", "c")) -> list[dict]:
     return [
-        {"prompt": f"prompt {i}: which answer is best?",
-         "completions": [{"text": f"answer {j} to prompt {i}"} for j in range(len(policies))],
-         "meta": {"policies": list(policies)}}
+        {
+            "prompt": f"prompt {i}: which answer is best?",
+            "completions": [{"text": f"answer {j} to prompt {i}"} for j in range(len(policies))],
+            "meta": {"policies": list(policies)},
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def gold_tasks(n: int, k: int = 3) -> list[dict]:
     return [
-        {"prompt": f"gold {i}?", "completions": [{"text": f"gold answer {j} of {i}"} for j in range(k)],
-         "ranks": list(range(1, k + 1))}
+        {
+            "prompt": f"gold {i}?",
+            "completions": [{"text": f"gold answer {j} of {i}"} for j in range(k)],
+            "ranks": list(range(1, k + 1)),
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def by_text_number(prompt, text: str) -> float:
