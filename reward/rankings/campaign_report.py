@@ -95,9 +95,10 @@ def plot_campaign(report: dict, path: str) -> str:
     yy = range(len(others))
     spread = [[x["rate"] - x["low"] for x in w], [x["high"] - x["rate"] for x in w]]
     right.errorbar([x["rate"] for x in w], yy, xerr=spread, fmt="o", color="C0", label="people")
-    auto = [report.get("automatic", {}).get(p, {}).get("win_rate_reward") for p in others]
-    if any(a is not None for a in auto):
-        right.plot([a if a is not None else float("nan") for a in auto], yy, "s", color="C1", label="reward model")
+    for key, marker, color, label in (("reward", "s", "C1", "reward model"), ("judge", "D", "C2", "judge")):
+        auto = [report.get("automatic", {}).get(p, {}).get(f"win_rate_{key}") for p in others]
+        if any(a is not None for a in auto):
+            right.plot([a if a is not None else float("nan") for a in auto], yy, marker, color=color, label=label)
     right.axvline(0.5, color="grey", lw=0.8)
     right.set_yticks(list(yy), others)
     right.set_xlim(0, 1)

@@ -248,6 +248,7 @@ def export(cfg: ExportConfig, store=None) -> dict:
     if not kwise:
         raise UserError(
             f"{safe_url(cfg.store)}: every ranking was filtered out ({counts}); check min_annotators/drop_flagged"
+            + ("; campaigns=[NAME] exports a campaign's rankings" if counts.get("campaign_rankings_left_out") else "")
         )
     test_ids = split_prompts([r["_prompt_id"] for r in kwise], cfg.test_size, cfg.seed)
     os.makedirs(cfg.output_dir, exist_ok=True)
