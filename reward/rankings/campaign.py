@@ -28,6 +28,7 @@ from reward.rankings import ratings, reliability
 from reward.rankings.agreement import agreement_summary, kendall_tau
 from reward.rankings.config import CampaignConfig
 from reward.rankings.store import open_store
+from reward.rankings.store.quality import check_campaign_name
 
 
 def read_eval(eval_dir: str) -> tuple[dict, list[dict]]:
@@ -70,6 +71,9 @@ def campaign_tasks(result: dict, samples: list[dict], policies: list[str], draws
     for i, row in enumerate(samples):
         if row.get("sample", 0) >= draws:
             continue
+        missing = [p for p in policies if not isinstance(row.get(p), dict) or "completion" not in row[p]]
+        if missing:
+            raise UserError(f"eval_dir: samples.jsonl:{i + 1}: no completion of policy '{missing[0]}'")
         order = list(policies)
         random.Random(f"{seed}:{i}").shuffle(order)  # stored positions are visible in the page: no fixed slot
         tasks.append(
@@ -88,6 +92,7 @@ def create(cfg: CampaignConfig) -> dict:
     """`rlhf rank campaign create`: the eval's completions -> the campaign's tasks in the store."""
     if not cfg.name or not cfg.eval_dir:
         raise UserError("campaign create needs name=... and eval_dir=... (an `rlhf eval` output folder)")
+    check_campaign_name(cfg.name)
     result, samples = read_eval(cfg.eval_dir)
     policies = cfg.policies or list(result.get("policies", {}))
     tasks = campaign_tasks(result, samples, policies, cfg.draws, cfg.seed)

@@ -52,6 +52,9 @@ def rank_in_store(store, annotators: list[SimAnnotator], score: Score, seed: int
     done = {a.name: 0 for a in annotators}
     active = list(annotators)
     while active:
+        # A new turn order each round, as people's timing would give: with a fixed order the same annotators would
+        # always share tasks, and two who only ever meet each other cannot be told apart.
+        rng.shuffle(active)
         for a in list(active):
             view = store.next_task(ids[a.name], n, 600.0, rng)
             if view is None:

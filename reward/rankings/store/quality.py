@@ -51,6 +51,12 @@ def gold_accuracy(answers: list[tuple[list[int], list[int]]]) -> tuple[float | N
     return (credit / pairs if pairs else None), len(answers)
 
 
+def check_campaign_name(name) -> str:
+    if not isinstance(name, str) or not CAMPAIGN_NAME.match(name):
+        raise UserError(f"campaign name must be 1-64 letters, digits, '_', '.' or '-', got {str(name)[:70]!r}")
+    return name
+
+
 def gold_task(task: dict, where: str, by: int | None = None) -> dict:
     """A task for `Store.add_tasks` that is gold: its `ranks` checked (1 = best, ties share, one strict pair at
     least) and kept as the known answer; UserError starting with `where` otherwise."""
@@ -154,8 +160,7 @@ class Quality:
     def create_campaign(self, name: str, tasks: list[dict], annotators_per_task: int, meta: dict) -> dict:
         """Add a campaign's tasks ({"prompt", "completions": [{"text"}...], "meta": {"policies": [...]}}) with
         their own N; again with the same name adds only what is new. Returns {"name", "id", "tasks", "new"}."""
-        if not isinstance(name, str) or not CAMPAIGN_NAME.match(name):
-            raise UserError(f"campaign name must be 1-64 letters, digits, '_', '.' or '-', got {str(name)[:70]!r}")
+        check_campaign_name(name)
         if not isinstance(annotators_per_task, int) or not 1 <= annotators_per_task <= 1000:
             raise UserError(f"annotators_per_task must be an integer in [1, 1000], got {annotators_per_task!r}")
         with self._tx(write=True) as s:
