@@ -64,17 +64,19 @@ def fit_plackett_luce(
     wc = w[:, :, None] * counted[None]  # [B, R, K]: the weight of each counted place
     theta = np.zeros((len(w), n_policies))
     eye = np.eye(n_policies) / prior_sd**2
+    B, (R, K) = len(w), items.shape
+    flat = onehot.reshape(R * K, n_policies)
     for _ in range(NEWTON_STEPS):
-        s = np.einsum("rkp,bp->brk", onehot, theta)
+        s = (flat @ theta.T).T.reshape(B, R, K)
         logits = np.where(risk[None], s[:, :, None, :], -np.inf)  # [B, R, K(i), K(j)]
         with np.errstate(invalid="ignore"):  # padding places have an empty risk set: 0 below
             pi = np.exp(logits - logits.max(axis=3, keepdims=True))
             pi = np.nan_to_num(pi / pi.sum(axis=3, keepdims=True))
-        q = np.einsum("brij,rjp->brip", pi, onehot)  # [B, R, K, P]: where the i-th place's probability goes
-        grad = np.einsum("brk,brkp->bp", wc, onehot[None] - q) - theta / prior_sd**2
-        diag = np.einsum("brk,brkp->bp", wc, q)
-        outer = np.einsum("brk,brkp,brkq->bpq", wc, q, q)
-        hess = -(np.einsum("bp,pq->bpq", diag, np.eye(n_policies)) - outer) - eye
+        q = (pi @ onehot[None]).reshape(B, R * K, n_policies)  # where the probability of each place goes, [B, RK, P]
+        wq = wc.reshape(B, R * K, 1) * q
+        grad = (wc.reshape(B, R * K) @ flat) - wq.sum(axis=1) - theta / prior_sd**2
+        outer = wq.transpose(0, 2, 1) @ q  # sum over places of w q q^T, [B, P, P]
+        hess = outer - wq.sum(axis=1)[:, :, None] * np.eye(n_policies)[None] - eye
         step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
         theta = theta - step
         if np.abs(step).max() < 1e-10:
