@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections import Counter
 
 import numpy as np
 
@@ -149,26 +150,6 @@ def order_agreement(people: list[str], automatic: dict) -> dict:
     return out
 
 
-def annotator_rows(rows: list[dict], gold: dict, fit: dict) -> dict:
-    """Per annotator: campaign rankings, gold answers and accuracy, estimated reliability and weight."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["annotator"]] = counts.get(r["annotator"], 0) + 1
-    w = reliability.weights(fit)
-    names = sorted(set(counts) | set(gold) | set(fit["annotators"]))
-    return {
-        a: {
-            "rankings": counts.get(a, 0),
-            "gold_answers": gold.get(a, {}).get("answers", 0),
-            "gold_accuracy": gold.get(a, {}).get("accuracy"),
-            "paused": gold.get(a, {}).get("paused", False),
-            "reliability": fit["annotators"].get(a, {}).get("reliability"),
-            "weight": w.get(a, 1.0),
-        }
-        for a in names
-    }
-
-
 def campaign_report(
     store, name: str, samples: int = 1000, unit: str = "prompt", reference=None, eval_result=None, seed: int = 0
 ) -> dict:
@@ -205,7 +186,7 @@ def campaign_report(
         "tied_pairs": tied,
         "identical_completions": identical,
         "agreement": {k: (None if isinstance(v, float) and v != v else v) for k, v in agreement.items()},
-        "annotators": annotator_rows(rows, store.gold_report(), fit),
+        "annotators": reliability.annotator_table(fit, store.gold_report(), Counter(r["annotator"] for r in rows)),
         "automatic": automatic,
         "order_agreement": order_agreement(stats["order"], automatic),
         "source": info["meta"].get("eval_dir"),

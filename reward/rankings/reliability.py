@@ -110,6 +110,25 @@ def _fit(tasks: list, people: list[str], kept: dict, prior_u: float, prior_beta:
     return {a: float(b) for a, b in zip(people, beta.detach())}
 
 
+def annotator_table(fit: dict, gold: dict, counts: dict[str, int] | None = None) -> dict[str, dict]:
+    """Per annotator: gold answers, gold accuracy and pause (`gold`: Store.gold_report()), reliability and weight
+    (`fit`), and `rankings` when `counts` is given; everyone found in any of them."""
+    w = weights(fit)
+    names = sorted(set(counts or {}) | set(gold) | set(fit["annotators"]))
+    table = {}
+    for a in names:
+        row = {} if counts is None else {"rankings": counts.get(a, 0)}
+        row.update(
+            gold_answers=gold.get(a, {}).get("answers", 0),
+            gold_accuracy=gold.get(a, {}).get("accuracy"),
+            paused=gold.get(a, {}).get("paused", False),
+            reliability=fit["annotators"].get(a, {}).get("reliability"),
+            weight=w.get(a, 1.0),
+        )
+        table[a] = row
+    return table
+
+
 def weights(fit: dict) -> dict[str, float]:
     """{annotator: loss weight}: max(beta, 0) / median beta of the people (weight 1 where beta is unknown)."""
     known = [a["reliability"] for a in fit["annotators"].values() if a["reliability"] is not None]

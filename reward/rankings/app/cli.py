@@ -221,14 +221,22 @@ def _password(cfg: UsersConfig, name: str) -> str:
     return pw
 
 
+def action_of(argv: list[str], what: str, actions: tuple, prog: str, cls: type, doc: str):
+    """(ACTION, the rest) of `rlhf rank <what> ACTION ...`; None after printing --help; UserError for another."""
+    if not argv or argv[0] in ("-h", "--help"):
+        parse_stage_args(prog, cls, ["--help"], doc)
+        return None
+    if argv[0] not in actions:
+        raise UserError(f"unknown {what} action '{argv[0]}' (one of {', '.join(actions)})")
+    return argv[0], argv[1:]
+
+
 def users(argv: list[str]) -> int:
     doc = "Manage annotators and admins: " + " | ".join(USER_ACTIONS) + " (NAME after the action)."
-    if not argv or argv[0] in ("-h", "--help"):
-        parse_stage_args("rlhf rank users ACTION [NAME]", UsersConfig, ["--help"], doc)
+    found = action_of(argv, "users", USER_ACTIONS, "rlhf rank users ACTION [NAME]", UsersConfig, doc)
+    if found is None:
         return 0
-    action, rest = argv[0], argv[1:]
-    if action not in USER_ACTIONS:
-        raise UserError(f"unknown users action '{action}' (one of {', '.join(USER_ACTIONS)})")
+    action, rest = found
     cfg, extra = parse(f"rlhf rank users {action}", UsersConfig, rest, doc, positional=0 if action == "list" else 1)
     if cfg is None:
         return 0
@@ -352,12 +360,10 @@ def annotate(argv: list[str]) -> int:
 
 def campaign(argv: list[str]) -> int:
     doc = "Evaluation campaigns: " + " | ".join(CAMPAIGN_ACTIONS) + " (people rank policies blind; see campaign.py)."
-    if not argv or argv[0] in ("-h", "--help"):
-        parse_stage_args("rlhf rank campaign ACTION", CampaignConfig, ["--help"], doc)
+    found = action_of(argv, "campaign", CAMPAIGN_ACTIONS, "rlhf rank campaign ACTION", CampaignConfig, doc)
+    if found is None:
         return 0
-    action, rest = argv[0], argv[1:]
-    if action not in CAMPAIGN_ACTIONS:
-        raise UserError(f"unknown campaign action '{action}' (one of {', '.join(CAMPAIGN_ACTIONS)})")
+    action, rest = found
     cfg, _ = parse(f"rlhf rank campaign {action}", CampaignConfig, rest, doc)
     if cfg is None:
         return 0

@@ -34,19 +34,7 @@ def quality_stats(store) -> dict:
     fit = reliability.fit_reliability(
         [{"task": r["task_id"], "annotator": r["annotator"], "ranks": r["ranks"]} for r in rows], store.gold_answers()
     )
-    weights = reliability.weights(fit)
-    gold = store.gold_report()
-    names = sorted(set(gold) | set(fit["annotators"]))
-    people = {
-        name: {
-            "gold_answers": gold.get(name, {}).get("answers", 0),
-            "gold_accuracy": gold.get(name, {}).get("accuracy"),
-            "paused": gold.get(name, {}).get("paused", False),
-            "reliability": fit["annotators"].get(name, {}).get("reliability"),
-            "weight": weights.get(name, 1.0),
-        }
-        for name in names
-    }
+    people = reliability.annotator_table(fit, store.gold_report())
     policy = store.gold_policy()
     return {
         "annotators": people,
