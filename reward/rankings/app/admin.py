@@ -45,7 +45,8 @@ class FlagReview(BaseModel):
 def admin_stats(store, n: int) -> dict:
     """Everything the admin page shows, as plain data."""
     by_task: dict[int, list] = {}
-    for r in store.rankings():
+    rankings = store.rankings()
+    for r in rankings:
         by_task.setdefault(r["task_id"], []).append((r["annotator"], r["ranks"]))
     agreement = agreement_summary(by_task)
     for key in ("pairwise_agreement", "kendall_tau", "krippendorff_alpha"):
@@ -59,7 +60,7 @@ def admin_stats(store, n: int) -> dict:
         "agreement": agreement,
         "flags": store.flags(),
         "users": store.list_users(),
-        "quality": quality_stats(store),  # gold accuracy, reliability, pauses, campaigns (app/quality.py)
+        "quality": quality_stats(store, rankings),  # gold accuracy, reliability, pauses, campaigns (app/quality.py)
     }
 
 

@@ -28,9 +28,10 @@ class GoldBody(BaseModel):
     ranks: list[int] = Field(description="the known answer: rank of each completion, 1 = best, ties share")
 
 
-def quality_stats(store) -> dict:
-    """Per annotator: gold answers and accuracy, the pause, estimated reliability and loss weight; and campaigns."""
-    rows = store.rankings()
+def quality_stats(store, rows: list[dict] | None = None) -> dict:
+    """Per annotator: gold answers and accuracy, the pause, estimated reliability and loss weight; and campaigns.
+    rows: store.rankings() when the caller has them already."""
+    rows = store.rankings() if rows is None else rows
     fit = reliability.fit_reliability(
         [{"task": r["task_id"], "annotator": r["annotator"], "ranks": r["ranks"]} for r in rows], store.gold_answers()
     )
