@@ -179,6 +179,7 @@ class Quality:
         for t in tasks:
             t["meta"] = {**(t.get("meta") or {}), "campaign": name}
         ids = self.add_tasks([{**t, "campaign_id": campaign_id, "annotators": annotators_per_task} for t in tasks])
+        self._max_n = None  # this process serves the new N at once (others within MAX_N_TTL_S)
         return {
             "name": name,
             "id": campaign_id,

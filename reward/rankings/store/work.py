@@ -33,6 +33,7 @@ from reward.rankings.store.sql import Raw, dump, load
 
 FLAG_KINDS = ("unsafe", "all_bad", "not_rankable")
 MAX_ID = 2**63 - 1
+MAX_N_TTL_S = 2.0
 GOLD_N = 2**31 - 1
 """The N gold tasks are claimed and submitted with: no limit on how many people answer one."""
 CONTENT_CACHE = 20_000
@@ -226,7 +227,7 @@ class Work:
         """
         raw = Raw(c)
         # Campaign tasks may ask for more annotators than the store's N: their fill levels come first.
-        top = max(n_per_task, raw.one("max_annotators")[0] or 0)
+        top = max(n_per_task, self._max_annotators(raw))
         found: list[tuple] = []
         for level in range(top - 1, -1, -1):
             query = "candidates" if level < n_per_task else "candidates_above"
@@ -237,6 +238,14 @@ class Work:
             if found:  # the fullest level with free tasks is enough
                 break
         return found
+
+    def _max_annotators(self, raw: Raw) -> int:
+        """The largest N any task asks for (0: none has its own), re-read every MAX_N_TTL_S: a statement less per
+        lease, and a campaign another process adds is served within that time."""
+        cached = getattr(self, "_max_n", None)
+        if cached is None or time.monotonic() - cached[0] > MAX_N_TTL_S:
+            cached = self._max_n = (time.monotonic(), raw.one("max_annotators")[0] or 0)
+        return cached[1]
 
     def _release(self, c: Connection, task_id: int, user_id: int) -> None:
         Raw(c).run("release", task=task_id, user=user_id)

@@ -111,7 +111,7 @@ def test_gold_stops_when_the_other_work_is_done(store):
 def test_a_careless_annotator_is_paused_below_the_gold_line_and_resumed_by_an_admin(store):
     add_tasks(store, 40, k=4)
     store.add_gold_tasks(gold_tasks(10, k=4))
-    store.set_gold_policy(rate=0.3, pause_below=0.7, min_answers=4)
+    store.set_gold_policy(rate=0.4, pause_below=0.7, min_answers=4)  # paused in 19 of 20 seeds
     people = [SimAnnotator("careful", temperature=0.2), SimAnnotator("careless", careless=True)]
     done = rank_in_store(store, people, by_text_number, seed=3)
     report = store.gold_report()
