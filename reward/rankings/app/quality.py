@@ -16,6 +16,7 @@ from alignment.config import UserError
 from reward.rankings import reliability
 from reward.rankings.app import admin
 from reward.rankings.app.security import authed
+from reward.rankings.store import NotFound
 
 router = APIRouter()
 REPORT_SAMPLES = 500
@@ -53,8 +54,11 @@ def add_gold(store, admin_id: int, prompt: str, completions: list[str], ranks) -
 
 
 def campaign_json(store, name: str) -> dict:
+    """The campaign's report (NotFound: 404 for a name no campaign has; UserError: 400 before any ranking)."""
     from reward.rankings.campaign import campaign_report, read_eval
 
+    if name not in {c["name"] for c in store.campaigns()}:
+        raise NotFound(f"no campaign {name[:64]!r}")
     info, _ = store.campaign_rankings(name)
     eval_dir = info["meta"].get("eval_dir")
     try:
@@ -145,7 +149,7 @@ async def admin_campaign(campaign: str, request: Request):
     state = request.app.state
     try:
         report = await run_in_threadpool(campaign_json, state.store, campaign)
-    except UserError as e:
+    except (NotFound, UserError) as e:
         raise HTTPException(status_code=404, detail=str(e)) from None
     context = {"user": user, "cfg": state.cfg, "csrf": user.csrf, "report": report}
     return state.templates.TemplateResponse(request, "campaign.html", context)

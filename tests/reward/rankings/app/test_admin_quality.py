@@ -50,3 +50,4 @@ def test_admin_adds_gold_sees_quality_pauses_and_resumes(store, tmp_path):
     assert report.status_code == 200 and 'data-policy="a"' in report.text and "Position check" in report.text
     assert admin.get("/admin/campaigns/nope").status_code == 404
     assert api.get("/api/admin/campaigns/final", headers=auth).json()["policies"] == ["a", "b", "c"]
+    assert api.get("/api/admin/campaigns/nope", headers=auth).status_code == 404
