@@ -24,6 +24,7 @@ COMMANDS = {
     "ppo": ("alignment.ppo.train", "PPO against the reward model on one frozen base (stage 4)"),
     "pipeline": ("alignment.pipeline", "run every stage in order from one config"),
     "eval": ("alignment.evaluate", "compare policies: reward, win rate, KL, length"),
+    "bon": ("alignment.bon", "best-of-N: a policy's samples, the reward model's best of each N, as SFT rows"),
     "demo": ("alignment.demo", "the whole pipeline on the embedded tiny default, with a report"),
 }
 

@@ -129,6 +129,9 @@ class EvalConfig:
         for i, pair in enumerate(self.pairs):
             if len(pair) != 2 or any(name not in self.policies for name in pair):
                 raise ConfigError(f"'pairs[{i}]' must name two policies of {sorted(self.policies)}, got {pair}")
+        from alignment import bon
+
+        bon.check_policies(self.policies, self.reward_model)  # bon:N:POLICY needs the reward model to choose
         check_function(self.judge, "judge")  # last: it imports and calls the user's code
 
 
@@ -257,11 +260,14 @@ def evaluate(cfg: EvalConfig) -> dict:
     set_seed(cfg.seed)
     g = cfg.generation
     judge = load_judge(cfg.judge) if cfg.judge else None
-    paths = {name: policy_path(p, f"policies.{name}") for name, p in cfg.policies.items()}
+    from alignment import bon
+
+    # A bon:N:POLICY spec loads POLICY (alignment/bon.py samples N per draw and keeps the reward model's best).
+    paths = {name: policy_path(bon.base_policy(p), f"policies.{name}") for name, p in cfg.policies.items()}
     first = next(iter(cfg.policies))
     reference = None
     if cfg.kl:
-        ref_name = cfg.reference or base_of(cfg.policies[first], f"policies.{first}")
+        ref_name = cfg.reference or base_of(bon.base_policy(cfg.policies[first]), f"policies.{first}")
         reference = policy_path(ref_name, "reference")
     if cfg.reward_model and not os.path.isdir(cfg.reward_model):
         raise UserError(f"reward_model: '{cfg.reward_model}' is not a folder (expected a reward-stage run folder)")
@@ -276,9 +282,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     )
 
     # 2. Sample every policy (one loaded at a time) and keep its own log-probs of what it sampled.
-    runs = {
-        name: sample_policy(cfg, name, path, prompts, device, reference is not None) for name, path in paths.items()
-    }
+    runs = {name: sample_run(cfg, name, path, prompts, device, reference is not None) for name, path in paths.items()}
     # Row i of every policy is prompt i // num_samples, draw i % num_samples.
     prompt_rows = [p for p in prompts for _ in range(g.num_samples)]
     prompt_strings = [prompt_text(runs[first]["tokenizer"], p) for p in prompt_rows]
@@ -298,12 +302,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             run["scores"]["judge"] = [judge(p, t) for t, p in zip(run["texts"], prompt_strings)]
 
     # 5. Metrics per policy, and win rates per pair by every score there is.
-    policies = {
-        name: policy_metrics(name, cfg.policies[name], run, kl.get(name), g.max_new_tokens)
-        for name, run in runs.items()
-    }
-    for line in health_warnings(cfg, policies, first):
-        log.warning(f"eval: {line}")
+    policies = all_policy_metrics(cfg, runs, kl, first, log)
     win_rates = [
         {"policy": a, "against": b, "by": by, **win_rate(runs[a]["scores"][by], runs[b]["scores"][by])}
         for a, b in pairs
@@ -343,6 +342,16 @@ def sample_policy(cfg: EvalConfig, name: str, path: str, prompts: list, device, 
                 scores={})  # fmt: skip
 
 
+def sample_run(cfg: EvalConfig, name: str, path: str, prompts: list, device, with_logprobs: bool) -> dict:
+    """sample_policy, or for a `bon:N:POLICY` spec alignment/bon.py's best of N (its KL the bound, not sampled)."""
+    from alignment import bon
+
+    parsed = bon.parse_spec(cfg.policies[name], f"policies.{name}")
+    if parsed:
+        return bon.sample_policy(cfg, name, path, prompts, device, parsed[0])
+    return sample_policy(cfg, name, path, prompts, device, with_logprobs)
+
+
 def kl_to_reference(cfg: EvalConfig, runs: dict, reference: str, device, log) -> dict[str, list[float] | None]:
     """Per-sample sum_t log pi(y_t) - log pi_ref(y_t) of every policy (None where the tokenizers differ)."""
     ref_cfg = ModelConfig(name_or_path=reference, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
@@ -350,6 +359,9 @@ def kl_to_reference(cfg: EvalConfig, runs: dict, reference: str, device, log) ->
     ref_model = models.load_causal_lm(ref_cfg).to(device).eval()
     kl: dict[str, list[float] | None] = {}
     for name, run in runs.items():
+        if run.get("kl") is not None:  # best-of-N: log N - (N - 1) / N, from its base policy (alignment/bon.py)
+            kl[name] = run["kl"]
+            continue
         log.info(f"eval: KL of {name} to the reference")
         if run["tokenizer"].get_vocab() != ref_tok.get_vocab():
             log.warning(f"eval: {name} and the reference tokenize differently; no KL for {name}")
@@ -373,6 +385,15 @@ def policy_metrics(name: str, path: str, run: dict, kl: list[float] | None, limi
     if run["logprobs"] is not None:  # E[-log pi(y | x)] over its own samples: the entropy per completion, in nats
         m["entropy"] = -float(run["logprobs"].double().mean())
     return m
+
+
+def all_policy_metrics(cfg: EvalConfig, runs: dict, kl: dict, first: str, log) -> dict:
+    """`policy_metrics` of every policy; the guardrails' warnings logged against the first policy's samples."""
+    limit = cfg.generation.max_new_tokens
+    policies = {name: policy_metrics(name, cfg.policies[name], run, kl.get(name), limit) for name, run in runs.items()}
+    for line in health_warnings(cfg, policies, first):
+        log.warning(f"eval: {line}")
+    return policies
 
 
 def health_warnings(cfg: EvalConfig, policies: dict, first: str) -> list[str]:

@@ -27,6 +27,7 @@ from reward.rankings import synthetic
 
 BUILTIN = "builtin:reviews-rankings"
 PROBABILITY = "chosen_probability"
+WEIGHT = "annotator_weight"
 
 
 def load_rankings(
@@ -125,6 +126,7 @@ def to_ranking(row: dict, where: str, k: int | None = None) -> dict:
         "annotator": str(row.get("annotator") or "unknown"),
         "margin": None if margin is None else float(margin),
         "chosen_probability": _chosen_probability(row, where),
+        "weight": _annotator_weight(row, where),
         "where": where,
     }
 
@@ -139,6 +141,33 @@ def _chosen_probability(row: dict, where: str) -> float | None:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise UserError(f"{where}: '{PROBABILITY}' must be a number in [0, 1], got {p!r}")
     return float(p)
+
+
+def _annotator_weight(row: dict, where: str) -> float | None:
+    """The row's `annotator_weight` (the export's reliability estimate; None if absent), a finite number >= 0."""
+    w = row.get(WEIGHT)
+    if w is None:
+        return None
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
+        raise UserError(f"{where}: '{WEIGHT}' must be a finite number >= 0, got {w!r}")
+    return float(w)
+
+
+def apply_annotator_weights(rankings: list[dict], mode: str, key: str = "data.path") -> list[dict]:
+    """Each ranking's loss weight: 1 (`equal`), or its row's `annotator_weight` scaled to mean 1 over these rankings
+    (`estimated`: the loss keeps its scale, and a careless annotator's rows weigh about 0)."""
+    if mode == "equal":
+        return [{**r, "weight": 1.0} for r in rankings]
+    missing = next((r for r in rankings if r.get("weight") is None), None)
+    if missing is not None:
+        raise UserError(
+            f"{missing['where']}: no '{WEIGHT}' column for data.annotator_weights=estimated "
+            "(export with `rlhf rank export` (annotator_weights=true), or use data.annotator_weights=equal)"
+        )
+    mean = sum(r["weight"] for r in rankings) / max(len(rankings), 1)
+    if rankings and mean <= 0:
+        raise UserError(f"{key}: every '{WEIGHT}' is 0: no ranking would train")
+    return [{**r, "weight": r["weight"] / mean} for r in rankings]
 
 
 def _kwise(row: dict, where: str) -> tuple:
@@ -219,6 +248,7 @@ def encode(tokenizer, ranking: dict, max_length: int) -> dict:
         "ranks": list(ranking["ranks"]),
         "margin": ranking["margin"],
         "annotator": ranking["annotator"],
+        "weight": 1.0 if ranking.get("weight") is None else ranking["weight"],
     }
 
 
@@ -228,7 +258,8 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
     input_ids/attention_mask: [N, T] with N = sum of K over examples (no padding completions);
     slot: [N] position of each row in the flattened [B * K_max] score grid; ranks/valid: [B, K_max];
     margins: [B, K_max, K_max] from the rows' given margins (0 where none). weights (0 marks a filler
-    example in evaluation) zero a prompt's `valid` row so it counts nowhere.
+    example in evaluation) zero a prompt's `valid` row so it counts nowhere. loss_weights [B]: each example's
+    `weight` (its annotator's, data.annotator_weights; 1 when it has none).
     """
     k_max = max(len(e["input_ids"]) for e in examples)
     sequences, slot = [], []
@@ -251,6 +282,7 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
         "ranks": ranks,
         "valid": valid,
         "margins": margins,
+        "loss_weights": torch.tensor([float(e.get("weight", 1.0)) for e in examples]),
     }
 
 

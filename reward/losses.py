@@ -74,6 +74,7 @@ def kwise_loss(
     ties: str = "drop",
     tie_param: float = 1.5,
     center_coef: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scalar loss: mean over prompts of the mean pair NLL over that prompt's comparisons (+ centering).
 
@@ -81,7 +82,8 @@ def kwise_loss(
     margins: [B, K, K] gap asked of i over j where i beats j (default 0); it shifts the strict
     comparisons only. center_coef: TRL's `center_rewards_coefficient`, applied as in TRL to every pair
     of valid completions: coef * mean over pairs of (r_i + r_j)^2 (for K = 2 exactly TRL's term).
-    Prompts with no comparison (all tied, ties dropped) contribute nothing.
+    Prompts with no comparison (all tied, ties dropped) contribute nothing. weights: [B] per-prompt factors
+    (the annotator's weight, scaled to mean 1 over the data), each prompt's NLL times its weight, same denominator.
     """
     scores = scores.float()
     if valid is None:
@@ -98,6 +100,8 @@ def kwise_loss(
         count = count + tied.sum((1, 2))
     has = count > 0
     per_prompt = nll / count.clamp(min=1)
+    if weights is not None:
+        per_prompt = per_prompt * weights.to(per_prompt.dtype)
     loss = (per_prompt * has).sum() / has.sum().clamp(min=1)
     if center_coef:
         upper = torch.ones_like(better[0]).triu(1)

@@ -86,6 +86,9 @@ class RewardDataConfig:
     """SFT-style {prompt, completion} rows whose rewards give reward_stats.json; None uses training completions."""
     reference_size: int = 512
     """How many reference texts to score for reward_stats.json."""
+    annotator_weights: Literal["equal", "estimated"] = "equal"
+    """Each training ranking's weight in the loss: `equal`, or `estimated`: its row's `annotator_weight` (written by
+    `rlhf rank export` from each annotator's estimated reliability), scaled to mean 1, so careless rankings count less."""
 
 
 @dataclass
@@ -173,8 +176,9 @@ def main(argv: list[str]) -> int:
 
 def load_data(cfg: RewardConfig) -> tuple[list[dict], list[dict]]:
     """(train rankings, held-out rankings): eval_path if set, else a seeded split by prompt; rankings without a
-    preference dropped or refused (data.unusable)."""
-    return rdata.load_split(cfg.data, cfg.loss.ties, cfg.seed, "reward", rlog.get())
+    preference dropped or refused (data.unusable); each training ranking's loss weight by data.annotator_weights."""
+    train, held = rdata.load_split(cfg.data, cfg.loss.ties, cfg.seed, "reward", rlog.get())
+    return rdata.apply_annotator_weights(train, cfg.data.annotator_weights), held
 
 
 def reference_texts(cfg: RewardConfig, train_rankings: list[dict]) -> tuple[list[dict], str]:
@@ -378,7 +382,8 @@ def batch_loss(c: RewardLossConfig, model, batch: dict, device) -> tuple[torch.T
         margins = losses.rank_gap_margins(ranks, c.margin_scale)
     elif c.margin == "given":
         margins = batch["margins"].to(device) * c.margin_scale
-    return grid, losses.kwise_loss(grid, ranks, valid, margins, c.ties, c.tie_param, c.center_coef)
+    weights = batch["loss_weights"].to(device)
+    return grid, losses.kwise_loss(grid, ranks, valid, margins, c.ties, c.tie_param, c.center_coef, weights)
 
 
 def batch_stats(grid: torch.Tensor, batch: dict) -> dict[str, float]:

@@ -56,6 +56,9 @@ class DPODataConfig:
     """Prompt tokens kept; longer prompts lose tokens from the left (the end is what completions continue)."""
     max_completion_length: int | None = None
     """Completion tokens kept (EOS included), cut from the right; None: whatever max_length leaves."""
+    annotator_weights: Literal["equal", "estimated"] = "equal"
+    """Each training ranking's weight in the loss: `equal`, or `estimated`: its row's `annotator_weight` (from
+    `rlhf rank export`: each annotator's estimated reliability), scaled to mean 1, so careless rankings count less."""
 
 
 @dataclass

@@ -24,8 +24,10 @@ from reward.model import completion_text
 def load_data(d, ties: str, seed: int, log=None) -> tuple[list[dict], list[dict]]:
     """(train rankings, held-out rankings) for a DPODataConfig `d`: eval_path if set, else a seeded split by
     prompt; rankings without a preference (chosen == rejected, all tied under ties=drop) dropped or refused
-    (`d.unusable`), by the same rule as the reward stage."""
-    return rdata.load_split(d, ties, seed, "dpo", log)
+    (`d.unusable`), by the same rule as the reward stage; each training ranking's loss weight by
+    `d.annotator_weights`."""
+    train, held = rdata.load_split(d, ties, seed, "dpo", log)
+    return rdata.apply_annotator_weights(train, d.annotator_weights), held
 
 
 def encode_completion(tokenizer, completion, limit: int) -> list[int]:
@@ -62,6 +64,7 @@ def encode(tokenizer, ranking: dict, d) -> dict:
         "ranks": list(ranking["ranks"]),
         "chosen_probability": ranking.get("chosen_probability"),
         "margin": None,
+        "weight": 1.0 if ranking.get("weight") is None else ranking["weight"],
     }
 
 

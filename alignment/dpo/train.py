@@ -251,7 +251,8 @@ def train(cfg: DPOConfig) -> dict:
             with accelerator.accumulate(model):
                 # 5b. Reference and policy log-probs [B, K]; 5c. per-prompt losses; 5d. optimise.
                 result, logps, ref = micro_batch_loss(c, model, peft_model, batch, accelerator.device, unseen)
-                loss = (result.losses * result.informative).sum() * scale
+                weights = batch["loss_weights"].to(result.losses.device, result.losses.dtype)  # annotators' (1: equal)
+                loss = (result.losses * result.informative * weights).sum() * scale
                 grad_norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, t.max_grad_norm)
             window.add(**batch_sums(c, result, logps.detach(), ref, batch))
         window.steps += 1

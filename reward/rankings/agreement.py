@@ -127,3 +127,18 @@ def agreement_summary(by_task: dict[int, list[tuple[str, list[int]]]]) -> dict:
         "krippendorff_alpha": krippendorff_alpha_ordinal(ranking_units(by_task)) if agreements else None,
         "per_annotator": {name: mean(v) for name, v in sorted(per_annotator.items())},
     }
+
+
+def gold_agreement(ranks: list[int], gold: list[int]) -> tuple[float, int]:
+    """(credit, pairs) of one answer to a gold task: over the pairs the gold answer orders strictly, 1 for the
+    same order, 1/2 for a tie, 0 for the reverse. Gold ties say nothing and are left out. Accuracy = credit / pairs;
+    a ranker at random scores 1/2 in expectation."""
+    credit, pairs = 0.0, 0
+    for i, j in itertools.combinations(range(len(gold)), 2):
+        want = _sign(gold[j] - gold[i])
+        if want == 0:
+            continue
+        got = _sign(ranks[j] - ranks[i])
+        credit += 1.0 if got == want else 0.5 if got == 0 else 0.0
+        pairs += 1
+    return credit, pairs

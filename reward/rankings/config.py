@@ -125,6 +125,12 @@ class ExportConfig:
     """Distinct annotators whose (not dismissed) flags drop a task; one account alone never empties the export."""
     test_size: float = 0.1
     """Share (<1) or count (>=1) of prompts held out as the test split; 0 writes only train."""
+    campaigns: list[str] = field(default_factory=list)
+    """Evaluation campaigns whose rankings are exported too (default none: they judge policies, they are not
+    training data). Gold tasks are never exported."""
+    annotator_weights: bool = True
+    """Estimate each annotator's reliability from the rankings (overlap and gold answers; reward/rankings/
+    reliability.py): annotators.json, and an `annotator_weight` on every row (1 where it cannot be estimated)."""
 
     def check(self, prefix: str = "") -> None:
         """Ranges and choices (everything but the paths)."""
@@ -195,6 +201,14 @@ class RankConfig:
     """Largest request body accepted, in KiB; a larger one is refused with 413 before it is read."""
     seed: int | None = None
     """Seed for the order completions are shown in; None draws fresh randomness per view."""
+    gold_rate: float | None = None
+    """Share of leases that hand out a gold task (known answer) while other work is left; saved in the store like N.
+    None keeps the store's (0 if never set)."""
+    gold_pause_below: float | None = None
+    """Gold accuracy (share of gold pairs ordered right) under which an annotator gets no more tasks; 0 never pauses.
+    None keeps the store's. An admin lifts a pause on the admin page."""
+    gold_min_answers: int | None = None
+    """Gold answers an annotator gives before the pause rule applies; None keeps the store's (5 if never set)."""
     workers: int = 1
     """Uvicorn worker processes (the database keeps leases, counts and the login throttle consistent across them)."""
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
@@ -214,6 +228,9 @@ class RankConfig:
         check_range(self, "login_window_seconds", 0, 86400, low_open=True)
         check_range(self, "max_body_kb", 1, 1024 * 1024)
         check_range(self, "workers", 1, 64)
+        check_range(self, "gold_rate", 0, 1)
+        check_range(self, "gold_pause_below", 0, 1)
+        check_range(self, "gold_min_answers", 1, 10**6)
         if self.allowed_hosts is not None:
             check_hosts(self.allowed_hosts)
         self.export.check(prefix="export.")
@@ -296,6 +313,9 @@ class ImportConfig:
     """Check every row and report what would be imported, writing nothing."""
     priority: float = 0.0
     """Each task's priority (the ranking app serves higher first); a row's own `priority` column wins."""
+    gold: bool = False
+    """Import every row as a gold task: its `ranks` (kwise rows; pairwise rows: chosen first) are the known answer.
+    Rows with `"gold": true` are gold tasks whatever this says. Gold tasks are mixed into queues at `gold_rate`."""
 
     def validate(self) -> None:
         require(self, "path", "store")
@@ -345,3 +365,43 @@ class AnnotateConfig:
         check_range(self, "annotators_per_task", 1, MAX_N)
         check_range(self, "max_tasks", 1)
         check_function(self.score, "score")  # last: it imports and calls the user's code
+
+
+@dataclass
+class CampaignConfig:
+    RUN_PATHS: ClassVar = {"store": "rankings.db", "eval_dir": "eval"}
+    """With `run=runs/x`: the store runs/x/rankings.db, the completions of `rlhf eval`'s runs/x/eval."""
+    run: str = ""
+    """Run folder (runs/x): store runs/x/rankings.db, eval_dir runs/x/eval."""
+    store: str = ""
+    """Ranking store the campaign's tasks go to (SQLite file or postgresql:// URL); from a rank config: its store."""
+    name: str = ""
+    """The campaign (letters, digits, '_', '.', '-'): `create` adds its tasks, `report` reads its rankings."""
+    eval_dir: str = ""
+    """An `rlhf eval` output folder: its samples.jsonl gives the completions (each policy's, same random draws) and
+    its eval.json the automatic figures shown beside the people's."""
+    policies: list[str] = field(default_factory=list)
+    """The eval's policies to compare (default: all of them, bon:N ones included)."""
+    draws: int = 1
+    """Tasks per held-out prompt: draws 0..draws-1 of the eval's samples; each task holds one completion per policy."""
+    annotators_per_task: int = 3
+    """N for the campaign's tasks (its own: the store's N for training tasks is untouched)."""
+    seed: int = 0
+    """Seed of the order each task's completions are stored in (shown in a new random order to each annotator)."""
+    output_dir: str = ""
+    """`report`: folder for eval_human.json and campaign.png (default: eval_dir, beside eval.json)."""
+    reference: str | None = None
+    """`report`: policy the win rates are shown against (default: the first policy)."""
+    bootstrap: int = 1000
+    """`report`: bootstrap resamples for the 95% intervals."""
+    unit: Literal["prompt", "task"] = "prompt"
+    """`report`: what the bootstrap resamples: prompts (intervals for the prompt population; needs >= ~20 prompts)
+    or tasks (intervals given these prompts)."""
+    json: bool = False
+    """`report`/`list`: print JSON instead of text."""
+
+    def validate(self) -> None:
+        require(self, "store")
+        check_range(self, "draws", 1, 10_000)
+        check_range(self, "annotators_per_task", 1, MAX_N)
+        check_range(self, "bootstrap", 10, 100_000)

@@ -79,15 +79,23 @@ def _as_messages(prompt) -> list[dict]:
     return prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
 
 
-def build_rows(rankings: list[dict], cfg: ExportConfig) -> tuple[list[dict], list[dict], dict]:
-    """(kwise rows, pairwise rows, counts); each row carries `_prompt_id` for the split (dropped on write)."""
-    rng = random.Random(cfg.seed)
-    counts = defaultdict(int)
+def training_rankings(rankings: list[dict], cfg: ExportConfig, counts: dict) -> dict[int, list[dict]]:
+    """The rankings that may train, by task: gold answers test people and campaigns judge policies, so neither is
+    training data (a campaign only when cfg.campaigns names it); what is left out is counted."""
     by_task: dict[int, list[dict]] = defaultdict(list)
     for r in rankings:
-        by_task[r["task_id"]].append(r)
-    chat = any(r["is_chat"] for r in rankings)
-    units = []  # (ranking, ranks, annotator, ranking ids, order shown, seconds, n annotators)
+        if r.get("gold"):
+            counts["gold_rankings_left_out"] += 1
+        elif r.get("campaign") is not None and r["campaign"] not in cfg.campaigns:
+            counts["campaign_rankings_left_out"] += 1
+        else:
+            by_task[r["task_id"]].append(r)
+    return by_task
+
+
+def _units(by_task: dict[int, list[dict]], cfg: ExportConfig, counts: dict) -> list[tuple]:
+    """(ranking, ranks, annotator, ranking ids, order shown, seconds, n annotators, annotator names) per row."""
+    units = []
     for _task_id, rs in sorted(by_task.items()):
         if len(rs) < cfg.min_annotators:
             counts["tasks_below_min_annotators"] += 1
@@ -107,14 +115,45 @@ def build_rows(rankings: list[dict], cfg: ExportConfig) -> tuple[list[dict], lis
                 counts["consensus_with_ties_dropped"] += 1
                 continue
             seconds = sum(r["seconds"] for r in rs) / len(rs)
-            units.append((rs[0], ranks, "consensus", [r["ranking_id"] for r in rs], [], seconds, len(rs)))
+            names = [r["annotator"] for r in rs]
+            units.append((rs[0], ranks, "consensus", [r["ranking_id"] for r in rs], [], seconds, len(rs), names))
         else:
             for r in rs:
                 units.append(
-                    (r, r["ranks"], r["annotator"], [r["ranking_id"]], r["order_shown"], r["seconds"], len(rs))
+                    (
+                        r,
+                        r["ranks"],
+                        r["annotator"],
+                        [r["ranking_id"]],
+                        r["order_shown"],
+                        r["seconds"],
+                        len(rs),
+                        [r["annotator"]],
+                    )
                 )
+    return units
+
+
+def annotator_weights(rankings: list[dict], gold: dict[int, list[int]]) -> dict:
+    """The reliability fit over every ranking, campaigns and gold answers included (they judge people even where
+    they do not train; reliability.py), and the per-annotator loss weights it gives: {"fit", "weights"}."""
+    from reward.rankings import reliability
+
+    rows = [{"task": r["task_id"], "annotator": r["annotator"], "ranks": r["ranks"]} for r in rankings]
+    fit = reliability.fit_reliability(rows, gold)
+    return {"fit": fit, "weights": reliability.weights(fit)}
+
+
+def build_rows(rankings: list[dict], cfg: ExportConfig, weights: dict | None = None) -> tuple[list, list, dict]:
+    """(kwise rows, pairwise rows, counts); each row carries `_prompt_id` for the split (dropped on write).
+
+    weights: {annotator: loss weight}; with cfg.annotator_weights every row gets `annotator_weight` (default 1)."""
+    rng = random.Random(cfg.seed)
+    counts = defaultdict(int)
+    units = _units(training_rankings(rankings, cfg, counts), cfg, counts)
+    chat = any(r["is_chat"] for r in rankings)
     kwise, pairwise = [], []
-    for r, ranks, annotator, ids, order_shown, seconds, n in units:
+    for r, ranks, annotator, ids, order_shown, seconds, n, names in units:
         prompt = _as_messages(r["prompt"]) if chat else r["prompt"]
         comps = [[{"role": "assistant", "content": t}] for t in r["completions"]] if chat else list(r["completions"])
         meta = {
@@ -129,23 +168,24 @@ def build_rows(rankings: list[dict], cfg: ExportConfig) -> tuple[list[dict], lis
         if no_preference(r["completions"], list(ranks)) is not None:
             # kept (a tie-aware loss learns from ties) but counted: the reward stage and DPO drop it under ties=drop
             counts["kwise_rows_without_preference"] += 1
-        kwise.append(
-            {
-                "prompt": prompt,
-                "completions": comps,
-                "ranks": list(ranks),
-                "annotator": annotator,
-                "task_id": r["task_id"],
-                "meta": meta,
-                "_prompt_id": r["prompt_id"],
-            }
-        )
+        row = {
+            "prompt": prompt,
+            "completions": comps,
+            "ranks": list(ranks),
+            "annotator": annotator,
+            "task_id": r["task_id"],
+            "meta": meta,
+            "_prompt_id": r["prompt_id"],
+        }
+        weight = {}
+        if cfg.annotator_weights:  # a consensus row weighs what its annotators weigh on average
+            weight["annotator_weight"] = sum((weights or {}).get(a, 1.0) for a in names) / len(names)
+        kwise.append({**row, **weight})
         for i, j, gap in ranking_pairs(list(ranks), cfg.pairs, cfg.ties, rng):
-            row = {"prompt": prompt, "chosen": comps[i], "rejected": comps[j]}
+            pair = {"prompt": prompt, "chosen": comps[i], "rejected": comps[j]}
             if cfg.margin:
-                row["margin"] = float(gap) * cfg.margin_scale
-            row["_prompt_id"] = r["prompt_id"]
-            pairwise.append(row)
+                pair["margin"] = float(gap) * cfg.margin_scale
+            pairwise.append({**pair, **weight, "_prompt_id": r["prompt_id"]})
     counts["kwise_rows"] = len(kwise)
     counts["pairwise_rows"] = len(pairwise)
     return kwise, pairwise, dict(counts)
@@ -178,6 +218,21 @@ def _write(rows: list[dict], test_ids: set[int], schema: str, cfg: ExportConfig,
     return {"rows": {name: len(data) for name, data in splits.items()}, "written": written}
 
 
+def write_annotators(output_dir: str, people: dict) -> str:
+    """annotators.json: each annotator's estimated reliability, the rankings it rests on, and the loss weight."""
+    from alignment.runtime import files
+
+    fit = people["fit"]
+    data = {
+        "model": "Plackett-Luce with one inverse temperature per annotator (reward/rankings/reliability.py)",
+        "tasks_used": fit["tasks"],
+        "gold_reliability": fit["gold"],
+        "annotators": {a: {**v, "weight": people["weights"][a]} for a, v in fit["annotators"].items()},
+    }
+    files.write_json(os.path.join(output_dir, "annotators.json"), data)
+    return "annotators.json"
+
+
 def export(cfg: ExportConfig, store=None) -> dict:
     """Export every committed ranking in the store as cfg says; returns the manifest it writes."""
 
@@ -185,15 +240,18 @@ def export(cfg: ExportConfig, store=None) -> dict:
     store = store or open_store(cfg.store, create=False)
     try:
         rankings = store.rankings()
+        gold = store.gold_answers()
     finally:
         if own:
             store.close()
     if not rankings:
         raise UserError(f"{safe_url(cfg.store)}: no rankings to export yet")
-    kwise, pairwise, counts = build_rows(rankings, cfg)
+    people = annotator_weights(rankings, gold) if cfg.annotator_weights else None
+    kwise, pairwise, counts = build_rows(rankings, cfg, people["weights"] if people else None)
     if not kwise:
         raise UserError(
             f"{safe_url(cfg.store)}: every ranking was filtered out ({counts}); check min_annotators/drop_flagged"
+            + ("; campaigns=[NAME] exports a campaign's rankings" if counts.get("campaign_rankings_left_out") else "")
         )
     test_ids = split_prompts([r["_prompt_id"] for r in kwise], cfg.test_size, cfg.seed)
     if "pairwise" in cfg.schemas and not pairwise:
@@ -204,6 +262,7 @@ def export(cfg: ExportConfig, store=None) -> dict:
         for schema, rows in (("kwise", kwise), ("pairwise", pairwise)):
             if schema in cfg.schemas:
                 outputs[schema] = _write(rows, test_ids, schema, cfg, tmp)
+        annotators = {"annotators": write_annotators(tmp, people)} if people else {}
     save_config(redacted(cfg), os.path.join(cfg.output_dir, "config.yaml"))
     store_url = safe_url(cfg.store)
     return manifest.write(
@@ -218,5 +277,6 @@ def export(cfg: ExportConfig, store=None) -> dict:
             "rankings_read": len(rankings),
             "prompts": {"train": len({r["_prompt_id"] for r in kwise} - test_ids), "test": len(test_ids)},
             "counts": counts,
+            **annotators,
         },
     )

@@ -7,7 +7,9 @@ Accepted rows (jsonl/json/parquet/csv files or a `datasets` folder, read by alig
 - kwise (our export): {"prompt", "completions", "ranks", "annotator"?, "task_id"?}: the earlier ranks and
   annotator go into the task's meta (`source_ranks`), so a re-ranking can be compared with them.
 Any row may carry a `priority` (a finite number; default the `priority` key, 0): the ranking app serves
-tasks of higher priority first.
+tasks of higher priority first. Gold tasks (known answer): with gold=true every row, otherwise rows with
+`"gold": true`; their `ranks` (pairwise rows: chosen first) are the answer, kept apart from the task and never
+shown or exported; they are mixed into annotators' queues at the ranking app's gold_rate.
 Prompts are strings or message lists; conversational completions ([{"role": "assistant", "content"}])
 become their text. The same rules as `rlhf sample`: a task whose completions are not distinct non-empty
 texts (an empty one, or the same text twice) is skipped and counted, and a task already in the store (same prompt and
@@ -24,6 +26,7 @@ from alignment.runtime.data import load_rows
 from reward.preference import check_ranks, distinct_and_nonempty
 from reward.rankings.config import ImportConfig
 from reward.rankings.store import canonical_prompt, open_store, task_key
+from reward.rankings.store.quality import gold_task
 
 FORMATS = ("completions", "pairwise", "kwise")
 SKIPPED = "an empty completion or the same completion twice"
@@ -93,7 +96,15 @@ def task_from_row(row: dict, fmt: str, where: str, cfg: ImportConfig) -> dict:
     if isinstance(row.get("meta"), dict) and fmt == "completions":
         meta["row_meta"] = row["meta"]
     completions = [{"text": t, "model": m} for t, m in zip(texts, models)]
-    return {"prompt": prompt, "completions": completions, "meta": meta, "priority": _priority(row, where, cfg)}
+    task = {"prompt": prompt, "completions": completions, "meta": meta, "priority": _priority(row, where, cfg)}
+    if cfg.gold or row.get("gold") is True:
+        if fmt == "completions":
+            raise UserError(f"{where}: a gold row needs its known answer: 'ranks' (or 'chosen' and 'rejected')")
+        # The answer lives only in gold_answers: not in the meta, where an earlier ranking would otherwise go.
+        meta.pop("source_ranks", None)
+        meta.pop("source_annotator", None)
+        return gold_task({**task, "ranks": [1, 2] if fmt == "pairwise" else row["ranks"]}, f"{where}: ")
+    return task
 
 
 def _priority(row: dict, where: str, cfg: ImportConfig) -> float:
@@ -145,8 +156,9 @@ def import_tasks(cfg: ImportConfig) -> dict:
         new = store.count_tasks() - before
     finally:
         store.close()
+    gold = sum("gold" in t for t in tasks)
     summary = (
         f"imported {new} new tasks from {cfg.path} ({len(tasks) - new} already in the store or repeated; "
-        f"{skipped} skipped: {SKIPPED})"
+        f"{skipped} skipped: {SKIPPED})" + (f"; {gold} rows are gold tasks" if gold else "")
     )
     return {"tasks": len(tasks), "new": new, "skipped": skipped, "summary": summary}

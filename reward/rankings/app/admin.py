@@ -45,18 +45,22 @@ class FlagReview(BaseModel):
 def admin_stats(store, n: int) -> dict:
     """Everything the admin page shows, as plain data."""
     by_task: dict[int, list] = {}
-    for r in store.rankings():
+    rankings = store.rankings()
+    for r in rankings:
         by_task.setdefault(r["task_id"], []).append((r["annotator"], r["ranks"]))
     agreement = agreement_summary(by_task)
     for key in ("pairwise_agreement", "kendall_tau", "krippendorff_alpha"):
         if agreement[key] is not None and math.isnan(agreement[key]):
             agreement[key] = None
+    from reward.rankings.app.quality import quality_stats
+
     return {
         "overview": store.overview(n),
         "annotators": store.annotator_rows(),
         "agreement": agreement,
         "flags": store.flags(),
         "users": store.list_users(),
+        "quality": quality_stats(store, rankings),  # gold accuracy, reliability, pauses, campaigns (app/quality.py)
     }
 
 

@@ -10,6 +10,8 @@ rlhf rank import FILE CONFIG.yaml [format=...] [show_models=true]
                                                        tasks from jsonl/json/parquet/csv or a datasets folder
 rlhf rank annotate CONFIG.yaml users=a,b score=module:function [temperature=1]
                                                        scripted annotators: dry-run a campaign
+rlhf rank campaign create|report|list CONFIG.yaml name=... [eval_dir=...] [annotators_per_task=3]
+                                                       blind evaluation campaigns (reward/rankings/campaign.py)
 rlhf rank users add|list|set-password|set-role|token|revoke|deactivate|activate [NAME] CONFIG.yaml [role=...]
 (`store=S` works in place of CONFIG.yaml everywhere.)
 """
@@ -39,6 +41,7 @@ from alignment.config import (
 )
 from reward.rankings.config import (
     AnnotateConfig,
+    CampaignConfig,
     ExportConfig,
     ImportConfig,
     RankConfig,
@@ -48,7 +51,8 @@ from reward.rankings.config import (
 )
 from reward.rankings.store import open_store, safe_url
 
-SUBCOMMANDS = ("serve", "status", "export", "import", "annotate", "users")
+SUBCOMMANDS = ("serve", "status", "export", "import", "annotate", "users", "campaign")
+CAMPAIGN_ACTIONS = ("create", "report", "list")
 SHARED_KEYS = {"store", "annotators_per_task"}
 USER_ACTIONS = ("add", "list", "set-password", "set-role", "token", "revoke", "deactivate", "activate")
 
@@ -60,6 +64,7 @@ def main(argv: list[str]) -> int:
     sub, rest = argv[0], argv[1:]
     commands = {"serve": serve, "status": status, "export": export_cmd, "import": import_cmd, "users": users}
     commands["annotate"] = annotate
+    commands["campaign"] = campaign
     if sub in commands:
         return commands[sub](rest)
     import difflib
@@ -91,6 +96,8 @@ def _derived(cls: type, rank: RankConfig) -> dict:
     if cls is ExportConfig:
         return to_dict(rank.export_config())
     out = {"store": rank.store_url()}
+    if cls is CampaignConfig and rank.output_dir:
+        out["eval_dir"] = os.path.join(rank.output_dir, "eval")  # where `rlhf eval run=...` writes
     if cls in (StatusConfig, AnnotateConfig):
         out["annotators_per_task"] = rank.annotators_per_task
     return out
@@ -223,14 +230,22 @@ def _password(cfg: UsersConfig, name: str) -> str:
     return pw
 
 
+def action_of(argv: list[str], what: str, actions: tuple, prog: str, cls: type, doc: str):
+    """(ACTION, the rest) of `rlhf rank <what> ACTION ...`; None after printing --help; UserError for another."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print_help(prog, cls, doc)
+        return None
+    if argv[0] not in actions:
+        raise UserError(f"unknown {what} action '{argv[0]}' (one of {', '.join(actions)})")
+    return argv[0], argv[1:]
+
+
 def users(argv: list[str]) -> int:
     doc = "Manage annotators and admins: " + " | ".join(USER_ACTIONS) + " (NAME after the action)."
-    if not argv or argv[0] in ("-h", "--help"):
-        print_help("rlhf rank users ACTION [NAME]", UsersConfig, doc)
+    found = action_of(argv, "users", USER_ACTIONS, "rlhf rank users ACTION [NAME]", UsersConfig, doc)
+    if found is None:
         return 0
-    action, rest = argv[0], argv[1:]
-    if action not in USER_ACTIONS:
-        raise UserError(f"unknown users action '{action}' (one of {', '.join(USER_ACTIONS)})")
+    action, rest = found
     cfg, extra = parse(f"rlhf rank users {action}", UsersConfig, rest, doc, positional=0 if action == "list" else 1)
     if cfg is None:
         return 0
@@ -348,4 +363,19 @@ def annotate(argv: list[str]) -> int:
     for name, count in result["per_annotator"].items():
         print(f"{name}: {count} rankings")
     print(f"annotate: done in {result['seconds']:.1f} s; {result['rankings']} rankings through {result['url']}")
+    return 0
+
+
+def campaign(argv: list[str]) -> int:
+    doc = "Evaluation campaigns: " + " | ".join(CAMPAIGN_ACTIONS) + " (people rank policies blind; see campaign.py)."
+    found = action_of(argv, "campaign", CAMPAIGN_ACTIONS, "rlhf rank campaign ACTION", CampaignConfig, doc)
+    if found is None:
+        return 0
+    action, rest = found
+    cfg, _ = parse(f"rlhf rank campaign {action}", CampaignConfig, rest, doc)
+    if cfg is None:
+        return 0
+    from reward.rankings.campaign import run
+
+    print(run(action, cfg))
     return 0

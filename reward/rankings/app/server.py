@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from alignment.config import UserError, from_dict
-from reward.rankings.app import admin, api, pages
+from reward.rankings.app import admin, api, pages, quality
 from reward.rankings.app.middleware import BodyLimit, SecurityHeaders
 from reward.rankings.app.ratelimit import LoginLimiter
 from reward.rankings.app.render import marked
@@ -70,6 +70,9 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
     if cfg.annotators_per_task is not None:
         app.state.store.set_annotators_per_task(cfg.annotators_per_task)
     app.state.n = app.state.store.annotators_per_task()
+    # The gold settings live in the store too; the store's lease and submit paths read them from there.
+    if (cfg.gold_rate, cfg.gold_pause_below, cfg.gold_min_answers) != (None, None, None):
+        app.state.store.set_gold_policy(cfg.gold_rate, cfg.gold_pause_below, cfg.gold_min_answers)
     app.state.rng = LockedRandom(cfg.seed)
     app.state.login_limiter = LoginLimiter(cfg.login_max_failures, cfg.login_window_seconds, store=app.state.store)
     templates = Jinja2Templates(directory=os.path.join(HERE, "templates"))
@@ -93,6 +96,7 @@ def create_app(cfg: RankConfig, store: Store | None = None) -> FastAPI:
     _error_handlers(app)
     app.include_router(api.router)
     app.include_router(admin.router)
+    app.include_router(quality.router)
     app.include_router(pages.router)
     return app
 

@@ -7,7 +7,7 @@ generation settings) that are always read whole.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -39,8 +39,39 @@ class Task(Base):
     created_at: Mapped[float] = mapped_column(Float)
     priority: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     """Acquisition score (active ranking, reward/acquisition.py): within a fill level the highest is served first."""
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"), nullable=True, index=True)
+    """The evaluation campaign this task belongs to (None: a training task); never exported for training unless asked."""
+    annotators: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    """N for this task alone (a campaign's); None: the store's N (`annotators_per_task`)."""
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A gold task: its known answer is in `gold_answers`; served at the gold rate to everyone, never exported."""
     # The assignment queue walks open tasks by fill level, then priority (highest first), then age (Store._candidates).
-    __table_args__ = (Index("ix_tasks_queue", "n_done", text("priority DESC"), "id"),)
+    __table_args__ = (
+        Index("ix_tasks_queue", "n_done", text("priority DESC"), "id"),
+        Index("ix_tasks_gold", "is_gold", "n_done", "id"),
+    )
+
+
+class Campaign(Base):
+    """An evaluation campaign: blind side-by-side rankings of policies' completions (store/quality.py)."""
+
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    """The policies, where their completions came from (the eval folder), N, the seed; admins only."""
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class GoldAnswer(Base):
+    """The known ranking of a gold task, apart from the task so no read of a task can carry it."""
+
+    __tablename__ = "gold_answers"
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), primary_key=True)
+    ranks: Mapped[list] = mapped_column(JSON)
+    """ranks[position], 1 = best, ties share (as in `rankings.ranks`)."""
+    created_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class Completion(Base):

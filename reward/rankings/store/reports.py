@@ -8,7 +8,18 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from reward.rankings.store.models import AuditLog, Completion, Flag, Lease, Prompt, Ranking, Skip, Task, User
+from reward.rankings.store.models import (
+    AuditLog,
+    Campaign,
+    Completion,
+    Flag,
+    Lease,
+    Prompt,
+    Ranking,
+    Skip,
+    Task,
+    User,
+)
 from reward.rankings.store.sql import Raw
 
 PAUSE_SECONDS = 600.0
@@ -61,26 +72,34 @@ class Reports:
             open_tasks = raw.one("open_tasks", n=n_per_task)[0]
             self._open_count = (n_per_task, now, open_tasks)
         available = max(open_tasks - done_by_me, 1 if approximate else 0)
+        if not approximate and self.gold_policy().pause_below and self._paused(s, user_id, self.gold_policy()):
+            # Paused for low gold accuracy: nothing more for them (and a scripted annotator stops waiting).
+            return {"ranked": ranked, "skipped": skipped, "available": 0, "paused": True}
         return {"ranked": ranked, "skipped": skipped, "available": available}
 
     def overview(self, n_per_task: int) -> dict:
-        """Task progress for the admin page and `rlhf rank status`."""
+        """Task progress for the admin page and `rlhf rank status` (gold tasks apart: they never complete)."""
         now = time.time()
+        target = func.coalesce(Task.annotators, n_per_task)  # a campaign's own N, else the store's
         with self._tx() as s:
-            tasks = s.scalar(select(func.count(Task.id))) or 0
-            complete = s.scalar(select(func.count(Task.id)).where(Task.n_done >= n_per_task)) or 0
-            started = s.scalar(select(func.count(Task.id)).where(Task.n_done > 0, Task.n_done < n_per_task)) or 0
+            queued = select(func.count(Task.id)).where(Task.is_gold.is_(False))
+            tasks = s.scalar(queued) or 0
+            complete = s.scalar(queued.where(Task.n_done >= target)) or 0
+            started = s.scalar(queued.where(Task.n_done > 0, Task.n_done < target)) or 0
+            needed = s.scalar(select(func.sum(target)).where(Task.is_gold.is_(False))) or 0
             leased = s.scalar(select(func.count()).select_from(Lease).where(Lease.expires_at > now)) or 0
             rankings = s.scalar(select(func.count(Ranking.id))) or 0
             flags = s.scalar(select(func.count(Flag.id))) or 0
+            gold = s.scalar(select(func.count(Task.id)).where(Task.is_gold.is_(True))) or 0
             return {
                 "tasks": tasks,
                 "complete": complete,
                 "in_progress": started,
                 "leased_now": leased,
                 "rankings": rankings,
-                "rankings_needed": tasks * n_per_task,
+                "rankings_needed": int(needed),
                 "flags": flags,
+                "gold_tasks": gold,
             }
 
     def annotator_rows(self) -> list[dict]:
@@ -149,6 +168,7 @@ class Reports:
                     flagged.setdefault(task_id, []).append(kind)
                 if status == "confirmed":
                     confirmed.add(task_id)
+            campaigns = dict(s.execute(select(Campaign.id, Campaign.name)).all())
             rows = s.execute(
                 select(Ranking, User.name, Task, Prompt)
                 .join(User, User.id == Ranking.annotator_id)
@@ -177,6 +197,9 @@ class Reports:
                         "task_meta": task.meta or {},
                         "flags": flagged.get(task.id, []),
                         "flag_confirmed": task.id in confirmed,
+                        # The export leaves these out of training data: gold always, campaigns unless asked.
+                        "campaign": campaigns.get(task.campaign_id),
+                        "gold": bool(task.is_gold),
                     }
                 )
             return out

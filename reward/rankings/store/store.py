@@ -27,7 +27,8 @@ from reward.rankings.store.accounts import Accounts
 from reward.rankings.store.engine import make_engine, migrate, redact
 from reward.rankings.store.errors import StoreFull
 from reward.rankings.store.group import GroupCommit
-from reward.rankings.store.models import AuditLog, Completion, Lease, Prompt, Setting, Task
+from reward.rankings.store.models import AuditLog, Completion, GoldAnswer, Lease, Prompt, Setting, Task
+from reward.rankings.store.quality import Quality
 from reward.rankings.store.reports import Reports
 from reward.rankings.store.work import Work
 
@@ -43,7 +44,8 @@ def canonical_prompt(prompt: str | list[dict]) -> tuple[str, bool]:
 
 
 def _prepare_task(where: str, task: dict) -> tuple:
-    """Validate one task and compute its idempotency key: (key, prompt text, is_chat, completions, meta, priority)."""
+    """Validate one task and compute its idempotency key: (key, prompt text, is_chat, completions, meta, priority,
+    kind): kind holds a campaign task's `campaign_id` and `annotators`, a gold task's `gold` ranks (store/quality.py)."""
     try:
         text, is_chat = canonical_prompt(task.get("prompt"))
     except UserError as e:
@@ -58,8 +60,11 @@ def _prepare_task(where: str, task: dict) -> tuple:
     priority = 0.0 if priority is None else priority
     if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority):
         raise UserError(f"{where}priority must be a finite number, got {str(priority)[:40]!r}")
-    key = _sha(text, *sorted(c["text"] for c in completions))
-    return key, text, is_chat, completions, dict(task.get("meta") or {}), float(priority)
+    kind = {k: task[k] for k in ("campaign_id", "annotators", "gold") if task.get(k) is not None}
+    # Campaign and gold tasks never merge with a training task of the same texts (nor with each other).
+    salt = [f"campaign:{kind['campaign_id']}"] if "campaign_id" in kind else ["gold"] if "gold" in kind else []
+    key = _sha(*salt, text, *sorted(c["text"] for c in completions))
+    return key, text, is_chat, completions, dict(task.get("meta") or {}), float(priority), kind
 
 
 def task_key(prompt: str | list[dict], texts: list[str]) -> str:
@@ -75,10 +80,10 @@ def _sha(*parts: str) -> str:
     return h.hexdigest()
 
 
-class Store(Accounts, Reports, Work):
+class Store(Accounts, Reports, Work, Quality):
     """The ranking store. Accounts (users, sessions, tokens, login throttle), Reports (progress, admin, export
-    reads) and Work (leases, rankings, undo, skips, flags) hold the methods; this class owns opening,
-    transactions, project settings and adding tasks."""
+    reads), Work (leases, rankings, undo, skips, flags) and Quality (evaluation campaigns, gold tasks) hold the
+    methods; this class owns opening, transactions, project settings and adding tasks."""
 
     def __init__(self, url_or_path: str, pool_size: int = 10, create: bool = True):
         self.url = str(url_or_path)
@@ -225,7 +230,7 @@ class Store(Accounts, Reports, Work):
                     raise
         raise AssertionError("unreachable")
 
-    def _insert_task(self, s: Session, key, text, is_chat, completions, meta, priority) -> int:
+    def _insert_task(self, s: Session, key, text, is_chat, completions, meta, priority, kind) -> int:
         found = s.scalar(select(Task.id).where(Task.key == key))
         if found is not None:
             return found
@@ -237,9 +242,21 @@ class Store(Accounts, Reports, Work):
             s.add(p)
             s.flush()
             prompt_id = p.id
-        task = Task(key=key, prompt_id=prompt_id, meta=meta, n_done=0, created_at=now, priority=priority)
+        task = Task(
+            key=key,
+            prompt_id=prompt_id,
+            meta=meta,
+            n_done=0,
+            created_at=now,
+            priority=priority,
+            campaign_id=kind.get("campaign_id"),
+            annotators=kind.get("annotators"),
+            is_gold="gold" in kind,
+        )
         s.add(task)
         s.flush()
+        if "gold" in kind:
+            s.add(GoldAnswer(task_id=task.id, ranks=kind["gold"], created_by=kind.get("by"), created_at=now))
         for pos, c in enumerate(completions):
             s.add(
                 Completion(

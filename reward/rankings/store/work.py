@@ -33,6 +33,9 @@ from reward.rankings.store.sql import Raw, dump, load
 
 FLAG_KINDS = ("unsafe", "all_bad", "not_rankable")
 MAX_ID = 2**63 - 1
+MAX_N_TTL_S = 2.0
+GOLD_N = 2**31 - 1
+"""The N gold tasks are claimed and submitted with: no limit on how many people answer one."""
 CONTENT_CACHE = 20_000
 
 
@@ -96,7 +99,7 @@ class Work:
         if got is not None:
             return got
         row = c.execute(
-            select(Prompt.text, Prompt.is_chat, Task.meta)
+            select(Prompt.text, Prompt.is_chat, Task.meta, Task.is_gold)
             .join(Task, Task.prompt_id == Prompt.id)
             .where(Task.id == task_id)
         ).first()
@@ -114,7 +117,9 @@ class Work:
             "texts": [t for t, _ in comps],
             "models": [m for _, m in comps],
             "meta": meta,
-            "show_models": bool(meta.get("show_models")),
+            # Never in a blind campaign; the policy names stay in the meta, which no annotator route returns.
+            "show_models": bool(meta.get("show_models")) and "campaign" not in meta,
+            "gold": bool(row.is_gold),  # decides N at submit; never part of a view
         }
         if len(self._content) >= CONTENT_CACHE:
             self._content.clear()
@@ -169,10 +174,19 @@ class Work:
 
     def _claim(self, c: Connection, user_id, n_per_task, now, lease_seconds, rng) -> TaskView | None:
         raw = Raw(c)
+        gold = self.gold_policy()
+        if gold.pause_below and self._paused(c, user_id, gold):
+            return None
         # SQLite serializes writers, so the first free candidate is always claimable; PostgreSQL claimers
         # run at once, so look at a few and spread them, among those of the highest priority only (the
         # acquisition score decides what is ranked first; among equals, spreading avoids collisions).
         candidates = self._candidates(c, user_id, n_per_task, now, limit=4 if raw.pg else 1)
+        # Gold tasks at the gold rate, only while there is other work: they are mixed into a queue, never all of it.
+        if candidates and gold.rate > 0 and rng.random() < gold.rate:
+            query = "candidates_gold_pg" if raw.pg else "candidates_gold"
+            found = raw.all(query, gold=True, now=now, user=user_id, limit=4 if raw.pg else 1)
+            if found:
+                candidates, n_per_task = [(r[0], r[1]) for r in found], GOLD_N
         top = [task_id for task_id, priority in candidates if priority == candidates[0][1]]
         rng.shuffle(top)
         for task_id in top + [task_id for task_id, _ in candidates[len(top) :]]:
@@ -224,15 +238,26 @@ class Work:
         of sorting every open task on each request.
         """
         raw = Raw(c)
-        query = "candidates_pg" if raw.pg else "candidates"
+        # Campaign tasks may ask for more annotators than the store's N: their fill levels come first.
+        top = max(n_per_task, self._max_annotators(raw))
         found: list[tuple] = []
-        for level in range(n_per_task - 1, -1, -1):
+        for level in range(top - 1, -1, -1):
+            query = "candidates" if level < n_per_task else "candidates_above"
+            query += "_pg" if raw.pg else ""
             found += [
                 (r[0], r[1]) for r in raw.all(query, level=level, now=now, user=user_id, limit=limit - len(found))
             ]
             if found:  # the fullest level with free tasks is enough
                 break
         return found
+
+    def _max_annotators(self, raw: Raw) -> int:
+        """The largest N any task asks for (0: none has its own), re-read every MAX_N_TTL_S: a statement less per
+        lease, and a campaign another process adds is served within that time."""
+        cached = getattr(self, "_max_n", None)
+        if cached is None or time.monotonic() - cached[0] > MAX_N_TTL_S:
+            cached = self._max_n = (time.monotonic(), raw.one("max_annotators")[0] or 0)
+        return cached[1]
 
     def _release(self, c: Connection, task_id: int, user_id: int) -> None:
         Raw(c).run("release", task=task_id, user=user_id)
@@ -293,6 +318,8 @@ class Work:
             if own[1] is None or own[1] < now:
                 raise Conflict("already_ranked", f"you already ranked task {task_id}")
             return self._revise(c, user_id, task_id, own, ranks, key, allow_ties)
+        if self._task_content(c, task_id)["gold"]:
+            n_per_task = GOLD_N  # everyone may answer a gold task (once each)
         record = self._record_pg if raw.pg else self._record_sqlite
         ranking_id, norm = record(raw, user_id, task_id, ranks, key, n_per_task, allow_ties, now)
         if ranking_id is None:

@@ -70,8 +70,17 @@ def test_export_writes_loadable_datasets_split_by_prompt(store, tmp_path):
     manifest = export(cfg, store=store)
     pw, kw = load_from_disk(str(out / "pairwise")), load_from_disk(str(out / "kwise"))
     assert set(pw) == set(kw) == {"train", "test"}
-    assert pw["train"].column_names == ["prompt", "chosen", "rejected", "margin"]
-    assert kw["train"].column_names == ["prompt", "completions", "ranks", "annotator", "task_id", "meta"]
+    # annotator_weight: each annotator's estimated reliability as a loss weight (reward/rankings/reliability.py)
+    assert pw["train"].column_names == ["prompt", "chosen", "rejected", "margin", "annotator_weight"]
+    assert kw["train"].column_names == [
+        "prompt",
+        "completions",
+        "ranks",
+        "annotator",
+        "task_id",
+        "meta",
+        "annotator_weight",
+    ]
     assert len(kw["train"]) + len(kw["test"]) == 20 and len(pw["train"]) + len(pw["test"]) == 20 * 3
     assert not set(kw["train"]["prompt"]) & set(kw["test"]["prompt"])
     assert not set(pw["train"]["prompt"]) & set(pw["test"]["prompt"])

@@ -55,6 +55,15 @@ MATRIX = [
     ("POST", "/admin/users", {"name": "x", "password": "pw-x"}, {"anon": 303, "csrf-less": 403}),
     ("POST", "/admin/users/{name}/{action}", {}, {"anon": 303, "csrf-less": 403}),
     ("POST", "/admin/flags/{flag}", {"status": "confirmed"}, {"anon": 303, "csrf-less": 403}),
+    # gold tasks, annotator quality and campaigns (app/quality.py): admins only
+    ("GET", "/api/admin/quality", None, {"anon": 401, "ann": 403, "root": 200}),
+    ("POST", "/api/admin/gold", {"prompt": "p?", "completions": ["x", "y"], "ranks": [2, 1]},
+     {"anon": 401, "csrf-less": 403, "ann": 403, "root": 200}),
+    ("POST", "/api/admin/annotators/{name}/resume", {}, {"anon": 401, "csrf-less": 403, "ann": 403, "root": 200}),
+    ("GET", "/api/admin/campaigns/{campaign}", None, {"anon": 401, "ann": 403, "root": 200}),
+    ("POST", "/admin/gold", {"prompt": "p", "completions": "a\n---\nb", "ranks": "1 2"}, {"anon": 303, "csrf-less": 403}),
+    ("POST", "/admin/annotators/{name}/resume", {}, {"anon": 303, "csrf-less": 403}),
+    ("GET", "/admin/campaigns/{campaign}", None, {"anon": 303, "csrf-less": 403}),
 ]  # fmt: skip
 
 
@@ -94,7 +103,22 @@ def world(store, tmp_path):
     ids["other"] = next(t for t in (t1, t2, t3) if t != ids["task"])  # nobody holds it
     ids["flag"] = store.flag(store.authenticate("root", "pw-root").id, ids["other"], "unsafe", admin=True)
     clients["root"].post("/api/admin/export")  # so the download exists
+    ids["campaign"] = blind_campaign(store)
     return app, clients, ids
+
+
+def blind_campaign(store) -> str:
+    """A campaign with one ranking (by carol, who skips the training tasks on her way to it) and a gold task."""
+    task = {"prompt": "campaign prompt?", "completions": [{"text": "c1"}, {"text": "c2"}]}
+    made = store.create_campaign("final", [{**task, "meta": {"policies": ["policy-sft", "policy-ppo"]}}], 2, meta={})
+    store.add_gold_tasks([{"prompt": "gold prompt?", "completions": [{"text": "g1"}, {"text": "g2"}], "ranks": [2, 1]}])
+    carol = store.add_user("carol", password="pw-carol")
+    while (view := store.next_task(carol, 2, 60)) is not None:
+        if view.meta.get("campaign") == made["name"]:
+            store.submit(carol, view.task_id, [1, 2], "carol-campaign", 2)
+            break
+        store.skip(carol, view.task_id)
+    return made["name"]
 
 
 def test_every_route_is_in_the_matrix(world):

@@ -56,7 +56,7 @@ def test_an_old_store_is_migrated_on_open_and_keeps_its_data(tmp_path):
     engine.dispose()
     s = open_store(path)
     with s.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert c.execute(text("SELECT COUNT(*) FROM flags")).scalar() == 1  # repeats collapsed to one
         assert c.execute(text("SELECT priority FROM tasks")).scalar() == 0  # tasks from before 0004: priority 0
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
