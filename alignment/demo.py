@@ -99,6 +99,11 @@ class DemoConfig:
     """Overrides for K-wise DPO (configs/dpo.yaml, loss.type=plackett_luce: each ranking whole)."""
     eval_samples: int = 64
     """Completions per held-out prompt for the final comparison (6 prompts: 384 pairs, win-rate stderr ~2%)."""
+    best_of: int = 4
+    """Best-of-N baseline beside the methods: N SFT samples per draw, the reward model's pick (0: none)."""
+    campaign: bool = True
+    """A blind campaign after the evaluation: scripted people (3 careful, 1 careless, with gold tasks mixed in) rank
+    every policy's completions through the ranking app; its ratings sit beside the automatic figures."""
 
     def validate(self) -> None:
         require(self, "output_dir")
@@ -215,12 +220,13 @@ def compare(cfg: DemoConfig, sft: str, paths: dict, seconds: dict, started: floa
     # 3. One evaluation of every policy against SFT on held-out prompts, by the hidden gold preference and the
     #    reward model; common random draws, so adding policies leaves each one's samples (and PPO's figures) as is.
     world = worlds.get(cfg.world)
-    show(f"eval: SFT vs {', '.join(cfg.methods)} on held-out prompts")
+    baselines = {f"bon{cfg.best_of}": f"bon:{cfg.best_of}:{sft}"} if cfg.best_of else {}
+    show(f"eval: SFT vs {', '.join([*baselines, *cfg.methods])} on held-out prompts")
     evaluation = evaluate(
         EvalConfig(
             output_dir=os.path.join(out, "eval"),
             seed=cfg.seed,
-            policies={"sft": sft, **{name: paths[name] for name in cfg.methods}},
+            policies={"sft": sft, **baselines, **{name: paths[name] for name in cfg.methods}},
             reference=sft,  # every method's reference: KL is measured to the model it started from
             reward_model=paths["reward"],
             judge=world.spec(),
@@ -233,19 +239,55 @@ def compare(cfg: DemoConfig, sft: str, paths: dict, seconds: dict, started: floa
         )
     )
 
-    # 4. The report, demo.json (PPO's headline figures, then `methods`) and the terminal summary.
-    methods = method_figures(evaluation, cfg.methods, seconds)
+    # 4. People as the judge: a blind campaign over the same completions, ranked through the app.
+    people = human_campaign(cfg, out, world, show) if cfg.campaign else None
+
+    # 5. The report, demo.json (PPO's headline figures, then `methods`) and the terminal summary.
+    methods = method_figures(evaluation, [*baselines, *cfg.methods], seconds)
     for name, m in methods.items():
-        m["label"], m["trained_on"] = METHODS[name]
+        m["label"], m["trained_on"] = METHODS.get(name) or best_of_label(cfg.best_of)
     figures = {"accuracy_ceiling": noise_ceiling(paths["export"], world, cfg.annotators.resolve(world))}
-    report = write_report(out, figures, gold=world.spec(), methods=methods)
+    report = write_report(out, figures, gold=world.spec(), methods=methods, campaign=people)
     headline = summary(out, figures)
     headline["minutes"] = (time.time() - started) / 60
     headline["methods"] = methods
+    headline["campaign"] = campaign_summary(people) if people else None
     files.write_json(os.path.join(out, "demo.json"), headline)
     show(f"demo: report {report}")
     summarize(headline, show)
     return headline
+
+
+def best_of_label(n: int) -> tuple[str, str]:
+    return f"Best-of-{n} (SFT)", f"no training: {n} SFT samples per draw, the reward model's pick"
+
+
+def human_campaign(cfg: DemoConfig, out: str, world: worlds.World, show=print) -> dict:
+    """The blind campaign of the demo's evaluation (alignment/human_eval.py): every policy's completions of 8 draws
+    per held-out prompt, 3 scripted people per task, gold tasks at a rate of 0.2, in the run's own store (kept out of
+    its training export)."""
+    from alignment.human_eval import run_campaign
+
+    show("campaign: scripted people rank every policy blind through the ranking app")
+    store, eval_dir = os.path.join(out, "rankings.db"), os.path.join(out, "eval")
+    return run_campaign(eval_dir, store, score=world.spec(), seed=cfg.seed, show=show)
+
+
+def campaign_summary(report: dict) -> dict:
+    """What demo.json keeps of the campaign: both orders, each policy's rating with its interval, the careless
+    annotator as gold tasks and the reliability estimate saw them."""
+    gold = report.get("order_agreement", {}).get("judge", {})
+    people = report.get("annotators", {})
+    return {
+        "order": report["order"],
+        "gold_order": gold.get("order"),
+        "kendall_tau": gold.get("kendall_tau"),
+        "ratings": report["ratings"],
+        "annotators": {name: {k: a.get(k) for k in ANNOTATOR_KEYS} for name, a in people.items()},
+    }
+
+
+ANNOTATOR_KEYS = ("rankings", "gold_accuracy", "reliability", "weight")
 
 
 def summarize(s: dict, show=print) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 
-from alignment.runtime.functions import load_scorer
+from alignment.runtime.functions import load_item_function
 from reward.rankings import campaign
 from reward.rankings.app.process import RankServer
 from reward.rankings.config import CampaignConfig
@@ -42,7 +42,7 @@ def gold_tasks(eval_dir: str, policies: list[str], score, first_draw: int, count
         if row.get("sample", 0) < first_draw or len(out) >= count:
             continue
         texts = [row[p]["completion"] for p in policies]
-        values = [score(t, samples[i]["prompt"]) for t in texts]
+        values = [score(samples[i]["prompt"], t) for t in texts]
         ranks = [1 + sum(v > x for v in values) for x in values]
         if len(set(ranks)) > 1 and len(set(texts)) == len(texts):
             out.append({"prompt": prompts[i], "completions": [{"text": t} for t in texts], "ranks": ranks})
@@ -59,7 +59,7 @@ def rank_with(store_url: str, annotators: list[SimAnnotator], score, password: s
     store.close()
     done: dict[str, int] = {}
     with RankServer(store=store_url, log_path=log_path) as server:
-        bots = [HttpAnnotator(server.url, a, password, lambda p, t: score(t, p), seed=seed) for a in annotators]
+        bots = [HttpAnnotator(server.url, a, password, score, seed=seed) for a in annotators]
 
         def work(bot: HttpAnnotator) -> None:
             done[bot.username] = bot.run()
@@ -93,10 +93,10 @@ def run_campaign(
 ) -> dict:
     """Run a blind campaign over `eval_dir`'s policies (all, or `policies`) with scripted annotators and return the
     report (what eval_human.json holds) plus "files" (eval_human.json, campaign.png) and "rankings_by" (per
-    annotator). `score` (module:function of (completion) or (completion, prompt)) is the hidden preference the
+    annotator). `score` (module:function of (prompt, completion)) is the hidden preference the
     annotators rank by and the gold tasks' answer. unit="task": the eval's few held-out prompts make a prompt
     bootstrap meaningless, so the intervals are given these prompts."""
-    scorer = load_scorer(score, "score")
+    scorer = load_item_function(score, "score")
     settings = {"draws": draws, "annotators_per_task": annotators_per_task, "bootstrap": bootstrap, "unit": unit}
     cfg = CampaignConfig(
         store=store, name=name, eval_dir=eval_dir, policies=list(policies or []), seed=seed, **settings

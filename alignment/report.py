@@ -427,8 +427,45 @@ def gold_from_samples(samples: list[dict], gold: str) -> dict:
     return {step: sum(v) / len(v) for step, v in by_step.items()}
 
 
+def campaign_section(report: dict) -> str:
+    """The report's section on the blind campaign: ratings with intervals beside the gold order, the careless one."""
+    from reward.rankings.campaign_report import policy_lines
+
+    gold = report.get("order_agreement", {}).get("judge", {})
+    people = report.get("annotators", {})
+    rows = ["| annotator | rankings | gold accuracy | reliability | weight |", "| --- | --- | --- | --- | --- |"]
+    for name, a in people.items():
+        keys = (("rankings", "d"), ("gold_accuracy", ".0%"), ("reliability", ".2f"), ("weight", ".2f"))
+        cells = [_fmt(a.get(key), spec) for key, spec in keys]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(f"    {line}" for line in policy_lines(report))
+    tau = f" (Kendall tau {gold['kendall_tau']:+.2f})" if _finite(gold.get("kendall_tau")) else ""
+    return f"""
+## People as the judge
+
+A blind campaign over the same held-out completions (`rlhf rank campaign`): {report["tasks"]} tasks, each showing
+every policy's completion of one draw in a random order, ranked by {report["annotators_per_task"]} scripted people
+through the ranking app, gold tasks mixed in. Plackett-Luce ratings with 95% bootstrap intervals (over tasks), the
+win rate over {report["reference"]}, and the automatic figures beside them:
+
+{table}
+
+People's order: {" > ".join(report["order"])}
+Gold order: {" > ".join(gold.get("order") or [])}{tau}
+
+The annotators as the gold tasks and the reliability estimate see them (one of them ranks at random):
+
+{chr(10).join(rows)}
+"""
+
+
 def write_report(
-    run_dir: str, figures: dict, folders: dict | None = None, gold: str | None = None, methods: dict | None = None
+    run_dir: str,
+    figures: dict,
+    folders: dict | None = None,
+    gold: str | None = None,
+    methods: dict | None = None,
+    campaign: dict | None = None,
 ) -> str:
     """Write run_dir/report.md and its three PNG plots; returns the report's path.
 
@@ -482,7 +519,7 @@ Gold reward is the hidden preference the scripted annotators ranked by, measured
 (topics no stage trained on). The win rate compares PPO's and SFT's completions drawn with the same
 random numbers, prompt by prompt; ties count half. The accuracy ceiling is what a perfect model of the
 gold preference would score against the noisy annotators' labels.
-{methods_section(methods) if methods else ""}{health_section(evaluation, methods) if methods else ""}
+{methods_section(methods) if methods else ""}{health_section(evaluation, methods) if methods else ""}{campaign_section(campaign) if campaign else ""}
 ## Gold reward, {"SFT vs every method" if methods else "SFT vs PPO"}
 
 ![gold reward]({os.path.basename(plots["gold_reward.png"])})

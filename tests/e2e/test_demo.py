@@ -46,11 +46,12 @@ def test_demo_aligns_the_tiny_model_and_reports_it(demo_run):
 
     # Every method trained from the same SFT model, rankings and reward model, compared in one evaluation.
     methods = s["methods"]
-    assert list(methods) == ["ppo", "rloo", "grpo", "dpo", "dpo_kwise"], methods
+    assert list(methods) == ["bon4", "ppo", "rloo", "grpo", "dpo", "dpo_kwise"], methods
     assert methods["ppo"]["win_rate"] == s["gold_win_rate"] and methods["ppo"]["kl"] == s["final_kl"]
     for name, m in methods.items():
-        assert m["win_rate"] >= MIN_WIN_RATE, (name, m)
-        assert m["gold_gain"] > 0.8 and m["seconds"] > 0 and m["samples"] == s["samples"], (name, m)
+        assert m["win_rate"] >= (MIN_WIN_RATE if name != "bon4" else 0.6), (name, m)
+        assert m["gold_gain"] > 0.8 and m["samples"] == s["samples"], (name, m)
+        assert name == "bon4" or m["seconds"] > 0, (name, m)
         row = f"| {m['label']} | {m['trained_on']} | {m['win_rate']:.1%} ± {m['win_rate_stderr']:.1%} |"
         assert row in report, (name, row)
         assert f"{m['label']}  " in proc.stdout and f"{m['win_rate']:.1%}" in proc.stdout, name
@@ -70,3 +71,20 @@ def test_every_demo_policy_writes_healthy_text(demo_run):
         assert m["repeated_ngram_rate"] <= sft["repeated_ngram_rate"] + 0.05, name
     rows = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| SFT |")]
     assert len(rows) == 1 and "100%" in rows[0]
+
+
+def test_people_judge_the_demo_blind_and_the_careless_one_is_caught(demo_run):
+    """The demo's campaign: scripted people rank every policy's completions blind through the ranking app; their order
+    puts SFT last as the gold does, and the careless annotator is caught by gold tasks and by the reliability fit."""
+    out, proc = demo_run
+    c = json.loads((out / "demo.json").read_text())["campaign"]
+    assert c["order"][-1] == c["gold_order"][-1] == "sft", c
+    assert c["kendall_tau"] > 0.3, c
+    for name, r in c["ratings"].items():
+        assert r["low"] <= r["rating"] <= r["high"], name
+    people = c["annotators"]
+    careful = [a for a in people if a.startswith("careful")]
+    assert people["careless"]["gold_accuracy"] < min(people[a]["gold_accuracy"] for a in careful)
+    assert people["careless"]["weight"] < 0.2 < min(people[a]["weight"] for a in careful)
+    assert "## People as the judge" in (out / "report.md").read_text()
+    assert (out / "eval" / "eval_human.json").is_file() and (out / "eval" / "campaign.png").stat().st_size > 10_000
