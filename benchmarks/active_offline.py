@@ -13,11 +13,11 @@ temperature some prompts give near-identical candidates, others very different o
 reward is r* = w* . phi; a scripted annotator ranks the K shown candidates by Plackett-Luce with
 temperature 1 (the demo's annotator model), so every pair follows Bradley-Terry on r*.
 
-Other worlds (`--world`): `reviews` is the demo's (review prompts, M reviews each from the corpus generator,
-the hidden gold reward as r*) with as features what the score head of `--model` reads, frozen; `tokens` is
-the demo's with the hashed bag-of-token counts of `acquisition.features=tokens` as features: the gold
-reward counts words, so there the linear head is the right model and the curves bound what selection can
-gain on the demo world at all.
+Other worlds (`--world`): any world of the family (alignment/assets/worlds.py; `reviews` is the demo's: its
+prompts, M completions each from its generator, its hidden gold as r*) with as features what the score head of
+`--model` reads, frozen (default the world's base), or with `--features tokens` the hashed bag-of-token counts
+of `acquisition.features=tokens`; `tokens` is `--world reviews --features tokens`: the demo's gold counts words,
+so there the linear head is the right model and the curves bound what selection can gain on the demo world.
 
     python benchmarks/active_offline.py --world tokens --pool 240 --held-out 500 --start 30 --batch 30 --budget 120 --seeds 5
     python benchmarks/active_offline.py --world tokens --pool 864 --held-out 500 --start 48 --batch 48 --budget 432
@@ -70,35 +70,37 @@ def linear_world(args, seed: int) -> dict:
     return finish_world(args, g, *prompts(args.pool), *prompts(args.held_out))
 
 
-def reviews_world(args, seed: int) -> dict:
-    """The demo's world: review prompts, M reviews each from the corpus generator, the hidden gold reward as r*,
-    and as features what the score head of `--model` reads (a reward run folder, or a base such as the builtin)."""
+def family_world(args, seed: int) -> dict:
+    """A world of the family (alignment/assets/worlds.py; `reviews` is the demo's): its prompts (pool: training topics,
+    held out: test topics), M completions each from its generator, its hidden gold as r*, and as features what the
+    score head of `--model` reads (a reward run folder, or a base: default the world's own), or with
+    `--features tokens` the hashed bag-of-token counts of `acquisition.features=tokens`."""
     import random
 
-    from alignment.assets import reviews
-    from alignment.assets.gold import gold_reward
+    from alignment.assets.worlds import WORLDS
     from alignment.runtime import tiny
     from reward.model import load_reward_model
 
-    model, tokenizer = load_reward_model(tiny.resolve(args.model))
+    world = WORLDS["reviews" if args.world == "tokens" else args.world]
+    model, tokenizer = load_reward_model(tiny.resolve(args.model or world.model))
     rng = random.Random(seed)
 
-    def prompts(n):
-        texts = [
-            f"{reviews.prompt_for(rng.choice(reviews.TOPICS))[:-1]} {rng.choice(reviews.NOUNS)}:" for _ in range(n)
-        ]
-        candidates = [[" " + reviews.review(rng) for _ in range(args.candidates)] for _ in range(n)]
-        if args.world == "tokens":  # the acquisition.features=tokens surrogate's features: no forward pass
+    def prompts(n, split):
+        topics = [rng.choice(world.topics(split)) for _ in range(n)]
+        texts = [world.prompt_text(t) for t in topics]
+        candidates = [[" " + world.completion(rng, t) for _ in range(args.candidates)] for t in topics]
+        if args.world == "tokens" or args.features == "tokens":  # the surrogate's features: no forward pass
             from reward.rankings.active import token_features
 
             flat = token_features(tokenizer, [c for row in candidates for c in row], args.token_dim)
             phi = flat.reshape(n, args.candidates, -1)
         else:
             phi, _ = U.candidate_features(model, tokenizer, texts, candidates, batch_size=64, max_length=96)
-        gold = torch.tensor([[gold_reward(c) for c in row] for row in candidates], dtype=torch.float64)
-        return phi.double(), gold
+        gold = torch.tensor([[world.gold_reward(c, p) for c in row] for p, row in zip(texts, candidates)])
+        return phi.double(), gold.double()
 
-    return finish_world(args, torch.Generator().manual_seed(seed), *prompts(args.pool), *prompts(args.held_out))
+    g = torch.Generator().manual_seed(seed)
+    return finish_world(args, g, *prompts(args.pool, "train"), *prompts(args.held_out, "test"))
 
 
 def finish_world(args, g, pool, pool_r, held, held_r) -> dict:
@@ -232,10 +234,17 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         default="rule",
         help="which prompts are ranked: the rule's highest scores, or random (the rule picks K of M only)",
     )
-    parser.add_argument("--world", choices=("linear", "reviews", "tokens"), default="linear", help="see the docstring")
+    from alignment.assets.worlds import WORLDS
+
+    parser.add_argument(
+        "--world", choices=("linear", "tokens", *WORLDS), default="linear", help="linear, or a world of the family"
+    )
+    parser.add_argument(
+        "--features", choices=("head", "tokens"), default="head", help="family worlds: what r is fit on"
+    )
     parser.add_argument("--token-dim", type=int, default=1024, help="tokens world: hashed bag-of-tokens width")
     parser.add_argument(
-        "--model", default="builtin:tiny-llama", help="reviews world: whose features (reward folder or base)"
+        "--model", default=None, help="family worlds: whose features (reward folder or base; default the world's)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--cost", type=int, default=0, help="instead: time and memory at this hidden size")
@@ -260,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     curves, ceilings = {x: [] for x in methods}, []
     for seed in range(args.seeds):
-        world = (linear_world if args.world == "linear" else reviews_world)(args, seed)  # reviews, tokens: the demo
+        world = (linear_world if args.world == "linear" else family_world)(args, seed)
         ceilings.append(ceiling(world))
         for method in methods:
             curves[method].append(run(args, world, method, seed))
@@ -274,8 +283,9 @@ def report(args, curves: dict, mean: dict, best: float, seconds: float) -> None:
     pairs = math.comb(args.k, 2)
     rounds = [n for n, _ in mean["random"]]
     marks = sorted({min(rounds, key=lambda n: abs(n - args.budget * f)) for f in (0, 1 / 6, 1 / 3, 1 / 2, 2 / 3, 1)})
+    features = "token counts" if args.world == "tokens" or args.features == "tokens" else f"the head of {args.model}"
     world = f"linear, d={args.dim}, spread {args.spread}, decay {args.decay}" if args.world == "linear" else (
-        f"reviews, features of {args.model}")  # fmt: skip
+        f"{args.world}, features: {features}")  # fmt: skip
     print(
         f"world: {world}; pool {args.pool} prompts x M={args.candidates}, K={args.k} ({pairs} comparisons a ranking); "
         f"prompts chosen by: {args.tasks}; {args.seeds} seeds; {seconds:.0f}s"

@@ -204,6 +204,10 @@ class World:
             return reviews.prompts(split)
         return [{"prompt": self.text.prompt(t)} for t in self.topics(split)]
 
+    def prompt_text(self, topic) -> str:
+        """A topic's prompt as plain text (a chat's messages joined)."""
+        return reviews.prompt_for(topic) if self.text is None else self.text.prompt_words(topic)
+
     def completion(self, rng: random.Random, topic) -> str:
         return reviews.review(rng) if self.text is None else self.text.completion(rng, topic)
 

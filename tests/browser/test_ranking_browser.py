@@ -309,7 +309,7 @@ def test_admin_manages_people_from_the_page(browser, tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # The restyled pages: buttons that look like buttons, no jump, no replacement characters, a sane per-hour figure,
-# a favicon, nothing refused by the CSP; at a phone's width and a desktop's. The README's screenshots come from here.
+# a favicon, nothing refused by the CSP; at a phone's width and a desktop's. The docs' screenshots (docs/img) come from here.
 
 WIDTHS = {"narrow": 390, "wide": 1280}
 SKY = [
