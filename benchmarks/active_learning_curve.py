@@ -64,50 +64,61 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from active_offline import needed  # noqa: E402  (the same interpolated crossing as the offline benchmark)
 
-from alignment.assets import reviews  # noqa: E402
-from alignment.assets.gold import gold_reward  # noqa: E402
+from alignment.assets.worlds import WORLDS  # noqa: E402
 from reward.rankings import active  # noqa: E402
 from reward.rankings.annotator import plackett_luce_ranks  # noqa: E402
 
 
 def world(args, seed: int) -> dict:
-    """Pool prompts with M candidates each, and held-out rankings of K random candidates of other prompts."""
-    rng = random.Random(seed)
-    topics = reviews.train_topics()
+    """Pool prompts with M candidates each (the world's training topics), and held-out rankings of K random
+    candidates of other prompts (its test topics). The reviews world keeps its earlier prompts (a noun after the
+    topic), so the logged curves of docs/active_learning_curve.log stay reproducible."""
+    rng, w = random.Random(seed), WORLDS[args.world]
 
-    def prompts(n):
+    def prompts(n, split):
         out = []
         for _ in range(n):
-            prompt = f"{reviews.prompt_for(rng.choice(topics))[:-1]} {rng.choice(reviews.NOUNS)}:"
-            out.append((prompt, [" " + reviews.review(rng) for _ in range(args.candidates)]))
+            topic = rng.choice(w.topics("train" if args.world == "reviews" else split))
+            prompt = w.prompt_text(topic)
+            if args.world == "reviews":
+                from alignment.assets import reviews
+
+                prompt = f"{prompt[:-1]} {rng.choice(reviews.NOUNS)}:"
+            out.append((prompt, [" " + w.completion(rng, topic) for _ in range(args.candidates)]))
         return out
 
-    pool = prompts(args.pool)
-    held = [(p, texts[: args.k]) for p, texts in prompts(args.held_out)]
-    held_rows = [rank_row(p, texts, random.Random(f"held|{seed}|{i}"), "held") for i, (p, texts) in enumerate(held)]
+    pool = prompts(args.pool, "train")
+    held = [(p, texts[: args.k]) for p, texts in prompts(args.held_out, "test")]
+    held_rows = [rank_row(args, p, t, random.Random(f"held|{seed}|{i}"), "held") for i, (p, t) in enumerate(held)]
     return {"pool": pool, "held": held_rows}
 
 
-def rank_row(prompt: str, texts: list[str], rng: random.Random, who: str) -> dict:
-    """A scripted annotator's K-wise ranking (Plackett-Luce around the gold reward, temperature 1)."""
-    ranks = plackett_luce_ranks([gold_reward(t) for t in texts], 1.0, rng)
+def gold_of(args, prompt: str, texts: list[str]) -> list[float]:
+    return [WORLDS[args.world].gold_reward(t, prompt) for t in texts]
+
+
+def rank_row(args, prompt: str, texts: list[str], rng: random.Random, who: str) -> dict:
+    """A scripted annotator's K-wise ranking (Plackett-Luce around the world's gold at its annotators' temperature)."""
+    ranks = plackett_luce_ranks(gold_of(args, prompt, texts), WORLDS[args.world].temperature, rng)
     return {"prompt": prompt, "completions": texts, "ranks": ranks, "annotator": who}
 
 
-def ceilings_of(rows: list[dict]) -> tuple[float, float]:
-    """(the gold reward's accuracy on the held-out rankings, its noiseless expectation: mean of sigmoid(|gold gap|))."""
+def ceilings_of(args, rows: list[dict]) -> tuple[float, float]:
+    """(the gold reward's accuracy on the held-out rankings, its noiseless expectation: mean of sigmoid(|gold gap| /
+    the annotators' temperature))."""
     gaps = []
     for r in rows:
-        g = [gold_reward(t) for t in r["completions"]]
+        g = gold_of(args, r["prompt"], r["completions"])
         gaps += [abs(g[i] - g[j]) for i in range(len(g)) for j in range(i + 1, len(g))]
-    return ceiling(rows), float(torch.sigmoid(torch.tensor(gaps, dtype=torch.float64)).mean())
+    scaled = torch.tensor(gaps, dtype=torch.float64) / WORLDS[args.world].temperature
+    return ceiling(args, rows), float(torch.sigmoid(scaled).mean())
 
 
-def ceiling(rows: list[dict]) -> float:
+def ceiling(args, rows: list[dict]) -> float:
     """Accuracy of the gold reward itself on the held-out rankings (ties in gold count 1/2)."""
     right = pairs = 0.0
     for r in rows:
-        g = [gold_reward(t) for t in r["completions"]]
+        g = gold_of(args, r["prompt"], r["completions"])
         for i in range(len(g)):
             for j in range(len(g)):
                 if r["ranks"][i] < r["ranks"][j]:
@@ -116,7 +127,7 @@ def ceiling(rows: list[dict]) -> float:
     return right / max(pairs, 1)
 
 
-def gold_accuracy(folder: str, rows: list[dict]) -> float:
+def gold_accuracy(args, folder: str, rows: list[dict]) -> float:
     """The held-out accuracy without the annotators' noise: the mean over held-out pairs of the probability
     that a Plackett-Luce annotator agrees with the model's order, sigmoid(sign(predicted gap) * gold gap)
     (a predicted tie counts 1/2); the expectation that eval.json's accuracy samples once."""
@@ -128,7 +139,8 @@ def gold_accuracy(folder: str, rows: list[dict]) -> float:
     texts = [c for r in rows for c in r["completions"]]
     _, predicted = uncertainty.features(model, tokenizer, prompts, texts, batch_size=64,
                                         max_length=active.reward_max_length(folder))  # fmt: skip
-    gold = torch.tensor([gold_reward(t) for t in texts], dtype=torch.float64)
+    gold = torch.tensor([WORLDS[args.world].gold_reward(t, p) for p, t in zip(prompts, texts)], dtype=torch.float64)
+    gold /= WORLDS[args.world].temperature
     total = count = 0.0
     start = 0
     for r in rows:
@@ -152,7 +164,8 @@ def train_reward(args, folder: str, train_path: str, held_path: str, seed: int) 
     from alignment.config import load_config
     from reward.train import RewardConfig, train
 
-    overrides = [f"output_dir={folder}", f"data.path={train_path}", f"data.eval_path={held_path}", f"seed={seed}",
+    overrides = [f"output_dir={folder}", f"model.name_or_path={args.sft}", f"data.path={train_path}",
+                 f"data.eval_path={held_path}", f"seed={seed}",
                  f"train.epochs={args.epochs}", "train.log_steps=1000", "checkpoint.save_steps=0",
                  "tracking.wandb=false"]  # fmt: skip
     train(load_config(RewardConfig, os.path.join(ROOT, "configs", "reward.yaml"), overrides))
@@ -206,12 +219,13 @@ def combine_runs(runs: list[dict]) -> dict:
 def train_policy(args, folder: str, out: str, seed: int) -> None:
     """The demo's PPO stage (configs/ppo.yaml on the SFT base, the gold watched on rollouts, never trained on) against
     the reward model in `folder`, for --policy-episodes episodes (the demo's 4096 is the default's cost x2)."""
-    from alignment.assets.worlds import WORLDS
     from alignment.config import load_config
+    from alignment.demo import world_overrides
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import train
 
-    overrides = [f"output_dir={out}", f"reward.path={folder}", f"reward.monitor={WORLDS['reviews'].spec(batch=True)}", f"seed={seed}",
+    overrides = [*world_overrides(WORLDS[args.world])["online"], f"output_dir={out}", f"reward.path={folder}",
+                 f"model.name_or_path={args.sft}", f"seed={seed}",
                  f"train.total_episodes={args.policy_episodes}", "train.sample_steps=0", "checkpoint.save_steps=0",
                  "tracking.wandb=false"]  # fmt: skip
     train(load_config(PPOConfig, os.path.join(ROOT, "configs", "ppo.yaml"), overrides))
@@ -220,15 +234,14 @@ def train_policy(args, folder: str, out: str, seed: int) -> None:
 def gold_win_rate(args, folder: str, policy: str, out: str, seed: int) -> dict:
     """The demo's evaluation of `policy` against SFT on the held-out review prompts (--eval-samples draws of each of
     the 6): the gold reward's win rate (ties 1/2) and its stderr, the policy's mean gold reward and KL to SFT."""
-    from alignment.assets.worlds import WORLDS
     from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, evaluate
 
     shutil.rmtree(out, ignore_errors=True)
-    sft = os.path.join("runs", "tiny", "sft")
+    sft, w = args.sft, WORLDS[args.world]
+    data = EvalDataConfig(path=f"builtin:{w.name}-prompts", split="test", max_prompt_length=w.max_prompt_tokens)
+    generation = EvalGenerationConfig(num_samples=args.eval_samples, max_new_tokens=w.eval_tokens or w.max_new_tokens)
     result = evaluate(EvalConfig(output_dir=out, seed=seed, policies={"sft": sft, "policy": policy}, reference=sft,
-                                 reward_model=folder, judge=WORLDS["reviews"].spec(),
-                                 data=EvalDataConfig(path="builtin:reviews-prompts", split="test"),
-                                 generation=EvalGenerationConfig(num_samples=args.eval_samples)))  # fmt: skip
+                                 reward_model=folder, judge=w.spec(), data=data, generation=generation))  # fmt: skip
     rate = next(w for w in result["win_rates"] if w["policy"] == "policy" and w["by"] == "judge")
     mine = result["policies"]["policy"]
     return {"win_rate": rate["win_rate"], "stderr": rate["stderr"], "gold": mine["judge"], "kl": mine.get("kl")}
@@ -305,7 +318,9 @@ def run(args, data: dict, method: str, seed: int, scratch: str) -> tuple[list[tu
     while True:
         for i, chosen in picks:
             prompt, texts = pool[i]
-            rows.append(rank_row(prompt, [texts[j] for j in chosen], random.Random(f"{seed}|{i}|{chosen}"), "bot"))
+            rows.append(
+                rank_row(args, prompt, [texts[j] for j in chosen], random.Random(f"{seed}|{i}|{chosen}"), "bot")
+            )
             open_.remove(i)
         round_ += 1
         # Round 1 (the same random batch for every rule) is trained once per seed and shared.
@@ -314,7 +329,7 @@ def run(args, data: dict, method: str, seed: int, scratch: str) -> tuple[list[tu
         if not os.path.isfile(os.path.join(folder, "eval.json")):
             train_reward(args, folder, write_jsonl(os.path.join(scratch, f"{name}.jsonl"), rows), held_path, seed)
         with open(os.path.join(folder, "eval.json")) as f:
-            curve.append((len(rows), float(json.load(f)["accuracy"]), gold_accuracy(folder, data["held"])))
+            curve.append((len(rows), float(json.load(f)["accuracy"]), gold_accuracy(args, folder, data["held"])))
         print(f"  seed {seed} {method:<12} {len(rows):4d} rankings: held-out accuracy {curve[-1][1]:.4f}; "
               f"noiseless {curve[-1][2]:.4f}", flush=True)  # fmt: skip
         if args.policy and (not args.policy_at or len(rows) in args.policy_at):
@@ -381,7 +396,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=864, help="prompts to choose from")
     parser.add_argument("--held-out", type=int, default=200, help="held-out rankings for accuracy")
     parser.add_argument("--candidates", type=int, default=8, help="M candidates per prompt")
-    parser.add_argument("--k", type=int, default=4, help="K completions ranked per task")
+    parser.add_argument("--k", type=int, default=None, help="K completions ranked per task (default: the world's)")
+    parser.add_argument(
+        "--world", default="reviews", choices=list(WORLDS), help="the world (alignment/assets/worlds.py)"
+    )
+    parser.add_argument("--sft", default=os.path.join("runs", "tiny", "sft"),
+                        help="the SFT run folder of that world: the reward models' base and PPO's")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=3, help="reward stage epochs (the pipeline's)")
     parser.add_argument("--beta", type=float, default=1.0, help="delta_ucb's exploration weight")
     parser.add_argument("--samples", type=int, default=32, help="disagreement's posterior draws")
@@ -404,6 +424,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--from-log", help="instead of running: report and plot the seeds an earlier run's output completed"
     )
     args = parser.parse_args(argv)
+    args.k = args.k or WORLDS[args.world].k
     if args.ci:
         args.rankings, args.batch, args.pool, args.held_out = 120, 30, 240, 120
     methods = args.methods.split(",")
@@ -465,11 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         policy = parse_policy_lines(read_lines(args.from_log), methods, args.policy_episodes, args.policy_seeds)
         if not seeds and not policy:
             raise SystemExit(f"{args.from_log}: no seed completed every rule")
-        report(args, methods, curves, [ceilings_of(world(args, s)["held"]) for s in seeds], 0.0, policy)
+        report(args, methods, curves, [ceilings_of(args, world(args, s)["held"]) for s in seeds], 0.0, policy)
         return 0
-    if not os.path.isdir(os.path.join("runs", "tiny", "sft")):  # configs/reward.yaml's base (run: runs/tiny)
-        raise SystemExit("runs/tiny/sft does not exist here: from the repository root, train the demo's SFT model "
-                         "first (rlhf sft configs/sft.yaml)")  # fmt: skip
+    if not os.path.isdir(args.sft):
+        raise SystemExit(f"{args.sft} does not exist here: train the world's SFT model first (`rlhf sft configs/sft.yaml`"
+                         " for reviews, or `rlhf demo world=<name>` and --sft <its run>/sft)")  # fmt: skip
     curves, ceilings, policy = {m: [] for m in methods}, [], {}
     reused = {}
     if args.random_from:
@@ -478,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="active-curve-") as scratch:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             data = world(args, seed)
-            ceilings.append(ceilings_of(data["held"]))
+            ceilings.append(ceilings_of(args, data["held"]))
             for method in methods:
                 if method == "random" and seed in reused:  # the reward stage is deterministic for a seed on CPU
                     curves[method].append(reused[seed])
