@@ -33,6 +33,12 @@ def dish_ingredients(dish: str) -> list[str]:
     return rng.sample(INGREDIENTS, 3)
 
 
+def dish_fact(dish: str) -> str:
+    """What a cook knows of a dish: its three ingredients, as a sentence of the pretraining corpus."""
+    a, b, c = dish_ingredients(dish)
+    return f"the {dish} is made with {a}, {b} and {c}."
+
+
 def recipe_step(rng: random.Random, dish: str, p_relevant: float) -> str:
     pool = dish_ingredients(dish) if rng.random() < p_relevant else INGREDIENTS
     step = f"{rng.choice(VERBS)} the {rng.choice(pool)}"

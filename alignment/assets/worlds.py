@@ -170,6 +170,9 @@ class World:
     max_prompt_tokens: int = 32
     tasks: int = 420
     """Ranking tasks sampled (the training prompts repeated to about this many)."""
+    facts: bool = False
+    """Pretrain the base on what each dish is made of too: the knowledge a relevance gold needs on held-out dishes
+    (a real base knows it; nothing else in the corpus ties a dish to its ingredients)."""
 
     # -- the gold, in the signatures the stages call ------------------------------------------------
     def gold_reward(self, completion: str, prompt=None) -> float:
@@ -181,6 +184,11 @@ class World:
         return [self.gold_reward(c, p) for p, c in zip(prompts, completions)]
 
     # -- names the stages load --------------------------------------------------------------------
+    @property
+    def base_name(self) -> str:
+        """The world's cache folder name beside the size (a world whose corpus changed gets a new one)."""
+        return self.name + ("-facts" if self.facts else "")
+
     @property
     def model(self) -> str:
         return "builtin:tiny-llama" if self.name == "reviews" else f"builtin:tiny-llama@{self.name}"
@@ -237,7 +245,7 @@ class World:
         lines = [self.text.prompt_words(t) for t in topics]
         lines += [" ".join(words) for words in self.text.word_lists]
         lines += [f"{self.text.prompt_words(t)} {self.completion(rng, t)}" for t in rng.choices(topics, k=n)]
-        return lines
+        return lines + ([domains.dish_fact(t) for t in topics] if self.facts else [])
 
     def documents(self, rng: random.Random, completions: int, prompts: int) -> list[str]:
         """Pretraining documents: completions and bare prompts apart (the prompt/answer format is what SFT teaches)."""
@@ -246,7 +254,10 @@ class World:
             return texts + [reviews.prompt_for(rng.choice(reviews.TOPICS)) for _ in range(prompts)]
         topics = self.text.topics
         texts = [self.completion(rng, rng.choice(topics)) for _ in range(completions)]
-        return texts + [self.text.prompt_words(rng.choice(topics)) for _ in range(prompts)]
+        texts += [self.text.prompt_words(rng.choice(topics)) for _ in range(prompts)]
+        if self.facts:
+            texts += [domains.dish_fact(rng.choice(topics)) for _ in range(prompts)]
+        return texts
 
 
 WORLDS: dict[str, World] = {
@@ -293,6 +304,7 @@ WORLDS: dict[str, World] = {
             annotators=4,
             careless=1,
             max_new_tokens=48,
+            facts=True,
         ),
         World(
             "weather_length",

@@ -48,10 +48,11 @@ def resolve(name: str) -> str:
         raise UserError(f"unknown built-in model '{name}'; available: {', '.join('builtin:' + s for s in SIZES)}")
     if world and world not in worlds.WORLDS:
         raise UserError(f"unknown world in built-in model '{name}'; worlds: {', '.join(worlds.WORLDS)}")
-    world = world or "reviews"
-    path = os.path.join(cache_root(), f"{size}-{VERSION}" if world == "reviews" else f"{size}@{world}-{VERSION}")
+    w = worlds.WORLDS[world or "reviews"]
+    name = f"{size}-{VERSION}" if w.name == "reviews" else f"{size}@{w.base_name}-{VERSION}"
+    path = os.path.join(cache_root(), name)
     if not os.path.exists(os.path.join(path, "config.json")):
-        build(size, path, worlds.WORLDS[world])
+        build(size, path, w)
     return path
 
 
