@@ -24,11 +24,13 @@ from typing import ClassVar
 
 import torch
 
-from alignment.cli import parse_stage_args
-from alignment.config import ConfigError, UserError, check_output_dir, require, save_config
+from alignment.common import files, manifest
+from alignment.common.errors import ConfigError, UserError
+from alignment.config.command_line import parse_stage_args
+from alignment.config.loader import check_output_dir, save_config
+from alignment.config.shared import require
 from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, load_prompts, policy_path
 from alignment.evaluate import sample_policy as sample_each
-from alignment.runtime import files, manifest
 from alignment.runtime.formatting import prompt_text
 from reward.model import load_reward_model, score_texts
 
@@ -118,7 +120,7 @@ class BonGenerationConfig(EvalGenerationConfig):
 @dataclass
 class BonConfig:
     RANGES: ClassVar = {"n": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
     RUN_PATHS: ClassVar = {"output_dir": "bon", "policy": "sft", "reward_model": "reward"}
     """With `run=runs/x`: samples runs/x/sft, scored by runs/x/reward, writes runs/x/bon."""
     run: str = ""

@@ -13,12 +13,13 @@ import logging
 import os
 import sys
 
-from alignment.config import OUTPUT_DIRS, UserError, load_config, resolve_unchecked
+from alignment.common.errors import UserError
+from alignment.config.loader import OUTPUT_DIRS
 
 COMMANDS = {
     "sft": ("alignment.sft", "supervised fine-tuning (stage 1)"),
     "sample": ("reward.rankings.sampling", "sample K completions per prompt into the ranking store (stage 2)"),
-    "rank": ("reward.rankings.app.cli", "ranking app: serve | status | export | import | annotate | users (stage 2)"),
+    "rank": ("alignment.commands.rank", "ranking app: serve | status | export | import | annotate | users (stage 2)"),
     "reward": ("reward.train", "train the reward model on rankings (stage 3)"),
     "dpo": ("alignment.dpo.train", "DPO / IPO / listwise Plackett-Luce DPO on the rankings (policy adapter)"),
     "ppo": ("alignment.ppo.train", "PPO against the reward model on one frozen base (stage 4)"),
@@ -33,42 +34,6 @@ USAGE = (
     + "\n".join(f"  {name:<9} {doc}" for name, (_, doc) in COMMANDS.items())
     + "\n\n`rlhf <command> --help` lists a command's config keys."
 )
-
-
-def parse_stage_args(prog: str, cfg_cls: type, argv: list[str], doc: str = ""):
-    """Parse `[CONFIG.yaml] [key=value ...] [--help]` into a validated `cfg_cls`; None after --help (which shows the
-    values the config file and overrides give, when there are any)."""
-    wants_help = any(a in ("-h", "--help") for a in argv)
-    path = None
-    rest = [a for a in argv if a not in ("-h", "--help")]
-    if rest and "=" not in rest[0]:
-        path = rest.pop(0)
-    for item in rest:
-        if "=" not in item:
-            raise UserError(f"unexpected argument '{item}': give at most one CONFIG.yaml, then key=value overrides")
-    if wants_help:
-        values = resolve_unchecked(cfg_cls, path, rest) if path or rest else None
-        print_help(prog, cfg_cls, doc, values, path, rest)
-        return None
-    return load_config(cfg_cls, path, rest)
-
-
-def print_help(prog: str, cfg_cls: type, doc: str = "", values=None, path: str | None = None, overrides=()) -> None:
-    """Usage, the command's docstring, every config key with its value and meaning, and the user-function signature
-    where the command takes one."""
-    from alignment.config import all_keys
-    from alignment.runtime.functions import FUNCTION_KEYS, HELP
-    from alignment.usage import describe
-
-    print(f"usage: {prog} [CONFIG.yaml] [key=value ...]\n")
-    if doc:
-        print(doc.strip() + "\n")
-    given = " and ".join(([path] if path else []) + (["the overrides"] if overrides else []))
-    source = f"values from {given}, then the defaults" if given else "values are the defaults"
-    print(f"config keys (YAML or dotted key=value overrides; {source}):")
-    print("\n".join(describe(cfg_cls, values)))
-    if set(all_keys(cfg_cls)) & set(FUNCTION_KEYS):
-        print("\n" + HELP)
 
 
 def run(argv: list[str]) -> int:
@@ -151,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         # A full disk, a quota, a read-only mount or a folder the user may not write, raised by whichever
         # library wrote (OSError, torch, safetensors, SQLite): the user's to fix, so one line, not a traceback.
-        from alignment.runtime.files import disk_error
+        from alignment.common.files import disk_error
 
         # the OS's own file name when it gave one; else the output folder, whose free space tells a full disk
         output_dir = OUTPUT_DIRS[-1] if OUTPUT_DIRS else None

@@ -28,22 +28,15 @@ from typing import ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
-from alignment.cli import parse_stage_args
-from alignment.config import (
-    ConfigError,
-    ModelConfig,
-    TrackingConfig,
-    UserError,
-    check_output_dir,
-    check_ranges,
-    require,
-    save_config,
-    to_dict,
-)
-from alignment.runtime import data, files, generation, health, logprobs, manifest, models
+from alignment.common import data, files, manifest
+from alignment.common.errors import ConfigError, UserError
+from alignment.common.functions import check_function, load_item_function
+from alignment.config.command_line import parse_stage_args
+from alignment.config.loader import check_output_dir, save_config, to_dict
+from alignment.config.shared import ModelConfig, TrackingConfig, check_ranges, require
+from alignment.runtime import generation, health, logprobs, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
-from alignment.runtime.functions import check_function, load_item_function
 from alignment.runtime.generation import Responses, generate, generation_config, left_pad, position_ids_from_mask
 from alignment.runtime.health import HealthConfig
 from reward.model import load_reward_model, score_texts
@@ -52,7 +45,7 @@ from reward.model import load_reward_model, score_texts
 @dataclass
 class EvalDataConfig:
     RANGES: ClassVar = {"limit": ">= 1", "max_prompt_length": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
     """Prompt rows (`prompt`: a string or a message list): a jsonl/json/parquet/csv file, a `datasets` folder,
@@ -68,7 +61,7 @@ class EvalDataConfig:
 @dataclass
 class EvalGenerationConfig:
     RANGES: ClassVar = {"num_samples": ">= 1", "max_new_tokens": ">= 1", "temperature": "> 0", "batch_size": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     num_samples: int = 16
     """Completions per prompt per policy."""
@@ -168,7 +161,7 @@ def base_of(name: str, key: str) -> str:
 
 
 def load_judge(spec: str):
-    """`judge(prompt, completion) -> float` from `module:function` (alignment/runtime/functions.py)."""
+    """`judge(prompt, completion) -> float` from `module:function` (alignment/common/functions.py)."""
     return load_item_function(spec, "judge")
 
 

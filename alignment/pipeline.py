@@ -34,9 +34,11 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from alignment.cli import parse_stage_args
-from alignment.config import ConfigError, UserError, check_output_dir, load_config, require
-from alignment.runtime.functions import check_function, load_item_function
+from alignment.common.errors import ConfigError, UserError
+from alignment.common.functions import check_function, load_item_function
+from alignment.config.command_line import parse_stage_args
+from alignment.config.loader import check_output_dir, load_config
+from alignment.config.shared import require
 from reward.rankings.active import AcquisitionConfig
 from reward.rankings.annotator import ScriptedAnnotator, rank_in_parallel
 from reward.rankings.app.process import RankServer
@@ -56,7 +58,7 @@ class AnnotatorsConfig:
         "rankings": ">= 0",
         "careless": ">= 0",
     }
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     kind: Literal["scripted", "people"] = "scripted"
     """`scripted`: simulated annotators rank through the server's API; `people`: wait for humans."""
@@ -80,7 +82,7 @@ class AnnotatorsConfig:
 @dataclass
 class PipelineConfig:
     RANGES: ClassVar = {"rounds": ">= 1", "num_processes": ">= 1", "port": "[1, 65535]"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
     RUN_PATHS: ClassVar = {"output_dir": ""}
     """With `run=runs/x`: every stage reads and writes runs/x."""
 

@@ -19,8 +19,10 @@ from typing import ClassVar
 import torch
 from accelerate.utils import gather_object
 
-from alignment.cli import parse_stage_args
-from alignment.config import (
+from alignment.common import files, manifest
+from alignment.common.data import load_rows
+from alignment.config.command_line import parse_stage_args
+from alignment.config.shared import (
     AdapterConfig,
     CheckpointConfig,
     HubOptions,
@@ -29,9 +31,8 @@ from alignment.config import (
     TrainConfig,
     require,
 )
-from alignment.runtime import adapters, files, loop, manifest, models, optim
+from alignment.runtime import adapters, loop, models, optim
 from alignment.runtime import logging as rlog
-from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 
@@ -42,7 +43,7 @@ from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 @dataclass
 class SFTDataConfig:
     RANGES: ClassVar = {"eval_size": ">= 0", "max_length": ">= 2", "limit": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
     """jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-sft`."""

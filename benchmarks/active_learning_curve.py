@@ -149,7 +149,7 @@ def write_jsonl(path: str, rows: list[dict]) -> str:
 
 def train_reward(args, folder: str, train_path: str, held_path: str, seed: int) -> None:
     """The reward stage in this process on the rankings so far (its held-out accuracy goes to eval.json)."""
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from reward.train import RewardConfig, train
 
     overrides = [f"output_dir={folder}", f"data.path={train_path}", f"data.eval_path={held_path}", f"seed={seed}",
@@ -207,7 +207,7 @@ def train_policy(args, folder: str, out: str, seed: int) -> None:
     """The demo's PPO stage (configs/ppo.yaml on the SFT base, the gold watched on rollouts, never trained on) against
     the reward model in `folder`, for --policy-episodes episodes (the demo's 4096 is the default's cost x2)."""
     from alignment.assets.worlds import WORLDS
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import train
 

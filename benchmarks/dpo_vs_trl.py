@@ -54,7 +54,7 @@ def prepare(args, work: str) -> int:
 
 def worker_ours(args, work: str) -> dict:
     sys.path.insert(0, ROOT)
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.dpo import data as ddata
     from alignment.dpo.config import DPOConfig
     from alignment.dpo.train import train

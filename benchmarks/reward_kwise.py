@@ -30,7 +30,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from alignment.config import load_config  # noqa: E402
+from alignment.config.loader import load_config  # noqa: E402
 from alignment.runtime import tiny  # noqa: E402
 from reward import data as rdata  # noqa: E402
 from reward.model import load_reward_model, score_texts  # noqa: E402

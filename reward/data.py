@@ -19,8 +19,8 @@ import random
 
 import torch
 
-from alignment.config import UserError
-from alignment.runtime.data import load_rows
+from alignment.common.data import load_rows
+from alignment.common.errors import UserError
 from reward import preference
 from reward.model import encode_text, pad
 from reward.rankings import synthetic

@@ -18,7 +18,8 @@ import os
 
 import torch
 
-from alignment.config import AdapterConfig, ModelConfig, UserError
+from alignment.common.errors import UserError
+from alignment.config.shared import AdapterConfig, ModelConfig
 from alignment.runtime import adapters, models, tiny
 from alignment.runtime.formatting import prompt_text
 

@@ -27,21 +27,22 @@ from typing import ClassVar, Literal
 import torch
 from accelerate.utils import gather_object
 
-from alignment.cli import parse_stage_args
-from alignment.config import (
+from alignment.common import files, manifest
+from alignment.common.data import load_rows
+from alignment.common.errors import ConfigError
+from alignment.config.command_line import parse_stage_args
+from alignment.config.shared import (
     AdapterConfig,
     CheckpointConfig,
-    ConfigError,
     HubOptions,
     ModelConfig,
     TrackingConfig,
     TrainConfig,
     require,
 )
-from alignment.runtime import adapters, files, loop, manifest, optim
+from alignment.runtime import adapters, loop, optim
 from alignment.runtime import logging as rlog
 from alignment.runtime.accelerator import local_loading
-from alignment.runtime.data import load_rows
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
 from reward import losses
@@ -60,7 +61,7 @@ class RewardDataConfig:
         "max_length": ">= 2",
         "reference_size": ">= 1",
     }
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
     """K-wise or TRL pairwise rows: a jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or
@@ -94,7 +95,7 @@ class RewardDataConfig:
 @dataclass
 class RewardLossConfig:
     RANGES: ClassVar = {"tie_param": "> 0", "margin_scale": ">= 0", "center_coef": ">= 0"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     ties: Literal["drop", "rao_kupper", "davidson"] = "drop"
     """Tied completions: no comparison (`drop`), or a tie-aware likelihood (Rao-Kupper or Davidson)."""
@@ -111,7 +112,7 @@ class RewardLossConfig:
 @dataclass
 class RewardEvalConfig:
     RANGES: ClassVar = {"batch_size": ">= 1", "calibration_bins": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     batch_size: int | None = None
     """Prompts per evaluation forward pass on each process; None uses train.per_device_batch_size."""

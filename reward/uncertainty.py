@@ -57,8 +57,8 @@ import tempfile
 
 import torch
 
-from alignment.config import UserError
-from alignment.runtime import files
+from alignment.common import files
+from alignment.common.errors import UserError
 from reward.model import encode_text, pad, scores
 
 FILE = "uncertainty.safetensors"

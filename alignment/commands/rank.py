@@ -26,10 +26,9 @@ import os
 import socket
 import sys
 
-from alignment.cli import print_help
-from alignment.config import (
-    ConfigError,
-    UserError,
+from alignment.common.errors import ConfigError, UserError
+from alignment.config.command_line import print_help
+from alignment.config.loader import (
     apply_overrides,
     apply_run,
     from_dict,

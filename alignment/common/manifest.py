@@ -7,7 +7,7 @@ import os
 import platform
 import time
 
-from alignment.runtime import files
+from alignment.common import files
 
 
 def versions() -> dict:

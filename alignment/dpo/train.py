@@ -23,12 +23,13 @@ from typing import NamedTuple
 import torch
 from accelerate.utils import gather_object
 
-from alignment.cli import parse_stage_args
-from alignment.config import UserError
+from alignment.common import files, manifest
+from alignment.common.errors import UserError
+from alignment.config.command_line import parse_stage_args
 from alignment.dpo import data as ddata
 from alignment.dpo import losses, samples
 from alignment.dpo.config import DPOConfig, DPOLossConfig
-from alignment.runtime import adapters, files, loop, manifest, models, optim
+from alignment.runtime import adapters, loop, models, optim
 from alignment.runtime import logging as rlog
 from alignment.runtime.logprobs import logprobs_from_logits
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps

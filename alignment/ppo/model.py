@@ -28,7 +28,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from alignment.config import AdapterConfig, UserError
+from alignment.common.errors import UserError
+from alignment.config.shared import AdapterConfig
 from alignment.runtime.generation import position_ids_from_mask
 from alignment.runtime.logprobs import (
     LOGITS_CHUNK_SIZE,

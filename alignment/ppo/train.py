@@ -27,16 +27,17 @@ from typing import NamedTuple
 
 import torch
 
-from alignment.cli import parse_stage_args
-from alignment.config import UserError
+from alignment.common import files, manifest
+from alignment.common.data import load_prompts
+from alignment.common.errors import UserError
+from alignment.config.command_line import parse_stage_args
 from alignment.ppo import losses as L
 from alignment.ppo.config import PPOAlgoConfig, PPOConfig
 from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
 from alignment.ppo.rewards import RewardSource, load_source
 from alignment.ppo.rollout import Scores, encode_prompts, sample, score
-from alignment.runtime import adapters, files, health, loop, manifest, models, optim
+from alignment.runtime import adapters, health, loop, models, optim
 from alignment.runtime import logging as rlog
-from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
 from alignment.runtime.generation import Responses, decode, left_pad
 from alignment.runtime.sampler import IndexStream

@@ -8,7 +8,7 @@ later sees them (prompt ids, then sampled ids), so SFT and RL agree on token bou
 
 from __future__ import annotations
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 IGNORE = -100
 

@@ -67,7 +67,7 @@ def announce_builtins(log: logging.Logger, stage: str, cfg) -> None:
 
     Stages call it just before their first log line, once their inputs have loaded: a user mistake found while
     loading stays the one line on stderr."""
-    from alignment.config import builtins_in
+    from alignment.config.loader import builtins_in
 
     found = builtins_in(cfg)
     if found:

@@ -33,9 +33,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from alignment.config import check_output_dir, save_config, to_dict
+from alignment.common import manifest
+from alignment.config.loader import check_output_dir, save_config, to_dict
 from alignment.runtime import accelerator as acc
-from alignment.runtime import checkpoint, manifest
+from alignment.runtime import checkpoint
 from alignment.runtime import logging as rlog
 from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
 

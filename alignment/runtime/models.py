@@ -7,8 +7,10 @@ import os
 
 import torch
 
-from alignment.config import ModelConfig, UserError
-from alignment.runtime import files, tiny
+from alignment.common import files
+from alignment.common.errors import UserError
+from alignment.config.shared import ModelConfig
+from alignment.runtime import tiny
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

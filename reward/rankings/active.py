@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 METHODS = ("random", "uncertainty", "disagreement", "delta_ucb", "dopt")  # reward.acquisition.METHODS
 

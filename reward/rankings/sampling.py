@@ -25,12 +25,14 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from alignment.cli import parse_stage_args
-from alignment.config import ModelConfig, check_output_dir, require, save_config
+from alignment.common import manifest
+from alignment.common.data import load_prompts
+from alignment.config.command_line import parse_stage_args
+from alignment.config.loader import check_output_dir, save_config
+from alignment.config.shared import ModelConfig, require
 from alignment.runtime import logging as rlog
-from alignment.runtime import manifest, models
+from alignment.runtime import models
 from alignment.runtime.accelerator import finish, make_accelerator
-from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import encode_prompt
 from alignment.runtime.generation import decode, drop_cut_character, generate, generation_config, left_pad
 from reward.preference import distinct_and_nonempty
@@ -44,7 +46,7 @@ class SampleConfig:
         "limit": ">= 1", "repeats": ">= 1", "k": ">= 2", "max_new_tokens": ">= 1", "temperature": "> 0",
         "top_p": "(0, 1]", "top_k": ">= 0", "batch_size": ">= 1",
     }  # fmt: skip
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
     RUN_PATHS: ClassVar = {"output_dir": "sample", "store": "rankings.db", "model.name_or_path": "sft"}
     """With `run=runs/x`: samples from runs/x/sft into runs/x/rankings.db."""
 

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from alignment import cli
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 
 def test_help_lists_commands(capsys):

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from alignment.config import ModelConfig, UserError
+from alignment.common.errors import UserError
+from alignment.config.shared import ModelConfig
 from alignment.runtime import tiny
 from reward import model as M
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from alignment.config import AdapterConfig, ModelConfig, UserError
+from alignment.common.errors import UserError
+from alignment.config.shared import AdapterConfig, ModelConfig
 from reward import model as R
 from reward import uncertainty as U
 

@@ -12,7 +12,7 @@ on 3 seeds each (the fraction is printed per beta and seed). Measured: 98.5-99.2
 import pytest
 import torch
 
-from alignment.config import load_config
+from alignment.config.loader import load_config
 from alignment.dpo.config import DPOConfig
 from tests.alignment.ppo.test_exact_optimum import LENGTH, PROMPTS, WORDS, build_task
 from tests.oracles import exact

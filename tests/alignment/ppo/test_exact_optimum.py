@@ -18,7 +18,7 @@ import os
 import pytest
 import torch
 
-from alignment.config import load_config
+from alignment.config.loader import load_config
 from alignment.ppo.config import PPOConfig
 from tests.oracles import exact
 
