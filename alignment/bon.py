@@ -26,7 +26,6 @@ import torch
 
 from alignment.common import files, manifest
 from alignment.common.errors import ConfigError, UserError
-from alignment.config.command_line import parse_stage_args
 from alignment.config.loader import check_output_dir, save_config
 from alignment.config.shared import require
 from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, load_prompts, policy_path
@@ -189,14 +188,3 @@ def rejection_sample(cfg: BonConfig) -> dict:
         metrics={"rows": len(kept), "dropped": len(rows) - len(kept), "reward_mean": mean, "kl_bound": kl_bound(cfg.n)},
         extra={"n": cfg.n, "seconds": time.time() - started},
     )
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf bon", BonConfig, argv, __doc__)
-    if cfg is not None:
-        out = rejection_sample(cfg)
-        m = out["metrics"]
-        rows = os.path.join(cfg.output_dir, "sft.jsonl")
-        print(f"best-of-{cfg.n}: {m['rows']} rows, mean reward {m['reward_mean']:.3f} -> {rows}")
-        print(f"next round: rlhf sft configs/sft.yaml model.name_or_path={cfg.policy} data.path={rows} output_dir=...")
-    return 0

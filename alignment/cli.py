@@ -1,53 +1,60 @@
 """`rlhf <command> [CONFIG.yaml] [key=value ...]`: one entry point for every stage.
 
-Each command lives in its own module with a `main(argv) -> int`; this file only dispatches, so
-`rlhf --help` stays fast (no torch import) and a user mistake anywhere becomes one line on stderr
-and exit code 2 instead of a traceback.
+Each command is a module of alignment/commands/ named by its verb, with a `main(argv) -> int`: this file finds it
+there and dispatches, so `rlhf --help` stays fast (no torch import), applies the process-wide settings a command
+line may make (`alignment.runtime.cpu_tuning`, third-party quiet), and turns a user mistake anywhere into one line
+on stderr and exit code 2 instead of a traceback.
 """
 
 from __future__ import annotations
 
+import ast
 import errno
 import importlib
 import logging
 import os
+import pkgutil
 import sys
 
+import alignment.commands
 from alignment.common.errors import UserError
 from alignment.config.loader import OUTPUT_DIRS
 
-COMMANDS = {
-    "sft": ("alignment.sft", "supervised fine-tuning (stage 1)"),
-    "sample": ("reward.rankings.sampling", "sample K completions per prompt into the ranking store (stage 2)"),
-    "rank": ("alignment.commands.rank", "ranking app: serve | status | export | import | annotate | users (stage 2)"),
-    "reward": ("reward.train", "train the reward model on rankings (stage 3)"),
-    "dpo": ("alignment.dpo.train", "DPO / IPO / listwise Plackett-Luce DPO on the rankings (policy adapter)"),
-    "ppo": ("alignment.ppo.train", "PPO against the reward model on one frozen base (stage 4)"),
-    "pipeline": ("alignment.pipeline", "run every stage in order from one config"),
-    "eval": ("alignment.evaluate", "compare policies: reward, win rate, KL, length"),
-    "bon": ("alignment.bon", "best-of-N: a policy's samples, the reward model's best of each N, as SFT rows"),
-    "demo": ("alignment.demo", "the whole pipeline on the embedded tiny default, with a report"),
-}
 
-USAGE = (
-    "usage: rlhf <command> [CONFIG.yaml] [key=value ...]\n\ncommands:\n"
-    + "\n".join(f"  {name:<9} {doc}" for name, (_, doc) in COMMANDS.items())
-    + "\n\n`rlhf <command> --help` lists a command's config keys."
-)
+def commands() -> dict[str, str]:
+    """{verb: what it does} for every module of alignment/commands/, from the first line of its docstring (read from
+    the source, so listing them imports nothing)."""
+    found = {}
+    for module in sorted(pkgutil.iter_modules(alignment.commands.__path__), key=lambda m: m.name):
+        path = os.path.join(alignment.commands.__path__[0], module.name + ".py")
+        with open(path, encoding="utf-8") as f:
+            doc = ast.get_docstring(ast.parse(f.read())) or ""
+        found[module.name] = doc.splitlines()[0].partition("`: ")[2].rstrip(".") if doc else ""
+    return found
+
+
+def usage() -> str:
+    listed = "\n".join(f"  {name:<9} {doc}" for name, doc in commands().items())
+    return (
+        "usage: rlhf <command> [CONFIG.yaml] [key=value ...]\n\ncommands:\n"
+        + listed
+        + "\n\n`rlhf <command> --help` lists a command's config keys."
+    )
 
 
 def run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
+    known = commands()
+    if name not in known:
         import difflib
 
-        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise UserError(f"unknown command '{name}'{hint} (see rlhf --help)")
-    module_name = COMMANDS[name][0]
+    module_name = f"alignment.commands.{name}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

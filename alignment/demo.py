@@ -26,7 +26,6 @@ from typing import ClassVar
 from alignment.assets import worlds
 from alignment.common import files
 from alignment.common.errors import ConfigError
-from alignment.config.command_line import parse_stage_args
 from alignment.config.shared import require
 from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, evaluate
 from alignment.pipeline import AnnotatorsConfig, PipelineConfig, check_stages, train_policy
@@ -110,13 +109,6 @@ class DemoConfig:
                 f"'methods' must name each of {', '.join(METHODS)} at most once (at least one), got {self.methods}",
                 key="methods",
             )
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf demo", DemoConfig, argv, __doc__)
-    if cfg is not None:
-        demo(cfg)
-    return 0
 
 
 def world_overrides(world: worlds.World) -> dict[str, list[str]]:

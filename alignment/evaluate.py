@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 from alignment.common import data, files, manifest
 from alignment.common.errors import ConfigError, UserError
 from alignment.common.functions import check_function, load_item_function
-from alignment.config.command_line import parse_stage_args
 from alignment.config.loader import check_output_dir, save_config, to_dict
 from alignment.config.shared import ModelConfig, TrackingConfig, check_ranges, require
 from alignment.runtime import generation, health, logprobs, models
@@ -126,14 +125,6 @@ class EvalConfig:
 
         bon.check_policies(self.policies, self.reward_model)  # bon:N:POLICY needs the reward model to choose
         check_function(self.judge, "judge")  # last: it imports and calls the user's code
-
-
-def main(argv: list[str]) -> int:
-
-    cfg = parse_stage_args("rlhf eval", EvalConfig, argv, __doc__)
-    if cfg is not None:
-        evaluate(cfg)
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------

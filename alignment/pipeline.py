@@ -36,7 +36,6 @@ from typing import ClassVar, Literal
 
 from alignment.common.errors import ConfigError, UserError
 from alignment.common.functions import check_function, load_item_function
-from alignment.config.command_line import parse_stage_args
 from alignment.config.loader import check_output_dir, load_config
 from alignment.config.shared import require
 from reward.rankings.active import AcquisitionConfig
@@ -150,13 +149,6 @@ class PipelineConfig:
             raise UserError("'acquisition.reward' is set by the pipeline (the previous round's reward model)")
         if self.annotators.kind == "scripted":  # last: it imports and calls the user's code
             check_function(self.annotators.score, "annotators.score")
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf pipeline", PipelineConfig, argv, __doc__)
-    if cfg is not None:
-        run(cfg)
-    return 0
 
 
 class Runner:

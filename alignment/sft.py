@@ -21,7 +21,6 @@ from accelerate.utils import gather_object
 
 from alignment.common import files, manifest
 from alignment.common.data import load_rows
-from alignment.config.command_line import parse_stage_args
 from alignment.config.shared import (
     AdapterConfig,
     CheckpointConfig,
@@ -88,13 +87,6 @@ class SFTConfig(HubOptions):
 
 # ----------------------------------------------------------------------------------------------
 # The stage
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf sft", SFTConfig, argv, __doc__)
-    if cfg is not None:
-        train(cfg)
-    return 0
 
 
 def load_examples(cfg: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:

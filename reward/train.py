@@ -30,7 +30,6 @@ from accelerate.utils import gather_object
 from alignment.common import files, manifest
 from alignment.common.data import load_rows
 from alignment.common.errors import ConfigError
-from alignment.config.command_line import parse_stage_args
 from alignment.config.shared import (
     AdapterConfig,
     CheckpointConfig,
@@ -162,13 +161,6 @@ class RewardConfig(HubOptions):
             raise ConfigError(f"'data.k' must be >= 2, got {self.data.k}")
         if not self.uncertainty.prior_precision > 0:
             raise ConfigError(f"'uncertainty.prior_precision' must be > 0, got {self.uncertainty.prior_precision}")
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf reward", RewardConfig, argv, __doc__)
-    if cfg is not None:
-        train(cfg)
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------

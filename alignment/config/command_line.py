@@ -118,3 +118,11 @@ def print_help(prog: str, cfg_cls: type, doc: str = "", values=None, path: str |
     print("\n".join(describe(cfg_cls, values)))
     if set(all_keys(cfg_cls)) & set(FUNCTION_KEYS):
         print("\n" + HELP)
+
+
+def run_stage(prog: str, cfg_cls: type, fn, argv: list[str], doc: str = "") -> int:
+    """A stage's command: its command line into `cfg_cls`, then `fn(cfg)` (nothing runs after --help); exit code 0."""
+    cfg = parse_stage_args(prog, cfg_cls, argv, doc)
+    if cfg is not None:
+        fn(cfg)
+    return 0

@@ -25,7 +25,6 @@ from accelerate.utils import gather_object
 
 from alignment.common import files, manifest
 from alignment.common.errors import UserError
-from alignment.config.command_line import parse_stage_args
 from alignment.dpo import data as ddata
 from alignment.dpo import losses, samples
 from alignment.dpo.config import DPOConfig, DPOLossConfig
@@ -35,14 +34,6 @@ from alignment.runtime.logprobs import logprobs_from_logits
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
 from reward import model as rmodel
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf dpo", DPOConfig, argv, __doc__)
-    if cfg is not None:
-        train(cfg)
-    return 0
-
 
 # ----------------------------------------------------------------------------------------------
 # Log-probs of every completion in a batch: policy (adapter on) and reference (adapter off)

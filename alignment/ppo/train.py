@@ -30,7 +30,6 @@ import torch
 from alignment.common import files, manifest
 from alignment.common.data import load_prompts
 from alignment.common.errors import UserError
-from alignment.config.command_line import parse_stage_args
 from alignment.ppo import losses as L
 from alignment.ppo.config import PPOAlgoConfig, PPOConfig
 from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
@@ -41,13 +40,6 @@ from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import prompt_text
 from alignment.runtime.generation import Responses, decode, left_pad
 from alignment.runtime.sampler import IndexStream
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf ppo", PPOConfig, argv, __doc__)
-    if cfg is not None:
-        train(cfg)
-    return 0
 
 
 def train(cfg: PPOConfig) -> dict:

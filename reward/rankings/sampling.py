@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 
 from alignment.common import manifest
 from alignment.common.data import load_prompts
-from alignment.config.command_line import parse_stage_args
 from alignment.config.loader import check_output_dir, save_config
 from alignment.config.shared import ModelConfig, require
 from alignment.runtime import logging as rlog
@@ -90,13 +89,6 @@ class SampleConfig:
 
     def store_url(self) -> str:
         return self.store or os.path.join(self.output_dir, "rankings.db")
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf sample", SampleConfig, argv, __doc__)
-    if cfg is not None:
-        sample(cfg)
-    return 0
 
 
 def prompt_seed(seed: int, prompt, repeat: int) -> int:
