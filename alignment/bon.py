@@ -179,11 +179,10 @@ def rejection_sample(cfg: BonConfig) -> dict:
     files.write_atomic(os.path.join(cfg.output_dir, "sft.jsonl"), "".join(json.dumps(r) + "\n" for r in kept))
     save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     mean = sum(r["reward"] for r in kept) / len(kept)
-    inputs = {name: manifest.where(getattr(cfg, name)) for name in ("policy", "reward_model")}
     return manifest.write(
         cfg.output_dir,
         "bon",
-        inputs={**inputs, "data": manifest.where(cfg.data.path)},
+        inputs=manifest.stage_inputs(cfg.policy, cfg.data.path, reward=cfg.reward_model),
         outputs={"sft_rows": "sft.jsonl"},
         metrics={"rows": len(kept), "dropped": len(rows) - len(kept), "reward_mean": mean, "kl_bound": kl_bound(cfg.n)},
         extra={"n": cfg.n, "seconds": time.time() - started},

@@ -30,7 +30,7 @@ from alignment.config.shared import (
     TrainConfig,
     require,
 )
-from alignment.runtime import adapters, loop, models, optim
+from alignment.runtime import adapters, loop, models, optim, saving
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
@@ -229,20 +229,10 @@ def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, ex
         return
     outputs = {"adapter" if adapters.is_peft(accelerator.unwrap_model(model)) else "weights": "."}
     outputs["model"] = _save_for_next_stage(cfg, tokenizer)
-    manifest.write(
-        cfg.output_dir,
-        "sft",
-        run=cfg.run,
-        inputs={
-            "model": manifest.where(cfg.model.name_or_path),
-            "base": manifest.where(models.resolve_path(cfg.model.name_or_path)),
-            "data": manifest.where(cfg.data.path),
-            "eval_data": manifest.where(cfg.data.eval_path),
-        },
-        outputs=outputs,
-        metrics={**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics},
-        extra={**extra, "train_seconds": run.train_seconds, "world_size": accelerator.num_processes},
-    )
+    base = models.resolve_path(cfg.model.name_or_path)
+    inputs = manifest.stage_inputs(base, cfg.data.path, cfg.data.eval_path, trained=True)
+    metrics = {**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics}
+    saving.write_manifest(run, inputs, outputs, metrics, extra=extra)
 
 
 def ready_for_scoring(folder: str, tokenizer) -> None:
@@ -261,14 +251,7 @@ def ready_for_scoring(folder: str, tokenizer) -> None:
 def _save_for_next_stage(cfg: SFTConfig, tokenizer) -> str:
     """Where the next stages' model is: merged/ for LoRA and IA3, the run folder otherwise."""
     if cfg.adapter.method in ("lora", "ia3") and cfg.save_merged:
-        base = models.resolve_path(cfg.model.name_or_path)
-        adapters.merge_to(
-            cfg.output_dir,
-            base,
-            os.path.join(cfg.output_dir, "merged"),
-            models.resolve_dtype(cfg.model.dtype),
-            tokenizer,
-        )
-        ready_for_scoring(os.path.join(cfg.output_dir, "merged"), tokenizer)
-        return "merged"
+        merged = saving.save_merged(cfg, models.resolve_path(cfg.model.name_or_path), tokenizer)
+        ready_for_scoring(os.path.join(cfg.output_dir, merged), tokenizer)
+        return merged
     return "."

@@ -49,25 +49,6 @@ def encode_text(tokenizer, prompt, completion, max_length: int) -> tuple[list[in
     return ids[-max_length:], len(completion_ids)
 
 
-def base_path(model_cfg: ModelConfig) -> str:
-    """The base to build on: an SFT run folder becomes its merged model; builtin names their cached folder."""
-    path = models.stage_model_path(models.resolve_path(model_cfg.name_or_path))
-    if os.path.exists(path):
-        path = os.path.abspath(path)  # recorded in adapter_config.json: must load from any working directory
-    if models.is_adapter_folder(path):
-        raise UserError(
-            f"model.name_or_path: '{model_cfg.name_or_path}' is an adapter without a merged model; "
-            "run SFT with save_merged=true or point at the merged folder"
-        )
-    return path
-
-
-def load_tokenizer(model_cfg: ModelConfig):
-    """The tokenizer of the base (an SFT folder's own), right-padded, with a pad token."""
-    cfg = model_cfg if model_cfg.tokenizer else dataclasses.replace(model_cfg, name_or_path=base_path(model_cfg))
-    return models.load_tokenizer(cfg)
-
-
 def build(model_cfg: ModelConfig, adapter_cfg: AdapterConfig, tokenizer):
     """A fresh reward model on the base: scalar head, pad id set, wrapped by the configured adapter.
 
@@ -76,7 +57,7 @@ def build(model_cfg: ModelConfig, adapter_cfg: AdapterConfig, tokenizer):
     """
     from transformers import AutoModelForSequenceClassification
 
-    path = base_path(model_cfg)
+    path = models.base_model_path(model_cfg)
     kwargs = dict(dtype=models.resolve_dtype(model_cfg.dtype), trust_remote_code=model_cfg.trust_remote_code)
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation

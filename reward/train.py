@@ -39,7 +39,7 @@ from alignment.config.shared import (
     TrainConfig,
     require,
 )
-from alignment.runtime import adapters, loop, optim
+from alignment.runtime import adapters, loop, models, optim, saving
 from alignment.runtime import logging as rlog
 from alignment.runtime.accelerator import local_loading
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
@@ -280,7 +280,7 @@ def train(cfg: RewardConfig) -> dict:
     rank, world = accelerator.process_index, accelerator.num_processes
 
     # 2. Data: rankings -> token ids per completion; held out by prompt.
-    tokenizer = rmodel.load_tokenizer(cfg.model)
+    tokenizer = models.load_base_tokenizer(cfg.model)
     train_rankings, eval_rankings = load_data(cfg)
     train_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in train_rankings]
     eval_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in eval_rankings]
@@ -413,36 +413,14 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
     if not accelerator.is_main_process:
         return
     files.write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
-    if report:
-        files.write_json(os.path.join(cfg.output_dir, "eval.json"), report)
-    is_adapter = adapters.is_peft(accelerator.unwrap_model(model))
-    manifest.write(
-        cfg.output_dir,
-        "reward",
-        run=cfg.run,
-        inputs={
-            "model": manifest.where(cfg.model.name_or_path),
-            "base": rmodel.base_path(cfg.model),
-            "data": manifest.where(cfg.data.path),
-            "eval_data": manifest.where(cfg.data.eval_path),
-        },  # fmt: skip
-        outputs={
-            "model": ".",
-            "adapter" if is_adapter else "weights": ".",
-            "reward_stats": rmodel.STATS_FILE,
-            **({"eval": "eval.json"} if report else {}),
-        },
-        metrics={
-            **loop.last_metrics(cfg.output_dir, ("train/", "reward/")),
-            **{f"eval/{k}": v for k, v in report.items() if not isinstance(v, dict)},
-        },
-        extra={
-            **extra,
-            "world_size": accelerator.num_processes,
-            "train_seconds": run.train_seconds,
-            "reward_stats": stats,
-        },  # fmt: skip
-    )
+    weights = "adapter" if adapters.is_peft(accelerator.unwrap_model(model)) else "weights"
+    outputs = {"model": ".", weights: ".", "reward_stats": rmodel.STATS_FILE}
+    inputs = manifest.stage_inputs(models.base_model_path(cfg.model), cfg.data.path, cfg.data.eval_path, trained=True)
+    metrics = {
+        **loop.last_metrics(cfg.output_dir, ("train/", "reward/")),
+        **{f"eval/{k}": v for k, v in report.items() if not isinstance(v, dict)},
+    }
+    saving.write_manifest(run, inputs, outputs, metrics, report, {**extra, "reward_stats": stats})
 
 
 def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict]) -> None:

@@ -17,23 +17,21 @@ the tokenizer, `eval.json`, `config.yaml`, `metrics.jsonl`, `manifest.json` and 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import NamedTuple
 
 import torch
 from accelerate.utils import gather_object
 
-from alignment.common import files, manifest
+from alignment.common import manifest
 from alignment.common.errors import UserError
 from alignment.dpo import data as ddata
 from alignment.dpo import losses, samples
 from alignment.dpo.config import DPOConfig, DPOLossConfig
-from alignment.runtime import adapters, loop, models, optim
+from alignment.runtime import adapters, loop, models, optim, saving
 from alignment.runtime import logging as rlog
 from alignment.runtime.logprobs import logprobs_from_logits
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
-from reward import model as rmodel
 
 # ----------------------------------------------------------------------------------------------
 # Log-probs of every completion in a batch: policy (adapter on) and reference (adapter off)
@@ -199,8 +197,8 @@ def train(cfg: DPOConfig) -> dict:
     # 1. Data first, so a bad row stops the stage before anything is written: rankings (pairwise rows are
     #    K = 2) -> prompt + completion ids with completion masks; held out by prompt.
     t, c = cfg.train, cfg.loss
-    base_path = rmodel.base_path(cfg.model)
-    tokenizer = rmodel.load_tokenizer(cfg.model)
+    base_path = models.base_model_path(cfg.model)
+    tokenizer = models.load_base_tokenizer(cfg.model, base_path)
     train_set, eval_set, informative = load_examples(cfg, tokenizer)
 
     # 2. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
@@ -353,29 +351,7 @@ def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report
     adapters.save(accelerator, model, cfg.output_dir, tokenizer, run=cfg.run)
     if not accelerator.is_main_process:
         return
-    outputs = {"adapter": ".", "model": "."}
-    if report:
-        files.write_json(os.path.join(cfg.output_dir, "eval.json"), report)
-        outputs["eval"] = "eval.json"
-    if cfg.save_merged:
-        merged = os.path.join(cfg.output_dir, "merged")
-        adapters.merge_to(cfg.output_dir, base_path, merged, models.resolve_dtype(cfg.model.dtype), tokenizer)
-        outputs["model"] = "merged"
-    manifest.write(
-        cfg.output_dir,
-        "dpo",
-        run=cfg.run,
-        inputs={
-            "model": manifest.where(base_path),
-            "data": manifest.where(cfg.data.path),
-            "eval_data": manifest.where(cfg.data.eval_path),
-        },
-        outputs=outputs,
-        metrics={**loop.last_metrics(cfg.output_dir, ("train/", "rewards/", "logps/")), **report},
-        extra={
-            **extra,
-            "loss": dataclasses.asdict(cfg.loss),
-            "world_size": accelerator.num_processes,
-            "train_seconds": run.train_seconds,
-        },  # fmt: skip
-    )
+    outputs = {"adapter": ".", "model": saving.save_merged(cfg, base_path, tokenizer) if cfg.save_merged else "."}
+    inputs = manifest.stage_inputs(base_path, cfg.data.path, cfg.data.eval_path, trained=True)
+    metrics = {**loop.last_metrics(cfg.output_dir, ("train/", "rewards/", "logps/")), **report}
+    saving.write_manifest(run, inputs, outputs, metrics, report, {**extra, "loss": dataclasses.asdict(cfg.loss)})

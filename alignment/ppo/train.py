@@ -35,7 +35,7 @@ from alignment.ppo.config import PPOAlgoConfig, PPOConfig
 from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
 from alignment.ppo.rewards import RewardSource, load_source
 from alignment.ppo.rollout import Scores, encode_prompts, sample, score
-from alignment.runtime import adapters, health, loop, models, optim
+from alignment.runtime import adapters, health, loop, models, optim, saving
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import prompt_text
 from alignment.runtime.generation import Responses, decode, left_pad
@@ -50,7 +50,7 @@ def train(cfg: PPOConfig) -> dict:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
 
     # 2. Prompts and tokenizer (the base's own: an SFT folder's merged model carries it).
-    base_path = base_model_path(cfg)
+    base_path = models.base_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg, base_path)
     prompts = load_prompts(cfg.data.path, cfg.data.split, cfg.data.limit)
     encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
@@ -128,22 +128,9 @@ def train(cfg: PPOConfig) -> dict:
 # Setup
 
 
-def base_model_path(cfg: PPOConfig) -> str:
-    """The frozen base: an SFT folder's merged model, or the model given (absolute, so adapters record it)."""
-    path = models.stage_model_path(models.resolve_path(cfg.model.name_or_path))
-    if models.is_adapter_folder(path):
-        raise UserError(
-            f"model.name_or_path: '{cfg.model.name_or_path}' is an adapter without a merged model; "
-            "run SFT with save_merged=true or point at a full model"
-        )
-    return os.path.abspath(path) if os.path.exists(path) else path
-
-
 def load_tokenizer(cfg: PPOConfig, base_path: str):
     """The base's tokenizer (or `model.tokenizer`), with an EOS to stop at and a pad token distinct from it."""
-    tokenizer = models.load_tokenizer(
-        cfg.model if cfg.model.tokenizer else dataclasses.replace(cfg.model, name_or_path=base_path)
-    )
+    tokenizer = models.load_base_tokenizer(cfg.model, base_path)
     if tokenizer.eos_token_id is None:
         raise UserError("model: the tokenizer has no EOS token; PPO stops responses at EOS")
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -548,24 +535,9 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
         with files.staged(cfg.output_dir) as tmp:  # a full disk leaves no half-written adapter
             accelerator.unwrap_model(model).save_policy(tmp, state_dict, run_folder=cfg.output_dir, run=cfg.run)
             tokenizer.save_pretrained(tmp)
-        outputs = {"adapter": ".", "model": "."}
-        if cfg.save_merged:
-            merged = os.path.join(cfg.output_dir, "merged")
-            adapters.merge_to(cfg.output_dir, base_path, merged, models.resolve_dtype(cfg.model.dtype), tokenizer)
-            outputs["model"] = "merged"
-        c = cfg.reward
-        manifest.write(
-            cfg.output_dir,
-            "ppo",
-            run=cfg.run,
-            inputs={
-                "model": base_path,
-                "reward": c.function or os.path.abspath(c.path),
-                "data": manifest.where(cfg.data.path),
-            },  # fmt: skip
-            outputs=outputs,
-            metrics=final,
-            extra={"algorithm": cfg.algorithm, **extra, "world_size": accelerator.num_processes},
-        )
+        outputs = {"adapter": ".", "model": saving.save_merged(cfg, base_path, tokenizer) if cfg.save_merged else "."}
+        reward = cfg.reward.function or os.path.abspath(cfg.reward.path)
+        inputs = manifest.stage_inputs(base_path, cfg.data.path, trained=True, reward=reward)
+        saving.write_manifest(run, inputs, outputs, final, extra={"algorithm": cfg.algorithm, **extra})
     del state_dict
     return final

@@ -200,9 +200,8 @@ def write_all(cfg: SampleConfig, gathered: list, model_path: str, posterior, log
     new = store.count_tasks() - before
     store.close()
     metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
-    manifest.write(cfg.output_dir, "sample", inputs={"model": manifest.where(model_path),
-                   "prompts": manifest.where(cfg.prompts)}, outputs={"store": manifest.where(cfg.store_url())},
-                   metrics=metrics)  # fmt: skip
+    inputs = manifest.stage_inputs(model_path, cfg.prompts)
+    manifest.write(cfg.output_dir, "sample", inputs, {"store": manifest.where(cfg.store_url())}, metrics)
     if skipped:
         log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or the same completion twice")
     log.info(f"sample: {new} new tasks ({len(added)} total for these prompts) in {cfg.store_url()}")
@@ -242,10 +241,9 @@ def write_chosen(cfg: SampleConfig, gathered: list, model_path: str, posterior, 
                "priority_max": max((c.score for c in choices), default=None),
                "priority_min": min((c.score for c in choices), default=None)}  # fmt: skip
     metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
-    manifest.write(cfg.output_dir, "sample", inputs={"model": manifest.where(model_path),
-                   "prompts": manifest.where(cfg.prompts), "reward": manifest.where(acq.reward or None)},
-                   outputs={"store": manifest.where(cfg.store_url())}, metrics=metrics,
-                   extra={"acquisition": summary})  # fmt: skip
+    inputs = manifest.stage_inputs(model_path, cfg.prompts, reward=acq.reward or None)
+    outputs = {"store": manifest.where(cfg.store_url())}
+    manifest.write(cfg.output_dir, "sample", inputs, outputs, metrics, extra={"acquisition": summary})
     if skipped:
         log.warning(f"sample: skipped {skipped} prompt(s) with fewer than {cfg.k} distinct non-empty candidates")
     log.info(f"sample: {acq.method} chose {len(choices)} of {len(rows)} prompts; {new} new tasks in {cfg.store_url()}")

@@ -8,6 +8,7 @@ import torch
 
 from alignment.common.errors import UserError
 from alignment.config.shared import AdapterConfig, ModelConfig
+from alignment.runtime import models
 from reward import model as R
 from reward import uncertainty as U
 
@@ -185,7 +186,7 @@ def test_comparisons_from_kwise_and_pairwise_rows():
 @pytest.fixture(scope="module")
 def reward_folders(builtin_model, tmp_path_factory):
     """A LoRA reward adapter (non-zero LoRA, random head, embeddings in full) and a full reward model, saved."""
-    tokenizer = R.load_tokenizer(ModelConfig(name_or_path=builtin_model))
+    tokenizer = models.load_base_tokenizer(ModelConfig(name_or_path=builtin_model))
     torch.manual_seed(0)
     model = R.build(
         ModelConfig(name_or_path=builtin_model),
