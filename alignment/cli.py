@@ -15,10 +15,12 @@ import logging
 import os
 import pkgutil
 import sys
+import warnings
 
 import alignment.commands
 from alignment.common.errors import UserError
 from alignment.config.loader import OUTPUT_DIRS
+from alignment.runtime import cpu_tuning
 
 
 def commands() -> dict[str, str]:
@@ -84,6 +86,8 @@ def write_error_line(e: OSError) -> str:
 QUIET_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # a bar per dataset saved or loaded: most of `rlhf rank export`
     "DATASETS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' bar per file loaded: on a tiny model, most of the terminal
+    "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "TOKENIZERS_PARALLELISM": "false",  # the fork warning of tokenizers once the ranking server or a loader forks
 }
@@ -100,6 +104,10 @@ def quiet_third_party() -> None:
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     logging.getLogger("DeepSpeed").addFilter(_errors_only)
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # "Removed shared tensor" on every save
+    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
 def _errors_only(record: logging.LogRecord) -> bool:
@@ -108,6 +116,7 @@ def _errors_only(record: logging.LogRecord) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    cpu_tuning.apply()  # before anything imports torch
     quiet_third_party()
     try:
         code = run(argv)
