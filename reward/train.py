@@ -344,11 +344,13 @@ def train(cfg: RewardConfig) -> dict:
     if cfg.uncertainty.enabled and accelerator.is_main_process:
         save_uncertainty(cfg, run, train_rankings)
     accelerator.wait_for_everyone()
-    held_out = (
-        f"; held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, ECE {report['ece']:.3f}, "
-        f"reward-length correlation {report['length_correlation']:.2f}"
-    )
-    loop.finish(run, f"{steps} steps" + (held_out if report else ""))
+    held_out = ""
+    if report:  # none without held-out rankings (data.test_size=0)
+        held_out = (
+            f"; held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, ECE {report['ece']:.3f}, "
+            f"reward-length correlation {report['length_correlation']:.2f}"
+        )
+    loop.finish(run, f"{steps} steps{held_out}")
     return report
 
 

@@ -32,7 +32,7 @@ from alignment.common.data import load_prompts
 from alignment.common.errors import UserError
 from alignment.ppo import losses as L
 from alignment.ppo.config import PPOAlgoConfig, PPOConfig
-from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
+from alignment.ppo.model import build_ppo_model, lora_config
 from alignment.ppo.rewards import RewardSource, load_source
 from alignment.ppo.rollout import Scores, encode_prompts, sample, score
 from alignment.runtime import adapters, health, loop, models, optim, saving
@@ -163,7 +163,7 @@ def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
         init_value_from_reward=cfg.value.init_from_reward,
         with_value=cfg.algorithm == "ppo",
     )
-    disable_dropout(model)  # LoRA dropout too: with it on, the first minibatch is not on-policy
+    models.disable_dropout(model)  # LoRA dropout too: with it on, the first minibatch is not on-policy
     model.logits_chunk_size = cfg.ppo.logits_chunk_size
     model.checkpoint_roles = set(cfg.ppo.checkpoint_roles)
     if cfg.model.gradient_checkpointing:

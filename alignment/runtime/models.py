@@ -195,3 +195,11 @@ def stage_model_path(folder: str) -> str:
         if target:
             return os.path.normpath(target if os.path.isabs(target) else os.path.join(folder, target))
     return folder
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off everywhere (LoRA dropout too): a stage that compares the policy with itself or with the reference
+    (PPO's ratio of the first minibatch, DPO's policy and reference passes) needs one deterministic network."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
