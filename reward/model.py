@@ -22,6 +22,7 @@ from alignment.common.errors import UserError
 from alignment.config.shared import AdapterConfig, ModelConfig
 from alignment.runtime import adapters, models, tiny
 from alignment.runtime.formatting import prompt_text
+from alignment.runtime.generation import right_pad
 
 HEAD = "score"
 STATS_FILE = "reward_stats.json"
@@ -85,15 +86,6 @@ def scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torc
     return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, 0].float()
 
 
-def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists into (input_ids [N, T], attention_mask [N, T])."""
-    width = max(len(s) for s in sequences)
-    # one tensor from padded lists: a tensor per row costs more than the model on short texts
-    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in sequences], dtype=torch.long)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.long)
-    return ids, mask
-
-
 def load_reward_model(folder: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
     """(model, tokenizer) from a reward run folder, in eval mode.
 
@@ -135,7 +127,7 @@ def score_texts(model, tokenizer, prompts: list, completions: list, batch_size: 
             encode_text(tokenizer, p, c, max_length)[0]
             for p, c in zip(prompts[start : start + batch_size], completions[start : start + batch_size])
         ]
-        ids, mask = pad(encoded, tokenizer.pad_token_id)
+        ids, mask = right_pad(encoded, tokenizer.pad_token_id)
         out += scores(model, ids.to(device), mask.to(device)).tolist()
     return out
 

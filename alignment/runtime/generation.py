@@ -35,6 +35,15 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into (ids [N, T], attention mask [N, T]): what teacher-forced scoring and training read."""
+    width = max(len(s) for s in sequences)
+    # one tensor from padded lists: a tensor per row costs more than the model on short texts
+    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in sequences], dtype=torch.long)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.long)
+    return ids, mask
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counting real tokens only, so left-padded prompts get the positions generate() gave them: [B, S]."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
