@@ -285,9 +285,17 @@ def sft_args(cfg: PipelineConfig, sft_dir: str) -> list[str]:
 
 
 def sample_args(cfg: PipelineConfig, out: str, store_url: str, policy: str, rnd: int, reward: str | None) -> list[str]:
-    return [stage_config(cfg.sample_config), _run(cfg), f"output_dir={out}", f"store={store_url}",
-            f"model.name_or_path={policy}", f"seed={cfg.seed + rnd}",
-            f"tag=round-{rnd}", *acquisition_args(cfg.acquisition, reward), *cfg.sample]  # fmt: skip
+    return [
+        stage_config(cfg.sample_config),
+        _run(cfg),
+        f"output_dir={out}",
+        f"store={store_url}",
+        f"model.name_or_path={policy}",
+        f"seed={cfg.seed + rnd}",
+        f"tag=round-{rnd}",
+        *acquisition_args(cfg.acquisition, reward),
+        *cfg.sample,
+    ]
 
 
 def export_args(cfg: PipelineConfig, out: str, store_url: str) -> list[str]:
@@ -295,19 +303,42 @@ def export_args(cfg: PipelineConfig, out: str, store_url: str) -> list[str]:
 
 
 def reward_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
-    return [stage_config(cfg.reward_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
-            f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.reward]  # fmt: skip
+    return [
+        stage_config(cfg.reward_config),
+        _run(cfg),
+        f"output_dir={out}",
+        f"model.name_or_path={sft_dir}",
+        f"data.path={kwise}",
+        f"data.eval_path={kwise}",
+        f"seed={cfg.seed}",
+        *cfg.reward,
+    ]
 
 
 def ppo_args(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str) -> list[str]:
     config = {"ppo": cfg.ppo_config, "rloo": cfg.rloo_config, "grpo": cfg.grpo_config}[cfg.method]
-    return [stage_config(config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
-            f"reward.path={reward_dir}", f"seed={cfg.seed}", *cfg.ppo]  # fmt: skip
+    return [
+        stage_config(config),
+        _run(cfg),
+        f"output_dir={out}",
+        f"model.name_or_path={sft_dir}",
+        f"reward.path={reward_dir}",
+        f"seed={cfg.seed}",
+        *cfg.ppo,
+    ]
 
 
 def dpo_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
-    return [stage_config(cfg.dpo_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
-            f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.dpo]  # fmt: skip
+    return [
+        stage_config(cfg.dpo_config),
+        _run(cfg),
+        f"output_dir={out}",
+        f"model.name_or_path={sft_dir}",
+        f"data.path={kwise}",
+        f"data.eval_path={kwise}",
+        f"seed={cfg.seed}",
+        *cfg.dpo,
+    ]
 
 
 def needs_reward(cfg: PipelineConfig, rnd: int) -> bool:
@@ -355,8 +386,9 @@ def check_stages(cfg: PipelineConfig, out: str) -> None:
         "export": (ExportConfig, export_args(cfg, os.path.join(out, "export"), store)),
         "reward": (RewardConfig, reward_args(cfg, os.path.join(out, "reward"), sft_dir, kwise)),
     }
-    command, args = policy_stage(cfg, os.path.join(out, cfg.method), sft_dir, os.path.join(out, "reward"),
-                                 os.path.join(out, "export"))  # fmt: skip
+    command, args = policy_stage(
+        cfg, os.path.join(out, cfg.method), sft_dir, os.path.join(out, "reward"), os.path.join(out, "export")
+    )
     stages[cfg.method] = (DPOConfig if command == "dpo" else PPOConfig, args)
     for name, (cls, args) in stages.items():
         path = args[0] if args and "=" not in args[0] else None

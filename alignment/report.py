@@ -294,8 +294,10 @@ def plot_overoptimization(ppo_rows: list[dict], path: str) -> str:
         _empty(ax, title, "no PPO metrics with objective/kl")
     else:
         handles, axes = [], {}
-        for key, label, color in [("objective/scores", "proxy reward (reward model, normalised)", "tab:blue"),
-                                  (gold, "gold reward (hidden preference)", "tab:orange")]:  # fmt: skip
+        for key, label, color in [
+            ("objective/scores", "proxy reward (reward model, normalised)", "tab:blue"),
+            (gold, "gold reward (hidden preference)", "tab:orange"),
+        ]:
             points = [(r["objective/kl"], r[key]) for r in rows if key and _finite(r.get(key))]
             if not points:
                 continue
@@ -331,14 +333,28 @@ def plot_training(
     panels = [
         (axes[0, 0], "SFT loss", sft_rows, [("train/loss", "train"), ("eval/loss", "held-out")], "loss", "step"),
         # the held-out accuracy is one number at the end: a line from eval.json, else the logged points
-        (axes[0, 1], "Reward model accuracy", reward_rows,
-         [("reward/accuracy", "train (batch)")] + ([] if held_out else [("eval/accuracy", "held-out")]),
-         "pairwise accuracy", "step"),
-        (axes[1, 0], "PPO reward", ppo_rows, [("objective/scores", "proxy score"),
-                                              ("objective/rlhf_reward", "score - β·KL"),
-                                              *([(gold, "gold")] if gold else [])], "reward", "PPO update"),
+        (
+            axes[0, 1],
+            "Reward model accuracy",
+            reward_rows,
+            [("reward/accuracy", "train (batch)")] + ([] if held_out else [("eval/accuracy", "held-out")]),
+            "pairwise accuracy",
+            "step",
+        ),
+        (
+            axes[1, 0],
+            "PPO reward",
+            ppo_rows,
+            [
+                ("objective/scores", "proxy score"),
+                ("objective/rlhf_reward", "score - β·KL"),
+                *([(gold, "gold")] if gold else []),
+            ],
+            "reward",
+            "PPO update",
+        ),
         (axes[1, 1], "PPO KL to reference", ppo_rows, [("objective/kl", "KL")], "nats per response", "PPO update"),
-    ]  # fmt: skip
+    ]
     for ax, title, rows, keys, ylabel, xlabel in panels:
         drawn = False
         for key, label in keys:
@@ -391,8 +407,14 @@ def plot_gold(s: dict, path: str, methods: dict | None = None) -> str:
         for bar, (_, value, _, win), error in zip(drawn, bars, errors):  # above the error bar, not on it
             y = value + error if value >= 0 else value - error
             text = f"{value:.2f}" + (f"\nwin {win:.0%}" if _finite(win) else "")
-            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 4 if value >= 0 else -12),
-                        textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
+            ax.annotate(
+                text,
+                (bar.get_x() + bar.get_width() / 2, y),
+                xytext=(0, 4 if value >= 0 else -12),
+                textcoords="offset points",
+                ha="center",
+                fontsize=9,
+            )
         ax.axhline(0, color="black", lw=0.8)
         ax.set_ylabel("mean gold reward" + (" (± standard error)" if n else ""))
         win = s.get("gold_win_rate")

@@ -210,9 +210,12 @@ def train(cfg: SFTConfig) -> dict:
 
     # 6. Save: adapter (or full weights) + tokenizer, merged model, manifest.
     seen = gather_object([seen_first_epoch])
-    data = {"train_rows": len(train_set), "eval_rows": len(eval_set),
-            "first_epoch_seen_per_rank": [len(s) for s in seen],
-            "first_epoch_overlap": len(set.intersection(*map(set, seen))) if world > 1 else 0}  # fmt: skip
+    data = {
+        "train_rows": len(train_set),
+        "eval_rows": len(eval_set),
+        "first_epoch_seen_per_rank": [len(s) for s in seen],
+        "first_epoch_overlap": len(set.intersection(*map(set, seen))) if world > 1 else 0,
+    }
     save(cfg, run, model, tokenizer, eval_metrics, {"steps": steps, "data": data})
     figures = f"{steps} steps"
     if eval_metrics:

@@ -129,8 +129,12 @@ class RewardUncertaintyConfig:
 
 @dataclass
 class RewardConfig(HubOptions):
-    RUN_PATHS: ClassVar = {"output_dir": "reward", "model.name_or_path": "sft", "data.path": "export/kwise",
-                           "data.eval_path": "export/kwise"}  # fmt: skip
+    RUN_PATHS: ClassVar = {
+        "output_dir": "reward",
+        "model.name_or_path": "sft",
+        "data.path": "export/kwise",
+        "data.eval_path": "export/kwise",
+    }
     """With `run=runs/x`: trains on runs/x/sft with the export runs/x/export/kwise (its test split held out)."""
     run: str = ""
     """Run folder of the pipeline (runs/x): base model runs/x/sft, data runs/x/export/kwise (train, test split held
@@ -188,8 +192,16 @@ def reference_texts(cfg: RewardConfig, train_rankings: list[dict]) -> tuple[list
         where = f"{d.reference_path}:{i + 1}"
         if not rdata.is_text(row.get("completion")) or row.get("prompt") is None:
             raise ConfigError(f"{where}: reference rows need a 'prompt' and a non-empty 'completion'")
-        texts.append({"prompt": row["prompt"], "completions": [row["completion"]], "ranks": [1], "margin": None,
-                      "annotator": "reference", "where": where})  # fmt: skip
+        texts.append(
+            {
+                "prompt": row["prompt"],
+                "completions": [row["completion"]],
+                "ranks": [1],
+                "margin": None,
+                "annotator": "reference",
+                "where": where,
+            }
+        )
     return texts, d.reference_path
 
 
@@ -386,8 +398,14 @@ def batch_stats(grid: torch.Tensor, batch: dict) -> dict[str, float]:
     ranks, valid = batch["ranks"].to(grid.device), batch["valid"].to(grid.device)
     correct, pairs, margin_sum = losses.pairwise_accuracy(grid, ranks, valid)
     r = grid[valid].double().cpu()
-    return {"correct": correct.sum().item(), "pairs": pairs.sum().item(), "margin": margin_sum.sum().item(),
-            "reward": r.sum().item(), "reward_sq": r.square().sum().item(), "completions": r.numel()}  # fmt: skip
+    return {
+        "correct": correct.sum().item(),
+        "pairs": pairs.sum().item(),
+        "margin": margin_sum.sum().item(),
+        "reward": r.sum().item(),
+        "reward_sq": r.square().sum().item(),
+        "completions": r.numel(),
+    }
 
 
 def window_metrics(window: loop.Window, accelerator, t: TrainConfig, scheduler, epoch: float, grad_norm) -> dict:
@@ -443,7 +461,11 @@ def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict
     uncertainty.save(posterior, cfg.output_dir)
     data = manifest.read(cfg.output_dir)
     data["outputs"]["uncertainty"] = uncertainty.FILE
-    data["uncertainty"] = {"method": "laplace-last-layer", "comparisons": posterior.comparisons,
-                           "prior_precision": posterior.prior_precision, "dim": int(posterior.weight.shape[0])}  # fmt: skip
+    data["uncertainty"] = {
+        "method": "laplace-last-layer",
+        "comparisons": posterior.comparisons,
+        "prior_precision": posterior.prior_precision,
+        "dim": int(posterior.weight.shape[0]),
+    }
     files.write_json(os.path.join(cfg.output_dir, "manifest.json"), data)
     run.log.info(f"reward: uncertainty of the head from {posterior.comparisons} comparisons ({uncertainty.FILE})")

@@ -108,10 +108,18 @@ class AdapterConfig:
 @dataclass
 class TrainConfig:
     RANGES: ClassVar = {
-        "learning_rate": "> 0", "weight_decay": ">= 0", "adam_eps": "> 0", "warmup_ratio": "[0, 1]",
-        "per_device_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1", "epochs": "> 0",
-        "max_steps": ">= -1", "max_grad_norm": ">= 0", "log_steps": ">= 0", "eval_steps": ">= 0",
-    }  # fmt: skip
+        "learning_rate": "> 0",
+        "weight_decay": ">= 0",
+        "adam_eps": "> 0",
+        "warmup_ratio": "[0, 1]",
+        "per_device_batch_size": ">= 1",
+        "gradient_accumulation_steps": ">= 1",
+        "epochs": "> 0",
+        "max_steps": ">= -1",
+        "max_grad_norm": ">= 0",
+        "log_steps": ">= 0",
+        "eval_steps": ">= 0",
+    }
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
 
     learning_rate: float = 2e-4

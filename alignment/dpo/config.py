@@ -25,8 +25,14 @@ from alignment.runtime.health import HealthConfig
 
 @dataclass
 class DPODataConfig:
-    RANGES: ClassVar = {"test_size": ">= 0", "k": ">= 2", "limit": ">= 1", "max_length": ">= 2",
-                        "max_prompt_length": ">= 1", "max_completion_length": ">= 1"}  # fmt: skip
+    RANGES: ClassVar = {
+        "test_size": ">= 0",
+        "k": ">= 2",
+        "limit": ">= 1",
+        "max_length": ">= 2",
+        "max_prompt_length": ">= 1",
+        "max_completion_length": ">= 1",
+    }
     """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
@@ -111,8 +117,12 @@ class DPOEvalConfig:
 
 @dataclass
 class DPOConfig(HubOptions):
-    RUN_PATHS: ClassVar = {"output_dir": "dpo", "model.name_or_path": "sft", "data.path": "export/kwise",
-                           "data.eval_path": "export/kwise"}  # fmt: skip
+    RUN_PATHS: ClassVar = {
+        "output_dir": "dpo",
+        "model.name_or_path": "sft",
+        "data.path": "export/kwise",
+        "data.eval_path": "export/kwise",
+    }
     """With `run=runs/x`: trains on runs/x/sft (also the reference) with the export runs/x/export/kwise (its test
     split held out)."""
     run: str = ""

@@ -214,16 +214,18 @@ def train(cfg: DPOConfig) -> dict:
     )
     steps = optimizer_steps(cfg, len(train_set), run.accelerator.num_processes)
     train_cfg = dataclasses.replace(cfg.train, learning_rate=learning_rate(cfg))
-    model, optimizer, scheduler = optim.setup(run.accelerator, TokenScorer(policy), train_cfg, steps,
-                                              cfg.train.per_device_batch_size)  # fmt: skip
+    model, optimizer, scheduler = optim.setup(
+        run.accelerator, TokenScorer(policy), train_cfg, steps, cfg.train.per_device_batch_size
+    )
     sets = Sets(train_set, eval_set, informative, unseen, tokenizer.pad_token_id)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step. Precomputed
     #    reference log-probs are recomputed (deterministic: the same batches of the same frozen base).
     loop.resume(run)
     if cfg.loss.precompute_ref:
-        precompute_reference(run.accelerator, model, train_set, eval_batch_size(cfg), sets.pad_id,
-                             cfg.loss.length_normalize)  # fmt: skip
+        precompute_reference(
+            run.accelerator, model, train_set, eval_batch_size(cfg), sets.pad_id, cfg.loss.length_normalize
+        )
 
     # 4b. Guardrails: the reference's own samples once, the policy's at every evaluation (DPO never samples).
     watch = samples.Watch(cfg.health, run, model, tokenizer, eval_set or train_set, cfg.seed)
@@ -281,8 +283,18 @@ def optimize(cfg: DPOConfig, run: loop.Run, model, optimizer, scheduler, sets: S
         loop.save_checkpoint(run, done, steps)
 
 
-def optimizer_step(cfg: DPOConfig, accelerator, model, peft_model, optimizer, scheduler, sets: Sets,
-                   stream: IndexStream, step: int, window: loop.Window) -> float | None:  # fmt: skip
+def optimizer_step(
+    cfg: DPOConfig,
+    accelerator,
+    model,
+    peft_model,
+    optimizer,
+    scheduler,
+    sets: Sets,
+    stream: IndexStream,
+    step: int,
+    window: loop.Window,
+) -> float | None:
     """One optimizer step over its micro-batches: reference and policy log-probs [B, K], per-prompt losses weighted
     by annotator, the step's mean over informative prompts on every process; returns the gradient norm."""
     t, rank, world = cfg.train, accelerator.process_index, accelerator.num_processes
@@ -292,8 +304,9 @@ def optimizer_step(cfg: DPOConfig, accelerator, model, peft_model, optimizer, sc
     scale = world * t.gradient_accumulation_steps / max(prompts, 1)
     grad_norm = None
     for m in micro_steps:
-        batch = ddata.collate([sets.train[i] for i in stream.batch(m, t.per_device_batch_size, rank, world)],
-                              sets.pad_id)  # fmt: skip
+        batch = ddata.collate(
+            [sets.train[i] for i in stream.batch(m, t.per_device_batch_size, rank, world)], sets.pad_id
+        )
         with accelerator.accumulate(model):
             result, logps, ref = micro_batch_loss(cfg.loss, model, peft_model, batch, accelerator.device, sets.unseen)
             weights = batch["loss_weights"].to(result.losses.device, result.losses.dtype)  # annotators' (1: equal)

@@ -98,9 +98,15 @@ class RolloutConfig:
 @dataclass
 class PPOAlgoConfig:
     RANGES: ClassVar = {
-        "epochs": ">= 1", "num_minibatches": ">= 1", "gradient_accumulation_steps": ">= 1", "cliprange": "> 0",
-        "cliprange_value": "> 0", "vf_coef": ">= 0", "gamma": "[0, 1]", "lam": "[0, 1]",
-    }  # fmt: skip
+        "epochs": ">= 1",
+        "num_minibatches": ">= 1",
+        "gradient_accumulation_steps": ">= 1",
+        "cliprange": "> 0",
+        "cliprange_value": "> 0",
+        "vf_coef": ">= 0",
+        "gamma": "[0, 1]",
+        "lam": "[0, 1]",
+    }
     """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     epochs: int = 4
@@ -181,9 +187,16 @@ class KLConfig:
 @dataclass
 class PPOTrainConfig:
     RANGES: ClassVar = {
-        "total_episodes": ">= 1", "learning_rate": "> 0", "warmup_ratio": "[0, 1]", "weight_decay": ">= 0",
-        "adam_eps": "> 0", "max_grad_norm": ">= 0", "log_steps": ">= 1", "sample_steps": ">= 0", "sample_rows": ">= 1",
-    }  # fmt: skip
+        "total_episodes": ">= 1",
+        "learning_rate": "> 0",
+        "warmup_ratio": "[0, 1]",
+        "weight_decay": ">= 0",
+        "adam_eps": "> 0",
+        "max_grad_norm": ">= 0",
+        "log_steps": ">= 1",
+        "sample_steps": ">= 0",
+        "sample_rows": ">= 1",
+    }
     """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     total_episodes: int = 1024
@@ -313,8 +326,10 @@ class PPOConfig(HubOptions):
             raise ConfigError(f"'train.lr_from_beta' must be > 0 or null, got {self.train.lr_from_beta}")
         if self.algorithm != "ppo":
             if k < 2:
-                raise ConfigError(f"'rollout.samples_per_prompt' must be >= 2 for {self.algorithm} (its baseline is "
-                                  f"the other samples of the prompt), got {k}")  # fmt: skip
+                raise ConfigError(
+                    f"'rollout.samples_per_prompt' must be >= 2 for {self.algorithm} (its baseline is "
+                    f"the other samples of the prompt), got {k}"
+                )
             if self.value.init_from_reward:
                 raise ConfigError(f"'value.init_from_reward': {self.algorithm} trains no value adapter")
         elif self.kl.mode == "loss":

@@ -229,8 +229,17 @@ class PPOModel(nn.Module):
             logits = self.peft.get_base_model().get_output_embeddings()(hidden)
             return logits, self._values(hidden)
 
-    def policy_logprobs(self, input_ids, attention_mask, position_ids=None, *, prompt_width: int,
-                        temperature: float, with_entropy: bool = False, with_values: bool = False):  # fmt: skip
+    def policy_logprobs(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids=None,
+        *,
+        prompt_width: int,
+        temperature: float,
+        with_entropy: bool = False,
+        with_values: bool = False,
+    ):
         """(log-probs [B, T], entropy [B, T] or None, values [B, T] or None) of the response `input_ids[:, P:]`.
 
         The LM head runs only on the T response positions, `logits_chunk_size` at a time (never [B, S, V]);
@@ -250,8 +259,16 @@ class PPOModel(nn.Module):
         return logprobs, entropy, values if with_values else None
 
     @torch.no_grad()
-    def reference_logprobs(self, input_ids, attention_mask, position_ids=None, *, prompt_width: int,
-                           temperature: float, with_entropy: bool = False):  # fmt: skip
+    def reference_logprobs(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids=None,
+        *,
+        prompt_width: int,
+        temperature: float,
+        with_entropy: bool = False,
+    ):
         """(log-probs [B, T], entropy or None) of the response under the reference (adapters off), chunked."""
         position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
         with self.role("reference"):

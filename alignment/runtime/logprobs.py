@@ -66,8 +66,9 @@ def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, prompt_widt
     return logprobs_from_logits(logits[:, prompt_width - 1 : -1], responses, temperature)
 
 
-def sequence_logprobs(logits: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor, prompt_width: int,
-                      temperature: float) -> torch.Tensor:  # fmt: skip
+def sequence_logprobs(
+    logits: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor, prompt_width: int, temperature: float
+) -> torch.Tensor:
     """Sum over real response tokens (mask [b, T]) of log p(y_t | x, y_<t): [b] float64."""
     return (response_logprobs(logits, responses, prompt_width, temperature).double() * mask).sum(-1)
 
@@ -106,8 +107,14 @@ class TokenStats(NamedTuple):
     """The trunk's last hidden states [B, S, H] (`score_tokens(keep_hidden=True)`: PPO's shared value head)."""
 
 
-def _chunk_stats(head, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool,
-                 mass_on: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def _chunk_stats(
+    head,
+    hidden: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float,
+    with_entropy: bool,
+    mass_on: torch.Tensor | None = None,
+) -> torch.Tensor:
     """[n, 1 + entropy + mass]: log-prob of `tokens` [n] (then entropy, then log-mass on the bool mask `mass_on` [V])
     under softmax(head(hidden [n, H]) / temperature)."""
     z = _fp32(head(hidden)) / temperature
@@ -121,9 +128,15 @@ def _chunk_stats(head, hidden: torch.Tensor, tokens: torch.Tensor, temperature: 
     return torch.stack(columns, dim=-1)
 
 
-def hidden_token_stats(hidden: torch.Tensor, head, tokens: torch.Tensor, temperature: float = 1.0,
-                       chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False,
-                       mass_on: torch.Tensor | None = None) -> TokenStats:  # fmt: skip
+def hidden_token_stats(
+    hidden: torch.Tensor,
+    head,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+    mass_on: torch.Tensor | None = None,
+) -> TokenStats:
     """`TokenStats` of `tokens` [B, T] under softmax(head(hidden) / temperature), `chunk_size` positions at a time.
 
     hidden [B, T, H] where hidden[:, t] predicts tokens[:, t] (the caller shifts); head: the LM head module
@@ -154,16 +167,28 @@ def hidden_token_stats(hidden: torch.Tensor, head, tokens: torch.Tensor, tempera
     )
 
 
-def hidden_logprobs(hidden: torch.Tensor, head, tokens: torch.Tensor, temperature: float = 1.0,
-                    chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False):  # fmt: skip
+def hidden_logprobs(
+    hidden: torch.Tensor,
+    head,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+):
     """(log-probs [B, T], entropy [B, T] or None) of `tokens` [B, T]: `hidden_token_stats` without the log-mass."""
     stats = hidden_token_stats(hidden, head, tokens, temperature, chunk_size, with_entropy)
     return stats.logprobs, stats.entropy
 
 
-def response_logprobs_from_hidden(hidden: torch.Tensor, head, responses: torch.Tensor, prompt_width: int,
-                                  temperature: float, chunk_size: int = LOGITS_CHUNK_SIZE,
-                                  with_entropy: bool = False):  # fmt: skip
+def response_logprobs_from_hidden(
+    hidden: torch.Tensor,
+    head,
+    responses: torch.Tensor,
+    prompt_width: int,
+    temperature: float,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+):
     """`response_logprobs` from the trunk's last hidden states [b, P + T, H]: (log-probs [b, T], entropy or None).
 
     Only the T response positions go through the head (`hidden[:, P - 1 + t]` predicts response token t).
@@ -191,10 +216,18 @@ def chunkable(model) -> bool:
     return getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", None) is None
 
 
-def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: int | torch.Tensor,
-                 temperature: float = 1.0, position_ids: torch.Tensor | None = None,
-                 chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False,
-                 mass_on: torch.Tensor | None = None, keep_hidden: bool = False) -> TokenStats:  # fmt: skip
+def score_tokens(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: int | torch.Tensor,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+    mass_on: torch.Tensor | None = None,
+    keep_hidden: bool = False,
+) -> TokenStats:
     """`TokenStats` of the tokens a causal LM predicts at `positions`, from one trunk pass and the LM head on those
     positions only, `chunk_size` at a time: the [B, S, V] logits never exist. Every stage that scores its
     own tokens (PPO, DPO, eval) goes through here.
@@ -224,15 +257,18 @@ def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, p
     return stats._replace(hidden=hidden if keep_hidden else None)
 
 
-def _stats_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool,
-                       mass_on: torch.Tensor | None) -> TokenStats:  # fmt: skip
+def _stats_from_logits(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool, mass_on: torch.Tensor | None
+) -> TokenStats:
     """`TokenStats` from logits [B, T, V] that exist already, a few rows at a time."""
     entropy = entropy_from_logits(logits, temperature) if with_entropy else None
     mass = None
     if mass_on is not None:
         mass_on = mass_on.to(logits.device)
-        rows = [_chunk_stats(torch.nn.Identity(), r, t, temperature, False, mass_on)[..., -1]
-                for r, t in zip(_chunks(logits), _chunks(tokens, logits))]  # fmt: skip
+        rows = [
+            _chunk_stats(torch.nn.Identity(), r, t, temperature, False, mass_on)[..., -1]
+            for r, t in zip(_chunks(logits), _chunks(tokens, logits))
+        ]
         mass = torch.cat(rows)
     return TokenStats(logprobs_from_logits(logits, tokens, temperature), entropy, mass)
 
@@ -242,23 +278,38 @@ def _place(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
 
 
-def policy_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
-                    temperature: float = 1.0, position_ids: torch.Tensor | None = None,
-                    chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False):  # fmt: skip
+def policy_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_width: int,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+):
     """(log-probs [B, T], entropy [B, T] or None) of the response tokens `input_ids[:, P:]` under a causal LM.
 
     The drop-in for `response_logprobs(model(...).logits, ...)` (`score_tokens` at the prompt width); position_ids
     default to counting real tokens (as generation numbers left-padded rows).
     """
     position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
-    stats = score_tokens(model, input_ids, attention_mask, prompt_width, temperature, position_ids, chunk_size,
-                         with_entropy)  # fmt: skip
+    stats = score_tokens(
+        model, input_ids, attention_mask, prompt_width, temperature, position_ids, chunk_size, with_entropy
+    )
     return stats.logprobs, stats.entropy
 
 
-def policy_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
-                             prompt_width: int, temperature: float = 1.0, position_ids: torch.Tensor | None = None,
-                             chunk_size: int = LOGITS_CHUNK_SIZE) -> torch.Tensor:  # fmt: skip
+def policy_sequence_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mask: torch.Tensor,
+    prompt_width: int,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+) -> torch.Tensor:
     """The drop-in for `sequence_logprobs(model(...).logits, ...)`: sum over real response tokens (mask [B, T])
     of log p(y_t | x, y_<t), [B] float64, without the [B, S, V] logits."""
     logprobs, _ = policy_logprobs(model, input_ids, attention_mask, prompt_width, temperature, position_ids, chunk_size)
@@ -275,10 +326,28 @@ class TokenScorer(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, positions, temperature: float = 1.0, position_ids=None,
-                chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False, mass_on=None) -> TokenStats:  # fmt: skip
-        return score_tokens(self.model, input_ids, attention_mask, positions, temperature, position_ids, chunk_size,
-                            with_entropy, mass_on)  # fmt: skip
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        positions,
+        temperature: float = 1.0,
+        position_ids=None,
+        chunk_size: int = LOGITS_CHUNK_SIZE,
+        with_entropy: bool = False,
+        mass_on=None,
+    ) -> TokenStats:
+        return score_tokens(
+            self.model,
+            input_ids,
+            attention_mask,
+            positions,
+            temperature,
+            position_ids,
+            chunk_size,
+            with_entropy,
+            mass_on,
+        )
 
     def __getattr__(self, name: str):
         try:

@@ -42,9 +42,15 @@ from reward.rankings.store import open_store
 @dataclass
 class SampleConfig:
     RANGES: ClassVar = {
-        "limit": ">= 1", "repeats": ">= 1", "k": ">= 2", "max_new_tokens": ">= 1", "temperature": "> 0",
-        "top_p": "(0, 1]", "top_k": ">= 0", "batch_size": ">= 1",
-    }  # fmt: skip
+        "limit": ">= 1",
+        "repeats": ">= 1",
+        "k": ">= 2",
+        "max_new_tokens": ">= 1",
+        "temperature": "> 0",
+        "top_p": "(0, 1]",
+        "top_k": ">= 0",
+        "batch_size": ">= 1",
+    }
     """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
     RUN_PATHS: ClassVar = {"output_dir": "sample", "store": "rankings.db", "model.name_or_path": "sft"}
     """With `run=runs/x`: samples from runs/x/sft into runs/x/rankings.db."""
@@ -101,8 +107,15 @@ def complete(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, devi
     """K (with acquisition: M candidates) decoded completions per prompt, sampled in one left-padded batch under `seed`."""
     n = cfg.acquisition.candidates if cfg.acquisition.active else cfg.k
     queries, query_mask = left_pad([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id)
-    config = generation_config(cfg.max_new_tokens, cfg.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id,
-                               top_k=cfg.top_k, top_p=cfg.top_p, num_return_sequences=n)  # fmt: skip
+    config = generation_config(
+        cfg.max_new_tokens,
+        cfg.temperature,
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        num_return_sequences=n,
+    )
     torch.manual_seed(seed)
     out = generate(model, queries.to(device), query_mask.to(device), config)
     texts = decode(tokenizer, out.responses, out.response_mask)
@@ -223,9 +236,18 @@ def write_chosen(cfg: SampleConfig, gathered: list, model_path: str, posterior, 
     for c in choices:
         prompt, texts, sample_seed, repeat = rows[c.row][:4]
         picked = [texts[j] for j in c.chosen]
-        meta = {"tag": cfg.tag, "repeat": repeat, "seed": sample_seed,
-                "acquisition": {"method": acq.method, "score": c.score, "pick": c.pick, "candidates": len(texts),
-                                "chosen": c.chosen}}  # fmt: skip
+        meta = {
+            "tag": cfg.tag,
+            "repeat": repeat,
+            "seed": sample_seed,
+            "acquisition": {
+                "method": acq.method,
+                "score": c.score,
+                "pick": c.pick,
+                "candidates": len(texts),
+                "chosen": c.chosen,
+            },
+        }
         completions = completion_rows(picked, model_path, gen_settings(cfg), sample_seed)
         tasks.append({"prompt": prompt, "completions": completions, "meta": meta, "priority": c.score})
     store = open_store(cfg.store_url())
@@ -234,12 +256,18 @@ def write_chosen(cfg: SampleConfig, gathered: list, model_path: str, posterior, 
     new = store.count_tasks() - before
     store.close()
     skipped = len(gathered) - len(rows)
-    summary = {"method": acq.method, "reward": acq.reward or None, "candidates": acq.candidates,
-               "features": acq.features if acq.needs_reward else None,
-               "prompts": len(gathered), "budget": acq.budget, "chosen_by_rule": sum(c.pick == "rule" for c in choices),
-               "chosen_at_random": sum(c.pick == "random" for c in choices),
-               "priority_max": max((c.score for c in choices), default=None),
-               "priority_min": min((c.score for c in choices), default=None)}  # fmt: skip
+    summary = {
+        "method": acq.method,
+        "reward": acq.reward or None,
+        "candidates": acq.candidates,
+        "features": acq.features if acq.needs_reward else None,
+        "prompts": len(gathered),
+        "budget": acq.budget,
+        "chosen_by_rule": sum(c.pick == "rule" for c in choices),
+        "chosen_at_random": sum(c.pick == "random" for c in choices),
+        "priority_max": max((c.score for c in choices), default=None),
+        "priority_min": min((c.score for c in choices), default=None),
+    }
     metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
     inputs = manifest.stage_inputs(model_path, cfg.prompts, reward=acq.reward or None)
     outputs = {"store": manifest.where(cfg.store_url())}
