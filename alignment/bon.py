@@ -24,11 +24,12 @@ from typing import ClassVar
 
 import torch
 
-from alignment.cli import parse_stage_args
-from alignment.config import ConfigError, UserError, check_output_dir, require, save_config
+from alignment.common import files, manifest
+from alignment.common.errors import ConfigError, UserError
+from alignment.config.loader import check_output_dir, save_config
+from alignment.config.shared import require
 from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, load_prompts, policy_path
 from alignment.evaluate import sample_policy as sample_each
-from alignment.runtime import files, manifest
 from alignment.runtime.formatting import prompt_text
 from reward.model import load_reward_model, score_texts
 
@@ -118,7 +119,7 @@ class BonGenerationConfig(EvalGenerationConfig):
 @dataclass
 class BonConfig:
     RANGES: ClassVar = {"n": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
     RUN_PATHS: ClassVar = {"output_dir": "bon", "policy": "sft", "reward_model": "reward"}
     """With `run=runs/x`: samples runs/x/sft, scored by runs/x/reward, writes runs/x/bon."""
     run: str = ""
@@ -178,23 +179,11 @@ def rejection_sample(cfg: BonConfig) -> dict:
     files.write_atomic(os.path.join(cfg.output_dir, "sft.jsonl"), "".join(json.dumps(r) + "\n" for r in kept))
     save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     mean = sum(r["reward"] for r in kept) / len(kept)
-    inputs = {name: manifest.where(getattr(cfg, name)) for name in ("policy", "reward_model")}
     return manifest.write(
         cfg.output_dir,
         "bon",
-        inputs={**inputs, "data": manifest.where(cfg.data.path)},
+        inputs=manifest.stage_inputs(cfg.policy, cfg.data.path, reward=cfg.reward_model),
         outputs={"sft_rows": "sft.jsonl"},
         metrics={"rows": len(kept), "dropped": len(rows) - len(kept), "reward_mean": mean, "kl_bound": kl_bound(cfg.n)},
         extra={"n": cfg.n, "seconds": time.time() - started},
     )
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf bon", BonConfig, argv, __doc__)
-    if cfg is not None:
-        out = rejection_sample(cfg)
-        m = out["metrics"]
-        rows = os.path.join(cfg.output_dir, "sft.jsonl")
-        print(f"best-of-{cfg.n}: {m['rows']} rows, mean reward {m['reward_mean']:.3f} -> {rows}")
-        print(f"next round: rlhf sft configs/sft.yaml model.name_or_path={cfg.policy} data.path={rows} output_dir=...")
-    return 0

@@ -1,88 +1,62 @@
 """`rlhf <command> [CONFIG.yaml] [key=value ...]`: one entry point for every stage.
 
-Each command lives in its own module with a `main(argv) -> int`; this file only dispatches, so
-`rlhf --help` stays fast (no torch import) and a user mistake anywhere becomes one line on stderr
-and exit code 2 instead of a traceback.
+Each command is a module of alignment/commands/ named by its verb, with a `main(argv) -> int`: this file finds it
+there and dispatches, so `rlhf --help` stays fast (no torch import), applies the process-wide settings a command
+line may make (`alignment.runtime.cpu_tuning`, third-party quiet), and turns a user mistake anywhere into one line
+on stderr and exit code 2 instead of a traceback.
 """
 
 from __future__ import annotations
 
+import ast
 import errno
 import importlib
 import logging
 import os
+import pkgutil
 import sys
+import warnings
 
-from alignment.config import OUTPUT_DIRS, UserError, load_config, resolve_unchecked
-
-COMMANDS = {
-    "sft": ("alignment.sft", "supervised fine-tuning (stage 1)"),
-    "sample": ("reward.rankings.sampling", "sample K completions per prompt into the ranking store (stage 2)"),
-    "rank": ("reward.rankings.app.cli", "ranking app: serve | status | export | import | annotate | users (stage 2)"),
-    "reward": ("reward.train", "train the reward model on rankings (stage 3)"),
-    "dpo": ("alignment.dpo.train", "DPO / IPO / listwise Plackett-Luce DPO on the rankings (policy adapter)"),
-    "ppo": ("alignment.ppo.train", "PPO against the reward model on one frozen base (stage 4)"),
-    "pipeline": ("alignment.pipeline", "run every stage in order from one config"),
-    "eval": ("alignment.evaluate", "compare policies: reward, win rate, KL, length"),
-    "bon": ("alignment.bon", "best-of-N: a policy's samples, the reward model's best of each N, as SFT rows"),
-    "demo": ("alignment.demo", "the whole pipeline on the embedded tiny default, with a report"),
-}
-
-USAGE = (
-    "usage: rlhf <command> [CONFIG.yaml] [key=value ...]\n\ncommands:\n"
-    + "\n".join(f"  {name:<9} {doc}" for name, (_, doc) in COMMANDS.items())
-    + "\n\n`rlhf <command> --help` lists a command's config keys."
-)
+import alignment.commands
+from alignment.common.errors import UserError
+from alignment.config.loader import OUTPUT_DIRS
+from alignment.runtime import cpu_tuning
 
 
-def parse_stage_args(prog: str, cfg_cls: type, argv: list[str], doc: str = ""):
-    """Parse `[CONFIG.yaml] [key=value ...] [--help]` into a validated `cfg_cls`; None after --help (which shows the
-    values the config file and overrides give, when there are any)."""
-    wants_help = any(a in ("-h", "--help") for a in argv)
-    path = None
-    rest = [a for a in argv if a not in ("-h", "--help")]
-    if rest and "=" not in rest[0]:
-        path = rest.pop(0)
-    for item in rest:
-        if "=" not in item:
-            raise UserError(f"unexpected argument '{item}': give at most one CONFIG.yaml, then key=value overrides")
-    if wants_help:
-        values = resolve_unchecked(cfg_cls, path, rest) if path or rest else None
-        print_help(prog, cfg_cls, doc, values, path, rest)
-        return None
-    return load_config(cfg_cls, path, rest)
+def commands() -> dict[str, str]:
+    """{verb: what it does} for every module of alignment/commands/, from the first line of its docstring (read from
+    the source, so listing them imports nothing)."""
+    found = {}
+    for module in sorted(pkgutil.iter_modules(alignment.commands.__path__), key=lambda m: m.name):
+        path = os.path.join(alignment.commands.__path__[0], module.name + ".py")
+        with open(path, encoding="utf-8") as f:
+            doc = ast.get_docstring(ast.parse(f.read())) or ""
+        found[module.name] = doc.splitlines()[0].partition("`: ")[2].rstrip(".") if doc else ""
+    return found
 
 
-def print_help(prog: str, cfg_cls: type, doc: str = "", values=None, path: str | None = None, overrides=()) -> None:
-    """Usage, the command's docstring, every config key with its value and meaning, and the user-function signature
-    where the command takes one."""
-    from alignment.config import all_keys
-    from alignment.runtime.functions import FUNCTION_KEYS, HELP
-    from alignment.usage import describe
-
-    print(f"usage: {prog} [CONFIG.yaml] [key=value ...]\n")
-    if doc:
-        print(doc.strip() + "\n")
-    given = " and ".join(([path] if path else []) + (["the overrides"] if overrides else []))
-    source = f"values from {given}, then the defaults" if given else "values are the defaults"
-    print(f"config keys (YAML or dotted key=value overrides; {source}):")
-    print("\n".join(describe(cfg_cls, values)))
-    if set(all_keys(cfg_cls)) & set(FUNCTION_KEYS):
-        print("\n" + HELP)
+def usage() -> str:
+    listed = "\n".join(f"  {name:<9} {doc}" for name, doc in commands().items())
+    return (
+        "usage: rlhf <command> [CONFIG.yaml] [key=value ...]\n\ncommands:\n"
+        + listed
+        + "\n\n`rlhf <command> --help` lists a command's config keys."
+    )
 
 
 def run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
+    known = commands()
+    if name not in known:
         import difflib
 
-        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise UserError(f"unknown command '{name}'{hint} (see rlhf --help)")
-    module_name = COMMANDS[name][0]
+    module_name = f"alignment.commands.{name}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -112,6 +86,8 @@ def write_error_line(e: OSError) -> str:
 QUIET_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # a bar per dataset saved or loaded: most of `rlhf rank export`
     "DATASETS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' bar per file loaded: on a tiny model, most of the terminal
+    "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "TOKENIZERS_PARALLELISM": "false",  # the fork warning of tokenizers once the ranking server or a loader forks
 }
@@ -128,6 +104,10 @@ def quiet_third_party() -> None:
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     logging.getLogger("DeepSpeed").addFilter(_errors_only)
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # "Removed shared tensor" on every save
+    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
 def _errors_only(record: logging.LogRecord) -> bool:
@@ -136,6 +116,7 @@ def _errors_only(record: logging.LogRecord) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    cpu_tuning.apply()  # before anything imports torch
     quiet_third_party()
     try:
         code = run(argv)
@@ -151,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         # A full disk, a quota, a read-only mount or a folder the user may not write, raised by whichever
         # library wrote (OSError, torch, safetensors, SQLite): the user's to fix, so one line, not a traceback.
-        from alignment.runtime.files import disk_error
+        from alignment.common.files import disk_error
 
         # the OS's own file name when it gave one; else the output folder, whose free space tells a full disk
         output_dir = OUTPUT_DIRS[-1] if OUTPUT_DIRS else None

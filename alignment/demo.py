@@ -24,13 +24,13 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from alignment.assets import worlds
-from alignment.cli import parse_stage_args
-from alignment.config import ConfigError, require
+from alignment.common import files
+from alignment.common.errors import ConfigError
+from alignment.config.shared import require
 from alignment.evaluate import EvalConfig, EvalDataConfig, EvalGenerationConfig, evaluate
 from alignment.pipeline import AnnotatorsConfig, PipelineConfig, check_stages, train_policy
 from alignment.pipeline import run as run_pipeline
 from alignment.report import method_figures, methods_text, summary, write_report
-from alignment.runtime import files
 from reward.model import completion_text
 
 METHODS = {
@@ -48,7 +48,7 @@ class DemoAnnotatorsConfig:
     """The scripted annotators; each setting left unset is the world's."""
 
     RANGES: ClassVar = {"count": ">= 1", "temperature": ">= 0", "careless": ">= 0", "per_task": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     count: int | None = None
     """Scripted annotators ranking in parallel (default: the world's)."""
@@ -114,13 +114,6 @@ class DemoConfig:
                 f"'methods' must name each of {', '.join(METHODS)} at most once (at least one), got {self.methods}",
                 key="methods",
             )
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf demo", DemoConfig, argv, __doc__)
-    if cfg is not None:
-        demo(cfg)
-    return 0
 
 
 def world_overrides(world: worlds.World) -> dict[str, list[str]]:

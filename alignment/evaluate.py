@@ -28,22 +28,14 @@ from typing import ClassVar, Literal
 import torch
 from tqdm.auto import tqdm
 
-from alignment.cli import parse_stage_args
-from alignment.config import (
-    ConfigError,
-    ModelConfig,
-    TrackingConfig,
-    UserError,
-    check_output_dir,
-    check_ranges,
-    require,
-    save_config,
-    to_dict,
-)
-from alignment.runtime import data, files, generation, health, logprobs, manifest, models
+from alignment.common import data, files, manifest
+from alignment.common.errors import ConfigError, UserError
+from alignment.common.functions import check_function, load_item_function
+from alignment.config.loader import check_output_dir, save_config, to_dict
+from alignment.config.shared import ModelConfig, TrackingConfig, check_ranges, require
+from alignment.runtime import generation, health, logprobs, models
 from alignment.runtime import logging as rlog
 from alignment.runtime.formatting import encode_prompt, prompt_text
-from alignment.runtime.functions import check_function, load_item_function
 from alignment.runtime.generation import Responses, generate, generation_config, left_pad, position_ids_from_mask
 from alignment.runtime.health import HealthConfig
 from reward.model import load_reward_model, score_texts
@@ -52,7 +44,7 @@ from reward.model import load_reward_model, score_texts
 @dataclass
 class EvalDataConfig:
     RANGES: ClassVar = {"limit": ">= 1", "max_prompt_length": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
     """Prompt rows (`prompt`: a string or a message list): a jsonl/json/parquet/csv file, a `datasets` folder,
@@ -68,7 +60,7 @@ class EvalDataConfig:
 @dataclass
 class EvalGenerationConfig:
     RANGES: ClassVar = {"num_samples": ">= 1", "max_new_tokens": ">= 1", "temperature": "> 0", "batch_size": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     num_samples: int = 16
     """Completions per prompt per policy."""
@@ -82,8 +74,12 @@ class EvalGenerationConfig:
 
 @dataclass
 class EvalConfig:
-    RUN_PATHS: ClassVar = {"output_dir": "eval", "policies": {"sft": "sft", "ppo": "ppo"}, "reference": "sft",
-                           "reward_model": "reward"}  # fmt: skip
+    RUN_PATHS: ClassVar = {
+        "output_dir": "eval",
+        "policies": {"sft": "sft", "ppo": "ppo"},
+        "reference": "sft",
+        "reward_model": "reward",
+    }
     """With `run=runs/x`: compares runs/x/sft and runs/x/ppo, KL to runs/x/sft, scored by runs/x/reward."""
     run: str = ""
     """Run folder of the pipeline (runs/x): policies {sft: runs/x/sft, ppo: runs/x/ppo}, reference runs/x/sft,
@@ -135,14 +131,6 @@ class EvalConfig:
         check_function(self.judge, "judge")  # last: it imports and calls the user's code
 
 
-def main(argv: list[str]) -> int:
-
-    cfg = parse_stage_args("rlhf eval", EvalConfig, argv, __doc__)
-    if cfg is not None:
-        evaluate(cfg)
-    return 0
-
-
 # ----------------------------------------------------------------------------------------------
 # Resolving what to load
 
@@ -168,7 +156,7 @@ def base_of(name: str, key: str) -> str:
 
 
 def load_judge(spec: str):
-    """`judge(prompt, completion) -> float` from `module:function` (alignment/runtime/functions.py)."""
+    """`judge(prompt, completion) -> float` from `module:function` (alignment/common/functions.py)."""
     return load_item_function(spec, "judge")
 
 
@@ -194,8 +182,9 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], g: EvalGenerationConfi
         torch.manual_seed(seed + b)  # the same draws for every policy: common random numbers
         out = generate(model, queries.to(device), query_mask.to(device), config)
         # on the CPU, so the reference can score exactly these rows later
-        batches.append(Responses(queries, query_mask, out.responses.cpu(), out.response_mask.cpu(),
-                                 out.contains_eos.cpu()))  # fmt: skip
+        batches.append(
+            Responses(queries, query_mask, out.responses.cpu(), out.response_mask.cpu(), out.contains_eos.cpu())
+        )
     return batches
 
 
@@ -207,8 +196,9 @@ def sequence_logprobs(model, batch: Responses, temperature: float) -> torch.Tens
     positions = position_ids_from_mask(attention)  # as generate numbered the left-padded rows
     mask = batch.response_mask.to(device)
     # the LM head on response positions only, in chunks: no [B, S, V] logits (3 GB at Qwen's vocabulary)
-    return logprobs.policy_sequence_logprobs(model, ids, attention, mask, batch.prompt_width, temperature,
-                                             positions).cpu()  # fmt: skip
+    return logprobs.policy_sequence_logprobs(
+        model, ids, attention, mask, batch.prompt_width, temperature, positions
+    ).cpu()
 
 
 def decode(tokenizer, batches: list[Responses]) -> tuple[list[str], list[int], list[bool]]:
@@ -291,15 +281,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     kl = kl_to_reference(cfg, runs, reference, device, log) if reference else {}
 
     # 4. Scores: the reward model's and the judge's, for every completion.
-    if cfg.reward_model:
-        log.info(f"eval: scoring with the reward model {cfg.reward_model}")
-        reward_model, reward_tok = load_reward_model(cfg.reward_model, device=device)
-        for run in runs.values():
-            run["scores"]["reward"] = score_texts(reward_model, reward_tok, prompt_rows, run["texts"], g.batch_size)
-        del reward_model
-    if judge:
-        for run in runs.values():
-            run["scores"]["judge"] = [judge(p, t) for t, p in zip(run["texts"], prompt_strings)]
+    score_runs(cfg, runs, prompt_rows, prompt_strings, judge, device, log)
 
     # 5. Metrics per policy, and win rates per pair by every score there is.
     policies = all_policy_metrics(cfg, runs, kl, first, log)
@@ -310,14 +292,14 @@ def evaluate(cfg: EvalConfig) -> dict:
     ]
 
     # 6. Save, show, log.
-    samples = [
-        {"prompt": prompt_strings[i], "sample": i % g.num_samples,
-         **{name: {"completion": run["texts"][i], **{k: v[i] for k, v in run["scores"].items()},
-                   **({"kl": kl[name][i]} if kl.get(name) is not None else {})} for name, run in runs.items()}}
-        for i in range(len(prompt_rows))
-    ]  # fmt: skip
-    result = {"policies": policies, "win_rates": win_rates, "reference": reference, "output_dir": cfg.output_dir,
-              "inputs": {"policies": paths, "reward_model": manifest.where(cfg.reward_model)}}  # fmt: skip
+    samples = [sample_row(runs, kl, prompt_strings[i], i, g.num_samples) for i in range(len(prompt_rows))]
+    result = {
+        "policies": policies,
+        "win_rates": win_rates,
+        "reference": reference,
+        "output_dir": cfg.output_dir,
+        "inputs": {"policies": paths, "reward_model": manifest.where(cfg.reward_model)},
+    }
     os.makedirs(cfg.output_dir, exist_ok=True)  # the first write: every model has loaded and sampled by now
     save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     write_outputs(cfg, result, samples)
@@ -325,6 +307,34 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.tracking.wandb:
         log_wandb(cfg, result, samples)
     return result
+
+
+def score_runs(cfg: EvalConfig, runs: dict, prompt_rows: list, prompt_strings: list[str], judge, device, log) -> None:
+    """Every policy's completions scored by the reward model (`scores["reward"]`) and the judge (`scores["judge"]`),
+    where the config names them."""
+    if cfg.reward_model:
+        log.info(f"eval: scoring with the reward model {cfg.reward_model}")
+        reward_model, reward_tok = load_reward_model(cfg.reward_model, device=device)
+        for run in runs.values():
+            texts, batch_size = run["texts"], cfg.generation.batch_size
+            run["scores"]["reward"] = score_texts(reward_model, reward_tok, prompt_rows, texts, batch_size)
+        del reward_model
+    if judge:
+        for run in runs.values():
+            run["scores"]["judge"] = [judge(p, t) for t, p in zip(run["texts"], prompt_strings)]
+
+
+def sample_row(runs: dict, kl: dict, prompt: str, i: int, num_samples: int) -> dict:
+    """Row i of samples.jsonl: the prompt, the draw, and every policy's completion with its scores and KL."""
+    policies = {
+        name: {
+            "completion": run["texts"][i],
+            **{k: v[i] for k, v in run["scores"].items()},
+            **({"kl": kl[name][i]} if kl.get(name) is not None else {}),
+        }
+        for name, run in runs.items()
+    }
+    return {"prompt": prompt, "sample": i % num_samples, **policies}
 
 
 def sample_policy(cfg: EvalConfig, name: str, path: str, prompts: list, device, with_logprobs: bool) -> dict:
@@ -338,8 +348,9 @@ def sample_policy(cfg: EvalConfig, name: str, path: str, prompts: list, device, 
     batches = sample(model, tokenizer, repeated, g, cfg.seed, desc=f"sample {name}")
     logprobs = torch.cat([sequence_logprobs(model, b, g.temperature) for b in batches]) if with_logprobs else None
     texts, lengths, ended = decode(tokenizer, batches)
-    return dict(tokenizer=tokenizer, batches=batches, logprobs=logprobs, texts=texts, lengths=lengths, ended=ended,
-                scores={})  # fmt: skip
+    return dict(
+        tokenizer=tokenizer, batches=batches, logprobs=logprobs, texts=texts, lengths=lengths, ended=ended, scores={}
+    )
 
 
 def sample_run(cfg: EvalConfig, name: str, path: str, prompts: list, device, with_logprobs: bool) -> dict:
@@ -442,9 +453,15 @@ def log_wandb(cfg: EvalConfig, result: dict, samples: list[dict]) -> None:
 
     t = cfg.tracking
     run = wandb.init(
-        project=t.project, entity=t.entity, name=t.run_name or os.path.basename(os.path.abspath(cfg.output_dir)),
-        dir=cfg.output_dir, tags=t.tags or None, mode=t.mode, config=to_dict(cfg), job_type="eval",
-    )  # fmt: skip
+        project=t.project,
+        entity=t.entity,
+        name=t.run_name or os.path.basename(os.path.abspath(cfg.output_dir)),
+        dir=cfg.output_dir,
+        tags=t.tags or None,
+        mode=t.mode,
+        config=to_dict(cfg),
+        job_type="eval",
+    )
     names = list(result["policies"])
     table = wandb.Table(columns=["prompt", "sample", *names])
     for s in samples[: cfg.table_rows * cfg.generation.num_samples]:

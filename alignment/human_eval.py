@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 
-from alignment.runtime.functions import load_item_function
+from alignment.common.functions import load_item_function
 from reward.rankings import campaign
 from reward.rankings.app.process import RankServer
 from reward.rankings.config import CampaignConfig

@@ -34,9 +34,10 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from alignment.cli import parse_stage_args
-from alignment.config import ConfigError, UserError, check_output_dir, load_config, require
-from alignment.runtime.functions import check_function, load_item_function
+from alignment.common.errors import ConfigError, UserError
+from alignment.common.functions import check_function, load_item_function
+from alignment.config.loader import check_output_dir, load_config
+from alignment.config.shared import require
 from reward.rankings.active import AcquisitionConfig
 from reward.rankings.annotator import ScriptedAnnotator, rank_in_parallel
 from reward.rankings.app.process import RankServer
@@ -56,7 +57,7 @@ class AnnotatorsConfig:
         "rankings": ">= 0",
         "careless": ">= 0",
     }
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     kind: Literal["scripted", "people"] = "scripted"
     """`scripted`: simulated annotators rank through the server's API; `people`: wait for humans."""
@@ -80,7 +81,7 @@ class AnnotatorsConfig:
 @dataclass
 class PipelineConfig:
     RANGES: ClassVar = {"rounds": ">= 1", "num_processes": ">= 1", "port": "[1, 65535]"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
     RUN_PATHS: ClassVar = {"output_dir": ""}
     """With `run=runs/x`: every stage reads and writes runs/x."""
 
@@ -148,13 +149,6 @@ class PipelineConfig:
             raise UserError("'acquisition.reward' is set by the pipeline (the previous round's reward model)")
         if self.annotators.kind == "scripted":  # last: it imports and calls the user's code
             check_function(self.annotators.score, "annotators.score")
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf pipeline", PipelineConfig, argv, __doc__)
-    if cfg is not None:
-        run(cfg)
-    return 0
 
 
 class Runner:
@@ -291,9 +285,17 @@ def sft_args(cfg: PipelineConfig, sft_dir: str) -> list[str]:
 
 
 def sample_args(cfg: PipelineConfig, out: str, store_url: str, policy: str, rnd: int, reward: str | None) -> list[str]:
-    return [stage_config(cfg.sample_config), _run(cfg), f"output_dir={out}", f"store={store_url}",
-            f"model.name_or_path={policy}", f"seed={cfg.seed + rnd}",
-            f"tag=round-{rnd}", *acquisition_args(cfg.acquisition, reward), *cfg.sample]  # fmt: skip
+    return [
+        stage_config(cfg.sample_config),
+        _run(cfg),
+        f"output_dir={out}",
+        f"store={store_url}",
+        f"model.name_or_path={policy}",
+        f"seed={cfg.seed + rnd}",
+        f"tag=round-{rnd}",
+        *acquisition_args(cfg.acquisition, reward),
+        *cfg.sample,
+    ]
 
 
 def export_args(cfg: PipelineConfig, out: str, store_url: str) -> list[str]:
@@ -301,19 +303,42 @@ def export_args(cfg: PipelineConfig, out: str, store_url: str) -> list[str]:
 
 
 def reward_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
-    return [stage_config(cfg.reward_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
-            f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.reward]  # fmt: skip
+    return [
+        stage_config(cfg.reward_config),
+        _run(cfg),
+        f"output_dir={out}",
+        f"model.name_or_path={sft_dir}",
+        f"data.path={kwise}",
+        f"data.eval_path={kwise}",
+        f"seed={cfg.seed}",
+        *cfg.reward,
+    ]
 
 
 def ppo_args(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str) -> list[str]:
     config = {"ppo": cfg.ppo_config, "rloo": cfg.rloo_config, "grpo": cfg.grpo_config}[cfg.method]
-    return [stage_config(config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
-            f"reward.path={reward_dir}", f"seed={cfg.seed}", *cfg.ppo]  # fmt: skip
+    return [
+        stage_config(config),
+        _run(cfg),
+        f"output_dir={out}",
+        f"model.name_or_path={sft_dir}",
+        f"reward.path={reward_dir}",
+        f"seed={cfg.seed}",
+        *cfg.ppo,
+    ]
 
 
 def dpo_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
-    return [stage_config(cfg.dpo_config), _run(cfg), f"output_dir={out}", f"model.name_or_path={sft_dir}",
-            f"data.path={kwise}", f"data.eval_path={kwise}", f"seed={cfg.seed}", *cfg.dpo]  # fmt: skip
+    return [
+        stage_config(cfg.dpo_config),
+        _run(cfg),
+        f"output_dir={out}",
+        f"model.name_or_path={sft_dir}",
+        f"data.path={kwise}",
+        f"data.eval_path={kwise}",
+        f"seed={cfg.seed}",
+        *cfg.dpo,
+    ]
 
 
 def needs_reward(cfg: PipelineConfig, rnd: int) -> bool:
@@ -361,8 +386,9 @@ def check_stages(cfg: PipelineConfig, out: str) -> None:
         "export": (ExportConfig, export_args(cfg, os.path.join(out, "export"), store)),
         "reward": (RewardConfig, reward_args(cfg, os.path.join(out, "reward"), sft_dir, kwise)),
     }
-    command, args = policy_stage(cfg, os.path.join(out, cfg.method), sft_dir, os.path.join(out, "reward"),
-                                 os.path.join(out, "export"))  # fmt: skip
+    command, args = policy_stage(
+        cfg, os.path.join(out, cfg.method), sft_dir, os.path.join(out, "reward"), os.path.join(out, "export")
+    )
     stages[cfg.method] = (DPOConfig if command == "dpo" else PPOConfig, args)
     for name, (cls, args) in stages.items():
         path = args[0] if args and "=" not in args[0] else None

@@ -294,8 +294,10 @@ def plot_overoptimization(ppo_rows: list[dict], path: str) -> str:
         _empty(ax, title, "no PPO metrics with objective/kl")
     else:
         handles, axes = [], {}
-        for key, label, color in [("objective/scores", "proxy reward (reward model, normalised)", "tab:blue"),
-                                  (gold, "gold reward (hidden preference)", "tab:orange")]:  # fmt: skip
+        for key, label, color in [
+            ("objective/scores", "proxy reward (reward model, normalised)", "tab:blue"),
+            (gold, "gold reward (hidden preference)", "tab:orange"),
+        ]:
             points = [(r["objective/kl"], r[key]) for r in rows if key and _finite(r.get(key))]
             if not points:
                 continue
@@ -331,14 +333,28 @@ def plot_training(
     panels = [
         (axes[0, 0], "SFT loss", sft_rows, [("train/loss", "train"), ("eval/loss", "held-out")], "loss", "step"),
         # the held-out accuracy is one number at the end: a line from eval.json, else the logged points
-        (axes[0, 1], "Reward model accuracy", reward_rows,
-         [("reward/accuracy", "train (batch)")] + ([] if held_out else [("eval/accuracy", "held-out")]),
-         "pairwise accuracy", "step"),
-        (axes[1, 0], "PPO reward", ppo_rows, [("objective/scores", "proxy score"),
-                                              ("objective/rlhf_reward", "score - β·KL"),
-                                              *([(gold, "gold")] if gold else [])], "reward", "PPO update"),
+        (
+            axes[0, 1],
+            "Reward model accuracy",
+            reward_rows,
+            [("reward/accuracy", "train (batch)")] + ([] if held_out else [("eval/accuracy", "held-out")]),
+            "pairwise accuracy",
+            "step",
+        ),
+        (
+            axes[1, 0],
+            "PPO reward",
+            ppo_rows,
+            [
+                ("objective/scores", "proxy score"),
+                ("objective/rlhf_reward", "score - β·KL"),
+                *([(gold, "gold")] if gold else []),
+            ],
+            "reward",
+            "PPO update",
+        ),
         (axes[1, 1], "PPO KL to reference", ppo_rows, [("objective/kl", "KL")], "nats per response", "PPO update"),
-    ]  # fmt: skip
+    ]
     for ax, title, rows, keys, ylabel, xlabel in panels:
         drawn = False
         for key, label in keys:
@@ -391,8 +407,14 @@ def plot_gold(s: dict, path: str, methods: dict | None = None) -> str:
         for bar, (_, value, _, win), error in zip(drawn, bars, errors):  # above the error bar, not on it
             y = value + error if value >= 0 else value - error
             text = f"{value:.2f}" + (f"\nwin {win:.0%}" if _finite(win) else "")
-            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 4 if value >= 0 else -12),
-                        textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
+            ax.annotate(
+                text,
+                (bar.get_x() + bar.get_width() / 2, y),
+                xytext=(0, 4 if value >= 0 else -12),
+                textcoords="offset points",
+                ha="center",
+                fontsize=9,
+            )
         ax.axhline(0, color="black", lw=0.8)
         ax.set_ylabel("mean gold reward" + (" (± standard error)" if n else ""))
         win = s.get("gold_win_rate")
@@ -459,6 +481,25 @@ The annotators as the gold tasks and the reliability estimate see them (one of t
 """
 
 
+def ppo_rows_with_gold(run_dir: str, folders: dict | None, gold: str | None) -> tuple[list[dict], str]:
+    """PPO's metric rows with a gold score per update where one can be had, and the report's note on where it came
+    from: PPO's own monitor, or `gold` scoring the completions PPO logged (ppo/samples.jsonl)."""
+    rows = read_jsonl(stage_file(run_dir, folders, "ppo", "metrics.jsonl"))
+    if gold_key(rows) == "objective/monitor":
+        return rows, " Gold per update is the mean gold score of all that update's rollouts (PPO's `reward.monitor`)."
+    if not gold or gold_key(rows):
+        return rows, ""
+    per_step = gold_from_samples(read_jsonl(stage_file(run_dir, folders, "ppo", "samples.jsonl")), gold)
+    rows = [{**r, "objective/gold": per_step[r["step"]]} if r.get("step") in per_step else r for r in rows]
+    if not per_step:
+        return rows, ""
+    note = (
+        f" Gold per update is the mean gold score of the completions PPO logged at that update"
+        f" ({len(per_step)} updates, ppo/samples.jsonl)."
+    )
+    return rows, note
+
+
 def write_report(
     run_dir: str,
     figures: dict,
@@ -482,18 +523,7 @@ def write_report(
     sft_rows = read_jsonl(stage_file(run_dir, folders, "sft", "metrics.jsonl"))
     reward_rows = read_jsonl(stage_file(run_dir, folders, "reward", "metrics.jsonl"))
     reward_eval = read_json(stage_file(run_dir, folders, "reward", "eval.json"))
-    ppo_rows = read_jsonl(stage_file(run_dir, folders, "ppo", "metrics.jsonl"))
-    gold_note = ""
-    if gold_key(ppo_rows) == "objective/monitor":
-        gold_note = " Gold per update is the mean gold score of all that update's rollouts (PPO's `reward.monitor`)."
-    elif gold and not gold_key(ppo_rows):
-        per_step = gold_from_samples(read_jsonl(stage_file(run_dir, folders, "ppo", "samples.jsonl")), gold)
-        ppo_rows = [{**r, "objective/gold": per_step[r["step"]]} if r.get("step") in per_step else r for r in ppo_rows]
-        if per_step:
-            gold_note = (
-                f" Gold per update is the mean gold score of the completions PPO logged at that update"
-                f" ({len(per_step)} updates, ppo/samples.jsonl)."
-            )
+    ppo_rows, gold_note = ppo_rows_with_gold(run_dir, folders, gold)
     s = summary(run_dir, figures, folders)
     evaluation = read_json(stage_file(run_dir, folders, "eval", "eval.json"))
 

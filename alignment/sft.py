@@ -19,8 +19,9 @@ from typing import ClassVar
 import torch
 from accelerate.utils import gather_object
 
-from alignment.cli import parse_stage_args
-from alignment.config import (
+from alignment.common import files, manifest
+from alignment.common.data import load_rows
+from alignment.config.shared import (
     AdapterConfig,
     CheckpointConfig,
     HubOptions,
@@ -29,9 +30,8 @@ from alignment.config import (
     TrainConfig,
     require,
 )
-from alignment.runtime import adapters, files, loop, manifest, models, optim
+from alignment.runtime import adapters, loop, models, optim, saving
 from alignment.runtime import logging as rlog
-from alignment.runtime.data import load_rows
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 
@@ -42,7 +42,7 @@ from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 @dataclass
 class SFTDataConfig:
     RANGES: ClassVar = {"eval_size": ">= 0", "max_length": ">= 2", "limit": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
     """jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or `builtin:reviews-sft`."""
@@ -87,13 +87,6 @@ class SFTConfig(HubOptions):
 
 # ----------------------------------------------------------------------------------------------
 # The stage
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf sft", SFTConfig, argv, __doc__)
-    if cfg is not None:
-        train(cfg)
-    return 0
 
 
 def load_examples(cfg: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:
@@ -217,9 +210,12 @@ def train(cfg: SFTConfig) -> dict:
 
     # 6. Save: adapter (or full weights) + tokenizer, merged model, manifest.
     seen = gather_object([seen_first_epoch])
-    data = {"train_rows": len(train_set), "eval_rows": len(eval_set),
-            "first_epoch_seen_per_rank": [len(s) for s in seen],
-            "first_epoch_overlap": len(set.intersection(*map(set, seen))) if world > 1 else 0}  # fmt: skip
+    data = {
+        "train_rows": len(train_set),
+        "eval_rows": len(eval_set),
+        "first_epoch_seen_per_rank": [len(s) for s in seen],
+        "first_epoch_overlap": len(set.intersection(*map(set, seen))) if world > 1 else 0,
+    }
     save(cfg, run, model, tokenizer, eval_metrics, {"steps": steps, "data": data})
     figures = f"{steps} steps"
     if eval_metrics:
@@ -236,20 +232,10 @@ def save(cfg: SFTConfig, run: loop.Run, model, tokenizer, eval_metrics: dict, ex
         return
     outputs = {"adapter" if adapters.is_peft(accelerator.unwrap_model(model)) else "weights": "."}
     outputs["model"] = _save_for_next_stage(cfg, tokenizer)
-    manifest.write(
-        cfg.output_dir,
-        "sft",
-        run=cfg.run,
-        inputs={
-            "model": manifest.where(cfg.model.name_or_path),
-            "base": manifest.where(models.resolve_path(cfg.model.name_or_path)),
-            "data": manifest.where(cfg.data.path),
-            "eval_data": manifest.where(cfg.data.eval_path),
-        },
-        outputs=outputs,
-        metrics={**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics},
-        extra={**extra, "train_seconds": run.train_seconds, "world_size": accelerator.num_processes},
-    )
+    base = models.resolve_path(cfg.model.name_or_path)
+    inputs = manifest.stage_inputs(base, cfg.data.path, cfg.data.eval_path, trained=True)
+    metrics = {**loop.last_metrics(cfg.output_dir, ("train/",)), **eval_metrics}
+    saving.write_manifest(run, inputs, outputs, metrics, extra=extra)
 
 
 def ready_for_scoring(folder: str, tokenizer) -> None:
@@ -268,14 +254,7 @@ def ready_for_scoring(folder: str, tokenizer) -> None:
 def _save_for_next_stage(cfg: SFTConfig, tokenizer) -> str:
     """Where the next stages' model is: merged/ for LoRA and IA3, the run folder otherwise."""
     if cfg.adapter.method in ("lora", "ia3") and cfg.save_merged:
-        base = models.resolve_path(cfg.model.name_or_path)
-        adapters.merge_to(
-            cfg.output_dir,
-            base,
-            os.path.join(cfg.output_dir, "merged"),
-            models.resolve_dtype(cfg.model.dtype),
-            tokenizer,
-        )
-        ready_for_scoring(os.path.join(cfg.output_dir, "merged"), tokenizer)
-        return "merged"
+        merged = saving.save_merged(cfg, models.resolve_path(cfg.model.name_or_path), tokenizer)
+        ready_for_scoring(os.path.join(cfg.output_dir, merged), tokenizer)
+        return merged
     return "."

@@ -161,7 +161,7 @@ def write_jsonl(path: str, rows: list[dict]) -> str:
 
 def train_reward(args, folder: str, train_path: str, held_path: str, seed: int) -> None:
     """The reward stage in this process on the rankings so far (its held-out accuracy goes to eval.json)."""
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from reward.train import RewardConfig, train
 
     overrides = [f"output_dir={folder}", f"model.name_or_path={args.sft}", f"data.path={train_path}",

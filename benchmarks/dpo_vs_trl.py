@@ -54,11 +54,11 @@ def prepare(args, work: str) -> int:
 
 def worker_ours(args, work: str) -> dict:
     sys.path.insert(0, ROOT)
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.dpo import data as ddata
     from alignment.dpo.config import DPOConfig
     from alignment.dpo.train import train
-    from reward.model import load_tokenizer
+    from alignment.runtime.models import load_base_tokenizer
 
     out = os.path.join(work, "ours")
     cfg = load_config(DPOConfig, None, [
@@ -70,7 +70,7 @@ def worker_ours(args, work: str) -> dict:
         "train.lr_scheduler=linear", "train.log_steps=1000000", "seed=0",
     ])  # fmt: skip
     train(cfg)
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_base_tokenizer(cfg.model)
     examples = [ddata.encode(tokenizer, r, cfg.data) for r in ddata.load_data(cfg.data, 0)[0]]
     tokens = sum(len(ids) for e in examples for ids in e["input_ids"])
     with open(os.path.join(out, "manifest.json")) as f:

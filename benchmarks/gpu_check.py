@@ -81,7 +81,7 @@ def write_data(work: str, dry: bool) -> tuple[str, str]:
 
 
 def run_sft(base: str, data: str, work: str, dry: bool, dtype: str) -> dict:
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.runtime.tracking import read_metrics
     from alignment.sft import SFTConfig, train
 
@@ -154,7 +154,7 @@ def make_reward_adapter(base: str, work: str) -> str:
 
 
 def run_ppo(base: str, prompts: str, work: str, dry: bool, dtype: str) -> dict:
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import train
     from alignment.runtime.tracking import read_metrics

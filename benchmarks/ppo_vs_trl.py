@@ -140,7 +140,7 @@ def ensure_trl_venv() -> str:
 
 def worker_ours(args, work: str, shared: bool = False, checkpointed: bool = False) -> dict:
     sys.path.insert(0, ROOT)
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import train
     from alignment.runtime.tracking import read_metrics

@@ -30,7 +30,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from alignment.config import load_config  # noqa: E402
+from alignment.config.loader import load_config  # noqa: E402
 from alignment.runtime import tiny  # noqa: E402
 from reward import data as rdata  # noqa: E402
 from reward.model import load_reward_model, score_texts  # noqa: E402
@@ -140,9 +140,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from alignment.runtime import logging as rlog
+    from alignment.cli import quiet_third_party
 
-    rlog.quiet_libraries()
+    quiet_third_party()
     tiny.resolve(args.model)  # build the builtin model once, outside both timings
     rows = synthetic.rankings(args.prompts, args.k, seed=args.seed)
     rankings = [rdata.to_ranking(r, f"synthetic:{i + 1}") for i, r in enumerate(rows)]

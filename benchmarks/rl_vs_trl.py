@@ -52,7 +52,7 @@ def prepare(args, work: str) -> None:
 
 def worker_ours(args, work: str, algorithm: str) -> dict:
     sys.path.insert(0, ROOT)
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import train
     from alignment.runtime.tracking import read_metrics

@@ -19,10 +19,11 @@ import random
 
 import torch
 
-from alignment.config import UserError
-from alignment.runtime.data import load_rows
+from alignment.common.data import load_rows
+from alignment.common.errors import UserError
+from alignment.runtime.generation import right_pad
 from reward import preference
-from reward.model import encode_text, pad
+from reward.model import encode_text
 from reward.rankings import synthetic
 
 BUILTIN = "builtin:reviews-rankings"
@@ -274,7 +275,7 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
         valid[b, :k] = weights is None or weights[b] > 0
         if e["margin"] is not None:
             margins[b, 0, 1] = e["margin"]  # pairwise rows: completion 0 is chosen, 1 rejected
-    input_ids, attention_mask = pad(sequences, pad_id)
+    input_ids, attention_mask = right_pad(sequences, pad_id)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,

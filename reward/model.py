@@ -18,9 +18,11 @@ import os
 
 import torch
 
-from alignment.config import AdapterConfig, ModelConfig, UserError
+from alignment.common.errors import UserError
+from alignment.config.shared import AdapterConfig, ModelConfig
 from alignment.runtime import adapters, models, tiny
 from alignment.runtime.formatting import prompt_text
+from alignment.runtime.generation import right_pad
 
 HEAD = "score"
 STATS_FILE = "reward_stats.json"
@@ -48,25 +50,6 @@ def encode_text(tokenizer, prompt, completion, max_length: int) -> tuple[list[in
     return ids[-max_length:], len(completion_ids)
 
 
-def base_path(model_cfg: ModelConfig) -> str:
-    """The base to build on: an SFT run folder becomes its merged model; builtin names their cached folder."""
-    path = models.stage_model_path(models.resolve_path(model_cfg.name_or_path))
-    if os.path.exists(path):
-        path = os.path.abspath(path)  # recorded in adapter_config.json: must load from any working directory
-    if models.is_adapter_folder(path):
-        raise UserError(
-            f"model.name_or_path: '{model_cfg.name_or_path}' is an adapter without a merged model; "
-            "run SFT with save_merged=true or point at the merged folder"
-        )
-    return path
-
-
-def load_tokenizer(model_cfg: ModelConfig):
-    """The tokenizer of the base (an SFT folder's own), right-padded, with a pad token."""
-    cfg = model_cfg if model_cfg.tokenizer else dataclasses.replace(model_cfg, name_or_path=base_path(model_cfg))
-    return models.load_tokenizer(cfg)
-
-
 def build(model_cfg: ModelConfig, adapter_cfg: AdapterConfig, tokenizer):
     """A fresh reward model on the base: scalar head, pad id set, wrapped by the configured adapter.
 
@@ -75,7 +58,7 @@ def build(model_cfg: ModelConfig, adapter_cfg: AdapterConfig, tokenizer):
     """
     from transformers import AutoModelForSequenceClassification
 
-    path = base_path(model_cfg)
+    path = models.base_model_path(model_cfg)
     kwargs = dict(dtype=models.resolve_dtype(model_cfg.dtype), trust_remote_code=model_cfg.trust_remote_code)
     if model_cfg.attn_implementation:
         kwargs["attn_implementation"] = model_cfg.attn_implementation
@@ -101,15 +84,6 @@ def build(model_cfg: ModelConfig, adapter_cfg: AdapterConfig, tokenizer):
 def scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Rewards [N] (float32) for right-padded rows [N, T]."""
     return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, 0].float()
-
-
-def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists into (input_ids [N, T], attention_mask [N, T])."""
-    width = max(len(s) for s in sequences)
-    # one tensor from padded lists: a tensor per row costs more than the model on short texts
-    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in sequences], dtype=torch.long)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.long)
-    return ids, mask
 
 
 def load_reward_model(folder: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
@@ -153,7 +127,7 @@ def score_texts(model, tokenizer, prompts: list, completions: list, batch_size: 
             encode_text(tokenizer, p, c, max_length)[0]
             for p, c in zip(prompts[start : start + batch_size], completions[start : start + batch_size])
         ]
-        ids, mask = pad(encoded, tokenizer.pad_token_id)
+        ids, mask = right_pad(encoded, tokenizer.pad_token_id)
         out += scores(model, ids.to(device), mask.to(device)).tolist()
     return out
 

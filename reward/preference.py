@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 IDENTICAL = "identical"
 """Reason: the same text twice, ranked apart (or every completion the same text)."""

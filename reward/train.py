@@ -27,21 +27,21 @@ from typing import ClassVar, Literal
 import torch
 from accelerate.utils import gather_object
 
-from alignment.cli import parse_stage_args
-from alignment.config import (
+from alignment.common import files, manifest
+from alignment.common.data import load_rows
+from alignment.common.errors import ConfigError
+from alignment.config.shared import (
     AdapterConfig,
     CheckpointConfig,
-    ConfigError,
     HubOptions,
     ModelConfig,
     TrackingConfig,
     TrainConfig,
     require,
 )
-from alignment.runtime import adapters, files, loop, manifest, optim
+from alignment.runtime import adapters, loop, models, optim, saving
 from alignment.runtime import logging as rlog
 from alignment.runtime.accelerator import local_loading
-from alignment.runtime.data import load_rows
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
 from reward import losses
@@ -60,7 +60,7 @@ class RewardDataConfig:
         "max_length": ">= 2",
         "reference_size": ">= 1",
     }
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
     """K-wise or TRL pairwise rows: a jsonl/json/parquet/csv file, a `datasets` folder, a hub id, or
@@ -94,7 +94,7 @@ class RewardDataConfig:
 @dataclass
 class RewardLossConfig:
     RANGES: ClassVar = {"tie_param": "> 0", "margin_scale": ">= 0", "center_coef": ">= 0"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     ties: Literal["drop", "rao_kupper", "davidson"] = "drop"
     """Tied completions: no comparison (`drop`), or a tie-aware likelihood (Rao-Kupper or Davidson)."""
@@ -111,7 +111,7 @@ class RewardLossConfig:
 @dataclass
 class RewardEvalConfig:
     RANGES: ClassVar = {"batch_size": ">= 1", "calibration_bins": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     batch_size: int | None = None
     """Prompts per evaluation forward pass on each process; None uses train.per_device_batch_size."""
@@ -129,8 +129,12 @@ class RewardUncertaintyConfig:
 
 @dataclass
 class RewardConfig(HubOptions):
-    RUN_PATHS: ClassVar = {"output_dir": "reward", "model.name_or_path": "sft", "data.path": "export/kwise",
-                           "data.eval_path": "export/kwise"}  # fmt: skip
+    RUN_PATHS: ClassVar = {
+        "output_dir": "reward",
+        "model.name_or_path": "sft",
+        "data.path": "export/kwise",
+        "data.eval_path": "export/kwise",
+    }
     """With `run=runs/x`: trains on runs/x/sft with the export runs/x/export/kwise (its test split held out)."""
     run: str = ""
     """Run folder of the pipeline (runs/x): base model runs/x/sft, data runs/x/export/kwise (train, test split held
@@ -163,13 +167,6 @@ class RewardConfig(HubOptions):
             raise ConfigError(f"'uncertainty.prior_precision' must be > 0, got {self.uncertainty.prior_precision}")
 
 
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf reward", RewardConfig, argv, __doc__)
-    if cfg is not None:
-        train(cfg)
-    return 0
-
-
 # ----------------------------------------------------------------------------------------------
 # Data
 
@@ -195,8 +192,16 @@ def reference_texts(cfg: RewardConfig, train_rankings: list[dict]) -> tuple[list
         where = f"{d.reference_path}:{i + 1}"
         if not rdata.is_text(row.get("completion")) or row.get("prompt") is None:
             raise ConfigError(f"{where}: reference rows need a 'prompt' and a non-empty 'completion'")
-        texts.append({"prompt": row["prompt"], "completions": [row["completion"]], "ranks": [1], "margin": None,
-                      "annotator": "reference", "where": where})  # fmt: skip
+        texts.append(
+            {
+                "prompt": row["prompt"],
+                "completions": [row["completion"]],
+                "ranks": [1],
+                "margin": None,
+                "annotator": "reference",
+                "where": where,
+            }
+        )
     return texts, d.reference_path
 
 
@@ -287,7 +292,7 @@ def train(cfg: RewardConfig) -> dict:
     rank, world = accelerator.process_index, accelerator.num_processes
 
     # 2. Data: rankings -> token ids per completion; held out by prompt.
-    tokenizer = rmodel.load_tokenizer(cfg.model)
+    tokenizer = models.load_base_tokenizer(cfg.model)
     train_rankings, eval_rankings = load_data(cfg)
     train_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in train_rankings]
     eval_set = [rdata.encode(tokenizer, r, cfg.data.max_length) for r in eval_rankings]
@@ -351,11 +356,13 @@ def train(cfg: RewardConfig) -> dict:
     if cfg.uncertainty.enabled and accelerator.is_main_process:
         save_uncertainty(cfg, run, train_rankings)
     accelerator.wait_for_everyone()
-    held_out = (
-        f"; held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, ECE {report['ece']:.3f}, "
-        f"reward-length correlation {report['length_correlation']:.2f}"
-    )
-    loop.finish(run, f"{steps} steps" + (held_out if report else ""))
+    held_out = ""
+    if report:  # none without held-out rankings (data.test_size=0)
+        held_out = (
+            f"; held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, ECE {report['ece']:.3f}, "
+            f"reward-length correlation {report['length_correlation']:.2f}"
+        )
+    loop.finish(run, f"{steps} steps{held_out}")
     return report
 
 
@@ -391,8 +398,14 @@ def batch_stats(grid: torch.Tensor, batch: dict) -> dict[str, float]:
     ranks, valid = batch["ranks"].to(grid.device), batch["valid"].to(grid.device)
     correct, pairs, margin_sum = losses.pairwise_accuracy(grid, ranks, valid)
     r = grid[valid].double().cpu()
-    return {"correct": correct.sum().item(), "pairs": pairs.sum().item(), "margin": margin_sum.sum().item(),
-            "reward": r.sum().item(), "reward_sq": r.square().sum().item(), "completions": r.numel()}  # fmt: skip
+    return {
+        "correct": correct.sum().item(),
+        "pairs": pairs.sum().item(),
+        "margin": margin_sum.sum().item(),
+        "reward": r.sum().item(),
+        "reward_sq": r.square().sum().item(),
+        "completions": r.numel(),
+    }
 
 
 def window_metrics(window: loop.Window, accelerator, t: TrainConfig, scheduler, epoch: float, grad_norm) -> dict:
@@ -420,36 +433,14 @@ def save(cfg: RewardConfig, run: loop.Run, model, tokenizer, stats: dict, report
     if not accelerator.is_main_process:
         return
     files.write_json(os.path.join(cfg.output_dir, rmodel.STATS_FILE), stats)
-    if report:
-        files.write_json(os.path.join(cfg.output_dir, "eval.json"), report)
-    is_adapter = adapters.is_peft(accelerator.unwrap_model(model))
-    manifest.write(
-        cfg.output_dir,
-        "reward",
-        run=cfg.run,
-        inputs={
-            "model": manifest.where(cfg.model.name_or_path),
-            "base": rmodel.base_path(cfg.model),
-            "data": manifest.where(cfg.data.path),
-            "eval_data": manifest.where(cfg.data.eval_path),
-        },  # fmt: skip
-        outputs={
-            "model": ".",
-            "adapter" if is_adapter else "weights": ".",
-            "reward_stats": rmodel.STATS_FILE,
-            **({"eval": "eval.json"} if report else {}),
-        },
-        metrics={
-            **loop.last_metrics(cfg.output_dir, ("train/", "reward/")),
-            **{f"eval/{k}": v for k, v in report.items() if not isinstance(v, dict)},
-        },
-        extra={
-            **extra,
-            "world_size": accelerator.num_processes,
-            "train_seconds": run.train_seconds,
-            "reward_stats": stats,
-        },  # fmt: skip
-    )
+    weights = "adapter" if adapters.is_peft(accelerator.unwrap_model(model)) else "weights"
+    outputs = {"model": ".", weights: ".", "reward_stats": rmodel.STATS_FILE}
+    inputs = manifest.stage_inputs(models.base_model_path(cfg.model), cfg.data.path, cfg.data.eval_path, trained=True)
+    metrics = {
+        **loop.last_metrics(cfg.output_dir, ("train/", "reward/")),
+        **{f"eval/{k}": v for k, v in report.items() if not isinstance(v, dict)},
+    }
+    saving.write_manifest(run, inputs, outputs, metrics, report, {**extra, "reward_stats": stats})
 
 
 def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict]) -> None:
@@ -470,7 +461,11 @@ def save_uncertainty(cfg: RewardConfig, run: loop.Run, train_rankings: list[dict
     uncertainty.save(posterior, cfg.output_dir)
     data = manifest.read(cfg.output_dir)
     data["outputs"]["uncertainty"] = uncertainty.FILE
-    data["uncertainty"] = {"method": "laplace-last-layer", "comparisons": posterior.comparisons,
-                           "prior_precision": posterior.prior_precision, "dim": int(posterior.weight.shape[0])}  # fmt: skip
+    data["uncertainty"] = {
+        "method": "laplace-last-layer",
+        "comparisons": posterior.comparisons,
+        "prior_precision": posterior.prior_precision,
+        "dim": int(posterior.weight.shape[0]),
+    }
     files.write_json(os.path.join(cfg.output_dir, "manifest.json"), data)
     run.log.info(f"reward: uncertainty of the head from {posterior.comparisons} comparisons ({uncertainty.FILE})")

@@ -57,9 +57,10 @@ import tempfile
 
 import torch
 
-from alignment.config import UserError
-from alignment.runtime import files
-from reward.model import encode_text, pad, scores
+from alignment.common import files
+from alignment.common.errors import UserError
+from alignment.runtime.generation import right_pad
+from reward.model import encode_text, scores
 
 FILE = "uncertainty.safetensors"
 HEAD_NAMES = ("score", "classifier")
@@ -344,7 +345,7 @@ def features(
                 encode_text(tokenizer, p, c, max_length)[0]
                 for p, c in zip(prompts[start : start + batch_size], completions[start : start + batch_size])
             ]
-            ids, mask = pad(encoded, tokenizer.pad_token_id)
+            ids, mask = right_pad(encoded, tokenizer.pad_token_id)
             ids, mask = ids.to(device), mask.to(device)
             captured.clear()
             rewards.append(scores(model, ids, mask).cpu())

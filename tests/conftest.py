@@ -10,6 +10,12 @@ import sys
 
 import pytest
 
+from alignment.runtime import cpu_tuning
+
+# The tests run stages in this process, as `rlhf` runs them in its own: the same process-wide settings, made before
+# torch loads (a stage called as a library makes none; tests/alignment/runtime/test_cpu_tuning.py).
+cpu_tuning.apply()
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

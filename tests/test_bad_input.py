@@ -19,7 +19,7 @@ import pytest
 from tests.reward.rankings.conftest import local_client
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUNCS = "tests.alignment.runtime.test_functions"
+FUNCS = "tests.alignment.common.test_functions"
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +110,7 @@ CONFIG_CASES = [
     (["rank", "annotate", "configs/rank.yaml", "users=a", "score=m:f", "temperature=-1"], ["'temperature'"]),
     (["rank", "users", "token", "bob", "configs/rank.yaml", "token_hours=0"], ["'token_hours'"]),
     (["rank", "users", "add", "configs/rank.yaml"], ["needs a user NAME"]),
-    # user functions: one signature (alignment/runtime/functions.py), checked when the config loads
+    # user functions: one signature (alignment/common/functions.py), checked when the config loads
     (
         ["rank", "annotate", "configs/rank.yaml", "users=a", f"score={FUNCS}:text_and_context"],
         ["score: ", "text_and_context(text, context) must be f(prompt: str, completion: str) -> float"],
@@ -393,7 +393,7 @@ def test_failed_writes_are_one_line_naming_the_folder(capsys, tmp_path, monkeypa
     monkeypatch.setattr(alignment.sft, "train", refuse)
     out = tmp_path / "o"
     data = jsonl(tmp_path / "d.jsonl", SFT_ROWS)
-    from alignment.config import check_output_dir
+    from alignment.config.loader import check_output_dir
 
     check_output_dir(str(out))
     code, err = rlhf(capsys, "sft", "configs/sft.yaml", f"output_dir={out}", f"data.path={data}")

@@ -15,7 +15,7 @@ from alignment.assets.reviews import NEGATIVE_SET, POSITIVE_SET
 def gold_reward(completion: str) -> float:
     """The hidden preference: positive words minus negative words, with a mild cap on length.
 
-    A per-item score (alignment/runtime/functions.py) that leaves the prompt out: it judges the completion alone."""
+    A per-item score (alignment/common/functions.py) that leaves the prompt out: it judges the completion alone."""
     words = completion.lower().replace(",", " ").replace(".", " ").split()
     joined = " ".join(words)
     score = sum(w in POSITIVE_SET for w in words) - sum(w in NEGATIVE_SET for w in words)

@@ -10,10 +10,31 @@ from __future__ import annotations
 import random
 
 TOPICS = [
-    "cafe", "hotel", "phone", "movie", "book", "pizza place", "bike shop", "museum", "train ride",
-    "laptop", "bakery", "concert", "park", "gym", "restaurant", "game", "camera", "beach",
-    "noodle bar", "library", "garden", "airline", "market", "theater",
-]  # fmt: skip
+    "cafe",
+    "hotel",
+    "phone",
+    "movie",
+    "book",
+    "pizza place",
+    "bike shop",
+    "museum",
+    "train ride",
+    "laptop",
+    "bakery",
+    "concert",
+    "park",
+    "gym",
+    "restaurant",
+    "game",
+    "camera",
+    "beach",
+    "noodle bar",
+    "library",
+    "garden",
+    "airline",
+    "market",
+    "theater",
+]
 NOUNS = ["food", "staff", "service", "room", "price", "music", "view", "screen", "story", "coffee", "seat", "sound"]
 POSITIVE = ["great", "lovely", "good", "fresh", "friendly", "perfect", "tasty", "clean", "fast", "warm", "calm", "fun"]
 NEGATIVE = ["bad", "awful", "slow", "dirty", "rude", "cold", "noisy", "bland", "broken", "late", "poor", "dull"]

@@ -346,7 +346,7 @@ WORLDS: dict[str, World] = {
 
 
 def get(name: str, key: str = "world") -> World:
-    from alignment.config import ConfigError
+    from alignment.common.errors import ConfigError
 
     if name not in WORLDS:
         raise ConfigError(f"'{key}': unknown world '{name}'; have {', '.join(WORLDS)}", key=key)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from alignment.config import (
+from alignment.common.errors import ConfigError
+from alignment.config.shared import (
     AdapterConfig,
     CheckpointConfig,
-    ConfigError,
     HubOptions,
     ModelConfig,
     TrackingConfig,
@@ -25,9 +25,15 @@ from alignment.runtime.health import HealthConfig
 
 @dataclass
 class DPODataConfig:
-    RANGES: ClassVar = {"test_size": ">= 0", "k": ">= 2", "limit": ">= 1", "max_length": ">= 2",
-                        "max_prompt_length": ">= 1", "max_completion_length": ">= 1"}  # fmt: skip
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    RANGES: ClassVar = {
+        "test_size": ">= 0",
+        "k": ">= 2",
+        "limit": ">= 1",
+        "max_length": ">= 2",
+        "max_prompt_length": ">= 1",
+        "max_completion_length": ">= 1",
+    }
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
     """K-wise rankings (`prompt`, `completions`, `ranks`) or TRL preference rows (`prompt`/`chosen`/`rejected`,
@@ -64,7 +70,7 @@ class DPODataConfig:
 @dataclass
 class DPOLossConfig:
     RANGES: ClassVar = {"beta": "> 0", "tie_param": "> 0", "sft_weight": ">= 0", "off_support_weight": ">= 0"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     type: Literal["sigmoid", "ipo", "plackett_luce"] = "plackett_luce"
     """`sigmoid` (DPO), `ipo`, or `plackett_luce` (listwise DPO over a whole ranking). sigmoid and ipo use
@@ -92,7 +98,7 @@ class DPOLossConfig:
 @dataclass
 class DPOTrainConfig(TrainConfig):
     RANGES: ClassVar = {**TrainConfig.RANGES, "lr_from_beta": "> 0"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     lr_from_beta: float | None = 0.3
     """The learning rate is learning_rate * lr_from_beta / loss.beta: the log-ratios DPO must reach scale as r / beta
@@ -103,7 +109,7 @@ class DPOTrainConfig(TrainConfig):
 @dataclass
 class DPOEvalConfig:
     RANGES: ClassVar = {"batch_size": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     batch_size: int | None = None
     """Prompts per evaluation forward pass on each process; None uses train.per_device_batch_size."""
@@ -111,8 +117,12 @@ class DPOEvalConfig:
 
 @dataclass
 class DPOConfig(HubOptions):
-    RUN_PATHS: ClassVar = {"output_dir": "dpo", "model.name_or_path": "sft", "data.path": "export/kwise",
-                           "data.eval_path": "export/kwise"}  # fmt: skip
+    RUN_PATHS: ClassVar = {
+        "output_dir": "dpo",
+        "model.name_or_path": "sft",
+        "data.path": "export/kwise",
+        "data.eval_path": "export/kwise",
+    }
     """With `run=runs/x`: trains on runs/x/sft (also the reference) with the export runs/x/export/kwise (its test
     split held out)."""
     run: str = ""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from alignment.dpo import losses
 from alignment.runtime.formatting import encode_prompt
 from reward import data as rdata

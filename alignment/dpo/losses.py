@@ -344,14 +344,6 @@ def best_completion_nll(
     return torch.where(chosen, per_token, 0.0).sum(-1) / chosen.sum(-1).clamp(min=1)
 
 
-def log_mass(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log of the probability softmax(logits) puts on the tokens of the bool mask `tokens` [V]: [..., V] -> [...].
-
-    -inf-free: an empty mask gives the finite stand-in for log 0."""
-    logits = _fp32(logits)
-    return torch.logsumexp(logits.masked_fill(~tokens, _LOG_ZERO), -1) - torch.logsumexp(logits, -1)
-
-
 def off_support_rise(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per completion, the mean over its tokens of how far the policy's log-mass on tokens no training completion
     contains rises above the reference's (0 where it does not): policy, reference, mask [N, T] -> [N].

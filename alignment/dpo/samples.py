@@ -31,8 +31,16 @@ def longest_completion(examples: list[dict]) -> int:
 
 
 @torch.no_grad()
-def sample_health(accelerator, model, tokenizer, prompts: list[list[int]], max_new_tokens: int, cfg, seed: int,
-                  reference: bool = False) -> dict:  # fmt: skip
+def sample_health(
+    accelerator,
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    cfg,
+    seed: int,
+    reference: bool = False,
+) -> dict:
     """Sample each of `prompts` once (this process its share) with the policy, or with `reference` the adapter off,
     and return the health of every process's samples as `completions/*`, with the policy's `objective/kl`: the mean
     of log pi(y) - log pi_ref(y) over its own samples, both at the sampling temperature. The training RNG is left
@@ -113,5 +121,13 @@ class Watch:
         self.guard.check({k: v for k, v in metrics.items() if k == "logps/chosen"}, step)
 
     def _sample(self, reference: bool) -> dict:
-        return sample_health(self.run.accelerator, self.model, self.tokenizer, self.prompts, self.max_new_tokens,
-                             self.cfg, self.seed, reference)  # fmt: skip
+        return sample_health(
+            self.run.accelerator,
+            self.model,
+            self.tokenizer,
+            self.prompts,
+            self.max_new_tokens,
+            self.cfg,
+            self.seed,
+            reference,
+        )

@@ -17,31 +17,21 @@ the tokenizer, `eval.json`, `config.yaml`, `metrics.jsonl`, `manifest.json` and 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import NamedTuple
 
 import torch
 from accelerate.utils import gather_object
 
-from alignment.cli import parse_stage_args
-from alignment.config import UserError
+from alignment.common import manifest
+from alignment.common.errors import UserError
 from alignment.dpo import data as ddata
 from alignment.dpo import losses, samples
 from alignment.dpo.config import DPOConfig, DPOLossConfig
-from alignment.runtime import adapters, files, loop, manifest, models, optim
+from alignment.runtime import adapters, loop, models, optim, saving
 from alignment.runtime import logging as rlog
-from alignment.runtime.logprobs import logprobs_from_logits
+from alignment.runtime.logprobs import TokenScorer
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
-from reward import model as rmodel
-
-
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf dpo", DPOConfig, argv, __doc__)
-    if cfg is not None:
-        train(cfg)
-    return 0
-
 
 # ----------------------------------------------------------------------------------------------
 # Log-probs of every completion in a batch: policy (adapter on) and reference (adapter off)
@@ -53,21 +43,21 @@ class Scored(NamedTuple):
     logps: torch.Tensor
     """[B, K_max] sequence log-probs (summed, or the mean per token), 0 at padding slots."""
     off_support: torch.Tensor | None
-    """[N, T - 1] log of the probability each position gives tokens that no training completion contains (None
-    unless asked for): where likelihood displacement sends probability nobody ranked."""
+    """[N, T - 1] log of the probability each completion position gives tokens that no training completion contains
+    (0 elsewhere; None unless asked for): where likelihood displacement sends probability nobody ranked."""
 
 
 def completion_logps(model, batch: dict, device, average: bool, unseen: torch.Tensor | None = None) -> Scored:
     """Sequence log-probs [B, K_max] of every completion from one forward pass (summed, or with `average` the mean per
-    completion token), and with `unseen` (a bool mask over the vocabulary) each position's log-mass on those tokens."""
+    completion token), and with `unseen` (a bool mask over the vocabulary) each completion position's log-mass on
+    those tokens, both from the LM head on completion positions only, in chunks (`runtime.logprobs.score_tokens`).
+
+    model: the policy as a `TokenScorer` (prepared: the pass runs through the DDP/DeepSpeed wrapper) or unwrapped."""
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # [:, t] predicts t + 1
-    token_logps = logprobs_from_logits(logits, ids[:, 1:])
-    flat = losses.sequence_logps(token_logps, batch["completion_mask"][:, 1:].to(device), average)
-    off = None
-    if unseen is not None:
-        off = losses.log_mass(logits, unseen.to(device))
-    return Scored(rdata.to_grid(flat, batch["slot"].to(device), *batch["ranks"].shape), off)
+    scored = batch["completion_mask"][:, 1:].to(device).bool()  # [:, t] predicts token t + 1
+    stats = model(ids, mask, scored, mass_on=unseen)
+    flat = losses.sequence_logps(stats.logprobs, scored, average)
+    return Scored(rdata.to_grid(flat, batch["slot"].to(device), *batch["ranks"].shape), stats.log_mass)
 
 
 @torch.no_grad()
@@ -206,82 +196,144 @@ def evaluate(cfg: DPOConfig, accelerator, model, examples: list[dict], batch_siz
 def train(cfg: DPOConfig) -> dict:
     # 1. Data first, so a bad row stops the stage before anything is written: rankings (pairwise rows are
     #    K = 2) -> prompt + completion ids with completion masks; held out by prompt.
-    t, c = cfg.train, cfg.loss
-    base_path = rmodel.base_path(cfg.model)
-    tokenizer = rmodel.load_tokenizer(cfg.model)
+    base_path = models.base_model_path(cfg.model)
+    tokenizer = models.load_base_tokenizer(cfg.model, base_path)
     train_set, eval_set, informative = load_examples(cfg, tokenizer)
 
     # 2. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
-    run = loop.start("dpo", cfg, t.gradient_accumulation_steps)
-    accelerator, log = run.accelerator, run.log
-    rank, world, accumulation = accelerator.process_index, accelerator.num_processes, t.gradient_accumulation_steps
-    data = describe_data(log, train_set, eval_set, informative, world)
+    run = loop.start("dpo", cfg, cfg.train.gradient_accumulation_steps)
+    data = describe_data(run.log, train_set, eval_set, informative, run.accelerator.num_processes)
 
-    # 3. Model: the base with the policy adapter (the reference is the base with it off), optimizer, schedule.
-    model = build_policy(cfg, base_path, log)
-    unseen = unseen_tokens(train_set, model.get_output_embeddings().weight.shape[0]) if c.off_support_weight else None
-    steps = total_steps(len(train_set), t.epochs, t.max_steps, t.per_device_batch_size, world, accumulation)
-    t = dataclasses.replace(t, learning_rate=learning_rate(cfg))
-    model, optimizer, scheduler = optim.setup(accelerator, model, t, steps, t.per_device_batch_size)
+    # 3. Model: the base with the policy adapter (the reference is the base with it off), whose forward is the
+    #    chunked log-prob pass (`TokenScorer`), wrapped for DDP/DeepSpeed with the optimizer and schedule.
+    policy = build_policy(cfg, base_path, run.log)
+    unseen = (
+        unseen_tokens(train_set, policy.get_output_embeddings().weight.shape[0])
+        if cfg.loss.off_support_weight
+        else None
+    )
+    steps = optimizer_steps(cfg, len(train_set), run.accelerator.num_processes)
+    train_cfg = dataclasses.replace(cfg.train, learning_rate=learning_rate(cfg))
+    model, optimizer, scheduler = optim.setup(
+        run.accelerator, TokenScorer(policy), train_cfg, steps, cfg.train.per_device_batch_size
+    )
+    sets = Sets(train_set, eval_set, informative, unseen, tokenizer.pad_token_id)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step. Precomputed
     #    reference log-probs are recomputed (deterministic: the same batches of the same frozen base).
     loop.resume(run)
-    eval_bs = cfg.eval.batch_size or t.per_device_batch_size
-    if c.precompute_ref:
-        precompute_reference(accelerator, model, train_set, eval_bs, tokenizer.pad_token_id, c.length_normalize)
+    if cfg.loss.precompute_ref:
+        precompute_reference(
+            run.accelerator, model, train_set, eval_batch_size(cfg), sets.pad_id, cfg.loss.length_normalize
+        )
 
     # 4b. Guardrails: the reference's own samples once, the policy's at every evaluation (DPO never samples).
     watch = samples.Watch(cfg.health, run, model, tokenizer, eval_set or train_set, cfg.seed)
-    run.tracker.log(watch.start(), step=run.step)
+    reference = watch.start()  # logged with the first training row (once: not again after a resume)
 
     # 5. Train: per micro-batch, one policy pass (+ one reference pass) over all completions, the ranking loss.
-    stream = IndexStream(len(train_set), cfg.seed)
-    peft_model = accelerator.unwrap_model(model)
-    model.train()
-    window, grad_norm = loop.Window(), None
-    for step in loop.progress(run, steps):
-        micro_steps = range(step * accumulation, (step + 1) * accumulation)
-        # 5a. Every process knows the whole step's batches: the loss is a mean over its informative prompts.
-        prompts = step_prompts(stream, informative, micro_steps, t.per_device_batch_size, world)
-        scale = world * accumulation / max(prompts, 1)
-        for m in micro_steps:
-            batch = ddata.collate([train_set[i] for i in stream.batch(m, t.per_device_batch_size, rank, world)],
-                                  tokenizer.pad_token_id)  # fmt: skip
-            with accelerator.accumulate(model):
-                # 5b. Reference and policy log-probs [B, K]; 5c. per-prompt losses; 5d. optimise.
-                result, logps, ref = micro_batch_loss(c, model, peft_model, batch, accelerator.device, unseen)
-                weights = batch["loss_weights"].to(result.losses.device, result.losses.dtype)  # annotators' (1: equal)
-                loss = (result.losses * result.informative * weights).sum() * scale
-                grad_norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, t.max_grad_norm)
-            window.add(**batch_sums(c, result, logps.detach(), ref, batch))
-        window.steps += 1
-        done = step + 1
-        if loop.due(done, t.log_steps, steps, final=True):
-            epoch = stream.epoch(done * accumulation, t.per_device_batch_size, world)
-            metrics = window_metrics(window, accelerator, scheduler, epoch, grad_norm)
-            run.tracker.log(metrics, step=done)
-            run.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['rewards/accuracies']:.2f}")
-            watch.check(metrics, done)
-            window.reset()
-        if loop.due(done, t.eval_steps, steps):
-            held_out = evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id)
-            run.tracker.log({**held_out, **watch.look(done)}, step=done)
-        loop.save_checkpoint(run, done, steps)
+    optimize(cfg, run, model, optimizer, scheduler, sets, watch, reference if run.step == 0 else {}, steps)
 
     # 6. Evaluate on the held-out prompts; the health of the policy's own samples.
-    report = {**evaluate(cfg, accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id), **watch.look(steps)}
+    report = {**evaluate(cfg, run.accelerator, model, eval_set, eval_batch_size(cfg), sets.pad_id), **watch.look(steps)}
     run.tracker.log(report, step=steps)
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, eval.json, optional merged model, manifest.
     save(cfg, run, model, tokenizer, base_path, report, {"steps": steps, "data": data})
+    loop.finish(run, dpo_summary(cfg, steps, report))
+    return report
+
+
+class Sets(NamedTuple):
+    """What the steps read: the encoded examples and their flags, the off-support token mask, the pad id."""
+
+    train: list[dict]
+    eval: list[dict]
+    informative: list[bool]
+    unseen: torch.Tensor | None
+    pad_id: int
+
+
+def optimize(cfg: DPOConfig, run: loop.Run, model, optimizer, scheduler, sets: Sets, watch, first: dict, steps: int):
+    """The optimizer steps from `run.step` on: each a step's micro-batches (`optimizer_step`), then logging (with
+    `first`, the reference's health, on the first row), held-out evaluation and checkpoints when due."""
+    t, accelerator = cfg.train, run.accelerator
+    stream = IndexStream(len(sets.train), cfg.seed)
+    peft_model = accelerator.unwrap_model(model)
+    model.train()
+    window = loop.Window()
+    for step in loop.progress(run, steps):
+        grad_norm = optimizer_step(
+            cfg, accelerator, model, peft_model, optimizer, scheduler, sets, stream, step, window
+        )
+        done = step + 1
+        if loop.due(done, t.log_steps, steps, final=True):
+            epoch = stream.epoch(
+                done * t.gradient_accumulation_steps, t.per_device_batch_size, accelerator.num_processes
+            )
+            metrics = window_metrics(window, accelerator, scheduler, epoch, grad_norm)
+            run.tracker.log({**first, **metrics}, step=done)
+            first = {}
+            run.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['rewards/accuracies']:.2f}")
+            watch.check(metrics, done)
+            window.reset()
+        if loop.due(done, t.eval_steps, steps):
+            held_out = evaluate(cfg, accelerator, model, sets.eval, eval_batch_size(cfg), sets.pad_id)
+            run.tracker.log({**held_out, **watch.look(done)}, step=done)
+        loop.save_checkpoint(run, done, steps)
+
+
+def optimizer_step(
+    cfg: DPOConfig,
+    accelerator,
+    model,
+    peft_model,
+    optimizer,
+    scheduler,
+    sets: Sets,
+    stream: IndexStream,
+    step: int,
+    window: loop.Window,
+) -> float | None:
+    """One optimizer step over its micro-batches: reference and policy log-probs [B, K], per-prompt losses weighted
+    by annotator, the step's mean over informative prompts on every process; returns the gradient norm."""
+    t, rank, world = cfg.train, accelerator.process_index, accelerator.num_processes
+    micro_steps = range(step * t.gradient_accumulation_steps, (step + 1) * t.gradient_accumulation_steps)
+    # every process knows the whole step's batches: the loss is a mean over its informative prompts
+    prompts = step_prompts(stream, sets.informative, micro_steps, t.per_device_batch_size, world)
+    scale = world * t.gradient_accumulation_steps / max(prompts, 1)
+    grad_norm = None
+    for m in micro_steps:
+        batch = ddata.collate(
+            [sets.train[i] for i in stream.batch(m, t.per_device_batch_size, rank, world)], sets.pad_id
+        )
+        with accelerator.accumulate(model):
+            result, logps, ref = micro_batch_loss(cfg.loss, model, peft_model, batch, accelerator.device, sets.unseen)
+            weights = batch["loss_weights"].to(result.losses.device, result.losses.dtype)  # annotators' (1: equal)
+            loss = (result.losses * result.informative * weights).sum() * scale
+            grad_norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, t.max_grad_norm)
+        window.add(**batch_sums(cfg.loss, result, logps.detach(), ref, batch))
+    window.steps += 1
+    return grad_norm
+
+
+def optimizer_steps(cfg: DPOConfig, examples: int, world: int) -> int:
+    t = cfg.train
+    return total_steps(examples, t.epochs, t.max_steps, t.per_device_batch_size, world, t.gradient_accumulation_steps)
+
+
+def eval_batch_size(cfg: DPOConfig) -> int:
+    return cfg.eval.batch_size or cfg.train.per_device_batch_size
+
+
+def dpo_summary(cfg: DPOConfig, steps: int, report: dict) -> str:
+    """The figures of the closing line: loss and steps, held-out loss and accuracy, the samples' health."""
     summary = f"{cfg.loss.type}, {steps} steps"
     if "eval/loss" in report:
         summary += f", held-out loss {report['eval/loss']:.3f}, accuracy {report['eval/rewards/accuracies']:.3f}"
     if "completions/eos_rate" in report:
         summary += f"; samples end {report['completions/eos_rate']:.0%}, KL {report['objective/kl']:.2f}"
-    loop.finish(run, summary)
-    return report
+    return summary
 
 
 def load_examples(cfg: DPOConfig, tokenizer) -> tuple[list[dict], list[dict], list[bool]]:
@@ -326,9 +378,7 @@ def unseen_tokens(examples: list[dict], vocab_size: int) -> torch.Tensor | None:
 def build_policy(cfg: DPOConfig, base_path: str, log=None):
     """The base (dropout off: policy and reference must see the same network) with the trainable policy adapter."""
     model = models.load_causal_lm(dataclasses.replace(cfg.model, name_or_path=base_path))
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    models.disable_dropout(model)
     model = adapters.apply(model, cfg.adapter)
     if log is not None:
         trainable, total = adapters.count_parameters(model)
@@ -361,29 +411,7 @@ def save(cfg: DPOConfig, run: loop.Run, model, tokenizer, base_path: str, report
     adapters.save(accelerator, model, cfg.output_dir, tokenizer, run=cfg.run)
     if not accelerator.is_main_process:
         return
-    outputs = {"adapter": ".", "model": "."}
-    if report:
-        files.write_json(os.path.join(cfg.output_dir, "eval.json"), report)
-        outputs["eval"] = "eval.json"
-    if cfg.save_merged:
-        merged = os.path.join(cfg.output_dir, "merged")
-        adapters.merge_to(cfg.output_dir, base_path, merged, models.resolve_dtype(cfg.model.dtype), tokenizer)
-        outputs["model"] = "merged"
-    manifest.write(
-        cfg.output_dir,
-        "dpo",
-        run=cfg.run,
-        inputs={
-            "model": manifest.where(base_path),
-            "data": manifest.where(cfg.data.path),
-            "eval_data": manifest.where(cfg.data.eval_path),
-        },
-        outputs=outputs,
-        metrics={**loop.last_metrics(cfg.output_dir, ("train/", "rewards/", "logps/")), **report},
-        extra={
-            **extra,
-            "loss": dataclasses.asdict(cfg.loss),
-            "world_size": accelerator.num_processes,
-            "train_seconds": run.train_seconds,
-        },  # fmt: skip
-    )
+    outputs = {"adapter": ".", "model": saving.save_merged(cfg, base_path, tokenizer) if cfg.save_merged else "."}
+    inputs = manifest.stage_inputs(base_path, cfg.data.path, cfg.data.eval_path, trained=True)
+    metrics = {**loop.last_metrics(cfg.output_dir, ("train/", "rewards/", "logps/")), **report}
+    saving.write_manifest(run, inputs, outputs, metrics, report, {**extra, "loss": dataclasses.asdict(cfg.loss)})

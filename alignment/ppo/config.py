@@ -14,23 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from alignment.config import (
-    AdapterConfig,
-    CheckpointConfig,
-    ConfigError,
-    HubOptions,
-    ModelConfig,
-    TrackingConfig,
-    require,
-)
-from alignment.runtime.functions import check_function
+from alignment.common.errors import ConfigError
+from alignment.common.functions import check_function
+from alignment.config.shared import AdapterConfig, CheckpointConfig, HubOptions, ModelConfig, TrackingConfig, require
 from alignment.runtime.health import HealthConfig
 
 
 @dataclass
 class PPODataConfig:
     RANGES: ClassVar = {"limit": ">= 1", "max_prompt_length": ">= 1"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
     """Prompt rows (`prompt`: a string or a message list, or `messages` minus the final answers): a
@@ -56,7 +49,7 @@ class ValueConfig:
 @dataclass
 class PPORewardConfig:
     RANGES: ClassVar = {"batch_size": ">= 1", "max_length": ">= 2"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str | None = None
     """A reward-stage run folder. Carried as an adapter on the policy's base when it was trained on that base,
@@ -81,7 +74,7 @@ class PPORewardConfig:
 @dataclass
 class RolloutConfig:
     RANGES: ClassVar = {"per_device_batch_size": ">= 1", "response_length": ">= 1", "temperature": "> 0"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     per_device_batch_size: int = 8
     """Episodes (sampled responses) per update on each process: batch / samples_per_prompt prompts."""
@@ -105,10 +98,16 @@ class RolloutConfig:
 @dataclass
 class PPOAlgoConfig:
     RANGES: ClassVar = {
-        "epochs": ">= 1", "num_minibatches": ">= 1", "gradient_accumulation_steps": ">= 1", "cliprange": "> 0",
-        "cliprange_value": "> 0", "vf_coef": ">= 0", "gamma": "[0, 1]", "lam": "[0, 1]",
-    }  # fmt: skip
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+        "epochs": ">= 1",
+        "num_minibatches": ">= 1",
+        "gradient_accumulation_steps": ">= 1",
+        "cliprange": "> 0",
+        "cliprange_value": "> 0",
+        "vf_coef": ">= 0",
+        "gamma": "[0, 1]",
+        "lam": "[0, 1]",
+    }
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     epochs: int = 4
     """Passes over each rollout batch."""
@@ -166,7 +165,7 @@ class LossConfig:
 @dataclass
 class KLConfig:
     RANGES: ClassVar = {"coef": ">= 0", "target": "> 0", "horizon": "> 0"}
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     mode: Literal["reward", "loss"] = "reward"
     """Where the KL to the reference enters: `reward` subtracts coef * (per-token estimator, summed) from each
@@ -188,10 +187,17 @@ class KLConfig:
 @dataclass
 class PPOTrainConfig:
     RANGES: ClassVar = {
-        "total_episodes": ">= 1", "learning_rate": "> 0", "warmup_ratio": "[0, 1]", "weight_decay": ">= 0",
-        "adam_eps": "> 0", "max_grad_norm": ">= 0", "log_steps": ">= 1", "sample_steps": ">= 0", "sample_rows": ">= 1",
-    }  # fmt: skip
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+        "total_episodes": ">= 1",
+        "learning_rate": "> 0",
+        "warmup_ratio": "[0, 1]",
+        "weight_decay": ">= 0",
+        "adam_eps": "> 0",
+        "max_grad_norm": ">= 0",
+        "log_steps": ">= 1",
+        "sample_steps": ">= 0",
+        "sample_rows": ">= 1",
+    }
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     total_episodes: int = 1024
     """Episodes (sampled responses) over all processes; updates = ceil(total / (batch * processes))."""
@@ -320,8 +326,10 @@ class PPOConfig(HubOptions):
             raise ConfigError(f"'train.lr_from_beta' must be > 0 or null, got {self.train.lr_from_beta}")
         if self.algorithm != "ppo":
             if k < 2:
-                raise ConfigError(f"'rollout.samples_per_prompt' must be >= 2 for {self.algorithm} (its baseline is "
-                                  f"the other samples of the prompt), got {k}")  # fmt: skip
+                raise ConfigError(
+                    f"'rollout.samples_per_prompt' must be >= 2 for {self.algorithm} (its baseline is "
+                    f"the other samples of the prompt), got {k}"
+                )
             if self.value.init_from_reward:
                 raise ConfigError(f"'value.init_from_reward': {self.algorithm} trains no value adapter")
         elif self.kl.mode == "loss":

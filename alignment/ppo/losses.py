@@ -329,9 +329,13 @@ def grpo_advantages(scores: torch.Tensor, k: int, scale: str = "group", eps: flo
 
 
 def kl_penalized_scores(
-    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, beta: float,
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
     estimator: str = "k1",
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """scores - beta * sum_t kl_t over real tokens: scores [B], log-probs and mask [B, T] -> [B].
 
     The KL as a reward penalty (RLOO's form; TRL's RLOOTrainer with k1): with k1 the summed penalty is

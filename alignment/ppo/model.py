@@ -28,16 +28,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from alignment.config import AdapterConfig, UserError
+from alignment.common.errors import UserError
+from alignment.config.shared import AdapterConfig
 from alignment.runtime.generation import position_ids_from_mask
-from alignment.runtime.logprobs import (
-    LOGITS_CHUNK_SIZE,
-    chunkable,
-    entropy_from_logits,
-    logprobs_from_logits,
-    response_logprobs_from_hidden,
-)
-from alignment.runtime.models import portable_base
+from alignment.runtime.logprobs import LOGITS_CHUNK_SIZE, score_tokens
+from alignment.runtime.models import disable_dropout, portable_base
 
 # What PEFT names a sequence-classification head in `modules_to_save` (it adds both for SEQ_CLS).
 HEAD_NAMES = frozenset({"score", "classifier"})
@@ -57,13 +52,6 @@ def lora_config(cfg: AdapterConfig):
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
     )
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """Dropout off everywhere: with it on, the ratio of the first PPO minibatch is not exactly 1."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
 
 
 def read_reward_adapter(folder: str):
@@ -241,8 +229,17 @@ class PPOModel(nn.Module):
             logits = self.peft.get_base_model().get_output_embeddings()(hidden)
             return logits, self._values(hidden)
 
-    def policy_logprobs(self, input_ids, attention_mask, position_ids=None, *, prompt_width: int,
-                        temperature: float, with_entropy: bool = False, with_values: bool = False):  # fmt: skip
+    def policy_logprobs(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids=None,
+        *,
+        prompt_width: int,
+        temperature: float,
+        with_entropy: bool = False,
+        with_values: bool = False,
+    ):
         """(log-probs [B, T], entropy [B, T] or None, values [B, T] or None) of the response `input_ids[:, P:]`.
 
         The LM head runs only on the T response positions, `logits_chunk_size` at a time (never [B, S, V]);
@@ -262,8 +259,16 @@ class PPOModel(nn.Module):
         return logprobs, entropy, values if with_values else None
 
     @torch.no_grad()
-    def reference_logprobs(self, input_ids, attention_mask, position_ids=None, *, prompt_width: int,
-                           temperature: float, with_entropy: bool = False):  # fmt: skip
+    def reference_logprobs(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids=None,
+        *,
+        prompt_width: int,
+        temperature: float,
+        with_entropy: bool = False,
+    ):
         """(log-probs [B, T], entropy or None) of the response under the reference (adapters off), chunked."""
         position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
         with self.role("reference"):
@@ -273,20 +278,19 @@ class PPOModel(nn.Module):
         return logprobs, entropy
 
     def _response_logprobs(self, input_ids, attention_mask, position_ids, prompt_width, temperature, with_entropy):
-        """(log-probs, entropy or None, last hidden states or None) with the active adapter."""
-        responses = input_ids[:, prompt_width:]
-        base = self.peft.get_base_model()
-        if not chunkable(base):  # logits scaled or capped after the head: only the full logits are right
-            logits = self._lm_logits(input_ids, attention_mask, position_ids)[:, prompt_width - 1 : -1]
-            entropy = entropy_from_logits(logits, temperature) if with_entropy else None
-            hidden = self._hidden(input_ids, attention_mask, position_ids) if self.share_policy_value else None
-            return logprobs_from_logits(logits, responses, temperature), entropy, hidden
-        hidden = self._hidden(input_ids, attention_mask, position_ids)
-        logprobs, entropy = response_logprobs_from_hidden(
-            hidden, base.get_output_embeddings(), responses, prompt_width, temperature, self.logits_chunk_size,
+        """(log-probs, entropy or None, last hidden states or None) with the active adapter (`score_tokens`)."""
+        stats = score_tokens(
+            self.peft,
+            input_ids,
+            attention_mask,
+            prompt_width,
+            temperature,
+            position_ids,
+            self.logits_chunk_size,
             with_entropy,
-        )  # fmt: skip
-        return logprobs, entropy, hidden
+            keep_hidden=self.share_policy_value,
+        )
+        return stats.logprobs, stats.entropy, stats.hidden
 
     @torch.no_grad()
     def reward_scores(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:

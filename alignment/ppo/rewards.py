@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alignment.config import ConfigError
+from alignment.common.errors import ConfigError
+from alignment.common.functions import load_batch_function
 from alignment.ppo import losses as L
 from alignment.ppo.config import PPORewardConfig
 from alignment.runtime import models, tiny
 from alignment.runtime.accelerator import local_loading
-from alignment.runtime.functions import load_batch_function
 from reward.model import load_reward_model, read_stats, score_texts
 
 

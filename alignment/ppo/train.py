@@ -23,134 +23,173 @@ import dataclasses
 import math
 import os
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 
-from alignment.cli import parse_stage_args
-from alignment.config import UserError
+from alignment.common import files, manifest
+from alignment.common.data import load_prompts
+from alignment.common.errors import UserError
 from alignment.ppo import losses as L
-from alignment.ppo.config import PPOAlgoConfig, PPOConfig
-from alignment.ppo.model import build_ppo_model, disable_dropout, lora_config
+from alignment.ppo.config import PPOConfig
+from alignment.ppo.model import build_ppo_model, lora_config
 from alignment.ppo.rewards import RewardSource, load_source
 from alignment.ppo.rollout import Scores, encode_prompts, sample, score
-from alignment.runtime import adapters, files, health, loop, manifest, models, optim
+from alignment.runtime import adapters, health, loop, models, optim, saving
 from alignment.runtime import logging as rlog
-from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import prompt_text
 from alignment.runtime.generation import Responses, decode, left_pad
 from alignment.runtime.sampler import IndexStream
 
 
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf ppo", PPOConfig, argv, __doc__)
-    if cfg is not None:
-        train(cfg)
-    return 0
-
-
 def train(cfg: PPOConfig) -> dict:
     # 1. Runtime: accelerator, logging, the same seed on every process (identical adapter init).
-    r, p, k = cfg.rollout, cfg.ppo, cfg.rollout.samples_per_prompt
-    run = loop.start("ppo", cfg, p.gradient_accumulation_steps)
-    accelerator, log = run.accelerator, run.log
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    run = loop.start("ppo", cfg, cfg.ppo.gradient_accumulation_steps)
+    accelerator = run.accelerator
 
     # 2. Prompts and tokenizer (the base's own: an SFT folder's merged model carries it).
-    base_path = base_model_path(cfg)
+    base_path = models.base_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg, base_path)
     prompts = load_prompts(cfg.data.path, cfg.data.split, cfg.data.limit)
     encoded = encode_prompts(tokenizer, prompts, cfg.data.max_prompt_length)
 
     # 3. Reward: adapter on this base, separate model, or function; and its normalisation.
-    reward = load_source(cfg.reward, base_path, device)
-    log.info(f"ppo: reward from {cfg.reward.function or cfg.reward.path} ({reward.kind}), "
-             f"normalisation: {reward.normalize}")  # fmt: skip
+    reward = load_source(cfg.reward, base_path, accelerator.device)
+    source = cfg.reward.function or cfg.reward.path
+    run.log.info(f"ppo: reward from {source} ({reward.kind}), normalisation: {reward.normalize}")
 
     # 4. Model: one frozen base; policy LoRA adapter; value adapter + head (PPO only); reward adapter; reference
     # = base. The learning rate follows beta above train.lr_from_beta.
-    model = build_model(cfg, base_path, reward, log)
-    batch_global = r.per_device_batch_size * world
-    updates = math.ceil(cfg.train.total_episodes / batch_global)
-    optimizer_steps = updates * p.epochs * p.num_minibatches
+    model = build_model(cfg, base_path, reward, run.log)
+    updates = math.ceil(cfg.train.total_episodes / episodes_per_update(cfg, accelerator))
+    optimizer_steps = updates * cfg.ppo.epochs * cfg.ppo.num_minibatches
     train_cfg = dataclasses.replace(cfg.train, learning_rate=learning_rate(cfg))
     model, optimizer, scheduler = optim.setup(accelerator, model, train_cfg, optimizer_steps, micro_batch_size(cfg))
 
-    # 5. Resume: weights, optimizer, schedule, RNG (Accelerate) + KL coefficient, running stats, run id.
-    kl_ctl = L.kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
-    state = loop.resume(run)
-    guard = health.Guardrails("ppo", cfg.health, log)
-    if state:
-        kl_ctl.load_state_dict(state["kl_controller"])
-        reward.moments.load_state_dict(state["score_moments"])
-        guard.load_state_dict(state.get("health", {}))
+    # 5. Resume: weights, optimizer, schedule, RNG (Accelerate) + KL coefficient, running stats, guardrails.
+    control = resume(cfg, run, reward, updates)
 
     # 6. Train: `updates` rounds of rollout + PPO epochs.
     stream = IndexStream(len(encoded), cfg.seed)
     model.train()  # dropout is off; train mode is what gradient checkpointing needs
     for update in loop.progress(run, updates):
-        step, t_start = update + 1, time.time()
+        started = time.time()
         # 6a. Prompts: this process's slice of a seeded stream; the position alone decides it (exact resume). Each
         # prompt k times in a row: the group layout the RLOO/GRPO advantages read.
-        indices = [i for i in stream.batch(update, r.per_device_batch_size // k, rank, world) for _ in range(k)]
-        queries, query_mask = left_pad([encoded[i] for i in indices], tokenizer.pad_token_id)
+        indices = update_prompts(cfg, stream, update, accelerator)
         # 6b. Generate with the policy (KV cache; ZeRO-3 gathers the weights once for the whole rollout).
-        rollout = sample(accelerator, model, queries.to(device), query_mask.to(device), r.response_length,
-                         r.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id if r.stop_at_eos else None)  # fmt: skip
-        t_generated = time.time()
-        # 6c. Score: log-probs (or from the update: old_logprobs_from_update), reference, values, rewards; normalise.
-        orders = minibatch_orders(cfg, update, device)
-        exp = score_rollout(
-            cfg, accelerator, model, rollout, orders[0], reward, [prompts[i] for i in indices], tokenizer
-        )
+        rollout = sample_rollout(cfg, accelerator, model, [encoded[i] for i in indices], tokenizer)
+        generated = time.time()
+        # 6c. Score: log-probs (none with old_logprobs_from_update), reference, values, rewards; normalise.
+        orders = minibatch_orders(cfg, update, accelerator.device)
+        batch_prompts = [prompts[i] for i in indices]
+        exp = score_rollout(cfg, accelerator, model, rollout, orders[0], reward, batch_prompts, tokenizer)
         # 6d. Advantages: PPO's GAE over the values [B, T]; RLOO/GRPO's group baseline on KL-penalised scores [B].
-        exp.advantages, exp.returns = estimate_advantages(cfg, accelerator, exp, kl_ctl.value)
+        exp.advantages, exp.returns = estimate_advantages(cfg, accelerator, exp, control.kl.value)
         # 6e. Epochs over shuffled minibatches; each minibatch is one optimizer step of accumulated micro-batches.
-        loss_fn = update_loss(cfg, accelerator, model, exp, kl_ctl.value)
+        loss_fn = update_loss(cfg, accelerator, model, exp, control.kl.value)
         stats = policy_update(cfg, accelerator, model, optimizer, scheduler, orders, loss_fn)
-        times = (t_start, t_generated, time.time())
         # 6f. Metrics over all processes (health, guardrails), KL coefficient update, samples, checkpoint.
-        metrics = collect_metrics(cfg, accelerator, exp, stats, kl_ctl.value)
-        metrics.update(progress_metrics(scheduler, step, batch_global, times))
-        kl_ctl.update(metrics["objective/kl"], batch_global)
-        if loop.due(step, cfg.train.log_steps, updates, final=True):
-            run.tracker.log(metrics, step=step)
-        stop = guard.check(metrics, step)
-        if cfg.train.sample_steps and (step % cfg.train.sample_steps == 0 or step == 1):
-            log_samples(run, tokenizer, exp, min(cfg.train.sample_rows, len(indices)), step)
-        run.bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
-        extras = {"kl_controller": kl_ctl.state_dict(), "score_moments": reward.moments.state_dict()}
-        loop.save_checkpoint(run, step, updates, **extras, health=guard.state_dict())
-        if stop:
+        if after_update(cfg, run, update, exp, stats, control, scheduler, tokenizer, (started, generated, time.time())):
             break
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, optional merged model, manifest.
-    extra = {"updates": updates, "episodes": updates * batch_global, "reward_kind": reward.kind}
+    episodes = updates * episodes_per_update(cfg, accelerator)
+    extra = {"updates": updates, "episodes": episodes, "reward_kind": reward.kind}
     final = save(cfg, run, model, tokenizer, base_path, extra)
     loop.finish(run, ppo_summary(cfg, extra, final))
     return {"metrics": final, "model": accelerator.unwrap_model(model)}
+
+
+class Control(NamedTuple):
+    """What carries over from update to update (and through a checkpoint) beside the weights."""
+
+    kl: Any
+    """The KL coefficient's controller (`ppo.losses.kl_controller`)."""
+    reward: RewardSource
+    """Its running score moments (`reward.moments`) normalise the scores."""
+    guard: health.Guardrails
+    updates: int
+
+
+def resume(cfg: PPOConfig, run: loop.Run, reward: RewardSource, updates: int) -> Control:
+    """The KL controller, the reward's running moments and the guardrails, from the checkpoint `loop.resume` restores
+    (with the weights, optimizer, schedule and RNG), or fresh."""
+    kl_ctl = L.kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
+    state = loop.resume(run)
+    guard = health.Guardrails("ppo", cfg.health, run.log)
+    if state:
+        kl_ctl.load_state_dict(state["kl_controller"])
+        reward.moments.load_state_dict(state["score_moments"])
+        guard.load_state_dict(state.get("health", {}))
+    return Control(kl_ctl, reward, guard, updates)
+
+
+def episodes_per_update(cfg: PPOConfig, accelerator) -> int:
+    return cfg.rollout.per_device_batch_size * accelerator.num_processes
+
+
+def update_prompts(cfg: PPOConfig, stream: IndexStream, update: int, accelerator) -> list[int]:
+    """The prompt indices of this process's episodes in `update`, each prompt `rollout.samples_per_prompt` times in a
+    row."""
+    k, rank, world = cfg.rollout.samples_per_prompt, accelerator.process_index, accelerator.num_processes
+    return [i for i in stream.batch(update, cfg.rollout.per_device_batch_size // k, rank, world) for _ in range(k)]
+
+
+def sample_rollout(cfg: PPOConfig, accelerator, model, encoded: list[list[int]], tokenizer) -> Responses:
+    """The rollout: responses sampled by the policy to the left-padded prompts `encoded`."""
+    r, device = cfg.rollout, accelerator.device
+    queries, query_mask = left_pad(encoded, tokenizer.pad_token_id)
+    eos = tokenizer.eos_token_id if r.stop_at_eos else None
+    return sample(
+        accelerator,
+        model,
+        queries.to(device),
+        query_mask.to(device),
+        r.response_length,
+        r.temperature,
+        tokenizer.pad_token_id,
+        eos,
+    )
+
+
+def after_update(
+    cfg: PPOConfig,
+    run: loop.Run,
+    update: int,
+    exp,
+    stats,
+    control: Control,
+    scheduler,
+    tokenizer,
+    times: tuple[float, float, float],
+) -> bool:
+    """The update's metrics (logged when due), the KL coefficient's update, the guardrails, samples and the
+    checkpoint; returns whether a guardrail stops the run. `times`: when the update started, its sampling ended and
+    its optimisation ended."""
+    step, batch = update + 1, episodes_per_update(cfg, run.accelerator)
+    metrics = collect_metrics(cfg, run.accelerator, exp, stats, control.kl.value)
+    metrics.update(progress_metrics(scheduler, step, batch, times))
+    control.kl.update(metrics["objective/kl"], batch)
+    if loop.due(step, cfg.train.log_steps, control.updates, final=True):
+        run.tracker.log(metrics, step=step)
+    stop = control.guard.check(metrics, step)
+    if cfg.train.sample_steps and (step % cfg.train.sample_steps == 0 or step == 1):
+        log_samples(run, tokenizer, exp, min(cfg.train.sample_rows, len(exp.prompts)), step)
+    run.bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")
+    extras = {"kl_controller": control.kl.state_dict(), "score_moments": control.reward.moments.state_dict()}
+    loop.save_checkpoint(run, step, control.updates, **extras, health=control.guard.state_dict())
+    return stop
 
 
 # ----------------------------------------------------------------------------------------------
 # Setup
 
 
-def base_model_path(cfg: PPOConfig) -> str:
-    """The frozen base: an SFT folder's merged model, or the model given (absolute, so adapters record it)."""
-    path = models.stage_model_path(models.resolve_path(cfg.model.name_or_path))
-    if models.is_adapter_folder(path):
-        raise UserError(
-            f"model.name_or_path: '{cfg.model.name_or_path}' is an adapter without a merged model; "
-            "run SFT with save_merged=true or point at a full model"
-        )
-    return os.path.abspath(path) if os.path.exists(path) else path
-
-
 def load_tokenizer(cfg: PPOConfig, base_path: str):
     """The base's tokenizer (or `model.tokenizer`), with an EOS to stop at and a pad token distinct from it."""
-    tokenizer = models.load_tokenizer(
-        cfg.model if cfg.model.tokenizer else dataclasses.replace(cfg.model, name_or_path=base_path)
-    )
+    tokenizer = models.load_base_tokenizer(cfg.model, base_path)
     if tokenizer.eos_token_id is None:
         raise UserError("model: the tokenizer has no EOS token; PPO stops responses at EOS")
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -181,17 +220,19 @@ def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):
         reward_adapter=cfg.reward.path if reward.kind == "adapter" else None,
         share_policy_value=cfg.value.share_with_policy,
         init_value_from_reward=cfg.value.init_from_reward,
-        with_value=cfg.algorithm == "ppo",
+        with_value=ALGORITHMS[cfg.algorithm].value,
     )
-    disable_dropout(model)  # LoRA dropout too: with it on, the first minibatch is not on-policy
+    models.disable_dropout(model)  # LoRA dropout too: with it on, the first minibatch is not on-policy
     model.logits_chunk_size = cfg.ppo.logits_chunk_size
     model.checkpoint_roles = set(cfg.ppo.checkpoint_roles)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainable, total = adapters.count_parameters(model)
     r, k = cfg.rollout, cfg.rollout.samples_per_prompt
-    log.info(f"ppo: {cfg.algorithm}, training {trainable:,} of {total:,} parameters on one base; {r.per_device_batch_size // k} "
-             f"prompts x {k} samples per process and update, learning rate {learning_rate(cfg):g}")  # fmt: skip
+    log.info(
+        f"ppo: {cfg.algorithm}, training {trainable:,} of {total:,} parameters on one base; {r.per_device_batch_size // k} "
+        f"prompts x {k} samples per process and update, learning rate {learning_rate(cfg):g}"
+    )
     return model
 
 
@@ -218,11 +259,10 @@ class Experience:
     """The decoded completions."""
     monitor: float | None = None
     """Mean `reward.monitor` score of the rollout (watched, never optimised)."""
-    from_update: bool = False
-    """Log-probs, entropy, KL (and PPO's values) are filled by the update's first forward pass
-    (`old_logprobs_from_update`)."""
+    old_logprobs_from_update: bool = False
+    """Log-probs, entropy, KL (and PPO's values) are taken from the update's first forward pass (`policy_pass`)."""
     advantages: torch.Tensor | None = None
-    """PPO's [B, T] or RLOO's / GRPO's [B]; None until the log-probs they need are in (`from_update`)."""
+    """PPO's [B, T] or RLOO's / GRPO's [B]; None until the log-probs they need are in (`policy_pass`)."""
     returns: torch.Tensor | None = None
     """PPO's value targets [B, T]."""
 
@@ -240,15 +280,31 @@ def minibatch_orders(cfg: PPOConfig, update: int, device) -> list[torch.Tensor]:
     return [torch.randperm(B, generator=shuffle).to(device) for _ in range(cfg.ppo.epochs)]
 
 
-def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order: torch.Tensor, reward: RewardSource,
-                  prompts: list, tokenizer) -> Experience:  # fmt: skip
+def score_rollout(
+    cfg: PPOConfig,
+    accelerator,
+    model,
+    rollout: Responses,
+    order: torch.Tensor,
+    reward: RewardSource,
+    prompts: list,
+    tokenizer,
+) -> Experience:
     """Log-probs, reference, values and (adapter) rewards in the micro-batches of `order`, the reward
     source's scores normalised and penalised for a missing EOS, the per-token KL to the reference, and the
     monitor's score. With `old_logprobs_from_update` there is no policy pass: the update's first forward pass
-    fills log-probs, entropy, KL and PPO's values (`from_update`)."""
+    gives log-probs, entropy, KL and PPO's values (`policy_pass`)."""
     r, fused = cfg.rollout, old_logprobs_from_update(cfg)
-    scored = score(model, rollout, order, micro_batch_size(cfg), r.temperature, with_reward=reward.kind == "adapter",
-                   with_values=cfg.algorithm == "ppo", with_policy=not fused)  # fmt: skip
+    scored = score(
+        model,
+        rollout,
+        order,
+        micro_batch_size(cfg),
+        r.temperature,
+        with_reward=reward.kind == "adapter",
+        with_values=ALGORITHMS[cfg.algorithm].value,
+        with_policy=not fused,
+    )
     # the texts: what a text reward scores and what the health measures read
     completions = decode(tokenizer, rollout.responses, rollout.response_mask)
     prompt_texts = [prompt_text(tokenizer, p) for p in prompts] if reward.needs_text else None
@@ -264,10 +320,10 @@ def score_rollout(cfg: PPOConfig, accelerator, model, rollout: Responses, order:
     return Experience(rollout, prompts, scored, raw, scores, kl, completions, monitor, fused)
 
 
-def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def gae_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's (advantages, returns) [B, T]: rewards -beta * KL per token plus the score at the last token,
     GAE over the value estimates, advantages whitened over the batch."""
-    mask = exp.rollout.response_mask
+    p, mask = cfg.ppo, exp.rollout.response_mask
     rewards = L.compute_rewards(exp.scores, exp.kl, mask, beta)
     advantages, returns = L.gae(rewards, exp.scored.values, mask, p.gamma, p.lam)
     if p.whiten_advantages:
@@ -277,25 +333,19 @@ def gae_advantages(exp: Experience, beta: float, p: PPOAlgoConfig) -> tuple[torc
 
 def estimate_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float):
     """(advantages, returns): PPO's per-token GAE and returns [B, T], or RLOO's / GRPO's [B] and None; (None, None)
-    while they wait for what the update's forward pass gives (`from_update`: PPO's log-probs and values, the group
-    methods' log-probs with kl.mode = reward)."""
-    if exp.from_update and (cfg.algorithm == "ppo" or cfg.kl.mode == "reward"):
+    while they wait for what the update's first forward pass gives (`policy_pass`: PPO's log-probs and values, the
+    group methods' log-probs with kl.mode = reward)."""
+    algorithm = ALGORITHMS[cfg.algorithm]
+    if exp.old_logprobs_from_update and (algorithm.value or cfg.kl.mode == "reward"):
         return None, None
-    return advantages_of(cfg, accelerator, exp, beta)
+    return algorithm.advantages(cfg, accelerator, exp, beta)
 
 
-def advantages_of(cfg: PPOConfig, accelerator, exp: Experience, beta: float):
-    """`estimate_advantages` once every number it reads is in."""
-    if cfg.algorithm == "ppo":
-        return gae_advantages(exp, beta, cfg.ppo)
-    return group_advantages(cfg, accelerator, exp, beta), None
-
-
-def group_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) -> torch.Tensor:
+def group_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) -> tuple[torch.Tensor, None]:
     """RLOO's or GRPO's advantage [B], one per episode, from the scores of the k samples of each prompt (contiguous
-    rows). With kl.mode = reward the scores carry -beta * (summed per-token KL), so the update ascends
-    J = E[r] - beta * KL. Computed on the batch gathered from every process (GRPO's `batch` std is global, as
-    TRL's), then this process's rows are kept."""
+    rows), and no returns. With kl.mode = reward the scores carry -beta * (summed per-token KL), so the update
+    ascends J = E[r] - beta * KL. Computed on the batch gathered from every process (GRPO's `batch` std is global,
+    as TRL's), then this process's rows are kept."""
     old, mask = exp.scored, exp.rollout.response_mask
     scores = exp.scores
     if cfg.kl.mode == "reward":
@@ -307,15 +357,14 @@ def group_advantages(cfg: PPOConfig, accelerator, exp: Experience, beta: float) 
     else:
         advantages = L.grpo_advantages(everyone, k, cfg.grpo.scale)
     rank = accelerator.process_index
-    return advantages[rank * B : (rank + 1) * B]
+    return advantages[rank * B : (rank + 1) * B], None
 
 
 def update_loss(cfg: PPOConfig, accelerator, model, exp: Experience, beta: float):
     """The algorithm's loss of one micro-batch: a function (rows, minibatch rows, on_policy) -> (loss, {statistic:
     float}); `on_policy` is true in the first minibatch, whose passes run the weights the rollout was sampled with."""
-    if cfg.algorithm == "ppo":
-        return lambda rows, minibatch, on_policy: ppo_loss(cfg, accelerator, model, exp, rows, on_policy, beta)
-    return lambda rows, minibatch, on_policy: group_loss(cfg, accelerator, model, exp, rows, minibatch, beta)
+    loss = ALGORITHMS[cfg.algorithm].loss
+    return lambda rows, minibatch, on_policy: loss(cfg, accelerator, model, exp, rows, minibatch, on_policy, beta)
 
 
 def old_logprobs_from_update(cfg: PPOConfig) -> bool:
@@ -330,37 +379,53 @@ def old_logprobs_from_update(cfg: PPOConfig) -> bool:
     if not p.old_logprobs_from_update:
         return False
     one_micro_batch = p.num_minibatches == 1 and p.gradient_accumulation_steps == 1
-    if cfg.algorithm == "ppo":
+    if ALGORITHMS[cfg.algorithm].value:
         return cfg.value.share_with_policy and one_micro_batch
     if p.epochs != 1 or p.num_minibatches != 1:
         return False
     return cfg.kl.mode == "loss" or one_micro_batch
 
 
-def from_update(cfg: PPOConfig, accelerator, exp: Experience, rows, logprobs, entropy, values, beta: float) -> None:
-    """Fill the rollout's log-probs, entropy, KL (and PPO's values) of `rows` from the update's on-policy forward
-    pass (detached: the same numbers a scoring pass gives, so the ratio is exactly 1), then the advantages where
-    they waited for them (one micro-batch holds every row)."""
-    old = exp.scored
-    old.logprobs[rows], old.entropy[rows] = logprobs.detach(), entropy.detach()
-    if values is not None:
-        old.values[rows] = values.detach().float()
-    exp.kl[rows] = (
-        L.kl_per_token(old.logprobs[rows], old.ref_logprobs[rows], cfg.kl.estimator) * (exp.rollout.response_mask[rows])
+def policy_pass(
+    cfg: PPOConfig, accelerator, model, exp: Experience, rows, on_policy: bool, beta: float, with_values: bool = False
+):
+    """The policy's forward pass over `rows`: (log-probs [b, T], values [b, T] or None).
+
+    With `old_logprobs_from_update`, the first minibatch's pass (on-policy: the weights the rollout was sampled
+    with) is also the rollout's scoring pass: its numbers, detached, become the rollout's log-probs, entropy, KL
+    (and PPO's values), so the ratio there is exactly 1, and the advantages that waited for them are computed (one
+    micro-batch holds every row)."""
+    fill = exp.old_logprobs_from_update and on_policy
+    ids, attn = exp.rollout.sequences(rows)
+    logprobs, entropy, values = model(
+        ids,
+        attn,
+        role="policy_logprobs",
+        prompt_width=exp.rollout.prompt_width,
+        temperature=cfg.rollout.temperature,
+        with_values=with_values,
+        with_entropy=fill,
     )
-    if exp.advantages is None:
-        exp.advantages, exp.returns = advantages_of(cfg, accelerator, exp, beta)
+    if fill:
+        old, mask = exp.scored, exp.rollout.response_mask[rows]
+        old.logprobs[rows], old.entropy[rows] = logprobs.detach(), entropy.detach()
+        if values is not None:
+            old.values[rows] = values.detach().float()
+        exp.kl[rows] = L.kl_per_token(old.logprobs[rows], old.ref_logprobs[rows], cfg.kl.estimator) * mask
+        if exp.advantages is None:
+            exp.advantages, exp.returns = ALGORITHMS[cfg.algorithm].advantages(cfg, accelerator, exp, beta)
+    return logprobs, values
 
 
-def ppo_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, on_policy: bool, beta: float):
+def ppo_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, on_policy: bool, beta: float):
     """(loss, per-micro-batch statistics) of rows `rows`: the clipped policy surrogate plus `vf_coef` times the
     clipped value loss.
 
     With a value adapter of its own on one process, the value pass is back-propagated here, before the policy
     pass runs, and the returned loss is the policy's alone: only one pass's activations are alive at a time,
     and the gradients are those of the summed loss (the two passes train disjoint parameters). With
-    `exp.from_update` (one adapter for both) the first minibatch's pass also gives the rollout's numbers."""
-    p, fill = cfg.ppo, exp.from_update and on_policy
+    `old_logprobs_from_update` (one adapter for both) the first minibatch's pass also gives the rollout's numbers."""
+    p = cfg.ppo
     rollout, old, mask, P = exp.rollout, exp.scored, exp.rollout.response_mask[rows], exp.rollout.prompt_width
     ids, attn = rollout.sequences(rows)
     vf_loss = vf_clipfrac = torch.zeros((), device=mask.device)
@@ -370,18 +435,21 @@ def ppo_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, on_polic
         vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], exp.returns[rows], mask, p.cliprange_value)
         accelerator.backward(p.vf_coef * vf_loss)
         del values  # its graph is gone with the backward; the policy pass starts from here
-    logprobs, entropy, values = model(ids, attn, role="policy_logprobs", prompt_width=P,
-                                      temperature=cfg.rollout.temperature, with_values=not split, with_entropy=fill)  # fmt: skip
-    if fill:
-        from_update(cfg, accelerator, exp, rows, logprobs, entropy, values, beta)
+    logprobs, values = policy_pass(cfg, accelerator, model, exp, rows, on_policy, beta, with_values=not split)
     advantages, returns = exp.advantages, exp.returns
     pg_loss, clipfrac, approxkl, ratio = L.policy_loss(
         logprobs, old.logprobs[rows], advantages[rows], mask, p.cliprange
     )
     if values is not None:
         vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], returns[rows], mask, p.cliprange_value)
-    stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "approxkl": approxkl, "clipfrac": clipfrac, "ratio": ratio,
-             "value_clipfrac": vf_clipfrac}  # fmt: skip
+    stats = {
+        "policy_loss": pg_loss,
+        "value_loss": vf_loss,
+        "approxkl": approxkl,
+        "clipfrac": clipfrac,
+        "ratio": ratio,
+        "value_clipfrac": vf_clipfrac,
+    }
     loss = pg_loss if split else pg_loss + p.vf_coef * vf_loss
     return loss, {k: float(v.detach()) for k, v in stats.items()}
 
@@ -397,16 +465,13 @@ def split_value_pass(accelerator, model) -> bool:
     return not shared and accelerator.distributed_type == DistributedType.NO
 
 
-def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, beta: float):
+def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatch, on_policy: bool, beta: float):
     """RLOO/GRPO (loss, statistics) of rows `rows` of minibatch `minibatch`: the clipped surrogate with one
     advantage per sequence, tokens weighed by `loss.aggregation`, plus beta * k3 KL per token with kl.mode = loss.
-    With `exp.from_update` this forward pass also gives the rollout's log-probs (`from_update`)."""
+    With `old_logprobs_from_update` (one optimizer step per rollout: every pass is on-policy) this forward pass also
+    gives the rollout's log-probs (`policy_pass`)."""
     rollout, old, mask = exp.rollout, exp.scored, exp.rollout.response_mask[rows]
-    ids, attn = rollout.sequences(rows)
-    logprobs, entropy, _ = model(ids, attn, role="policy_logprobs", prompt_width=rollout.prompt_width,
-                                 temperature=cfg.rollout.temperature, with_entropy=exp.from_update)  # fmt: skip
-    if exp.from_update:  # one optimizer step per rollout: every pass is on-policy
-        from_update(cfg, accelerator, exp, rows, logprobs, entropy, None, beta)
+    logprobs, _ = policy_pass(cfg, accelerator, model, exp, rows, on_policy, beta)
     advantages = exp.advantages
     total_tokens, scale = None, 1.0
     if cfg.loss.aggregation == "token_mean":
@@ -416,14 +481,42 @@ def group_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, miniba
         scale = cfg.ppo.gradient_accumulation_steps * accelerator.num_processes
     in_loss = cfg.kl.mode == "loss"
     out = L.group_policy_loss(
-        logprobs, old.logprobs[rows], advantages[rows], mask, cfg.ppo.cliprange, cfg.loss.aggregation,
-        cfg.rollout.response_length, old.ref_logprobs[rows] if in_loss else None, beta if in_loss else 0.0,
+        logprobs,
+        old.logprobs[rows],
+        advantages[rows],
+        mask,
+        cfg.ppo.cliprange,
+        cfg.loss.aggregation,
+        cfg.rollout.response_length,
+        old.ref_logprobs[rows] if in_loss else None,
+        beta if in_loss else 0.0,
         total_tokens,
-    )  # fmt: skip
+    )
     stats = {"policy_loss": out.policy * scale, "approxkl": out.approxkl, "clipfrac": out.clipfrac, "ratio": out.ratio}
     if in_loss:
         stats["kl_loss"] = out.kl * scale
     return out.loss * scale, {k: float(v.detach()) for k, v in stats.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """What differs between PPO, RLOO and GRPO, chosen once by `algorithm` (ALGORITHMS); the loop is the same."""
+
+    value: bool
+    """A value adapter and head: values scored with the rollout and trained beside the policy."""
+    advantages: Callable
+    """(cfg, accelerator, exp, beta) -> (advantages, returns or None)."""
+    loss: Callable
+    """(cfg, accelerator, model, exp, rows, minibatch, on_policy, beta) -> (loss, {statistic: float})."""
+    group_metrics: bool
+    """TRL GRPO's `reward_std` and `frac_reward_zero_std` over each prompt's k samples."""
+
+
+ALGORITHMS = {
+    "ppo": Algorithm(value=True, advantages=gae_advantages, loss=ppo_loss, group_metrics=False),
+    "rloo": Algorithm(value=False, advantages=group_advantages, loss=group_loss, group_metrics=True),
+    "grpo": Algorithm(value=False, advantages=group_advantages, loss=group_loss, group_metrics=True),
+}
 
 
 class UpdateStats(NamedTuple):
@@ -437,8 +530,9 @@ class UpdateStats(NamedTuple):
     """Mean over the update's optimizer steps, before clipping."""
 
 
-def policy_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, orders: list[torch.Tensor],
-                  loss_fn) -> UpdateStats:  # fmt: skip
+def policy_update(
+    cfg: PPOConfig, accelerator, model, optimizer, scheduler, orders: list[torch.Tensor], loss_fn
+) -> UpdateStats:
     """`ppo.epochs` passes over the rollout, epoch e in `orders[e]`; each minibatch is one optimizer step of
     `ppo.gradient_accumulation_steps` micro-batches, each micro-batch's loss from `loss_fn(rows, minibatch, on_policy)`."""
     p, micro = cfg.ppo, micro_batch_size(cfg)
@@ -464,13 +558,19 @@ def policy_update(cfg: PPOConfig, accelerator, model, optimizer, scheduler, orde
 
 # What the loss functions' statistics are called in metrics.jsonl and W&B (TRL's names).
 STAT_NAMES = {
-    "policy_loss": "loss/policy", "value_loss": "loss/value", "kl_loss": "loss/kl", "approxkl": "policy/approxkl",
-    "clipfrac": "policy/clipfrac", "ratio": "val/ratio", "value_clipfrac": "val/clipfrac",
-}  # fmt: skip
+    "policy_loss": "loss/policy",
+    "value_loss": "loss/value",
+    "kl_loss": "loss/kl",
+    "approxkl": "policy/approxkl",
+    "clipfrac": "policy/clipfrac",
+    "ratio": "val/ratio",
+    "value_clipfrac": "val/clipfrac",
+}
 FIRST_NAMES = {
-    "ratio": "val/ratio_first_minibatch", "approxkl": "policy/approxkl_first_minibatch",
+    "ratio": "val/ratio_first_minibatch",
+    "approxkl": "policy/approxkl_first_minibatch",
     "clipfrac": "policy/clipfrac_first_minibatch",
-}  # fmt: skip
+}
 
 
 def collect_metrics(cfg: PPOConfig, accelerator, exp: Experience, stats: UpdateStats, beta: float) -> dict:
@@ -481,14 +581,16 @@ def collect_metrics(cfg: PPOConfig, accelerator, exp: Experience, stats: UpdateS
     local = {
         **{STAT_NAMES[k]: v for k, v in stats.means.items()},
         **{FIRST_NAMES[k]: stats.first[k] for k in FIRST_NAMES},
-        "objective/kl": kl_sum.mean().item(), "objective/entropy": (exp.scored.entropy * mask).sum(-1).mean().item(),
+        "objective/kl": kl_sum.mean().item(),
+        "objective/entropy": (exp.scored.entropy * mask).sum(-1).mean().item(),
         "objective/rlhf_reward": (exp.scores - beta * kl_sum).mean().item(),
-        "objective/scores": exp.scores.mean().item(), "objective/raw_scores": exp.raw_scores.float().mean().item(),
+        "objective/scores": exp.scores.mean().item(),
+        "objective/raw_scores": exp.raw_scores.float().mean().item(),
         "val/response_length": mask.sum(-1).float().mean().item(),
         **({"train/grad_norm": stats.grad_norm} if stats.grad_norm is not None else {}),
         **({"objective/monitor": exp.monitor} if exp.monitor is not None else {}),
-    }  # fmt: skip
-    if cfg.algorithm != "ppo":
+    }
+    if ALGORITHMS[cfg.algorithm].group_metrics:
         group_std = exp.scores.view(-1, cfg.rollout.samples_per_prompt).std(-1)
         local.update(
             {"reward_std": group_std.mean().item(), "frac_reward_zero_std": (group_std == 0).float().mean().item()}
@@ -555,24 +657,9 @@ def save(cfg: PPOConfig, run: loop.Run, model, tokenizer, base_path: str, extra:
         with files.staged(cfg.output_dir) as tmp:  # a full disk leaves no half-written adapter
             accelerator.unwrap_model(model).save_policy(tmp, state_dict, run_folder=cfg.output_dir, run=cfg.run)
             tokenizer.save_pretrained(tmp)
-        outputs = {"adapter": ".", "model": "."}
-        if cfg.save_merged:
-            merged = os.path.join(cfg.output_dir, "merged")
-            adapters.merge_to(cfg.output_dir, base_path, merged, models.resolve_dtype(cfg.model.dtype), tokenizer)
-            outputs["model"] = "merged"
-        c = cfg.reward
-        manifest.write(
-            cfg.output_dir,
-            "ppo",
-            run=cfg.run,
-            inputs={
-                "model": base_path,
-                "reward": c.function or os.path.abspath(c.path),
-                "data": manifest.where(cfg.data.path),
-            },  # fmt: skip
-            outputs=outputs,
-            metrics=final,
-            extra={"algorithm": cfg.algorithm, **extra, "world_size": accelerator.num_processes},
-        )
+        outputs = {"adapter": ".", "model": saving.save_merged(cfg, base_path, tokenizer) if cfg.save_merged else "."}
+        reward = cfg.reward.function or os.path.abspath(cfg.reward.path)
+        inputs = manifest.stage_inputs(base_path, cfg.data.path, trained=True, reward=reward)
+        saving.write_manifest(run, inputs, outputs, final, extra={"algorithm": cfg.algorithm, **extra})
     del state_dict
     return final

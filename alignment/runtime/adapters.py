@@ -6,8 +6,9 @@ merged into a standalone model for the next stage.
 
 from __future__ import annotations
 
-from alignment.config import AdapterConfig, UserError
-from alignment.runtime import files
+from alignment.common import files
+from alignment.common.errors import UserError
+from alignment.config.shared import AdapterConfig
 from alignment.runtime.accelerator import local_loading
 from alignment.runtime.models import portable_base
 

@@ -13,7 +13,8 @@ import os
 
 import yaml
 
-from alignment.runtime import files, models
+from alignment.common import files
+from alignment.runtime import models
 
 # The hyperparameters a reader looks for first, by dotted config key (those a stage has).
 KEY_SETTINGS = (

@@ -15,8 +15,8 @@ import re
 import shutil
 import signal
 
-from alignment.config import UserError
-from alignment.runtime import files
+from alignment.common import files
+from alignment.common.errors import UserError
 
 STATE_FILE = "trainer_state.json"
 PATTERN = re.compile(r"^step-(\d+)$")

@@ -8,7 +8,7 @@ later sees them (prompt ids, then sampled ids), so SFT and RL agree on token bou
 
 from __future__ import annotations
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 IGNORE = -100
 
@@ -126,25 +126,23 @@ def pack(examples: list[dict], max_length: int) -> list[dict]:
 
 
 def collate(examples: list[dict], pad_id: int, weights: list[float] | None = None) -> dict:
-    """Right-pad a list of encoded examples into tensors; `weights` zero out filler examples."""
+    """Right-pad a list of encoded examples into tensors (`right_pad`); `weights` zero out filler examples."""
     import torch
 
-    width = max(len(e["input_ids"]) for e in examples)
-    packed = "position_ids" in examples[0]
-    batch = {"input_ids": [], "labels": [], "attention_mask": [], "position_ids": []}
+    from alignment.runtime.generation import right_pad
+
+    input_ids, attention_mask = right_pad([e["input_ids"] for e in examples], pad_id)
+    width = input_ids.shape[1]
+    labels, positions = [], []
     for j, e in enumerate(examples):
         n = len(e["input_ids"])
-        pad = width - n
-        labels = list(e["labels"]) if weights is None or weights[j] else [IGNORE] * n
-        batch["input_ids"].append(list(e["input_ids"]) + [pad_id] * pad)
-        batch["labels"].append(labels + [IGNORE] * pad)
-        batch["attention_mask"].append([1] * n + [0] * pad)
-        positions = list(e["position_ids"]) if packed else list(range(n))
-        batch["position_ids"].append(positions + list(range(pad)))
-    out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
-    if packed:
+        row = list(e["labels"]) if weights is None or weights[j] else [IGNORE] * n
+        labels.append(row + [IGNORE] * (width - n))
+        positions.append((list(e["position_ids"]) if "position_ids" in e else list(range(n))) + list(range(width - n)))
+    out = {"input_ids": input_ids, "labels": torch.tensor(labels, dtype=torch.long)}
+    if "position_ids" in examples[0]:
         # No attention mask: transformers derives the block-diagonal mask from position_ids.
-        out.pop("attention_mask")
+        out["position_ids"] = torch.tensor(positions, dtype=torch.long)
     else:
-        out.pop("position_ids")
+        out["attention_mask"] = attention_mask
     return out

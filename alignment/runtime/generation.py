@@ -13,6 +13,10 @@ and the log-probs we score would no longer describe it.
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+import types
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -28,6 +32,15 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
         if seq:
             ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
             mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+def right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into (ids [N, T], attention mask [N, T]): what teacher-forced scoring and training read."""
+    width = max(len(s) for s in sequences)
+    # one tensor from padded lists: a tensor per row costs more than the model on short texts
+    ids = torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in sequences], dtype=torch.long)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.long)
     return ids, mask
 
 
@@ -110,9 +123,7 @@ def generate(
     max_new_tokens even when every row stopped early (the same [B, T] shape on every call).
     """
     context = nullcontext(model) if accelerator is None else unwrapped_for_generation(model, accelerator)
-    # on an accelerator the swap would only add a Python call to every layer of every decode step
-    few_rows = few_row_linears_on_cpu() if queries.device.type == "cpu" else nullcontext()
-    with context as unwrapped, few_rows:
+    with context as unwrapped, few_row_linears(unwrapped, queries.device):
         out = unwrapped.generate(input_ids=queries, attention_mask=query_mask, generation_config=config)
     n = config.num_return_sequences or 1
     if n > 1:
@@ -133,36 +144,93 @@ def generate(
 
 
 FEW_ROWS = 64
-"""Rows (batch x new positions) up to which a CPU float32 linear layer runs as (W @ x^T)^T during sampling."""
+"""Rows (batch x new positions) up to which a CPU float32 linear layer may run as (W @ x^T)^T during sampling."""
+MIN_FEATURES = 256
+"""Weights smaller than this in either dimension (LoRA matrices, the tiny builtin models) keep the plain path."""
+FEW_ROW_SWITCH = "RLHF_FEW_ROW_LINEAR"
+"""`auto` (default: measured on this machine), `on` or `off`: pins the choice, e.g. for runs repeated bit for bit
+across machines."""
+_MEASURED: dict[tuple[int, int, int], bool] = {}
+"""(out features, in features, threads) -> whether (W @ x^T)^T was faster here: measured once per process."""
 
 
 @contextmanager
-def few_row_linears_on_cpu():
-    """Run `torch.nn.functional.linear` on CPU float32 inputs of at most FEW_ROWS rows as (W @ x^T)^T while sampling.
+def few_row_linears(model, device):
+    """While sampling on CPU, `model`'s own float32 `nn.Linear` layers of at least MIN_FEATURES in both dimensions
+    run inputs of at most FEW_ROWS rows as (W @ x^T)^T, where that is faster on this machine; the layers are put
+    back on exit. Nothing outside this model and this block changes (not `torch.nn.functional`, not another
+    thread's model).
 
     A decode step multiplies a few rows (one per sequence) by every weight matrix, so sampling is bound by reading
-    the weights. MKL's x @ W^T path reads them at about two thirds of the speed of W @ x^T for such inputs (8 rows
-    x 1024 x 1024, one thread: 686 vs 463 us; level from ~300 rows). Same products, summed in another order:
-    samples may differ from the plain path in the last bits of the logits, which is sampling noise (every
-    log-prob PPO and DPO train on is scored again by a teacher-forced pass). Gradients are never taken here.
+    the weights. Whether W @ x^T reads them faster than x @ W^T depends on the CPU and its BLAS: on one Intel Xeon
+    with MKL it was 1.5x faster (8 rows x 1024 x 1024, one thread: 463 vs 686 us), elsewhere it may not be, so the
+    choice is measured once per layer shape and thread count on the running machine (`few_rows_first_pays`; a few
+    ms) unless RLHF_FEW_ROW_LINEAR pins it. Same products summed in another order: samples may differ from the
+    plain path in the last bits of the logits, which is sampling noise (every log-prob PPO and DPO train on is
+    scored again by a teacher-forced pass). Gradients are never taken here.
     """
-    functional = torch.nn.functional
-    linear = functional.linear
-
-    def few_rows_first(input, weight, bias=None):
-        rows = input.numel() // max(input.shape[-1], 1) if input.dim() >= 2 else FEW_ROWS + 1
-        if input.device.type != "cpu" or input.dtype != torch.float32 or rows > FEW_ROWS or min(weight.shape) < 256:
-            return linear(input, weight, bias)
-        out = torch.mm(weight, input.reshape(rows, input.shape[-1]).t()).t().contiguous()
-        if bias is not None:
-            out += bias
-        return out.reshape(*input.shape[:-1], weight.shape[0])
-
-    functional.linear = few_rows_first
+    layers = [] if torch.device(device).type != "cpu" else [m for m in model.modules() if _eligible(m)]
+    if layers:
+        widest = max(layers, key=lambda m: m.weight.numel())
+        if not few_rows_first_pays(widest.weight):
+            layers = []
+    for layer in layers:
+        layer.forward = types.MethodType(_few_rows_first, layer)  # this layer object only
     try:
         yield
     finally:
-        functional.linear = linear
+        for layer in layers:
+            del layer.forward  # back to the class's forward
+
+
+def _eligible(module) -> bool:
+    weight = getattr(module, "weight", None)
+    return (
+        type(module) is torch.nn.Linear
+        and weight is not None
+        and weight.dtype == torch.float32
+        and weight.dim() == 2
+        and min(weight.shape) >= MIN_FEATURES
+    )
+
+
+def _few_rows_first(layer, input: torch.Tensor) -> torch.Tensor:
+    """`layer`'s forward: (W @ x^T)^T + b for float32 inputs of at most FEW_ROWS rows, the plain forward otherwise."""
+    rows = input.numel() // max(input.shape[-1], 1) if input.dim() >= 2 else FEW_ROWS + 1
+    if input.dtype != torch.float32 or rows > FEW_ROWS:
+        return torch.nn.functional.linear(input, layer.weight, layer.bias)
+    out = torch.mm(layer.weight, input.reshape(rows, input.shape[-1]).t()).t().contiguous()
+    if layer.bias is not None:
+        out += layer.bias
+    return out.reshape(*input.shape[:-1], layer.weight.shape[0])
+
+
+def few_rows_first_pays(weight: torch.Tensor, rows: int = 8, repeats: int = 5) -> bool:
+    """Whether (W @ x^T)^T beats x @ W^T by 10% for `rows` rows on this machine at this thread count (the best of
+    `repeats` timings of each; remembered for the process), or what RLHF_FEW_ROW_LINEAR pins."""
+    pinned = os.environ.get(FEW_ROW_SWITCH, "auto").strip().lower()
+    if pinned in ("on", "off"):
+        return pinned == "on"
+    key = (*weight.shape, torch.get_num_threads())
+    if key not in _MEASURED:
+        x = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(0))
+        plain = _best_time(lambda: torch.nn.functional.linear(x, weight), repeats)
+        first = _best_time(lambda: torch.mm(weight, x.t()).t().contiguous(), repeats)
+        _MEASURED[key] = first < 0.9 * plain
+        logging.getLogger(__name__).debug(f"few-row linear {tuple(weight.shape)}: {first:.2e} vs {plain:.2e} s")
+    return _MEASURED[key]
+
+
+def _best_time(fn, repeats: int, calls: int = 10) -> float:
+    with torch.no_grad():
+        fn()  # warm up
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            best = min(best, (time.perf_counter() - started) / calls)
+    return best
 
 
 @contextmanager

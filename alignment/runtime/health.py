@@ -52,7 +52,7 @@ class HealthConfig:
         "samples": ">= 0",
         "temperature": "> 0",
     }
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     kl_budget: float = 10.0
     """KL to the reference (nats per completion) above which a run warns: far from where the reward or the

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from alignment.runtime import models, tiny
 
 KEEP = ("README.md", "config.yaml", "manifest.json", "reward_stats.json", "eval.json")

@@ -1,11 +1,10 @@
-"""Main-process logging and quiet third-party output, so a run's terminal shows our progress only."""
+"""The `rlhf` logger: main-process lines above the progress bars. (Third-party output is quieted by the command line,
+`alignment.cli.quiet_third_party`, never by a library call.)"""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import warnings
 
 _LOGGER = logging.getLogger("rlhf")
 
@@ -18,7 +17,6 @@ def setup(main_process: bool = True) -> logging.Logger:
         _LOGGER.addHandler(handler)
         _LOGGER.propagate = False
     _LOGGER.setLevel(logging.INFO if main_process else logging.WARNING)
-    quiet_libraries()
     return _LOGGER
 
 
@@ -35,39 +33,12 @@ class _BarAwareHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def quiet_libraries() -> None:
-    # transformers/datasets print a bar per file written or loaded; on a tiny model that is most of
-    # the terminal. Our own tqdm bars show the work that takes time.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    try:
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
-    # datasets reads these when it is imported; importing it here only to quiet it would cost every stage
-    # process most of a second, and most stages never load a dataset folder
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("DATASETS_VERBOSITY", "error")
-    if "datasets" in sys.modules:
-        datasets = sys.modules["datasets"]
-        datasets.disable_progress_bars()
-        datasets.utils.logging.set_verbosity_error()
-    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
-    logging.getLogger("accelerate").setLevel(logging.ERROR)  # "Removed shared tensor" on every save
-    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-
-
 def announce_builtins(log: logging.Logger, stage: str, cfg) -> None:
     """A stage's first log line says when it runs on embedded data or the embedded tiny model (never silently).
 
     Stages call it just before their first log line, once their inputs have loaded: a user mistake found while
     loading stays the one line on stderr."""
-    from alignment.config import builtins_in
+    from alignment.config.loader import builtins_in
 
     found = builtins_in(cfg)
     if found:

@@ -8,6 +8,8 @@ row: a [B, T, V] float32 copy of a 150k vocabulary would be gigabytes.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -64,8 +66,9 @@ def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, prompt_widt
     return logprobs_from_logits(logits[:, prompt_width - 1 : -1], responses, temperature)
 
 
-def sequence_logprobs(logits: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor, prompt_width: int,
-                      temperature: float) -> torch.Tensor:  # fmt: skip
+def sequence_logprobs(
+    logits: torch.Tensor, responses: torch.Tensor, mask: torch.Tensor, prompt_width: int, temperature: float
+) -> torch.Tensor:
     """Sum over real response tokens (mask [b, T]) of log p(y_t | x, y_<t): [b] float64."""
     return (response_logprobs(logits, responses, prompt_width, temperature).double() * mask).sum(-1)
 
@@ -87,26 +90,61 @@ backward pass rather than keeping them all: below, with a small vocabulary, reco
 little."""
 
 
-def _chunk_stats(head, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool):
-    """[n, 1 or 2]: log-prob of `tokens` [n] (and entropy) under softmax(head(hidden [n, H]) / temperature)."""
+LOG_ZERO = -1e30
+"""A finite stand-in for log 0 (masked logits): -inf would turn an empty mask's log-mass into nan gradients."""
+
+
+class TokenStats(NamedTuple):
+    """Per-token quantities of the tokens a causal LM predicts (float32 at least; [B, T] unless noted)."""
+
+    logprobs: torch.Tensor
+    """log p(token) under softmax(logits / temperature)."""
+    entropy: torch.Tensor | None
+    """Entropy of that distribution (nats), when asked for."""
+    log_mass: torch.Tensor | None
+    """log of the probability it puts on the vocabulary mask `mass_on` [V], when one is given."""
+    hidden: torch.Tensor | None = None
+    """The trunk's last hidden states [B, S, H] (`score_tokens(keep_hidden=True)`: PPO's shared value head)."""
+
+
+def _chunk_stats(
+    head,
+    hidden: torch.Tensor,
+    tokens: torch.Tensor,
+    temperature: float,
+    with_entropy: bool,
+    mass_on: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[n, 1 + entropy + mass]: log-prob of `tokens` [n] (then entropy, then log-mass on the bool mask `mass_on` [V])
+    under softmax(head(hidden [n, H]) / temperature)."""
     z = _fp32(head(hidden)) / temperature
     log_norm = torch.logsumexp(z, dim=-1)
-    taken = torch.gather(z, -1, tokens.long().unsqueeze(-1)).squeeze(-1) - log_norm
-    if not with_entropy:
-        return taken.unsqueeze(-1)
-    logp = z - log_norm.unsqueeze(-1)
-    return torch.stack([taken, -(logp.exp() * logp).sum(-1)], dim=-1)
+    columns = [torch.gather(z, -1, tokens.long().unsqueeze(-1)).squeeze(-1) - log_norm]
+    if with_entropy:
+        logp = z - log_norm.unsqueeze(-1)
+        columns.append(-(logp.exp() * logp).sum(-1))
+    if mass_on is not None:
+        columns.append(torch.logsumexp(z.masked_fill(~mass_on, LOG_ZERO), dim=-1) - log_norm)
+    return torch.stack(columns, dim=-1)
 
 
-def hidden_logprobs(hidden: torch.Tensor, head, tokens: torch.Tensor, temperature: float = 1.0,
-                    chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False):  # fmt: skip
-    """(log-probs [B, T], entropy [B, T] or None) of `tokens` [B, T] under softmax(head(hidden) / temperature).
+def hidden_token_stats(
+    hidden: torch.Tensor,
+    head,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+    mass_on: torch.Tensor | None = None,
+) -> TokenStats:
+    """`TokenStats` of `tokens` [B, T] under softmax(head(hidden) / temperature), `chunk_size` positions at a time.
 
     hidden [B, T, H] where hidden[:, t] predicts tokens[:, t] (the caller shifts); head: the LM head module
-    (H -> V, LoRA or not). Equal to `logprobs_from_logits(head(hidden), ...)` within float rounding, but
-    only `chunk_size` positions' logits (on CPU at most CPU_CHUNK_LOGITS) exist at a time. With grad on and
-    at least CHECKPOINT_MIN_LOGITS logits in the pass, each chunk is recomputed in the backward pass
-    (activation checkpointing of the head): autograd keeps the hidden states, not the logits.
+    (H -> V, LoRA or not); mass_on: a bool mask [V] whose log-mass each position also gets. Equal to the same
+    quantities of `head(hidden)` within float rounding, but only `chunk_size` positions' logits (on CPU at most
+    CPU_CHUNK_LOGITS) exist at a time. With grad on and at least CHECKPOINT_MIN_LOGITS logits in the pass, each
+    chunk is recomputed in the backward pass (activation checkpointing of the head): autograd keeps the hidden
+    states, not the logits.
     """
     B, T, H = hidden.shape
     flat, flat_tokens = hidden.reshape(B * T, H), tokens.reshape(B * T)
@@ -114,20 +152,43 @@ def hidden_logprobs(hidden: torch.Tensor, head, tokens: torch.Tensor, temperatur
     vocab = getattr(head, "out_features", None)
     if hidden.device.type == "cpu" and vocab:
         chunk_size = min(chunk_size, max(1, CPU_CHUNK_LOGITS // vocab))
+    mass_on = None if mass_on is None else mass_on.to(hidden.device)
+    recompute = grad and (vocab is None or B * T * vocab >= CHECKPOINT_MIN_LOGITS)
     chunks = []
     for start in range(0, B * T, max(1, chunk_size)):
-        args = (head, flat[start : start + chunk_size], flat_tokens[start : start + chunk_size], temperature,
-                with_entropy)  # fmt: skip
-        recompute = grad and (vocab is None or B * T * vocab >= CHECKPOINT_MIN_LOGITS)
+        piece = slice(start, start + chunk_size)
+        args = (head, flat[piece], flat_tokens[piece], temperature, with_entropy, mass_on)
         # non-reentrant: it tracks gradients to the head's parameters too (a LoRA on lm_head)
         chunks.append(checkpoint(_chunk_stats, *args, use_reentrant=False) if recompute else _chunk_stats(*args))
-    stats = torch.cat(chunks).reshape(B, T, -1) if chunks else hidden.new_zeros(B, T, 2, dtype=torch.float32)
-    return stats[..., 0], (stats[..., 1] if with_entropy else None)
+    width = 1 + with_entropy + (mass_on is not None)
+    stats = torch.cat(chunks).reshape(B, T, width) if chunks else hidden.new_zeros(B, T, width, dtype=torch.float32)
+    return TokenStats(
+        stats[..., 0], stats[..., 1] if with_entropy else None, stats[..., -1] if mass_on is not None else None
+    )
 
 
-def response_logprobs_from_hidden(hidden: torch.Tensor, head, responses: torch.Tensor, prompt_width: int,
-                                  temperature: float, chunk_size: int = LOGITS_CHUNK_SIZE,
-                                  with_entropy: bool = False):  # fmt: skip
+def hidden_logprobs(
+    hidden: torch.Tensor,
+    head,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+):
+    """(log-probs [B, T], entropy [B, T] or None) of `tokens` [B, T]: `hidden_token_stats` without the log-mass."""
+    stats = hidden_token_stats(hidden, head, tokens, temperature, chunk_size, with_entropy)
+    return stats.logprobs, stats.entropy
+
+
+def response_logprobs_from_hidden(
+    hidden: torch.Tensor,
+    head,
+    responses: torch.Tensor,
+    prompt_width: int,
+    temperature: float,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+):
     """`response_logprobs` from the trunk's last hidden states [b, P + T, H]: (log-probs [b, T], entropy or None).
 
     Only the T response positions go through the head (`hidden[:, P - 1 + t]` predicts response token t).
@@ -155,34 +216,148 @@ def chunkable(model) -> bool:
     return getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", None) is None
 
 
-def policy_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
-                    temperature: float = 1.0, position_ids: torch.Tensor | None = None,
-                    chunk_size: int = LOGITS_CHUNK_SIZE, with_entropy: bool = False):  # fmt: skip
+def score_tokens(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: int | torch.Tensor,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+    mass_on: torch.Tensor | None = None,
+    keep_hidden: bool = False,
+) -> TokenStats:
+    """`TokenStats` of the tokens a causal LM predicts at `positions`, from one trunk pass and the LM head on those
+    positions only, `chunk_size` at a time: the [B, S, V] logits never exist. Every stage that scores its
+    own tokens (PPO, DPO, eval) goes through here.
+
+    input_ids/attention_mask [B, S]; positions: the prompt width P (the response `input_ids[:, P:]`, stats
+    [B, S - P]) or a bool mask [B, S - 1] (position t predicts input_ids[:, t + 1]; stats [B, S - 1], 0 elsewhere);
+    position_ids: as given (None: the model's own). Models the trunk and head alone cannot score (`chunkable`) take
+    their full logits, a few rows at a time.
+    """
+    response = isinstance(positions, int)
+    tokens = input_ids[:, positions:] if response else input_ids[:, 1:][positions].unsqueeze(0)
+    args = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    hidden = None
+    if chunkable(model):
+        trunk, head = trunk_and_head(model)
+        hidden = trunk(**args).last_hidden_state
+        picked = hidden[:, positions - 1 : -1] if response else hidden[:, :-1][positions].unsqueeze(0)
+        stats = hidden_token_stats(picked, head, tokens, temperature, chunk_size, with_entropy, mass_on)
+    else:
+        logits = model(**args).logits[:, -input_ids.shape[1] :]  # prompt tuning's virtual tokens come first
+        picked = logits[:, positions - 1 : -1] if response else logits[:, :-1][positions].unsqueeze(0)
+        stats = _stats_from_logits(picked, tokens, temperature, with_entropy, mass_on)
+        if keep_hidden:
+            hidden = trunk_and_head(model)[0](**args).last_hidden_state
+    if not response:  # back to [B, S - 1]
+        stats = TokenStats(*(None if x is None else _place(positions, x[0]) for x in stats[:3]))
+    return stats._replace(hidden=hidden if keep_hidden else None)
+
+
+def _stats_from_logits(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool, mass_on: torch.Tensor | None
+) -> TokenStats:
+    """`TokenStats` from logits [B, T, V] that exist already, a few rows at a time."""
+    entropy = entropy_from_logits(logits, temperature) if with_entropy else None
+    mass = None
+    if mass_on is not None:
+        mass_on = mass_on.to(logits.device)
+        rows = [
+            _chunk_stats(torch.nn.Identity(), r, t, temperature, False, mass_on)[..., -1]
+            for r, t in zip(_chunks(logits), _chunks(tokens, logits))
+        ]
+        mass = torch.cat(rows)
+    return TokenStats(logprobs_from_logits(logits, tokens, temperature), entropy, mass)
+
+
+def _place(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """values [n] at the True positions of mask [B, T] (row-major, as `x[mask]` reads them), 0 elsewhere."""
+    return torch.zeros(mask.shape, dtype=values.dtype, device=values.device).masked_scatter(mask, values)
+
+
+def policy_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_width: int,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+    with_entropy: bool = False,
+):
     """(log-probs [B, T], entropy [B, T] or None) of the response tokens `input_ids[:, P:]` under a causal LM.
 
-    The drop-in for `response_logprobs(model(...).logits, ...)`: the trunk runs once and the LM head only on
-    response positions, `chunk_size` at a time. input_ids/attention_mask [B, P + T]; position_ids default
-    to counting real tokens (as generation numbers left-padded rows).
+    The drop-in for `response_logprobs(model(...).logits, ...)` (`score_tokens` at the prompt width); position_ids
+    default to counting real tokens (as generation numbers left-padded rows).
     """
     position_ids = position_ids_from_mask(attention_mask) if position_ids is None else position_ids
-    responses = input_ids[:, prompt_width:]
-    if not chunkable(model):
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits  # fmt: skip
-        shifted = logits[:, prompt_width - 1 : -1]
-        entropy = entropy_from_logits(shifted, temperature) if with_entropy else None
-        return logprobs_from_logits(shifted, responses, temperature), entropy
-    trunk, head = trunk_and_head(model)
-    hidden = trunk(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).last_hidden_state
-    return response_logprobs_from_hidden(hidden, head, responses, prompt_width, temperature, chunk_size, with_entropy)
+    stats = score_tokens(
+        model, input_ids, attention_mask, prompt_width, temperature, position_ids, chunk_size, with_entropy
+    )
+    return stats.logprobs, stats.entropy
 
 
-def policy_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
-                             prompt_width: int, temperature: float = 1.0, position_ids: torch.Tensor | None = None,
-                             chunk_size: int = LOGITS_CHUNK_SIZE) -> torch.Tensor:  # fmt: skip
+def policy_sequence_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    mask: torch.Tensor,
+    prompt_width: int,
+    temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
+    chunk_size: int = LOGITS_CHUNK_SIZE,
+) -> torch.Tensor:
     """The drop-in for `sequence_logprobs(model(...).logits, ...)`: sum over real response tokens (mask [B, T])
     of log p(y_t | x, y_<t), [B] float64, without the [B, S, V] logits."""
     logprobs, _ = policy_logprobs(model, input_ids, attention_mask, prompt_width, temperature, position_ids, chunk_size)
     return (logprobs.double() * mask).sum(-1)
+
+
+class TokenScorer(torch.nn.Module):
+    """A causal LM whose forward is `score_tokens`: what a stage hands to Accelerate when it trains on its own
+    tokens' log-probs, so the training pass runs through the DDP/DeepSpeed wrapper (gradient sync, ZeRO-3
+    gathering) without the [B, S, V] logits. Everything else (generate, disable_adapter, config, ...) is the
+    model's own; it saves as the model saves."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        positions,
+        temperature: float = 1.0,
+        position_ids=None,
+        chunk_size: int = LOGITS_CHUNK_SIZE,
+        with_entropy: bool = False,
+        mass_on=None,
+    ) -> TokenStats:
+        return score_tokens(
+            self.model,
+            input_ids,
+            attention_mask,
+            positions,
+            temperature,
+            position_ids,
+            chunk_size,
+            with_entropy,
+            mass_on,
+        )
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)
+
+    def save_pretrained(self, folder: str, state_dict: dict | None = None, **kwargs) -> None:
+        """The model's own `save_pretrained`; a state dict of this wrapper (e.g. gathered from ZeRO-3) loses the
+        `model.` prefix of its keys first."""
+        if state_dict is not None:
+            state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        self.model.save_pretrained(folder, state_dict=state_dict, **kwargs)

@@ -33,9 +33,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from alignment.config import check_output_dir, save_config, to_dict
+from alignment.common import manifest
+from alignment.config.loader import check_output_dir, save_config, to_dict
 from alignment.runtime import accelerator as acc
-from alignment.runtime import checkpoint, manifest
+from alignment.runtime import checkpoint
 from alignment.runtime import logging as rlog
 from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
 
@@ -79,8 +80,6 @@ def start(name: str, cfg, gradient_accumulation_steps: int) -> Run:
 
         hub.preflight(cfg.hub_model_id)
     accelerator = acc.make_accelerator(gradient_accumulation_steps, log_with="wandb" if cfg.tracking.wandb else None)
-    if accelerator.device.type == "cpu":
-        return_freed_memory_to_os()
     log = rlog.setup(accelerator.is_main_process)
     set_seed(cfg.seed)
     resume_from = checkpoint.resolve_resume(cfg.checkpoint.resume, cfg.output_dir)
@@ -214,40 +213,6 @@ def last_metrics(output_dir: str, prefixes: tuple[str, ...] = ()) -> dict:
     for row in read_metrics(output_dir):
         last.update({k: v for k, v in row.items() if k != "step" and (not prefixes or k.startswith(prefixes))})
     return last
-
-
-MMAP_THRESHOLD = 1 << 20
-"""Bytes from which glibc maps a CPU tensor on its own, so freeing it hands the memory back to the OS at once."""
-TRIM_THRESHOLD = 64 << 20
-"""Free bytes at the heap's top that glibc keeps before giving them back (it then holds small blocks only)."""
-
-
-def return_freed_memory_to_os(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD) -> bool:
-    """Fix glibc's malloc thresholds for CPU training; returns whether they were set (False off glibc).
-
-    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MB), so from the first
-    backward pass on, activations and gradients of a few MB come from the heap, which fragments and keeps what
-    is freed: on the PPO benchmark (84M Llama) that was a third of the peak RSS (1.71 GB -> 1.19 GB with a
-    fixed 1 MB threshold). A fixed mmap threshold also fixes the trim threshold, at 128 KB by default, which
-    would return and refault the heap's top on every step of a small model; `trim_threshold` keeps that
-    rare. An explicit `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` in the environment wins.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    ok = True
-    for option, env, value in (
-        (-3, "MALLOC_MMAP_THRESHOLD_", mmap_threshold),
-        (-1, "MALLOC_TRIM_THRESHOLD_", trim_threshold),
-    ):
-        if env not in os.environ:  # M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1 (malloc.h)
-            ok = bool(mallopt(option, value)) and ok
-    return ok
 
 
 def peak_memory_gb(device=None, reset: bool = True) -> float:

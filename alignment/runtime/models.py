@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import torch
 
-from alignment.config import ModelConfig, UserError
-from alignment.runtime import files, tiny
+from alignment.common import files
+from alignment.common.errors import UserError
+from alignment.config.shared import ModelConfig
+from alignment.runtime import tiny
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -36,6 +39,26 @@ def is_adapter_folder(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(
         os.path.join(path, "config.json")
     )
+
+
+def base_model_path(cfg: ModelConfig) -> str:
+    """The base a stage builds on: an SFT run folder becomes its merged model, a builtin name its cached folder, a
+    local folder its absolute path (adapters record it, and it must load from any working directory)."""
+    path = stage_model_path(resolve_path(cfg.name_or_path))
+    if is_adapter_folder(path):
+        raise UserError(
+            f"model.name_or_path: '{cfg.name_or_path}' is an adapter without a merged model; "
+            "run SFT with save_merged=true or point at a full model (an SFT run's merged folder)"
+        )
+    return os.path.abspath(path) if os.path.exists(path) else path
+
+
+def load_base_tokenizer(cfg: ModelConfig, base_path: str | None = None):
+    """The tokenizer of the base (`base_model_path`: an SFT folder's own), or `model.tokenizer` when set; right-padded,
+    with a pad token."""
+    if cfg.tokenizer:
+        return load_tokenizer(cfg)
+    return load_tokenizer(dataclasses.replace(cfg, name_or_path=base_path or base_model_path(cfg)))
 
 
 def load_tokenizer(cfg: ModelConfig, padding_side: str = "right"):
@@ -172,3 +195,11 @@ def stage_model_path(folder: str) -> str:
         if target:
             return os.path.normpath(target if os.path.isabs(target) else os.path.join(folder, target))
     return folder
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off everywhere (LoRA dropout too): a stage that compares the policy with itself or with the reference
+    (PPO's ratio of the first minibatch, DPO's policy and reference passes) needs one deterministic network."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0

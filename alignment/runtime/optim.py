@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from alignment.config import TrainConfig
+from alignment.config.shared import TrainConfig
 from alignment.runtime.accelerator import set_deepspeed_batch, set_deepspeed_clipping
 
 

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 from alignment.assets import reviews, worlds
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
 VERSION = "v5"  # bump when the recipe below changes, so stale caches are rebuilt

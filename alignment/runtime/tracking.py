@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-from alignment.config import TrackingConfig, UserError
-from alignment.runtime import files
+from alignment.common import files
+from alignment.common.errors import UserError
+from alignment.config.shared import TrackingConfig
 
 
 def new_run_id() -> str:

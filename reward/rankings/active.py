@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 METHODS = ("random", "uncertainty", "disagreement", "delta_ucb", "dopt")  # reward.acquisition.METHODS
 
@@ -186,8 +186,9 @@ def features(acq: AcquisitionConfig, rows: list[tuple], device, batch_size: int 
         tokenizer = AutoTokenizer.from_pretrained(acq.reward)
         return [token_features(tokenizer, list(r[1]), acq.token_dim) for r in rows]
     model, tokenizer = load_reward_model(acq.reward, device=device)
-    phi, _ = uncertainty.candidate_features(model, tokenizer, [r[0] for r in rows], [list(r[1]) for r in rows],
-                                            batch_size, reward_max_length(acq.reward))  # fmt: skip
+    phi, _ = uncertainty.candidate_features(
+        model, tokenizer, [r[0] for r in rows], [list(r[1]) for r in rows], batch_size, reward_max_length(acq.reward)
+    )
     return list(phi.cpu())
 
 
@@ -217,8 +218,9 @@ def choose(acq: AcquisitionConfig, k: int, valid: torch.Tensor, phi: torch.Tenso
     if acq.method == "random":
         selection = acquisition.random_selection(t, m, k, seed, valid)
     else:
-        selection = acquisition.select(acq.method, posterior, phi, k, seed=seed, beta=acq.beta, budget=n_rule,
-                                       samples=acq.samples, valid=valid)  # fmt: skip
+        selection = acquisition.select(
+            acq.method, posterior, phi, k, seed=seed, beta=acq.beta, budget=n_rule, samples=acq.samples, valid=valid
+        )
     scores = torch.nan_to_num(selection.scores.double().cpu(), nan=0.0, posinf=1e300, neginf=-1e300)
     order = acquisition.serving_order(scores)
     uniform = acquisition.random_selection(t, m, k, seed + 1, valid)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import httpx
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 ScoreFn = Callable[[str, str], float]
-"""score(prompt, completion) -> float, higher = better (alignment/runtime/functions.py)."""
+"""score(prompt, completion) -> float, higher = better (alignment/common/functions.py)."""
 
 
 def plackett_luce_ranks(scores: list[float], temperature: float, rng: random.Random) -> list[int]:
@@ -227,7 +227,7 @@ def run_scripted(cfg) -> dict:
     """
     import os
 
-    from alignment.runtime.functions import load_item_function
+    from alignment.common.functions import load_item_function
 
     score = load_item_function(cfg.score, "score")
     password = cfg.password or os.environ.get("RLHF_RANK_PASSWORD")

@@ -23,8 +23,8 @@ from collections import Counter
 
 import numpy as np
 
-from alignment.config import UserError
-from alignment.runtime.data import load_prompts
+from alignment.common.data import load_prompts
+from alignment.common.errors import UserError
 from reward.rankings import ratings, reliability
 from reward.rankings.agreement import agreement_summary, kendall_tau
 from reward.rankings.config import CampaignConfig

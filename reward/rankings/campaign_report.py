@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from alignment.runtime import files
+from alignment.common import files
 
 
 def _ci(x: dict, key: str, spec: str) -> str:

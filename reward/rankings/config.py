@@ -17,7 +17,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from alignment.config import ConfigError, require
+from alignment.common.errors import ConfigError
+from alignment.config.shared import require
 
 MAX_N = 1000
 
@@ -354,7 +355,7 @@ class AnnotateConfig:
     """Rankings per annotator at most; None ranks until nothing is left."""
 
     def validate(self) -> None:
-        from alignment.runtime.functions import check_function
+        from alignment.common.functions import check_function
 
         require(self, "score")
         if not self.users:

@@ -13,8 +13,9 @@ import random
 import time
 from collections import defaultdict
 
-from alignment.config import UserError, save_config
-from alignment.runtime import files, manifest
+from alignment.common import files, manifest
+from alignment.common.errors import UserError
+from alignment.config.loader import save_config
 from reward.preference import no_preference
 from reward.rankings.agreement import consensus_ranks
 from reward.rankings.config import ExportConfig, redacted
@@ -220,7 +221,7 @@ def _write(rows: list[dict], test_ids: set[int], schema: str, cfg: ExportConfig,
 
 def write_annotators(output_dir: str, people: dict) -> str:
     """annotators.json: each annotator's estimated reliability, the rankings it rests on, and the loss weight."""
-    from alignment.runtime import files
+    from alignment.common import files
 
     fit = people["fit"]
     data = {

@@ -1,6 +1,6 @@
 """`rlhf rank import`: tasks that did not come from `rlhf sample`, to rank, re-rank or audit.
 
-Accepted rows (jsonl/json/parquet/csv files or a `datasets` folder, read by alignment.runtime.data):
+Accepted rows (jsonl/json/parquet/csv files or a `datasets` folder, read by alignment.common.data):
 - completions: {"prompt", "completions": [text, or {"text", "model"}], "models"?: [names], "meta"?: {...}};
   completions from other models, with their names shown to annotators when show_models=true;
 - pairwise (TRL): {"prompt", "chosen", "rejected"} (strings or message lists): a K = 2 task;
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from alignment.config import UserError
-from alignment.runtime.data import load_rows
+from alignment.common.data import load_rows
+from alignment.common.errors import UserError
 from reward.preference import check_ranks, distinct_and_nonempty
 from reward.rankings.config import ImportConfig
 from reward.rankings.store import canonical_prompt, open_store, task_key

@@ -18,24 +18,37 @@ from __future__ import annotations
 
 import statistics
 
-import torch
+import numpy as np
 
 GOLD = "(gold)"
 """The name gold answers are fitted under."""
 
 
-def pl_loglik(scores: torch.Tensor, ranks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def pl_loglik(scores, ranks, valid) -> np.ndarray:
     """Per-ranking Plackett-Luce log-likelihood with Breslow ties: [R].
 
-    scores [R, K] float; ranks [R, K] long (1 = best, ties share); valid [R, K] bool. Place i adds
+    scores [R, K] float; ranks [R, K] int (1 = best, ties share); valid [R, K] bool (array-likes). Place i adds
     s_i - logsumexp of s over those ranked no better than i; the last group adds nothing.
     """
+    return _pl_terms(np.asarray(scores, dtype=float), np.asarray(ranks), np.asarray(valid, dtype=bool))[0]
+
+
+def _pl_terms(scores: np.ndarray, ranks: np.ndarray, valid: np.ndarray):
+    """(log-likelihood [R], its gradient [R, K] and Hessian [R, K, K] in the scores) of `pl_loglik`."""
     risk = valid[:, None, :] & valid[:, :, None] & (ranks[:, None, :] >= ranks[:, :, None])
-    last = torch.where(valid, ranks, torch.zeros_like(ranks)).max(dim=1, keepdim=True).values
+    last = np.where(valid, ranks, 0).max(axis=1, keepdims=True)
     counted = valid & (ranks < last)
-    masked = scores[:, None, :].masked_fill(~risk, float("-inf"))
-    lse = torch.logsumexp(masked, dim=2).masked_fill(~counted, 0.0)
-    return ((scores - lse) * counted).sum(dim=1)
+    masked = np.where(risk, scores[:, None, :], -np.inf)
+    top = np.where(counted, masked.max(axis=2), 0.0)
+    with np.errstate(invalid="ignore"):  # an empty risk set (padding) gives nan here, masked right after
+        e = np.where(risk, np.exp(masked - top[:, :, None]), 0.0)
+    z = np.where(counted, e.sum(axis=2), 1.0)
+    lse = np.where(counted, np.log(z) + top, 0.0)
+    loglik = ((scores - lse) * counted).sum(axis=1)
+    pi = np.where(counted[:, :, None], e / z[:, :, None], 0.0)  # [R, place i, item j]: softmax over i's risk set
+    grad = counted - pi.sum(axis=1)
+    hess = np.einsum("rij,rik->rjk", pi, pi) - pi.sum(axis=1)[:, :, None] * np.eye(scores.shape[1])
+    return loglik, grad, hess
 
 
 def _layout(rankings: list[dict], gold: dict) -> tuple[list, list, dict]:
@@ -52,7 +65,7 @@ def _layout(rankings: list[dict], gold: dict) -> tuple[list, list, dict]:
 
 
 def fit_reliability(
-    rankings: list[dict], gold: dict | None = None, prior_u: float = 2.0, prior_beta: float = 1.0, steps: int = 200
+    rankings: list[dict], gold: dict | None = None, prior_u: float = 2.0, prior_beta: float = 1.0, steps: int = 1000
 ) -> dict:
     """rankings: [{"task", "annotator", "ranks"}]; gold: {task: ranks}. Returns {"annotators": {name:
     {"reliability": beta or None, "rankings", "shared"}}, "gold": beta of the gold answers or None, "tasks": T}."""
@@ -63,12 +76,7 @@ def fit_reliability(
     shared = {a: sum(1 for rs in kept.values() for b, _ in rs if b == a) for a in people}
     beta_of: dict[str, float] = {}
     if tasks:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # [R, K, K] tensors: more threads only add contention (30x slower on 2 busy cores)
-        try:
-            beta_of = _fit(tasks, people, kept, prior_u, prior_beta, steps)
-        finally:
-            torch.set_num_threads(threads)
+        beta_of = _fit(tasks, people, kept, prior_u, prior_beta, steps)
     return {
         "annotators": {
             a: {"reliability": beta_of.get(a), "rankings": n, "shared": shared.get(a, 0)}
@@ -80,34 +88,54 @@ def fit_reliability(
 
 
 def _fit(tasks: list, people: list[str], kept: dict, prior_u: float, prior_beta: float, steps: int) -> dict:
-    """MAP (u, beta) by L-BFGS in float64; returns {person: beta}."""
+    """MAP (u, beta) by alternating Newton steps in float64: each task's utilities given beta (a concave problem per
+    task), then each person's beta given u (concave, one number each), until no step moves anything by 1e-10 or
+    after `steps` rounds; returns {person: beta}. Pure numpy, so the ranking app that shows it needs no torch."""
     k_max = max(len(ranks) for rs in kept.values() for _, ranks in rs)
     rows = [(ti, people.index(a), ranks) for ti, t in enumerate(tasks) for a, ranks in kept[t]]
-    task_of = torch.tensor([ti for ti, _, _ in rows])
-    person_of = torch.tensor([ai for _, ai, _ in rows])
-    ranks = torch.ones(len(rows), k_max, dtype=torch.long)
-    valid = torch.zeros(len(rows), k_max, dtype=torch.bool)
+    task_of = np.array([ti for ti, _, _ in rows])
+    person_of = np.array([ai for _, ai, _ in rows])
+    ranks = np.ones((len(rows), k_max), dtype=np.int64)
+    valid = np.zeros((len(rows), k_max), dtype=bool)
     for i, (_, _, rk) in enumerate(rows):
-        ranks[i, : len(rk)] = torch.tensor(rk)
+        ranks[i, : len(rk)] = rk
         valid[i, : len(rk)] = True
-    u = torch.zeros(len(tasks), k_max, dtype=torch.float64, requires_grad=True)
-    beta = torch.ones(len(people), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([u, beta], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+    # Utilities past a task's K never enter a score; they stay out of the prior and never move.
+    valid_u = np.zeros((len(tasks), k_max))
+    np.maximum.at(valid_u, task_of, valid.astype(float))
+    u, beta = np.zeros((len(tasks), k_max)), np.ones(len(people))
+    for _ in range(steps):
+        step_u = _utility_step(u, beta, task_of, person_of, ranks, valid, valid_u, prior_u)
+        u -= step_u
+        step_beta = _reliability_step(u, beta, task_of, person_of, ranks, valid, prior_beta)
+        beta -= step_beta
+        if max(np.abs(step_u).max(), np.abs(step_beta).max()) < 1e-10:
+            break
+    return {a: float(b) for a, b in zip(people, beta)}
 
-    def closure():
-        optimizer.zero_grad()
-        scores = beta[person_of][:, None] * u[task_of]
-        loss = -pl_loglik(scores, ranks, valid).sum()
-        loss = loss + (u.square() * valid_u).sum() / (2 * prior_u**2) + (beta - 1).square().sum() / (2 * prior_beta**2)
-        loss.backward()
-        return loss
 
-    # Utilities past a task's K never enter a score; leave them out of the prior too (they stay 0).
-    valid_u = torch.zeros(len(tasks), k_max, dtype=torch.float64)
-    for ti, _, rk in rows:
-        valid_u[ti, : len(rk)] = 1.0
-    optimizer.step(closure)
-    return {a: float(b) for a, b in zip(people, beta.detach())}
+def _utility_step(u, beta, task_of, person_of, ranks, valid, valid_u, prior_u: float) -> np.ndarray:
+    """The Newton step [T, K] of every task's utilities with beta fixed (scores beta[a] * u[t])."""
+    b = beta[person_of]
+    _, g, h = _pl_terms(b[:, None] * u[task_of], ranks, valid)
+    grad = -u * valid_u / prior_u**2
+    np.add.at(grad, task_of, b[:, None] * g)
+    eye = np.eye(u.shape[1])
+    hess = -(valid_u / prior_u**2)[:, :, None] * eye
+    np.add.at(hess, task_of, (b**2)[:, None, None] * h)
+    hess = np.where(valid_u[:, :, None] * valid_u[:, None, :] > 0, hess, -eye)  # padding: a zero step
+    return np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
+
+
+def _reliability_step(u, beta, task_of, person_of, ranks, valid, prior_beta: float) -> np.ndarray:
+    """The Newton step [A] of every person's beta with the utilities fixed."""
+    s = u[task_of]
+    _, g, h = _pl_terms(beta[person_of][:, None] * s, ranks, valid)
+    grad = -(beta - 1) / prior_beta**2
+    np.add.at(grad, person_of, (g * s).sum(axis=1))
+    hess = np.full(len(beta), -1 / prior_beta**2)
+    np.add.at(hess, person_of, np.einsum("rj,rjk,rk->r", s, h, s))
+    return grad / hess
 
 
 def annotator_table(fit: dict, gold: dict, counts: dict[str, int] | None = None) -> dict[str, dict]:

@@ -25,12 +25,13 @@ from typing import ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from alignment.cli import parse_stage_args
-from alignment.config import ModelConfig, check_output_dir, require, save_config
+from alignment.common import manifest
+from alignment.common.data import load_prompts
+from alignment.config.loader import check_output_dir, save_config
+from alignment.config.shared import ModelConfig, require
 from alignment.runtime import logging as rlog
-from alignment.runtime import manifest, models
+from alignment.runtime import models
 from alignment.runtime.accelerator import finish, make_accelerator
-from alignment.runtime.data import load_prompts
 from alignment.runtime.formatting import encode_prompt
 from alignment.runtime.generation import decode, drop_cut_character, generate, generation_config, left_pad
 from reward.preference import distinct_and_nonempty
@@ -41,10 +42,16 @@ from reward.rankings.store import open_store
 @dataclass
 class SampleConfig:
     RANGES: ClassVar = {
-        "limit": ">= 1", "repeats": ">= 1", "k": ">= 2", "max_new_tokens": ">= 1", "temperature": "> 0",
-        "top_p": "(0, 1]", "top_k": ">= 0", "batch_size": ">= 1",
-    }  # fmt: skip
-    """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
+        "limit": ">= 1",
+        "repeats": ">= 1",
+        "k": ">= 2",
+        "max_new_tokens": ">= 1",
+        "temperature": "> 0",
+        "top_p": "(0, 1]",
+        "top_k": ">= 0",
+        "batch_size": ">= 1",
+    }
+    """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
     RUN_PATHS: ClassVar = {"output_dir": "sample", "store": "rankings.db", "model.name_or_path": "sft"}
     """With `run=runs/x`: samples from runs/x/sft into runs/x/rankings.db."""
 
@@ -90,13 +97,6 @@ class SampleConfig:
         return self.store or os.path.join(self.output_dir, "rankings.db")
 
 
-def main(argv: list[str]) -> int:
-    cfg = parse_stage_args("rlhf sample", SampleConfig, argv, __doc__)
-    if cfg is not None:
-        sample(cfg)
-    return 0
-
-
 def prompt_seed(seed: int, prompt, repeat: int) -> int:
     digest = hashlib.sha256(f"{seed}|{repeat}|{prompt!r}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
@@ -107,8 +107,15 @@ def complete(model, tokenizer, prompts: list, cfg: SampleConfig, seed: int, devi
     """K (with acquisition: M candidates) decoded completions per prompt, sampled in one left-padded batch under `seed`."""
     n = cfg.acquisition.candidates if cfg.acquisition.active else cfg.k
     queries, query_mask = left_pad([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id)
-    config = generation_config(cfg.max_new_tokens, cfg.temperature, tokenizer.pad_token_id, tokenizer.eos_token_id,
-                               top_k=cfg.top_k, top_p=cfg.top_p, num_return_sequences=n)  # fmt: skip
+    config = generation_config(
+        cfg.max_new_tokens,
+        cfg.temperature,
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        num_return_sequences=n,
+    )
     torch.manual_seed(seed)
     out = generate(model, queries.to(device), query_mask.to(device), config)
     texts = decode(tokenizer, out.responses, out.response_mask)
@@ -206,9 +213,8 @@ def write_all(cfg: SampleConfig, gathered: list, model_path: str, posterior, log
     new = store.count_tasks() - before
     store.close()
     metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
-    manifest.write(cfg.output_dir, "sample", inputs={"model": manifest.where(model_path),
-                   "prompts": manifest.where(cfg.prompts)}, outputs={"store": manifest.where(cfg.store_url())},
-                   metrics=metrics)  # fmt: skip
+    inputs = manifest.stage_inputs(model_path, cfg.prompts)
+    manifest.write(cfg.output_dir, "sample", inputs, {"store": manifest.where(cfg.store_url())}, metrics)
     if skipped:
         log.warning(f"sample: skipped {skipped} prompt(s) with an empty completion or the same completion twice")
     log.info(f"sample: {new} new tasks ({len(added)} total for these prompts) in {cfg.store_url()}")
@@ -230,9 +236,18 @@ def write_chosen(cfg: SampleConfig, gathered: list, model_path: str, posterior, 
     for c in choices:
         prompt, texts, sample_seed, repeat = rows[c.row][:4]
         picked = [texts[j] for j in c.chosen]
-        meta = {"tag": cfg.tag, "repeat": repeat, "seed": sample_seed,
-                "acquisition": {"method": acq.method, "score": c.score, "pick": c.pick, "candidates": len(texts),
-                                "chosen": c.chosen}}  # fmt: skip
+        meta = {
+            "tag": cfg.tag,
+            "repeat": repeat,
+            "seed": sample_seed,
+            "acquisition": {
+                "method": acq.method,
+                "score": c.score,
+                "pick": c.pick,
+                "candidates": len(texts),
+                "chosen": c.chosen,
+            },
+        }
         completions = completion_rows(picked, model_path, gen_settings(cfg), sample_seed)
         tasks.append({"prompt": prompt, "completions": completions, "meta": meta, "priority": c.score})
     store = open_store(cfg.store_url())
@@ -241,17 +256,22 @@ def write_chosen(cfg: SampleConfig, gathered: list, model_path: str, posterior, 
     new = store.count_tasks() - before
     store.close()
     skipped = len(gathered) - len(rows)
-    summary = {"method": acq.method, "reward": acq.reward or None, "candidates": acq.candidates,
-               "features": acq.features if acq.needs_reward else None,
-               "prompts": len(gathered), "budget": acq.budget, "chosen_by_rule": sum(c.pick == "rule" for c in choices),
-               "chosen_at_random": sum(c.pick == "random" for c in choices),
-               "priority_max": max((c.score for c in choices), default=None),
-               "priority_min": min((c.score for c in choices), default=None)}  # fmt: skip
+    summary = {
+        "method": acq.method,
+        "reward": acq.reward or None,
+        "candidates": acq.candidates,
+        "features": acq.features if acq.needs_reward else None,
+        "prompts": len(gathered),
+        "budget": acq.budget,
+        "chosen_by_rule": sum(c.pick == "rule" for c in choices),
+        "chosen_at_random": sum(c.pick == "random" for c in choices),
+        "priority_max": max((c.score for c in choices), default=None),
+        "priority_min": min((c.score for c in choices), default=None),
+    }
     metrics = {"tasks": len(added), "new_tasks": new, "completions": len(added) * cfg.k, "skipped": skipped}
-    manifest.write(cfg.output_dir, "sample", inputs={"model": manifest.where(model_path),
-                   "prompts": manifest.where(cfg.prompts), "reward": manifest.where(acq.reward or None)},
-                   outputs={"store": manifest.where(cfg.store_url())}, metrics=metrics,
-                   extra={"acquisition": summary})  # fmt: skip
+    inputs = manifest.stage_inputs(model_path, cfg.prompts, reward=acq.reward or None)
+    outputs = {"store": manifest.where(cfg.store_url())}
+    manifest.write(cfg.output_dir, "sample", inputs, outputs, metrics, extra={"acquisition": summary})
     if skipped:
         log.warning(f"sample: skipped {skipped} prompt(s) with fewer than {cfg.k} distinct non-empty candidates")
     log.info(f"sample: {acq.method} chose {len(choices)} of {len(rows)} prompts; {new} new tasks in {cfg.store_url()}")

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from alignment import cli
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 
 def test_help_lists_commands(capsys):
@@ -33,12 +33,16 @@ def test_main_turns_user_errors_into_one_line_and_exit_2(capsys):
 
 
 def test_openmp_spins_briefly_unless_the_user_says_otherwise():
-    """Importing the package (before torch loads libgomp) sets GNU OpenMP's spin count, which decides how a CPU stage
-    fares when another process holds a core; a value in the environment is kept."""
+    """The command line (before torch loads libgomp) sets GNU OpenMP's spin count, which decides how a CPU stage
+    fares when another process holds a core; a value in the environment is kept (alignment/runtime/cpu_tuning.py)."""
     import subprocess
     import sys
 
-    code = "import alignment, os; print(os.environ['GOMP_SPINCOUNT'])"
+    code = (
+        "import contextlib, io, os\nfrom alignment import cli\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    cli.main(['--help'])\n"
+        "print(os.environ['GOMP_SPINCOUNT'])"
+    )
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert default.stdout.strip() == "10000"

@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from alignment.config import ConfigError, field_docs, load_config
+from alignment.common.errors import ConfigError
+from alignment.config.loader import field_docs, load_config
 from alignment.sft import SFTConfig, SFTDataConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,7 +71,7 @@ def test_missing_required_value_and_bad_yaml(tmp_path):
 
 
 def test_every_field_is_documented():
-    from alignment.usage import describe
+    from alignment.config.command_line import describe
 
     lines = describe(SFTConfig)
     assert any(line.strip().startswith("train.learning_rate") for line in lines)
@@ -141,7 +142,7 @@ def run_configs(path: str, run: str) -> list:
     cls = stage_class(path)
     if os.path.basename(path) != "rank.yaml":
         return [load_config(cls, path, [f"run={run}"])]
-    from reward.rankings.app.cli import load_command
+    from alignment.commands.rank import load_command
     from reward.rankings.config import AnnotateConfig, ExportConfig, ImportConfig, StatusConfig, UsersConfig
 
     extra = {ImportConfig: ["path=t.jsonl"], AnnotateConfig: ["users=a", "score=alignment.assets.gold:gold_reward"]}
@@ -158,7 +159,7 @@ def test_every_shipped_config_follows_run(path, tmp_path):
     would otherwise write into another run)."""
     import yaml
 
-    from alignment.config import read_yaml
+    from alignment.config.loader import read_yaml
 
     own_run = read_yaml(path).get("run") or read_yaml(path).get("output_dir")
     run = str(tmp_path / "mine")

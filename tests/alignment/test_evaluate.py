@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from alignment.config import ConfigError, load_config
+from alignment.common.errors import ConfigError
+from alignment.config.loader import load_config
 from alignment.evaluate import EvalConfig, load_judge, sequence_logprobs, win_rate
 from alignment.runtime.generation import Responses, has_eos, left_pad
 from tests.conftest import run_cli

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from alignment.config import ConfigError, load_config
+from alignment.common.errors import ConfigError
+from alignment.config.loader import load_config
 from alignment.dpo.config import DPOConfig
 from alignment.pipeline import PipelineConfig, check_stages, policy_stage
 from alignment.ppo.config import PPOConfig

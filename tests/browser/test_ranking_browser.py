@@ -248,7 +248,7 @@ def test_focus_undo_and_the_lease_countdown(browser, tmp_path):
 def test_imported_tasks_show_model_names_and_markdown_safely(browser, tmp_path):
     import json
 
-    from reward.rankings.app.cli import main
+    from alignment.commands.rank import main
     from reward.rankings.app.process import RankServer
     from reward.rankings.store import open_store
 

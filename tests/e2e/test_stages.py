@@ -95,7 +95,7 @@ def test_a_copied_run_loads_with_peft_and_the_docs_lines_and_scores_the_same(cha
     import torch
     from peft import AutoPeftModelForCausalLM
 
-    from alignment.config import ModelConfig
+    from alignment.config.shared import ModelConfig
     from alignment.runtime import hub, models
     from reward.model import load_reward_model, score_texts
 

@@ -88,7 +88,7 @@ def preference_data(method: str, inst: Instance, tokenizer, ref_logp, rewards, s
 
 def run(method: str, inst: Instance, beta: float, seed: int, root, threads: int = 1) -> Result:
     """Train `method` on `inst` at `beta` with its shipped config and score the saved policy exactly."""
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
 
     folder = root / inst.name
     if not (folder / "base").is_dir():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward import data as rdata
 from reward import losses
 

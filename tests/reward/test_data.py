@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from alignment.runtime import tiny
 from reward import data as D
 from reward.rankings import synthetic

@@ -1,36 +1,11 @@
 """Where the reward model's base comes from: an SFT run folder's merged model, a plain folder, a builtin."""
 
 import json
-import os
-import shutil
 
 import pytest
 
-from alignment.config import ModelConfig, UserError
-from alignment.runtime import tiny
+from alignment.common.errors import UserError
 from reward import model as M
-
-
-def test_sft_run_folder_resolves_to_its_merged_model(tmp_path, monkeypatch):
-    src = tiny.resolve("builtin:tiny-llama")
-    run = tmp_path / "sft"
-    shutil.copytree(src, run / "merged")
-    (run / "manifest.json").write_text(json.dumps({"stage": "sft", "outputs": {"adapter": ".", "model": "merged"}}))
-    monkeypatch.chdir(tmp_path)
-    path = M.base_path(ModelConfig(name_or_path="sft"))
-    # Absolute: adapter_config.json records it, and it must load from any working directory.
-    assert path == str(run / "merged") and os.path.isabs(path)
-    assert M.load_tokenizer(ModelConfig(name_or_path="sft")).pad_token_id is not None
-    assert M.base_path(ModelConfig(name_or_path="builtin:tiny-llama")) == src
-
-
-def test_adapter_only_sft_folder_is_a_user_error(tmp_path):
-    run = tmp_path / "sft"
-    run.mkdir()
-    (run / "adapter_config.json").write_text("{}")
-    (run / "manifest.json").write_text(json.dumps({"outputs": {"adapter": ".", "model": "."}}))
-    with pytest.raises(UserError, match="adapter without a merged model"):
-        M.base_path(ModelConfig(name_or_path=str(run)))
 
 
 def test_normalize_with_reward_stats(tmp_path):

@@ -217,9 +217,10 @@ def test_ppo_one_base_model_scores_like_the_reward_model(lora_run):
     # PPO carries the reward model as an adapter + score head on its frozen base; the scores must agree.
     from transformers import AutoModelForCausalLM
 
-    from alignment.config import AdapterConfig
+    from alignment.config.shared import AdapterConfig
     from alignment.ppo.model import build_ppo_model, lora_config
-    from reward.model import encode_text, pad
+    from alignment.runtime.generation import right_pad as pad
+    from reward.model import encode_text
 
     model, tok = load_reward_model(lora_run)
     prompts = ["Review of the cafe food:", "Review of the bakery view:"]

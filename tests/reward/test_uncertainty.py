@@ -6,7 +6,10 @@ import math
 import pytest
 import torch
 
-from alignment.config import AdapterConfig, ModelConfig, UserError
+from alignment.common.errors import UserError
+from alignment.config.shared import AdapterConfig, ModelConfig
+from alignment.runtime import models
+from alignment.runtime.generation import right_pad
 from reward import model as R
 from reward import uncertainty as U
 
@@ -184,7 +187,7 @@ def test_comparisons_from_kwise_and_pairwise_rows():
 @pytest.fixture(scope="module")
 def reward_folders(builtin_model, tmp_path_factory):
     """A LoRA reward adapter (non-zero LoRA, random head, embeddings in full) and a full reward model, saved."""
-    tokenizer = R.load_tokenizer(ModelConfig(name_or_path=builtin_model))
+    tokenizer = models.load_base_tokenizer(ModelConfig(name_or_path=builtin_model))
     torch.manual_seed(0)
     model = R.build(
         ModelConfig(name_or_path=builtin_model),
@@ -222,7 +225,7 @@ def test_the_head_on_the_features_is_the_score(reward_folders, kind):
     weight, bias = U.head_parameters(model)
     torch.testing.assert_close(phi.double() @ weight + bias, expected.double(), rtol=1e-6, atol=1e-6)
     # The same vector as the final hidden state of the last real token (one Llama forward, for comparison).
-    ids, mask = R.pad([R.encode_text(tokenizer, p, c, 1024)[0] for p, c in zip(PROMPTS, COMPLETIONS)],
+    ids, mask = right_pad([R.encode_text(tokenizer, p, c, 1024)[0] for p, c in zip(PROMPTS, COMPLETIONS)],
                      tokenizer.pad_token_id)  # fmt: skip
     with torch.no_grad():
         hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]

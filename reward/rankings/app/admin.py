@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.agreement import agreement_summary
 from reward.rankings.app.security import authed, check_csrf, current_user
 from reward.rankings.export import export

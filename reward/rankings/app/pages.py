@@ -13,7 +13,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.app.api import attempt_login
 from reward.rankings.app.render import guidelines_html, view_json
 from reward.rankings.app.security import (

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings import reliability
 from reward.rankings.app import admin
 from reward.rankings.app.security import authed

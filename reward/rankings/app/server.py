@@ -21,7 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from alignment.config import UserError, from_dict
+from alignment.common.errors import UserError
+from alignment.config.loader import from_dict
 from reward.rankings.app import admin, api, pages, quality
 from reward.rankings.app.middleware import BodyLimit, SecurityHeaders
 from reward.rankings.app.ratelimit import LoginLimiter

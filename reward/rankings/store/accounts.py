@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.store import auth
 from reward.rankings.store.errors import NotFound
 from reward.rankings.store.models import LoginFailure, Ranking, Token, User

@@ -28,7 +28,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 BUSY_TIMEOUT_S = 30

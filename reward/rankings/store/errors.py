@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 
 class Conflict(Exception):

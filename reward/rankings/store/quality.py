@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.agreement import gold_agreement
 from reward.rankings.store.errors import InvalidRanking
 from reward.rankings.store.models import Campaign, Completion, GoldAnswer, Prompt, Ranking, Task, User

@@ -21,8 +21,8 @@ from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from alignment.config import UserError
-from alignment.runtime.files import disk_error
+from alignment.common.errors import UserError
+from alignment.common.files import disk_error
 from reward.rankings.store.accounts import Accounts
 from reward.rankings.store.engine import make_engine, migrate, redact
 from reward.rankings.store.errors import StoreFull

@@ -6,8 +6,8 @@ import pytest
 
 from alignment.assets import worlds
 from alignment.assets.worlds import WORLDS
-from alignment.runtime.data import load_rows
-from alignment.runtime.functions import load_batch_function, load_item_function
+from alignment.common.data import load_rows
+from alignment.common.functions import load_batch_function, load_item_function
 
 
 def completion_of(row: dict) -> tuple:
@@ -67,7 +67,7 @@ def test_gold_rules_by_hand():
 
 
 def test_an_unknown_world_is_one_line():
-    from alignment.config import ConfigError, UserError
+    from alignment.common.errors import ConfigError, UserError
     from alignment.runtime import tiny
 
     with pytest.raises(ConfigError, match="unknown world 'nope'; have reviews"):

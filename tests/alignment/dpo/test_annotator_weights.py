@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignment.config import load_config
+from alignment.config.loader import load_config
 from reward.rankings import synthetic
 from tests.conftest import write_jsonl
 

@@ -8,7 +8,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from alignment.config import ConfigError, UserError, load_config
+from alignment.common.errors import ConfigError, UserError
+from alignment.config.loader import load_config
 from alignment.dpo import data as D
 from alignment.dpo import losses
 from alignment.dpo.config import DPOConfig, DPODataConfig, DPOLossConfig

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from alignment.config import load_config
+from alignment.config.loader import load_config
 from alignment.dpo.config import DPOConfig
 from reward.rankings import synthetic
 from tests.conftest import run_stage as run_any_stage

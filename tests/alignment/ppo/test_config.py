@@ -3,7 +3,8 @@ learning rate follows beta by the documented rule."""
 
 import pytest
 
-from alignment.config import ConfigError, load_config
+from alignment.common.errors import ConfigError
+from alignment.config.loader import load_config
 from alignment.ppo.config import PPOConfig
 from alignment.ppo.train import learning_rate
 

@@ -298,7 +298,8 @@ def test_one_ppo_update_composes_with_the_losses(folders):
 
 
 def test_adapter_settings_and_bad_reward_folder(folders, tmp_path):
-    from alignment.config import AdapterConfig, UserError
+    from alignment.common.errors import UserError
+    from alignment.config.shared import AdapterConfig
     from alignment.ppo.model import lora_config
 
     cfg = lora_config(AdapterConfig(r=4, alpha=16, target_modules=["q_proj", "v_proj"]))

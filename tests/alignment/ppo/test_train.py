@@ -72,7 +72,7 @@ def test_tiny_run_end_to_end_with_exact_first_minibatch_and_frozen_roles(tmp_pat
     """In process, to inspect the trained model: reference and reward roles equal a freshly built model's."""
     from transformers import AutoModelForCausalLM
 
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.model import build_ppo_model, lora_config
 
@@ -140,7 +140,7 @@ def assert_saved_policy_is_the_trained_one(out, base_dir, trained):
 
 @pytest.mark.parametrize("algorithm", list(GROUP))
 def test_rloo_and_grpo_train_the_policy_without_a_value_adapter(tmp_path, stages, algorithm):
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
 
     sft, reward = stages
@@ -181,7 +181,7 @@ def test_old_logprobs_from_the_update_equal_a_scoring_pass(tmp_path, stages, alg
     optimizer step per rollout; RLOO puts the KL in the reward (its advantages wait for the forward pass); GRPO's k3
     term sits in the loss (2 micro-batches). PPO with policy and value on one adapter takes its log-probs and values
     from the first minibatch's pass, then GAE, then 2 epochs."""
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import old_logprobs_from_update
 
@@ -314,7 +314,7 @@ def test_sampling_stops_at_eos_only_when_asked(stages):
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alignment.config import AdapterConfig
+    from alignment.config.shared import AdapterConfig
     from alignment.ppo.model import build_ppo_model, lora_config
     from alignment.ppo.rollout import sample
     from alignment.runtime.generation import left_pad

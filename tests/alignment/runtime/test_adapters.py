@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from alignment.config import AdapterConfig, UserError
+from alignment.common.errors import UserError
+from alignment.config.shared import AdapterConfig
 from alignment.runtime import adapters
 
 

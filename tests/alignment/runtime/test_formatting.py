@@ -1,6 +1,6 @@
 import pytest
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from alignment.runtime.formatting import IGNORE, collate, encode_sft, pack
 from alignment.runtime.tiny import build_tokenizer
 

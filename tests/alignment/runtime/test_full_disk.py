@@ -13,7 +13,8 @@ import sqlite3
 import pytest
 import torch
 
-from alignment.runtime import checkpoint, files
+from alignment.common import files
+from alignment.runtime import checkpoint
 
 
 def test_each_library_reports_a_full_disk_its_own_way_and_all_become_enospc(small_disk):

@@ -58,22 +58,47 @@ def test_sampling_ignores_the_models_own_generation_config(tiny_llama_dir):
     assert ids.shape == (2, 9) and attention[:, :3].tolist() == query_mask[:1].expand(2, -1).tolist()
 
 
-def test_few_row_linears_equal_the_plain_layer_and_are_undone():
-    """The sampling-time linear for few rows on CPU (W @ x^T, transposed back) gives x @ W^T + b within float32
+def test_few_row_linears_equal_the_plain_layer_and_are_undone(monkeypatch):
+    """The sampling-time forward for few rows on CPU (W @ x^T, transposed back) gives x @ W^T + b within float32
     rounding, in the input's shape, contiguous; many rows, small weights and other dtypes take the plain path
-    unchanged; leaving the block puts the plain function back."""
+    unchanged; only the model's own layers change, only inside the block, and torch.nn.functional never does."""
+    monkeypatch.setenv(G.FEW_ROW_SWITCH, "on")  # the path itself, whatever this machine measures
     F, plain = torch.nn.functional, torch.nn.functional.linear
-    gen = torch.Generator().manual_seed(0)
-    weight, bias = torch.randn(512, 384, generator=gen), torch.randn(512, generator=gen)
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict(
+        {
+            "big": torch.nn.Linear(384, 512),
+            "unbiased": torch.nn.Linear(384, 512, bias=False),
+            "small": torch.nn.Linear(384, 16),  # a LoRA A matrix: the plain path is faster there
+            "float64": torch.nn.Linear(384, 512).double(),
+        }
+    )
+    big, gen = model["big"], torch.Generator().manual_seed(0)
     few, many = torch.randn(2, 3, 384, generator=gen), torch.randn(G.FEW_ROWS + 1, 384, generator=gen)
-    small = torch.randn(16, 384, generator=gen)  # a LoRA A matrix: the plain path is faster there
-    with G.few_row_linears_on_cpu():
-        assert F.linear is not plain
-        out = F.linear(few, weight, bias)
+    with torch.no_grad(), G.few_row_linears(model, "cpu"):
+        assert F.linear is plain and "forward" in vars(big) and "forward" not in vars(model["small"])
+        out = big(few)
         assert out.shape == (2, 3, 512) and out.is_contiguous()
-        torch.testing.assert_close(out, plain(few, weight, bias), rtol=1e-5, atol=1e-4)
-        assert torch.equal(F.linear(few, weight), F.linear(few, weight, None))
-        assert torch.equal(F.linear(many, weight, bias), plain(many, weight, bias))
-        assert torch.equal(F.linear(few, small), plain(few, small))
-        assert torch.equal(F.linear(few.double(), weight.double()), plain(few.double(), weight.double()))
-    assert F.linear is plain
+        torch.testing.assert_close(out, plain(few, big.weight, big.bias), rtol=1e-5, atol=1e-4)
+        unbiased = model["unbiased"]
+        torch.testing.assert_close(unbiased(few), plain(few, unbiased.weight), rtol=1e-5, atol=1e-4)
+        assert torch.equal(big(many), plain(many, big.weight, big.bias))
+        assert torch.equal(model["small"](few), plain(few, model["small"].weight, model["small"].bias))
+        double = model["float64"]
+        assert torch.equal(double(few.double()), plain(few.double(), double.weight, double.bias))
+    assert F.linear is plain and not any("forward" in vars(m) for m in model.modules())
+
+
+def test_few_row_linears_follow_the_measurement_or_the_switch(monkeypatch):
+    """Off the switch, nothing changes; `auto` asks the one-time measurement (remembered per shape and threads)."""
+    model = torch.nn.Linear(384, 512)
+    monkeypatch.setenv(G.FEW_ROW_SWITCH, "off")
+    with G.few_row_linears(model, "cpu"):
+        assert "forward" not in vars(model)
+    monkeypatch.setenv(G.FEW_ROW_SWITCH, "auto")
+    monkeypatch.setattr(G, "_MEASURED", {})
+    with G.few_row_linears(model, "cpu"):
+        assert ("forward" in vars(model)) == G._MEASURED[(512, 384, torch.get_num_threads())]
+    assert "forward" not in vars(model)
+    with G.few_row_linears(model, "meta"):  # not on CPU: never
+        assert "forward" not in vars(model)

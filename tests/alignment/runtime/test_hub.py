@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from tests.conftest import REPO, run_cli
 
 

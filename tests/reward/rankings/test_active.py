@@ -7,7 +7,8 @@ import logging
 import pytest
 import torch
 
-from alignment.config import UserError, load_config
+from alignment.common.errors import UserError
+from alignment.config.loader import load_config
 from reward import acquisition as A
 from reward import uncertainty as U
 from reward.rankings import active

@@ -71,7 +71,7 @@ def test_noise_depends_on_the_task_and_seed_not_on_who_draws_it():
 
 @pytest.mark.slow  # real server processes, and the client's retries against a closed port
 def test_a_run_whose_server_cannot_start_or_be_reached_is_one_line_with_the_servers_own_words(tmp_path, store):
-    from alignment.config import UserError
+    from alignment.common.errors import UserError
     from reward.rankings.annotator import run_scripted
     from reward.rankings.app.process import RankServer
     from reward.rankings.config import AnnotateConfig
@@ -107,7 +107,7 @@ def test_a_failing_score_stops_every_annotator_with_one_line_and_releases_its_le
     same accounts can rank them once the function is fixed)."""
     import pytest
 
-    from alignment.config import UserError
+    from alignment.common.errors import UserError
     from reward.rankings.annotator import rank_in_parallel
 
     add_tasks(store, 12, k=3)

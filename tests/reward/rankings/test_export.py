@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.config import ExportConfig
 from reward.rankings.export import build_rows, export, ranking_pairs, split_prompts
 from tests.reward.rankings.conftest import add_tasks
@@ -139,7 +139,7 @@ def test_tie_policies_and_filters(store):
 def test_empty_store_and_bad_config_are_user_errors(store, tmp_path):
     with pytest.raises(UserError, match="no rankings"):
         export(ExportConfig(store=store.url, output_dir=str(tmp_path / "o")), store=store)
-    from alignment.config import load_config
+    from alignment.config.loader import load_config
 
     with pytest.raises(UserError, match="formats"):
         load_config(ExportConfig, None, ["store=s.db", "output_dir=o", "formats=csv"])
@@ -149,7 +149,7 @@ def test_empty_store_and_bad_config_are_user_errors(store, tmp_path):
 
 @pytest.mark.slow  # imports `datasets`
 def test_rank_export_cli(store, tmp_path, capsys):
-    from reward.rankings.app.cli import main
+    from alignment.commands.rank import main
 
     add_tasks(store, 4)
     _rank_all(store, n_annotators=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from alignment.config import UserError
-from reward.rankings.app.cli import main
+from alignment.commands.rank import main
+from alignment.common.errors import UserError
 from reward.rankings.store import open_store
 from tests.conftest import write_jsonl
 

@@ -192,8 +192,8 @@ def test_guidelines_render_markdown_from_config(store, tmp_path):
 
 
 def test_users_and_status_cli(tmp_path, capsys, monkeypatch):
-    from alignment.config import UserError
-    from reward.rankings.app.cli import main
+    from alignment.commands.rank import main
+    from alignment.common.errors import UserError
     from reward.rankings.store import open_store
 
     db = str(tmp_path / "cli.db")

@@ -10,7 +10,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.app.server import create_app
 from reward.rankings.config import ExportConfig, RankConfig
 from reward.rankings.export import build_rows
@@ -109,7 +109,7 @@ def test_database_urls_are_redacted_in_messages_and_saved_configs(tmp_path):
 def test_serve_prints_and_saves_no_password_and_admin_export_error_hides_it(pg_url, tmp_path, monkeypatch, capsys):
     import uvicorn
 
-    from reward.rankings.app.cli import main
+    from alignment.commands.rank import main
 
     url = pg_url.replace("postgres@", "postgres:s3cr3t@")  # the throwaway cluster trusts any password
     calls = []
@@ -187,7 +187,7 @@ def test_unknown_and_known_user_names_cost_the_same_scrypt_work(store, monkeypat
 
 
 def test_password_change_revokes_every_token_and_cli_tokens_expire(app, store, tmp_path, capsys):
-    from reward.rankings.app.cli import main
+    from alignment.commands.rank import main
 
     api, auth = api_login(app, "ann", "pw-ann")
     browser, _ = browser_login(app, "ann", "pw-ann")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.store import open_store
 
 

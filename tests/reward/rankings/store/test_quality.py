@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.simulate import SimAnnotator, rank_in_store
 from reward.rankings.store import open_store
 from tests.reward.rankings.conftest import add_tasks

@@ -7,7 +7,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.store import Conflict, InvalidRanking, normalize_ranks, open_store
 from tests.reward.rankings.conftest import add_tasks
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from alignment.config import UserError
+from alignment.common.errors import UserError
 from reward.rankings.store import open_store
 
 LOOK_ALIKES = [

@@ -9,7 +9,7 @@ import json
 import os
 
 from alignment.assets import worlds
-from alignment.config import UserError
+from alignment.common.errors import UserError
 
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
 

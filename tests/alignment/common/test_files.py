@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from alignment.runtime import files
+from alignment.common import files
 
 
 def test_write_json_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):

@@ -1,4 +1,4 @@
-"""`rlhf rank serve|status|export|users|import|annotate`: run and manage the ranking app.
+"""`rlhf rank serve|status|export|import|annotate|users|campaign`: the ranking app and its store (stage 2).
 
 Every command takes the same rank config (configs/rank.yaml: the run folder, the store, N, the
 server, an export section) and its own key=value overrides (`rlhf rank <command> --help`):
@@ -26,10 +26,9 @@ import os
 import socket
 import sys
 
-from alignment.cli import print_help
-from alignment.config import (
-    ConfigError,
-    UserError,
+from alignment.common.errors import ConfigError, UserError
+from alignment.config.command_line import print_help
+from alignment.config.loader import (
     apply_overrides,
     apply_run,
     from_dict,

@@ -31,7 +31,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-from alignment.config import ConfigError, UserError
+from alignment.common.errors import ConfigError, UserError
 
 ITEM = ("prompt", "completion")
 """Parameter names of a per-item function (score, judge)."""

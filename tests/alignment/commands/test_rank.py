@@ -8,8 +8,8 @@ import socket
 import pytest
 import yaml
 
-from alignment.config import UserError
-from reward.rankings.app.cli import main
+from alignment.commands.rank import main
+from alignment.common.errors import UserError
 from reward.rankings.store import open_store
 from tests.reward.rankings.conftest import add_tasks, local_client
 

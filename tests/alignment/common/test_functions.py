@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from alignment.config import ConfigError, UserError
-from alignment.runtime.functions import load_batch_function, load_function, load_item_function
+from alignment.common.errors import ConfigError, UserError
+from alignment.common.functions import load_batch_function, load_function, load_item_function
 
 HERE = __name__
 

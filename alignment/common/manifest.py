@@ -1,4 +1,10 @@
-"""`manifest.json`: what a stage read, what it wrote, library versions and final metrics."""
+"""`manifest.json`: what a stage read, what it wrote, library versions and final metrics.
+
+`inputs` are named the same way in every stage (`stage_inputs`): `model` is the model the stage started from as it
+resolved (an SFT run folder is its merged model; a local folder absolute; a hub id as given), `base` the model a saved
+adapter sits on (stages that train: the same path), `data` and `eval_data` what it read, `reward` the reward it used.
+No torch here: the ranking export writes one too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import os
 import platform
 import time
 
-from alignment.runtime import files
+from alignment.common import files
 
 
 def versions() -> dict:
@@ -32,11 +38,13 @@ def peak_rss_gb() -> float:
 
 def peak_memory_gb() -> dict:
     """The writing process's peak memory (GB): RSS over the whole stage and, on a GPU, allocated tensors
-    (since the last reset: a stage that logs `memory/peak_gb` per step resets it each time)."""
-    import torch
+    (since the last reset: a stage that logs `memory/peak_gb` per step resets it each time). Never loads torch: a
+    process without it has no GPU tensors."""
+    import sys
 
     out = {"rss": round(peak_rss_gb(), 3)}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda_allocated"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
     return out
 
@@ -49,6 +57,17 @@ def where(path: str | None) -> str | None:
     return path
 
 
+def stage_inputs(
+    model: str | None, data: str | None = None, eval_data: str | None = None, trained: bool = False, **more: str | None
+) -> dict:
+    """A manifest's `inputs` by the convention above: `model`, `base` (with `trained`), `data`, `eval_data` (when the
+    stage can take one) and any `more` (e.g. `reward`), each as `where` records it."""
+    inputs = {"model": where(model), **({"base": where(model)} if trained else {}), "data": where(data)}
+    if eval_data is not None or trained:
+        inputs["eval_data"] = where(eval_data)
+    return {**inputs, **{k: where(v) for k, v in more.items()}}
+
+
 def write(
     output_dir: str,
     stage: str,
@@ -56,10 +75,8 @@ def write(
     outputs: dict,
     metrics: dict,
     extra: dict | None = None,
-    run: str | None = None,
 ) -> dict:
-    """Write `output_dir/manifest.json` atomically; returns what was written. `extra` keys go at the top level. A
-    trained model also gets its card (README.md), whose loading lines are relative to the run folder `run`."""
+    """Write `output_dir/manifest.json` atomically; returns what was written. `extra` keys go at the top level."""
     path = os.path.join(output_dir, "manifest.json")
     data = {
         "stage": stage,
@@ -72,10 +89,6 @@ def write(
         **(extra or {}),
     }
     files.write_json(path, data, default=str)
-    if "adapter" in outputs or "weights" in outputs:  # a trained model: its README is a model card
-        from alignment.runtime import card
-
-        card.write(output_dir, json.loads(json.dumps(data, default=str)), run)
     return data
 
 

@@ -1,4 +1,5 @@
-"""What `rlhf <command> --help` prints: every config key in aligned columns, its value and its docstring.
+"""A stage's command line, `[CONFIG.yaml] [key=value ...] [--help]`, into its config (`parse_stage_args`), and what
+`rlhf <command> --help` prints: every config key in aligned columns, its value and its docstring.
 
 The values are the config file's when one is given (`rlhf sample configs/sample.yaml --help` shows `repeats = 8`,
 the YAML's), else the dataclass defaults; lists and mappings print as YAML, as they are written in a config file;
@@ -16,7 +17,9 @@ from typing import Any, Literal
 
 import yaml
 
-from alignment.config import field_docs
+from alignment.common.errors import UserError
+from alignment.common.functions import FUNCTION_KEYS, HELP
+from alignment.config.loader import all_keys, field_docs, load_config, resolve_unchecked
 
 VALUE_WIDTH = 24
 """Widest value kept in the value column; a longer one puts its description on the next line."""
@@ -82,3 +85,44 @@ def describe(cls: type, values: Any = None, width: int | None = None) -> list[st
         lines.append(f"{head}  {text[0]}".rstrip())
         lines += [" " * doc_column + t for t in text[1:]]
     return lines
+
+
+def parse_stage_args(prog: str, cfg_cls: type, argv: list[str], doc: str = ""):
+    """Parse `[CONFIG.yaml] [key=value ...] [--help]` into a validated `cfg_cls`; None after --help (which shows the
+    values the config file and overrides give, when there are any)."""
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    path = None
+    rest = [a for a in argv if a not in ("-h", "--help")]
+    if rest and "=" not in rest[0]:
+        path = rest.pop(0)
+    for item in rest:
+        if "=" not in item:
+            raise UserError(f"unexpected argument '{item}': give at most one CONFIG.yaml, then key=value overrides")
+    if wants_help:
+        values = resolve_unchecked(cfg_cls, path, rest) if path or rest else None
+        print_help(prog, cfg_cls, doc, values, path, rest)
+        return None
+    return load_config(cfg_cls, path, rest)
+
+
+def print_help(prog: str, cfg_cls: type, doc: str = "", values=None, path: str | None = None, overrides=()) -> None:
+    """Usage, the command's docstring, every config key with its value and meaning, and the user-function signature
+    where the command takes one."""
+
+    print(f"usage: {prog} [CONFIG.yaml] [key=value ...]\n")
+    if doc:
+        print(doc.strip() + "\n")
+    given = " and ".join(([path] if path else []) + (["the overrides"] if overrides else []))
+    source = f"values from {given}, then the defaults" if given else "values are the defaults"
+    print(f"config keys (YAML or dotted key=value overrides; {source}):")
+    print("\n".join(describe(cfg_cls, values)))
+    if set(all_keys(cfg_cls)) & set(FUNCTION_KEYS):
+        print("\n" + HELP)
+
+
+def run_stage(prog: str, cfg_cls: type, fn, argv: list[str], doc: str = "") -> int:
+    """A stage's command: its command line into `cfg_cls`, then `fn(cfg)` (nothing runs after --help); exit code 0."""
+    cfg = parse_stage_args(prog, cfg_cls, argv, doc)
+    if cfg is not None:
+        fn(cfg)
+    return 0

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from alignment.config import UserError
-from alignment.runtime.data import load_rows
+from alignment.common.data import load_rows
+from alignment.common.errors import UserError
 
 ROWS = [{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}]
 
@@ -55,7 +55,7 @@ def test_builtin_data_is_deterministic():
 
 
 def test_prompts_from_prompt_or_messages_columns(tmp_path):
-    from alignment.runtime.data import load_prompts
+    from alignment.common.data import load_prompts
 
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     rows = [{"prompt": "p"}, {"prompt": chat[:1]}, {"messages": chat}, {"text": "x"}]
