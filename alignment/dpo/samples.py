@@ -99,7 +99,7 @@ class Watch:
         count = -(-cfg.samples // world) * world  # equal shares: under ZeRO-3 every process runs the same passes
         self.prompts = health_prompts(examples, count) if cfg.samples else []
         self.max_new_tokens = longest_completion(examples) if examples else 0
-        self.guard = health.Guardrails(run.name, cfg, run.log)
+        self.guard = health.Guardrails(run.name, cfg, run.log, run.accelerator.is_main_process)
 
     def start(self) -> dict:
         """The reference's sample health (`reference/completions/*`), which the policy's is held against."""

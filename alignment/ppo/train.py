@@ -118,7 +118,7 @@ def resume(cfg: PPOConfig, run: loop.Run, reward: RewardSource, updates: int) ->
     (with the weights, optimizer, schedule and RNG), or fresh."""
     kl_ctl = L.kl_controller(cfg.kl.controller, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
     state = loop.resume(run)
-    guard = health.Guardrails("ppo", cfg.health, run.log)
+    guard = health.Guardrails("ppo", cfg.health, run.log, run.accelerator.is_main_process)
     if state:
         kl_ctl.load_state_dict(state["kl_controller"])
         reward.moments.load_state_dict(state["score_moments"])

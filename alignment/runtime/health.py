@@ -140,10 +140,11 @@ def logp_warning(chosen_logps: float, start: float | None, cfg: HealthConfig) ->
 class Guardrails:
     """A training stage's guardrails over its run: the first health it measures is the reference's (PPO's first
     rollout comes from the initial policy, which is the reference; DPO samples the reference itself), each guardrail
-    warns in one line when it trips and again only after it cleared, and `check` says when to stop (`stop_on_kl`)."""
+    warns in one line when it trips and again only after it cleared, and `check` says when to stop (`stop_on_kl`).
+    Every process checks (the measures are gathered, so all agree on stopping); only the main one (`speaks`) warns."""
 
-    def __init__(self, stage: str, cfg: HealthConfig, log):
-        self.stage, self.cfg, self.log = stage, cfg, log
+    def __init__(self, stage: str, cfg: HealthConfig, log, speaks: bool = True):
+        self.stage, self.cfg, self.log, self.speaks = stage, cfg, log, speaks
         self.reference: dict | None = None
         self.logp_start: float | None = None
         self.tripped: set[str] = set()
@@ -165,11 +166,11 @@ class Guardrails:
             self.logp_start = metrics["logps/chosen"] if self.logp_start is None else self.logp_start
             line = logp_warning(metrics["logps/chosen"], self.logp_start, self.cfg)
             lines.update({"logps": line} if line else {})
-        for key in sorted(set(lines) - self.tripped):
+        for key in sorted(set(lines) - self.tripped) if self.speaks else ():
             self.log.warning(f"{self.stage}: warning at step {step}: {lines[key]}")
         self.tripped = (self.tripped - checked) | set(lines)
         stop = self.cfg.stop_on_kl and "kl" in lines
-        if stop:
+        if stop and self.speaks:
             self.log.warning(f"{self.stage}: stopping at step {step}: the KL is over its budget (health.stop_on_kl)")
         return stop
 

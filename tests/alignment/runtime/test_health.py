@@ -78,3 +78,19 @@ def test_health_table_has_a_row_per_policy():
     assert rows[0][:3] == ["policy", "EOS", "at limit"]
     assert rows[1][:2] == ["sft", "100%"] and rows[2][:2] == ["DPO", "84%"] and rows[2][-2] == "n/a"
     assert health.markdown_table(rows).splitlines()[1].startswith("| --- |")
+
+
+def test_guardrails_on_a_process_that_does_not_speak_stop_alike_and_say_nothing():
+    # Every process sees the same gathered measures; one warning per run, not one per process.
+    cfg = HealthConfig(kl_budget=1.0, stop_on_kl=True)
+    said = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    log = logging.getLogger("test-guardrails-quiet")
+    log.addHandler(Capture())
+    main, other = Guardrails("ppo", cfg, log), Guardrails("ppo", cfg, log, speaks=False)
+    assert main.check({"objective/kl": 2.0}, 1) and other.check({"objective/kl": 2.0}, 1)
+    assert len(said) == 2 and all("ppo:" in line for line in said)  # the warning and the stop, from `main` only

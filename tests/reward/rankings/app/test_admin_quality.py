@@ -51,3 +51,20 @@ def test_admin_adds_gold_sees_quality_pauses_and_resumes(store, tmp_path):
     assert admin.get("/admin/campaigns/nope").status_code == 404
     assert api.get("/api/admin/campaigns/final", headers=auth).json()["policies"] == ["a", "b", "c"]
     assert api.get("/api/admin/campaigns/nope", headers=auth).status_code == 404
+
+
+def test_every_table_of_every_page_sits_in_a_frame_that_keeps_a_phone_from_scrolling_sideways():
+    # A bare <table> wider than a phone widens the whole page (the browser test caught the quality table at 609 px
+    # on a 390 px screen); a list stacks into cards (class "stack"), a matrix scrolls inside its frame.
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[4] / "reward" / "rankings" / "app" / "templates"
+    for page in folder.glob("*.html"):
+        text = page.read_text()
+        for table in re.finditer(r"<table[^>]*>", text):
+            before = text[: table.start()].rstrip()
+            assert before.endswith('<div class="table-wrap">') or before.endswith('<div class="table-wrap scroll">'), (
+                f"{page.name}: {table.group(0)} is not the first thing in a table-wrap frame"
+            )
+            assert 'class="stack"' in table.group(0) or before.endswith('scroll">'), f"{page.name}: {table.group(0)}"
