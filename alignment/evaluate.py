@@ -412,7 +412,9 @@ def health_warnings(cfg: EvalConfig, policies: dict, first: str) -> list[str]:
     lines = []
     for name, m in policies.items():
         reference = policies[first] if name != first else None
-        lines += [f"{name}: {line}" for line in health.warnings_for(m, reference, cfg.health, m.get("kl")).values()]
+        counts = (m.get("samples"), policies[first].get("samples"))
+        found = health.warnings_for(m, reference, cfg.health, m.get("kl"), *counts)
+        lines += [f"{name}: {line}" for line in found.values()]
     return lines
 
 

@@ -106,7 +106,7 @@ class Watch:
         if not self.prompts:
             return {}
         measures = self._sample(reference=True)
-        self.guard.check(measures, 0)
+        self.guard.check(measures, 0, len(self.prompts))
         return {f"reference/{k}": v for k, v in measures.items()}
 
     def look(self, step: int) -> dict:
@@ -114,7 +114,7 @@ class Watch:
         if not self.prompts:
             return {}
         measures = self._sample(reference=False)
-        self.guard.check(measures, step)
+        self.guard.check(measures, step, len(self.prompts))
         return measures
 
     def check(self, metrics: dict, step: int) -> None:

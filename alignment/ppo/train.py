@@ -174,7 +174,7 @@ def after_update(
     control.kl.update(metrics["objective/kl"], batch)
     if loop.due(step, cfg.train.log_steps, control.updates, final=True):
         run.tracker.log(metrics, step=step)
-    stop = control.guard.check(metrics, step)
+    stop = control.guard.check(metrics, step, batch)
     if cfg.train.sample_steps and (step % cfg.train.sample_steps == 0 or step == 1):
         log_samples(run, tokenizer, exp, min(cfg.train.sample_rows, len(exp.prompts)), step)
     run.bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.3f}")

@@ -105,22 +105,51 @@ def metric_names(health: dict, prefix: str = "completions/") -> dict:
     return {f"{prefix}{name}": value for name, value in health.items()}
 
 
-def warnings_for(health: dict, reference: dict | None, cfg: HealthConfig, kl: float | None = None) -> dict[str, str]:
+Z = 2.0
+"""A rate guardrail trips only when the change also exceeds Z standard errors of the difference of two sampled
+rates: one broken completion more in 64 is a 0.016 rise, over `broken_rise`, and is noise."""
+POOL = 256
+"""Completions a training stage pools over its latest checks before it compares a rate with the reference's."""
+
+
+def beyond_noise(change: float, rate: float, reference: float, n: int | None, n_ref: int | None) -> bool:
+    """Whether a `change` between a rate sampled over `n` completions and the `reference`'s (over `n_ref`, or taken as
+    known when None) exceeds Z standard errors of their difference (the pooled rate's binomial variance); True when
+    `n` is unknown."""
+    if not n:
+        return True
+    pooled = (rate * n + reference * n_ref) / (n + n_ref) if n_ref else rate
+    total = n + (n_ref or 0)
+    pooled = min(max(pooled, 1 / total), 1 - 1 / total)  # no zero variance from a rate of 0 or 1
+    return change > Z * (pooled * (1 - pooled) * (1 / n + (1 / n_ref if n_ref else 0))) ** 0.5
+
+
+def warnings_for(
+    health: dict,
+    reference: dict | None,
+    cfg: HealthConfig,
+    kl: float | None = None,
+    n: int | None = None,
+    n_ref: int | None = None,
+) -> dict[str, str]:
     """Guardrail -> its one line, for every guardrail `health` crosses against the `reference`'s measures (and the KL
-    budget); {} when all hold."""
+    budget); {} when all hold. With the sample counts `n` and `n_ref`, a rate guardrail also needs its change to be
+    beyond sampling noise (`beyond_noise`)."""
     out = {}
     if reference:
-        drop = reference["eos_rate"] - health["eos_rate"]
-        if drop > cfg.eos_drop:
+        eos, eos_ref = health["eos_rate"], reference["eos_rate"]
+        drop = eos_ref - eos
+        if drop > cfg.eos_drop and beyond_noise(drop, eos, eos_ref, n, n_ref):
             out["eos_rate"] = (
-                f"EOS rate {health['eos_rate']:.2f} is {drop:.2f} below the reference's {reference['eos_rate']:.2f}"
+                f"EOS rate {eos:.2f} is {drop:.2f} below the reference's {eos_ref:.2f}"
                 f" (threshold {cfg.eos_drop:.2f}): completions run to the length limit"
             )
-        rise = health["broken_rate"] - reference["broken_rate"]
-        if rise > cfg.broken_rise:
+        broken, broken_ref = health["broken_rate"], reference["broken_rate"]
+        rise = broken - broken_ref
+        if rise > cfg.broken_rise and beyond_noise(rise, broken, broken_ref, n, n_ref):
             out["broken_rate"] = (
-                f"broken-character rate {health['broken_rate']:.3f} is {rise:.3f} above the reference's"
-                f" {reference['broken_rate']:.3f} (threshold {cfg.broken_rise:.3f}): byte tokens that form no text"
+                f"broken-character rate {broken:.3f} is {rise:.3f} above the reference's"
+                f" {broken_ref:.3f} (threshold {cfg.broken_rise:.3f}): byte tokens that form no text"
             )
     if kl is not None and kl > cfg.kl_budget:
         out["kl"] = f"KL to the reference {kl:.2f} nats is over the budget of {cfg.kl_budget:g} (health.kl_budget)"
@@ -141,26 +170,47 @@ class Guardrails:
     """A training stage's guardrails over its run: the first health it measures is the reference's (PPO's first
     rollout comes from the initial policy, which is the reference; DPO samples the reference itself), each guardrail
     warns in one line when it trips and again only after it cleared, and `check` says when to stop (`stop_on_kl`).
-    Every process checks (the measures are gathered, so all agree on stopping); only the main one (`speaks`) warns."""
+    Rates are pooled over the latest checks up to POOL completions and compared beyond their sampling noise (the
+    reference's rates, held fixed for the run, taken as known), so a run of 64 rollouts per update does not warn on one
+    unlucky batch. Every process checks (the measures are gathered, so
+    all agree on stopping); only the main one (`speaks`) warns."""
 
     def __init__(self, stage: str, cfg: HealthConfig, log, speaks: bool = True):
         self.stage, self.cfg, self.log, self.speaks = stage, cfg, log, speaks
         self.reference: dict | None = None
+        self.reference_count: int | None = None
+        self.recent: list[tuple[int, float, float]] = []
+        """(completions, EOS rate, broken rate) of the latest checks, newest last, pooled up to POOL completions."""
         self.logp_start: float | None = None
         self.tripped: set[str] = set()
 
-    def check(self, metrics: dict, step: int) -> bool:
-        """Warn for what `metrics` (one log's `completions/*`, `objective/kl`, DPO's `logps/chosen`) trips; returns
-        whether the run should stop (KL over the budget with `stop_on_kl`)."""
+    def pooled(self, measures: dict, count: int | None) -> tuple[dict, int | None]:
+        """`measures` with their EOS and broken rates pooled over the latest checks (this one included)."""
+        if not count:
+            return measures, None
+        self.recent.append((count, measures["eos_rate"], measures["broken_rate"]))
+        while len(self.recent) > 1 and sum(n for n, *_ in self.recent[1:]) >= POOL:
+            self.recent.pop(0)
+        total = sum(n for n, *_ in self.recent)
+        eos = sum(n * e for n, e, _ in self.recent) / total
+        broken = sum(n * b for n, _, b in self.recent) / total
+        return {**measures, "eos_rate": eos, "broken_rate": broken}, total
+
+    def check(self, metrics: dict, step: int, count: int | None = None) -> bool:
+        """Warn for what `metrics` (one log's `completions/*`, `objective/kl`, DPO's `logps/chosen`) trips; `count`:
+        the completions the measures come from. Returns whether the run should stop (KL over the budget with
+        `stop_on_kl`)."""
         measures = {k.removeprefix("completions/"): v for k, v in metrics.items() if k.startswith("completions/")}
         checked = set()
         if measures and self.reference is None:
-            self.reference = measures
+            self.reference, self.reference_count = measures, count
         elif measures:
             checked |= {"eos_rate", "broken_rate"}
+            measures, count = self.pooled(measures, count)
         kl = metrics.get("objective/kl")
         checked |= {"kl"} if kl is not None else set()
-        lines = warnings_for(measures, self.reference if "eos_rate" in checked else None, self.cfg, kl)
+        reference = self.reference if "eos_rate" in checked else None
+        lines = warnings_for(measures, reference, self.cfg, kl, count)
         if metrics.get("logps/chosen") is not None:
             checked.add("logps")
             self.logp_start = metrics["logps/chosen"] if self.logp_start is None else self.logp_start
@@ -175,10 +225,18 @@ class Guardrails:
         return stop
 
     def state_dict(self) -> dict:
-        return {"reference": self.reference, "logp_start": self.logp_start, "tripped": sorted(self.tripped)}
+        return {
+            "reference": self.reference,
+            "reference_count": self.reference_count,
+            "recent": [list(r) for r in self.recent],
+            "logp_start": self.logp_start,
+            "tripped": sorted(self.tripped),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.reference, self.logp_start = state.get("reference"), state.get("logp_start")
+        self.reference_count = state.get("reference_count")
+        self.recent = [tuple(r) for r in state.get("recent", [])]
         self.tripped = set(state.get("tripped", []))
 
 

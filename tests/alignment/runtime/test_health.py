@@ -1,5 +1,6 @@
 """The health measures against hand counts, and the guardrails' one-line warnings."""
 
+import json
 import logging
 
 import pytest
@@ -94,3 +95,37 @@ def test_guardrails_on_a_process_that_does_not_speak_stop_alike_and_say_nothing(
     main, other = Guardrails("ppo", cfg, log), Guardrails("ppo", cfg, log, speaks=False)
     assert main.check({"objective/kl": 2.0}, 1) and other.check({"objective/kl": 2.0}, 1)
     assert len(said) == 2 and all("ppo:" in line for line in said)  # the warning and the stop, from `main` only
+
+
+def test_a_rate_guardrail_ignores_one_unlucky_batch_and_sees_a_real_change():
+    cfg = HealthConfig()
+    ref = {"eos_rate": 1.0, "broken_rate": 1 / 64}
+    one_more = {"eos_rate": 1.0, "broken_rate": 2 / 64}  # 0.016 over: past broken_rise, within noise at 64 vs 64
+    assert health.warnings_for(one_more, ref, cfg, n=64, n_ref=64) == {}
+    assert "broken_rate" in health.warnings_for(one_more, ref, cfg)  # counts unknown: the threshold alone
+    degenerate = {"eos_rate": 0.84, "broken_rate": 0.09}  # the demo's old DPO against SFT, 384 samples each
+    assert set(health.warnings_for(degenerate, ref, cfg, n=384, n_ref=384)) == {"eos_rate", "broken_rate"}
+
+
+def test_beyond_noise_is_a_two_sample_z_test():
+    # 0.10 vs 0.05 over 400 each: pooled 0.075, standard error sqrt(0.075 * 0.925 * 2 / 400) = 0.0186
+    assert health.beyond_noise(0.05, 0.10, 0.05, 400, 400)  # 2.69 standard errors
+    assert not health.beyond_noise(0.05, 0.10, 0.05, 100, 100)  # 1.34
+    assert health.beyond_noise(0.0, 0.0, 0.0, None, 64)
+    # the reference taken as known: 0.10 over 400 against 0.05 is sqrt(0.1 * 0.9 / 400) = 0.015 per standard error
+    assert health.beyond_noise(0.05, 0.10, 0.05, 400, None) and not health.beyond_noise(0.02, 0.07, 0.05, 400, None)
+
+
+def test_guardrails_pool_the_latest_checks_and_resume_with_them():
+    cfg = HealthConfig()
+    guard = Guardrails("ppo", cfg, logging.getLogger("test-guardrails-pool"))
+    guard.check({"completions/eos_rate": 1.0, "completions/broken_rate": 0.0}, 0, 64)
+    for step in range(1, 4):  # one broken completion in 64 per update: 0.016, within noise every time
+        assert not guard.check({"completions/eos_rate": 1.0, "completions/broken_rate": 1 / 64}, step, 64)
+    assert guard.tripped == set()
+    for step in range(4, 9):  # eight in 64 for five updates: the pooled 256 carry it past the noise
+        guard.check({"completions/eos_rate": 1.0, "completions/broken_rate": 8 / 64}, step, 64)
+    assert guard.tripped == {"broken_rate"} and sum(n for n, *_ in guard.recent) == 256
+    again = Guardrails("ppo", cfg, logging.getLogger("test-guardrails-pool"))
+    again.load_state_dict(json.loads(json.dumps(guard.state_dict())))
+    assert again.state_dict() == guard.state_dict()
