@@ -67,7 +67,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each run (the same for both)")
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
+    from benchmarks import harness
     from reward.rankings import synthetic
+
+    print(harness.machine(args.threads), flush=True)
 
     rows = synthetic.rankings(args.rankings + args.eval_rankings, k=4, seed=0)
     train_rows, eval_rows = rows[: args.rankings], rows[args.rankings :]

@@ -250,7 +250,7 @@ def main() -> None:
 def run_all(args) -> list[tuple[str, dict]]:
     """(label, result) of every side asked for, each in its own process, one after the other."""
     trl_python = ensure_trl_venv()
-    print(f"load average {harness.load_average():.1f} at the start", flush=True)
+    print(harness.machine(args.threads), flush=True)
     with tempfile.TemporaryDirectory(prefix="ppo-vs-trl-") as work:
         prepare(args, work)
         runs = [("rlhf ppo (one base, 3 adapters)", run_worker(sys.executable, "ours", args, work))]

@@ -32,6 +32,7 @@ sys.path.insert(0, ROOT)
 
 from alignment.config.loader import load_config  # noqa: E402
 from alignment.runtime import tiny  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from reward import data as rdata  # noqa: E402
 from reward.model import load_reward_model, score_texts  # noqa: E402
 from reward.rankings import synthetic  # noqa: E402
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--test-size", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(harness.machine(torch.get_num_threads()), flush=True)
 
     from alignment.cli import quiet_third_party
 

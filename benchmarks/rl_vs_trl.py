@@ -133,11 +133,14 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    print(harness.machine(args.threads), flush=True)
     with tempfile.TemporaryDirectory(prefix="rl-vs-trl-") as work:
         prepare(args, work)
-        print(f"{args.batch} completions per step (k = {K}), response length {args.response_length}, "
-              f"{args.episodes} episodes, CPU fp32, {args.threads} thread(s); "
-              f"load average {harness.load_average():.1f} at the start", flush=True)  # fmt: skip
+        print(
+            f"{args.batch} completions per step (k = {K}), response length {args.response_length}, "
+            f"{args.episodes} episodes, CPU fp32, {args.threads} thread(s)",
+            flush=True,
+        )
         for algorithm in args.algorithms.split(","):
             ours = run_worker("ours", algorithm, args, work)
             trl = run_worker("trl", algorithm, args, work)

@@ -19,6 +19,8 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from benchmarks import harness  # noqa: E402
 
 TRL_SCRIPT = r"""
 import json, sys, time
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--r", type=int, default=16)
     args = ap.parse_args()
+    print(harness.machine(), "(torch's default threads on both sides)", flush=True)
 
     from alignment.assets import reviews
 
