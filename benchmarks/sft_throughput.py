@@ -6,7 +6,8 @@
 Both train one epoch of the same prompt/completion rows with LoRA on the same base, batch size,
 max length, learning rate and completion-only loss, in separate processes. Throughput is the
 real (non-pad) tokens of that epoch divided by the training loop's wall time (each framework's
-own: our manifest's train_seconds, TRL's train_runtime). Prints both and the ratio.
+own: our manifest's train_seconds, TRL's train_runtime). Prints both and the ratio; measured figures
+live in docs/benchmarks.md (and the README's performance table).
 """
 
 from __future__ import annotations
