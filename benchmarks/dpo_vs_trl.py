@@ -18,7 +18,7 @@ The data are `--rankings` synthetic review rankings of K = `--k` completions (re
 Both: beta 0.1, LoRA r = `--r` (alpha 2r) on every linear layer of the same random-init model, reference = the
 base with the adapter off, the same max length (our side also cuts prompts to half of it), learning rate 5e-5 with
 a linear schedule, one epoch, seed 0, each side in its own fresh process with `--threads` torch threads.
-Shapes (`--shape`): `shipped`, a Llama of `--hidden` and `--layers` under the builtin 640-token tokenizer;
+Shapes (`--shape`): `shipped`, a Llama of `--hidden` and `--layers` under the builtin tokenizer;
 `qwen-vocab`, the model of `ppo_vs_trl.py --shape qwen-vocab`: a random-init Qwen2 with Qwen2.5's 151,936-token
 vocabulary (tied embeddings) on a small trunk (hidden 256, 2 layers), where the LM head is most of the work and
 the memory; token ids still come from the builtin tokenizer (its ids are valid rows of the larger vocabulary and
