@@ -17,7 +17,9 @@ The data are `--rankings` synthetic review rankings of K = `--k` completions (re
   both sides, so the optimizer steps differ (printed).
 Both: beta 0.1, LoRA r = `--r` (alpha 2r) on every linear layer of the same random-init model, reference = the
 base with the adapter off, the same max length (our side also cuts prompts to half of it), learning rate 5e-5 with
-a linear schedule, one epoch, seed 0, each side in its own fresh process with `--threads` torch threads.
+a linear schedule, one epoch, seed 0, each side in its own fresh process with `--threads` torch threads. Our
+stage's health samples (completions it generates after training; TRL's trainer generates none) are off unless
+`--health-samples N`: they fall outside both timings but not outside the process's peak RSS.
 Shapes (`--shape`): `shipped`, a Llama of `--hidden` and `--layers` under the builtin tokenizer;
 `qwen-vocab`, the model of `ppo_vs_trl.py --shape qwen-vocab`: a random-init Qwen2 with Qwen2.5's 151,936-token
 vocabulary (tied embeddings) on a small trunk (hidden 256, 2 layers), where the LM head is most of the work and
@@ -143,6 +145,7 @@ def worker_ours(args, work: str) -> dict:
         f"train.learning_rate={LEARNING_RATE}",
         "train.lr_scheduler=linear",
         "train.log_steps=1000000",
+        f"health.samples={args.health_samples}",
         "seed=0",
     ]
     cfg = load_config(DPOConfig, None, overrides)
@@ -243,6 +246,13 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--precompute-ref", action="store_true", help="reference log-probs in one pass first (both)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each run (the same for both)")
+    parser.add_argument(
+        "--health-samples",
+        type=int,
+        default=0,
+        help="our stage's health.samples (completions sampled after training to check their health; shipped: 64); "
+        "0 by default, since TRL's DPOTrainer samples nothing",
+    )
     parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -276,7 +286,7 @@ def report(args, config, params: int, n_pairs: int, ours: dict, trl: dict) -> No
     print(
         f"shape {args.shape}: {config.model_type} {params / 1e6:.1f}M params (hidden {config.hidden_size}, "
         f"{config.num_hidden_layers} layers, vocabulary {config.vocab_size:,}), LoRA r={args.r}, max_length "
-        f"{args.max_length}, CPU fp32, {args.threads} thread(s)"
+        f"{args.max_length}, CPU fp32, {args.threads} thread(s), our health samples {args.health_samples}"
         + (", reference precomputed" if args.precompute_ref else "")
     )
     sequences = args.batch * (2 if args.loss == "sigmoid" else args.k)
