@@ -87,8 +87,8 @@ def pairs_of(row: dict, which: str) -> list[dict]:
 
 
 def prepare(args, work: str):
-    """The model + tokenizer folder, ours.jsonl (what our stage trains on) and trl.jsonl; returns the model config
-    and its parameter count."""
+    """The model + tokenizer folder, ours.jsonl (what our stage trains on) and trl.jsonl; returns the model config,
+    its parameter count and TRL's pair count."""
     import torch
     from transformers import AutoModelForCausalLM
 
