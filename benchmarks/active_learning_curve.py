@@ -29,9 +29,10 @@ better; the issue aims at <= 1/3). Writes the plot (--plot, default docs/active_
 
 The policy's gold win rate against rankings (--policy, at the rounds --policy-at names; a PPO run per point, so
 only where asked): the demo's PPO stage (configs/ppo.yaml on runs/tiny/sft, `alignment.ppo.train.train`) against
-that round's reward model for --policy-episodes (2048 by default, half the demo's 4096: the demo's PPO gold levels
-off by ~1300 episodes), then the demo's evaluation (`alignment.evaluate.evaluate`: the policy against SFT on the 6
-held-out review prompts, --eval-samples draws each, judged by the hidden gold reward; ties count 1/2). Round 1's
+that round's reward model for --policy-episodes (2048 by default, half the demo's 4096, past where the demo's PPO
+gold levelled off when this default was chosen; the measured curve: docs/benchmarks.md), then the demo's
+evaluation (`alignment.evaluate.evaluate`: the policy against SFT on the 6 held-out review prompts, --eval-samples
+draws each, judged by the hidden gold reward; ties count 1/2). Round 1's
 point is shared by every rule of a seed (the same reward model). It answers the question the accuracy cannot: does
 a better reward model here make a better policy. One PPO run's own spread is of the size of the differences between
 reward models here, so --policy-seeds S averages S PPO runs per point (and prints each). The report adds each rule

@@ -47,6 +47,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks import harness  # noqa: E402
 from reward import acquisition as A  # noqa: E402
 from reward import uncertainty as U  # noqa: E402
 
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     if args.cost:
         torch.set_num_threads(args.threads)
+        print(harness.machine(args.threads), flush=True)
         cost(args)
         return 0
     # One thread: the matrices are small and batched, and on a busy machine OpenMP's hand-offs cost more than they save.

@@ -11,7 +11,8 @@ of sequences per forward pass (4B):
 (b) `loss.type=sigmoid` on the C(K, 2) = 6 chosen/rejected pairs of every ranking (TRL's pairwise format):
     2B pairs per micro-batch, so each completion goes through the model K - 1 = 3 times per epoch.
 Prints forward passes (policy + reference) and training-loop seconds per ranking, and the held-out pairwise
-accuracy of the implicit reward (`eval/rewards/accuracies`, the same comparisons for both), and the ratio.
+accuracy of the implicit reward (`eval/rewards/accuracies`, the same comparisons for both), and the ratio;
+measured figures live in docs/benchmarks.md (and the README's performance table).
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each run (the same for both)")
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
+    from benchmarks import harness
     from reward.rankings import synthetic
+
+    print(harness.machine(args.threads), flush=True)
 
     rows = synthetic.rankings(args.rankings + args.eval_rankings, k=4, seed=0)
     train_rows, eval_rows = rows[: args.rankings], rows[args.rankings :]

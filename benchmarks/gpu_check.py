@@ -27,6 +27,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from benchmarks import harness  # noqa: E402
 
 # Dense bf16 peak (TFLOP/s) and memory bandwidth (TB/s) by device name; unknown GPUs print no utilisation.
 PEAKS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0), "L40S": (362.0, 0.864)}
@@ -193,6 +194,7 @@ def main() -> int:
     if not dry and not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU visible; nothing to measure (--dry-run runs the CPU smoke check)")
         return 0
+    print(harness.machine(torch.get_num_threads()), flush=True)
     device = torch.device("cpu" if dry else "cuda")
     name = "cpu (dry run)" if dry else torch.cuda.get_device_name(device)
     peak_flops, peak_bw = next((v for k, v in PEAKS.items() if k in name), (None, None))

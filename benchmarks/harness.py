@@ -2,13 +2,16 @@
 
 A benchmark script runs itself again with `--worker SIDE --work DIR` plus its own command line, so a worker
 sees the same settings as the parent; the worker prints one JSON object as its last stdout line. Peak memory
-is the worker's own peak RSS, so sides never share an allocator or imports.
+is the worker's own peak RSS, so sides never share an allocator or imports. `machine()` is the line every
+timing benchmark prints first: the same benchmark's speed ratio moves from one CPU type to another, so a figure is
+read beside the CPU, its vector ISA, the cores it had and the load.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +27,52 @@ def peak_rss_mb() -> float:
 def load_average() -> float:
     """The 1-minute load average (what the speed ratios of a run on shared cores should be read with)."""
     return os.getloadavg()[0]
+
+
+def cpu_info(cpuinfo: str) -> tuple[str, str]:
+    """(CPU model name, best vector ISA level: "AVX-512+AMX", "AVX-512", "AVX2" or "no AVX2 (<arch>)") from the text
+    of /proc/cpuinfo; the first processor's "model name" and "flags" ("Features" on ARM) lines are enough."""
+    model, flags = "", None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key in ("flags", "Features") and flags is None:
+            flags = set(value.split())
+        if model and flags is not None:
+            break
+    flags = flags or set()
+    if "avx512f" in flags:
+        isa = "AVX-512+AMX" if "amx_tile" in flags else "AVX-512"
+    elif "avx2" in flags:
+        isa = "AVX2"
+    else:
+        isa = f"no AVX2 ({platform.machine() or 'unknown arch'})"
+    return model or platform.processor() or "unknown CPU", isa
+
+
+def read_cpuinfo(limit: int = 1 << 16) -> str:
+    """The start of /proc/cpuinfo (the first processor's block is all `cpu_info` reads), or "" where there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return f.read(limit)
+    except OSError:
+        return ""
+
+
+def machine(threads: int | None = None) -> str:
+    """One line naming what a timing ran on: CPU model, best ISA level, the logical CPUs this process may use (of the
+    machine's, when fewer), the torch threads the benchmark uses (if given) and the 1-minute load average."""
+    model, isa = cpu_info(read_cpuinfo())
+    total = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    cpus = f"{usable} logical CPUs available" if usable == total else f"{usable} of {total} logical CPUs available"
+    parts = [model, isa, cpus]
+    if threads is not None:
+        parts.append(f"{threads} torch thread{'s' if threads != 1 else ''}")
+    parts.append(f"load average {load_average():.2f} (1 min)")
+    return "machine: " + ", ".join(parts)
 
 
 def run_worker(script: str, side: str, work: str, threads: int, python: str = sys.executable, argv=None,

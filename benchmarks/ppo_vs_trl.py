@@ -7,7 +7,7 @@
 TRL 0.29.1 is installed by this script into its own venv (benchmarks/.venv/trl-0.29.1, gitignored) with
 `python -m venv` + `pip install torch==2.13.0 trl==0.29.1 transformers peft accelerate psutil`; it installs
 beside transformers 5.24. Each side runs in its own fresh process, one after the other, on the same model
-files (a random-init Llama: hidden 1024, 8 layers, intermediate 2048, the builtin 640-token tokenizer),
+files (a random-init Llama: hidden 1024, 8 layers, intermediate 2048, the builtin tokenizer),
 the same prompts, batch, response length, PPO epochs, temperature and episodes:
 (a) ours: one frozen base carrying policy, value and reward LoRA adapters; reference = adapters off;
 (a') the same with `value.share_with_policy=true`: one adapter and one backbone pass for policy and value (the
@@ -22,7 +22,8 @@ processes and timings stop meaning anything). Peak memory is each process's peak
 256, 2 layers), where the vocabulary-wide logits are most of the memory; token ids still come from the
 builtin tokenizer (the model samples any id, nothing decodes them).
 Episodes/s is episodes over the training-loop time
-(ours: the sum of the update times it logs; TRL: `trainer.train()`). Prints both ratios.
+(ours: the sum of the update times it logs; TRL: `trainer.train()`). Prints both ratios and the machine line;
+measured figures live in docs/benchmarks.md (and the README's performance table).
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ def main() -> None:
 def run_all(args) -> list[tuple[str, dict]]:
     """(label, result) of every side asked for, each in its own process, one after the other."""
     trl_python = ensure_trl_venv()
-    print(f"load average {harness.load_average():.1f} at the start", flush=True)
+    print(harness.machine(args.threads), flush=True)
     with tempfile.TemporaryDirectory(prefix="ppo-vs-trl-") as work:
         prepare(args, work)
         runs = [("rlhf ppo (one base, 3 adapters)", run_worker(sys.executable, "ours", args, work))]

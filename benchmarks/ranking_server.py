@@ -32,6 +32,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import harness  # noqa: E402
 from reward.rankings.app.process import RankServer  # noqa: E402
 from reward.rankings.store import open_store  # noqa: E402
 
@@ -213,6 +214,7 @@ def main() -> int:
     ap.add_argument("--think-window", type=float, default=15.0, help="measured window of the think-time mode")
     ap.add_argument("--keep-log", action="store_true", help="write each server's log beside this script")
     args = ap.parse_args()
+    print(harness.machine(), flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):

@@ -4,7 +4,7 @@
     python benchmarks/rl_vs_trl.py --layers 2 --hidden 256 --episodes 32   # a quick look
 
 Both sides run in the project's venv (TRL 1.16 ships both trainers), each in its own fresh process, one
-after the other, on the same model files (a random-init Llama with the builtin 640-token tokenizer), the
+after the other, on the same model files (a random-init Llama with the builtin tokenizer), the
 same prompts, the same Python reward function (`reward` below), k = 4 samples per prompt, 8 completions
 per optimizer step, one optimizer step per generation batch (TRL's `num_iterations=1`; ours `ppo.epochs=1`,
 one minibatch, where ours and TRL's GRPO take the old log-probs from the training forward; TRL's RLOO scores
@@ -13,6 +13,7 @@ them first, for its KL reward), the same response length, temperature, learning 
 policy is a LoRA adapter (r=16 on every linear layer) and the reference the base with the adapter off on
 both sides. Threads: `--threads` (default 1). Peak memory is each process's peak RSS (getrusage). Episodes/s is
 completions over the training-loop time (ours: the sum of the update times it logs; TRL: `trainer.train()`).
+Measured figures live in docs/benchmarks.md (and the README's performance table).
 """
 
 from __future__ import annotations
@@ -133,11 +134,14 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    print(harness.machine(args.threads), flush=True)
     with tempfile.TemporaryDirectory(prefix="rl-vs-trl-") as work:
         prepare(args, work)
-        print(f"{args.batch} completions per step (k = {K}), response length {args.response_length}, "
-              f"{args.episodes} episodes, CPU fp32, {args.threads} thread(s); "
-              f"load average {harness.load_average():.1f} at the start", flush=True)  # fmt: skip
+        print(
+            f"{args.batch} completions per step (k = {K}), response length {args.response_length}, "
+            f"{args.episodes} episodes, CPU fp32, {args.threads} thread(s)",
+            flush=True,
+        )
         for algorithm in args.algorithms.split(","):
             ours = run_worker("ours", algorithm, args, work)
             trl = run_worker("trl", algorithm, args, work)

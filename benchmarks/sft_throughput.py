@@ -6,7 +6,8 @@
 Both train one epoch of the same prompt/completion rows with LoRA on the same base, batch size,
 max length, learning rate and completion-only loss, in separate processes. Throughput is the
 real (non-pad) tokens of that epoch divided by the training loop's wall time (each framework's
-own: our manifest's train_seconds, TRL's train_runtime). Prints both and the ratio.
+own: our manifest's train_seconds, TRL's train_runtime). Prints both and the ratio; measured figures
+live in docs/benchmarks.md (and the README's performance table).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from benchmarks import harness  # noqa: E402
 
 TRL_SCRIPT = r"""
 import json, sys, time
@@ -80,6 +83,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--r", type=int, default=16)
     args = ap.parse_args()
+    print(harness.machine(), "(torch's default threads on both sides)", flush=True)
 
     from alignment.assets import reviews
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, ROOT)
 from alignment.assets.worlds import WORLDS  # noqa: E402
 from alignment.demo import METHODS  # noqa: E402
 from alignment.runtime.health import HealthConfig, is_healthy  # noqa: E402
+from benchmarks import harness  # noqa: E402
 
 SEEDS = (42, 3, 11)
 MIN_CELL, MIN_MEAN = 0.60, 0.70
@@ -126,8 +126,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = os.path.abspath(args.source or args.out)
     budget = HealthConfig().kl_budget
-    print(f"worlds: {len(args.worlds)} worlds x {len(args.seeds)} seeds into {out} ({platform.processor() or 'cpu'}, "
-          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+    print(harness.machine(), flush=True)
+    print(f"worlds: {len(args.worlds)} worlds x {len(args.seeds)} seeds into {out}", flush=True)
     cells = {}
     for world in args.worlds:
         runs = []
