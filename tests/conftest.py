@@ -159,3 +159,46 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "extended" in item.keywords:
             item.add_marker(skip)
+
+
+SECOND_WORLD = pytest.StashKey[tuple]()
+
+
+def pytest_collection_finish(session):
+    """The worlds test's second world is a whole demo run (minutes) that shares nothing with the other tests: when the
+    test is selected, start it now, in the background, so it runs while the session's other tests leave a core idle
+    (its figures do not depend on when it runs); the test waits for it (`second_world`)."""
+    if session.config.option.collectonly or not any(
+        item.nodeid.startswith("tests/e2e/test_worlds.py") for item in session.items
+    ):
+        return
+    import tempfile
+
+    from tests.e2e.test_worlds import SECOND
+
+    folder = tempfile.mkdtemp(prefix="rlhf-second-world-")
+    log = open(os.path.join(folder, "worlds.log"), "w")
+    cmd = [sys.executable, "benchmarks/worlds.py", "--worlds", SECOND, "--seeds", "42", "--out", folder]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    session.config.stash[SECOND_WORLD] = (proc, folder, log)
+
+
+def pytest_sessionfinish(session):
+    started = session.config.stash.get(SECOND_WORLD, None)
+    if started and started[0].poll() is None:
+        started[0].kill()
+
+
+@pytest.fixture(scope="session")
+def second_world(request):
+    """(the finished background run's folder, its log) of the worlds test's second world, or None when none started."""
+    started = request.config.stash.get(SECOND_WORLD, None)
+    if started is None:
+        return None
+    proc, folder, log = started
+    proc.wait(timeout=2400)
+    log.close()
+    text = open(os.path.join(folder, "worlds.log")).read()
+    assert proc.returncode == 0, text[-4000:]
+    return folder, text

@@ -60,7 +60,7 @@ def test_two_process_ppo(tmp_path, mode, reward_dir, builtin_model):
 # GRPO on PPO's launch paths, under all three: groups of k samples gathered across ranks.
 @pytest.mark.parametrize(
     "mode",
-    ["ddp", "zero2", "zero3"],
+    ["ddp", pytest.param("zero2", marks=pytest.mark.extended), "zero3"],  # ZeRO-2 as PPO's, above
 )
 def test_two_process_grpo(tmp_path, mode, reward_dir, builtin_model):
     """GRPO on two processes: the batch std is taken over both processes' scores, the token mean over both

@@ -41,7 +41,10 @@ def single(tmp_path_factory, data):
     return str(out)
 
 
-@pytest.mark.parametrize("kind", ["ddp", "zero2", "zero3"])
+@pytest.mark.parametrize(
+    "kind",
+    ["ddp", pytest.param("zero2", marks=pytest.mark.extended), "zero3"],  # ZeRO-2: tests/distributed/test_clipping.py
+)
 def test_two_processes_equal_one_with_the_same_global_batch(kind, tmp_path, data, single):
     out = tmp_path / "run"
     proc = launch_stage(kind, "reward", f"output_dir={out}", f"data.path={data}",

@@ -25,7 +25,10 @@ def single_process_schedule(lr: float, steps: int, warmup: int, at: list[int]) -
     return out
 
 
-@pytest.mark.parametrize("mode", ["ddp", "zero2", "zero3"])
+@pytest.mark.parametrize(
+    "mode",
+    ["ddp", pytest.param("zero2", marks=pytest.mark.extended), "zero3"],  # ZeRO-2: tests/distributed/test_clipping.py
+)
 def test_two_process_sft(tmp_path, mode, builtin_model):
     from peft import PeftModel
     from safetensors.torch import load_file

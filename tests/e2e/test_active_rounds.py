@@ -28,7 +28,10 @@ def manifest(path):
     return json.loads((path / "manifest.json").read_text())
 
 
-@pytest.mark.parametrize("features", ["head", "tokens"])
+@pytest.mark.parametrize(
+    "features",
+    ["head", pytest.param("tokens", marks=pytest.mark.extended)],  # tokens: its fit is unit-tested
+)
 def test_three_rounds_of_active_ranking(tmp_path, features):
     """features=tokens: the surrogate is fitted on the previous round's export (a dataset folder) at sampling."""
     out = tmp_path / "run"

@@ -207,7 +207,10 @@ def test_old_logprobs_from_the_update_equal_a_scoring_pass(tmp_path, stages, alg
     assert weights.keys() == ref_weights.keys() and all(torch.equal(weights[k], ref_weights[k]) for k in weights)
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", *GROUP])
+@pytest.mark.parametrize(
+    "algorithm",
+    ["ppo", "grpo", pytest.param("rloo", marks=pytest.mark.extended)],  # RLOO resumes by GRPO's path
+)
 def test_kill_after_checkpoint_then_resume_equals_uninterrupted_run(tmp_path, stages, algorithm):
     sft, reward = stages
     config, *group = [*GROUP[algorithm], "rollout.samples_per_prompt=2"] if algorithm in GROUP else PPO[:1]
