@@ -197,8 +197,14 @@ def test_skip_and_flag_from_the_page(browser, tmp_path):
 
 
 def focused_position(page) -> int | None:
-    pos = page.evaluate("document.activeElement && document.activeElement.dataset.position")
-    return int(pos) if pos is not None else None
+    """The data-position of the card that has the focus, once the page's script has put it on one (it does so after
+    the task loads, which on a busy machine can come after the page's load event)."""
+    script = "document.activeElement && document.activeElement.dataset.position"
+    try:
+        page.wait_for_function(f"({script}) !== undefined", timeout=10_000)
+    except Exception:  # no card took the focus: the assertion below says so
+        return None
+    return int(page.evaluate(script))
 
 
 def test_focus_undo_and_the_lease_countdown(browser, tmp_path):
