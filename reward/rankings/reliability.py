@@ -64,6 +64,10 @@ def _layout(rankings: list[dict], gold: dict) -> tuple[list, list, dict]:
     return list(kept), people, kept
 
 
+MAX_STEP = 1.0
+"""The largest move of one utility in one Newton step (half of it for a beta)."""
+
+
 def fit_reliability(
     rankings: list[dict], gold: dict | None = None, prior_u: float = 2.0, prior_beta: float = 1.0, steps: int = 1000
 ) -> dict:
@@ -105,10 +109,13 @@ def _fit(tasks: list, people: list[str], kept: dict, prior_u: float, prior_beta:
     np.maximum.at(valid_u, task_of, valid.astype(float))
     u, beta = np.zeros((len(tasks), k_max)), np.ones(len(people))
     for _ in range(steps):
-        step_u = _utility_step(u, beta, task_of, person_of, ranks, valid, valid_u, prior_u)
+        # Newton steps capped at MAX_STEP: alternating full steps can overshoot into a cycle that diverges (a
+        # perfectly consistent annotator, such as the gold answers, pulls its beta up and the utilities with it);
+        # capped, each block still moves uphill and the fixed point, the MAP, is the same.
+        step_u = _utility_step(u, beta, task_of, person_of, ranks, valid, valid_u, prior_u).clip(-MAX_STEP, MAX_STEP)
         u -= step_u
         step_beta = _reliability_step(u, beta, task_of, person_of, ranks, valid, prior_beta)
-        beta -= step_beta
+        beta -= step_beta.clip(-MAX_STEP / 2, MAX_STEP / 2)
         if max(np.abs(step_u).max(), np.abs(step_beta).max()) < 1e-10:
             break
     return {a: float(b) for a, b in zip(people, beta)}

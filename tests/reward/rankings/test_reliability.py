@@ -64,3 +64,26 @@ def test_one_ranking_per_task_is_judged_through_gold_answers_alone():
     blind = reliability.fit_reliability([r for r in rankings if not str(r["task"]).startswith("g")])
     assert blind["tasks"] == 0 and set(reliability.weights(blind).values()) == {1.0}
     assert all(v["reliability"] is None for v in blind["annotators"].values())
+
+
+def test_a_campaign_whose_full_newton_steps_diverge_is_fitted(monkeypatch):
+    # The demo's campaign on one run (48 tasks of 7 completions, 3 careful people, 1 careless, 12 gold answers): the
+    # perfectly consistent gold answers pulled their beta up, and full alternating Newton steps cycled out to a
+    # singular Hessian. Capped steps reach the MAP.
+    import json
+    import os
+
+    from reward.rankings import reliability
+
+    with open(os.path.join(os.path.dirname(__file__), "data", "campaign_with_gold.json")) as f:
+        data = json.load(f)
+    gold = {int(task): ranks for task, ranks in data["gold"].items()}
+    fit = reliability.fit_reliability(data["data"], gold)
+    betas = {name: a["reliability"] for name, a in fit["annotators"].items()}
+    assert all(np.isfinite(b) for b in betas.values()) and np.isfinite(fit["gold"])
+    assert min(betas, key=betas.get) == "careless" and betas["careless"] < 0.5 < min(
+        b for name, b in betas.items() if name != "careless"
+    )
+    monkeypatch.setattr(reliability, "MAX_STEP", float("inf"))  # the uncapped steps this data broke
+    with pytest.raises(np.linalg.LinAlgError), np.errstate(all="ignore"):
+        reliability.fit_reliability(data["data"], gold)
