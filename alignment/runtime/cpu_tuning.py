@@ -60,6 +60,19 @@ def apply() -> dict[str, str]:
     return made
 
 
+def environment() -> dict[str, str]:
+    """The settings above as environment variables for a child process (glibc reads `MALLOC_*_` at start, libgomp
+    `GOMP_SPINCOUNT` when torch loads it): what `apply()` would make there, for a benchmark's worker that runs a stage
+    as a library call but should run it as `rlhf` does. Empty when `RLHF_CPU_TUNING` is off."""
+    if not enabled():
+        return {}
+    return {
+        "GOMP_SPINCOUNT": GOMP_SPINCOUNT,
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+    }
+
+
 def set_malloc_option(option: int, value: int) -> bool:
     """glibc's `mallopt(option, value)`; False where there is no glibc (macOS, musl) or it refuses."""
     import ctypes

@@ -29,3 +29,20 @@ def test_the_best_isa_present_is_named():
     assert harness.cpu_info(XEON.replace(" avx512f amx_tile", ""))[1] == "AVX2"
     assert harness.cpu_info("model name : Old\nflags : fpu sse2\n")[1].startswith("no AVX2")
     assert harness.cpu_info("")[0]  # no /proc/cpuinfo: still a name
+
+
+def test_our_worker_runs_with_the_command_lines_process_settings_and_the_peer_with_none(monkeypatch):
+    """A benchmark times our stage as `rlhf` runs it (alignment/runtime/cpu_tuning.py), the peer as its users do."""
+    from alignment.runtime import cpu_tuning
+
+    monkeypatch.delenv(harness.PEER_TUNING, raising=False)
+    monkeypatch.delenv(cpu_tuning.SWITCH, raising=False)
+    ours = harness.process_settings("ours-rloo")
+    assert ours["MALLOC_MMAP_THRESHOLD_"] == str(cpu_tuning.MMAP_THRESHOLD)
+    assert ours["MALLOC_TRIM_THRESHOLD_"] == str(cpu_tuning.TRIM_THRESHOLD)
+    assert ours["GOMP_SPINCOUNT"] == cpu_tuning.GOMP_SPINCOUNT
+    assert harness.process_settings("trl") == {}
+    monkeypatch.setenv(harness.PEER_TUNING, "on")
+    assert harness.process_settings("trl") == ours
+    monkeypatch.setenv(cpu_tuning.SWITCH, "off")
+    assert harness.process_settings("ours") == {}
