@@ -151,3 +151,44 @@ def test_cpu_chunks_hold_at_most_cpu_chunk_logits(monkeypatch):
     capped, _ = LP.hidden_logprobs(hidden, head, tokens, 0.7, chunk_size=100)
     assert calls == [4, 4, 4, 3]
     torch.testing.assert_close(capped, full, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("with_entropy", [False, True])
+@pytest.mark.parametrize("mask", [None, "few", "most"])
+@pytest.mark.parametrize("temp", [1.0, 0.7])
+def test_a_large_frozen_heads_in_place_chunks_equal_autograd(with_entropy, mask, temp, monkeypatch):
+    """A large frozen head's chunks are computed in place, and recomputed in the backward pass with their gradient
+    from closed forms (two [n, V] buffers, not autograd's four to six): the same log-probs, entropy, log-mass and
+    hidden-state gradient as autograd through the full logits, for a mask of a few tokens or all but a few (entropy
+    and mass at once take the checkpointed path)."""
+    monkeypatch.setattr(LP, "CHECKPOINT_MIN_LOGITS", 0)
+    monkeypatch.setattr(LP, "LEAN_MIN_VOCAB", 0)  # an 11-way head stands in for a 150k one
+    B, T, H, V = 3, 5, 6, 11
+    head = _head(H, V).requires_grad_(False)
+    hidden = _rand(B, T, H, seed=2).requires_grad_(True)
+    tokens = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(4))
+    mass_on = None if mask is None else torch.zeros(V, dtype=torch.bool)
+    if mask is not None:
+        mass_on[[1, 4, 7] if mask == "few" else list(range(2, V))] = True
+    weights = _rand(B, T, 3, seed=5)
+
+    def loss(stats):
+        out = (stats.logprobs * weights[..., 0]).sum()
+        out = out + (0 if stats.entropy is None else (stats.entropy * weights[..., 1]).sum())
+        return out + (0 if stats.log_mass is None else (stats.log_mass * weights[..., 2]).sum())
+
+    got = LP.hidden_token_stats(hidden, head, tokens, temp, chunk_size=4, with_entropy=with_entropy, mass_on=mass_on)
+    (grad,) = torch.autograd.grad(loss(got), hidden)
+    z = head(hidden) / temp
+    logp = torch.log_softmax(z, -1)
+    want = LP.TokenStats(
+        logp.gather(-1, tokens[..., None]).squeeze(-1),
+        -(logp.exp() * logp).sum(-1) if with_entropy else None,
+        None if mass_on is None else torch.logsumexp(logp[..., mass_on], -1),
+    )
+    (want_grad,) = torch.autograd.grad(loss(want), hidden)
+    for a, b in zip(got[:3], want[:3]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, want_grad, rtol=0, atol=1e-12)
