@@ -302,17 +302,23 @@ def export_args(cfg: PipelineConfig, out: str, store_url: str) -> list[str]:
     return [_run(cfg), f"store={store_url}", f"output_dir={out}", f"seed={cfg.seed}", *cfg.export]
 
 
-def reward_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
+def ranking_stage_args(cfg: PipelineConfig, config: str, extra: list[str], out: str, sft_dir: str, kwise: str):
+    """A stage that trains on the exported rankings (reward, DPO): its config, the SFT base, the export (train and
+    held out), the seed, then the user's overrides."""
     return [
-        stage_config(cfg.reward_config),
+        stage_config(config),
         _run(cfg),
         f"output_dir={out}",
         f"model.name_or_path={sft_dir}",
         f"data.path={kwise}",
         f"data.eval_path={kwise}",
         f"seed={cfg.seed}",
-        *cfg.reward,
+        *extra,
     ]
+
+
+def reward_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
+    return ranking_stage_args(cfg, cfg.reward_config, cfg.reward, out, sft_dir, kwise)
 
 
 def ppo_args(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str) -> list[str]:
@@ -329,16 +335,7 @@ def ppo_args(cfg: PipelineConfig, out: str, sft_dir: str, reward_dir: str) -> li
 
 
 def dpo_args(cfg: PipelineConfig, out: str, sft_dir: str, kwise: str) -> list[str]:
-    return [
-        stage_config(cfg.dpo_config),
-        _run(cfg),
-        f"output_dir={out}",
-        f"model.name_or_path={sft_dir}",
-        f"data.path={kwise}",
-        f"data.eval_path={kwise}",
-        f"seed={cfg.seed}",
-        *cfg.dpo,
-    ]
+    return ranking_stage_args(cfg, cfg.dpo_config, cfg.dpo, out, sft_dir, kwise)
 
 
 def needs_reward(cfg: PipelineConfig, rnd: int) -> bool:
