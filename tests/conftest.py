@@ -179,7 +179,8 @@ def pytest_collection_finish(session):
     folder = tempfile.mkdtemp(prefix="rlhf-second-world-")
     log = open(os.path.join(folder, "worlds.log"), "w")
     cmd = [sys.executable, "benchmarks/worlds.py", "--worlds", SECOND, "--seeds", "42", "--out", folder]
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    # its own model cache: the worlds test then loads the world's base from there (`second_world_base`)
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "RLHF_CACHE": os.path.join(folder, "cache")}
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
     session.config.stash[SECOND_WORLD] = (proc, folder, log)
 

@@ -46,7 +46,7 @@ def rankings(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("stage", ["sft", "reward"])
+@pytest.mark.parametrize("stage", [pytest.param("sft", marks=pytest.mark.extended), "reward"])  # one clips in CI
 def test_zero2_clips_at_max_grad_norm_and_not_at_all_with_0(tmp_path, stage, rankings):
     extra = (
         ["data.limit=8", "data.eval_size=0", "data.max_length=32", "save_merged=false"]

@@ -60,7 +60,8 @@ def test_two_process_ppo(tmp_path, mode, reward_dir, builtin_model):
 # GRPO on PPO's launch paths, under all three: groups of k samples gathered across ranks.
 @pytest.mark.parametrize(
     "mode",
-    ["ddp", pytest.param("zero2", marks=pytest.mark.extended), "zero3"],  # ZeRO-2 as PPO's, above
+    # ZeRO-2 and DDP as PPO's, above: CI samples ZeRO-3, where the group gather meets partitioned weights
+    [pytest.param("ddp", marks=pytest.mark.extended), pytest.param("zero2", marks=pytest.mark.extended), "zero3"],
 )
 def test_two_process_grpo(tmp_path, mode, reward_dir, builtin_model):
     """GRPO on two processes: the batch std is taken over both processes' scores, the token mean over both

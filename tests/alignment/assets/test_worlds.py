@@ -76,17 +76,3 @@ def test_an_unknown_world_is_one_line():
         tiny.resolve("builtin:tiny-llama@nope")
     with pytest.raises(UserError, match="unknown built-in dataset 'builtin:nope-sft'"):
         load_rows("builtin:nope-sft")
-
-
-@pytest.mark.slow
-def test_a_world_base_loads_through_from_pretrained_and_knows_its_words(tmp_path, monkeypatch):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    monkeypatch.setenv("RLHF_CACHE", str(tmp_path))
-    from alignment.runtime import tiny
-
-    path = tiny.resolve("builtin:tiny-llama@weather_length")
-    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
-    assert len(tok) == model.config.vocab_size <= 500
-    text = WORLDS["weather_length"].sft_rows(1)[0]["completion"]
-    assert tok.decode(tok(text)["input_ids"]) == text and tok.unk_token_id not in tok(text)["input_ids"]
