@@ -116,7 +116,7 @@ def _errors_only(record: logging.LogRecord) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    cpu_tuning.apply()  # before anything imports torch
+    cpu_tuning.apply(argv[0] if argv else None)  # before anything imports torch
     quiet_third_party()
     try:
         code = run(argv)

@@ -203,7 +203,9 @@ def worker_trl(args, work: str) -> dict:
 
 
 def run_worker(side: str, args, work: str) -> dict:
-    return harness.run_worker(os.path.abspath(__file__), side, work, args.threads, env={"CUDA_VISIBLE_DEVICES": ""})
+    return harness.run_worker(
+        os.path.abspath(__file__), side, work, args.threads, env={"CUDA_VISIBLE_DEVICES": ""}, stage="dpo"
+    )
 
 
 # ----------------------------------------------------------------------------------------------

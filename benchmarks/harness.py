@@ -79,7 +79,7 @@ PEER_TUNING = "RLHF_BENCH_PEER_TUNING"
 """`on` in the environment: the peer's worker also gets our command line's process settings (see `run_worker`)."""
 
 
-def process_settings(side: str) -> dict[str, str]:
+def process_settings(side: str, stage: str | None = None) -> dict[str, str]:
     """The environment a side's worker adds. Ours (`ours*`) runs its stage as a library call but is timed as users
     run it, through `rlhf`: the command line's process settings (`alignment.runtime.cpu_tuning`: malloc thresholds,
     OpenMP spin count) go into its environment, where glibc and libgomp read them as `apply()` would have set them.
@@ -88,17 +88,17 @@ def process_settings(side: str) -> dict[str, str]:
     from alignment.runtime import cpu_tuning
 
     peer_tuned = os.environ.get(PEER_TUNING, "off").strip().lower() in ("on", "1", "true", "yes")
-    return cpu_tuning.environment() if side.startswith("ours") or peer_tuned else {}
+    return cpu_tuning.environment(stage) if side.startswith("ours") or peer_tuned else {}
 
 
 def run_worker(script: str, side: str, work: str, threads: int, python: str = sys.executable, argv=None,
-               env: dict | None = None, cwd: str = ROOT, label: str | None = None) -> dict:  # fmt: skip
+               env: dict | None = None, cwd: str = ROOT, label: str | None = None, stage: str | None = None) -> dict:  # fmt: skip
     """Run `python script --worker side --work work *argv` (argv: this command line by default) with `threads`
-    OpenMP threads, wandb off and the side's `process_settings`; returns the JSON object the worker printed last.
+    OpenMP threads, wandb off and the side's `process_settings` for `stage` (the command verb it times); returns the JSON object the worker printed last.
     A failed worker ends the benchmark with its stderr's tail."""
     argv = sys.argv[1:] if argv is None else argv
     cmd = [python, script, "--worker", side, "--work", work, *argv]
-    full_env = {**process_settings(side), **os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
+    full_env = {**process_settings(side, stage), **os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
                 "OMP_NUM_THREADS": str(threads), **(env or {})}  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=cwd)
     if proc.returncode != 0:

@@ -198,7 +198,7 @@ def worker_trl(args, work: str) -> dict:
 
 
 def run_worker(python: str, side: str, args, work: str) -> dict:
-    return harness.run_worker(os.path.abspath(__file__), side, work, args.threads, python=python)
+    return harness.run_worker(os.path.abspath(__file__), side, work, args.threads, python=python, stage="ppo")
 
 
 def main() -> None:
@@ -264,7 +264,7 @@ def run_all(args) -> list[tuple[str, dict]]:
             # the other tree's script knows only the shared options
             argv = [a for a in sys.argv[1:] if a not in ("--before", args.before, "--ours-checkpointed")]
             before = harness.run_worker(os.path.join(tree, "benchmarks", "ppo_vs_trl.py"), "ours", work, args.threads,
-                                        argv=argv, cwd=tree, label="before")  # fmt: skip
+                                        argv=argv, cwd=tree, label="before", stage="ppo")  # fmt: skip
             runs.append((f"rlhf ppo, before ({os.path.basename(tree)})", before))
         runs.append(("trl 0.29.1 PPO + peft_config", run_worker(trl_python, "trl", args, work)))
     return runs

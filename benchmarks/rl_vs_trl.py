@@ -106,7 +106,7 @@ def worker_trl(args, work: str, algorithm: str) -> dict:
 
 def run_worker(side: str, algorithm: str, args, work: str) -> dict:
     result = harness.run_worker(os.path.abspath(__file__), f"{side}-{algorithm}", work, args.threads,
-                                env={"PYTHONPATH": ROOT}, label=f"{side} {algorithm}")  # fmt: skip
+                                env={"PYTHONPATH": ROOT}, label=f"{side} {algorithm}", stage="ppo")  # fmt: skip
     result["episodes_per_second"] = result["episodes"] / result["loop_seconds"]
     return result
 

@@ -12,11 +12,17 @@ user's environment already holds wins, and `RLHF_CPU_TUNING=off` leaves all of t
   the core busy. The rule: it only matters where threads share cores with other work, and costs nothing elsewhere.
 - glibc malloc thresholds (`mallopt`; glibc only: elsewhere nothing is set). glibc raises its mmap threshold each
   time a mapped block is freed (up to 32 MB), so from the first backward pass on, CPU activations and gradients of
-  a few MB come from the heap, which fragments and keeps what is freed: on the PPO benchmark (84M Llama) that was a
-  third of the peak RSS (1.71 GB -> 1.19 GB with a fixed 1 MB threshold). Fixing the mmap threshold also fixes the
-  trim threshold, at 128 KB by default, which would return and refault the heap's top on every step of a small
-  model; 64 MB keeps that rare. `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` in the environment win (glibc
-  reads them itself).
+  a few MB come from the heap, which fragments and keeps what is freed. A fixed threshold maps every larger block
+  on its own (freed at once, but faulted in again at each use); where to put it is a trade of memory for speed that
+  differs by stage, measured on 2 cores of an Intel Xeon (AVX-512) on 2026-12-06 with the benchmarks' settings:
+  - `ppo` (PPO, RLOO, GRPO): 1 MiB. PPO's heap fragments: 1,001 MB peak at 0.51 episodes/s, against 1,509 MB at
+    2 MiB (0.51/s), 1,431 MB at 4 MiB (0.66/s) and 1.71 GB with glibc's own threshold.
+  - every other stage: 4 MiB. SFT's activations of a few MB then come from the heap: 14.9 s a run against 22.4 s
+    at 1 MiB (12.7-14.3 s with glibc's own); DPO's peak at Qwen2.5's vocabulary is its 16 MiB logit chunks,
+    mapped either way: 625 MB at 1 or 4 MiB, 713 MB at 16 MiB, 1,057 MB with glibc's own.
+  Fixing the mmap threshold also fixes the trim threshold, at 128 KB by default, which would return and refault
+  the heap's top on every step of a small model; 64 MB keeps that rare. `MALLOC_MMAP_THRESHOLD_` /
+  `MALLOC_TRIM_THRESHOLD_` in the environment win (glibc reads them itself).
 - Threads: not set. torch's default (one per core) decides, or `OMP_NUM_THREADS`; a benchmark names its own.
 
 Sampling's few-row linear layers are not a process setting: `runtime/generation.py` decides them per model and
@@ -30,8 +36,10 @@ import os
 SWITCH = "RLHF_CPU_TUNING"
 """`off` (or 0, false, no) in the environment: `apply` changes nothing."""
 GOMP_SPINCOUNT = "10000"
-MMAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = 4 << 20
 """Bytes from which glibc maps a block on its own, so freeing it hands the memory back to the OS at once."""
+MMAP_THRESHOLD_BY_STAGE = {"ppo": 1 << 20}
+"""Stages (command verbs) whose threshold differs (see above)."""
 TRIM_THRESHOLD = 64 << 20
 """Free bytes at the heap's top that glibc keeps before giving them back."""
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -43,16 +51,21 @@ def enabled(environ=None) -> bool:
     return environ.get(SWITCH, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
-def apply() -> dict[str, str]:
-    """Make every setting above that the environment leaves open; returns what was set (name -> value). Call it
-    before torch is imported: libgomp reads its variables when torch loads it."""
+def mmap_threshold(stage: str | None) -> int:
+    """glibc's mmap threshold for a stage (its command verb; None: the default)."""
+    return MMAP_THRESHOLD_BY_STAGE.get(stage or "", MMAP_THRESHOLD)
+
+
+def apply(stage: str | None = None) -> dict[str, str]:
+    """Make every setting above that the environment leaves open, for `stage` (the command's verb); returns what
+    was set (name -> value). Call it before torch is imported: libgomp reads its variables when torch loads it."""
     if not enabled():
         return {}
     made = {}
     if "GOMP_SPINCOUNT" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = made["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
     for option, name, value in (
-        (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD),
+        (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", mmap_threshold(stage)),
         (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD),
     ):
         if name not in os.environ and set_malloc_option(option, value):
@@ -60,7 +73,7 @@ def apply() -> dict[str, str]:
     return made
 
 
-def environment() -> dict[str, str]:
+def environment(stage: str | None = None) -> dict[str, str]:
     """The settings above as environment variables for a child process (glibc reads `MALLOC_*_` at start, libgomp
     `GOMP_SPINCOUNT` when torch loads it): what `apply()` would make there, for a benchmark's worker that runs a stage
     as a library call but should run it as `rlhf` does. Empty when `RLHF_CPU_TUNING` is off."""
@@ -68,7 +81,7 @@ def environment() -> dict[str, str]:
         return {}
     return {
         "GOMP_SPINCOUNT": GOMP_SPINCOUNT,
-        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+        "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold(stage)),
         "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
     }
 

@@ -37,12 +37,13 @@ def test_our_worker_runs_with_the_command_lines_process_settings_and_the_peer_wi
 
     monkeypatch.delenv(harness.PEER_TUNING, raising=False)
     monkeypatch.delenv(cpu_tuning.SWITCH, raising=False)
-    ours = harness.process_settings("ours-rloo")
-    assert ours["MALLOC_MMAP_THRESHOLD_"] == str(cpu_tuning.MMAP_THRESHOLD)
+    ours = harness.process_settings("ours-rloo", "ppo")
+    assert ours["MALLOC_MMAP_THRESHOLD_"] == str(cpu_tuning.mmap_threshold("ppo")) == str(1 << 20)
+    assert harness.process_settings("ours", "sft")["MALLOC_MMAP_THRESHOLD_"] == str(cpu_tuning.MMAP_THRESHOLD)
     assert ours["MALLOC_TRIM_THRESHOLD_"] == str(cpu_tuning.TRIM_THRESHOLD)
     assert ours["GOMP_SPINCOUNT"] == cpu_tuning.GOMP_SPINCOUNT
-    assert harness.process_settings("trl") == {}
+    assert harness.process_settings("trl", "ppo") == {}
     monkeypatch.setenv(harness.PEER_TUNING, "on")
-    assert harness.process_settings("trl") == ours
+    assert harness.process_settings("trl", "ppo") == ours
     monkeypatch.setenv(cpu_tuning.SWITCH, "off")
     assert harness.process_settings("ours") == {}

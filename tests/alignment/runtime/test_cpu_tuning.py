@@ -135,3 +135,26 @@ def test_a_stage_called_as_a_library_changes_no_process_setting(tmp_path, builti
     train(cfg)
     after = snapshot()
     assert after == before
+
+
+def test_the_malloc_threshold_is_chosen_per_stage(monkeypatch):
+    """PPO keeps glibc's mmap threshold at 1 MiB (its heap fragments), the other stages 4 MiB (their activations of
+    a few MB come from the heap, faster); a threshold in the environment wins."""
+    calls = []
+    monkeypatch.setattr(cpu_tuning, "set_malloc_option", lambda option, value: calls.append((option, value)) or True)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "7")
+    monkeypatch.delenv(cpu_tuning.SWITCH, raising=False)
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    assert cpu_tuning.apply("ppo")["MALLOC_MMAP_THRESHOLD_"] == str(1 << 20)
+    assert (
+        cpu_tuning.apply("sft")["MALLOC_MMAP_THRESHOLD_"]
+        == str(4 << 20)
+        == cpu_tuning.environment("dpo")["MALLOC_MMAP_THRESHOLD_"]
+    )
+    assert (cpu_tuning.M_MMAP_THRESHOLD, 1 << 20) in calls and (cpu_tuning.M_MMAP_THRESHOLD, 4 << 20) in calls
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "123")
+    calls.clear()
+    assert "MALLOC_MMAP_THRESHOLD_" not in cpu_tuning.apply("sft") and all(
+        option != cpu_tuning.M_MMAP_THRESHOLD for option, _ in calls
+    )
