@@ -366,6 +366,8 @@ def showcase(tmp_path):
 
 def buttons_look_like_buttons(page, selector: str) -> None:
     """Every button matched has a border, padding and a pointer, and no two in one row touch."""
+    # the element can exist before the stylesheet has arrived (a busy server): computed styles are read after `load`
+    page.wait_for_load_state("load")
     styles = page.eval_on_selector_all(
         selector,
         "bs => bs.map(b => { const s = getComputedStyle(b); const r = b.getBoundingClientRect();"
