@@ -44,6 +44,8 @@ TRIM_THRESHOLD = 64 << 20
 """Free bytes at the heap's top that glibc keeps before giving them back."""
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 """mallopt's option numbers (malloc.h)."""
+MALLOC_OPTIONS = {"MALLOC_MMAP_THRESHOLD_": M_MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": M_TRIM_THRESHOLD}
+"""glibc's environment variables and the mallopt options they stand for."""
 
 
 def enabled(environ=None) -> bool:
@@ -59,17 +61,15 @@ def mmap_threshold(stage: str | None) -> int:
 def apply(stage: str | None = None) -> dict[str, str]:
     """Make every setting above that the environment leaves open, for `stage` (the command's verb); returns what
     was set (name -> value). Call it before torch is imported: libgomp reads its variables when torch loads it."""
-    if not enabled():
-        return {}
     made = {}
-    if "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = made["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
-    for option, name, value in (
-        (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", mmap_threshold(stage)),
-        (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD),
-    ):
-        if name not in os.environ and set_malloc_option(option, value):
-            made[name] = str(value)
+    for name, value in environment(stage).items():
+        if name in os.environ:  # the user's own value wins
+            continue
+        if name in MALLOC_OPTIONS:  # glibc read its environment at start: set in the running allocator
+            if set_malloc_option(MALLOC_OPTIONS[name], int(value)):
+                made[name] = value
+        else:
+            os.environ[name] = made[name] = value
     return made
 
 
