@@ -62,6 +62,7 @@ def score(
     with_reward: bool,
     with_values: bool = True,
     with_policy: bool = True,
+    value_pass: bool = False,
 ) -> Scores:
     """Score every episode in micro-batches of `micro_batch` rows taken in `order`.
 
@@ -69,7 +70,8 @@ def score(
     a training micro-batch: the first minibatch of every update then reproduces these log-probs bit for
     bit (ratio 1, approxkl 0), which batch-shape-dependent kernels would otherwise break. Log-probs and
     values come from the same call the training pass makes (`policy_logprobs`), so from the same kernels.
-    `with_policy` False leaves log-probs and entropy at zero for the update's first forward pass to fill.
+    `with_policy` False leaves log-probs and entropy at zero for the update's first forward pass to fill, and the
+    values too unless `value_pass` scores them with a value adapter of its own.
     """
     B, T = rollout.responses.shape
     P = rollout.prompt_width
@@ -87,6 +89,8 @@ def score(
             out["logprobs"][rows], out["entropy"][rows] = logprobs, entropy
             if with_values:
                 values[rows] = v.float()
+        elif value_pass:
+            values[rows] = model(ids, mask, role="value")[:, P - 1 : -1].float()
         out["ref_logprobs"][rows] = model(ids, mask, role="reference_logprobs", **kw)[0]
         if with_reward:
             rewards[rows] = model(ids, mask, role="reward").float()

@@ -304,6 +304,8 @@ def score_rollout(
         with_reward=reward.kind == "adapter",
         with_values=ALGORITHMS[cfg.algorithm].value,
         with_policy=not fused,
+        # a value adapter of its own is scored here: the update's first pass needs the values before its backward
+        value_pass=ALGORITHMS[cfg.algorithm].value and not cfg.value.share_with_policy,
     )
     # the texts: what a text reward scores and what the health measures read
     completions = decode(tokenizer, rollout.responses, rollout.response_mask)
@@ -373,14 +375,14 @@ def old_logprobs_from_update(cfg: PPOConfig) -> bool:
     for them where they need them:
     - RLOO/GRPO with one optimizer step per rollout (every pass of the update is on-policy); with kl.mode = reward
       the advantages need the log-probs, so one micro-batch holds every row;
-    - PPO with policy and value on one adapter (one pass gives log-probs and values) and one micro-batch holding
-      every row: the first minibatch's pass gives every number GAE and the whitening over the batch read."""
+    - PPO with one micro-batch holding every row: the first minibatch's pass gives the log-probs (with one adapter
+      for policy and value, the values too) that GAE and the whitening over the batch read."""
     p = cfg.ppo
     if not p.old_logprobs_from_update:
         return False
     one_micro_batch = p.num_minibatches == 1 and p.gradient_accumulation_steps == 1
     if ALGORITHMS[cfg.algorithm].value:
-        return cfg.value.share_with_policy and one_micro_batch
+        return one_micro_batch
     if p.epochs != 1 or p.num_minibatches != 1:
         return False
     return cfg.kl.mode == "loss" or one_micro_batch
@@ -421,27 +423,30 @@ def ppo_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatc
     """(loss, per-micro-batch statistics) of rows `rows`: the clipped policy surrogate plus `vf_coef` times the
     clipped value loss.
 
-    With a value adapter of its own on one process, the value pass is back-propagated here, before the policy
-    pass runs, and the returned loss is the policy's alone: only one pass's activations are alive at a time,
-    and the gradients are those of the summed loss (the two passes train disjoint parameters). With
-    `old_logprobs_from_update` (one adapter for both) the first minibatch's pass also gives the rollout's numbers."""
+    With a value adapter of its own on one process, one pass is back-propagated here and the other's loss is
+    returned, so only one pass's activations are alive at a time; the gradients are those of the summed loss (the
+    two passes train disjoint parameters). The value pass goes first, except in the first minibatch of an update
+    whose rollout log-probs come from it (`old_logprobs_from_update`): the returns need the policy pass's KL there.
+    With one adapter for both, one pass gives log-probs and values."""
     p = cfg.ppo
-    rollout, old, mask, P = exp.rollout, exp.scored, exp.rollout.response_mask[rows], exp.rollout.prompt_width
-    ids, attn = rollout.sequences(rows)
+    old, mask = exp.scored, exp.rollout.response_mask[rows]
     vf_loss = vf_clipfrac = torch.zeros((), device=mask.device)
     split = split_value_pass(accelerator, model)
-    if split:
-        values = model(ids, attn, role="value")[:, P - 1 : -1]
-        vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], exp.returns[rows], mask, p.cliprange_value)
-        accelerator.backward(p.vf_coef * vf_loss)
-        del values  # its graph is gone with the backward; the policy pass starts from here
+    value_last = split and exp.old_logprobs_from_update and on_policy
+    if split and not value_last:
+        vf_loss, vf_clipfrac = own_value_loss(cfg, accelerator, model, exp, rows)
     logprobs, values = policy_pass(cfg, accelerator, model, exp, rows, on_policy, beta, with_values=not split)
-    advantages, returns = exp.advantages, exp.returns
     pg_loss, clipfrac, approxkl, ratio = L.policy_loss(
-        logprobs, old.logprobs[rows], advantages[rows], mask, p.cliprange
+        logprobs, old.logprobs[rows], exp.advantages[rows], mask, p.cliprange
     )
     if values is not None:
-        vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], returns[rows], mask, p.cliprange_value)
+        vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], exp.returns[rows], mask, p.cliprange_value)
+    loss = pg_loss if split else pg_loss + p.vf_coef * vf_loss
+    if value_last:
+        accelerator.backward(pg_loss)
+        del logprobs  # its graph is gone with the backward; the value pass starts from here
+        vf_loss, vf_clipfrac = own_value_loss(cfg, accelerator, model, exp, rows, backward=False)
+        loss = p.vf_coef * vf_loss
     stats = {
         "policy_loss": pg_loss,
         "value_loss": vf_loss,
@@ -450,8 +455,20 @@ def ppo_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, minibatc
         "ratio": ratio,
         "value_clipfrac": vf_clipfrac,
     }
-    loss = pg_loss if split else pg_loss + p.vf_coef * vf_loss
     return loss, {k: float(v.detach()) for k, v in stats.items()}
+
+
+def own_value_loss(cfg: PPOConfig, accelerator, model, exp: Experience, rows, backward: bool = True):
+    """(value loss, clip fraction) of rows `rows` from the value adapter's own pass, back-propagated (times
+    `vf_coef`) unless `backward` is false."""
+    P = exp.rollout.prompt_width
+    ids, attn = exp.rollout.sequences(rows)
+    values = model(ids, attn, role="value")[:, P - 1 : -1]
+    old, mask = exp.scored, exp.rollout.response_mask[rows]
+    vf_loss, vf_clipfrac = L.value_loss(values, old.values[rows], exp.returns[rows], mask, cfg.ppo.cliprange_value)
+    if backward:
+        accelerator.backward(cfg.ppo.vf_coef * vf_loss)
+    return vf_loss, vf_clipfrac
 
 
 def split_value_pass(accelerator, model) -> bool:

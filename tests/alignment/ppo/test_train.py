@@ -174,19 +174,22 @@ def test_rloo_and_grpo_train_the_policy_without_a_value_adapter(tmp_path, stages
     assert_saved_policy_is_the_trained_one(out, os.path.join(sft, "merged"), trained)
 
 
-@pytest.mark.parametrize(("algorithm", "micro_batches"), [("rloo", 1), ("grpo", 2), ("ppo", 1)])
+@pytest.mark.parametrize(("algorithm", "micro_batches"), [("rloo", 1), ("grpo", 2), ("ppo", 1), ("ppo-own-value", 1)])
 def test_old_logprobs_from_the_update_equal_a_scoring_pass(tmp_path, stages, algorithm, micro_batches):
     """The rollout's log-probs taken from the update's forward pass (no scoring pass) give the same run bit for bit
     as scoring first: weights, every metric (ratio 1, KL, entropy, values), samples. RLOO and GRPO take one
     optimizer step per rollout; RLOO puts the KL in the reward (its advantages wait for the forward pass); GRPO's k3
     term sits in the loss (2 micro-batches). PPO with policy and value on one adapter takes its log-probs and values
-    from the first minibatch's pass, then GAE, then 2 epochs."""
+    from the first minibatch's pass, then GAE, then 2 epochs; with a value adapter of its own, from that minibatch's
+    value and policy passes, trained there in one backward."""
     from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import old_logprobs_from_update
 
     sft, reward = stages
-    config, *extra = GROUP.get(algorithm, [PPO[0], "value.share_with_policy=true"])
+    own_value = algorithm == "ppo-own-value"
+    algorithm = "ppo" if own_value else algorithm
+    config, *extra = GROUP.get(algorithm, [PPO[0], f"value.share_with_policy={str(not own_value).lower()}"])
     runs = {}
     for fused in (True, False):
         out = tmp_path / str(fused)
