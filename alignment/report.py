@@ -200,10 +200,11 @@ def health_section(evaluation: dict, methods: dict, against: str = "sft") -> str
 ## Health of the samples
 
 A win rate does not say whether a policy still writes text: the same held-out completions, measured beside SFT's
-(alignment/runtime/health.py). EOS: share that end; at limit: share cut at the length limit; broken: share with a
-U+FFFD (bytes that form no character); repeats: share with a word 3-gram seen 3 times; distinct-2: distinct word
-bigrams over all; KL to SFT and entropy in nats per completion. `rlhf eval` warns in one line when a policy's EOS rate
-falls more than 10 points below SFT's, its broken rate rises more than 1 point, or its KL passes the budget (10).
+(alignment/runtime/health.py). EOS: share that end; at limit: share cut at the length limit; empty: share with no
+word; broken: share with a U+FFFD (bytes that form no character); repeats: share with a word 3-gram seen 3 times;
+distinct-2: distinct word bigrams over all; KL to SFT and entropy in nats per completion. `rlhf eval` warns in one
+line when a policy's EOS rate falls more than 10 points below SFT's, its empty answers rise more than 5 points, its
+broken rate rises more than 1 point, or its KL passes the budget (10).
 
 {health.markdown_table(rows)}
 """

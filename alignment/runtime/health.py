@@ -8,6 +8,7 @@ end, carry broken bytes or loop. These measures look at the samples themselves, 
 | EOS rate | `completions/eos_rate` | share of completions that end with EOS: a policy that forgot how to stop |
 | length limit | `completions/clipped_ratio` | share cut at the length limit without EOS (TRL GRPO's name) |
 | length | `completions/mean_length` | mean tokens per completion (EOS included) |
+| empty answers | `completions/empty_rate` | share with no word: a reward that scores silence above the answers it sees |
 | broken characters | `completions/broken_rate` | share with U+FFFD: byte-level tokens that form no UTF-8 character |
 | repetition | `completions/repeated_ngram_rate` | share with a word 3-gram seen 3 or more times in the completion |
 | diversity | `completions/distinct_2` | distinct word bigrams over all bigrams of the batch (Li et al. 2016) |
@@ -33,6 +34,7 @@ MEASURES = {
     "eos_rate": "share of completions that end with EOS",
     "clipped_ratio": "share cut at the length limit without EOS",
     "mean_length": "mean tokens per completion",
+    "empty_rate": "share with no word (an empty answer)",
     "broken_rate": "share with a broken character (U+FFFD)",
     "repeated_ngram_rate": f"share with a word {NGRAM}-gram repeated {REPEATS}+ times",
     "distinct_2": "distinct word bigrams / all word bigrams",
@@ -48,6 +50,7 @@ class HealthConfig:
         "kl_budget": "> 0",
         "eos_drop": "[0, 1]",
         "broken_rise": "[0, 1]",
+        "empty_rise": "[0, 1]",
         "logp_drop": "> 0",
         "samples": ">= 0",
         "temperature": "> 0",
@@ -63,6 +66,10 @@ class HealthConfig:
     """Warn when the EOS rate falls this far (a share) below the reference's."""
     broken_rise: float = 0.01
     """Warn when the broken-character rate rises this far (a share) above the reference's."""
+    empty_rise: float = 0.05
+    """Warn when the share of empty answers (no word) rises this far above the reference's: the policy found that
+    saying nothing scores better than what it used to say (a reward with a penalty per word, or one that is
+    unsure of every content word)."""
     logp_drop: float = 5.0
     """DPO: warn when the chosen completions' mean log-prob falls this many nats below its start (likelihood
     displacement: probability leaves the preferred answers too, for text nobody ranked)."""
@@ -94,6 +101,7 @@ def completion_health(texts: Sequence[str], ended: Sequence[bool], lengths: Sequ
         "eos_rate": sum(bool(e) for e in ended) / n,
         "clipped_ratio": sum(not e and int(k) >= limit for e, k in zip(ended, lengths)) / n,
         "mean_length": sum(int(k) for k in lengths) / n,
+        "empty_rate": sum(not t.split() for t in texts) / n,
         "broken_rate": sum(BROKEN in t for t in texts) / n,
         "repeated_ngram_rate": sum(repeats_itself(t) for t in texts) / n,
         "distinct_2": distinct_n(texts),
@@ -110,6 +118,8 @@ Z = 2.0
 rates: one broken completion more in 64 is a 0.016 rise, over `broken_rise`, and is noise."""
 POOL = 256
 """Completions a training stage pools over its latest checks before it compares a rate with the reference's."""
+POOLED = ("eos_rate", "broken_rate", "empty_rate")
+"""The rates the guardrails pool."""
 
 
 def beyond_noise(change: float, rate: float, reference: float, n: int | None, n_ref: int | None) -> bool:
@@ -151,6 +161,13 @@ def warnings_for(
                 f"broken-character rate {broken:.3f} is {rise:.3f} above the reference's"
                 f" {broken_ref:.3f} (threshold {cfg.broken_rise:.3f}): byte tokens that form no text"
             )
+        empty, empty_ref = health.get("empty_rate", 0.0), reference.get("empty_rate", 0.0)
+        rise = empty - empty_ref
+        if rise > cfg.empty_rise and beyond_noise(rise, empty, empty_ref, n, n_ref):
+            out["empty_rate"] = (
+                f"empty answers {empty:.2f} of completions, {rise:.2f} above the reference's {empty_ref:.2f}"
+                f" (threshold {cfg.empty_rise:.2f}): the reward scores saying nothing above the answers"
+            )
     if kl is not None and kl > cfg.kl_budget:
         out["kl"] = f"KL to the reference {kl:.2f} nats is over the budget of {cfg.kl_budget:g} (health.kl_budget)"
     return out
@@ -179,22 +196,23 @@ class Guardrails:
         self.stage, self.cfg, self.log, self.speaks = stage, cfg, log, speaks
         self.reference: dict | None = None
         self.reference_count: int | None = None
-        self.recent: list[tuple[int, float, float]] = []
-        """(completions, EOS rate, broken rate) of the latest checks, newest last, pooled up to POOL completions."""
+        self.recent: list[tuple[int, float, float, float]] = []
+        """(completions, EOS rate, broken rate, empty rate) of the latest checks, newest last, pooled up to POOL
+        completions."""
         self.logp_start: float | None = None
         self.tripped: set[str] = set()
 
     def pooled(self, measures: dict, count: int | None) -> tuple[dict, int | None]:
-        """`measures` with their EOS and broken rates pooled over the latest checks (this one included)."""
+        """`measures` with their EOS, broken and empty rates pooled over the latest checks (this one included)."""
         if not count:
             return measures, None
-        self.recent.append((count, measures["eos_rate"], measures["broken_rate"]))
+        rates = [measures.get(name, 0.0) for name in POOLED]
+        self.recent.append((count, *rates))
         while len(self.recent) > 1 and sum(n for n, *_ in self.recent[1:]) >= POOL:
             self.recent.pop(0)
         total = sum(n for n, *_ in self.recent)
-        eos = sum(n * e for n, e, _ in self.recent) / total
-        broken = sum(n * b for n, _, b in self.recent) / total
-        return {**measures, "eos_rate": eos, "broken_rate": broken}, total
+        pooled = {name: sum(r[0] * r[1 + i] for r in self.recent) / total for i, name in enumerate(POOLED)}
+        return {**measures, **pooled}, total
 
     def check(self, metrics: dict, step: int, count: int | None = None) -> bool:
         """Warn for what `metrics` (one log's `completions/*`, `objective/kl`, DPO's `logps/chosen`) trips; `count`:
@@ -205,7 +223,7 @@ class Guardrails:
         if measures and self.reference is None:
             self.reference, self.reference_count = measures, count
         elif measures:
-            checked |= {"eos_rate", "broken_rate"}
+            checked |= set(POOLED)
             measures, count = self.pooled(measures, count)
         kl = metrics.get("objective/kl")
         checked |= {"kl"} if kl is not None else set()
@@ -236,18 +254,27 @@ class Guardrails:
     def load_state_dict(self, state: dict) -> None:
         self.reference, self.logp_start = state.get("reference"), state.get("logp_start")
         self.reference_count = state.get("reference_count")
-        self.recent = [tuple(r) for r in state.get("recent", [])]
+        # a checkpoint written before empty answers were watched holds 3 numbers a check: none were empty then
+        self.recent = [(*r, 0.0)[: 1 + len(POOLED)] for r in state.get("recent", [])]
         self.tripped = set(state.get("tripped", []))
 
 
 def is_healthy(
-    health: dict, reference: dict, kl: float | None, kl_budget: float, eos_points: float = 0.05, broken_points=0.01
+    health: dict,
+    reference: dict,
+    kl: float | None,
+    kl_budget: float,
+    eos_points: float = 0.05,
+    broken_points: float = 0.01,
+    empty_points: float = 0.05,
 ) -> bool:
     """The acceptance bar of the worlds benchmark: EOS rate within `eos_points` of the reference's, broken-character
-    rate at most the reference's + `broken_points`, KL under the budget."""
+    rate at most the reference's + `broken_points`, empty answers at most the reference's + `empty_points` (a run
+    measured before they were counted has none), KL under the budget."""
     return (
         reference["eos_rate"] - health["eos_rate"] <= eos_points
         and health["broken_rate"] - reference["broken_rate"] <= broken_points
+        and health.get("empty_rate", 0.0) - reference.get("empty_rate", 0.0) <= empty_points
         and (kl is None or kl < kl_budget)
     )
 
@@ -256,6 +283,7 @@ COLUMNS = [
     ("eos_rate", "EOS", ".0%"),
     ("clipped_ratio", "at limit", ".0%"),
     ("mean_length", "length", ".1f"),
+    ("empty_rate", "empty", ".0%"),
     ("broken_rate", "broken", ".1%"),
     ("repeated_ngram_rate", "repeats", ".1%"),
     ("distinct_2", "distinct-2", ".2f"),

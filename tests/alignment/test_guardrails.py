@@ -26,6 +26,11 @@ def runaway(prompts: list[str], completions: list[str]) -> list[float]:
     return [len(c.split()) + 3.0 * c.count("\ufffd") for c in completions]
 
 
+def silence(prompts: list[str], completions: list[str]) -> list[float]:
+    """Costs a point a word: a policy that learns it answers with nothing."""
+    return [-float(len(c.split())) for c in completions]
+
+
 def metrics(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
@@ -49,6 +54,21 @@ def test_rloo_warns_when_completions_stop_ending_and_break(tmp_path):
     assert any("EOS rate" in line and "below the reference's" in line for line in found), r.stderr[-3000:]
     assert any("broken-character rate" in line for line in found), r.stderr[-3000:]
     assert all(line.count("\n") == 0 and line.startswith("[") for line in found)
+
+
+def test_rloo_warns_when_answers_turn_empty(tmp_path):
+    sft, out = tmp_path / "sft", tmp_path / "rloo"
+    # a briefly fine-tuned base that answers in words (the embedded base ends at once after a title)
+    r = run_cli("sft", "configs/sft.yaml", f"output_dir={sft}", "data.limit=256", "data.eval_size=0",
+                "train.max_steps=40", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("ppo", *RLOO, f"output_dir={out}", f"model.name_or_path={sft}", "train.total_episodes=320",
+                "reward.function=tests.alignment.test_guardrails:silence", "health.kl_budget=1000", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    first, last = metrics(out)[0], metrics(out)[-1]
+    assert last["completions/empty_rate"] > first["completions/empty_rate"] + 0.05, (first, last)
+    found = [line for line in warnings_in(r.stderr) if "empty answers" in line]
+    assert len(found) >= 1 and "above the reference's" in found[0], r.stderr[-3000:]
 
 
 def test_stop_on_kl_ends_the_run_over_its_budget_and_saves_the_policy(tmp_path):

@@ -24,6 +24,18 @@ def test_completion_health_counts_by_hand():
     assert h["distinct_2"] == pytest.approx(len(set(bigrams)) / len(bigrams))
 
 
+def test_empty_answers_are_counted_and_warned_beyond_noise():
+    h = health.completion_health(["", " ", "soon.", "the food was good."], [True] * 4, [1, 2, 2, 6], limit=8)
+    assert h["empty_rate"] == 0.5  # no word: the empty text and the lone space
+    cfg, ref = HealthConfig(), {"eos_rate": 1.0, "broken_rate": 0.0, "empty_rate": 0.0}
+    silent = {"eos_rate": 1.0, "broken_rate": 0.0, "empty_rate": 0.4}  # recipes_relevance's PPO against SFT
+    lines = health.warnings_for(silent, ref, cfg, n=384, n_ref=384)
+    assert set(lines) == {"empty_rate"} and "empty answers 0.40 of completions" in lines["empty_rate"]
+    assert health.warnings_for({**silent, "empty_rate": 2 / 64}, ref, cfg, n=64, n_ref=64) == {}  # 2 in 64: noise
+    assert not health.is_healthy(silent, ref, kl=7.0, kl_budget=10.0)
+    assert health.is_healthy({"eos_rate": 1.0, "broken_rate": 0.0}, ref, kl=7.0, kl_budget=10.0)  # measured before
+
+
 def test_repetition_and_distinct_n_edges():
     assert not health.repeats_itself("a b c a b c")  # twice is not a loop
     assert health.repeats_itself("x a b c a b c a b c y")
