@@ -58,6 +58,8 @@ def test_gold_rules_by_hand():
     other = next(i for i in worlds.domains.INGREDIENTS if i not in own)
     text = f"chop the {own[0]}, then fry the {other}."
     assert w["recipes_relevance"].gold_reward(text, f"Recipe for the {dish}:") == 0.5
+    for silent in ("", "serve it soon."):  # no ingredient at all: nothing about the dish, below a wrong ingredient
+        assert w["recipes_relevance"].gold_reward(silent, f"Recipe for the {dish}:") == worlds.NO_INGREDIENT
     assert w["weather_length"].gold_reward(" ".join(["sunny"] * 14)) == 0.0
     assert w["weather_length"].gold_reward("sunny.") == pytest.approx(-3.25)
     chat = [{"role": "system", "content": "..."}, {"role": "user", "content": "hi, my printer has no sound."}]
