@@ -152,7 +152,10 @@ def small_disk(tmp_path):
 
 def pytest_collection_modifyitems(config, items):
     """`extended` tests repeat what CI already covers on other seeds or launch kinds; CI's 30-minute budget on 2
-    cores leaves them to RLHF_EXTENDED_TESTS=1 (`RLHF_EXTENDED_TESTS=1 .venv/bin/python -m pytest -m extended`)."""
+    cores leaves them to RLHF_EXTENDED_TESTS=1 (`RLHF_EXTENDED_TESTS=1 .venv/bin/python -m pytest -m extended`).
+    The worlds tests go last: they read the second world that runs in the background (`pytest_collection_finish`),
+    which then has the whole session to finish."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/test_worlds.py"))  # stable: the rest keep order
     if os.environ.get("RLHF_EXTENDED_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="extended grid: set RLHF_EXTENDED_TESTS=1")
@@ -166,8 +169,9 @@ SECOND_WORLD = pytest.StashKey[tuple]()
 
 def pytest_collection_finish(session):
     """The worlds test's second world is a whole demo run (minutes) that shares nothing with the other tests: when the
-    test is selected, start it now, in the background, so it runs while the session's other tests leave a core idle
-    (its figures do not depend on when it runs); the test waits for it (`second_world`)."""
+    test is selected, start it now, in the background and at a lower priority, so it runs on what the session's other
+    tests leave idle rather than slowing them (its figures do not depend on when it runs); the worlds tests run last
+    and wait for it (`second_world`)."""
     if session.config.option.collectonly or not any(
         item.nodeid.startswith("tests/e2e/test_worlds.py") for item in session.items
     ):
@@ -178,7 +182,8 @@ def pytest_collection_finish(session):
 
     folder = tempfile.mkdtemp(prefix="rlhf-second-world-")
     log = open(os.path.join(folder, "worlds.log"), "w")
-    cmd = [sys.executable, "benchmarks/worlds.py", "--worlds", SECOND, "--seeds", "42", "--out", folder]
+    worlds = [sys.executable, "benchmarks/worlds.py", "--worlds", SECOND, "--seeds", "42", "--out", folder]
+    cmd = ["nice", "-n", "10", *worlds]
     # its own model cache: the worlds test then loads the world's base from there (`second_world_base`)
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "RLHF_CACHE": os.path.join(folder, "cache")}
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
