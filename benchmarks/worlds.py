@@ -9,8 +9,8 @@ shipped config and the demo's settings; no setting depends on the world). The ta
 the mean over seeds of the gold win rate over SFT (± the standard error over seeds; one seed: the evaluation's own),
 the gold gain, the KL to SFT (nats per completion), the EOS rate and broken-character rate (each beside SFT's) and
 the mean length in tokens. A cell is healthy when its EOS rate is within 5 points of SFT's, its broken-character rate
-at most SFT's + 1 point, its share of empty answers at most SFT's + 5 points and its KL under the budget (alignment/runtime/health.py, HealthConfig.kl_budget), at every
-seed. The acceptance: every cell wins >= 60% and is healthy, every method's family mean >= 70%.
+at most SFT's + 1 point, its share of empty answers at most SFT's + 5 points and its KL under the budget
+(alignment/runtime/health.py, HealthConfig.kl_budget), at every seed. The acceptance: every cell wins >= 60% and is healthy, every method's family mean >= 70%.
 """
 
 from __future__ import annotations

@@ -137,8 +137,8 @@ class PPOAlgoConfig:
     instead of a scoring pass first, where that pass covers what the advantages need: RLOO/GRPO with one optimizer
     step per rollout (`epochs` 1, one minibatch; with kl.mode = reward also one micro-batch); PPO with one
     micro-batch per epoch (`num_minibatches` 1, `gradient_accumulation_steps` 1), whose first pass gives log-probs
-    (and, with `value.share_with_policy`, values; a value adapter of its own is scored first) for GAE. The policy scored is the one about to be trained, so the
-    numbers are the same (ratio exactly 1, the same run bit for bit) and a forward pass per rollout is saved, as
+    (and, with `value.share_with_policy`, values; a value adapter of its own is scored first) for GAE. The policy
+    scored is the one about to be trained, so the numbers are the same (ratio exactly 1, the same run bit for bit) and a forward pass per rollout is saved, as
     TRL's GRPO does; false scores first."""
     checkpoint_roles: list[str] = field(default_factory=lambda: ["policy", "value"])
     """With `model.gradient_checkpointing`: the training passes (policy, value) that recompute their activations

@@ -304,8 +304,9 @@ def score_rollout(
         with_reward=reward.kind == "adapter",
         with_values=ALGORITHMS[cfg.algorithm].value,
         with_policy=not fused,
-        # a value adapter of its own is scored here: the update's first pass needs the values before its backward
-        value_pass=ALGORITHMS[cfg.algorithm].value and not cfg.value.share_with_policy,
+        # a value adapter back-propagated on its own is scored here: the update's first minibatch needs its values
+        # before the policy's backward (with one backward, as under DDP, the update's pass gives them)
+        value_pass=ALGORITHMS[cfg.algorithm].value and split_value_pass(accelerator, model),
     )
     # the texts: what a text reward scores and what the health measures read
     completions = decode(tokenizer, rollout.responses, rollout.response_mask)

@@ -134,6 +134,11 @@ def beyond_noise(change: float, rate: float, reference: float, n: int | None, n_
     return change > Z * (pooled * (1 - pooled) * (1 / n + (1 / n_ref if n_ref else 0))) ** 0.5
 
 
+def crossed(change: float, threshold: float, rate: float, reference: float, n: int | None, n_ref: int | None) -> bool:
+    """Whether a rate's `change` against the reference's passes its guardrail: over `threshold` and beyond noise."""
+    return change > threshold and beyond_noise(change, rate, reference, n, n_ref)
+
+
 def warnings_for(
     health: dict,
     reference: dict | None,
@@ -149,21 +154,21 @@ def warnings_for(
     if reference:
         eos, eos_ref = health["eos_rate"], reference["eos_rate"]
         drop = eos_ref - eos
-        if drop > cfg.eos_drop and beyond_noise(drop, eos, eos_ref, n, n_ref):
+        if crossed(drop, cfg.eos_drop, eos, eos_ref, n, n_ref):
             out["eos_rate"] = (
                 f"EOS rate {eos:.2f} is {drop:.2f} below the reference's {eos_ref:.2f}"
                 f" (threshold {cfg.eos_drop:.2f}): completions run to the length limit"
             )
         broken, broken_ref = health["broken_rate"], reference["broken_rate"]
         rise = broken - broken_ref
-        if rise > cfg.broken_rise and beyond_noise(rise, broken, broken_ref, n, n_ref):
+        if crossed(rise, cfg.broken_rise, broken, broken_ref, n, n_ref):
             out["broken_rate"] = (
                 f"broken-character rate {broken:.3f} is {rise:.3f} above the reference's"
                 f" {broken_ref:.3f} (threshold {cfg.broken_rise:.3f}): byte tokens that form no text"
             )
         empty, empty_ref = health.get("empty_rate", 0.0), reference.get("empty_rate", 0.0)
         rise = empty - empty_ref
-        if rise > cfg.empty_rise and beyond_noise(rise, empty, empty_ref, n, n_ref):
+        if crossed(rise, cfg.empty_rise, empty, empty_ref, n, n_ref):
             out["empty_rate"] = (
                 f"empty answers {empty:.2f} of completions, {rise:.2f} above the reference's {empty_ref:.2f}"
                 f" (threshold {cfg.empty_rise:.2f}): the reward scores saying nothing above the answers"

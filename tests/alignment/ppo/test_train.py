@@ -180,8 +180,8 @@ def test_old_logprobs_from_the_update_equal_a_scoring_pass(tmp_path, stages, alg
     as scoring first: weights, every metric (ratio 1, KL, entropy, values), samples. RLOO and GRPO take one
     optimizer step per rollout; RLOO puts the KL in the reward (its advantages wait for the forward pass); GRPO's k3
     term sits in the loss (2 micro-batches). PPO with policy and value on one adapter takes its log-probs and values
-    from the first minibatch's pass, then GAE, then 2 epochs; with a value adapter of its own, from that minibatch's
-    value and policy passes, trained there in one backward."""
+    from the first minibatch's pass, then GAE, then 2 epochs; with a value adapter of its own, its values are scored
+    first and the log-probs come from that minibatch's policy pass, whose backward runs before the value pass."""
     from alignment.config.loader import load_config
     from alignment.ppo.config import PPOConfig
     from alignment.ppo.train import old_logprobs_from_update
