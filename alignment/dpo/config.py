@@ -97,13 +97,19 @@ class DPOLossConfig:
 
 @dataclass
 class DPOTrainConfig(TrainConfig):
-    RANGES: ClassVar = {**TrainConfig.RANGES, "lr_from_beta": "> 0"}
+    RANGES: ClassVar = {**TrainConfig.RANGES, "lr_from_beta": "> 0", "min_pairs_per_step": ">= 0"}
     """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     lr_from_beta: float | None = 0.3
     """The learning rate is learning_rate * lr_from_beta / loss.beta: the log-ratios DPO must reach scale as r / beta
     and Adam's steps as the learning rate, so the same share of the way is covered at every beta (at the default
     beta the rate is learning_rate itself). null: learning_rate whatever beta."""
+    min_pairs_per_step: int = 24
+    """The fewest comparisons (strict pairs of the rankings, on average) one optimizer step averages over, every
+    process and micro-batch together: where the rankings hold fewer at per_device_batch_size (K = 2: one pair each,
+    K = 3: three), each device takes more rankings per step (`rankings_per_device`). Adam moves the policy about as
+    far per step whatever the gradient's signal, so many steps over a few noisy comparisons walk it off the
+    reference (rankings of 2 that carried no preference: KL 5.8 nats, a fifth of the samples never ending). 0: off."""
 
 
 @dataclass

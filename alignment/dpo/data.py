@@ -87,6 +87,11 @@ def is_informative(ranks: list[int], ties: str = "drop") -> bool:
     return len(ranks) >= 2 if ties == "davidson" else len(set(ranks)) >= 2
 
 
+def strict_pairs(ranks: list[int]) -> int:
+    """Comparisons a ranking holds: its pairs of completions with different ranks (ties compare nothing)."""
+    return sum(a != b for i, a in enumerate(ranks) for b in ranks[i + 1 :])
+
+
 def collate(examples: list[dict], pad_id: int, weights: list[float] | None = None) -> dict:
     """reward/data.py's flat batch (input_ids/attention_mask [N, T], slot [N], ranks/valid [B, K_max]) plus:
 

@@ -17,6 +17,7 @@ the tokenizer, `eval.json`, `config.yaml`, `metrics.jsonl`, `manifest.json` and 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import torch
@@ -203,6 +204,8 @@ def train(cfg: DPOConfig) -> dict:
     # 2. Runtime: accelerator, logging, seed, resume point, resolved config beside the outputs.
     run = loop.start("dpo", cfg, cfg.train.gradient_accumulation_steps)
     data = describe_data(run.log, train_set, eval_set, informative, run.accelerator.num_processes)
+    cfg = with_batch_for_pairs(cfg, run.log, train_set, informative, run.accelerator.num_processes)
+    data["per_device_batch_size"] = cfg.train.per_device_batch_size
 
     # 3. Model: the base with the policy adapter (the reference is the base with it off), whose forward is the
     #    chunked log-prob pass (`TokenScorer`), wrapped for DDP/DeepSpeed with the optimizer and schedule.
@@ -320,6 +323,30 @@ def optimizer_step(
 def optimizer_steps(cfg: DPOConfig, examples: int, world: int) -> int:
     t = cfg.train
     return total_steps(examples, t.epochs, t.max_steps, t.per_device_batch_size, world, t.gradient_accumulation_steps)
+
+
+def rankings_per_device(t, pairs_per_ranking: float, world: int) -> int:
+    """per_device_batch_size, raised until one optimizer step (every process and micro-batch) holds at least
+    `t.min_pairs_per_step` comparisons at `pairs_per_ranking` strict pairs per ranking on average."""
+    rankings_per_step = world * t.gradient_accumulation_steps
+    if not t.min_pairs_per_step or pairs_per_ranking <= 0:
+        return t.per_device_batch_size
+    return max(t.per_device_batch_size, math.ceil(t.min_pairs_per_step / (pairs_per_ranking * rankings_per_step)))
+
+
+def with_batch_for_pairs(cfg: DPOConfig, log, train_set: list[dict], informative: list[bool], world: int):
+    """`cfg` with the per-device batch `rankings_per_device` gives for these rankings (logged when it differs)."""
+    pairs = [ddata.strict_pairs(e["ranks"]) for e, keep in zip(train_set, informative) if keep]
+    mean = sum(pairs) / max(len(pairs), 1)
+    batch = rankings_per_device(cfg.train, mean, world)
+    if batch == cfg.train.per_device_batch_size:
+        return cfg
+    log.info(
+        f"dpo: {mean:.2g} comparisons per ranking: {batch} rankings per device and step instead of "
+        f"{cfg.train.per_device_batch_size}, so a step holds at least {cfg.train.min_pairs_per_step} "
+        "(train.min_pairs_per_step)"
+    )
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, per_device_batch_size=batch))
 
 
 def eval_batch_size(cfg: DPOConfig) -> int:

@@ -12,8 +12,8 @@ from alignment.common.errors import ConfigError, UserError
 from alignment.config.loader import load_config
 from alignment.dpo import data as D
 from alignment.dpo import losses
-from alignment.dpo.config import DPOConfig, DPODataConfig, DPOLossConfig
-from alignment.dpo.train import batch_loss, metrics_from_sums
+from alignment.dpo.config import DPOConfig, DPODataConfig, DPOLossConfig, DPOTrainConfig
+from alignment.dpo.train import batch_loss, metrics_from_sums, rankings_per_device
 from reward.data import to_ranking
 
 WORDS = ["<pad>", "</s>", "<s>", "a", "b", "c", "d", "e", "f"]
@@ -108,6 +108,32 @@ def test_informative_prompts():
     assert D.is_informative([1, 2]) and D.is_informative([1, 1, 3])
     assert not D.is_informative([1, 1]) and not D.is_informative([2, 2, 2])
     assert D.is_informative([1, 1], "davidson")
+
+
+def test_strict_pairs_count_the_comparisons_a_ranking_holds():
+    def naive(ranks):
+        return len([(i, j) for i in range(len(ranks)) for j in range(len(ranks)) if i < j and ranks[i] != ranks[j]])
+
+    for ranks in ([1, 2], [2, 1], [1, 2, 3, 4], [1, 1, 3], [2, 2, 2], [1, 3, 3, 2, 5, 5]):
+        assert D.strict_pairs(ranks) == naive(ranks), ranks
+    assert D.strict_pairs([1, 2, 3, 4]) == 6 and D.strict_pairs([1, 1, 3]) == 2
+
+
+def test_a_step_holds_at_least_min_pairs_per_step_comparisons_over_every_process():
+    t = DPOTrainConfig(per_device_batch_size=4, min_pairs_per_step=24)
+    assert rankings_per_device(t, 6.0, world=1) == 4  # rankings of 4: 24 comparisons at the configured batch
+    assert rankings_per_device(t, 10.0, world=1) == 4  # never fewer than configured
+    assert rankings_per_device(t, 1.0, world=1) == 24  # pairs: 24 a step
+    assert rankings_per_device(t, 3.0, world=1) == 8
+    assert rankings_per_device(t, 1.0, world=2) == 12  # the same 24 a step over two processes
+    accumulating = DPOTrainConfig(per_device_batch_size=2, gradient_accumulation_steps=3, min_pairs_per_step=24)
+    assert rankings_per_device(accumulating, 1.0, world=2) == 4  # 4 x 3 micro-batches x 2 processes
+    for world, accumulation in ((1, 1), (2, 1), (2, 3), (4, 2)):
+        c = DPOTrainConfig(per_device_batch_size=1, gradient_accumulation_steps=accumulation, min_pairs_per_step=24)
+        for pairs in (1.0, 1.5, 3.0, 6.0):
+            per_step = rankings_per_device(c, pairs, world) * world * accumulation * pairs
+            assert per_step >= 24 and (per_step - world * accumulation * pairs) < 24, (world, accumulation, pairs)
+    assert rankings_per_device(DPOTrainConfig(per_device_batch_size=4, min_pairs_per_step=0), 1.0, world=1) == 4
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "plackett_luce"])

@@ -22,9 +22,10 @@ from tests.conftest import write_jsonl
 pytestmark = pytest.mark.slow
 
 # 16 rows, 8 a step: each logged window of 2 steps is one epoch, so the logged losses are over the same rankings
+# (8 a step on pairs too: train.min_pairs_per_step would take 24 pairs a step, more than the file holds)
 COMMON = ["model.name_or_path=builtin:tiny-llama", "adapter.alpha=64", "train.learning_rate=5e-3",
-          "train.per_device_batch_size=8", "data.max_length=48", "data.max_prompt_length=16", "data.test_size=0",
-          "train.max_steps=8", "train.log_steps=2", "seed=3"]  # fmt: skip
+          "train.per_device_batch_size=8", "train.min_pairs_per_step=0", "data.max_length=48",
+          "data.max_prompt_length=16", "data.test_size=0", "train.max_steps=8", "train.log_steps=2", "seed=3"]  # fmt: skip
 TRL_NAMES = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
              "logps/rejected", "train/loss", "train/learning_rate", "train/grad_norm", "train/epoch")  # fmt: skip
 
