@@ -150,17 +150,12 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", disk.path], capture_output=True)
 
 
-def uses_background_run(item) -> bool:
-    """Whether a test reads one of the runs started in the background (`pytest_collection_finish`)."""
-    return bool({"demo_run", "second_world"} & set(getattr(item, "fixturenames", ())))
-
-
 def pytest_collection_modifyitems(config, items):
     """`extended` tests repeat what CI already covers on other seeds or launch kinds; CI's 30-minute budget on 2
     cores leaves them to RLHF_EXTENDED_TESTS=1 (`RLHF_EXTENDED_TESTS=1 .venv/bin/python -m pytest -m extended`).
-    The tests that read a background run (the demo, the worlds' second world) go last: those runs then have the
-    whole session to finish (`pytest_collection_finish`)."""
-    items.sort(key=uses_background_run)  # stable: the rest keep their order
+    The worlds tests go last: they read the second world that runs in the background (`pytest_collection_finish`),
+    which then has the whole session to finish."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/test_worlds.py"))  # stable: the rest keep order
     if os.environ.get("RLHF_EXTENDED_TESTS") == "1":
         return
     skip = pytest.mark.skip(reason="extended grid: set RLHF_EXTENDED_TESTS=1")
@@ -169,81 +164,47 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-BACKGROUND = pytest.StashKey[dict]()
-"""name -> Background: the whole runs some tests read, started when the session begins."""
-
-
-class Background:
-    """A command run at a lower priority while the session's other tests run: it fills the cores they leave idle
-    (a stage's process start, the ranking app's requests, one-thread work: 2 cores sat 20-50% idle in the unit tests)
-    instead of running on its own after them. Its figures do not depend on when it runs."""
-
-    def __init__(self, cmd: list[str], folder: str, cwd: str, env: dict):
-        self.cmd, self.folder = cmd, folder
-        self.stdout = open(os.path.join(folder, "stdout.log"), "w")
-        self.stderr = open(os.path.join(folder, "stderr.log"), "w")
-        full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **env}
-        niced = ["nice", "-n", "10", *cmd]
-        # its own process group: ending the session ends its stages too (`pytest_sessionfinish`)
-        self.proc = subprocess.Popen(
-            niced, cwd=cwd, stdout=self.stdout, stderr=self.stderr, env=full_env, start_new_session=True
-        )
-
-    def wait(self, timeout: int = 2400) -> subprocess.CompletedProcess:
-        """The finished run, as subprocess.run would have returned it."""
-        code = self.proc.wait(timeout=timeout)
-        self.stdout.close(), self.stderr.close()
-        out, err = (open(os.path.join(self.folder, f"{name}.log")).read() for name in ("stdout", "stderr"))
-        return subprocess.CompletedProcess(self.cmd, code, out, err)
+SECOND_WORLD = pytest.StashKey[tuple]()
 
 
 def pytest_collection_finish(session):
-    """Start the whole runs the selected tests read, in the background: the demo (`demo_run`, tests/e2e) and the
-    worlds test's second world (`second_world`), each minutes of training that shares nothing with other tests."""
-    if session.config.option.collectonly:
+    """The worlds test's second world is a whole demo run (minutes) that shares nothing with the other tests: when the
+    test is selected, start it now, in the background and at a lower priority, so it runs on what the session's other
+    tests leave idle rather than slowing them (its figures do not depend on when it runs); the worlds tests run last
+    and wait for it (`second_world`)."""
+    if session.config.option.collectonly or not any(
+        item.nodeid.startswith("tests/e2e/test_worlds.py") for item in session.items
+    ):
         return
     import tempfile
 
-    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    jobs = {}
-    if "demo_run" in wanted:
-        from alignment.runtime import tiny
+    from tests.e2e.test_worlds import SECOND
 
-        tiny.resolve("builtin:tiny-llama")  # built once here, not by the demo and a test at the same time
-        # the demo as the README runs it, from outside the checkout; named as benchmarks/worlds.py names the same run
-        root = tempfile.mkdtemp(prefix="rlhf-demo-")
-        out = os.path.join(root, "reviews-42")
-        cmd = [sys.executable, "-m", "alignment", "demo", f"output_dir={out}"]
-        jobs["demo"] = Background(cmd, root, cwd=root, env={})
-    if "second_world" in wanted:
-        from tests.e2e.test_worlds import SECOND
-
-        folder = tempfile.mkdtemp(prefix="rlhf-second-world-")
-        cmd = [sys.executable, "benchmarks/worlds.py", "--worlds", SECOND, "--seeds", "42", "--out", folder]
-        # its own model cache: test_worlds.py then loads the world's base from there
-        jobs["second_world"] = Background(cmd, folder, cwd=REPO, env={"RLHF_CACHE": os.path.join(folder, "cache")})
-    session.config.stash[BACKGROUND] = jobs
+    folder = tempfile.mkdtemp(prefix="rlhf-second-world-")
+    log = open(os.path.join(folder, "worlds.log"), "w")
+    worlds = [sys.executable, "benchmarks/worlds.py", "--worlds", SECOND, "--seeds", "42", "--out", folder]
+    cmd = ["nice", "-n", "10", *worlds]
+    # its own model cache: the worlds test then loads the world's base from there (`second_world_base`)
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "RLHF_CACHE": os.path.join(folder, "cache")}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    session.config.stash[SECOND_WORLD] = (proc, folder, log)
 
 
 def pytest_sessionfinish(session):
-    import signal
-
-    for job in session.config.stash.get(BACKGROUND, {}).values():
-        if job.proc.poll() is None:
-            os.killpg(job.proc.pid, signal.SIGKILL)
-
-
-def background(request, name: str) -> Background | None:
-    return request.config.stash.get(BACKGROUND, {}).get(name)
+    started = session.config.stash.get(SECOND_WORLD, None)
+    if started and started[0].poll() is None:
+        started[0].kill()
 
 
 @pytest.fixture(scope="session")
 def second_world(request):
     """(the finished background run's folder, its log) of the worlds test's second world, or None when none started."""
-    job = background(request, "second_world")
-    if job is None:
+    started = request.config.stash.get(SECOND_WORLD, None)
+    if started is None:
         return None
-    done = job.wait()
-    text = done.stdout + done.stderr
-    assert done.returncode == 0, text[-4000:]
-    return job.folder, text
+    proc, folder, log = started
+    proc.wait(timeout=2400)
+    log.close()
+    text = open(os.path.join(folder, "worlds.log")).read()
+    assert proc.returncode == 0, text[-4000:]
+    return folder, text
