@@ -328,10 +328,10 @@ def optimizer_steps(cfg: DPOConfig, examples: int, world: int) -> int:
 def rankings_per_device(t, pairs_per_ranking: float, world: int) -> int:
     """per_device_batch_size, raised until one optimizer step (every process and micro-batch) holds at least
     `t.min_pairs_per_step` comparisons at `pairs_per_ranking` strict pairs per ranking on average."""
-    rankings_per_step = world * t.gradient_accumulation_steps
     if not t.min_pairs_per_step or pairs_per_ranking <= 0:
         return t.per_device_batch_size
-    return max(t.per_device_batch_size, math.ceil(t.min_pairs_per_step / (pairs_per_ranking * rankings_per_step)))
+    batches_per_step = world * t.gradient_accumulation_steps  # one per process and micro-batch
+    return max(t.per_device_batch_size, math.ceil(t.min_pairs_per_step / (pairs_per_ranking * batches_per_step)))
 
 
 def with_batch_for_pairs(cfg: DPOConfig, log, train_set: list[dict], informative: list[bool], world: int):
