@@ -319,6 +319,8 @@ def _coerce_union(args: tuple, value: Any, key: str, source: str) -> Any:
     """The first member of the union that takes `value` (None only where the union allows it)."""
     if value is None and type(None) in args:
         return None
+    if isinstance(value, str) and str in args and "," not in value:
+        return value  # `list[str] | str`: "all-linear" is one name, not a list of one (a comma list still splits)
     for arg in (a for a in args if a is not type(None)):
         try:
             return _coerce(arg, value, key, source)

@@ -112,6 +112,20 @@ def test_every_shipped_config_loads(path):
     load_config(cls, path)
 
 
+@pytest.mark.parametrize("path", ["configs/sft.yaml", "configs/ppo.yaml", "configs/dpo.yaml", "configs/reward.yaml"])
+def test_a_saved_config_loads_back_to_the_same_config(path, tmp_path):
+    """The config.yaml a run writes is a config file: `rlhf <stage> run/config.yaml` repeats the run. A field
+    typed `list[str] | str` keeps "all-linear" a name (a list of one matches no module), and a comma list splits."""
+    from alignment.config.loader import save_config
+
+    cls = stage_class(path)
+    cfg = load_config(cls, os.path.join(REPO, path), ["output_dir=out"])
+    save_config(cfg, str(tmp_path / "config.yaml"))
+    assert load_config(cls, str(tmp_path / "config.yaml")) == cfg
+    sft = os.path.join(REPO, "configs/sft.yaml")
+    assert load_config(SFTConfig, sft, ["adapter.target_modules=all-linear"]).adapter.target_modules == "all-linear"
+
+
 def test_ppo_memory_settings_are_checked():
     from alignment.ppo.config import PPOConfig
 
