@@ -556,22 +556,44 @@ def policy_update(
     p, micro = cfg.ppo, micro_batch_size(cfg)
     mb = cfg.rollout.per_device_batch_size // p.num_minibatches
     sums, first, norms = {}, {}, []
-    for epoch, order in enumerate(orders):
-        for m in range(p.num_minibatches):
-            minibatch = order[m * mb : (m + 1) * mb]
-            for a in range(p.gradient_accumulation_steps):
-                rows = minibatch[a * micro : (a + 1) * micro]
-                with accelerator.accumulate(model):
-                    loss, got = loss_fn(rows, minibatch, epoch == 0 and m == 0)
-                    norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, cfg.train.max_grad_norm)
-                norms += [norm] if norm is not None else []
-                for k, v in got.items():
-                    sums[k] = sums.get(k, 0.0) + v / p.gradient_accumulation_steps
-                    if epoch == 0 and m == 0:
-                        first[k] = first.get(k, 0.0) + v / p.gradient_accumulation_steps
-    steps = p.epochs * p.num_minibatches
-    mean_norm = sum(norms) / len(norms) if norms else None
-    return UpdateStats({k: v / steps for k, v in sums.items()}, first, mean_norm)
+    schedule = [(epoch, m) for epoch in range(len(orders)) for m in range(p.num_minibatches)]
+    for steps, (epoch, m) in enumerate(schedule, 1):
+        minibatch, approxkl = orders[epoch][m * mb : (m + 1) * mb], 0.0
+        for a in range(p.gradient_accumulation_steps):
+            rows = minibatch[a * micro : (a + 1) * micro]
+            with accelerator.accumulate(model):
+                loss, got = loss_fn(rows, minibatch, epoch == 0 and m == 0)
+                norm = loop.optimizer_step(accelerator, model, optimizer, scheduler, loss, cfg.train.max_grad_norm)
+            norms += [norm] if norm is not None else []
+            approxkl += got["approxkl"] / p.gradient_accumulation_steps
+            for k, v in got.items():
+                sums[k] = sums.get(k, 0.0) + v / p.gradient_accumulation_steps
+                if epoch == 0 and m == 0:
+                    first[k] = first.get(k, 0.0) + v / p.gradient_accumulation_steps
+        if steps < len(schedule) and over_target_kl(cfg, accelerator, approxkl):
+            for _ in range(len(schedule) - steps):  # the schedule follows updates, not the steps an update took
+                scheduler.step()
+            break
+    return update_stats(cfg, sums, first, norms, steps)
+
+
+def over_target_kl(cfg: PPOConfig, accelerator, approxkl: float) -> bool:
+    """Whether a minibatch's approxkl (measured before its step), averaged over processes so every process
+    decides alike, is over `ppo.target_kl`."""
+    if cfg.ppo.target_kl is None:
+        return False
+    if accelerator.num_processes > 1:
+        approxkl = accelerator.reduce(torch.tensor(approxkl, device=accelerator.device), reduction="mean").item()
+    return approxkl > cfg.ppo.target_kl
+
+
+def update_stats(cfg: PPOConfig, sums: dict, first: dict, norms: list, steps: int) -> UpdateStats:
+    """`UpdateStats` of an update that took `steps` optimizer steps: the statistics averaged over them, and with
+    `ppo.target_kl` the steps it skipped."""
+    means = {k: v / steps for k, v in sums.items()}
+    if cfg.ppo.target_kl is not None:
+        means["steps_skipped"] = float(cfg.ppo.epochs * cfg.ppo.num_minibatches - steps)
+    return UpdateStats(means, first, sum(norms) / len(norms) if norms else None)
 
 
 # What the loss functions' statistics are called in metrics.jsonl and W&B (TRL's names).
@@ -583,6 +605,7 @@ STAT_NAMES = {
     "clipfrac": "policy/clipfrac",
     "ratio": "val/ratio",
     "value_clipfrac": "val/clipfrac",
+    "steps_skipped": "policy/steps_skipped",
 }
 FIRST_NAMES = {
     "ratio": "val/ratio_first_minibatch",

@@ -35,12 +35,14 @@ def test_two_process_ppo(tmp_path, mode, reward_dir, builtin_model):
         mode, "ppo", "configs/ppo.yaml", f"output_dir={out}", "model.name_or_path=builtin:tiny-llama",
         f"reward.path={reward_dir}", "rollout.per_device_batch_size=4", "rollout.response_length=8",
         "ppo.epochs=2", "ppo.num_minibatches=2", "train.total_episodes=24", "train.learning_rate=5e-3",
-        "train.sample_steps=2", "checkpoint.save_steps=2", env=ENV,
+        "train.sample_steps=2", "checkpoint.save_steps=2", "ppo.target_kl=1e-12", env=ENV,
     )  # fmt: skip
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["reward_kind"] == "adapter"
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    # the target_kl stop is decided on both processes alike (a process stepping alone would hang the other)
+    assert [x["policy/steps_skipped"] for x in rows] == [2.0, 2.0, 2.0]
     assert [x["step"] for x in rows] == [1, 2, 3]  # logged once, by the main process
     assert [x["train/episodes"] for x in rows] == [8, 16, 24]  # 4 prompts on each of 2 processes per update
     for x in rows:

@@ -210,6 +210,36 @@ def test_old_logprobs_from_the_update_equal_a_scoring_pass(tmp_path, stages, alg
     assert weights.keys() == ref_weights.keys() and all(torch.equal(weights[k], ref_weights[k]) for k in weights)
 
 
+def test_target_kl_skips_the_rest_of_an_update_once_the_policy_has_moved_that_far(tmp_path, stages):
+    """`ppo.target_kl`: with a target every moved policy exceeds, each update takes its first two steps (the first
+    minibatch is on-policy, approxkl 0) and skips the other two, while the schedule still ends where a full run's
+    does; with a target no step reaches, the run is the run without one, bit for bit."""
+    from alignment.config.loader import load_config
+    from alignment.ppo.config import PPOConfig
+
+    sft, reward = stages
+    runs = {}
+    for label, target in (("none", "null"), ("tiny", "1e-12"), ("huge", "100")):
+        out = tmp_path / label
+        cfg = load_config(PPOConfig, PPO[0], [
+            *PPO[1:], f"output_dir={out}", f"model.name_or_path={sft}", f"reward.path={reward}",
+            "train.total_episodes=16", "train.learning_rate=5e-3", f"ppo.target_kl={target}",
+        ])  # fmt: skip
+        train_on_one_thread(cfg)
+        runs[label] = lines(out), adapter_tensors(out)
+
+    def strip(rows):
+        return [{k: v for k, v in x.items() if not k.startswith(("time/", "memory/", "policy/steps_"))} for x in rows]
+
+    (none, w_none), (tiny, w_tiny), (huge, w_huge) = runs["none"], runs["tiny"], runs["huge"]
+    assert "policy/steps_skipped" not in none[0]
+    assert [x["policy/steps_skipped"] for x in tiny] == [2.0, 2.0]  # 2 epochs x 2 minibatches, 2 taken
+    assert [x["policy/steps_skipped"] for x in huge] == [0.0, 0.0]
+    assert strip(huge) == strip(none) and all(torch.equal(w_huge[k], w_none[k]) for k in w_none)
+    assert [x["train/learning_rate"] for x in tiny] == [x["train/learning_rate"] for x in none]
+    assert any(not torch.equal(w_tiny[k], w_none[k]) for k in w_none)  # fewer steps, another policy
+
+
 @pytest.mark.parametrize(
     "algorithm",
     ["ppo", "grpo", pytest.param("rloo", marks=pytest.mark.extended)],  # RLOO resumes by GRPO's path
