@@ -120,10 +120,10 @@ class PPOAlgoConfig:
     """Policy ratio clip epsilon."""
     target_kl: float | None = None
     """Skips the rest of an update's optimizer steps once a minibatch's `policy/approxkl` (k3, mean per token, over
-    every process; measured in its forward pass, so it shows how far the steps before it went) exceeds this (Stable-Baselines3's and CleanRL's `target_kl`;
-    TRL's old `early_stopping`). The clip bounds the ratio only on the tokens sampled: through shared weights
-    the other tokens can still move far in one update. Skipped steps still advance the learning-rate schedule;
-    `policy/steps_skipped` counts them. None: every step runs."""
+    every process; measured in its forward pass, so it shows how far the steps before it went) exceeds this
+    (Stable-Baselines3's and CleanRL's `target_kl`; TRL's old `early_stopping`). The clip bounds the ratio only on
+    the tokens sampled: through shared weights the other tokens can still move far in one update. Skipped steps
+    still advance the learning-rate schedule; `policy/steps_skipped` counts them. None: every step runs."""
     cliprange_value: float = 0.2
     """Value clip range around the rollout's values."""
     vf_coef: float = 0.1

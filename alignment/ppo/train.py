@@ -582,9 +582,7 @@ def over_target_kl(cfg: PPOConfig, accelerator, approxkl: float) -> bool:
     decides alike, is over `ppo.target_kl`."""
     if cfg.ppo.target_kl is None:
         return False
-    if accelerator.num_processes > 1:
-        approxkl = accelerator.reduce(torch.tensor(approxkl, device=accelerator.device), reduction="mean").item()
-    return approxkl > cfg.ppo.target_kl
+    return loop.reduce_metrics(accelerator, {"approxkl": approxkl})["approxkl"] > cfg.ppo.target_kl
 
 
 def update_stats(cfg: PPOConfig, sums: dict, first: dict, norms: list, steps: int) -> UpdateStats:
