@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from contextlib import contextmanager
 
 import torch
@@ -50,6 +51,7 @@ def lora_config(cfg: AdapterConfig):
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules,
+        modules_to_save=cfg.modules_to_save or None,
         task_type="CAUSAL_LM",
     )
 
@@ -112,13 +114,17 @@ class PPOModel(nn.Module):
     # -- requires_grad bookkeeping -------------------------------------------------------------
 
     def _fix_trainable(self) -> None:
-        """Decide once which parameters train: the policy and value LoRA weights and the value head."""
+        """Decide once which parameters train: the policy and value LoRA weights, their adapters' full module
+        copies (`modules_to_save`, e.g. the LM head) and the value head; never the reward adapter's."""
         trainable_adapters = {self.adapters["policy"], self.adapters["value"]} - {None}
-        self._trainable = {
-            name: name.startswith("value_head.")
-            or ("lora_" in name and any(f".{adapter}." in name for adapter in trainable_adapters))
-            for name, _ in self.named_parameters()
-        }
+
+        def trains(name: str) -> bool:
+            return any(
+                (f".{adapter}." in name and "lora_" in name) or f".modules_to_save.{adapter}." in name
+                for adapter in trainable_adapters
+            )
+
+        self._trainable = {name: name.startswith("value_head.") or trains(name) for name, _ in self.named_parameters()}
         self.restore_requires_grad()
 
     def restore_requires_grad(self) -> None:
@@ -440,11 +446,12 @@ def build_ppo_model(
     disable_dropout(base)
     base.requires_grad_(False)
     peft_model = get_peft_model(base, copy.deepcopy(policy_config), adapter_name="policy")
+    policy_copies = list(policy_config.modules_to_save or [])
 
     reward_head = None
     if reward_adapter is not None:
         reward_cfg, reward_lora, reward_head_sd = read_reward_adapter(reward_adapter)
-        peft_model.add_adapter("reward", reward_cfg)
+        peft_model.add_adapter("reward", outside(reward_cfg, policy_copies))
         _load_adapter_weights(peft_model, reward_lora, "reward", reward_adapter)
         weight = reward_head_sd["weight"]
         if weight.shape[1] != hidden:
@@ -475,9 +482,12 @@ def build_ppo_model(
         nn.init.normal_(value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(value_head.bias)
     if with_value and not share_policy_value:
-        value_config = copy.deepcopy(value_config if value_config is not None else policy_config)
+        if value_config is None:  # the policy's LoRA settings; its full copies (an LM head) are no use to a value
+            value_config = copy.deepcopy(policy_config)
+            value_config.modules_to_save = None
+        value_config = copy.deepcopy(value_config)
         value_config.inference_mode = False
-        peft_model.add_adapter("value", value_config)
+        peft_model.add_adapter("value", outside(value_config, policy_copies))
         if init_value_from_reward:
             lora_only = {k: v for k, v in reward_lora.items() if "lora_" in k}
             _load_adapter_weights(peft_model, lora_only, "value", reward_adapter)
@@ -488,6 +498,28 @@ def build_ppo_model(
     if reward_head is not None:
         reward_head.to(base.device)
     return PPOModel(peft_model, value_head, reward_head, share_policy_value)
+
+
+def outside(config, modules: list[str]):
+    """`config` with LoRA kept out of `modules` (the policy's full copies, e.g. the LM head) and their insides.
+
+    Once the policy saves a full copy of a module, PEFT wraps it, and an adapter added later with `all-linear`
+    would find the Linear layers inside the wrapper (`lm_head.original_module`, `lm_head.modules_to_save.policy`)
+    under names its output-layer exclusion does not match: a LoRA the value or reward role never uses, left
+    without gradients (which DDP refuses) and renaming the policy's copy in its saved weights.
+    """
+    if not modules:
+        return config
+    names = "|".join(re.escape(m) for m in modules)
+    pattern = rf"(.*\.)?({names})(\..*)?"
+    config = copy.deepcopy(config)
+    existing = config.exclude_modules
+    if isinstance(existing, str):
+        pattern = f"({existing})|({pattern})"
+    elif existing:
+        pattern = "|".join([f"(.*\\.)?{re.escape(m)}" for m in existing] + [f"({pattern})"])
+    config.exclude_modules = pattern
+    return config
 
 
 def _load_adapter_weights(peft_model, weights: dict, adapter_name: str, folder: str) -> None:

@@ -446,3 +446,70 @@ def test_value_then_policy_backward_equals_the_summed_loss_exactly(folders, chec
             assert torch.equal(split[name], summed[name]), name
         else:  # recomputation replays the same kernels, but allow for reassociation
             torch.testing.assert_close(split[name], summed[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_a_policy_that_trains_its_own_copy_of_a_tied_lm_head(folders, tmp_path):
+    # policy.modules_to_save=[lm_head] on a base whose head is tied to its embeddings (the tiny worlds' base): the
+    # copy trains with the policy alone; the value and reward adapters put no LoRA inside its wrapper; the
+    # reference and the reward stay the base's; the saved policy loads with its head through PeftModel.
+    _, reward_dir = folders
+    base_dir = str(tmp_path / "tied")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=VOCAB,
+        pad_token_id=PAD, eos_token_id=EOS, bos_token_id=1, max_position_embeddings=64, tie_word_embeddings=True,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(base_dir)
+    reward_tied = str(tmp_path / "reward")
+    classifier = LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    reward = get_peft_model(classifier, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                   task_type=TaskType.SEQ_CLS, modules_to_save=["embed_tokens"]))  # fmt: skip
+    with torch.no_grad():
+        for name, param in reward.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                param.normal_(0, 0.2)
+    reward.save_pretrained(reward_tied)
+
+    policy = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type=TaskType.CAUSAL_LM,
+                        modules_to_save=["lm_head"])  # fmt: skip
+    model = build_ppo_model(LlamaForCausalLM.from_pretrained(base_dir), policy, _lora(8), reward_tied)
+    head_copy = "peft.base_model.model.lm_head.modules_to_save.policy.weight"
+    assert _requiring_grad(model) == _expected_trainable(model) | {head_copy}
+    assert not [n for n, _ in model.named_parameters() if ".lm_head." in n and "lora_" in n]
+
+    ids, mask = _batch()
+    before = {role: model(ids, mask, role=role) for role in ("reference", "reward")}
+    start = dict(model.named_parameters())[head_copy].detach().clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        loss = model(ids, mask, role="policy").float().logsumexp(-1).mean() + model(ids, mask, role="value").mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert not torch.equal(dict(model.named_parameters())[head_copy], start)
+    for role, expected in before.items():
+        torch.testing.assert_close(model(ids, mask, role=role), expected, rtol=0, atol=0)
+
+    model.save_policy(str(tmp_path / "policy"))
+    loaded = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(base_dir), str(tmp_path / "policy"))
+    with torch.no_grad():
+        got = loaded(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    torch.testing.assert_close(got, model(ids, mask, role="policy"), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("existing", [None, ["down_proj"], "(.*\\.)?down_proj"])
+def test_outside_keeps_a_later_adapter_out_of_the_policys_copies_and_their_insides(existing):
+    import re
+
+    from alignment.ppo.model import outside
+
+    cfg = LoraConfig(r=4, target_modules="all-linear", exclude_modules=existing)
+    assert outside(cfg, []) is cfg
+    was = cfg.exclude_modules
+    pattern = outside(cfg, ["lm_head"]).exclude_modules
+    assert cfg.exclude_modules == was  # a copy: the caller's config is left as it was
+    for name in ("lm_head", "base_model.model.lm_head", "lm_head.original_module", "lm_head.modules_to_save.policy"):
+        assert re.fullmatch(pattern, name), name
+    for name in ("model.layers.0.self_attn.q_proj", "model.my_lm_head_proj"):
+        assert not re.fullmatch(pattern, name), name
+    assert bool(re.fullmatch(pattern, "model.layers.0.mlp.down_proj")) == bool(existing)
