@@ -21,6 +21,8 @@ SHORT = {
     *((m, "sparse", b) for m in ("ppo", "rloo", "grpo") for b in (0.1, 0.5)),
     *((m, "dense", 1.0) for m in ("ppo", "rloo", "grpo")),
     ("rloo", "eos", 1.0), ("grpo", "length", 1.0),
+    # with the policy's own copy of the LM head (configs/ppo.yaml): 87.9% at seed 0, 90.9-91.2% at seeds 1-2
+    ("ppo", "dense", 0.5),
     # pairwise DPO from 2048 reference-drawn pairs: at beta 0.1 the optimum sits on responses the data rarely shows
     ("dpo", "sparse", 0.1), ("dpo", "length", 0.1), ("dpo", "eos", 0.1), ("dpo", "eos", 0.5),
     ("dpo", "sparse", 0.5), ("dpo", "eos", 1.0), ("dpo", "dense", 0.5), ("dpo", "dense", 1.0),
