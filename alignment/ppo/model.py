@@ -482,10 +482,10 @@ def build_ppo_model(
         nn.init.normal_(value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(value_head.bias)
     if with_value and not share_policy_value:
-        if value_config is None:  # the policy's LoRA settings; its full copies (an LM head) are no use to a value
-            value_config = copy.deepcopy(policy_config)
+        from_policy = value_config is None
+        value_config = copy.deepcopy(policy_config if from_policy else value_config)
+        if from_policy:  # the policy's LoRA settings; its full copies (an LM head) are no use to a value
             value_config.modules_to_save = None
-        value_config = copy.deepcopy(value_config)
         value_config.inference_mode = False
         peft_model.add_adapter("value", outside(value_config, policy_copies))
         if init_value_from_reward:
