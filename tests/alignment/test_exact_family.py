@@ -5,7 +5,7 @@ The full grid (5 methods x 4 instances x 3 betas x 3 seeds) is `extended` (RLHF_
 `python benchmarks/exact_family.py` prints it as a table. Not every cell holds yet: SHORT names the cells measured
 below the bar, or within 2 points of it on some seed or CPU (docs/worlds.md has the figures); they are expected
 failures in the grid, reported, not hidden. CI runs a sample of the cells that hold, covering every instance shape,
-every beta and every method with a cell that holds (K-wise DPO has none yet), so a regression there fails CI.
+every beta and every method, so a regression there fails CI.
 """
 
 import pytest
@@ -16,20 +16,20 @@ from tests.oracles.instances import SHAPES, instance
 pytestmark = pytest.mark.slow
 
 SHORT = {
-    # online methods: a reward on one word at beta 0.1 (69-82%), and within 2 points of the bar at beta 0.5 and on
-    # the dense instance at beta 1.0 (89.8-91.7%)
-    *((m, "sparse", b) for m in ("ppo", "rloo", "grpo") for b in (0.1, 0.5)),
-    *((m, "dense", 1.0) for m in ("ppo", "rloo", "grpo")),
-    ("rloo", "eos", 1.0), ("grpo", "length", 1.0),
-    # with the policy's own copy of the LM head (configs/ppo.yaml): 87.9% at seed 0, 90.9-91.2% at seeds 1-2
-    ("ppo", "dense", 0.5),
-    # pairwise DPO from 2048 reference-drawn pairs: at beta 0.1 the optimum sits on responses the data rarely shows
-    ("dpo", "sparse", 0.1), ("dpo", "length", 0.1), ("dpo", "eos", 0.1), ("dpo", "eos", 0.5),
-    ("dpo", "sparse", 0.5), ("dpo", "eos", 1.0), ("dpo", "dense", 0.5), ("dpo", "dense", 1.0),
-    # K-wise DPO (Plackett-Luce on rankings of 4) stays under the bar on every cell measured (34-90%)
-    *(("dpo_kwise", s, b) for s in SHAPES for b in exact_check.BETAS),
+    # online methods: a reward on one word at beta 0.1; PPO (seeds 0, 1) and GRPO (0, 2) settle on the empty answer
+    # before they find the rewarded one (4% of the reference's mass): 53-64%, the other seeds 99.9-100%
+    ("ppo", "sparse", 0.1), ("grpo", "sparse", 0.1),
+    # pairwise DPO from 2048 reference-drawn pairs: on the EOS instance the optimum sits on responses the reference
+    # draws 0.01-0.3% of the time (63-87% at beta 0.1 and 0.5); within 2 points of the bar: EOS at 1.0, length at 0.1
+    ("dpo", "eos", 0.1), ("dpo", "eos", 0.5), ("dpo", "eos", 1.0), ("dpo", "length", 0.1),
+    # K-wise DPO learns from sampled Plackett-Luce orders (the pairs carry exact probabilities): it holds on dense at
+    # beta 0.5 and 1.0 (92.6-95.1%) and is short of the data it has elsewhere (15-92%; 4x the rankings: +5 to +22)
+    *(("dpo_kwise", s, b) for s in SHAPES for b in exact_check.BETAS if (s, b) not in {("dense", 0.5), ("dense", 1.0)}),
 }  # fmt: skip
-IN_CI = {("ppo", "length", 0.5, 2), ("rloo", "eos", 0.1, 0), ("grpo", "sparse", 1.0, 0), ("dpo", "dense", 0.1, 0)}
+IN_CI = {
+    ("ppo", "length", 0.5, 2), ("rloo", "eos", 0.1, 0), ("grpo", "sparse", 1.0, 0), ("dpo", "dense", 0.1, 0),
+    ("dpo_kwise", "dense", 0.5, 2),
+}  # fmt: skip
 """Every instance shape, every beta and every method that holds somewhere, once each (CI's time is the limit)."""
 
 
@@ -64,7 +64,7 @@ def test_every_method_reaches_90_percent_of_the_exact_optimum(root, method, shap
 
 def test_the_ci_sample_covers_every_instance_beta_and_method_that_holds_somewhere():
     holds = {m for m in exact_check.METHODS for s in SHAPES for b in exact_check.BETAS if (m, s, b) not in SHORT}
-    assert {m for m, *_ in IN_CI} == holds and holds >= {"ppo", "rloo", "grpo", "dpo"}
+    assert {m for m, *_ in IN_CI} == holds == set(exact_check.METHODS)
     assert {s for _, s, *_ in IN_CI} == set(SHAPES)
     assert {b for _, _, b, _ in IN_CI} == set(exact_check.BETAS)
     assert not {(m, s, b) for m, s, b, _ in IN_CI} & SHORT

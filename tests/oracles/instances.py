@@ -120,15 +120,26 @@ class Instance:
         return f"tests.oracles.instances:{self.shape.upper()}_{self.seed}.reward"
 
     # -- the model and the exact numbers --------------------------------------------------------------
-    def build(self, root) -> tuple[str, object]:
-        """Save the random base and its word-level tokenizer under root/base, the prompts to root/prompts.jsonl;
-        returns (base folder, tokenizer)."""
-        from tokenizers import Tokenizer, models, pre_tokenizers
-        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    def tokenizer(self):
+        """The word-level tokenizer: one token per word, pad, EOS; every prompt starts with EOS."""
+        from tokenizers import Tokenizer, models, pre_tokenizers, processors
+        from transformers import PreTrainedTokenizerFast
 
         tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(self.vocabulary)}, unk_token=PAD))
         tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
+        # EOS doubles as BOS (OPT's convention; it keeps the vocabulary at 5-9). Without a distinct first token a
+        # causal LM cannot tell the context "b" from "b b": attention over identical tokens returns the same vector
+        # whatever the positions, so P(next | b) = P(next | b b), and an optimum such as "b </s>" after the prompt
+        # "b" (0.999 of the mass) is out of every policy's reach (at most 1/4).
+        tok.post_processor = processors.TemplateProcessing(single=f"{EOS} $A", special_tokens=[(EOS, 1)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
+
+    def build(self, root) -> tuple[str, object]:
+        """Save the random base and its word-level tokenizer under root/base, the prompts to root/prompts.jsonl;
+        returns (base folder, tokenizer)."""
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tokenizer = self.tokenizer()
         config = LlamaConfig(
             vocab_size=len(self.vocabulary), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, max_position_embeddings=32, pad_token_id=0, eos_token_id=1, bos_token_id=None,
