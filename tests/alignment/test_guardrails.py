@@ -27,8 +27,9 @@ def runaway(prompts: list[str], completions: list[str]) -> list[float]:
 
 
 def silence(prompts: list[str], completions: list[str]) -> list[float]:
-    """Costs a point a word: a policy that learns it answers with nothing."""
-    return [-float(len(c.split())) for c in completions]
+    """Costs a point per 4 characters: only the empty answer is free. (A point a word let a policy on an AMD EPYC
+    find 16 tokens with no space in them instead: 1-2 "words", never an empty answer.)"""
+    return [-len(c) / 4 for c in completions]
 
 
 def metrics(folder) -> list[dict]:
