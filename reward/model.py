@@ -141,6 +141,20 @@ def read_stats(folder: str) -> dict:
         return json.load(f)
 
 
+def read_held_out(folder: str) -> dict | None:
+    """`eval.json` of a reward run (held-out accuracy on `pairs`), or None: trained without held-out rankings, or a
+    model from elsewhere."""
+    path = os.path.join(folder, "eval.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("accuracy"), (int, float)) else None
+
+
 def normalize(rewards: torch.Tensor, stats: dict) -> torch.Tensor:
     """(rewards - mean) / std with the reference statistics, so the reference set has mean 0 and std 1."""
     return (rewards - stats["mean"]) / max(stats["std"], 1e-8)

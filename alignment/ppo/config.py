@@ -48,7 +48,7 @@ class ValueConfig:
 
 @dataclass
 class PPORewardConfig:
-    RANGES: ClassVar = {"batch_size": ">= 1", "max_length": ">= 2"}
+    RANGES: ClassVar = {"batch_size": ">= 1", "max_length": ">= 2", "min_std": "> 0"}
     """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str | None = None
@@ -65,6 +65,13 @@ class PPORewardConfig:
     normalize: Literal["auto", "stats", "running", "none"] = "auto"
     """Score normalisation: `stats` (the reward folder's reward_stats.json), `running` (running mean/std of all
     scores so far), `none`; `auto` is stats with a reward folder and none with a function."""
+    min_std: float = 0.1
+    """The least spread `stats` and `running` divide by, in the reward model's Bradley-Terry units (log-odds).
+    A model whose scores spread less than 0.1 prefers no completion to another more than ~54% of the time: it
+    has learned (almost) no preference, and dividing by its spread would make its noise the objective (one
+    spread 0.017, scaled 57x, drove PPO 90 nats from SFT with no sample ending; docs/worlds.md). Floored, its
+    scores are scaled at most 10x, and the run warns. A model that ranks its held-out pairs no better than chance
+    (the reward folder's eval.json) is never scaled up: its floor is 1, the Bradley-Terry scale β is measured in."""
     batch_size: int = 16
     """Texts per forward pass of a separate reward model."""
     max_length: int = 1024

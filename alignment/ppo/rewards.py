@@ -20,7 +20,7 @@ from alignment.ppo import losses as L
 from alignment.ppo.config import PPORewardConfig
 from alignment.runtime import models, tiny
 from alignment.runtime.accelerator import local_loading
-from reward.model import load_reward_model, read_stats, score_texts
+from reward.model import load_reward_model, read_held_out, read_stats, score_texts
 
 
 def reward_kind(path: str | None, function: str | None, base_path: str, separate: bool) -> str:
@@ -51,6 +51,8 @@ class RewardSource:
     normalize: str
     """`stats` (the reward folder's reward_stats.json), `running` or `none`."""
     stats: dict | None = None
+    held_out: dict | None = None
+    """The reward folder's eval.json (held-out accuracy on `pairs`), when it has one."""
     function: Callable | None = None
     monitor: Callable | None = None
     """Scored on every rollout and logged, never trained on (`reward.monitor`)."""
@@ -83,12 +85,37 @@ class RewardSource:
 
     def normalized(self, raw: torch.Tensor, accelerator) -> torch.Tensor:
         """What PPO optimises: raw scores normalised by the reward stage's statistics or running moments."""
+        floor = self.floor
         if self.normalize == "stats":
-            return L.normalize_scores(raw, self.stats["mean"], self.stats["std"])
+            return L.normalize_scores(raw, self.stats["mean"], max(self.stats["std"], floor))
         if self.normalize == "running":
             self.moments.update(accelerator.gather(raw.float()).cpu())  # every process holds the same moments
-            return L.normalize_scores(raw, self.moments.mean, self.moments.std)
+            return L.normalize_scores(raw, self.moments.mean, max(self.moments.std, floor))
         return raw.float()
+
+    @property
+    def chance(self) -> bool:
+        """Whether the reward model ranked its held-out pairs no better than a coin (eval.json)."""
+        h = self.held_out
+        return bool(h and h.get("pairs") and h["accuracy"] <= 0.5)
+
+    @property
+    def floor(self) -> float:
+        """The least spread scores are divided by: `reward.min_std`, or 1 (never scaled up: the Bradley-Terry scale
+        β is measured against) for a model no better than chance on its held-out pairs."""
+        return max(1.0, self.cfg.min_std) if self.chance else self.cfg.min_std
+
+    def spread_warning(self) -> str | None:
+        """One line when normalising would scale up a model without preference: at chance, or spread under the floor."""
+        if self.normalize != "stats" or self.stats["std"] >= self.floor:
+            return None
+        spread = f"the reward model's scores spread {self.stats['std']:.3g} (reward_stats.json)"
+        if self.chance:
+            h = self.held_out
+            why = f"it ranks its held-out pairs no better than chance ({h['accuracy']:.3f} on {h['pairs']}, eval.json)"
+        else:
+            why = f"under reward.min_std {self.cfg.min_std:g}, it has learned almost no preference"
+        return f"{spread}; {why}: its scores are divided by {self.floor:g}, not by their spread"
 
 
 def load_source(c: PPORewardConfig, base_path: str, device) -> RewardSource:
@@ -98,6 +125,8 @@ def load_source(c: PPORewardConfig, base_path: str, device) -> RewardSource:
     source = RewardSource(c, kind, normalize, stats=read_stats(c.path) if normalize == "stats" else None)
     if kind == "function":
         source.function = load_batch_function(c.function, "reward.function")
+    else:
+        source.held_out = read_held_out(c.path)
     if c.monitor:
         source.monitor = load_batch_function(c.monitor, "reward.monitor")
     if kind == "model":

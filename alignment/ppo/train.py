@@ -58,6 +58,8 @@ def train(cfg: PPOConfig) -> dict:
     reward = load_source(cfg.reward, base_path, accelerator.device)
     source = cfg.reward.function or cfg.reward.path
     run.log.info(f"ppo: reward from {source} ({reward.kind}), normalisation: {reward.normalize}")
+    if warning := reward.spread_warning():
+        run.log.warning(f"ppo: warning: {warning}")
 
     # 4. Model: one frozen base; policy LoRA adapter; value adapter + head (PPO only); reward adapter; reference
     # = base. The learning rate follows beta above train.lr_from_beta.
