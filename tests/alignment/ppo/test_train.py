@@ -42,6 +42,7 @@ def stages(tmp_path_factory):
     r = run_cli("reward", "configs/reward.yaml", f"output_dir={reward}", f"model.name_or_path={sft}",
                 "data.path=builtin:reviews-rankings", "data.eval_path=null", "train.max_steps=10", "data.reference_size=32", "train.log_steps=5", env=ENV)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
+    (root / "reward.log").write_text(r.stderr)
     return str(sft), str(reward)
 
 
@@ -136,6 +137,24 @@ def assert_saved_policy_is_the_trained_one(out, base_dir, trained):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         got = policy(input_ids=ids, attention_mask=mask, position_ids=positions).logits
         torch.testing.assert_close(got, trained(ids, mask, role="policy"), rtol=0, atol=1e-5)
+
+
+def test_a_reward_model_without_preference_is_named_and_never_scaled_up_past_the_floor(tmp_path, stages):
+    """Ten steps teach the reward model almost nothing (scores spread ~0.01): the reward stage says so, and PPO
+    divides by `reward.min_std` (or by 1 for a model at chance on its held-out pairs), not by the spread, and says so."""
+    sft, reward = stages
+    stats = json.loads(open(os.path.join(reward, "reward_stats.json")).read())
+    assert stats["std"] < 0.1, stats
+    said = [line for line in open(os.path.join(os.path.dirname(reward), "reward.log")) if "reward: warning:" in line]
+    assert any("learned almost no preference" in line for line in said), said
+    out = tmp_path / "ppo"
+    r = run_cli("ppo", *PPO, f"output_dir={out}", f"model.name_or_path={sft}", f"reward.path={reward}",
+                "train.total_episodes=8", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    found = [line for line in r.stderr.splitlines() if "ppo: warning: the reward model's scores spread" in line]
+    assert len(found) == 1 and "not by their spread" in found[0], r.stderr[-3000:]
+    floor = "1" if json.loads(open(os.path.join(reward, "eval.json")).read())["accuracy"] <= 0.5 else "0.1"
+    assert f"divided by {floor}," in found[0], found
 
 
 @pytest.mark.parametrize("algorithm", list(GROUP))
