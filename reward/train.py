@@ -356,16 +356,20 @@ def train(cfg: RewardConfig) -> dict:
     if cfg.uncertainty.enabled and accelerator.is_main_process:
         save_uncertainty(cfg, run, train_rankings)
     accelerator.wait_for_everyone()
-    held_out = ""
-    if report:  # none without held-out rankings (data.test_size=0)
-        held_out = (
-            f"; held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, ECE {report['ece']:.3f}, "
-            f"reward-length correlation {report['length_correlation']:.2f}"
-        )
     for line in signal_warnings(report, stats):
         run.log.warning(f"reward: warning: {line}")
-    loop.finish(run, f"{steps} steps{held_out}")
+    loop.finish(run, f"{steps} steps{held_out_summary(report)}")
     return report
+
+
+def held_out_summary(report: dict) -> str:
+    """The held-out figures for the stage's last line; empty without held-out rankings (data.test_size=0)."""
+    if not report:
+        return ""
+    return (
+        f"; held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs, ECE {report['ece']:.3f}, "
+        f"reward-length correlation {report['length_correlation']:.2f}"
+    )
 
 
 MIN_SPREAD = 0.1
