@@ -372,23 +372,18 @@ def held_out_summary(report: dict) -> str:
     )
 
 
-MIN_SPREAD = 0.1
-"""Scores spread under this (log-odds) prefer no completion to another more than ~54%: no preference learned. The
-policy stages' `reward.min_std` defaults to the same floor, so they never scale such a model up more than 10x."""
-
-
 def signal_warnings(report: dict, stats: dict) -> list[str]:
     """One line each when the trained model shows no preference: held-out accuracy at or below chance, or scores
     that barely spread. Either way a policy trained on it optimises noise; the rankings are the place to look."""
     lines = []
-    if report and report["pairs"] and report["accuracy"] <= 0.5:
+    if rmodel.at_chance(report):
         lines.append(
             f"held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs is no better than chance: "
             "check the rankings (eval.json per annotator) before training a policy on this model"
         )
-    if stats["std"] < MIN_SPREAD:
+    if stats["std"] < rmodel.MIN_SPREAD:
         lines.append(
-            f"its scores spread {stats['std']:.3g} over {stats['count']} {stats['source']}, under {MIN_SPREAD}: "
+            f"its scores spread {stats['std']:.3g} over {stats['count']} {stats['source']}, under {rmodel.MIN_SPREAD}: "
             "it has learned almost no preference"
         )
     return lines

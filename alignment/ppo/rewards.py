@@ -20,7 +20,7 @@ from alignment.ppo import losses as L
 from alignment.ppo.config import PPORewardConfig
 from alignment.runtime import models, tiny
 from alignment.runtime.accelerator import local_loading
-from reward.model import load_reward_model, read_held_out, read_stats, score_texts
+from reward.model import at_chance, load_reward_model, read_held_out, read_stats, score_texts
 
 
 def reward_kind(path: str | None, function: str | None, base_path: str, separate: bool) -> str:
@@ -96,8 +96,7 @@ class RewardSource:
     @property
     def chance(self) -> bool:
         """Whether the reward model ranked its held-out pairs no better than a coin (eval.json)."""
-        h = self.held_out
-        return bool(h and h.get("pairs") and h["accuracy"] <= 0.5)
+        return at_chance(self.held_out)
 
     @property
     def floor(self) -> float:
