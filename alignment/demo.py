@@ -36,7 +36,7 @@ from reward.model import completion_text
 METHODS = {
     "ppo": ("PPO", "online samples scored by the reward model (policy + value adapters)"),
     "rloo": ("RLOO", "online samples scored by the reward model, 4 per prompt (leave-one-out baseline)"),
-    "grpo": ("GRPO", "online samples scored by the reward model, 4 per prompt (group-normalised)"),
+    "grpo": ("GRPO", "online samples scored by the reward model, 4 per prompt (group mean as baseline)"),
     "dpo": ("DPO (pairwise)", "the rankings, each expanded into its pairs (sigmoid DPO loss)"),
     "dpo_kwise": ("DPO (K-wise)", "the rankings whole (listwise Plackett-Luce DPO loss)"),
 }

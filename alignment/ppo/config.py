@@ -259,7 +259,7 @@ class PPOConfig(HubOptions):
     """Seed for adapter init, prompt order, sampling and minibatch shuffling (the same on every process)."""
     algorithm: Literal["ppo", "rloo", "grpo"] = "ppo"
     """`ppo` (GAE over a value adapter), `rloo` (leave-one-out baseline over a prompt's k samples) or `grpo`
-    (group-normalised); rloo and grpo create no value adapter."""
+    (each score minus its group's mean, divided by a std per `grpo.scale`); rloo and grpo create no value adapter."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The frozen base: an SFT run folder (its merged model) or any causal LM."""
     policy: AdapterConfig = field(default_factory=AdapterConfig)

@@ -51,7 +51,7 @@ WHAT = {
     "rloo": "the RLOO policy: a LoRA adapter on the frozen SFT base, trained online against the reward model, each "
     "sample's baseline the mean of the other samples of its prompt (no value adapter)",
     "grpo": "the GRPO policy: a LoRA adapter on the frozen SFT base, trained online against the reward model with "
-    "group-normalised advantages (no value adapter)",
+    "advantages relative to its group's mean (grpo.scale: divided by a std or not; no value adapter)",
     "dpo": "the DPO policy: a LoRA adapter on the SFT base (also the reference, with the adapter off), trained straight "
     "from the preference rankings with the `{loss}` loss (beta {beta}); no reward model",
 }
