@@ -16,7 +16,7 @@ from tests.oracles.instances import SHAPES, instance
 pytestmark = pytest.mark.slow
 
 SHORT = {
-    # GRPO (Dr. GRPO's undivided advantages) on the EOS instance at beta 0.1: 89.4% at seed 2, 99.1-99.6% elsewhere
+    # GRPO (Dr. GRPO's undivided advantages) on the EOS instance at beta 0.1: 89.4% at seed 2, 98.9-99.6% elsewhere
     ("grpo", "eos", 0.1),
     # pairwise DPO from 2048 reference-drawn pairs: on the EOS instance the optimum sits on responses the reference
     # draws 0.01-0.3% of the time (63-87% at beta 0.1 and 0.5); within 2 points of the bar: EOS at 1.0, length at 0.1
