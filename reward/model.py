@@ -155,11 +155,6 @@ def read_held_out(folder: str) -> dict | None:
     return report if isinstance(report, dict) and isinstance(report.get("accuracy"), (int, float)) else None
 
 
-MIN_SPREAD = 0.1
-"""Scores spread under this (log-odds) prefer no completion to another more than ~54%: no preference learned. The
-policy stages' `reward.min_std` defaults to the same floor, so they never scale such a model up more than 10x."""
-
-
 def at_chance(report: dict | None) -> bool:
     """Whether a held-out report (eval.json) shows pairwise accuracy no better than a coin; False without pairs."""
     return bool(report and report.get("pairs") and report["accuracy"] <= 0.5)

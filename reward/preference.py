@@ -21,6 +21,12 @@ TIED = "tied"
 """Reason: no two different texts ranked apart."""
 
 
+MIN_SPREAD = 0.1
+"""A reward model whose scores spread under this (log-odds) prefers no completion to another more than ~54%: it has
+learned no preference. The reward stage warns under it, and the policy stages' `reward.min_std` defaults to it, so
+they never scale such a model up more than 10x."""
+
+
 def text_key(completion) -> str:
     """What two completions are compared by: the text without surrounding whitespace (messages as JSON)."""
     return completion.strip() if isinstance(completion, str) else json.dumps(completion, sort_keys=True)

@@ -44,7 +44,7 @@ from alignment.runtime import logging as rlog
 from alignment.runtime.accelerator import local_loading
 from alignment.runtime.sampler import IndexStream, eval_batches, total_steps
 from reward import data as rdata
-from reward import losses
+from reward import losses, preference
 from reward import model as rmodel
 
 # ----------------------------------------------------------------------------------------------
@@ -381,9 +381,9 @@ def signal_warnings(report: dict, stats: dict) -> list[str]:
             f"held-out accuracy {report['accuracy']:.3f} on {report['pairs']} pairs is no better than chance: "
             "check the rankings (eval.json per annotator) before training a policy on this model"
         )
-    if stats["std"] < rmodel.MIN_SPREAD:
+    if stats["std"] < preference.MIN_SPREAD:
         lines.append(
-            f"its scores spread {stats['std']:.3g} over {stats['count']} {stats['source']}, under {rmodel.MIN_SPREAD}: "
+            f"its scores spread {stats['std']:.3g} over {stats['count']} {stats['source']}, under {preference.MIN_SPREAD}: "
             "it has learned almost no preference"
         )
     return lines

@@ -18,6 +18,7 @@ from alignment.common.errors import ConfigError
 from alignment.common.functions import check_function
 from alignment.config.shared import AdapterConfig, CheckpointConfig, HubOptions, ModelConfig, TrackingConfig, require
 from alignment.runtime.health import HealthConfig
+from reward.preference import MIN_SPREAD
 
 
 @dataclass
@@ -65,7 +66,7 @@ class PPORewardConfig:
     normalize: Literal["auto", "stats", "running", "none"] = "auto"
     """Score normalisation: `stats` (the reward folder's reward_stats.json), `running` (running mean/std of all
     scores so far), `none`; `auto` is stats with a reward folder and none with a function."""
-    min_std: float = 0.1
+    min_std: float = MIN_SPREAD
     """The least spread `stats` and `running` divide by, in the reward model's Bradley-Terry units (log-odds).
     A model whose scores spread less than 0.1 prefers no completion to another more than ~54% of the time: it
     has learned (almost) no preference, and dividing by its spread would make its noise the objective (one
