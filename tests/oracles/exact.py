@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from alignment.dpo.losses import dpo_loss
-from alignment.runtime.generation import response_mask
+from alignment.runtime.generation import has_eos, response_mask
 from alignment.runtime.logprobs import logprobs_from_logits
 
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -133,6 +133,13 @@ def exact_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 def expected_reward(logp: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     """E_pi[r] per prompt: log-probs [P, N], rewards [P, N] -> [P]."""
     return (logp.double().exp() * rewards.double()).sum(-1)
+
+
+def expected_length(logp: torch.Tensor, responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """E_pi[tokens before the first EOS] per prompt: log-probs [P, N], responses [N, L] -> [P]. Beside the gain it
+    shows how a policy misses the optimum: one that ends too soon (all on the empty answer) or runs to the limit."""
+    tokens = response_mask(responses, eos_token_id).sum(-1) - has_eos(responses, eos_token_id).long()
+    return (logp.double().exp() * tokens.double()).sum(-1)
 
 
 def objective(logp: torch.Tensor, ref_logp: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:

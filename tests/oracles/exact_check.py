@@ -42,11 +42,16 @@ class Result:
     """KL(pi || pi*) in nats, mean over prompts."""
     kl: float
     """KL(pi || ref)."""
+    length: float
+    """E_pi[tokens before EOS], mean over prompts: a policy that ends too soon or never shows here."""
+    optimum_length: float
+    """The same under pi*."""
 
     def line(self) -> str:
         return (
             f"{self.method:9s} {self.instance:9s} beta {self.beta:<4} seed {self.seed}: gain reached "
-            f"{self.fraction:6.1%}  KL(pi || pi*) {self.kl_to_optimum:.4f}  KL(pi || ref) {self.kl:.3f}"
+            f"{self.fraction:6.1%}  KL(pi || pi*) {self.kl_to_optimum:.4f}  KL(pi || ref) {self.kl:.3f}  "
+            f"length {self.length:.2f} (pi* {self.optimum_length:.2f})"
         )
 
 
@@ -74,11 +79,13 @@ def stage_overrides(method: str, inst: Instance, base: str, data: str, out: str,
             f"rollout.missing_eos_penalty={inst.eos_penalty}", f"kl.coef={beta}", "train.sample_steps=0"]  # fmt: skip
 
 
-def preference_data(method: str, inst: Instance, tokenizer, ref_logp, rewards, seed: int, folder) -> str:
+def preference_data(
+    method: str, inst: Instance, tokenizer, ref_logp, rewards, seed: int, folder, preferences: int = PREFERENCES
+) -> str:
     """Exactly labelled preference rows drawn from the reference: pairs (dpo) or K-wise rankings (dpo_kwise)."""
     texts = exact.response_texts(tokenizer, inst.responses(), eos_token_id=1)
-    path = str(folder / f"{method}-{inst.name}-{seed}.jsonl")
-    per_prompt = PREFERENCES // len(inst.prompts)
+    path = str(folder / f"{method}-{inst.name}-{seed}-{preferences}.jsonl")
+    per_prompt = preferences // len(inst.prompts)
     if method == "dpo":
         pairs = exact.sample_pairs(ref_logp, rewards, per_prompt, seed=seed)
         return exact.write_pairwise_dataset(path, inst.prompts, texts, pairs)
@@ -86,8 +93,12 @@ def preference_data(method: str, inst: Instance, tokenizer, ref_logp, rewards, s
     return exact.write_ranking_dataset(path, inst.prompts, texts, rankings)
 
 
-def run(method: str, inst: Instance, beta: float, seed: int, root, threads: int = 1) -> Result:
-    """Train `method` on `inst` at `beta` with its shipped config and score the saved policy exactly."""
+def run(
+    method: str, inst: Instance, beta: float, seed: int, root, threads: int = 1, preferences: int = PREFERENCES
+) -> Result:
+    """Train `method` on `inst` at `beta` with its shipped config and score the saved policy exactly.
+
+    preferences: DPO's rows (pairs or rankings), as PREFERENCES; more show whether a short run lacks data."""
     from alignment.config.loader import load_config
 
     folder = root / inst.name
@@ -101,12 +112,13 @@ def run(method: str, inst: Instance, beta: float, seed: int, root, threads: int 
     responses, prompts = inst.responses(), inst.prompt_ids(tokenizer)
     rewards = inst.rewards(tokenizer)
     ref_logp = logprobs(base, prompts, responses)
-    out = str(root / f"{method}-{inst.name}-{beta}-{seed}")
+    more = "" if preferences == PREFERENCES else f"-{preferences}"
+    out = str(root / f"{method}-{inst.name}-{beta}-{seed}{more}")
     if method in ("dpo", "dpo_kwise"):
         from alignment.dpo.config import DPOConfig as Config
         from alignment.dpo.train import train
 
-        data = preference_data(method, inst, tokenizer, ref_logp, rewards, seed, root)
+        data = preference_data(method, inst, tokenizer, ref_logp, rewards, seed, root, preferences)
         config = os.path.join(ROOT, "configs", "dpo.yaml")
     else:
         from alignment.ppo.config import PPOConfig as Config
@@ -126,4 +138,5 @@ def run(method: str, inst: Instance, beta: float, seed: int, root, threads: int 
     optimum = exact.optimal_logprobs(ref_logp, rewards, beta)
     kl_to_optimum = exact.exact_kl(logp, optimum).mean().item()
     fraction = exact.gain_fraction(end.objective, start.objective, end.optimum)
-    return Result(method, inst.shape, beta, seed, fraction, kl_to_optimum, end.kl)
+    lengths = [exact.expected_length(lp, responses, eos_token_id=1).mean().item() for lp in (logp, optimum)]
+    return Result(method, inst.shape, beta, seed, fraction, kl_to_optimum, end.kl, *lengths)

@@ -117,6 +117,18 @@ def test_kl_ignores_responses_the_policy_never_emits():
     assert E.exact_kl(logp, ref).item() == pytest.approx(math.log(2))
 
 
+def test_expected_length_counts_the_tokens_before_the_first_eos_by_loop():
+    responses = E.enumerate_responses(4, 3, eos_token_id=1, pad_token_id=0)  # pad counts as a word, as sampled
+    logp = _random_logp(2, responses.shape[0], 3)
+    got = E.expected_length(logp, responses, eos_token_id=1)
+    for i in range(2):
+        words = [next((t for t, tok in enumerate(row) if tok == 1), len(row)) for row in responses.tolist()]
+        assert got[i].item() == pytest.approx(sum(p * w for p, w in zip(logp[i].exp().tolist(), words)), abs=1e-12)
+    empty = torch.full_like(logp, -math.inf)
+    empty[:, int((responses[:, 0] == 1).nonzero())] = 0.0  # all mass on the EOS alone: the empty answer
+    assert E.expected_length(empty, responses, 1).tolist() == [0.0, 0.0]
+
+
 def test_gibbs_policy_reaches_the_optimum_and_nothing_beats_it():
     P, N, beta = 4, 9, 0.5
     ref = _random_logp(P, N, 3)
