@@ -387,9 +387,8 @@ def describe_data(log, train_set: list[dict], eval_set: list[dict], informative:
 
 
 def learning_rate(cfg: DPOConfig) -> float:
-    """`train.learning_rate`, times lr_from_beta / loss.beta when the rule is on."""
-    pivot = cfg.train.lr_from_beta
-    return cfg.train.learning_rate if pivot is None else cfg.train.learning_rate * pivot / cfg.loss.beta
+    """`train.learning_rate`, times lr_from_beta / loss.beta when loss.beta is above lr_from_beta."""
+    return optim.lr_for_beta(cfg.train.learning_rate, cfg.loss.beta, cfg.train.lr_from_beta)
 
 
 def unseen_tokens(examples: list[dict], vocab_size: int) -> torch.Tensor | None:

@@ -202,10 +202,7 @@ def load_tokenizer(cfg: PPOConfig, base_path: str):
 
 def learning_rate(cfg: PPOConfig) -> float:
     """`train.learning_rate`, times lr_from_beta / kl.coef when the (initial) KL coefficient is above lr_from_beta."""
-    pivot, beta = cfg.train.lr_from_beta, cfg.kl.coef
-    if pivot is None or beta <= pivot:
-        return cfg.train.learning_rate
-    return cfg.train.learning_rate * pivot / beta
+    return optim.lr_for_beta(cfg.train.learning_rate, cfg.kl.coef, cfg.train.lr_from_beta)
 
 
 def build_model(cfg: PPOConfig, base_path: str, reward: RewardSource, log):

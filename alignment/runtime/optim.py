@@ -10,6 +10,17 @@ from alignment.config.shared import TrainConfig
 from alignment.runtime.accelerator import set_deepspeed_batch, set_deepspeed_clipping
 
 
+def lr_for_beta(learning_rate: float, beta: float, pivot: float | None) -> float:
+    """`learning_rate`, times pivot / beta where beta (PPO's KL coefficient, DPO's beta) is above `pivot`.
+
+    A larger beta holds the optimum nearer the reference, so a fixed step overshoots it. Below the pivot the rate
+    stays as configured: a larger step there adds noise faster than it covers the longer way (DPO's K-wise loss on
+    sampled orders: docs/worlds.md). pivot None: learning_rate whatever beta."""
+    if pivot is None or beta <= pivot:
+        return learning_rate
+    return learning_rate * pivot / beta
+
+
 def build(model, cfg: TrainConfig, total_steps: int):
     """AdamW over the parameters that require grad, and the warmup + decay schedule over `total_steps`."""
     from transformers import get_scheduler

@@ -13,7 +13,7 @@ from alignment.config.loader import load_config
 from alignment.dpo import data as D
 from alignment.dpo import losses
 from alignment.dpo.config import DPOConfig, DPODataConfig, DPOLossConfig, DPOTrainConfig
-from alignment.dpo.train import batch_loss, metrics_from_sums, rankings_per_device
+from alignment.dpo.train import batch_loss, learning_rate, metrics_from_sums, rankings_per_device
 from reward.data import to_ranking
 
 WORDS = ["<pad>", "</s>", "<s>", "a", "b", "c", "d", "e", "f"]
@@ -177,3 +177,16 @@ def test_config_mistakes_name_the_key(override, message):
             DPOConfig,
             overrides=["output_dir=x", "model.name_or_path=m", "data.path=builtin:reviews-rankings", override, *extra],
         )
+
+
+@pytest.mark.parametrize(
+    "beta, pivot, expected",
+    [(0.1, 0.3, 2e-3), (0.3, 0.3, 2e-3), (0.6, 0.3, 1e-3), (1.0, 0.3, 6e-4), (1.0, None, 2e-3)],
+)
+def test_learning_rate_falls_with_beta_above_the_pivot_and_stays_below(beta, pivot, expected):
+    cfg = load_config(
+        DPOConfig,
+        overrides=["output_dir=x", "model.name_or_path=m", "data.path=builtin:reviews-rankings",
+                   "train.learning_rate=2e-3", f"loss.beta={beta}", f"train.lr_from_beta={pivot or 'null'}"],
+    )  # fmt: skip
+    assert learning_rate(cfg) == pytest.approx(expected, rel=1e-12)
