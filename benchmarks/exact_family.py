@@ -39,7 +39,9 @@ def main(argv=None) -> int:
                 for beta in args.betas:
                     for seed in args.seeds:
                         started = time.time()
-                        r = exact_check.run(method, instance(shape), beta, seed, pathlib.Path(tmp), 1, args.preferences)
+                        r = exact_check.run(
+                            method, instance(shape), beta, seed, pathlib.Path(tmp), preferences=args.preferences
+                        )
                         print(f"{r.line()}  ({time.time() - started:.0f} s)", flush=True)
                         results.append(r)
     print("\n| method | instance | beta | gain reached (min over seeds) | KL(pi || pi*) (max) | its length (pi*) |")
