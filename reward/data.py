@@ -2,13 +2,16 @@
 
 Accepted rows (from files, `datasets` folders, hub ids via `load_rows`, or `builtin:reviews-rankings`):
 - K-wise export: `{"prompt", "completions": [K], "ranks": [K ints, 1 = best, ties share], "annotator",
-  "task_id", "meta"}` (annotator, task_id and meta optional);
+  "task_id", "meta"}` (annotator, task_id and meta optional), and optionally `scores` [K finite numbers]: a soft
+  label in nats (Plackett-Luce with weights exp(scores), e.g. a judge's or reward model's scores; DPO trains on
+  it, the reward stage on the ranks it implies); with `scores`, `ranks` may be left out and must agree if given;
 - TRL pairwise: `{"prompt", "chosen", "rejected"}`, strings or message lists, optional `margin` and
   `chosen_probability` (a soft label: P(chosen is better), in [0, 1]); with no `prompt` column the
   prompt is the common prefix of chosen and rejected (TRL's implicit prompt).
 
-A ranking is `{"prompt", "completions", "ranks", "annotator", "margin", "chosen_probability", "where"}`;
-pairwise rows become K = 2 rankings (chosen_probability None: a hard label; always None for K-wise rows). Malformed rows raise `UserError("file:row: ...")`.
+A ranking is `{"prompt", "completions", "ranks", "annotator", "margin", "chosen_probability", "scores", "where"}`;
+pairwise rows become K = 2 rankings (chosen_probability None: a hard label; always None for K-wise rows; scores
+None unless a K-wise row has them). Malformed rows raise `UserError("file:row: ...")`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from reward.rankings import synthetic
 
 BUILTIN = "builtin:reviews-rankings"
 PROBABILITY = "chosen_probability"
+SCORES = "scores"
 WEIGHT = "annotator_weight"
 
 
@@ -70,7 +74,9 @@ def drop_unusable(
     with the counts when `required` (training data), a warning otherwise (held-out data)."""
     kept, dropped = [], {preference.IDENTICAL: 0, preference.TIED: 0}
     for r in rankings:
-        found = preference.no_preference(r["completions"], r["ranks"], ties)
+        # DPO learns from a scored row's ties too: equal scores are a soft label ("as good as each other")
+        soft = stage == "dpo" and r.get("scores") is not None
+        found = preference.no_preference(r["completions"], r["ranks"], "davidson" if soft else ties)
         if found is None:
             kept.append(r)
             continue
@@ -127,6 +133,7 @@ def to_ranking(row: dict, where: str, k: int | None = None) -> dict:
         "annotator": str(row.get("annotator") or "unknown"),
         "margin": None if margin is None else float(margin),
         "chosen_probability": _chosen_probability(row, where),
+        "scores": _scores(row, where),
         "weight": _annotator_weight(row, where),
         "where": where,
     }
@@ -142,6 +149,28 @@ def _chosen_probability(row: dict, where: str) -> float | None:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise UserError(f"{where}: '{PROBABILITY}' must be a number in [0, 1], got {p!r}")
     return float(p)
+
+
+def _scores(row: dict, where: str) -> list[float] | None:
+    """The optional soft label of a K-wise row (None if absent): one finite number per completion."""
+    scores = row.get(SCORES)
+    if scores is None:
+        return None
+    if "completions" not in row:
+        raise UserError(f"{where}: '{SCORES}' is a K-wise (completions) column; a pair's soft label is '{PROBABILITY}'")
+    n = len(row["completions"])
+    if not isinstance(scores, list) or len(scores) != n or not all(_finite(x) for x in scores):
+        raise UserError(f"{where}: '{SCORES}' must be a list of {n} finite numbers, one per completion")
+    return [float(x) for x in scores]
+
+
+def _finite(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, float)) and abs(x) < float("inf")
+
+
+def ranks_from_scores(scores: list[float]) -> list[int]:
+    """Competition ranks of scores, highest first (1 = best; equal scores share a rank): [0.5, 2, 0.5] -> [2, 1, 2]."""
+    return [1 + sum(other > x for other in scores) for x in scores]
 
 
 def _annotator_weight(row: dict, where: str) -> float | None:
@@ -174,6 +203,10 @@ def apply_annotator_weights(rankings: list[dict], mode: str, key: str = "data.pa
 def _kwise(row: dict, where: str) -> tuple:
     """(prompt, completions, ranks, no margin) of a K-wise row, checked."""
     completions, ranks = row.get("completions"), row.get("ranks")
+    if ranks is None and isinstance(completions, list) and _scores(row, where) is not None:
+        ranks = ranks_from_scores(_scores(row, where))
+    elif isinstance(completions, list) and isinstance(ranks, list) and _scores(row, where) is not None:
+        _check_ranks_agree(ranks, _scores(row, where), where)
     if not isinstance(completions, list) or not isinstance(ranks, list):
         raise UserError(f"{where}: 'completions' and 'ranks' must both be lists")
     if len(completions) < 2:
@@ -183,6 +216,19 @@ def _kwise(row: dict, where: str) -> tuple:
         if not is_text(c):
             raise UserError(f"{where}: completion {i + 1} is empty or not a string/message list")
     return row.get("prompt"), completions, ranks, None
+
+
+def _check_ranks_agree(ranks: list, scores: list[float], where: str) -> None:
+    """A row with both: every pair of completions in the same order (or tie) by its ranks as by its scores."""
+    preference.check_ranks(ranks, len(scores), where)
+    implied = ranks_from_scores(scores)
+    for i in range(len(ranks)):
+        for j in range(i + 1, len(ranks)):
+            if (ranks[i] > ranks[j]) - (ranks[i] < ranks[j]) != (implied[i] > implied[j]) - (implied[i] < implied[j]):
+                raise UserError(
+                    f"{where}: 'ranks' and '{SCORES}' disagree on completions {i + 1} and {j + 1} "
+                    f"(ranks {ranks[i]}, {ranks[j]}; scores {scores[i]:g}, {scores[j]:g}); leave 'ranks' out to use the scores' order"
+                )
 
 
 def _pairwise(row: dict, where: str) -> tuple:

@@ -36,8 +36,8 @@ class DPODataConfig:
     """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     path: str = ""
-    """K-wise rankings (`prompt`, `completions`, `ranks`) or TRL preference rows (`prompt`/`chosen`/`rejected`,
-    strings or message lists, optional `chosen_probability` soft label): a jsonl/json/parquet/csv file, a
+    """K-wise rankings (`prompt`, `completions`, `ranks`, or `scores` as a soft label) or TRL preference rows
+    (`prompt`/`chosen`/`rejected`, strings or message lists, optional `chosen_probability` soft label): a jsonl/json/parquet/csv file, a
     `datasets` folder, a hub id, or `builtin:reviews-rankings`."""
     split: str = "train"
     """Split to train on (dataset folders and hub ids)."""

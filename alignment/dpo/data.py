@@ -1,7 +1,7 @@
 """Preference rows -> rankings -> token ids with completion masks -> one flat forward batch per micro-batch.
 
 Rows are read by reward/data.py (our K-wise export, TRL's pairwise format with strings or message lists,
-an implicit prompt, an optional `chosen_probability` soft label), so both stages accept exactly the same
+an implicit prompt, an optional `chosen_probability` soft label, a K-wise row's optional `scores`), so both stages accept exactly the same
 files and reject the same bad rows. The encoding is DPO's own, TRL's rules:
 - the prompt as the policy sees it (chat template with the generation prompt for message lists), cut
   from the LEFT to `max_prompt_length` tokens (its end is what the completions continue);
@@ -63,6 +63,7 @@ def encode(tokenizer, ranking: dict, d) -> dict:
         "prompt_length": len(prompt_ids),
         "ranks": list(ranking["ranks"]),
         "chosen_probability": ranking.get("chosen_probability"),
+        "scores": ranking.get("scores"),
         "margin": None,
         "weight": 1.0 if ranking.get("weight") is None else ranking["weight"],
     }
@@ -72,6 +73,11 @@ def check_plackett_luce(ranking: dict, ties: str) -> None:
     """Raise a UserError naming the row when the Plackett-Luce sums over tie orders would be too large: at most
     MAX_TIE_SUBSET tied completions (`drop`) or completions in all (`davidson`, which sums over every subset)."""
     ranks = ranking["ranks"]
+    if ranking.get("scores") is not None and len(ranks) > losses.MAX_TIE_SUBSET:
+        raise UserError(
+            f"{ranking['where']}: {len(ranks)} scored completions; loss.type=plackett_luce sums a soft label over "
+            f"orders of at most {losses.MAX_TIE_SUBSET} (use loss.type=sigmoid for this data)"
+        )
     largest = len(ranks) if ties == "davidson" else max(ranks.count(r) for r in set(ranks))
     if largest > losses.MAX_TIE_SUBSET:
         what = "completions" if ties == "davidson" else "tied completions"
@@ -96,7 +102,8 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
     """reward/data.py's flat batch (input_ids/attention_mask [N, T], slot [N], ranks/valid [B, K_max]) plus:
 
     completion_mask [N, T]: the completion tokens of each row; probability [B]: P(first completion is
-    better) for soft-labelled pairs, 1 otherwise; ref_logps [B, K_max] when every example carries
+    better) for soft-labelled pairs, 1 otherwise; scores [B, K_max] and scored [B] (which rows have them) when any
+    example carries `scores`; ref_logps [B, K_max] when every example carries
     precomputed reference log-probs (`ref_logps`, one per completion). weights 0 mark filler examples.
     """
     batch = rdata.collate(examples, pad_id, weights)
@@ -105,6 +112,12 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
     batch["completion_mask"] = batch["attention_mask"] * (positions[None, :] >= starts[:, None])
     p = [1.0 if e["chosen_probability"] is None else e["chosen_probability"] for e in examples]
     batch["probability"] = torch.tensor(p, dtype=torch.float64)
+    if any(e.get("scores") is not None for e in examples):
+        batch["scores"] = torch.zeros(batch["ranks"].shape, dtype=torch.float64)
+        batch["scored"] = torch.tensor([e.get("scores") is not None for e in examples])
+        for b, e in enumerate(examples):
+            if e.get("scores") is not None:
+                batch["scores"][b, : len(e["scores"])] = torch.tensor(e["scores"], dtype=torch.float64)
     if all("ref_logps" in e for e in examples):
         ref = torch.zeros(batch["ranks"].shape)
         for b, e in enumerate(examples):

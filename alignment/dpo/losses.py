@@ -306,6 +306,81 @@ def plackett_luce_loss(
     return RankingLoss(losses, informative, s.detach())
 
 
+def plackett_luce_soft_loss(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    scores: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    beta: float = 0.1,
+) -> RankingLoss:
+    """Listwise DPO on a soft label: the expected `plackett_luce_loss` of a ranking drawn by Plackett-Luce with
+    weights exp(scores), i.e. the cross-entropy between PL(scores) and PL(implicit rewards) over the K! orders.
+
+    scores [B, K]: Bradley-Terry scores in nats (P(i before j) = sigmoid(score_i - score_j)), e.g. a judge's or the
+    true reward; other shapes as plackett_luce_loss. Minimised where the implicit rewards equal the scores up to a
+    constant per prompt, so with the true reward as scores the optimum is pi_ref e^(r / beta) / Z, as DPO on soft
+    pair labels (at K = 2 it is `dpo_loss` with chosen_probability sigmoid(score_1 - score_2) exactly).
+    Exact, by a recursion over the set R still to place: P(full) = 1, P(R - i) += P(R) w_i / w(R), and each R of
+    two or more costs P(R) [logsumexp_{u in R} s_u - sum_{i in R} w_i s_i / w(R)], w = exp(scores). Cost 2^K * K per
+    prompt (K <= MAX_TIE_SUBSET); divided by K - 1 as the hard loss.
+    """
+    _check_beta(beta)
+    K = logps.shape[-1]
+    if K > MAX_TIE_SUBSET:
+        raise ValueError(f"a soft Plackett-Luce label sums over orders: at most {MAX_TIE_SUBSET} completions, got {K}")
+    valid = torch.ones_like(logps, dtype=torch.bool) if valid is None else valid.bool()
+    s = torch.where(valid, implicit_rewards(logps, ref_logps, beta), 0.0)
+    q = torch.where(valid, _fp32(scores).to(s.dtype), 0.0)
+    bits = _subset_bits(K, s.device)  # [S, K]
+    members = bits[None] & valid[:, None, :]  # [B, S, K]: only subsets of the valid completions are ever reached
+    log_w = torch.log_softmax(torch.where(members, q[:, None, :], _LOG_ZERO), -1)  # P(i picked first from R)
+    stage = _masked_logsumexp(s[:, None, :], members) - (log_w.exp() * torch.where(members, s[:, None, :], 0.0)).sum(-1)
+    powers = 1 << torch.arange(K, device=s.device)
+    full = torch.where(valid, powers, 0).sum(-1)  # [B]
+    reach = torch.zeros(s.shape[0], 2**K, dtype=s.dtype, device=s.device)
+    reach[torch.arange(s.shape[0]), full] = 1.0
+    size = bits.sum(-1)
+    index = torch.arange(2**K, device=s.device)
+    for level in range(K, 1, -1):  # a set's children have one member fewer: every parent is done before them
+        subsets = index[size == level]
+        child = subsets[:, None] ^ powers  # [n, K]; only used where the bit is set
+        flow = reach[:, subsets, None] * torch.where(members[:, subsets], log_w[:, subsets].exp(), 0.0)
+        reach = reach.index_add(1, child.flatten(), flow.flatten(1))
+    several = size >= 2
+    expected = (reach[:, several] * stage[:, several]).sum(-1)
+    informative = valid.sum(-1) >= 2
+    choices = (valid.sum(-1) - 1).clamp(min=1).to(s.dtype)
+    return RankingLoss(torch.where(informative, expected / choices, 0.0), informative, s.detach())
+
+
+def ranking_pair_soft_loss(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    scores: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+) -> RankingLoss:
+    """A ranking's every pair with its soft label sigmoid(score_i - score_j) (`_pair_losses` with that p), averaged
+    per prompt over its C(K, 2) pairs: the pair expansion of `plackett_luce_soft_loss`. Shapes as that."""
+    _check_beta(beta)
+    valid = torch.ones_like(logps, dtype=torch.bool) if valid is None else valid.bool()
+    x = torch.where(valid, _fp32(logps) - _fp32(ref_logps), 0.0)
+    q = torch.where(valid, _fp32(scores).to(x.dtype), 0.0)
+    K = x.shape[-1]
+    upper = torch.ones(K, K, dtype=torch.bool, device=x.device).triu(1)
+    pairs = valid[:, :, None] & valid[:, None, :] & upper
+    return _mean_pair_loss(x, pairs, torch.sigmoid(q[:, :, None] - q[:, None, :]), beta, loss_type)
+
+
+def _mean_pair_loss(x: torch.Tensor, pairs: torch.Tensor, p, beta: float, loss_type: str) -> RankingLoss:
+    """Per prompt, the mean pair loss over `pairs` [B, K, K] (i against j), from log-ratios x [B, K], target p."""
+    per_pair = _pair_losses(x[:, :, None] - x[:, None, :], beta, loss_type, p)
+    count = pairs.sum((1, 2))
+    losses = torch.where(pairs, per_pair, 0.0).sum((1, 2)) / count.clamp(min=1)
+    return RankingLoss(losses, count > 0, beta * x.detach())
+
+
 def ranking_pair_loss(
     logps: torch.Tensor,
     ref_logps: torch.Tensor,
@@ -324,10 +399,7 @@ def ranking_pair_loss(
     valid = torch.ones_like(ranks, dtype=torch.bool) if valid is None else valid.bool()
     s = torch.where(valid, _fp32(logps) - _fp32(ref_logps), 0.0)
     better, _ = pair_masks(ranks, valid)
-    per_pair = _pair_losses(s[:, :, None] - s[:, None, :], beta, loss_type, 1.0)
-    count = better.sum((1, 2))
-    losses = torch.where(better, per_pair, 0.0).sum((1, 2)) / count.clamp(min=1)
-    return RankingLoss(losses, count > 0, beta * s.detach())
+    return _mean_pair_loss(s, better, 1.0, beta, loss_type)
 
 
 def best_completion_nll(

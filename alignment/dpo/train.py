@@ -103,10 +103,19 @@ def ranking_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, ranks
     return losses.ranking_pair_loss(logps, ref, ranks, valid, c.beta, c.type)
 
 
+def soft_ranking_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, scores, valid) -> losses.RankingLoss:
+    """Per-prompt loss of rankings labelled by `scores` (a soft label): the expected Plackett-Luce loss, or DPO / IPO
+    over every pair with its Bradley-Terry probability."""
+    if c.type == "plackett_luce":
+        return losses.plackett_luce_soft_loss(logps, ref, scores, valid, c.beta)
+    return losses.ranking_pair_soft_loss(logps, ref, scores, valid, c.beta, c.type)
+
+
 def batch_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, batch: dict) -> losses.RankingLoss:
     """The batch's per-prompt losses; a soft-labelled pair (probability p < 1 that the first completion is better)
     costs p * loss(ranks) + (1 - p) * loss(reversed ranks): exactly `dpo_loss` with chosen_probability p for
-    sigmoid and IPO, and the same for Plackett-Luce, which is sigmoid DPO at K = 2. With `sft_weight`, plus that
+    sigmoid and IPO, and the same for Plackett-Luce, which is sigmoid DPO at K = 2. A ranking with `scores` costs
+    `soft_ranking_loss` instead. With `sft_weight`, plus that
     times the NLL per token of the best-ranked completion (RPO)."""
     device = logps.device
     ranks, valid, p = batch["ranks"].to(device), batch["valid"].to(device), batch["probability"].to(device)
@@ -116,6 +125,13 @@ def batch_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, batch: 
         flipped = ranking_loss(c, logps, ref, reversed_ranks, valid)
         p = p.to(result.losses.dtype)
         result = result._replace(losses=p * result.losses + (1 - p) * flipped.losses)
+    if "scores" in batch:
+        scored = batch["scored"].to(device)
+        soft = soft_ranking_loss(c, logps, ref, batch["scores"].to(device), valid)
+        result = result._replace(
+            losses=torch.where(scored, soft.losses.to(result.losses.dtype), result.losses),
+            informative=torch.where(scored, soft.informative, result.informative),
+        )
     if c.sft_weight > 0:
         tokens = torch.ones_like(logps) if c.length_normalize else completion_tokens(batch, device)
         nll = losses.best_completion_nll(logps, tokens, ranks, valid)

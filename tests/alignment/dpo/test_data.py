@@ -14,7 +14,7 @@ from alignment.dpo import data as D
 from alignment.dpo import losses
 from alignment.dpo.config import DPOConfig, DPODataConfig, DPOLossConfig, DPOTrainConfig
 from alignment.dpo.train import batch_loss, learning_rate, metrics_from_sums, rankings_per_device
-from reward.data import to_ranking
+from reward.data import drop_unusable, ranks_from_scores, to_ranking
 
 WORDS = ["<pad>", "</s>", "<s>", "a", "b", "c", "d", "e", "f"]
 
@@ -73,6 +73,31 @@ def test_soft_labels_are_read_and_checked_per_row():
         to_ranking({"prompt": "a", "completions": ["b", "c"], "ranks": [1, 2], "chosen_probability": 0.5}, "x:4")
 
 
+def test_scores_are_read_checked_and_imply_the_ranks():
+    row = {"prompt": "a", "completions": ["b", "c", "d"], "scores": [0.5, 2, 0.5]}
+    r = to_ranking(row, "x:1")
+    assert r["scores"] == [0.5, 2.0, 0.5] and r["ranks"] == [2, 1, 2]  # ranks left out: the scores' order
+    assert to_ranking({**row, "ranks": [3, 1, 3]}, "x:1")["ranks"] == [3, 1, 3]  # the same order: kept
+    assert to_ranking({"prompt": "a", "completions": ["b", "c"], "ranks": [1, 2]}, "x:1")["scores"] is None
+    assert ranks_from_scores([1.0, 3.0, 2.0, 3.0]) == [4, 1, 3, 1]
+    with pytest.raises(UserError, match=r"^x:2: 'ranks' and 'scores' disagree on completions 1 and 2 \(ranks 1, 2"):
+        to_ranking({**row, "ranks": [1, 2, 3]}, "x:2")
+    for bad in ([1, 2], [1, "2", 3], [1, math.inf, 0], [True, 0, 1], "1 2 3"):
+        with pytest.raises(UserError, match=r"^x:3: 'scores' must be a list of 3 finite numbers, one per completion$"):
+            to_ranking({**row, "scores": bad}, "x:3")
+    with pytest.raises(UserError, match="^x:4: 'scores' is a K-wise"):
+        to_ranking({"prompt": "a", "chosen": "b", "rejected": "c", "scores": [1, 0]}, "x:4")
+
+
+def test_scored_rows_whose_completions_tie_still_teach_dpo_not_the_reward_model():
+    """Equal scores are a soft label ("as good as each other") for DPO; a reward model learns nothing from a tie."""
+    rows = [to_ranking({"prompt": "a", "completions": ["b", "c"], "scores": [1, 1]}, "x:1"),
+            to_ranking({"prompt": "a", "completions": ["b", "b"], "scores": [1, 1]}, "x:2"),
+            to_ranking({"prompt": "a", "completions": ["b", "c"], "ranks": [1, 1]}, "x:3")]  # fmt: skip
+    assert [r["where"] for r in drop_unusable(rows, "drop", "drop", "data.path", stage="dpo")] == ["x:1"]
+    assert drop_unusable(rows[:1], "drop", "drop", "data.path", required=False, stage="reward") == []
+
+
 def test_collate_marks_completion_tokens_and_lays_out_slots():
     tok = tokenizer()
     rows = [
@@ -93,6 +118,33 @@ def test_collate_marks_completion_tokens_and_lays_out_slots():
     assert batch["ref_logps"].tolist() == [[-1.0, -2.0, -3.0], [-1.5, -2.5, 0.0]]
     del examples[1]["ref_logps"]
     assert "ref_logps" not in D.collate(examples, tok.pad_token_id)  # all or none: computed on the fly
+
+
+def test_collate_carries_scores_and_batch_loss_uses_them_where_a_row_has_them():
+    tok = tokenizer()
+    rows = [{"prompt": "a b", "completions": ["c", "d e", "f"], "scores": [0.2, 1.5, -1.0]},
+            {"prompt": "a", "completions": ["b c", "d"], "ranks": [1, 2]}]  # fmt: skip
+    examples = [D.encode(tok, to_ranking(r, f"x:{i}"), data_cfg()) for i, r in enumerate(rows)]
+    batch = D.collate(examples, tok.pad_token_id)
+    assert batch["scored"].tolist() == [True, False] and batch["scores"].tolist() == [[0.2, 1.5, -1.0], [0, 0, 0]]
+    assert "scores" not in D.collate(examples[1:], tok.pad_token_id)
+    logps = torch.tensor([[-1.0, -2.0, -0.5], [-1.5, -0.7, 0.0]], dtype=torch.float64)
+    ref = torch.tensor([[-1.2, -1.0, -1.1], [-1.0, -1.0, 0.0]], dtype=torch.float64)
+    for loss_type, soft in (
+        ("plackett_luce", losses.plackett_luce_soft_loss),
+        ("sigmoid", losses.ranking_pair_soft_loss),
+    ):
+        c = DPOLossConfig(type=loss_type, beta=0.5)
+        out = batch_loss(c, logps, ref, batch)
+        want_soft = soft(logps[:1], ref[:1], batch["scores"][:1], batch["valid"][:1], beta=0.5).losses
+        want_hard = batch_loss(c, logps[1:, :2], ref[1:, :2], D.collate(examples[1:], tok.pad_token_id)).losses
+        torch.testing.assert_close(out.losses, torch.cat([want_soft, want_hard]))
+
+
+def test_scored_rankings_too_long_to_sum_over_name_the_row():
+    long = to_ranking({"prompt": "a", "completions": [f"b{i}" for i in range(13)], "scores": list(range(13))}, "x:6")
+    with pytest.raises(UserError, match="^x:6: 13 scored completions; loss.type=plackett_luce sums a soft label"):
+        D.check_plackett_luce(long, "drop")
 
 
 def test_plackett_luce_tie_limits_name_the_row():

@@ -281,6 +281,74 @@ def test_plackett_luce_rejects_unsupported_ties_and_sizes():
     assert torch.isfinite(out.losses).all()
 
 
+# --- soft labels: scores --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("K", [2, 3, 4, 5])
+def test_soft_plackett_luce_is_the_hard_loss_averaged_over_orders_drawn_from_the_scores(K):
+    beta = 0.6
+    logps, ref, scores = _rand(5, K, seed=K), _rand(5, K, seed=20 + K), 2 * _rand(5, K, seed=40 + K)
+    _, valid = _random_rankings(5, K, seed=K)
+    logps = torch.where(valid, logps, torch.nan)  # padding holds garbage
+    out = D.plackett_luce_soft_loss(logps, ref, scores, valid, beta)
+    for b in range(5):
+        idx = [i for i in range(K) if valid[b, i]]
+        want = 0.0
+        for order in itertools.permutations(idx):
+            ranks = torch.tensor([[order.index(i) + 1 for i in idx]])
+            hard = D.plackett_luce_loss(logps[b : b + 1, idx], ref[b : b + 1, idx], ranks, beta=beta).losses.item()
+            want += _pl_prob(list(range(len(idx))), [scores[b, order[t]].item() for t in range(len(idx))]) * hard
+        assert bool(out.informative[b]) == (len(idx) >= 2)
+        assert out.losses[b].item() == pytest.approx(want, abs=1e-10)
+
+
+def test_soft_plackett_luce_at_k2_and_its_pair_expansion_are_dpo_with_the_bradley_terry_label():
+    beta = 0.4
+    logps, ref, scores = _rand(6, 2, seed=1), _rand(6, 2, seed=2), _rand(6, 2, seed=3)
+    want = D.dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta, "sigmoid", torch.sigmoid(scores[:, 0] - scores[:, 1]))  # fmt: skip
+    torch.testing.assert_close(D.plackett_luce_soft_loss(logps, ref, scores, beta=beta).losses, want.losses)
+    torch.testing.assert_close(D.ranking_pair_soft_loss(logps, ref, scores, beta=beta).losses, want.losses)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_soft_pair_expansion_matches_a_loop_over_pairs(loss_type):
+    K, beta = 4, 0.3
+    logps, ref, scores = _rand(4, K, seed=5), _rand(4, K, seed=6), _rand(4, K, seed=7)
+    _, valid = _random_rankings(4, K, seed=8)
+    out = D.ranking_pair_soft_loss(logps, ref, scores, valid, beta, loss_type)
+    for b in range(4):
+        idx = [i for i in range(K) if valid[b, i]]
+        terms = [
+            D.dpo_loss(logps[b, i], logps[b, j], ref[b, i], ref[b, j], beta, loss_type, torch.sigmoid(scores[b, i] - scores[b, j])).losses.item()
+            for i, j in itertools.combinations(idx, 2)
+        ]  # fmt: skip
+        assert out.losses[b].item() == pytest.approx(sum(terms) / len(terms), abs=1e-10)
+
+
+@pytest.mark.parametrize("soft", [D.plackett_luce_soft_loss, D.ranking_pair_soft_loss])
+def test_soft_losses_are_minimal_where_the_implicit_rewards_are_the_scores(soft):
+    """The optimum of DPO on the true reward's soft labels is pi_ref e^(r / beta) / Z: zero gradient at
+    beta * log-ratio = scores + c, a higher loss anywhere else; padding gets no gradient."""
+    K, beta = 5, 0.5
+    scores = _rand(3, K, seed=9)
+    valid = torch.ones(3, K, dtype=torch.bool)
+    valid[2, 3:] = False
+    logratio = (scores / beta + 2.0).requires_grad_(True)
+    zeros = torch.zeros(3, K, dtype=torch.float64)
+    best = soft(logratio, zeros, scores, valid, beta).losses.sum()
+    best.backward()
+    torch.testing.assert_close(logratio.grad, torch.zeros_like(logratio), atol=1e-12, rtol=0)
+    for seed in range(3):
+        moved = logratio.detach() + 0.3 * _rand(3, K, seed=100 + seed)
+        assert soft(moved, zeros, scores, valid, beta).losses.sum().item() > best.item()
+
+
+def test_soft_plackett_luce_refuses_more_completions_than_it_can_sum_over():
+    big = torch.zeros(1, 13)
+    with pytest.raises(ValueError, match="at most 12 completions"):
+        D.plackett_luce_soft_loss(big, big, big)
+
+
 # --- the all-pairs expansion and metrics ----------------------------------------------------------------
 
 

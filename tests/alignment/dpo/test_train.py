@@ -142,7 +142,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, kwise_data, kwise_
 
 def test_plackett_luce_at_k2_through_the_stage_equals_sigmoid_dpo(tmp_path, kwise_data):
     """On pairwise rows the listwise loss is DPO's: the same adapter and metrics from the same data and seed.
-    Also a soft label column on every row, and reference log-probs computed in each step."""
+    Also a soft label column on every row, and reference log-probs computed in each step; and the same soft label
+    as K-wise rows' `scores` (sigmoid(logit 0.8 - 0) = 0.8)."""
     from alignment.dpo.train import train
 
     rows = [json.loads(line) for line in open(kwise_data)]
@@ -150,19 +151,25 @@ def test_plackett_luce_at_k2_through_the_stage_equals_sigmoid_dpo(tmp_path, kwis
               "rejected": r["completions"][r["ranks"].index(max(r["ranks"]))], "chosen_probability": 0.8}
              for r in rows if "ranks" in r and len(set(r["ranks"])) == 4]  # fmt: skip
     data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    scored = [{"prompt": p["prompt"], "completions": [p["chosen"], p["rejected"]], "scores": [math.log(4), 0]}
+              for p in pairs]  # fmt: skip
+    runs = {"sigmoid": data, "plackett_luce": data, "scores": write_jsonl(tmp_path / "scored.jsonl", scored)}
     reports = {}
-    for loss_type in ("sigmoid", "plackett_luce"):
-        out = tmp_path / loss_type
-        cfg = load_config(DPOConfig, overrides=[f"output_dir={out}", f"data.path={data}", f"data.eval_path={data}",
-                                                f"loss.type={loss_type}", *COMMON, "train.max_steps=4"])  # fmt: skip
-        reports[loss_type] = train(cfg)
-    sigmoid, listwise = (load_file(str(tmp_path / t / "adapter_model.safetensors")) for t in reports)
-    for key in sigmoid:
-        # Equal up to float rounding, compared tensor by tensor: Adam turns rounding in a near-zero gradient element
-        # into a step of the learning rate's size, so one element in 2,048 differed by 5e-5 on an AMD EPYC.
-        gap = (listwise[key] - sigmoid[key]).norm() / sigmoid[key].norm().clamp(min=1e-12)
-        assert gap < 1e-3, (key, gap.item())
-    assert reports["plackett_luce"] == pytest.approx(reports["sigmoid"], rel=1e-5)
+    for name, path in runs.items():
+        loss_type = "sigmoid" if name == "sigmoid" else "plackett_luce"
+        cfg = load_config(DPOConfig, overrides=[f"output_dir={tmp_path / name}", f"data.path={path}",
+                                                f"data.eval_path={path}", f"loss.type={loss_type}", *COMMON,
+                                                "train.max_steps=4"])  # fmt: skip
+        reports[name] = train(cfg)
+    sigmoid = load_file(str(tmp_path / "sigmoid" / "adapter_model.safetensors"))
+    for name in ("plackett_luce", "scores"):
+        listwise = load_file(str(tmp_path / name / "adapter_model.safetensors"))
+        for key in sigmoid:
+            # Equal up to float rounding, compared tensor by tensor: Adam turns rounding in a near-zero gradient
+            # element into a step of the learning rate's size, so one element in 2,048 differed by 5e-5 on an EPYC.
+            gap = (listwise[key] - sigmoid[key]).norm() / sigmoid[key].norm().clamp(min=1e-12)
+            assert gap < 1e-3, (name, key, gap.item())
+        assert reports[name] == pytest.approx(reports["sigmoid"], rel=1e-5), name
     # soft labels 0.8: the loss at the start is the binary cross-entropy at 1/2, log 2, and learning lowers it
     first = metric_rows(str(tmp_path / "sigmoid"))[0]
     assert first["train/loss"] < math.log(2) + 1e-3 and reports["sigmoid"]["eval/loss"] < math.log(2)
