@@ -4,6 +4,7 @@ J* - J(ref) and its KL to the optimal policy, every method with its shipped conf
     python benchmarks/exact_family.py                          # 5 methods x 4 instances x 3 betas x 3 seeds
     python benchmarks/exact_family.py --methods rloo grpo --seeds 0
     python benchmarks/exact_family.py --methods dpo dpo_kwise --preferences 8192    # does DPO lack data?
+    python benchmarks/exact_family.py --methods dpo dpo_kwise --labels sampled    # one draw per label, not its law
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--preferences", type=int, default=exact_check.PREFERENCES, help="DPO's pairs or rankings per instance"
     )
+    p.add_argument(
+        "--labels", default="exact", choices=exact_check.LABELS, help="DPO's labels (see exact_check.LABELS)"
+    )
     args = p.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="exact-") as tmp:
@@ -40,8 +44,9 @@ def main(argv=None) -> int:
                     for seed in args.seeds:
                         started = time.time()
                         r = exact_check.run(
-                            method, instance(shape), beta, seed, pathlib.Path(tmp), preferences=args.preferences
-                        )
+                            method, instance(shape), beta, seed, pathlib.Path(tmp), preferences=args.preferences,
+                            labels=args.labels,
+                        )  # fmt: skip
                         print(f"{r.line()}  ({time.time() - started:.0f} s)", flush=True)
                         results.append(r)
     print("\n| method | instance | beta | gain reached (min over seeds) | KL(pi || pi*) (max) | its length (pi*) |")

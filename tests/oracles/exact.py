@@ -268,6 +268,17 @@ def sample_pairs(ref_logp: torch.Tensor, rewards: torch.Tensor, n_per_prompt: in
     return _oriented(rewards, torch.cat(prompts), torch.cat(firsts), torch.cat(seconds))
 
 
+def sampled_labels(pairs: PreferencePairs, seed: int = 0) -> PreferencePairs:
+    """Each pair labelled by one draw instead of its exact probability: the pair is kept with probability p and
+    reversed otherwise, and its label is certain (probability 1). What one annotator's choice gives, and the
+    counterpart of `sample_rankings`, whose rankings are one Plackett-Luce draw each."""
+    g = torch.Generator().manual_seed(seed)
+    flip = torch.rand(pairs.probability.shape, generator=g, dtype=torch.float64) > pairs.probability
+    chosen = torch.where(flip, pairs.rejected, pairs.chosen)
+    rejected = torch.where(flip, pairs.chosen, pairs.rejected)
+    return PreferencePairs(pairs.prompt, chosen, rejected, torch.ones_like(pairs.probability))
+
+
 def pair_weights(ref_logp: torch.Tensor, pairs: PreferencePairs) -> torch.Tensor:
     """pi_ref(a) * pi_ref(b) per pair [M]: all_pairs weighted like sample_pairs in the limit of many draws."""
     ref = ref_logp.double()
@@ -360,10 +371,14 @@ def write_pairwise_dataset(path: str, prompts: Sequence[str], completions, pairs
     return _write_jsonl(path, rows)
 
 
-def write_ranking_dataset(path: str, prompts: Sequence[str], completions, rankings) -> str:
-    """K-wise rows {prompt, completions, ranks} (the export's schema) from `sample_rankings`; returns `path`."""
+def write_ranking_dataset(path: str, prompts: Sequence[str], completions, rankings, rewards=None) -> str:
+    """K-wise rows {prompt, completions, ranks} (the export's schema) from `sample_rankings`; returns `path`.
+
+    rewards [P, N]: write each row's `scores` instead of its ranks, the rewards of its completions: the exact soft
+    label (the Plackett-Luce distribution the ranks were drawn from), as `chosen_probability` is a pair's."""
     rows = [
-        {"prompt": prompts[p], "completions": [_completion(completions, p, i) for i in idx], "ranks": ranks}
+        {"prompt": prompts[p], "completions": [_completion(completions, p, i) for i in idx]}
+        | ({"ranks": ranks} if rewards is None else {"scores": [float(rewards[p, i]) for i in idx]})
         for p, idx, ranks in rankings
     ]
     return _write_jsonl(path, rows)

@@ -28,6 +28,11 @@ PREFERENCES = 2048
 """Preference data for DPO per instance, shared out over its prompts: pairs (pairwise) or rankings of K = 4
 (K-wise), drawn from the reference and labelled exactly."""
 KWISE_K = 4
+LABELS = ("exact", "sampled")
+"""How DPO's data is labelled: `exact`, the label's distribution itself (what infinitely many annotators would say:
+a pair's Bradley-Terry probability as `chosen_probability`, a ranking's rewards as `scores`, the Plackett-Luce
+distribution its order is drawn from), or `sampled`, one draw (one annotator's choice: a hard pair, a ranking's
+order). The check runs `exact`, so it measures the method and not the noise of 2048 draws; `sampled` measures both."""
 
 
 @dataclass
@@ -80,25 +85,31 @@ def stage_overrides(method: str, inst: Instance, base: str, data: str, out: str,
 
 
 def preference_data(
-    method: str, inst: Instance, tokenizer, ref_logp, rewards, seed: int, folder, preferences: int = PREFERENCES
-) -> str:
-    """Exactly labelled preference rows drawn from the reference: pairs (dpo) or K-wise rankings (dpo_kwise)."""
+    method: str, inst: Instance, tokenizer, ref_logp, rewards, seed: int, folder, preferences: int = PREFERENCES,
+    labels: str = "exact",
+) -> str:  # fmt: skip
+    """Preference rows drawn from the reference and labelled from the exact rewards (`labels` as LABELS): pairs (dpo)
+    or K-wise rankings (dpo_kwise)."""
     texts = exact.response_texts(tokenizer, inst.responses(), eos_token_id=1)
-    path = str(folder / f"{method}-{inst.name}-{seed}-{preferences}.jsonl")
+    path = str(folder / f"{method}-{inst.name}-{seed}-{preferences}-{labels}.jsonl")
     per_prompt = preferences // len(inst.prompts)
     if method == "dpo":
         pairs = exact.sample_pairs(ref_logp, rewards, per_prompt, seed=seed)
+        if labels == "sampled":
+            pairs = exact.sampled_labels(pairs, seed=seed + 99)
         return exact.write_pairwise_dataset(path, inst.prompts, texts, pairs)
     rankings = exact.sample_rankings(ref_logp, rewards, KWISE_K, per_prompt, seed=seed)
-    return exact.write_ranking_dataset(path, inst.prompts, texts, rankings)
+    return exact.write_ranking_dataset(path, inst.prompts, texts, rankings, rewards if labels == "exact" else None)
 
 
 def run(
-    method: str, inst: Instance, beta: float, seed: int, root, threads: int = 1, preferences: int = PREFERENCES
-) -> Result:
+    method: str, inst: Instance, beta: float, seed: int, root, threads: int = 1, preferences: int = PREFERENCES,
+    labels: str = "exact",
+) -> Result:  # fmt: skip
     """Train `method` on `inst` at `beta` with its shipped config and score the saved policy exactly.
 
-    preferences: DPO's rows (pairs or rankings), as PREFERENCES; more show whether a short run lacks data."""
+    preferences: DPO's rows (pairs or rankings), as PREFERENCES; more show whether a short run lacks data.
+    labels: DPO's labels, as LABELS."""
     from alignment.config.loader import load_config
 
     folder = root / inst.name
@@ -112,13 +123,13 @@ def run(
     responses, prompts = inst.responses(), inst.prompt_ids(tokenizer)
     rewards = inst.rewards(tokenizer)
     ref_logp = logprobs(base, prompts, responses)
-    more = "" if preferences == PREFERENCES else f"-{preferences}"
+    more = ("" if preferences == PREFERENCES else f"-{preferences}") + ("" if labels == "exact" else f"-{labels}")
     out = str(root / f"{method}-{inst.name}-{beta}-{seed}{more}")
     if method in ("dpo", "dpo_kwise"):
         from alignment.dpo.config import DPOConfig as Config
         from alignment.dpo.train import train
 
-        data = preference_data(method, inst, tokenizer, ref_logp, rewards, seed, root, preferences)
+        data = preference_data(method, inst, tokenizer, ref_logp, rewards, seed, root, preferences, labels)
         config = os.path.join(ROOT, "configs", "dpo.yaml")
     else:
         from alignment.ppo.config import PPOConfig as Config

@@ -327,6 +327,18 @@ def test_gibbs_optimum_minimises_the_population_dpo_loss_on_bradley_terry_labels
     )
 
 
+def test_sampled_labels_keep_each_pair_with_its_probability_and_are_certain():
+    pairs = E.PreferencePairs(
+        torch.zeros(4000, dtype=torch.long), torch.zeros(4000, dtype=torch.long), torch.ones(4000, dtype=torch.long),
+        torch.full((4000,), 0.7, dtype=torch.float64),
+    )  # fmt: skip
+    hard = E.sampled_labels(pairs, seed=0)
+    kept = (hard.chosen == 0) & (hard.rejected == 1)
+    assert (kept | (hard.chosen == 1) & (hard.rejected == 0)).all() and (hard.probability == 1).all()
+    assert kept.double().mean().item() == pytest.approx(0.7, abs=0.03)
+    assert torch.equal(E.sampled_labels(pairs, seed=0).chosen, hard.chosen)  # a seed gives the same labels
+
+
 def test_sampled_pairs_come_from_the_reference_and_rankings_from_plackett_luce():
     ref = torch.log(torch.tensor([[0.6, 0.3, 0.1]], dtype=torch.float64))
     rewards = torch.tensor([[0.0, 1.0, -0.5]], dtype=torch.float64)
