@@ -5,6 +5,7 @@ J* - J(ref) and its KL to the optimal policy, every method with its shipped conf
     python benchmarks/exact_family.py --methods rloo grpo --seeds 0
     python benchmarks/exact_family.py --methods dpo dpo_kwise --preferences 8192    # does DPO lack data?
     python benchmarks/exact_family.py --methods dpo dpo_kwise --labels sampled    # one draw per label, not its law
+    python benchmarks/exact_family.py --methods dpo_kwise --instances eos --betas 0.1 --override train.epochs=6
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--labels", default="exact", choices=exact_check.LABELS, help="DPO's labels (see exact_check.LABELS)"
     )
+    p.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="a stage config override on top of the shipped config, to measure a change (repeatable)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="exact-") as tmp:
@@ -45,7 +50,7 @@ def main(argv=None) -> int:
                         started = time.time()
                         r = exact_check.run(
                             method, instance(shape), beta, seed, pathlib.Path(tmp), preferences=args.preferences,
-                            labels=args.labels,
+                            labels=args.labels, overrides=tuple(args.override),
                         )  # fmt: skip
                         print(f"{r.line()}  ({time.time() - started:.0f} s)", flush=True)
                         results.append(r)

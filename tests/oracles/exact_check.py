@@ -51,12 +51,18 @@ class Result:
     """E_pi[tokens before EOS], mean over prompts: a policy that ends too soon or never shows here."""
     optimum_length: float
     """The same under pi*."""
+    data_loss: float | None = None
+    """DPO: the preference loss of the policy on its own training rows (mean per row; None for online methods)."""
+    optimum_data_loss: float | None = None
+    """The same for pi*: lower than the policy's, the policy stopped short of what its data teach (optimisation);
+    higher, the data hold a different optimum than pi* (too few rows to pin it)."""
 
     def line(self) -> str:
+        data = "" if self.data_loss is None else f"  data loss {self.data_loss:.4f} (pi* {self.optimum_data_loss:.4f})"
         return (
             f"{self.method:9s} {self.instance:9s} beta {self.beta:<4} seed {self.seed}: gain reached "
             f"{self.fraction:6.1%}  KL(pi || pi*) {self.kl_to_optimum:.4f}  KL(pi || ref) {self.kl:.3f}  "
-            f"length {self.length:.2f} (pi* {self.optimum_length:.2f})"
+            f"length {self.length:.2f} (pi* {self.optimum_length:.2f}){data}"
         )
 
 
@@ -84,32 +90,52 @@ def stage_overrides(method: str, inst: Instance, base: str, data: str, out: str,
             f"rollout.missing_eos_penalty={inst.eos_penalty}", f"kl.coef={beta}", "train.sample_steps=0"]  # fmt: skip
 
 
-def preference_data(
-    method: str, inst: Instance, tokenizer, ref_logp, rewards, seed: int, folder, preferences: int = PREFERENCES,
-    labels: str = "exact",
-) -> str:  # fmt: skip
-    """Preference rows drawn from the reference and labelled from the exact rewards (`labels` as LABELS): pairs (dpo)
-    or K-wise rankings (dpo_kwise)."""
-    texts = exact.response_texts(tokenizer, inst.responses(), eos_token_id=1)
-    path = str(folder / f"{method}-{inst.name}-{seed}-{preferences}-{labels}.jsonl")
-    per_prompt = preferences // len(inst.prompts)
+def preference_rows(
+    method: str, ref_logp, rewards, seed: int, preferences: int = PREFERENCES, labels: str = "exact"
+):  # fmt: skip
+    """Preferences drawn from the reference and labelled from the exact rewards (`labels` as LABELS): pairs
+    (`exact.PreferencePairs`, dpo) or K-wise rankings (`exact.sample_rankings`'s list, dpo_kwise)."""
+    per_prompt = preferences // ref_logp.shape[0]
     if method == "dpo":
         pairs = exact.sample_pairs(ref_logp, rewards, per_prompt, seed=seed)
-        if labels == "sampled":
-            pairs = exact.sampled_labels(pairs, seed=seed + 99)
-        return exact.write_pairwise_dataset(path, inst.prompts, texts, pairs)
-    rankings = exact.sample_rankings(ref_logp, rewards, KWISE_K, per_prompt, seed=seed)
-    return exact.write_ranking_dataset(path, inst.prompts, texts, rankings, rewards if labels == "exact" else None)
+        return exact.sampled_labels(pairs, seed=seed + 99) if labels == "sampled" else pairs
+    return exact.sample_rankings(ref_logp, rewards, KWISE_K, per_prompt, seed=seed)
+
+
+def preference_data(method: str, inst: Instance, tokenizer, rows, rewards, path: str, labels: str = "exact") -> str:
+    """`preference_rows` written as the stage reads them: TRL pairs with `chosen_probability`, or K-wise rows with
+    `scores` (exact labels) or `ranks` (one sampled order)."""
+    texts = exact.response_texts(tokenizer, inst.responses(), eos_token_id=1)
+    if method == "dpo":
+        return exact.write_pairwise_dataset(path, inst.prompts, texts, rows)
+    return exact.write_ranking_dataset(path, inst.prompts, texts, rows, rewards if labels == "exact" else None)
+
+
+def data_loss(method: str, rows, logp, ref_logp, rewards, beta: float, labels: str = "exact") -> float:
+    """The preference loss of log-probs `logp` [P, N] on the training rows, mean per row (no off-support term)."""
+    if method == "dpo":
+        return exact.population_dpo_loss(logp, ref_logp, rows, beta).item()
+    from alignment.dpo import losses
+
+    p = torch.tensor([prompt for prompt, _, _ in rows])[:, None]
+    i = torch.tensor([idx for _, idx, _ in rows])
+    if labels == "exact":
+        return (
+            losses.plackett_luce_soft_loss(logp[p, i], ref_logp[p, i], rewards[p, i], None, beta).losses.mean().item()
+        )
+    ranks = torch.tensor([r for _, _, r in rows])
+    return losses.plackett_luce_loss(logp[p, i], ref_logp[p, i], ranks, None, beta).losses.mean().item()
 
 
 def run(
     method: str, inst: Instance, beta: float, seed: int, root, threads: int = 1, preferences: int = PREFERENCES,
-    labels: str = "exact",
+    labels: str = "exact", overrides: tuple[str, ...] = (),
 ) -> Result:  # fmt: skip
     """Train `method` on `inst` at `beta` with its shipped config and score the saved policy exactly.
 
     preferences: DPO's rows (pairs or rankings), as PREFERENCES; more show whether a short run lacks data.
-    labels: DPO's labels, as LABELS."""
+    labels: DPO's labels, as LABELS. overrides: `key=value` on top of the shipped config, to measure a change (the
+    check itself runs none); the run's folder is named after them."""
     from alignment.config.loader import load_config
 
     folder = root / inst.name
@@ -124,19 +150,23 @@ def run(
     rewards = inst.rewards(tokenizer)
     ref_logp = logprobs(base, prompts, responses)
     more = ("" if preferences == PREFERENCES else f"-{preferences}") + ("" if labels == "exact" else f"-{labels}")
+    more += "".join(f"-{o.replace('/', '_')}" for o in overrides)
     out = str(root / f"{method}-{inst.name}-{beta}-{seed}{more}")
-    if method in ("dpo", "dpo_kwise"):
+    offline = method in ("dpo", "dpo_kwise")
+    if offline:
         from alignment.dpo.config import DPOConfig as Config
         from alignment.dpo.train import train
 
-        data = preference_data(method, inst, tokenizer, ref_logp, rewards, seed, root, preferences, labels)
+        rows = preference_rows(method, ref_logp, rewards, seed, preferences, labels)
+        path = str(root / f"{method}-{inst.name}-{seed}-{preferences}-{labels}.jsonl")
+        data = preference_data(method, inst, tokenizer, rows, rewards, path, labels)
         config = os.path.join(ROOT, "configs", "dpo.yaml")
     else:
         from alignment.ppo.config import PPOConfig as Config
         from alignment.ppo.train import train
 
         data, config = str(folder / "prompts.jsonl"), os.path.join(ROOT, "configs", f"{method}.yaml")
-    cfg = load_config(Config, config, stage_overrides(method, inst, base, data, out, beta, seed))
+    cfg = load_config(Config, config, [*stage_overrides(method, inst, base, data, out, beta, seed), *overrides])
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)  # a tiny model: threads only add synchronisation
     try:
@@ -150,4 +180,5 @@ def run(
     kl_to_optimum = exact.exact_kl(logp, optimum).mean().item()
     fraction = exact.gain_fraction(end.objective, start.objective, end.optimum)
     lengths = [exact.expected_length(lp, responses, eos_token_id=1).mean().item() for lp in (logp, optimum)]
-    return Result(method, inst.shape, beta, seed, fraction, kl_to_optimum, end.kl, *lengths)
+    losses = [data_loss(method, rows, lp, ref_logp, rewards, beta, labels) for lp in (logp, optimum)] if offline else []
+    return Result(method, inst.shape, beta, seed, fraction, kl_to_optimum, end.kl, *lengths, *losses)

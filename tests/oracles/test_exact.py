@@ -408,3 +408,24 @@ def test_written_datasets_round_trip_to_the_enumerated_tokens(tmp_path):
     for (p, idx, ranks), row in zip(rankings, kwise):
         assert row["prompt"] == prompts[p] and row["ranks"] == ranks
         assert row["completions"] == [per_prompt[p][i] for i in idx]
+
+
+@pytest.mark.parametrize("method", ["dpo", "dpo_kwise"])
+def test_the_optimum_has_the_lowest_data_loss_on_exactly_labelled_rows(method):
+    """What the exact check's `data loss` column compares a policy with: on exactly labelled rows pi* minimises DPO's
+    loss (any policy scores at least as high), so a policy above it stopped short of what its data teach."""
+    from tests.oracles.exact_check import data_loss, preference_rows
+
+    P, N, beta = 2, 9, 0.5
+    ref = _random_logp(P, N, 30)
+    rewards = torch.randn(P, N, generator=torch.Generator().manual_seed(31), dtype=torch.float64)
+    rows = preference_rows(method, ref, rewards, seed=0, preferences=200)
+    best = E.optimal_logprobs(ref, rewards, beta)
+    at_optimum = data_loss(method, rows, best, ref, rewards, beta)
+    assert at_optimum < data_loss(method, rows, ref, ref, rewards, beta)
+    for seed in range(3):
+        noise = 0.3 * torch.randn(P, N, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        assert data_loss(method, rows, torch.log_softmax(best + noise, -1), ref, rewards, beta) > at_optimum
+    # the same 200 rows with one sampled label each: pi* is no longer their minimiser, but the loss is defined
+    sampled = preference_rows(method, ref, rewards, seed=0, preferences=200, labels="sampled")
+    assert math.isfinite(data_loss(method, sampled, best, ref, rewards, beta, labels="sampled"))
