@@ -233,6 +233,11 @@ PREFERENCE_DATA = [
     ([{"prompt": "p", "chosen": "a", "rejected": ""}], [], ["d.jsonl:1", "'rejected' is missing, empty"]),
     ([kwise("p", ["a", "b"], [1, "x"])], [], ["d.jsonl:1", "ranks must be integers"]),
     ([kwise("p", ["a", "b", "c"], [1, 2])], [], ["d.jsonl:1", "2 ranks for 3 completions"]),
+    # a K-wise row's soft label: one finite number per completion, in the order of any ranks it also gives
+    ([{"prompt": "p", "completions": ["a", "b"], "scores": [1, "x"]}], [], ["d.jsonl:1", "'scores' must be a list"]),
+    ([{"prompt": "p", "completions": ["a", "b"], "scores": [1, float("nan")]}], [], ["d.jsonl:1", "2 finite numbers"]),
+    ([{**kwise("p", ["a", "b"], [1, 2]), "scores": [0, 1]}], [], ["d.jsonl:1", "'ranks' and 'scores' disagree"]),
+    ([{"prompt": "p", "completions": ["a", "a"], "scores": [1, 1]}] * 2, [], ["no usable comparison in 2 rows"]),
 ]
 STAGE_DATA_ARGS = {
     "reward": ["reward", "configs/reward.yaml"],
