@@ -203,10 +203,11 @@ def apply_annotator_weights(rankings: list[dict], mode: str, key: str = "data.pa
 def _kwise(row: dict, where: str) -> tuple:
     """(prompt, completions, ranks, no margin) of a K-wise row, checked."""
     completions, ranks = row.get("completions"), row.get("ranks")
-    if ranks is None and isinstance(completions, list) and _scores(row, where) is not None:
-        ranks = ranks_from_scores(_scores(row, where))
-    elif isinstance(completions, list) and isinstance(ranks, list) and _scores(row, where) is not None:
-        _check_ranks_agree(ranks, _scores(row, where), where)
+    scores = _scores(row, where) if isinstance(completions, list) else None
+    if scores is not None and ranks is None:
+        ranks = ranks_from_scores(scores)
+    elif scores is not None and isinstance(ranks, list):
+        _check_ranks_agree(ranks, scores, where)
     if not isinstance(completions, list) or not isinstance(ranks, list):
         raise UserError(f"{where}: 'completions' and 'ranks' must both be lists")
     if len(completions) < 2:
