@@ -22,6 +22,7 @@ import json
 import math
 import os
 
+from alignment.common.data import is_finite_number
 from alignment.evaluate import load_judge
 from alignment.runtime import health
 
@@ -62,17 +63,13 @@ def read_json(path: str) -> dict:
 
 def series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
     """(steps, values) of the rows that have a finite `key`."""
-    points = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if _finite(r.get(key))]
+    points = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if is_finite_number(r.get(key))]
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
 def gold_key(rows: list[dict]) -> str | None:
     """The first of GOLD_KEYS the PPO metrics carry (the demo logs gold per update; plain PPO runs do not)."""
-    return next((k for k in GOLD_KEYS if any(_finite(r.get(k)) for r in rows)), None)
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return next((k for k in GOLD_KEYS if any(is_finite_number(r.get(k)) for r in rows)), None)
 
 
 def binned(xs: list[float], ys: list[float], bins: int) -> tuple[list[float], list[float]]:
@@ -134,13 +131,17 @@ def _short(path: str | None, run_dir: str) -> str:
 
 
 def _fmt(x, spec: str = ".3f", unit: str = "") -> str:
-    return f"{x:{spec}}{unit}" if _finite(x) else "n/a"
+    return f"{x:{spec}}{unit}" if is_finite_number(x) else "n/a"
 
 
 def results_table(s: dict) -> str:
-    gain = s["gold_ppo"] - s["gold_sft"] if _finite(s.get("gold_ppo")) and _finite(s.get("gold_sft")) else None
-    pm = lambda key: f" ± {s[key]:.2f} (std)" if _finite(s.get(key)) else ""  # noqa: E731
-    win_err = f" ± {s['gold_win_rate_stderr']:.1%}" if _finite(s.get("gold_win_rate_stderr")) else ""
+    gain = (
+        s["gold_ppo"] - s["gold_sft"]
+        if is_finite_number(s.get("gold_ppo")) and is_finite_number(s.get("gold_sft"))
+        else None
+    )
+    pm = lambda key: f" ± {s[key]:.2f} (std)" if is_finite_number(s.get(key)) else ""  # noqa: E731
+    win_err = f" ± {s['gold_win_rate_stderr']:.1%}" if is_finite_number(s.get("gold_win_rate_stderr")) else ""
     rows = [
         ("Gold reward, SFT policy", _fmt(s.get("gold_sft")) + pm("gold_sft_std")),
         ("Gold reward, PPO policy", _fmt(s.get("gold_ppo")) + pm("gold_ppo_std")),
@@ -150,7 +151,7 @@ def results_table(s: dict) -> str:
         ("Best accuracy achievable under the annotators' noise", _fmt(s.get("accuracy_ceiling"), ".1%")),
         (f"KL(PPO ‖ reference), {s.get('final_kl_source', '')}".rstrip(", "), _fmt(s.get("final_kl"), ".3f", " nats")),
     ]
-    if s.get("final_kl_source") != "last PPO update" and _finite(s.get("train_kl")):
+    if s.get("final_kl_source") != "last PPO update" and is_finite_number(s.get("train_kl")):
         rows.append(("KL at the last PPO update (training prompts)", _fmt(s["train_kl"], ".3f", " nats")))
     lines = ["| measure | value |", "| --- | --- |"] + [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines)
@@ -177,7 +178,7 @@ def method_figures(evaluation: dict, names: list[str], seconds: dict, against: s
         out[name] = {
             "gold": gold,
             "gold_std": m.get(f"{by}_std"),
-            "gold_gain": gold - base if _finite(gold) and _finite(base) else None,
+            "gold_gain": gold - base if is_finite_number(gold) and is_finite_number(base) else None,
             "win_rate": w.get("win_rate"),
             "win_rate_stderr": w.get("stderr"),
             "kl": m.get("kl"),
@@ -212,12 +213,12 @@ broken rate rises more than 1 point, or its KL passes the budget (10).
 
 def _method_cells(name: str, m: dict) -> list[str]:
     win = _fmt(m.get("win_rate"), ".1%") + (
-        f" ± {m['win_rate_stderr']:.1%}" if _finite(m.get("win_rate_stderr")) else ""
+        f" ± {m['win_rate_stderr']:.1%}" if is_finite_number(m.get("win_rate_stderr")) else ""
     )
     return [
         m.get("label", name),
         win,
-        _fmt(m.get("gold"), ".2f") + (f" ({m['gold_gain']:+.2f})" if _finite(m.get("gold_gain")) else ""),
+        _fmt(m.get("gold"), ".2f") + (f" ({m['gold_gain']:+.2f})" if is_finite_number(m.get("gold_gain")) else ""),
         _fmt(m.get("kl"), ".2f"),
         _fmt(m.get("seconds"), ".0f", " s"),
     ]
@@ -290,7 +291,7 @@ def plot_overoptimization(ppo_rows: list[dict], path: str) -> str:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     title = "Overoptimisation: proxy vs gold reward against KL"
     gold = gold_key(ppo_rows)
-    rows = [r for r in ppo_rows if _finite(r.get("objective/kl"))]
+    rows = [r for r in ppo_rows if is_finite_number(r.get("objective/kl"))]
     if not rows:
         _empty(ax, title, "no PPO metrics with objective/kl")
     else:
@@ -299,7 +300,7 @@ def plot_overoptimization(ppo_rows: list[dict], path: str) -> str:
             ("objective/scores", "proxy reward (reward model, normalised)", "tab:blue"),
             (gold, "gold reward (hidden preference)", "tab:orange"),
         ]:
-            points = [(r["objective/kl"], r[key]) for r in rows if key and _finite(r.get(key))]
+            points = [(r["objective/kl"], r[key]) for r in rows if key and is_finite_number(r.get(key))]
             if not points:
                 continue
             # different units: the second series gets its own y axis on the right
@@ -330,7 +331,7 @@ def plot_training(
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     gold = gold_key(ppo_rows)
-    held_out = reward_eval.get("accuracy") if _finite(reward_eval.get("accuracy")) else None
+    held_out = reward_eval.get("accuracy") if is_finite_number(reward_eval.get("accuracy")) else None
     panels = [
         (axes[0, 0], "SFT loss", sft_rows, [("train/loss", "train"), ("eval/loss", "held-out")], "loss", "step"),
         # the held-out accuracy is one number at the end: a line from eval.json, else the logged points
@@ -367,7 +368,7 @@ def plot_training(
             if held_out is not None:
                 ax.axhline(held_out, color="tab:green", ls="--", label=f"held-out, final ({held_out:.1%})")
                 drawn = True
-            if _finite(ceiling) and drawn:
+            if is_finite_number(ceiling) and drawn:
                 ax.axhline(ceiling, color="black", ls=":", label=f"achievable under label noise ({ceiling:.1%})")
         if not drawn:
             _empty(ax, title, "not found in this run")
@@ -399,15 +400,15 @@ def plot_gold(s: dict, path: str, methods: dict | None = None) -> str:
     fig, ax = plt.subplots(figsize=(5.5 + 0.8 * max(len(bars) - 2, 0), 4.5))
     labels = [b[0] for b in bars]
     values = [b[1] for b in bars]
-    if not all(_finite(v) for v in values):
+    if not all(is_finite_number(v) for v in values):
         _empty(ax, "Gold reward on held-out prompts", "no gold reward for " + ", ".join(labels))
     else:
-        errors = [b[2] / math.sqrt(n) if _finite(b[2]) and n else 0.0 for b in bars]
+        errors = [b[2] / math.sqrt(n) if is_finite_number(b[2]) and n else 0.0 for b in bars]
         colors = ["tab:gray"] + [f"C{i + 1}" for i in range(len(bars) - 1)] if methods else ["tab:gray", "tab:orange"]
         drawn = ax.bar(labels, values, yerr=errors, capsize=6, color=colors)
         for bar, (_, value, _, win), error in zip(drawn, bars, errors):  # above the error bar, not on it
             y = value + error if value >= 0 else value - error
-            text = f"{value:.2f}" + (f"\nwin {win:.0%}" if _finite(win) else "")
+            text = f"{value:.2f}" + (f"\nwin {win:.0%}" if is_finite_number(win) else "")
             ax.annotate(
                 text,
                 (bar.get_x() + bar.get_width() / 2, y),
@@ -422,7 +423,7 @@ def plot_gold(s: dict, path: str, methods: dict | None = None) -> str:
         title = "Gold reward on held-out prompts"
         if methods:
             title += "\n(win: gold win rate over SFT, same random draws)"
-        elif _finite(win):
+        elif is_finite_number(win):
             title += f"\ngold win rate of PPO over SFT: {win:.0%}"
         ax.set_title(title)
         low, high = min(0, *values), max(0, *values)
@@ -462,7 +463,7 @@ def campaign_section(report: dict) -> str:
         cells = [_fmt(a.get(key), spec) for key, spec in keys]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(f"    {line}" for line in policy_lines(report))
-    tau = f" (Kendall tau {gold['kendall_tau']:+.2f})" if _finite(gold.get("kendall_tau")) else ""
+    tau = f" (Kendall tau {gold['kendall_tau']:+.2f})" if is_finite_number(gold.get("kendall_tau")) else ""
     return f"""
 ## People as the judge
 

@@ -22,7 +22,7 @@ import random
 
 import torch
 
-from alignment.common.data import load_rows
+from alignment.common.data import is_finite_number, load_rows
 from alignment.common.errors import UserError
 from alignment.runtime.generation import right_pad
 from reward import preference
@@ -159,13 +159,9 @@ def _scores(row: dict, where: str) -> list[float] | None:
     if "completions" not in row:
         raise UserError(f"{where}: '{SCORES}' is a K-wise (completions) column; a pair's soft label is '{PROBABILITY}'")
     n = len(row["completions"])
-    if not isinstance(scores, list) or len(scores) != n or not all(_finite(x) for x in scores):
+    if not isinstance(scores, list) or len(scores) != n or not all(is_finite_number(x) for x in scores):
         raise UserError(f"{where}: '{SCORES}' must be a list of {n} finite numbers, one per completion")
     return [float(x) for x in scores]
-
-
-def _finite(x) -> bool:
-    return not isinstance(x, bool) and isinstance(x, (int, float)) and abs(x) < float("inf")
 
 
 def ranks_from_scores(scores: list[float]) -> list[int]:

@@ -6,12 +6,18 @@ Rows come back as plain dicts. Errors name the file and, where one is at fault, 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from alignment.assets import worlds
 from alignment.common.errors import UserError
 
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def is_finite_number(x) -> bool:
+    """A JSON number that is finite: not a bool, a string, None, NaN or an infinity."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def load_rows(path: str, split: str = "train", limit: int | None = None, key: str = "data.path") -> list[dict]:

@@ -333,8 +333,9 @@ def plackett_luce_soft_loss(
     q = torch.where(valid, _fp32(scores).to(s.dtype), 0.0)
     bits = _subset_bits(K, s.device)  # [S, K]
     members = bits[None] & valid[:, None, :]  # [B, S, K]: only subsets of the valid completions are ever reached
-    log_w = torch.log_softmax(torch.where(members, q[:, None, :], _LOG_ZERO), -1)  # P(i picked first from R)
-    stage = _masked_logsumexp(s[:, None, :], members) - (log_w.exp() * torch.where(members, s[:, None, :], 0.0)).sum(-1)
+    log_w = torch.log_softmax(torch.where(members, q[:, None, :], _LOG_ZERO), -1)
+    pick = torch.where(members, log_w.exp(), 0.0)  # [B, S, K]: P(i is picked first from R); 0 outside R
+    stage = _masked_logsumexp(s[:, None, :], members) - (pick * torch.where(members, s[:, None, :], 0.0)).sum(-1)
     powers = 1 << torch.arange(K, device=s.device)
     full = torch.where(valid, powers, 0).sum(-1)  # [B]
     reach = torch.zeros(s.shape[0], 2**K, dtype=s.dtype, device=s.device)
@@ -344,7 +345,7 @@ def plackett_luce_soft_loss(
     for level in range(K, 1, -1):  # a set's children have one member fewer: every parent is done before them
         subsets = index[size == level]
         child = subsets[:, None] ^ powers  # [n, K]; only used where the bit is set
-        flow = reach[:, subsets, None] * torch.where(members[:, subsets], log_w[:, subsets].exp(), 0.0)
+        flow = reach[:, subsets, None] * pick[:, subsets]
         reach = reach.index_add(1, child.flatten(), flow.flatten(1))
     several = size >= 2
     expected = (reach[:, several] * stage[:, several]).sum(-1)

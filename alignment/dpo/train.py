@@ -119,19 +119,22 @@ def batch_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, batch: 
     times the NLL per token of the best-ranked completion (RPO)."""
     device = logps.device
     ranks, valid, p = batch["ranks"].to(device), batch["valid"].to(device), batch["probability"].to(device)
-    result = ranking_loss(c, logps, ref, ranks, valid)
-    if bool((p < 1).any()):
-        reversed_ranks = torch.where(valid, ranks.max(-1, keepdim=True).values + 1 - ranks, ranks)
-        flipped = ranking_loss(c, logps, ref, reversed_ranks, valid)
-        p = p.to(result.losses.dtype)
-        result = result._replace(losses=p * result.losses + (1 - p) * flipped.losses)
-    if "scores" in batch:
-        scored = batch["scored"].to(device)
-        soft = soft_ranking_loss(c, logps, ref, batch["scores"].to(device), valid)
-        result = result._replace(
-            losses=torch.where(scored, soft.losses.to(result.losses.dtype), result.losses),
-            informative=torch.where(scored, soft.informative, result.informative),
-        )
+    scored = batch["scored"].to(device) if "scores" in batch else None
+    soft = None if scored is None else soft_ranking_loss(c, logps, ref, batch["scores"].to(device), valid)
+    if scored is not None and bool(scored.all()):
+        result = soft  # every ranking scored: no hard label to compute
+    else:
+        result = ranking_loss(c, logps, ref, ranks, valid)
+        if bool((p < 1).any()):
+            reversed_ranks = torch.where(valid, ranks.max(-1, keepdim=True).values + 1 - ranks, ranks)
+            flipped = ranking_loss(c, logps, ref, reversed_ranks, valid)
+            p = p.to(result.losses.dtype)
+            result = result._replace(losses=p * result.losses + (1 - p) * flipped.losses)
+        if soft is not None:
+            result = result._replace(
+                losses=torch.where(scored, soft.losses.to(result.losses.dtype), result.losses),
+                informative=torch.where(scored, soft.informative, result.informative),
+            )
     if c.sft_weight > 0:
         tokens = torch.ones_like(logps) if c.length_normalize else completion_tokens(batch, device)
         nll = losses.best_completion_nll(logps, tokens, ranks, valid)
