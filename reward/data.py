@@ -4,9 +4,9 @@ Accepted rows (from files, `datasets` folders, hub ids via `load_rows`, or `buil
 - K-wise export: `{"prompt", "completions": [K], "ranks": [K ints, 1 = best, ties share], "annotator",
   "task_id", "meta"}` (annotator, task_id and meta optional), and optionally `scores` [K finite numbers]: a soft
   label in nats (Plackett-Luce with weights exp(scores), e.g. a judge's or reward model's scores; DPO trains on
-  it, the reward stage on the ranks it implies); with `scores`, `ranks` may be left out and must agree if given;
+  it, the reward stage on every pair's P(i beats j) = sigmoid(score_i - score_j)); with `scores`, `ranks` may be left out and must agree if given;
 - TRL pairwise: `{"prompt", "chosen", "rejected"}`, strings or message lists, optional `margin` and
-  `chosen_probability` (a soft label: P(chosen is better), in [0, 1]); with no `prompt` column the
+  `chosen_probability` (a soft label: P(chosen is better), in [0, 1]; both stages train on it); with no `prompt` column the
   prompt is the common prefix of chosen and rejected (TRL's implicit prompt).
 
 A ranking is `{"prompt", "completions", "ranks", "annotator", "margin", "chosen_probability", "scores", "where"}`;
@@ -17,6 +17,7 @@ None unless a K-wise row has them). Malformed rows raise `UserError("file:row: .
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 
@@ -74,8 +75,8 @@ def drop_unusable(
     with the counts when `required` (training data), a warning otherwise (held-out data)."""
     kept, dropped = [], {preference.IDENTICAL: 0, preference.TIED: 0}
     for r in rankings:
-        # DPO learns from a scored row's ties too: equal scores are a soft label ("as good as each other")
-        soft = stage == "dpo" and r.get("scores") is not None
+        # a scored row's ties teach too: equal scores are a soft label ("as good as each other")
+        soft = r.get("scores") is not None
         found = preference.no_preference(r["completions"], r["ranks"], "davidson" if soft else ties)
         if found is None:
             kept.append(r)
@@ -293,7 +294,19 @@ def encode(tokenizer, ranking: dict, max_length: int) -> dict:
         "margin": ranking["margin"],
         "annotator": ranking["annotator"],
         "weight": 1.0 if ranking.get("weight") is None else ranking["weight"],
+        "pair_probabilities": pair_probabilities(ranking),
     }
+
+
+def pair_probabilities(ranking: dict) -> list[list[float]] | None:
+    """A soft-labelled ranking's [K, K] P(i beats j): sigmoid(score_i - score_j) from `scores`, or the pair's
+    `chosen_probability` (completion 0 is chosen); None for a hard label (ranks only)."""
+    scores = ranking.get("scores")
+    if scores is not None:
+        # tanh form: sigmoid without overflow for scores far apart
+        return [[0.5 * (1 + math.tanh((a - b) / 2)) for b in scores] for a in scores]
+    p = ranking.get("chosen_probability")
+    return None if p is None else [[0.5, p], [1 - p, 0.5]]
 
 
 def collate(examples: list[dict], pad_id: int, weights: list[float] | None = None) -> dict:
@@ -303,13 +316,16 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
     slot: [N] position of each row in the flattened [B * K_max] score grid; ranks/valid: [B, K_max];
     margins: [B, K_max, K_max] from the rows' given margins (0 where none). weights (0 marks a filler
     example in evaluation) zero a prompt's `valid` row so it counts nowhere. loss_weights [B]: each example's
-    `weight` (its annotator's, data.annotator_weights; 1 when it has none).
+    `weight` (its annotator's, data.annotator_weights; 1 when it has none). soft [B] marks the soft-labelled
+    examples and soft_prob [B, K_max, K_max] their `pair_probabilities` (0 elsewhere).
     """
     k_max = max(len(e["input_ids"]) for e in examples)
     sequences, slot = [], []
     ranks = torch.ones(len(examples), k_max, dtype=torch.long)
     valid = torch.zeros(len(examples), k_max, dtype=torch.bool)
     margins = torch.zeros(len(examples), k_max, k_max)
+    soft = torch.zeros(len(examples), dtype=torch.bool)
+    soft_prob = torch.zeros(len(examples), k_max, k_max)
     for b, e in enumerate(examples):
         k = len(e["input_ids"])
         sequences += e["input_ids"]
@@ -318,6 +334,9 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
         valid[b, :k] = weights is None or weights[b] > 0
         if e["margin"] is not None:
             margins[b, 0, 1] = e["margin"]  # pairwise rows: completion 0 is chosen, 1 rejected
+        if e.get("pair_probabilities") is not None:
+            soft[b] = True
+            soft_prob[b, :k, :k] = torch.tensor(e["pair_probabilities"])
     input_ids, attention_mask = right_pad(sequences, pad_id)
     return {
         "input_ids": input_ids,
@@ -327,6 +346,8 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
         "valid": valid,
         "margins": margins,
         "loss_weights": torch.tensor([float(e.get("weight", 1.0)) for e in examples]),
+        "soft": soft,
+        "soft_prob": soft_prob,
     }
 
 

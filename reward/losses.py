@@ -10,6 +10,9 @@ Ties are dropped, or scored by a tie-aware likelihood:
 - Rao-Kupper (theta > 1): P(i > j) = sigmoid(d - log theta), P(tie) = (theta^2 - 1) / ((1 + theta e^-d)(1 + theta e^d))
 - Davidson (nu > 0): P(i > j) = e^(d/2) / (e^(d/2) + e^(-d/2) + nu), P(tie) = nu / (e^(d/2) + e^(-d/2) + nu)
 with d = r_i - r_j. Both reduce to Bradley-Terry's sigmoid(d) as theta -> 1 / nu -> 0.
+
+A soft label (a pair's chosen_probability, a ranking's scores) gives every pair a probability instead
+(`soft_pair_losses`, the cross-entropy of sigmoid(d) against it).
 """
 
 from __future__ import annotations
@@ -66,6 +69,25 @@ def pair_log_likelihoods(
     raise ValueError(f"ties must be one of {', '.join(TIES)}, got '{ties}'")
 
 
+def soft_pair_losses(
+    scores: torch.Tensor, prob: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-prompt loss [B], has a pair [B]) of soft labels: the mean over a prompt's valid pairs i < j of the
+    cross-entropy of sigmoid(r_i - r_j) against prob[b, i, j] = P(i beats j), -(p log s(d) + (1 - p) log s(-d)).
+
+    Minimised where r_i - r_j = logit(p) (a scored row's labels sigmoid(score_i - score_j): r = scores + a
+    constant); at p = 1 it is the Bradley-Terry NLL of "i beats j". scores [B, K], prob [B, K, K], valid [B, K].
+    """
+    k = scores.shape[1]
+    upper = torch.ones(k, k, dtype=torch.bool, device=scores.device).triu(1)
+    pairs = valid[:, :, None] & valid[:, None, :] & upper
+    diff = scores[:, :, None] - scores[:, None, :]
+    p = prob.to(diff.dtype)
+    nll = -(p * F.logsigmoid(diff) + (1 - p) * F.logsigmoid(-diff))
+    count = pairs.sum((1, 2))
+    return torch.where(pairs, nll, 0.0).sum((1, 2)) / count.clamp(min=1), count > 0
+
+
 def kwise_loss(
     scores: torch.Tensor,
     ranks: torch.Tensor,
@@ -75,6 +97,8 @@ def kwise_loss(
     tie_param: float = 1.5,
     center_coef: float = 0.0,
     weights: torch.Tensor | None = None,
+    soft: torch.Tensor | None = None,
+    soft_prob: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scalar loss: mean over prompts of the mean pair NLL over that prompt's comparisons (+ centering).
 
@@ -84,6 +108,8 @@ def kwise_loss(
     of valid completions: coef * mean over pairs of (r_i + r_j)^2 (for K = 2 exactly TRL's term).
     Prompts with no comparison (all tied, ties dropped) contribute nothing. weights: [B] per-prompt factors
     (the annotator's weight, scaled to mean 1 over the data), each prompt's NLL times its weight, same denominator.
+    soft: [B] bool, the prompts labelled by pair probabilities soft_prob [B, K, K] instead of ranks
+    (`soft_pair_losses`: every pair counts, ties and margins do not apply).
     """
     scores = scores.float()
     if valid is None:
@@ -100,6 +126,9 @@ def kwise_loss(
         count = count + tied.sum((1, 2))
     has = count > 0
     per_prompt = nll / count.clamp(min=1)
+    if soft is not None and bool(soft.any()):
+        soft_losses, soft_has = soft_pair_losses(scores, soft_prob, valid)
+        per_prompt, has = torch.where(soft, soft_losses, per_prompt), torch.where(soft, soft_has, has)
     if weights is not None:
         per_prompt = per_prompt * weights.to(per_prompt.dtype)
     loss = (per_prompt * has).sum() / has.sum().clamp(min=1)

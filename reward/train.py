@@ -7,6 +7,8 @@
 Each micro-batch holds `per_device_batch_size` ranked prompts; all their completions go through the
 model in ONE forward pass (flattened, no padding completions), the scores are laid back out as
 [prompts, K] and every C(K, 2) comparison of a prompt is scored from them (not 2 passes per pair).
+A soft-labelled row (a pair's `chosen_probability`, a ranking's `scores`) trains every pair toward its
+probability (`losses.soft_pair_losses`): given a judge's scores, the model learns them up to a constant.
 Writes to output_dir: the adapter with its `score` head (PEFT format) or the full model, the
 tokenizer, `reward_stats.json` (reward mean/std on a reference set, for PPO to normalise),
 `eval.json` (held-out accuracy overall/per annotator/per rank gap, calibration, length correlation),
@@ -183,7 +185,9 @@ def reference_texts(cfg: RewardConfig, train_rankings: list[dict]) -> tuple[list
     d = cfg.data
     if not d.reference_path:
         texts = [
-            {**r, "completions": [c], "ranks": [1], "margin": None} for r in train_rankings for c in r["completions"]
+            {**r, "completions": [c], "ranks": [1], "margin": None, "scores": None, "chosen_probability": None}
+            for r in train_rankings
+            for c in r["completions"]
         ]
         random.Random(cfg.seed).shuffle(texts)
         return texts[: d.reference_size], "training completions"
@@ -252,8 +256,14 @@ def evaluation(cfg: RewardConfig, examples: list[dict], scores: list[list[float]
                     diffs.append(s[i] - s[j])
         rewards += s
         lengths += e["lengths"]
+        soft = e.get("pair_probabilities")
         loss_sum += losses.kwise_loss(
-            torch.tensor([s]), torch.tensor([ranks]), ties=cfg.loss.ties, tie_param=cfg.loss.tie_param
+            torch.tensor([s]),
+            torch.tensor([ranks]),
+            ties=cfg.loss.ties,
+            tie_param=cfg.loss.tie_param,
+            soft=torch.tensor([soft is not None]),
+            soft_prob=None if soft is None else torch.tensor([soft]),
         ).item()
     correct = sum(t[0] for t in by_annotator.values())
     pairs = sum(t[1] for t in by_annotator.values())
@@ -412,8 +422,10 @@ def batch_loss(c: RewardLossConfig, model, batch: dict, device) -> tuple[torch.T
         margins = losses.rank_gap_margins(ranks, c.margin_scale)
     elif c.margin == "given":
         margins = batch["margins"].to(device) * c.margin_scale
-    weights = batch["loss_weights"].to(device)
-    return grid, losses.kwise_loss(grid, ranks, valid, margins, c.ties, c.tie_param, c.center_coef, weights)
+    weights, soft, soft_prob = (batch[key].to(device) for key in ("loss_weights", "soft", "soft_prob"))
+    return grid, losses.kwise_loss(
+        grid, ranks, valid, margins, c.ties, c.tie_param, c.center_coef, weights, soft, soft_prob
+    )
 
 
 def batch_stats(grid: torch.Tensor, batch: dict) -> dict[str, float]:

@@ -1,5 +1,7 @@
 """Preference rows -> rankings -> batches: both schemas, implicit prompts, bad rows named by file:row."""
 
+import math
+
 import pytest
 import torch
 
@@ -107,6 +109,20 @@ def test_collate_flattens_variable_k_and_scatters_back():
     flat = torch.arange(5, dtype=torch.float32)
     grid = D.to_grid(flat, batch["slot"], 2, 3)
     assert grid.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 0.0]]
+
+
+def test_soft_labels_reach_the_batch_as_pair_probabilities():
+    """A scored ranking's P(i beats j) = sigmoid(score_i - score_j), a pair's chosen_probability; hard rows: none."""
+    scored = D.to_ranking({"prompt": "a", "completions": ["b", "c", "d"], "scores": [0.0, 2.0, 800.0]}, "x:1")
+    probability = D.to_ranking({"prompt": "a", "chosen": "b", "rejected": "c", "chosen_probability": 0.8}, "x:2")
+    prob = D.pair_probabilities(scored)
+    assert prob[1][0] == pytest.approx(1 / (1 + math.exp(-2.0))) and prob[0][2] == 0.0 and prob[2][1] == 1.0
+    assert D.pair_probabilities(probability) == [[0.5, 0.8], [pytest.approx(0.2), 0.5]]
+    assert D.pair_probabilities(D.to_ranking(KWISE, "x:3")) is None
+    batch = D.collate([{"input_ids": [[1, 2]] * len(r["completions"]), "ranks": r["ranks"], "margin": None,
+                        "pair_probabilities": D.pair_probabilities(r)} for r in (scored, probability)], 0)  # fmt: skip
+    assert batch["soft"].tolist() == [True, True] and batch["soft_prob"][1, 0, 1].item() == pytest.approx(0.8)
+    assert batch["soft_prob"][1, 2].abs().sum() == 0  # padding of the K = 2 row
 
 
 def test_synthetic_rankings_follow_the_gold_rule():

@@ -147,6 +147,39 @@ def test_gradient_flows_only_through_valid_completions():
     assert (scores.grad[valid] != 0).all()
 
 
+def test_soft_pair_losses_match_a_loop_over_pairs_with_padding():
+    torch.manual_seed(0)
+    scores, prob = torch.randn(3, 4), torch.rand(3, 4, 4)
+    valid = torch.tensor([[True] * 4, [True, True, True, False], [True, False, False, False]])
+    losses, has = L.soft_pair_losses(scores, prob, valid)
+    for b in range(3):
+        k = int(valid[b].sum())
+        terms = [-(float(prob[b, i, j]) * math.log(sigmoid(d)) + (1 - float(prob[b, i, j])) * math.log(sigmoid(-d)))
+                 for i, j in itertools.combinations(range(k), 2) for d in [float(scores[b, i] - scores[b, j])]]  # fmt: skip
+        assert bool(has[b]) == bool(terms)
+        assert losses[b].item() == pytest.approx(sum(terms) / len(terms) if terms else 0.0, rel=1e-5)
+
+
+def test_soft_labels_of_certainty_are_the_hard_loss_and_are_learned_up_to_a_constant():
+    """p = 1 for every "i ranked above j" is the Bradley-Terry NLL; labels sigmoid(s_i - s_j) have zero gradient at
+    r = s + c and a higher loss anywhere off it; hard rows in the same batch keep their hard loss."""
+    scores, ranks = torch.tensor([[0.3, -1.2, 2.0]]), torch.tensor([[2, 3, 1]])
+    certain = (ranks[:, :, None] < ranks[:, None, :]).float()
+    soft = torch.tensor([True])
+    hard = L.kwise_loss(scores, ranks)
+    assert L.kwise_loss(scores, ranks, soft=soft, soft_prob=certain).item() == pytest.approx(hard.item(), rel=1e-6)
+    target = torch.tensor([[0.5, 2.0, -1.0]])
+    prob = torch.sigmoid(target[:, :, None] - target[:, None, :])
+    at = (target + 3.0).requires_grad_()
+    best = L.kwise_loss(at, ranks, soft=soft, soft_prob=prob)
+    best.backward()
+    assert at.grad.abs().max() < 1e-6
+    assert L.kwise_loss(target + torch.tensor([[0.0, 0.3, 0.0]]), ranks, soft=soft, soft_prob=prob) > best
+    mixed = L.kwise_loss(torch.cat([scores, target]), torch.cat([ranks, ranks]), soft=torch.tensor([False, True]),
+                         soft_prob=torch.cat([prob, prob]))  # fmt: skip
+    assert mixed.item() == pytest.approx((hard.item() + best.item()) / 2, rel=1e-6)
+
+
 def test_rank_gap_margins():
     ranks = torch.tensor([[2, 1, 4, 2]])
     m = L.rank_gap_margins(ranks, 0.5)

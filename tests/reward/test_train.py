@@ -232,3 +232,29 @@ def test_ppo_one_base_model_scores_like_the_reward_model(lora_run):
     )
     ids, mask = pad([encode_text(tok, p, c, 128)[0] for p, c in zip(prompts, completions)], tok.pad_token_id)
     assert ppo.reward_scores(ids, mask).tolist() == pytest.approx(ours, abs=1e-5)
+
+
+def test_scored_rows_teach_the_scores_themselves_not_only_their_order(tmp_path):
+    """Distillation: rows labelled by a judge's `scores` (here half the gold reward) train every pair toward
+    sigmoid(score_i - score_j), so held-out reward gaps match the score gaps (slope 1), where the same rows' order
+    alone would only fix the sign."""
+    rows = synthetic.rankings(300, k=4, seed=0)
+    scored = [{"prompt": r["prompt"], "completions": r["completions"], "scores": [g / 2 for g in r["meta"]["gold"]]}
+              for r in rows]  # fmt: skip
+    out = tmp_path / "run"
+    run_stage(f"output_dir={out}", f"data.path={write_jsonl(tmp_path / 'scored.jsonl', scored)}", "data.test_size=0.2",
+              "adapter.method=full", "train.learning_rate=2e-3", "train.per_device_batch_size=8", "train.epochs=4",
+              "data.max_length=64", "data.reference_size=64", "seed=0")  # fmt: skip
+    rankings = [D.to_ranking(r, "x") for r in scored]
+    model, tok = load_reward_model(str(out))
+    gaps, wanted = [], []
+    for r in D.split_by_prompt(rankings, 0.2, 0)[1]:
+        rewards = score_texts(model, tok, [r["prompt"]] * 4, r["completions"])
+        for i in range(4):
+            for j in range(i + 1, 4):
+                gaps.append(rewards[i] - rewards[j])
+                wanted.append(r["scores"][i] - r["scores"][j])
+    x, y = torch.tensor(wanted), torch.tensor(gaps)
+    slope, pearson = float((x * y).sum() / (x * x).sum()), float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+    print(f"\nheld-out reward gap on score gap: slope {slope:.2f}, pearson {pearson:.3f} over {len(gaps)} pairs")
+    assert 0.8 < slope < 1.25 and pearson > 0.95

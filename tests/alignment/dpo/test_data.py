@@ -89,13 +89,14 @@ def test_scores_are_read_checked_and_imply_the_ranks():
         to_ranking({"prompt": "a", "chosen": "b", "rejected": "c", "scores": [1, 0]}, "x:4")
 
 
-def test_scored_rows_whose_completions_tie_still_teach_dpo_not_the_reward_model():
-    """Equal scores are a soft label ("as good as each other") for DPO; a reward model learns nothing from a tie."""
+def test_scored_rows_whose_completions_tie_still_teach_both_stages():
+    """Equal scores are a soft label ("as good as each other"), for DPO and the reward model alike; identical texts
+    and hard ties (ranks only, ties dropped) teach nothing."""
     rows = [to_ranking({"prompt": "a", "completions": ["b", "c"], "scores": [1, 1]}, "x:1"),
             to_ranking({"prompt": "a", "completions": ["b", "b"], "scores": [1, 1]}, "x:2"),
             to_ranking({"prompt": "a", "completions": ["b", "c"], "ranks": [1, 1]}, "x:3")]  # fmt: skip
-    assert [r["where"] for r in drop_unusable(rows, "drop", "drop", "data.path", stage="dpo")] == ["x:1"]
-    assert drop_unusable(rows[:1], "drop", "drop", "data.path", required=False, stage="reward") == []
+    for stage in ("dpo", "reward"):
+        assert [r["where"] for r in drop_unusable(rows, "drop", "drop", "data.path", stage=stage)] == ["x:1"]
 
 
 def test_collate_marks_completion_tokens_and_lays_out_slots():
