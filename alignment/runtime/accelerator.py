@@ -26,12 +26,22 @@ def make_accelerator(gradient_accumulation_steps: int = 1, log_with: str | None 
     if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if using_deepspeed():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            skip_shared_memory_kernel()
             PartialState(backend="gloo")
         else:
             # `--multi_gpu` on a machine without GPUs otherwise starts N independent
             # single-process runs that overwrite each other's output folder.
             os.environ["ACCELERATE_USE_CPU"] = "true"
     return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps, log_with=log_with)
+
+
+def skip_shared_memory_kernel() -> None:
+    """DeepSpeed on CPU compiles its shared-memory all-reduce kernel (g++, about 30 s on 2 cores, once per machine,
+    and a hang on CPUs without AVX2) when its process group starts. Only its inference all-reduce uses it; training
+    reduces through torch.distributed (gloo here). Marking the kernel unavailable in this process skips the build."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def set_deepspeed_batch(accelerator, micro_batch_size: int) -> None:

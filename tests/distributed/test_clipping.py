@@ -34,6 +34,8 @@ def run(tmp_path, stage: str, max_grad_norm: float, *args: str) -> tuple[dict, f
         *COMMON, *args, env=ENV,
     )  # fmt: skip
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    # training never uses DeepSpeed's shared-memory inference kernel: not compiled, not loaded (runtime/accelerator.py)
+    assert "shm_comm" not in r.stdout + r.stderr
     assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
     (row,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "train/loss" in x]
     return load_file(out / "adapter_model.safetensors"), row["train/grad_norm"]
