@@ -98,6 +98,13 @@ def strict_pairs(ranks: list[int]) -> int:
     return sum(a != b for i, a in enumerate(ranks) for b in ranks[i + 1 :])
 
 
+def comparisons(example: dict) -> int:
+    """Comparisons an example gives the loss: every pair of a scored ranking (its soft label labels ties too),
+    the strict pairs of a ranked one."""
+    k = len(example["ranks"])
+    return k * (k - 1) // 2 if example.get("scores") is not None else strict_pairs(example["ranks"])
+
+
 def collate(examples: list[dict], pad_id: int, weights: list[float] | None = None) -> dict:
     """reward/data.py's flat batch (input_ids/attention_mask [N, T], slot [N], ranks/valid [B, K_max]) plus:
 

@@ -346,7 +346,7 @@ def optimizer_steps(cfg: DPOConfig, examples: int, world: int) -> int:
 
 def rankings_per_device(t, pairs_per_ranking: float, world: int) -> int:
     """per_device_batch_size, raised until one optimizer step (every process and micro-batch) holds at least
-    `t.min_pairs_per_step` comparisons at `pairs_per_ranking` strict pairs per ranking on average."""
+    `t.min_pairs_per_step` comparisons at `pairs_per_ranking` per ranking on average (`ddata.comparisons`)."""
     if not t.min_pairs_per_step or pairs_per_ranking <= 0:
         return t.per_device_batch_size
     batches_per_step = world * t.gradient_accumulation_steps  # one per process and micro-batch
@@ -355,7 +355,7 @@ def rankings_per_device(t, pairs_per_ranking: float, world: int) -> int:
 
 def with_batch_for_pairs(cfg: DPOConfig, log, train_set: list[dict], informative: list[bool], world: int):
     """`cfg` with the per-device batch `rankings_per_device` gives for these rankings (logged when it differs)."""
-    pairs = [ddata.strict_pairs(e["ranks"]) for e, keep in zip(train_set, informative) if keep]
+    pairs = [ddata.comparisons(e) for e, keep in zip(train_set, informative) if keep]
     mean = sum(pairs) / max(len(pairs), 1)
     batch = rankings_per_device(cfg.train, mean, world)
     if batch == cfg.train.per_device_batch_size:

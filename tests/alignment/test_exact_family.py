@@ -24,8 +24,8 @@ SHORT = {
     # 4x the pairs; 84.4% at 0.5); within 2 points of the bar: EOS at 1.0, length at 0.1 (4x the pairs: 97.8% each)
     ("dpo", "eos", 0.1), ("dpo", "eos", 0.5), ("dpo", "eos", 1.0), ("dpo", "length", 0.1),
     # K-wise DPO from 2048 reference-drawn rankings labelled exactly (`scores`, as the pairs' chosen_probability):
-    # on the EOS instance at beta 0.1 it ends after one word where pi* says two (77.3-78.6%), as pairwise DPO ends
-    # too soon there; 96.4-100% everywhere else
+    # on the EOS instance at beta 0.1 it ends after one word where pi* says two (76.4-79.4%), as pairwise DPO ends
+    # too soon there; 95.0-100% everywhere else
     ("dpo_kwise", "eos", 0.1),
 }  # fmt: skip
 IN_CI = {

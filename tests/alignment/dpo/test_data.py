@@ -170,6 +170,8 @@ def test_strict_pairs_count_the_comparisons_a_ranking_holds():
     for ranks in ([1, 2], [2, 1], [1, 2, 3, 4], [1, 1, 3], [2, 2, 2], [1, 3, 3, 2, 5, 5]):
         assert D.strict_pairs(ranks) == naive(ranks), ranks
     assert D.strict_pairs([1, 2, 3, 4]) == 6 and D.strict_pairs([1, 1, 3]) == 2
+    # a scored ranking compares every pair: equal scores are a label too
+    assert D.comparisons({"ranks": [1, 1, 3]}) == 2 and D.comparisons({"ranks": [1, 1, 3], "scores": [2, 2, 0]}) == 3
 
 
 def test_a_step_holds_at_least_min_pairs_per_step_comparisons_over_every_process():
