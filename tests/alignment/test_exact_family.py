@@ -29,16 +29,18 @@ SHORT = {
     ("dpo_kwise", "eos", 0.1),
 }  # fmt: skip
 IN_CI = {
-    ("ppo", "length", 0.5, 2), ("rloo", "eos", 0.1, 0), ("grpo", "sparse", 1.0, 0), ("dpo", "dense", 0.1, 0),
-    ("dpo_kwise", "dense", 0.5, 2),
+    # where RLOO piled its mass on "<pad> </s>" with the settings of another instance (the issue that made the family)
+    ("rloo", "eos", 0.1, 0),
     # where PPO and GRPO settled on the empty answer while their advantages were divided by the batch's std
     ("ppo", "sparse", 0.1, 0), ("grpo", "sparse", 0.1, 0),
     # where K-wise DPO overfit its sampled orders while the learning rate was tripled below beta 0.3, and where
     # it learned from one sampled order per ranking instead of its exact label (54.7% then)
     ("dpo_kwise", "dense", 0.1, 0), ("dpo_kwise", "sparse", 0.1, 0),
+    # the rest of the cover: the length instance, beta 0.5 and 1.0, pairwise DPO
+    ("dpo", "length", 0.5, 1), ("grpo", "sparse", 1.0, 0),
 }  # fmt: skip
-"""Every instance shape, every beta and every method that holds somewhere, once each (CI's time is the limit), and
-the cells a shipped setting was changed for."""
+"""The cells a shipped setting was changed for, and with them every instance shape, every beta and every method that
+holds somewhere at least once (CI's time is the limit: 7 runs, about 90 s on 2 cores)."""
 
 
 def marks(method: str, shape: str, beta: float, seed: int) -> tuple:
