@@ -238,7 +238,7 @@ def test_scored_rows_teach_the_scores_themselves_not_only_their_order(tmp_path):
     """Distillation: rows labelled by a judge's `scores` (here half the gold reward) train every pair toward
     sigmoid(score_i - score_j), so held-out reward gaps match the score gaps (slope 1), where the same rows' order
     alone would only fix the sign."""
-    rows = synthetic.rankings(300, k=4, seed=0)
+    rows = synthetic.rankings(200, k=4, seed=0)
     scored = [{"prompt": r["prompt"], "completions": r["completions"], "scores": [g / 2 for g in r["meta"]["gold"]]}
               for r in rows]  # fmt: skip
     out = tmp_path / "run"
