@@ -92,6 +92,11 @@ def drop_unusable(
     )
     if rankings and not kept and required:
         raise UserError(f"{key}: no usable comparison in {len(rankings)} rows ({counts})")
+    if kept and required and not any(preference.comparisons(r["completions"], r["ranks"]) for r in kept):
+        # ties (equal scores, or ranks under a tie model) teach only beside rows that prefer something
+        raise UserError(
+            f"{key}: no preference in {len(rankings)} rows: every row ties all its completions (equal scores or ranks)"
+        )
     if sum(dropped.values()) and log is not None:
         n = sum(dropped.values())
         log.warning(f"{stage}: {key}: dropped {n} of {len(rankings)} rows without a preference ({counts})")

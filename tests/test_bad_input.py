@@ -238,6 +238,12 @@ PREFERENCE_DATA = [
     ([{"prompt": "p", "completions": ["a", "b"], "scores": [1, float("nan")]}], [], ["d.jsonl:1", "2 finite numbers"]),
     ([{**kwise("p", ["a", "b"], [1, 2]), "scores": [0, 1]}], [], ["d.jsonl:1", "'ranks' and 'scores' disagree"]),
     ([{"prompt": "p", "completions": ["a", "a"], "scores": [1, 1]}] * 2, [], ["no usable comparison in 2 rows"]),
+    # ties are a label only beside rows that prefer something (equal scores everywhere: nothing to learn)
+    (
+        [{"prompt": f"p{i}", "completions": ["a", "b"], "scores": [1, 1]} for i in range(3)],
+        [],
+        ["no preference in 3 rows"],
+    ),
 ]
 STAGE_DATA_ARGS = {
     "reward": ["reward", "configs/reward.yaml"],

@@ -90,13 +90,16 @@ def test_scores_are_read_checked_and_imply_the_ranks():
 
 
 def test_scored_rows_whose_completions_tie_still_teach_both_stages():
-    """Equal scores are a soft label ("as good as each other"), for DPO and the reward model alike; identical texts
-    and hard ties (ranks only, ties dropped) teach nothing."""
+    """Equal scores are a soft label ("as good as each other"), for DPO and the reward model alike, beside rows that
+    prefer something; identical texts and hard ties (ranks only, ties dropped) teach nothing; ties alone, nothing."""
     rows = [to_ranking({"prompt": "a", "completions": ["b", "c"], "scores": [1, 1]}, "x:1"),
             to_ranking({"prompt": "a", "completions": ["b", "b"], "scores": [1, 1]}, "x:2"),
-            to_ranking({"prompt": "a", "completions": ["b", "c"], "ranks": [1, 1]}, "x:3")]  # fmt: skip
+            to_ranking({"prompt": "a", "completions": ["b", "c"], "ranks": [1, 1]}, "x:3"),
+            to_ranking({"prompt": "a", "completions": ["b", "c"], "scores": [2, 1]}, "x:4")]  # fmt: skip
     for stage in ("dpo", "reward"):
-        assert [r["where"] for r in drop_unusable(rows, "drop", "drop", "data.path", stage=stage)] == ["x:1"]
+        assert [r["where"] for r in drop_unusable(rows, "drop", "drop", "data.path", stage=stage)] == ["x:1", "x:4"]
+        with pytest.raises(UserError, match="^data.path: no preference in 3 rows: every row ties"):
+            drop_unusable(rows[:3], "drop", "drop", "data.path", stage=stage)
 
 
 def test_collate_marks_completion_tokens_and_lays_out_slots():
