@@ -4,10 +4,11 @@ Accepted rows (from files, `datasets` folders, hub ids via `load_rows`, or `buil
 - K-wise export: `{"prompt", "completions": [K], "ranks": [K ints, 1 = best, ties share], "annotator",
   "task_id", "meta"}` (annotator, task_id and meta optional), and optionally `scores` [K finite numbers]: a soft
   label in nats (Plackett-Luce with weights exp(scores), e.g. a judge's or reward model's scores; DPO trains on
-  it, the reward stage on every pair's P(i beats j) = sigmoid(score_i - score_j)); with `scores`, `ranks` may be left out and must agree if given;
+  it, the reward stage on every pair's P(i beats j) = sigmoid(score_i - score_j)); with `scores`, `ranks` may be
+  left out and must agree if given;
 - TRL pairwise: `{"prompt", "chosen", "rejected"}`, strings or message lists, optional `margin` and
-  `chosen_probability` (a soft label: P(chosen is better), in [0, 1]; both stages train on it); with no `prompt` column the
-  prompt is the common prefix of chosen and rejected (TRL's implicit prompt).
+  `chosen_probability` (a soft label: P(chosen is better), in [0, 1]; both stages train on it); with no `prompt`
+  column the prompt is the common prefix of chosen and rejected (TRL's implicit prompt).
 
 A ranking is `{"prompt", "completions", "ranks", "annotator", "margin", "chosen_probability", "scores", "where"}`;
 pairwise rows become K = 2 rankings (chosen_probability None: a hard label; always None for K-wise rows; scores

@@ -108,9 +108,10 @@ class DPOTrainConfig(TrainConfig):
     min_pairs_per_step: int = 24
     """The fewest comparisons (strict pairs of the rankings, every pair of a scored one, on average) one optimizer step
     averages over, every process and micro-batch together: where the rankings hold fewer at per_device_batch_size
-    (K = 2: one pair each, K = 3: three), each device takes more rankings per step (`rankings_per_device`). Adam moves the policy about as
-    far per step whatever the gradient's signal, so many steps over a few noisy comparisons walk it off the
-    reference (rankings of 2 that carried no preference: KL 5.8 nats, a fifth of the samples never ending). 0: off."""
+    (K = 2: one pair each, K = 3: three), each device takes more rankings per step (`rankings_per_device`). Adam
+    moves the policy about as far per step whatever the gradient's signal, so many steps over a few noisy
+    comparisons walk it off the reference (rankings of 2 that carried no preference: KL 5.8 nats, a fifth of the
+    samples never ending). 0: off."""
 
 
 @dataclass
