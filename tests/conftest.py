@@ -153,8 +153,7 @@ def small_disk(tmp_path):
 def pytest_collection_modifyitems(config, items):
     """`extended` tests repeat what CI already covers on other seeds or launch kinds; CI's 30-minute budget on 2
     cores leaves them to RLHF_EXTENDED_TESTS=1 (`RLHF_EXTENDED_TESTS=1 .venv/bin/python -m pytest -m extended`).
-    The worlds tests go last: they read the second world that runs in the background (`pytest_collection_finish`),
-    which then has the whole session to finish."""
+    The worlds tests go last: they read the demo test's run of the demo's world (`tests/e2e/conftest.py`)."""
     items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/test_worlds.py"))  # stable: the rest keep order
     if os.environ.get("RLHF_EXTENDED_TESTS") == "1":
         return
@@ -164,47 +163,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-SECOND_WORLD = pytest.StashKey[tuple]()
-
-
-def pytest_collection_finish(session):
-    """The worlds test's second world is a whole demo run (minutes) that shares nothing with the other tests: when the
-    test is selected, start it now, in the background and at a lower priority, so it runs on what the session's other
-    tests leave idle rather than slowing them (its figures do not depend on when it runs); the worlds tests run last
-    and wait for it (`second_world`)."""
-    if session.config.option.collectonly or not any(
-        item.nodeid.startswith("tests/e2e/test_worlds.py") for item in session.items
-    ):
-        return
+@pytest.fixture(scope="session")
+def second_world():
+    """(the run's folder, its log) of the worlds test's second world: a whole demo run of another world (minutes),
+    trained when the worlds tests (last in the session) first ask for it. Not in the background beside the other
+    tests: on 2 cores it slowed every test it overlapped (the demo's own run took 8.5 min beside it, 3 min alone)."""
     import tempfile
 
     from tests.e2e.test_worlds import SECOND
 
     folder = tempfile.mkdtemp(prefix="rlhf-second-world-")
-    log = open(os.path.join(folder, "worlds.log"), "w")
     worlds = [sys.executable, "benchmarks/worlds.py", "--worlds", SECOND, "--seeds", "42", "--out", folder]
-    cmd = ["nice", "-n", "10", *worlds]
-    # its own model cache: the worlds test then loads the world's base from there (`second_world_base`)
+    # its own model cache: the worlds test then loads the world's base from there
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "RLHF_CACHE": os.path.join(folder, "cache")}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    session.config.stash[SECOND_WORLD] = (proc, folder, log)
-
-
-def pytest_sessionfinish(session):
-    started = session.config.stash.get(SECOND_WORLD, None)
-    if started and started[0].poll() is None:
-        started[0].kill()
-
-
-@pytest.fixture(scope="session")
-def second_world(request):
-    """(the finished background run's folder, its log) of the worlds test's second world, or None when none started."""
-    started = request.config.stash.get(SECOND_WORLD, None)
-    if started is None:
-        return None
-    proc, folder, log = started
-    proc.wait(timeout=2400)
-    log.close()
-    text = open(os.path.join(folder, "worlds.log")).read()
+    proc = subprocess.run(worlds, cwd=REPO, capture_output=True, text=True, timeout=2400, env=env)
+    text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-4000:]
     return folder, text

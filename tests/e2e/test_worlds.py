@@ -19,10 +19,9 @@ SECOND = "weather_length"
 
 def test_the_shipped_defaults_hold_on_two_worlds(demo_run, second_world):
     root = demo_run[0].parent  # the demo test's run is the reviews world at seed 42: read, not trained again
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    if second_world:  # started in the background when the session began (tests/conftest.py): read, not trained
-        os.symlink(os.path.join(second_world[0], f"{SECOND}-42"), root / f"{SECOND}-42")
-        env["RLHF_CACHE"] = os.path.join(second_world[0], "cache")  # its base, should anything want it again
+    # the second world's run (tests/conftest.py) is read as well, not trained again; its base from its own cache
+    os.symlink(os.path.join(second_world[0], f"{SECOND}-42"), root / f"{SECOND}-42")
+    env = {**os.environ, "WANDB_MODE": "offline", "RLHF_CACHE": os.path.join(second_world[0], "cache")}
     proc = subprocess.run(
         [sys.executable, "benchmarks/worlds.py", "--worlds", "reviews", SECOND, "--seeds", "42", "--out", str(root),
          "--json", str(root / "worlds.json")],
@@ -39,15 +38,14 @@ def test_the_shipped_defaults_hold_on_two_worlds(demo_run, second_world):
 
 
 def test_a_world_base_loads_through_from_pretrained_and_knows_its_words(second_world, monkeypatch):
-    """The second world's base, built by its run (in the background run's own cache, or the default one), loads
+    """The second world's base, built by its run (in that run's own model cache), loads
     through the real `from_pretrained` and its tokenizer spells the world's text without unknown tokens."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alignment.assets.worlds import WORLDS
     from alignment.runtime import tiny
 
-    if second_world:
-        monkeypatch.setenv("RLHF_CACHE", os.path.join(second_world[0], "cache"))
+    monkeypatch.setenv("RLHF_CACHE", os.path.join(second_world[0], "cache"))
     path = tiny.resolve(f"builtin:tiny-llama@{SECOND}")  # built already: resolving it only finds the folder
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
     assert len(tok) == model.config.vocab_size <= 500
