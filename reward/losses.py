@@ -25,16 +25,20 @@ import torch.nn.functional as F
 TIES = ("drop", "rao_kupper", "davidson")
 
 
+def valid_pairs(valid: torch.Tensor) -> torch.Tensor:
+    """[B, K, K]: every pair i < j of valid completions (valid: [B, K] bool), each pair once."""
+    k = valid.shape[1]
+    upper = torch.ones(k, k, dtype=torch.bool, device=valid.device).triu(1)
+    return valid[:, :, None] & valid[:, None, :] & upper
+
+
 def pair_masks(ranks: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(better [B, K, K]: i ranked strictly above j, tied [B, K, K]: i < j share a rank), both valid.
 
     ranks: [B, K] ints, 1 = best; valid: [B, K] bool (False for padding). Each tied pair appears once.
     """
-    both = valid[:, :, None] & valid[:, None, :]
-    better = both & (ranks[:, :, None] < ranks[:, None, :])
-    k = ranks.shape[1]
-    upper = torch.ones(k, k, dtype=torch.bool, device=ranks.device).triu(1)
-    tied = both & (ranks[:, :, None] == ranks[:, None, :]) & upper
+    better = valid[:, :, None] & valid[:, None, :] & (ranks[:, :, None] < ranks[:, None, :])
+    tied = valid_pairs(valid) & (ranks[:, :, None] == ranks[:, None, :])
     return better, tied
 
 
@@ -78,9 +82,7 @@ def soft_pair_losses(
     Minimised where r_i - r_j = logit(p) (a scored row's labels sigmoid(score_i - score_j): r = scores + a
     constant); at p = 1 it is the Bradley-Terry NLL of "i beats j". scores [B, K], prob [B, K, K], valid [B, K].
     """
-    k = scores.shape[1]
-    upper = torch.ones(k, k, dtype=torch.bool, device=scores.device).triu(1)
-    pairs = valid[:, :, None] & valid[:, None, :] & upper
+    pairs = valid_pairs(valid)
     diff = scores[:, :, None] - scores[:, None, :]
     p = prob.to(diff.dtype)
     nll = -(p * F.logsigmoid(diff) + (1 - p) * F.logsigmoid(-diff))
@@ -133,8 +135,7 @@ def kwise_loss(
         per_prompt = per_prompt * weights.to(per_prompt.dtype)
     loss = (per_prompt * has).sum() / has.sum().clamp(min=1)
     if center_coef:
-        upper = torch.ones_like(better[0]).triu(1)
-        pairs = valid[:, :, None] & valid[:, None, :] & upper
+        pairs = valid_pairs(valid)
         sums = scores[:, :, None] + scores[:, None, :]
         n_pairs = pairs.sum((1, 2))
         per_prompt_center = (sums.square() * pairs).sum((1, 2)) / n_pairs.clamp(min=1)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from reward.losses import pair_masks
+from reward.losses import pair_masks, valid_pairs
 
 LOSS_TYPES = ("sigmoid", "ipo")
 TIES = ("drop", "davidson")
@@ -368,10 +368,7 @@ def ranking_pair_soft_loss(
     valid = torch.ones_like(logps, dtype=torch.bool) if valid is None else valid.bool()
     x = torch.where(valid, _fp32(logps) - _fp32(ref_logps), 0.0)
     q = torch.where(valid, _fp32(scores).to(x.dtype), 0.0)
-    K = x.shape[-1]
-    upper = torch.ones(K, K, dtype=torch.bool, device=x.device).triu(1)
-    pairs = valid[:, :, None] & valid[:, None, :] & upper
-    return _mean_pair_loss(x, pairs, torch.sigmoid(q[:, :, None] - q[:, None, :]), beta, loss_type)
+    return _mean_pair_loss(x, valid_pairs(valid), torch.sigmoid(q[:, :, None] - q[:, None, :]), beta, loss_type)
 
 
 def _mean_pair_loss(x: torch.Tensor, pairs: torch.Tensor, p, beta: float, loss_type: str) -> RankingLoss:
