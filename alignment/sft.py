@@ -171,7 +171,12 @@ def train(cfg: SFTConfig) -> dict:
     model, optimizer, scheduler = optim.setup(accelerator, model, t, steps, t.per_device_batch_size)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
-    loop.resume(run)
+    state = loop.resume(run)
+
+    # 4b. Guardrail: the held-out loss before the first step, then at each evaluation (train.eval_loss_rise).
+    held_out = loop.HeldOut(
+        run, state, lambda: evaluate(accelerator, model, eval_set, t.per_device_batch_size, tokenizer.pad_token_id)
+    )
 
     # 5. Train: `steps` optimizer steps of `gradient_accumulation_steps` micro-batches each.
     stream = IndexStream(len(train_set), cfg.seed)
@@ -200,13 +205,9 @@ def train(cfg: SFTConfig) -> dict:
             run.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
             window.reset()
         if loop.due(done, t.eval_steps, steps):
-            run.tracker.log(
-                evaluate(accelerator, model, eval_set, t.per_device_batch_size, tokenizer.pad_token_id), done
-            )
-        loop.save_checkpoint(run, done, steps)
-    eval_metrics = evaluate(accelerator, model, eval_set, t.per_device_batch_size, tokenizer.pad_token_id)
-    if eval_metrics:
-        run.tracker.log(eval_metrics, step=steps)
+            held_out(done)
+        loop.save_checkpoint(run, done, steps, held_out=held_out.state_dict())
+    eval_metrics = held_out(steps, final=True)
 
     # 6. Save: adapter (or full weights) + tokenizer, merged model, manifest.
     seen = gather_object([seen_first_epoch])

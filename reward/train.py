@@ -322,8 +322,11 @@ def train(cfg: RewardConfig) -> dict:
     model, optimizer, scheduler = optim.setup(accelerator, model, t, steps, t.per_device_batch_size)
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step.
-    loop.resume(run)
-    eval_bs = cfg.eval.batch_size or t.per_device_batch_size
+    state = loop.resume(run)
+    eval_bs, pad_id = cfg.eval.batch_size or t.per_device_batch_size, tokenizer.pad_token_id
+
+    # 4b. Guardrail: the held-out loss before the first step (the untrained head), then at each evaluation.
+    held_out = loop.HeldOut(run, state, lambda: held_out_metrics(cfg, accelerator, model, eval_set, eval_bs, pad_id))
 
     # 5. Train: per micro-batch, one forward over all completions, K-wise loss over all pairs.
     stream = IndexStream(len(train_set), cfg.seed)
@@ -347,16 +350,16 @@ def train(cfg: RewardConfig) -> dict:
             run.tracker.log(metrics, step=done)
             run.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}")
             window.reset()
-        if loop.due(done, t.eval_steps, steps) and eval_set:
-            scores = predict(accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id)
-            run.tracker.log(flat_metrics(evaluation(cfg, eval_set, scores)), step=done)
-        loop.save_checkpoint(run, done, steps)
+        if loop.due(done, t.eval_steps, steps):
+            held_out(done)
+        loop.save_checkpoint(run, done, steps, held_out=held_out.state_dict())
 
     # 6. Evaluate on the held-out prompts; reward statistics on the reference set for PPO.
     report: dict = {}
     if eval_set:
-        report = evaluation(cfg, eval_set, predict(accelerator, model, eval_set, eval_bs, tokenizer.pad_token_id))
+        report = evaluation(cfg, eval_set, predict(accelerator, model, eval_set, eval_bs, pad_id))
         run.tracker.log(flat_metrics(report), step=steps)
+        held_out.watch.check(flat_metrics(report), steps, final=True)
     stats = reward_stats(cfg, accelerator, model, tokenizer, train_rankings, eval_bs)
 
     # 7. Save: adapter + score head (or full model) + tokenizer, stats, eval report, manifest.
@@ -370,6 +373,13 @@ def train(cfg: RewardConfig) -> dict:
         run.log.warning(f"reward: warning: {line}")
     loop.finish(run, f"{steps} steps{held_out_summary(report)}")
     return report
+
+
+def held_out_metrics(cfg: RewardConfig, accelerator, model, eval_set: list[dict], batch_size: int, pad_id: int) -> dict:
+    """The held-out evaluation as metrics (`eval/loss`, `eval/accuracy`, ...); {} without held-out rankings."""
+    if not eval_set:
+        return {}
+    return flat_metrics(evaluation(cfg, eval_set, predict(accelerator, model, eval_set, batch_size, pad_id)))
 
 
 def held_out_summary(report: dict) -> str:

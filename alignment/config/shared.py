@@ -119,6 +119,7 @@ class TrainConfig:
         "max_grad_norm": ">= 0",
         "log_steps": ">= 0",
         "eval_steps": ">= 0",
+        "eval_loss_rise": ">= 0",
     }
     """Allowed values (`alignment.config.check_ranges`), checked when the config loads."""
 
@@ -145,7 +146,11 @@ class TrainConfig:
     log_steps: int = 10
     """Log metrics every this many optimizer steps."""
     eval_steps: int = 0
-    """Evaluate every this many optimizer steps (0: only at the end)."""
+    """Evaluate every this many optimizer steps (0: only at the end); SFT, the reward model and DPO also evaluate once
+    before the first step, where their held-out loss starts."""
+    eval_loss_rise: float = 0.02
+    """Warn when the held-out loss rises this many nats above its lowest evaluation of the run, the start included
+    (overfitting: the model learns its training rows at the held-out rows' cost); 0: no warning."""
 
 
 @dataclass

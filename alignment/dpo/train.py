@@ -243,7 +243,7 @@ def train(cfg: DPOConfig) -> dict:
 
     # 4. Resume: weights, optimizer, schedule and RNG from the checkpoint; data position = step. Precomputed
     #    reference log-probs are recomputed (deterministic: the same batches of the same frozen base).
-    loop.resume(run)
+    state = loop.resume(run)
     if cfg.loss.precompute_ref:
         precompute_reference(
             run.accelerator, model, train_set, eval_batch_size(cfg), sets.pad_id, cfg.loss.length_normalize
@@ -252,13 +252,17 @@ def train(cfg: DPOConfig) -> dict:
     # 4b. Guardrails: the reference's own samples once, the policy's at every evaluation (DPO never samples).
     watch = samples.Watch(cfg.health, run, model, tokenizer, eval_set or train_set, cfg.seed)
     reference = watch.start()  # logged with the first training row (once: not again after a resume)
+    batch_size = eval_batch_size(cfg)
+    held_out = loop.HeldOut(
+        run, state, lambda: evaluate(cfg, run.accelerator, model, eval_set, batch_size, sets.pad_id)
+    )
 
     # 5. Train: per micro-batch, one policy pass (+ one reference pass) over all completions, the ranking loss.
-    optimize(cfg, run, model, optimizer, scheduler, sets, watch, reference if run.step == 0 else {}, steps)
+    optimize(cfg, run, model, optimizer, scheduler, sets, (watch, held_out), reference if run.step == 0 else {}, steps)
 
     # 6. Evaluate on the held-out prompts; the health of the policy's own samples.
-    report = {**evaluate(cfg, run.accelerator, model, eval_set, eval_batch_size(cfg), sets.pad_id), **watch.look(steps)}
-    run.tracker.log(report, step=steps)
+    looked = watch.look(steps)
+    report = {**held_out(steps, final=True, extra=looked), **looked}
 
     # 7. Save: the policy adapter (gathered from ZeRO-3 shards), tokenizer, eval.json, optional merged model, manifest.
     save(cfg, run, model, tokenizer, base_path, report, {"steps": steps, "data": data})
@@ -276,10 +280,12 @@ class Sets(NamedTuple):
     pad_id: int
 
 
-def optimize(cfg: DPOConfig, run: loop.Run, model, optimizer, scheduler, sets: Sets, watch, first: dict, steps: int):
+def optimize(cfg: DPOConfig, run: loop.Run, model, optimizer, scheduler, sets: Sets, guards, first: dict, steps: int):
     """The optimizer steps from `run.step` on: each a step's micro-batches (`optimizer_step`), then logging (with
-    `first`, the reference's health, on the first row), held-out evaluation and checkpoints when due."""
+    `first`, the reference's health, on the first row), held-out evaluation and checkpoints when due. `guards`:
+    the samples' watch and the held-out loss's."""
     t, accelerator = cfg.train, run.accelerator
+    watch, held_out = guards
     stream = IndexStream(len(sets.train), cfg.seed)
     peft_model = accelerator.unwrap_model(model)
     model.train()
@@ -300,9 +306,8 @@ def optimize(cfg: DPOConfig, run: loop.Run, model, optimizer, scheduler, sets: S
             watch.check(metrics, done)
             window.reset()
         if loop.due(done, t.eval_steps, steps):
-            held_out = evaluate(cfg, accelerator, model, sets.eval, eval_batch_size(cfg), sets.pad_id)
-            run.tracker.log({**held_out, **watch.look(done)}, step=done)
-        loop.save_checkpoint(run, done, steps)
+            held_out(done, extra=watch.look(done))
+        loop.save_checkpoint(run, done, steps, held_out=held_out.state_dict())
 
 
 def optimizer_step(

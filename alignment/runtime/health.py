@@ -188,6 +188,48 @@ def logp_warning(chosen_logps: float, start: float | None, cfg: HealthConfig) ->
     )
 
 
+def overfit_warning(loss: float, lowest: float, lowest_step: int, rise: float) -> str | None:
+    """The held-out-loss guardrail: a line when `loss` sits more than `rise` nats above the run's `lowest`."""
+    if rise <= 0 or loss - lowest <= rise:
+        return None
+    where = "at the start" if lowest_step == 0 else f"at step {lowest_step}"
+    return (
+        f"held-out loss {loss:.3f} is {loss - lowest:.3f} above its lowest, {lowest:.3f} {where}"
+        f" (threshold {rise:g}, train.eval_loss_rise): the model fits its training rows at the held-out rows' cost;"
+        " fewer epochs or more data"
+    )
+
+
+class HeldOutWatch:
+    """A training stage's held-out loss over its run (SFT, reward model, DPO): the lowest evaluation, the start
+    included, and at the end a one-line warning when the model the stage saves sits more than `rise` above it
+    (overfitting). Only the end warns: during training the held-out loss moves with the learning rate (DPO on the
+    demo's world at seed 11 rose 0.03-0.09 above its lowest three times in its first 110 of 190 steps, and ended at
+    its lowest). The lowest goes into the checkpoint, so a resumed run warns as the uninterrupted one."""
+
+    def __init__(self, stage: str, rise: float, log, speaks: bool = True):
+        self.stage, self.rise, self.log, self.speaks = stage, rise, log, speaks
+        self.lowest: tuple[float, int] | None = None
+
+    def check(self, metrics: dict, step: int, final: bool = False) -> str | None:
+        """Track `metrics["eval/loss"]` (nothing without it); at the `final` evaluation, the warning line if any."""
+        loss = metrics.get("eval/loss")
+        if loss is None:
+            return None
+        line = overfit_warning(loss, *self.lowest, self.rise) if final and self.lowest else None
+        if line and self.speaks:
+            self.log.warning(f"{self.stage}: warning at step {step}: {line}")
+        if self.lowest is None or loss < self.lowest[0]:
+            self.lowest = (float(loss), step)
+        return line
+
+    def state_dict(self) -> dict:
+        return {"lowest": list(self.lowest) if self.lowest else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lowest = tuple(state["lowest"]) if state.get("lowest") else None
+
+
 class Guardrails:
     """A training stage's guardrails over its run: the first health it measures is the reference's (PPO's first
     rollout comes from the initial policy, which is the reference; DPO samples the reference itself), each guardrail

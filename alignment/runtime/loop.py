@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from alignment.common import manifest
 from alignment.config.loader import check_output_dir, save_config, to_dict
 from alignment.runtime import accelerator as acc
-from alignment.runtime import checkpoint
+from alignment.runtime import checkpoint, health
 from alignment.runtime import logging as rlog
 from alignment.runtime.tracking import Tracker, new_run_id, read_metrics
 
@@ -164,6 +164,33 @@ def save_checkpoint(run: Run, done: int, total: int, **state) -> bool:
         return False
     checkpoint.save(run.accelerator, run.cfg.output_dir, done, {"run_id": run.run_id, **state}, c.keep_last)
     return True
+
+
+class HeldOut:
+    """A stage's held-out evaluations (`evaluate`: its metrics, {} without held-out data), each logged and watched by
+    the held-out-loss guardrail (`train.eval_loss_rise`). On a fresh start the untrained model is evaluated first,
+    logged at step 0, so a model that ends worse on held-out rows than it started is caught even without
+    evaluations during training; on a resume the watch comes back from the checkpoint `state`."""
+
+    def __init__(self, run: Run, state: dict, evaluate: Callable[[], dict]):
+        self.run, self.evaluate = run, evaluate
+        speaks = run.accelerator.is_main_process
+        self.watch = health.HeldOutWatch(run.name, run.cfg.train.eval_loss_rise, run.log, speaks)
+        if "held_out" in state:
+            self.watch.load_state_dict(state["held_out"])
+        elif run.step == 0:
+            self(0)
+
+    def __call__(self, step: int, final: bool = False, extra: dict | None = None) -> dict:
+        """Evaluate, log (with `extra`, e.g. DPO's sample health) and watch at `step`; the metrics."""
+        metrics = self.evaluate()
+        if metrics or extra:
+            self.run.tracker.log({**metrics, **(extra or {})}, step=step)
+        self.watch.check(metrics, step, final)
+        return metrics
+
+    def state_dict(self) -> dict:
+        return self.watch.state_dict()
 
 
 def reduce_metrics(accelerator, values: dict[str, float], reduction: str = "mean") -> dict[str, float]:

@@ -97,3 +97,31 @@ def test_dpo_watches_its_own_samples_and_the_chosen_log_prob(tmp_path):
     assert any("chosen log-prob" in line and "below its start" in line for line in warnings_in(r.stderr))
     final = json.loads((out / "eval.json").read_text())
     assert "completions/broken_rate" in final and final["objective/kl"] > 0
+
+
+def contradicting_rows(folder) -> tuple[str, str]:
+    """Training pairs that prefer praise and held-out pairs that prefer the complaint: whatever a model learns from
+    the first raises its loss on the second, so the held-out-loss guardrail must speak."""
+    places = ["cafe", "museum", "hotel", "park", "cinema", "bakery", "theater", "library", "garden", "diner"]
+    aspects = ["food", "staff", "view", "music"]
+    rows = [(f"Review of the {p}:", f" the {a} was great.", f" the {a} was awful.") for p in places for a in aspects]
+    train, held = rows[:32], rows[32:]
+    paths = folder / "train.jsonl", folder / "held.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths[0].write_text("".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in train))
+    paths[1].write_text("".join(json.dumps({"prompt": p, "chosen": r, "rejected": c}) + "\n" for p, c, r in held))
+    return str(paths[0]), str(paths[1])
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+def test_a_held_out_loss_rising_above_its_start_warns(tmp_path, stage):
+    train, held = contradicting_rows(tmp_path / "data")
+    out = tmp_path / stage
+    r = run_cli(stage, f"configs/{stage}.yaml", "run=", "model.name_or_path=builtin:tiny-llama", f"output_dir={out}",
+                f"data.path={train}", f"data.eval_path={held}", "train.epochs=2", "train.eval_steps=4",
+                "train.log_steps=4", "checkpoint.save_steps=0", env=ENV)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    evaluated = [row for row in metrics(out) if "eval/loss" in row]
+    assert evaluated[0]["step"] == 0 and evaluated[-1]["eval/loss"] > evaluated[0]["eval/loss"] + 0.02, evaluated
+    found = [line for line in warnings_in(r.stderr) if "held-out loss" in line]
+    assert len(found) == 1 and "above its lowest" in found[0] and "train.eval_loss_rise" in found[0], r.stderr[-3000:]

@@ -141,3 +141,37 @@ def test_guardrails_pool_the_latest_checks_and_resume_with_them():
     again = Guardrails("ppo", cfg, logging.getLogger("test-guardrails-pool"))
     again.load_state_dict(json.loads(json.dumps(guard.state_dict())))
     assert again.state_dict() == guard.state_dict()
+
+
+def test_held_out_loss_warns_at_the_end_when_the_saved_model_sits_above_the_lowest(caplog):
+    log = logging.getLogger("test-held-out")
+    with caplog.at_level(logging.WARNING, logger="test-held-out"):
+        quiet = health.HeldOutWatch("dpo", 0.02, log)
+        for step, loss in [(0, 0.693), (10, 0.77), (20, 0.60), (30, 0.66), (40, 0.59)]:  # noisy, but ends lowest
+            assert quiet.check({"eval/loss": loss}, step, final=step == 40) is None
+        watch = health.HeldOutWatch("reward", 0.02, log)
+        for step, loss in [(0, 0.693), (10, 0.60), (20, 0.65)]:
+            watch.check({"eval/loss": loss}, step)  # during training: tracked, never a warning
+        assert watch.check({"eval/accuracy": 0.5}, 25, final=True) is None  # no loss: nothing to compare
+        watch.check({"eval/loss": 0.615}, 30, final=True)  # within 0.02 of 0.60
+        watch.check({"eval/loss": 0.65}, 40, final=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "reward: warning at step 40: held-out loss 0.650 is 0.050 above its lowest, 0.600 at step 10 (threshold 0.02,"
+        " train.eval_loss_rise): the model fits its training rows at the held-out rows' cost; fewer epochs or more data"
+    ]
+
+
+def test_held_out_watch_resumes_its_lowest_and_says_where_it_started(caplog):
+    log = logging.getLogger("test-held-out-resume")
+    watch = health.HeldOutWatch("dpo", 0.02, log)
+    watch.check({"eval/loss": 0.693}, 0)
+    again = health.HeldOutWatch("dpo", 0.02, log)
+    again.load_state_dict(json.loads(json.dumps(watch.state_dict())))  # the checkpoint holds it as JSON
+    with caplog.at_level(logging.WARNING, logger="test-held-out-resume"):
+        again.check({"eval/loss": 0.74}, 90, final=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "dpo: warning at step 90: held-out loss 0.740 is 0.047 above its lowest, 0.693 at the start (threshold 0.02,"
+        " train.eval_loss_rise): the model fits its training rows at the held-out rows' cost; fewer epochs or more data"
+    ]
+    assert health.overfit_warning(0.9, 0.5, 0, rise=0) is None  # 0 turns it off
