@@ -69,7 +69,13 @@ class DPODataConfig:
 
 @dataclass
 class DPOLossConfig:
-    RANGES: ClassVar = {"beta": "> 0", "tie_param": "> 0", "sft_weight": ">= 0", "off_support_weight": ">= 0"}
+    RANGES: ClassVar = {
+        "beta": "> 0",
+        "tie_param": "> 0",
+        "sft_weight": ">= 0",
+        "off_support_weight": ">= 0",
+        "label_smoothing": "[0, 0.5)",
+    }
     """Allowed values (`alignment.config.shared.check_ranges`), checked when the config loads."""
 
     type: Literal["sigmoid", "ipo", "plackett_luce"] = "plackett_luce"
@@ -83,6 +89,11 @@ class DPOLossConfig:
     """Davidson nu (> 0): how likely ties are at equal reward."""
     length_normalize: bool = False
     """Use the mean log-prob per completion token instead of the sum (TRL's IPO and `sigmoid_norm` do)."""
+    label_smoothing: float = 0.0
+    """eps: a hard label (ranks, or a pair without `chosen_probability`) is taken as right with probability 1 - eps,
+    so the loss is (1 - eps) loss(ranking) + eps loss(reversed ranking), as a soft pair label of 1 - eps (cDPO,
+    TRL's `label_smoothing`; at K = 2 exactly). It bounds the margin DPO drives a pair to (beta h = logit(1 - eps))
+    instead of pushing it without end. Soft labels (`chosen_probability`, `scores`) are used as they are."""
     sft_weight: float = 0.0
     """Weight of an NLL term on each prompt's best-ranked completion (mean per token; RPO, TRL's `rpo_alpha`): keeps
     the preferred answers likely while the preference loss pushes the others down (0: plain DPO)."""

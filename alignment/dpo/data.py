@@ -109,7 +109,7 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
     """reward/data.py's flat batch (input_ids/attention_mask [N, T], slot [N], ranks/valid [B, K_max]) plus:
 
     completion_mask [N, T]: the completion tokens of each row; probability [B]: P(first completion is
-    better) for soft-labelled pairs, 1 otherwise; scores [B, K_max] and scored [B] (which rows have them) when any
+    better) for soft-labelled pairs, 1 otherwise; hard [B]: the rows without that soft label; scores [B, K_max] and scored [B] (which rows have them) when any
     example carries `scores`; ref_logps [B, K_max] when every example carries
     precomputed reference log-probs (`ref_logps`, one per completion). weights 0 mark filler examples.
     """
@@ -119,6 +119,7 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
     batch["completion_mask"] = batch["attention_mask"] * (positions[None, :] >= starts[:, None])
     p = [1.0 if e["chosen_probability"] is None else e["chosen_probability"] for e in examples]
     batch["probability"] = torch.tensor(p, dtype=torch.float64)
+    batch["hard"] = torch.tensor([e["chosen_probability"] is None for e in examples])
     if any(e.get("scores") is not None for e in examples):
         batch["scores"] = torch.zeros(batch["ranks"].shape, dtype=torch.float64)
         batch["scored"] = torch.tensor([e.get("scores") is not None for e in examples])

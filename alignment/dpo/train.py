@@ -119,6 +119,8 @@ def batch_loss(c: DPOLossConfig, logps: torch.Tensor, ref: torch.Tensor, batch: 
     times the NLL per token of the best-ranked completion (RPO)."""
     device = logps.device
     ranks, valid, p = batch["ranks"].to(device), batch["valid"].to(device), batch["probability"].to(device)
+    if c.label_smoothing > 0:  # a hard label is one person's word: P(it is right) = 1 - eps (cDPO)
+        p = torch.where(batch["hard"].to(device), torch.full_like(p, 1 - c.label_smoothing), p)
     scored = batch["scored"].to(device) if "scores" in batch else None
     soft = None if scored is None else soft_ranking_loss(c, logps, ref, batch["scores"].to(device), valid)
     if scored is not None and bool(scored.all()):

@@ -211,6 +211,28 @@ def test_soft_labelled_pairs_equal_dpo_loss_with_chosen_probability(loss_type):
     assert got.informative.all()
 
 
+@pytest.mark.parametrize("loss_type", ["sigmoid", "plackett_luce"])
+def test_label_smoothing_takes_a_hard_label_as_right_with_1_minus_eps_and_leaves_soft_labels(loss_type):
+    g = torch.Generator().manual_seed(1)
+    logps, ref = (torch.randn(4, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    p = torch.tensor([1.0, 1.0, 0.7, 1.0], dtype=torch.float64)
+    hard = torch.tensor([True, True, False, False])  # the last: a soft label of exactly 1, kept
+    batch = {"ranks": torch.tensor([[1, 2]] * 4), "valid": torch.ones(4, 2, dtype=torch.bool), "probability": p}
+    got = batch_loss(DPOLossConfig(type=loss_type, beta=0.3, label_smoothing=0.1), logps, ref, {**batch, "hard": hard})
+    want = losses.dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], 0.3, "sigmoid",
+                           torch.tensor([0.9, 0.9, 0.7, 1.0], dtype=torch.float64))  # fmt: skip
+    assert torch.allclose(got.losses, want.losses, rtol=1e-12, atol=1e-12)  # cDPO at K = 2, exactly
+    # a ranking of 3: (1 - eps) of its loss and eps of its reverse's
+    logps3, ref3 = (torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    ranks = torch.tensor([[1, 2, 3], [2, 3, 1]])
+    batch3 = {"ranks": ranks, "valid": torch.ones(2, 3, dtype=torch.bool), "probability": torch.ones(2).double()}
+    c = DPOLossConfig(type=loss_type, beta=0.3, label_smoothing=0.2)
+    got = batch_loss(c, logps3, ref3, {**batch3, "hard": torch.tensor([True, True])}).losses
+    plain = batch_loss(DPOLossConfig(type=loss_type, beta=0.3), logps3, ref3, batch3).losses
+    flipped = batch_loss(DPOLossConfig(type=loss_type, beta=0.3), logps3, ref3, {**batch3, "ranks": 4 - ranks}).losses
+    assert torch.allclose(got, 0.8 * plain + 0.2 * flipped, rtol=1e-12, atol=1e-12)
+
+
 def test_metrics_are_means_per_comparison_and_per_informative_prompt():
     sums = {"loss": 3.0, "prompts": 2.0, "comparisons": 4.0, **{name: 2.0 for name in losses.METRICS}}
     out = metrics_from_sums(sums, "eval")
