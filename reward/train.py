@@ -358,8 +358,9 @@ def train(cfg: RewardConfig) -> dict:
     report: dict = {}
     if eval_set:
         report = evaluation(cfg, eval_set, predict(accelerator, model, eval_set, eval_bs, pad_id))
-        run.tracker.log(flat_metrics(report), step=steps)
-        held_out.watch.check(flat_metrics(report), steps, final=True)
+        flat = flat_metrics(report)
+        run.tracker.log(flat, step=steps)
+        held_out.watch.check(flat, steps, final=True)
     stats = reward_stats(cfg, accelerator, model, tokenizer, train_rankings, eval_bs)
 
     # 7. Save: adapter + score head (or full model) + tokenizer, stats, eval report, manifest.

@@ -109,7 +109,8 @@ def collate(examples: list[dict], pad_id: int, weights: list[float] | None = Non
     """reward/data.py's flat batch (input_ids/attention_mask [N, T], slot [N], ranks/valid [B, K_max]) plus:
 
     completion_mask [N, T]: the completion tokens of each row; probability [B]: P(first completion is
-    better) for soft-labelled pairs, 1 otherwise; hard [B]: the rows without that soft label; scores [B, K_max] and scored [B] (which rows have them) when any
+    better) for soft-labelled pairs, 1 otherwise; hard [B]: the rows without that soft label; scores [B, K_max]
+    and scored [B] (which rows have them) when any
     example carries `scores`; ref_logps [B, K_max] when every example carries
     precomputed reference log-probs (`ref_logps`, one per completion). weights 0 mark filler examples.
     """
